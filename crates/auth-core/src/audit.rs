@@ -1,0 +1,287 @@
+//! Audit events: one per authentication attempt, and where they go.
+
+use std::{collections::VecDeque, fmt, net::IpAddr};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{KeyId, RejectReason, StoreError};
+
+/// Whether the attempt was let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// Authenticated.
+    Success,
+    /// Refused.
+    Failure,
+}
+
+impl AuditOutcome {
+    /// `success` or `failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+impl Serialize for RejectReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RejectReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RejectReason::from_name(&s).ok_or_else(|| serde::de::Error::custom("unknown reason"))
+    }
+}
+
+/// One authentication attempt. Never holds a credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Sequence number given by the log that stored it (the pagination cursor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The key used, if the token was well formed.
+    pub key_id: Option<KeyId>,
+    /// The key's owner, if known.
+    pub actor: Option<String>,
+    /// The subject user, when acting on someone's behalf.
+    pub subject: Option<String>,
+    /// Let through or refused.
+    pub outcome: AuditOutcome,
+    /// Why it was refused.
+    pub reason: Option<RejectReason>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path, without the query string (which may hold a credential).
+    pub path: String,
+    /// Response status, when known.
+    pub status: Option<u16>,
+    /// Client address.
+    pub client_ip: Option<IpAddr>,
+    /// `User-Agent`, truncated.
+    pub user_agent: Option<String>,
+}
+
+/// Longest `User-Agent` kept in an event.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// Receives audit events. `record` must never block on I/O or wait for a
+/// lock held across I/O: it runs on the request path.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Takes one event.
+    fn record(&self, event: AuditEvent);
+}
+
+/// A page of a query, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<AuditEvent>,
+    /// Pass as [`AuditQuery::before`] for the next page; `None` at the end.
+    pub next_cursor: Option<i64>,
+}
+
+/// Which events to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this key's events.
+    pub key_id: Option<KeyId>,
+    /// Only events whose actor (key owner) is this user.
+    pub actor: Option<String>,
+    /// Only events older than this cursor.
+    pub before: Option<i64>,
+    /// Page size (clamped to 1..=1000).
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    pub(crate) fn matches(&self, e: &AuditEvent) -> bool {
+        self.key_id.is_none_or(|k| e.key_id == Some(k))
+            && self.actor.as_deref().is_none_or(|a| e.actor.as_deref() == Some(a))
+            && self.before.is_none_or(|b| e.id.is_some_and(|id| id < b))
+    }
+
+    /// The page size actually used.
+    pub fn effective_limit(&self) -> usize {
+        self.limit.clamp(1, 1000)
+    }
+}
+
+/// An audit sink that can be queried: the "Activity" view.
+#[async_trait]
+pub trait AuditLog: AuditSink {
+    /// Events matching `query`, newest first.
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// Deletes events older than `before`; returns how many.
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Writes out everything accepted so far (call on graceful shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The default sink: the newest `capacity` events in memory.
+///
+/// `record` takes a short lock (no I/O under it) and never waits on anything
+/// else; the oldest events are dropped once `capacity` is reached.
+pub struct MemoryAuditLog {
+    inner: Mutex<Ring>,
+    capacity: usize,
+}
+
+struct Ring {
+    events: VecDeque<AuditEvent>,
+    next_id: i64,
+}
+
+impl fmt::Debug for MemoryAuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryAuditLog")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for MemoryAuditLog {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
+}
+
+impl MemoryAuditLog {
+    /// Keeps the newest `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Ring {
+                events: VecDeque::new(),
+                next_id: 1,
+            }),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().events.len()
+    }
+
+    /// Whether no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl AuditSink for MemoryAuditLog {
+    fn record(&self, mut event: AuditEvent) {
+        let mut ring = self.inner.lock();
+        event.id = Some(ring.next_id);
+        ring.next_id += 1;
+        if ring.events.len() == self.capacity {
+            ring.events.pop_front();
+        }
+        ring.events.push_back(event);
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryAuditLog {
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let limit = query.effective_limit();
+        let ring = self.inner.lock();
+        let events: Vec<AuditEvent> = ring
+            .events
+            .iter()
+            .rev()
+            .filter(|e| query.matches(e))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        Ok(page(events, limit))
+    }
+
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut ring = self.inner.lock();
+        let n = ring.events.len();
+        ring.events.retain(|e| e.at >= before);
+        Ok((n - ring.events.len()) as u64)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Cuts `limit + 1` newest-first events into a page and its cursor.
+pub fn page(mut events: Vec<AuditEvent>, limit: usize) -> AuditPage {
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next_cursor = if more { events.last().and_then(|e| e.id) } else { None };
+    AuditPage { events, next_cursor }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: KeyId, actor: &str) -> AuditEvent {
+        AuditEvent {
+            id: None,
+            at: OffsetDateTime::now_utc(),
+            key_id: Some(key),
+            actor: Some(actor.into()),
+            subject: None,
+            outcome: AuditOutcome::Success,
+            reason: None,
+            method: "GET".into(),
+            path: "/".into(),
+            status: Some(200),
+            client_ip: None,
+            user_agent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn paginates_newest_first_by_key() {
+        let log = MemoryAuditLog::new(100);
+        let (a, b) = (KeyId::random(), KeyId::random());
+        for i in 0..5 {
+            log.record(event(a, "alice"));
+            if i % 2 == 0 {
+                log.record(event(b, "bob"));
+            }
+        }
+        let q = AuditQuery { key_id: Some(a), limit: 2, ..Default::default() };
+        let p1 = log.query(&q).await.unwrap();
+        assert_eq!(p1.events.len(), 2);
+        assert!(p1.events[0].id > p1.events[1].id);
+        let mut seen = p1.events.len();
+        let mut cursor = p1.next_cursor;
+        while let Some(c) = cursor {
+            let p = log.query(&AuditQuery { before: Some(c), ..q.clone() }).await.unwrap();
+            assert!(p.events.iter().all(|e| e.key_id == Some(a) && e.id < Some(c)));
+            seen += p.events.len();
+            cursor = p.next_cursor;
+        }
+        assert_eq!(seen, 5);
+    }
+
+    #[tokio::test]
+    async fn keeps_only_capacity() {
+        let log = MemoryAuditLog::new(3);
+        for _ in 0..10 {
+            log.record(event(KeyId::random(), "x"));
+        }
+        assert_eq!(log.len(), 3);
+        let p = log.query(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(p.events[0].id, Some(10));
+    }
+}

@@ -1,0 +1,241 @@
+//! Who is making a request, as what, and with which scopes.
+
+use std::{fmt, sync::Arc};
+
+use serde::{ser::SerializeStruct, Deserialize, Serialize};
+
+use crate::{AuthError, KeyId, ScopeSet};
+
+/// A user, optionally within an organisation (tenant).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    user_id: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    org_id: Option<Arc<str>>,
+}
+
+impl Principal {
+    /// A user with no organisation.
+    pub fn user(user_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            org_id: None,
+        }
+    }
+
+    /// A user within an organisation.
+    pub fn in_org(user_id: impl Into<Arc<str>>, org_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            org_id: Some(org_id.into()),
+        }
+    }
+
+    /// The user id.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The organisation id, if any.
+    pub fn org_id(&self) -> Option<&str> {
+        self.org_id.as_deref()
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.org_id {
+            Some(org) => write!(f, "{}@{}", self.user_id, org),
+            None => f.write_str(&self.user_id),
+        }
+    }
+}
+
+/// The kind of credential that authenticated a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A prefixed API key / personal access token.
+    ApiKey,
+    /// A JWT signed with a per-user secret.
+    Jwt,
+}
+
+/// The authenticated identity of a request, put in the request extensions by
+/// the auth layer. Cheap to clone.
+///
+/// The *actor* owns the credential; the *effective principal* is the subject
+/// user when the request acts on someone's behalf, else the actor. Every
+/// permission check should use the effective principal and [`AuthContext::scopes`].
+///
+/// ```
+/// use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
+/// let ctx = AuthContext::for_key(
+///     KeyId::random(), "ci", Principal::user("admin"), ScopeSet::parse(["read", "sudo"]).unwrap(),
+/// );
+/// let acting = ctx.with_subject(Principal::user("stu1"), &ScopeSet::parse(["read"]).unwrap());
+/// assert_eq!(acting.effective_user(), "stu1");
+/// assert_eq!(acting.actor().user_id(), "admin");
+/// assert!(acting.is_impersonating());
+/// assert!(acting.require_scope("read").is_ok());
+/// assert!(acting.require_scope("sudo").is_err());
+/// ```
+#[derive(Clone)]
+pub struct AuthContext(Arc<Inner>);
+
+struct Inner {
+    key_id: Option<KeyId>,
+    key_name: Option<Arc<str>>,
+    credential: CredentialKind,
+    actor: Principal,
+    subject: Option<Principal>,
+    scopes: ScopeSet,
+    workspace: Option<Arc<str>>,
+}
+
+impl AuthContext {
+    /// The context of an API key owned by `actor`.
+    pub fn for_key(key_id: KeyId, name: impl Into<Arc<str>>, actor: Principal, scopes: ScopeSet) -> Self {
+        Self(Arc::new(Inner {
+            key_id: Some(key_id),
+            key_name: Some(name.into()),
+            credential: CredentialKind::ApiKey,
+            actor,
+            subject: None,
+            scopes,
+            workspace: None,
+        }))
+    }
+
+    /// The context of a credential that is not a stored key (e.g. a JWT).
+    pub fn for_user(credential: CredentialKind, actor: Principal, scopes: ScopeSet) -> Self {
+        Self(Arc::new(Inner {
+            key_id: None,
+            key_name: None,
+            credential,
+            actor,
+            subject: None,
+            scopes,
+            workspace: None,
+        }))
+    }
+
+    /// The same context acting as `subject`: effective scopes become the
+    /// intersection of the key's scopes and `subject_ceiling`.
+    pub fn with_subject(&self, subject: Principal, subject_ceiling: &ScopeSet) -> Self {
+        let mut inner = self.inner_clone();
+        inner.scopes = inner.scopes.intersect(subject_ceiling);
+        inner.subject = Some(subject);
+        Self(Arc::new(inner))
+    }
+
+    /// The same context with a selected workspace.
+    pub fn with_workspace(&self, workspace: impl Into<Arc<str>>) -> Self {
+        let mut inner = self.inner_clone();
+        inner.workspace = Some(workspace.into());
+        Self(Arc::new(inner))
+    }
+
+    fn inner_clone(&self) -> Inner {
+        let i = &self.0;
+        Inner {
+            key_id: i.key_id,
+            key_name: i.key_name.clone(),
+            credential: i.credential,
+            actor: i.actor.clone(),
+            subject: i.subject.clone(),
+            scopes: i.scopes.clone(),
+            workspace: i.workspace.clone(),
+        }
+    }
+
+    /// The key's id, for API-key credentials.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.0.key_id
+    }
+
+    /// The key's name, for API-key credentials.
+    pub fn key_name(&self) -> Option<&str> {
+        self.0.key_name.as_deref()
+    }
+
+    /// What kind of credential authenticated the request.
+    pub fn credential(&self) -> CredentialKind {
+        self.0.credential
+    }
+
+    /// The credential's owner.
+    pub fn actor(&self) -> &Principal {
+        &self.0.actor
+    }
+
+    /// The subject user, when acting on someone's behalf.
+    pub fn subject(&self) -> Option<&Principal> {
+        self.0.subject.as_ref()
+    }
+
+    /// The principal every check should use: the subject if any, else the actor.
+    pub fn effective_principal(&self) -> &Principal {
+        self.0.subject.as_ref().unwrap_or(&self.0.actor)
+    }
+
+    /// The effective principal's user id.
+    pub fn effective_user(&self) -> &str {
+        self.effective_principal().user_id()
+    }
+
+    /// Whether the request acts on behalf of another user.
+    pub fn is_impersonating(&self) -> bool {
+        self.0.subject.is_some()
+    }
+
+    /// The effective scopes.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.0.scopes
+    }
+
+    /// The selected workspace, if any.
+    pub fn workspace(&self) -> Option<&str> {
+        self.0.workspace.as_deref()
+    }
+
+    /// `Ok` if the effective scopes hold `scope`, else a 403 naming it.
+    pub fn require_scope(&self, scope: &str) -> Result<(), AuthError> {
+        if self.0.scopes.has(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::missing_scope(scope))
+        }
+    }
+}
+
+impl fmt::Debug for AuthContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthContext")
+            .field("key_id", &self.0.key_id)
+            .field("credential", &self.0.credential)
+            .field("actor", &self.0.actor)
+            .field("subject", &self.0.subject)
+            .field("scopes", &self.0.scopes)
+            .field("workspace", &self.0.workspace)
+            .finish()
+    }
+}
+
+/// Serialized as the `/api/me` view: `key_id`, `key_name`, `credential`,
+/// `actor`, `user` (effective), `org`, `impersonating`, `scopes`, `workspace`.
+impl Serialize for AuthContext {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("AuthContext", 9)?;
+        st.serialize_field("key_id", &self.0.key_id)?;
+        st.serialize_field("key_name", &self.0.key_name)?;
+        st.serialize_field("credential", &self.0.credential)?;
+        st.serialize_field("actor", self.0.actor.user_id())?;
+        st.serialize_field("user", self.effective_user())?;
+        st.serialize_field("org", &self.effective_principal().org_id())?;
+        st.serialize_field("impersonating", &self.is_impersonating())?;
+        st.serialize_field("scopes", &self.0.scopes)?;
+        st.serialize_field("workspace", &self.0.workspace)?;
+        st.end()
+    }
+}

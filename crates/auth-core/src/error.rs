@@ -1,0 +1,294 @@
+//! Authentication errors: a stable public code, and an internal reason for logs.
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+use http::StatusCode;
+
+/// The machine-readable code sent to clients. Stable: clients match on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 401: missing or invalid credential.
+    Unauthorized,
+    /// 403: valid credential, not allowed to do this.
+    Forbidden,
+    /// 429: too many requests.
+    RateLimited,
+    /// 503: the key store (or another dependency) is unreachable; fail closed.
+    Unavailable,
+    /// 400: the request itself is malformed (e.g. a missing required header).
+    BadRequest,
+    /// 404: no such resource (or not visible to this principal).
+    NotFound,
+    /// 422: well-formed but invalid input.
+    Unprocessable,
+    /// 500: an unexpected server error.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as sent in error bodies, e.g. `unauthorized`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::BadRequest => "bad_request",
+            Self::NotFound => "not_found",
+            Self::Unprocessable => "unprocessable_entity",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status for this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn default_message(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "Invalid or missing API token",
+            Self::Forbidden => "Token valid but insufficient access level",
+            Self::RateLimited => "Rate limit exceeded",
+            Self::Unavailable => "Authentication service temporarily unavailable",
+            Self::BadRequest => "Bad request",
+            Self::NotFound => "Not found",
+            Self::Unprocessable => "Invalid request",
+            Self::Internal => "Internal server error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was refused. For logs and audit only: never sent to clients,
+/// since telling "unknown key" from "wrong secret" would help an attacker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// No credential in the request.
+    Missing,
+    /// Not a well-formed token (length, characters, duplicate headers, …).
+    Malformed,
+    /// A well-formed token with a prefix this service does not issue.
+    WrongPrefix,
+    /// The checksum does not match.
+    BadChecksum,
+    /// No key with this id.
+    UnknownKey,
+    /// The key was revoked (or rotated and its grace period is over).
+    Revoked,
+    /// The key expired.
+    Expired,
+    /// The key exists but the secret is wrong.
+    WrongSecret,
+    /// Too many wrong secrets for this key id lately; not checked.
+    Throttled,
+    /// The credential lacks a required scope.
+    InsufficientScope,
+    /// The principal's access level on the resource is too low.
+    InsufficientAccess,
+    /// The key may not act on behalf of another user, or not of this one.
+    ImpersonationDenied,
+    /// The subject user named in the request does not exist.
+    UnknownSubject,
+    /// The principal does not belong to the requested workspace.
+    WorkspaceDenied,
+    /// A rate limit was exceeded.
+    RateLimited,
+    /// The store or another dependency failed.
+    StoreUnavailable,
+    /// The request is invalid in another way.
+    InvalidRequest,
+    /// The resource does not exist.
+    NotFound,
+}
+
+impl RejectReason {
+    /// A short snake_case name for logs and audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::WrongPrefix => "wrong_prefix",
+            Self::BadChecksum => "bad_checksum",
+            Self::UnknownKey => "unknown_key",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::WrongSecret => "wrong_secret",
+            Self::Throttled => "throttled",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::InsufficientAccess => "insufficient_access",
+            Self::ImpersonationDenied => "impersonation_denied",
+            Self::UnknownSubject => "unknown_subject",
+            Self::WorkspaceDenied => "workspace_denied",
+            Self::RateLimited => "rate_limited",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::InvalidRequest => "invalid_request",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    /// The reason named by [`RejectReason::as_str`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        use RejectReason::*;
+        [
+            Missing, Malformed, WrongPrefix, BadChecksum, UnknownKey, Revoked, Expired,
+            WrongSecret, Throttled, InsufficientScope, InsufficientAccess, ImpersonationDenied,
+            UnknownSubject, WorkspaceDenied, RateLimited, StoreUnavailable, InvalidRequest,
+            NotFound,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request: public code and message, internal reason.
+///
+/// `Display` shows the code and the public message only; neither ever
+/// contains the credential.
+///
+/// ```
+/// use auth_core::{AuthError, ErrorCode, RejectReason};
+/// let e = AuthError::unauthorized(RejectReason::WrongSecret);
+/// assert_eq!(e.code(), ErrorCode::Unauthorized);
+/// assert_eq!(e.message(), "Invalid or missing API token");
+/// assert_eq!(e.status(), 401);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthError {
+    code: ErrorCode,
+    reason: RejectReason,
+    message: Cow<'static, str>,
+    scope: Option<Box<str>>,
+    retry_after: Option<Duration>,
+}
+
+impl AuthError {
+    /// An error with `code`, `reason` and the code's default message.
+    pub fn new(code: ErrorCode, reason: RejectReason) -> Self {
+        Self {
+            code,
+            reason,
+            message: Cow::Borrowed(code.default_message()),
+            scope: None,
+            retry_after: None,
+        }
+    }
+
+    /// 401 for `reason` with the generic message.
+    pub fn unauthorized(reason: RejectReason) -> Self {
+        Self::new(ErrorCode::Unauthorized, reason)
+    }
+
+    /// 403 with a message for the client.
+    pub fn forbidden(reason: RejectReason, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Forbidden, reason).with_message(message)
+    }
+
+    /// 403 naming the scope the credential lacks.
+    pub fn missing_scope(scope: &str) -> Self {
+        let mut e = Self::forbidden(
+            RejectReason::InsufficientScope,
+            format!("Token lacks the required scope '{scope}'"),
+        );
+        e.scope = Some(scope.into());
+        e
+    }
+
+    /// 429, to be retried after `retry_after`.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut e = Self::new(ErrorCode::RateLimited, RejectReason::RateLimited);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 503: a dependency is down, so the request is refused (fail closed).
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Unavailable, RejectReason::StoreUnavailable).with_message(message)
+    }
+
+    /// 400 with a message for the client.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::BadRequest, RejectReason::InvalidRequest).with_message(message)
+    }
+
+    /// 404 with a message for the client.
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::NotFound, RejectReason::NotFound).with_message(message)
+    }
+
+    /// 422 with a message for the client.
+    pub fn unprocessable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Unprocessable, RejectReason::InvalidRequest).with_message(message)
+    }
+
+    /// Replaces the public message.
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// The public code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The internal reason (logs and audit only).
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+
+    /// The public message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The missing scope, for a 403 `insufficient_scope`.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// When to retry, for a 429.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Whether the request carried a credential (drives `WWW-Authenticate`).
+    pub fn credential_presented(&self) -> bool {
+        self.reason != RejectReason::Missing
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for AuthError {}

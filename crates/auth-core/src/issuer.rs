@@ -1,0 +1,218 @@
+//! Issuing, rotating and revoking keys: the only place plaintext tokens exist.
+
+use std::{sync::Arc, time::Duration};
+
+use time::OffsetDateTime;
+
+use crate::{
+    mint_token, token::display_hint, Clock, KeyId, KeyRecord, KeyStore, ParsedToken,
+    PlaintextToken, Principal, ScopeSet, SecretHasher, StoreError, SystemClock, TokenPrefix,
+};
+
+/// Longest key name accepted.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// What to issue.
+#[derive(Clone, Debug)]
+pub struct NewKey {
+    /// The owner.
+    pub owner: Principal,
+    /// A label, 1-100 printable characters.
+    pub name: String,
+    /// Granted scopes.
+    pub scopes: ScopeSet,
+    /// When it stops working on its own, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl NewKey {
+    /// A key that never expires.
+    pub fn new(owner: Principal, name: impl Into<String>, scopes: ScopeSet) -> Self {
+        Self {
+            owner,
+            name: name.into(),
+            scopes,
+            expires_at: None,
+        }
+    }
+
+    /// Sets an expiry.
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+}
+
+/// A freshly issued key: its record and the plaintext, shown once.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// What was stored.
+    pub record: KeyRecord,
+    /// The token. Show it to the owner once; it cannot be recovered.
+    pub token: PlaintextToken,
+}
+
+/// Issuing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// The name is empty, too long or has control characters.
+    #[error("key name must be 1-{MAX_NAME_LEN} characters with no control characters")]
+    InvalidName,
+    /// The expiry is not in the future.
+    #[error("expires_at must be in the future")]
+    InvalidExpiry,
+    /// No such key.
+    #[error("key not found")]
+    NotFound,
+    /// The key is revoked, expired or already rotated.
+    #[error("{0}")]
+    Conflict(String),
+    /// The hasher failed.
+    #[error(transparent)]
+    Hash(#[from] crate::HashError),
+    /// The store failed.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for IssueError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Unavailable(m) | StoreError::Corrupt(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+/// Mints keys, stores only their argon2 hashes, and rotates and revokes them.
+#[derive(Clone)]
+pub struct KeyIssuer {
+    store: Arc<dyn KeyStore>,
+    hasher: SecretHasher,
+    prefix: TokenPrefix,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for KeyIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyIssuer")
+            .field("prefix", &self.prefix)
+            .field("hasher", &self.hasher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyIssuer {
+    /// An issuer of `prefix` tokens into `store`.
+    pub fn new(store: Arc<dyn KeyStore>, hasher: SecretHasher, prefix: TokenPrefix) -> Self {
+        Self {
+            store,
+            hasher,
+            prefix,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `clock` for created/expiry/revocation times.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The prefix of issued tokens.
+    pub fn prefix(&self) -> &TokenPrefix {
+        &self.prefix
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// Issues a key. The plaintext is in the result and nowhere else.
+    pub async fn issue(&self, new: NewKey) -> Result<IssuedKey, IssueError> {
+        let now = self.clock.now();
+        validate_name(&new.name)?;
+        if new.expires_at.is_some_and(|t| t <= now) {
+            return Err(IssueError::InvalidExpiry);
+        }
+        let (record, token) = self.mint(new.owner, new.name, new.scopes, new.expires_at, now).await?;
+        self.store.insert(&record).await?;
+        Ok(IssuedKey { record, token })
+    }
+
+    async fn mint(
+        &self,
+        owner: Principal,
+        name: String,
+        scopes: ScopeSet,
+        expires_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<(KeyRecord, PlaintextToken), IssueError> {
+        let (id, token) = mint_token(&self.prefix);
+        let parsed = ParsedToken::parse(token.expose_secret())
+            .map_err(|e| IssueError::Hash(crate::HashError(e.to_string())))?;
+        let hash = self.hasher.hash(parsed.secret()).await?;
+        let record = KeyRecord {
+            id,
+            owner,
+            name,
+            scopes,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            hint: display_hint(token.expose_secret()),
+            hash,
+            replaced_by: None,
+        };
+        Ok((record, token))
+    }
+
+    /// Replaces a key with a new one (same owner, name, scopes and expiry).
+    ///
+    /// The old key keeps working for `grace` (never past its own expiry);
+    /// with `Duration::ZERO` it stops at once. Of two concurrent rotations of
+    /// one key, exactly one succeeds; the other gets [`IssueError::Conflict`].
+    pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<IssuedKey, IssueError> {
+        let old = self.store.get(id).await?.ok_or(IssueError::NotFound)?;
+        let now = self.clock.now();
+        if old.replaced_by.is_some() || old.check_active(now).is_err() {
+            return Err(IssueError::Conflict("key is revoked, expired or already rotated".into()));
+        }
+        let mut ends = now + grace;
+        if let Some(exp) = old.expires_at {
+            ends = ends.min(exp);
+        }
+        let (record, token) = self
+            .mint(old.owner, old.name, old.scopes, old.expires_at, now)
+            .await?;
+        self.store.rotate(id, ends, now, &record).await?;
+        Ok(IssuedKey { record, token })
+    }
+
+    /// Revokes a key at once. `Ok(false)` if there is no such key.
+    pub async fn revoke(&self, id: KeyId) -> Result<bool, StoreError> {
+        self.store.revoke(id, self.clock.now()).await
+    }
+
+    /// The user's keys, newest first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.list_by_owner(user_id).await
+    }
+
+    /// One key.
+    pub async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.store.get(id).await
+    }
+}
+
+/// Checks a key name: 1-100 characters, none of them control characters.
+pub fn validate_name(name: &str) -> Result<(), IssueError> {
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_LEN || name.chars().any(char::is_control) || name.trim().is_empty() {
+        return Err(IssueError::InvalidName);
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! # auth-core
+//!
+//! The core of an API-key authentication toolkit: prefixed tokens shown once
+//! and stored only as argon2id hashes, a pluggable [`KeyStore`], a
+//! [`Verifier`] with a constant-time cached hot path, [`ScopeSet`]s,
+//! per-resource [`AccessLevel`]s, the [`AuthContext`] handed to handlers
+//! (with subject-user impersonation), typed [`AuthError`]s with stable
+//! machine-readable codes, and [`AuditEvent`]s.
+//!
+//! HTTP integration lives in `auth-tower` and `auth-axum`.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use auth_core::{KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier};
+//!
+//! let store = Arc::new(MemoryKeyStore::new());
+//! let hasher = SecretHasher::default(); // argon2id m=19456 KiB, t=2, p=1
+//! # let hasher = SecretHasher::for_tests();
+//! let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+//! let verifier = Verifier::builder(store).hasher(hasher).build();
+//!
+//! let key = issuer
+//!     .issue(NewKey::new(Principal::user("admin"), "laptop", ScopeSet::parse(["read"]).unwrap()))
+//!     .await
+//!     .unwrap();
+//! println!("your token (shown once): {}", key.token.expose_secret());
+//!
+//! let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
+//! assert_eq!(ctx.actor().user_id(), "admin");
+//! # });
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod access;
+mod audit;
+mod base62;
+mod clock;
+mod context;
+mod error;
+mod hasher;
+mod issuer;
+mod plaintext;
+mod response;
+mod scope;
+pub mod store;
+mod token;
+mod verifier;
+
+pub use access::{AccessLevel, InvalidAccessLevel};
+pub use audit::{
+    page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery, AuditSink,
+    MemoryAuditLog, MAX_USER_AGENT,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use context::{AuthContext, CredentialKind, Principal};
+pub use error::{AuthError, ErrorCode, RejectReason};
+pub use hasher::{HashError, HashParams, SecretHasher};
+pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
+pub use plaintext::PlaintextToken;
+pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
+pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
+pub use store::{
+    ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyStore, MemoryKeyStore,
+    StoreError,
+};
+pub use token::{
+    mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix,
+    BODY_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN,
+};
+pub use verifier::{Verifier, VerifierBuilder};

@@ -1,0 +1,131 @@
+//! An in-memory store on dashmap: for tests, demos and single-process services
+//! that can lose their keys on restart.
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use time::OffsetDateTime;
+
+use super::{ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError};
+use crate::KeyId;
+
+/// Keys in memory. Lost on restart.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use std::sync::Arc;
+/// use auth_core::{KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier};
+/// let store = Arc::new(MemoryKeyStore::new());
+/// let hasher = SecretHasher::for_tests();
+/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+/// let verifier = Verifier::builder(store).hasher(hasher).build();
+/// let issued = issuer.issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty())).await.unwrap();
+/// let ctx = verifier.verify(issued.token.expose_secret()).await.unwrap();
+/// assert_eq!(ctx.effective_user(), "alice");
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    keys: DashMap<KeyId, KeyRecord>,
+    changes: ChangeFeed,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        use dashmap::mapref::entry::Entry;
+        match self.keys.entry(record.id) {
+            Entry::Occupied(_) => return Err(StoreError::Conflict("duplicate key id".into())),
+            Entry::Vacant(v) => {
+                v.insert(record.clone());
+            }
+        }
+        self.changes.publish(&KeyChange::Updated(record.id));
+        Ok(())
+    }
+
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.keys.get(&id).map(|r| r.clone()))
+    }
+
+    async fn list_by_owner(&self, user_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut v: Vec<KeyRecord> = self
+            .keys
+            .iter()
+            .filter(|r| r.owner.user_id() == user_id)
+            .map(|r| r.clone())
+            .collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(v)
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let Some(mut r) = self.keys.get_mut(&id) else {
+            return Ok(false);
+        };
+        r.revoked_at = Some(r.revoked_at.map_or(at, |t| t.min(at)));
+        drop(r);
+        self.changes.publish(&KeyChange::Revoked(id));
+        Ok(true)
+    }
+
+    async fn rotate(
+        &self,
+        old: KeyId,
+        old_ends_at: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        // Checked before taking the shard lock below: dashmap deadlocks if a
+        // shard is read while the same thread holds its write lock.
+        if self.keys.contains_key(&new.id) {
+            return Err(StoreError::Conflict("duplicate key id".into()));
+        }
+        {
+            // The shard lock on `old` makes check-and-set atomic.
+            let mut r = self.keys.get_mut(&old).ok_or(StoreError::NotFound)?;
+            if r.replaced_by.is_some() {
+                return Err(StoreError::Conflict("key was already rotated".into()));
+            }
+            if r.check_active(now).is_err() {
+                return Err(StoreError::Conflict("key is revoked or expired".into()));
+            }
+            r.revoked_at = Some(r.revoked_at.map_or(old_ends_at, |t| t.min(old_ends_at)));
+            r.replaced_by = Some(new.id);
+        }
+        self.keys.insert(new.id, new.clone());
+        self.changes.publish(&KeyChange::Revoked(old));
+        self.changes.publish(&KeyChange::Updated(new.id));
+        Ok(())
+    }
+
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
+        let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+        r.hash = hash.to_owned();
+        Ok(())
+    }
+
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        for (id, at) in uses {
+            if let Some(mut r) = self.keys.get_mut(id) {
+                if r.last_used_at.is_none_or(|t| t < *at) {
+                    r.last_used_at = Some(*at);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.changes
+    }
+}

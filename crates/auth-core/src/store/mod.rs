@@ -1,0 +1,78 @@
+//! Key stores: where key records live.
+//!
+//! [`KeyStore`] is implemented by [`MemoryKeyStore`] here and by durable
+//! backends elsewhere. Every operation is fallible and may do I/O.
+
+mod changes;
+mod memory;
+mod record;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub use changes::{ChangeFeed, ChangeListener, KeyChange};
+pub use memory::MemoryKeyStore;
+pub use record::{KeyMetadata, KeyRecord};
+
+use crate::KeyId;
+
+/// A store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or failed; callers fail closed (503).
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+    /// No such key.
+    #[error("key not found")]
+    NotFound,
+    /// The operation lost a race or the key is no longer in a state that allows it.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored row cannot be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Where key records live.
+///
+/// Implementations publish every successful `insert`, `revoke` and `rotate`
+/// on [`KeyStore::changes`] before returning. `update_hash` and
+/// `record_use` do not change whether a key works and publish nothing.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Stores a new key. Durable when it returns.
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError>;
+
+    /// The key with this id.
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Every key owned by the user, newest first.
+    async fn list_by_owner(&self, user_id: &str) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Revokes the key at `at` (an earlier revocation time is kept).
+    /// `Ok(false)` if there is no such key.
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Atomically retires `old` and stores `new`.
+    ///
+    /// `old` must exist ([`StoreError::NotFound`]), not have been replaced
+    /// already and not be revoked at `now` ([`StoreError::Conflict`]: of two
+    /// concurrent rotations exactly one wins). Its `revoked_at` becomes
+    /// `old_ends_at` (or stays earlier) and its `replaced_by` becomes `new.id`.
+    async fn rotate(
+        &self,
+        old: KeyId,
+        old_ends_at: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces the hash after a re-hash with stronger parameters.
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError>;
+
+    /// Records last uses, batched. Later times win.
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
+
+    /// The feed of changes for caches.
+    fn changes(&self) -> &ChangeFeed;
+}

@@ -1,0 +1,92 @@
+//! The positive cache: keys whose secret was verified once by argon2.
+//!
+//! An entry holds a keyed digest of the secret, never the secret, so a hit is
+//! a hash plus a constant-time compare. Store changes drop entries at once.
+
+use std::sync::{
+    atomic::{AtomicI64, AtomicU64, Ordering},
+    Arc,
+};
+
+use dashmap::DashMap;
+
+use crate::{AuthContext, ChangeListener, KeyChange, KeyId, RejectReason};
+
+pub(crate) struct CacheEntry {
+    pub digest: [u8; 32],
+    /// First instant (ns) the key stops working, and why.
+    pub ends: Option<(i64, RejectReason)>,
+    pub ctx: AuthContext,
+    /// The stored hash this entry was verified against (to confirm against the store).
+    pub hash: Arc<str>,
+    /// Last use reported to the store (ns).
+    pub last_reported: AtomicI64,
+}
+
+pub(crate) struct KeyCache {
+    pub entries: DashMap<KeyId, Arc<CacheEntry>>,
+    /// Bumped on every change, so an insert racing a revoke is dropped.
+    pub epoch: AtomicU64,
+    capacity: usize,
+}
+
+impl KeyCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: DashMap::new(),
+            epoch: AtomicU64::new(0),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Inserts unless a change happened since `epoch` was read.
+    pub fn insert_if_unchanged(&self, id: KeyId, entry: CacheEntry, epoch: u64, now: i64) {
+        if self.entries.len() >= self.capacity {
+            self.make_room(now);
+        }
+        self.entries.insert(id, Arc::new(entry));
+        // Re-check after inserting: a change that landed in between bumped the
+        // epoch, and its own removal may have run before our insert.
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            self.entries.remove(&id);
+        }
+    }
+
+    /// Drops ended entries, then arbitrary ones, until a tenth is free.
+    fn make_room(&self, now: i64) {
+        self.entries
+            .retain(|_, e| e.ends.is_none_or(|(t, _)| t > now));
+        let target = self.capacity - self.capacity / 10;
+        if self.entries.len() >= target {
+            let excess = self.entries.len() + 1 - target;
+            let victims: Vec<KeyId> = self.entries.iter().take(excess).map(|e| *e.key()).collect();
+            for id in victims {
+                self.entries.remove(&id);
+            }
+        }
+    }
+}
+
+/// Listens to the store's change feed.
+pub(crate) struct CacheInvalidator {
+    pub cache: Arc<KeyCache>,
+    pub guard: Arc<super::guard::AttackGuard>,
+}
+
+impl ChangeListener for CacheInvalidator {
+    fn on_change(&self, change: &KeyChange) {
+        self.cache.epoch.fetch_add(1, Ordering::AcqRel);
+        match change {
+            KeyChange::Revoked(id) | KeyChange::Updated(id) => {
+                self.cache.entries.remove(id);
+                self.guard.forget(*id);
+            }
+            KeyChange::All => {
+                self.cache.entries.clear();
+                self.guard.clear();
+            }
+            // User secrets concern JWT credentials, which have their own cache.
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The attack path: remember failures so a flood of bad tokens costs no argon2.
+//!
+//! Unknown key ids are remembered for a while (no store read for a repeat).
+//! For a known id, the last few wrong secrets are remembered (a repeat costs
+//! nothing), and after a failure the id gets at most one argon2 run per
+//! `backoff`: an attacker who knows a key id burns one hash per backoff, not
+//! one per request. Both maps are bounded.
+
+use dashmap::DashMap;
+
+use crate::KeyId;
+
+const WRONG_DIGESTS: usize = 4;
+
+pub(crate) struct AttackGuard {
+    unknown: DashMap<KeyId, i64>,
+    failures: DashMap<KeyId, Failures>,
+    ttl: i64,
+    backoff: i64,
+    capacity: usize,
+}
+
+struct Failures {
+    last_at: i64,
+    digests: [[u8; 32]; WRONG_DIGESTS],
+    next: usize,
+}
+
+pub(crate) enum Verdict {
+    /// Nothing known against this token: go on.
+    Unknown,
+    /// The key id is known not to exist.
+    NoSuchKey,
+    /// This exact secret already failed.
+    KnownWrong,
+    /// A different secret failed too recently; not checked.
+    Throttled,
+}
+
+impl AttackGuard {
+    pub fn new(ttl_nanos: i64, backoff_nanos: i64, capacity: usize) -> Self {
+        Self {
+            unknown: DashMap::new(),
+            failures: DashMap::new(),
+            ttl: ttl_nanos,
+            backoff: backoff_nanos,
+            capacity: capacity.max(16),
+        }
+    }
+
+    pub fn check(&self, id: KeyId, digest: &[u8; 32], now: i64) -> Verdict {
+        if let Some(until) = self.unknown.get(&id) {
+            if *until > now {
+                return Verdict::NoSuchKey;
+            }
+        }
+        if let Some(f) = self.failures.get(&id) {
+            let mut wrong = subtle::Choice::from(0);
+            for d in &f.digests {
+                wrong |= subtle::ConstantTimeEq::ct_eq(&d[..], &digest[..]);
+            }
+            if bool::from(wrong) && now - f.last_at < self.ttl {
+                return Verdict::KnownWrong;
+            }
+            if now - f.last_at < self.backoff {
+                return Verdict::Throttled;
+            }
+        }
+        Verdict::Unknown
+    }
+
+    pub fn record_unknown(&self, id: KeyId, now: i64) {
+        Self::bound(&self.unknown, self.capacity, |until| *until > now);
+        self.unknown.insert(id, now.saturating_add(self.ttl));
+    }
+
+    pub fn record_wrong(&self, id: KeyId, digest: [u8; 32], now: i64) {
+        let ttl = self.ttl;
+        Self::bound(&self.failures, self.capacity, |f| now - f.last_at < ttl);
+        let mut f = self.failures.entry(id).or_insert(Failures {
+            last_at: now,
+            digests: [[0; 32]; WRONG_DIGESTS],
+            next: 0,
+        });
+        f.last_at = now;
+        let i = f.next;
+        f.digests[i] = digest;
+        f.next = (i + 1) % WRONG_DIGESTS;
+    }
+
+    pub fn forget(&self, id: KeyId) {
+        self.unknown.remove(&id);
+        self.failures.remove(&id);
+    }
+
+    pub fn clear(&self) {
+        self.unknown.clear();
+        self.failures.clear();
+    }
+
+    /// Keeps a map under `capacity`: drop stale entries, and if that is not
+    /// enough, everything (forgetting failures only costs CPU, never safety).
+    fn bound<V>(map: &DashMap<KeyId, V>, capacity: usize, live: impl Fn(&V) -> bool) {
+        if map.len() >= capacity {
+            map.retain(|_, v| live(v));
+            if map.len() >= capacity {
+                map.clear();
+            }
+        }
+    }
+}
