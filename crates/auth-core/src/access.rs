@@ -127,13 +127,22 @@ mod tests {
         assert!(Owner.allows(Viewer) && Owner.allows(Owner));
         assert!(Editor.allows(Editor) && Editor.allows(Viewer) && !Editor.allows(Admin));
         assert!(!Viewer.allows(Editor));
-        assert_eq!([Owner, Admin, Editor, Viewer].map(AccessLevel::value), [0, 1, 2, 3]);
+        assert_eq!(
+            [Owner, Admin, Editor, Viewer].map(AccessLevel::value),
+            [0, 1, 2, 3]
+        );
     }
 
     #[test]
     fn serde_accepts_numbers_and_names() {
-        assert_eq!(serde_json::from_str::<AccessLevel>("1").unwrap(), AccessLevel::Admin);
-        assert_eq!(serde_json::from_str::<AccessLevel>("\"Owner\"").unwrap(), AccessLevel::Owner);
+        assert_eq!(
+            serde_json::from_str::<AccessLevel>("1").unwrap(),
+            AccessLevel::Admin
+        );
+        assert_eq!(
+            serde_json::from_str::<AccessLevel>("\"Owner\"").unwrap(),
+            AccessLevel::Owner
+        );
         assert!(serde_json::from_str::<AccessLevel>("4").is_err());
         assert!(serde_json::from_str::<AccessLevel>("-1").is_err());
         assert!(serde_json::from_str::<AccessLevel>("\"root\"").is_err());

@@ -108,7 +108,10 @@ pub struct AuditQuery {
 impl AuditQuery {
     pub(crate) fn matches(&self, e: &AuditEvent) -> bool {
         self.key_id.is_none_or(|k| e.key_id == Some(k))
-            && self.actor.as_deref().is_none_or(|a| e.actor.as_deref() == Some(a))
+            && self
+                .actor
+                .as_deref()
+                .is_none_or(|a| e.actor.as_deref() == Some(a))
             && self.before.is_none_or(|b| e.id.is_some_and(|id| id < b))
     }
 
@@ -224,8 +227,15 @@ impl AuditLog for MemoryAuditLog {
 pub fn page(mut events: Vec<AuditEvent>, limit: usize) -> AuditPage {
     let more = events.len() > limit;
     events.truncate(limit);
-    let next_cursor = if more { events.last().and_then(|e| e.id) } else { None };
-    AuditPage { events, next_cursor }
+    let next_cursor = if more {
+        events.last().and_then(|e| e.id)
+    } else {
+        None
+    };
+    AuditPage {
+        events,
+        next_cursor,
+    }
 }
 
 #[cfg(test)]
@@ -259,15 +269,28 @@ mod tests {
                 log.record(event(b, "bob"));
             }
         }
-        let q = AuditQuery { key_id: Some(a), limit: 2, ..Default::default() };
+        let q = AuditQuery {
+            key_id: Some(a),
+            limit: 2,
+            ..Default::default()
+        };
         let p1 = log.query(&q).await.unwrap();
         assert_eq!(p1.events.len(), 2);
         assert!(p1.events[0].id > p1.events[1].id);
         let mut seen = p1.events.len();
         let mut cursor = p1.next_cursor;
         while let Some(c) = cursor {
-            let p = log.query(&AuditQuery { before: Some(c), ..q.clone() }).await.unwrap();
-            assert!(p.events.iter().all(|e| e.key_id == Some(a) && e.id < Some(c)));
+            let p = log
+                .query(&AuditQuery {
+                    before: Some(c),
+                    ..q.clone()
+                })
+                .await
+                .unwrap();
+            assert!(p
+                .events
+                .iter()
+                .all(|e| e.key_id == Some(a) && e.id < Some(c)));
             seen += p.events.len();
             cursor = p.next_cursor;
         }
@@ -281,7 +304,13 @@ mod tests {
             log.record(event(KeyId::random(), "x"));
         }
         assert_eq!(log.len(), 3);
-        let p = log.query(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+        let p = log
+            .query(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(p.events[0].id, Some(10));
     }
 }

@@ -1,6 +1,9 @@
 //! An injectable wall clock, so expiry and grace periods test without sleeping.
 
-use std::{fmt, sync::atomic::{AtomicI64, Ordering}};
+use std::{
+    fmt,
+    sync::atomic::{AtomicI64, Ordering},
+};
 
 use time::OffsetDateTime;
 
@@ -53,7 +56,8 @@ impl ManualClock {
 
     /// Sets the clock.
     pub fn set(&self, at: OffsetDateTime) {
-        self.0.store(at.unix_timestamp_nanos() as i64, Ordering::SeqCst);
+        self.0
+            .store(at.unix_timestamp_nanos() as i64, Ordering::SeqCst);
     }
 }
 
@@ -64,5 +68,6 @@ impl Clock for ManualClock {
 }
 
 pub(crate) fn nanos(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp_nanos().clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    t.unix_timestamp_nanos()
+        .clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }

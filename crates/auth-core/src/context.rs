@@ -95,7 +95,12 @@ struct Inner {
 
 impl AuthContext {
     /// The context of an API key owned by `actor`.
-    pub fn for_key(key_id: KeyId, name: impl Into<Arc<str>>, actor: Principal, scopes: ScopeSet) -> Self {
+    pub fn for_key(
+        key_id: KeyId,
+        name: impl Into<Arc<str>>,
+        actor: Principal,
+        scopes: ScopeSet,
+    ) -> Self {
         Self(Arc::new(Inner {
             key_id: Some(key_id),
             key_name: Some(name.into()),

@@ -147,9 +147,23 @@ impl RejectReason {
     pub fn from_name(s: &str) -> Option<Self> {
         use RejectReason::*;
         [
-            Missing, Malformed, WrongPrefix, BadChecksum, UnknownKey, Revoked, Expired,
-            WrongSecret, Throttled, InsufficientScope, InsufficientAccess, ImpersonationDenied,
-            UnknownSubject, WorkspaceDenied, RateLimited, StoreUnavailable, InvalidRequest,
+            Missing,
+            Malformed,
+            WrongPrefix,
+            BadChecksum,
+            UnknownKey,
+            Revoked,
+            Expired,
+            WrongSecret,
+            Throttled,
+            InsufficientScope,
+            InsufficientAccess,
+            ImpersonationDenied,
+            UnknownSubject,
+            WorkspaceDenied,
+            RateLimited,
+            StoreUnavailable,
+            InvalidRequest,
             NotFound,
         ]
         .into_iter()

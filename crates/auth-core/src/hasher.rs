@@ -173,7 +173,12 @@ mod tests {
         let weak = SecretHasher::for_tests();
         let phc = weak.hash(&[1; 32]).await.unwrap();
         assert!(!weak.needs_rehash(&phc));
-        let strong = SecretHasher::new(HashParams { m_cost: 128, t_cost: 2, p_cost: 1 }).unwrap();
+        let strong = SecretHasher::new(HashParams {
+            m_cost: 128,
+            t_cost: 2,
+            p_cost: 1,
+        })
+        .unwrap();
         assert!(strong.needs_rehash(&phc));
     }
 }

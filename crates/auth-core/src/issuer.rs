@@ -137,7 +137,9 @@ impl KeyIssuer {
         if new.expires_at.is_some_and(|t| t <= now) {
             return Err(IssueError::InvalidExpiry);
         }
-        let (record, token) = self.mint(new.owner, new.name, new.scopes, new.expires_at, now).await?;
+        let (record, token) = self
+            .mint(new.owner, new.name, new.scopes, new.expires_at, now)
+            .await?;
         self.store.insert(&record).await?;
         Ok(IssuedKey { record, token })
     }
@@ -179,7 +181,9 @@ impl KeyIssuer {
         let old = self.store.get(id).await?.ok_or(IssueError::NotFound)?;
         let now = self.clock.now();
         if old.replaced_by.is_some() || old.check_active(now).is_err() {
-            return Err(IssueError::Conflict("key is revoked, expired or already rotated".into()));
+            return Err(IssueError::Conflict(
+                "key is revoked, expired or already rotated".into(),
+            ));
         }
         let mut ends = now + grace;
         if let Some(exp) = old.expires_at {

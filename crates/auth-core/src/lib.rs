@@ -66,7 +66,7 @@ pub use store::{
     StoreError,
 };
 pub use token::{
-    mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix,
-    BODY_LEN, MAX_PREFIX_LEN, MAX_TOKEN_LEN,
+    mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix, BODY_LEN,
+    MAX_PREFIX_LEN, MAX_TOKEN_LEN,
 };
 pub use verifier::{Verifier, VerifierBuilder};

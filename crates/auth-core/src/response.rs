@@ -4,6 +4,7 @@ use std::{fmt, sync::Arc};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response};
+use serde::Serialize;
 
 use crate::{AuthError, ErrorCode, RejectReason};
 
@@ -65,28 +66,33 @@ impl ErrorFormat {
 
     /// Renders `err`, naming `realm` in `WWW-Authenticate`.
     pub fn render_in_realm(&self, err: &AuthError, realm: &str) -> Response<Bytes> {
+        let code = err.code().as_str();
+        let message = err.message();
         let (body, content_type) = match self {
             Self::Flat => (
-                serde_json::json!({ "error": err.code().as_str(), "message": err.message() }),
+                to_json(&Flat {
+                    error: code,
+                    message,
+                }),
                 "application/json",
             ),
             Self::Envelope => (
-                serde_json::json!({
-                    "success": false,
-                    "error": {
-                        "code": err.code().as_str().to_ascii_uppercase(),
-                        "message": err.message(),
-                    }
+                to_json(&Envelope {
+                    success: false,
+                    error: EnvelopeError {
+                        code: &code.to_ascii_uppercase(),
+                        message,
+                    },
                 }),
                 "application/json",
             ),
             Self::Problem => (
-                serde_json::json!({
-                    "type": "about:blank",
-                    "title": err.status().canonical_reason().unwrap_or("Error"),
-                    "status": err.status().as_u16(),
-                    "detail": err.message(),
-                    "code": err.code().as_str(),
+                to_json(&Problem {
+                    r#type: "about:blank",
+                    title: err.status().canonical_reason().unwrap_or("Error"),
+                    status: err.status().as_u16(),
+                    detail: message,
+                    code,
                 }),
                 "application/problem+json",
             ),
@@ -96,7 +102,7 @@ impl ErrorFormat {
                 return res;
             }
         };
-        let mut res = Response::new(Bytes::from(body.to_string()));
+        let mut res = Response::new(body);
         *res.status_mut() = err.status();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -105,6 +111,38 @@ impl ErrorFormat {
         add_auth_headers(&mut res, err, realm);
         res
     }
+}
+
+#[derive(Serialize)]
+struct Flat<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    success: bool,
+    error: EnvelopeError<'a>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeError<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
+}
+
+fn to_json(v: &impl Serialize) -> Bytes {
+    // Serializing these plain structs cannot fail.
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
 fn add_auth_headers(res: &mut Response<Bytes>, err: &AuthError, realm: &str) {
@@ -126,7 +164,9 @@ fn www_authenticate(err: &AuthError, realm: &str) -> Option<HeaderValue> {
     let realm = quote(realm);
     let value = match (err.code(), err.reason()) {
         (ErrorCode::Unauthorized, RejectReason::Missing) => format!("Bearer realm=\"{realm}\""),
-        (ErrorCode::Unauthorized, _) => format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+        (ErrorCode::Unauthorized, _) => {
+            format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+        }
         (ErrorCode::Forbidden, RejectReason::InsufficientScope) => match err.scope() {
             Some(scope) => format!(
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{}\"",
@@ -151,7 +191,7 @@ mod tests {
 
     use super::*;
 
-    fn header<'a>(res: &'a Response<Bytes>, name: header::HeaderName) -> Option<&'a str> {
+    fn header(res: &Response<Bytes>, name: header::HeaderName) -> Option<&str> {
         res.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
@@ -163,12 +203,16 @@ mod tests {
             br#"{"error":"unauthorized","message":"Invalid or missing API token"}"#
         );
         assert_eq!(header(&res, header::CONTENT_TYPE), Some("application/json"));
-        assert_eq!(header(&res, header::WWW_AUTHENTICATE), Some("Bearer realm=\"api\""));
+        assert_eq!(
+            header(&res, header::WWW_AUTHENTICATE),
+            Some("Bearer realm=\"api\"")
+        );
     }
 
     #[test]
     fn presented_credential_gets_invalid_token() {
-        let res = ErrorFormat::Flat.render_in_realm(&AuthError::unauthorized(RejectReason::Revoked), "pod");
+        let res = ErrorFormat::Flat
+            .render_in_realm(&AuthError::unauthorized(RejectReason::Revoked), "pod");
         assert_eq!(
             header(&res, header::WWW_AUTHENTICATE),
             Some("Bearer realm=\"pod\", error=\"invalid_token\"")
@@ -179,8 +223,13 @@ mod tests {
     fn missing_scope_names_it() {
         let res = ErrorFormat::Problem.render(&AuthError::missing_scope("chat.stream"));
         assert_eq!(res.status(), 403);
-        assert_eq!(header(&res, header::CONTENT_TYPE), Some("application/problem+json"));
-        assert!(header(&res, header::WWW_AUTHENTICATE).unwrap().contains("scope=\"chat.stream\""));
+        assert_eq!(
+            header(&res, header::CONTENT_TYPE),
+            Some("application/problem+json")
+        );
+        assert!(header(&res, header::WWW_AUTHENTICATE)
+            .unwrap()
+            .contains("scope=\"chat.stream\""));
         let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
         assert_eq!(v["code"], "forbidden");
         assert_eq!(v["status"], 403);
@@ -188,7 +237,11 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
-        for (d, want) in [(Duration::from_millis(1), "1"), (Duration::from_millis(1500), "2"), (Duration::ZERO, "1")] {
+        for (d, want) in [
+            (Duration::from_millis(1), "1"),
+            (Duration::from_millis(1500), "2"),
+            (Duration::ZERO, "1"),
+        ] {
             let res = ErrorFormat::Flat.render(&AuthError::rate_limited(d));
             assert_eq!(res.status(), 429);
             assert_eq!(header(&res, header::RETRY_AFTER), Some(want));

@@ -17,8 +17,7 @@ pub fn validate_scope(s: &str) -> Result<(), InvalidScope> {
     let ok = !s.is_empty()
         && s.len() <= MAX_SCOPE_LEN
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-'));
     if ok {
         Ok(())
@@ -122,7 +121,11 @@ impl ScopeSet {
             (true, false) => other.clone(),
             (false, true) => self.clone(),
             (false, false) => {
-                let v = self.iter().filter(|s| other.has(s)).map(Box::from).collect();
+                let v = self
+                    .iter()
+                    .filter(|s| other.has(s))
+                    .map(Box::from)
+                    .collect();
                 Self::from_sorted(v, false)
             }
         }
@@ -191,7 +194,11 @@ impl ScopePolicy {
     }
 
     /// Holding `scope` also grants each of `implied` (transitively).
-    pub fn implies<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, scope: &str, implied: I) -> Self {
+    pub fn implies<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        mut self,
+        scope: &str,
+        implied: I,
+    ) -> Self {
         self.implies
             .entry(scope.into())
             .or_default()
@@ -230,7 +237,12 @@ mod tests {
         for s in ["", " read", "read entities", "-x", &"a".repeat(65), "é"] {
             assert!(validate_scope(s).is_err(), "{s:?}");
         }
-        for s in ["read:entities", "hub-protocol.read", "skills.invoke", "sudo"] {
+        for s in [
+            "read:entities",
+            "hub-protocol.read",
+            "skills.invoke",
+            "sudo",
+        ] {
             validate_scope(s).unwrap();
         }
     }

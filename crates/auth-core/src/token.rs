@@ -44,13 +44,14 @@ pub enum TokenError {
 
 /// A validated token prefix such as `st_`, `sk_live_`, `sk_test_` or `p:`.
 ///
-/// One to 16 ASCII characters: letters, digits and `_`, ending in `_` or `:`.
+/// Two to 16 ASCII characters: a letter or digit, then letters, digits and
+/// `_`, ending in `_` or `:`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TokenPrefix(Box<str>);
 
 /// The prefix given to [`TokenPrefix::new`] is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid token prefix {0:?}: 1-16 ASCII letters, digits or '_', ending in '_' or ':'")]
+#[error("invalid token prefix {0:?}: 2-16 ASCII letters, digits or '_', starting with a letter or digit, ending in '_' or ':'")]
 pub struct InvalidPrefix(pub String);
 
 impl TokenPrefix {
@@ -83,11 +84,10 @@ impl fmt::Display for TokenPrefix {
 
 fn is_valid_prefix(p: &[u8]) -> bool {
     match p.split_last() {
-        Some((last, rest)) if p.len() <= MAX_PREFIX_LEN => {
+        Some((last, rest)) if p.len() <= MAX_PREFIX_LEN && p.len() >= 2 => {
             matches!(last, b'_' | b':')
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                && p[0].is_ascii_alphanumeric()
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
         }
         _ => false,
     }
@@ -295,7 +295,17 @@ mod tests {
 
     #[test]
     fn bad_prefixes_are_refused() {
-        for p in ["", "st", "s t_", "é_", "abcdefghijklmnopq_", ":", "a:b:"] {
+        for p in [
+            "",
+            "st",
+            "s t_",
+            "é_",
+            "abcdefghijklmnopq_",
+            ":",
+            "_",
+            "__",
+            "a:b:",
+        ] {
             assert!(TokenPrefix::new(p).is_err(), "{p:?}");
         }
     }
@@ -323,5 +333,65 @@ mod tests {
         let id = KeyId::random();
         assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
         assert!("short".parse::<KeyId>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn prefix() -> impl Strategy<Value = TokenPrefix> {
+        ("[a-z0-9][a-z0-9_]{0,13}", prop_oneof![Just('_'), Just(':')])
+            .prop_map(|(s, end)| TokenPrefix::new(&format!("{s}{end}")).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(prefix in prefix(), id in any::<u64>(), secret in any::<[u8; 32]>()) {
+            let token = encode_token(&prefix, KeyId(id), &secret);
+            let parsed = ParsedToken::parse_with_prefix(token.expose_secret(), std::slice::from_ref(&prefix)).unwrap();
+            prop_assert_eq!(parsed.key_id(), KeyId(id));
+            prop_assert_eq!(parsed.secret(), &secret);
+            prop_assert_eq!(parsed.prefix(), prefix.as_str());
+        }
+
+        #[test]
+        fn every_single_character_change_is_rejected(
+            prefix in prefix(),
+            id in any::<u64>(),
+            secret in any::<[u8; 32]>(),
+            pos in any::<prop::sample::Index>(),
+            replacement in "[0-9A-Za-z_:]",
+        ) {
+            let token = encode_token(&prefix, KeyId(id), &secret);
+            let original = token.expose_secret();
+            let i = pos.index(original.len());
+            let mut changed = original.as_bytes().to_vec();
+            prop_assume!(changed[i] != replacement.as_bytes()[0]);
+            changed[i] = replacement.as_bytes()[0];
+            let changed = String::from_utf8(changed).unwrap();
+            prop_assert!(ParsedToken::parse(&changed).is_err());
+        }
+
+        #[test]
+        fn parsing_never_panics_on_arbitrary_input(s in any::<String>()) {
+            let _ = ParsedToken::parse(&s);
+        }
+
+        #[test]
+        fn parsing_never_panics_near_the_token_length(
+            s in proptest::collection::vec(any::<u8>(), BODY_LEN - 2..MAX_TOKEN_LEN + 2)
+        ) {
+            let s = String::from_utf8_lossy(&s);
+            let _ = ParsedToken::parse(&s);
+        }
+    }
+
+    #[test]
+    fn overlong_input_is_rejected_unread() {
+        let s = "a".repeat(10_000);
+        assert_eq!(ParsedToken::parse(&s).unwrap_err(), TokenError::TooLong);
     }
 }

@@ -269,13 +269,19 @@ impl Verifier {
             }
         };
         drop(lock);
-        inner.inflight.remove_if(&id, |_, l| Arc::strong_count(l) == 1);
+        inner
+            .inflight
+            .remove_if(&id, |_, l| Arc::strong_count(l) == 1);
         result
     }
 
     /// `None` on a miss. A hit with a different digest is a wrong secret,
     /// decided without argon2.
-    async fn check_cached(&self, id: KeyId, digest: &[u8; 32]) -> Option<Result<AuthContext, AuthError>> {
+    async fn check_cached(
+        &self,
+        id: KeyId,
+        digest: &[u8; 32],
+    ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
         let entry = inner.cache.entries.get(&id).map(|e| e.clone())?;
         if !bool::from(entry.digest[..].ct_eq(&digest[..])) {
@@ -319,33 +325,42 @@ impl Verifier {
         }
     }
 
-    async fn verify_cold(&self, id: KeyId, secret: &[u8; 32], digest: [u8; 32]) -> Result<AuthContext, AuthError> {
+    async fn verify_cold(
+        &self,
+        id: KeyId,
+        secret: &[u8; 32],
+        digest: [u8; 32],
+    ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
         let epoch = inner.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let record = inner
-            .store
-            .get(id)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "key store read failed");
-                AuthError::unavailable("Authentication service temporarily unavailable")
-            })?;
+        let record = inner.store.get(id).await.map_err(|e| {
+            tracing::warn!(error = %e, "key store read failed");
+            AuthError::unavailable("Authentication service temporarily unavailable")
+        })?;
         let now = inner.clock.now_nanos();
         let Some(record) = record else {
             inner.guard.record_unknown(id, now);
             return Err(unauthorized(RejectReason::UnknownKey));
         };
-        record.check_active(inner.clock.now()).map_err(unauthorized)?;
+        record
+            .check_active(inner.clock.now())
+            .map_err(unauthorized)?;
         // Another waiter may have failed while we queued.
         if let Verdict::KnownWrong | Verdict::Throttled = inner.guard.check(id, &digest, now) {
             return Err(unauthorized(RejectReason::Throttled));
         }
-        let ok = inner.hasher.verify(secret, &record.hash).await.map_err(|e| {
-            tracing::error!(key_id = %id, error = %e, "stored hash unusable");
-            AuthError::unavailable("Authentication service temporarily unavailable")
-        })?;
+        let ok = inner
+            .hasher
+            .verify(secret, &record.hash)
+            .await
+            .map_err(|e| {
+                tracing::error!(key_id = %id, error = %e, "stored hash unusable");
+                AuthError::unavailable("Authentication service temporarily unavailable")
+            })?;
         if !ok {
-            inner.guard.record_wrong(id, digest, inner.clock.now_nanos());
+            inner
+                .guard
+                .record_wrong(id, digest, inner.clock.now_nanos());
             return Err(unauthorized(RejectReason::WrongSecret));
         }
         let ctx = self.context_for(&record);

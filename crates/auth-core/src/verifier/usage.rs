@@ -81,7 +81,11 @@ async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn KeyStore>) {
                 }
                 Msg::Flush(ack) => acks.push(ack),
             }
-            next = if pending.len() < BATCH { rx.try_recv().ok() } else { None };
+            next = if pending.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         if !pending.is_empty() {
             let batch: Vec<_> = pending.drain().collect();
