@@ -24,20 +24,44 @@ pub(crate) fn encode_into(mut value: u128, width: usize, out: &mut String) {
     out.push_str(std::str::from_utf8(&digits[..width]).unwrap_or_default());
 }
 
-fn digit(b: u8) -> Option<u128> {
-    match b {
-        b'0'..=b'9' => Some((b - b'0') as u128),
-        b'A'..=b'Z' => Some((b - b'A' + 10) as u128),
-        b'a'..=b'z' => Some((b - b'a' + 36) as u128),
-        _ => None,
+/// Digit value of each byte; `INVALID` for bytes outside the alphabet.
+const INVALID: u8 = 0xFF;
+const DIGITS: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
+
+/// 62^0 ..= 62^10; ten digits fit a `u64`, so most of the work avoids `u128`.
+const POW62: [u128; 11] = {
+    let mut t = [1u128; 11];
+    let mut i = 1;
+    while i < 11 {
+        t[i] = t[i - 1] * 62;
+        i += 1;
+    }
+    t
+};
 
 /// Decodes a fixed-width field; `None` on a non-base62 byte or overflow of `max`.
 pub(crate) fn decode(field: &[u8], max: u128) -> Option<u128> {
     let mut value: u128 = 0;
-    for &b in field {
-        value = value.checked_mul(62)?.checked_add(digit(b)?)?;
+    for chunk in field.chunks(10) {
+        let mut part: u64 = 0;
+        for &b in chunk {
+            let d = DIGITS[b as usize];
+            if d == INVALID {
+                return None;
+            }
+            part = part * 62 + d as u64;
+        }
+        value = value
+            .checked_mul(POW62[chunk.len()])?
+            .checked_add(part as u128)?;
     }
     (value <= max).then_some(value)
 }

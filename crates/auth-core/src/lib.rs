@@ -41,6 +41,8 @@ mod context;
 mod error;
 mod hasher;
 mod issuer;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 mod plaintext;
 mod response;
 mod scope;

@@ -23,8 +23,11 @@ pub(crate) struct CacheEntry {
     pub last_reported: AtomicI64,
 }
 
+/// Ids in the cache are ours (random), so a fast seeded hash is safe here.
+pub(crate) type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 pub(crate) struct KeyCache {
-    pub entries: DashMap<KeyId, Arc<CacheEntry>>,
+    pub entries: FastMap<KeyId, Arc<CacheEntry>>,
     /// Bumped on every change, so an insert racing a revoke is dropped.
     pub epoch: AtomicU64,
     capacity: usize,
@@ -33,7 +36,7 @@ pub(crate) struct KeyCache {
 impl KeyCache {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: DashMap::new(),
+            entries: FastMap::default(),
             epoch: AtomicU64::new(0),
             capacity: capacity.max(1),
         }

@@ -73,6 +73,8 @@ struct Inner {
     guard: Arc<AttackGuard>,
     inflight: DashMap<KeyId, Arc<tokio::sync::Mutex<()>>>,
     usage: UsageRecorder,
+    #[cfg(feature = "jwt")]
+    jwt: Option<crate::jwt::JwtAuthority>,
     // Keeps the feed subscription alive as long as the verifier.
     _invalidator: Arc<CacheInvalidator>,
 }
@@ -97,9 +99,19 @@ pub struct VerifierBuilder {
     negative_ttl: Duration,
     failure_backoff: Duration,
     usage_interval: Duration,
+    #[cfg(feature = "jwt")]
+    jwt: Option<crate::jwt::JwtAuthority>,
 }
 
 impl VerifierBuilder {
+    /// Also accept JWTs signed with per-user secrets. The kind of a token is
+    /// told from its shape (`eyJ…` with two dots), never by trying both.
+    #[cfg(feature = "jwt")]
+    pub fn jwt(mut self, authority: crate::jwt::JwtAuthority) -> Self {
+        self.jwt = Some(authority);
+        self
+    }
+
     /// The hasher (share it with the [`KeyIssuer`](crate::KeyIssuer)). Default: argon2id defaults.
     pub fn hasher(mut self, hasher: SecretHasher) -> Self {
         self.hasher = Some(hasher);
@@ -178,6 +190,8 @@ impl VerifierBuilder {
                 cache,
                 guard,
                 inflight: DashMap::new(),
+                #[cfg(feature = "jwt")]
+                jwt: self.jwt,
                 _invalidator: invalidator,
             }),
         }
@@ -190,6 +204,13 @@ fn token_reason(e: TokenError) -> RejectReason {
         TokenError::WrongPrefix => RejectReason::WrongPrefix,
         TokenError::BadChecksum => RejectReason::BadChecksum,
     }
+}
+
+/// A store failure: logged here, answered with a generic 503 (the detail may
+/// describe infrastructure).
+fn store_failed(e: crate::StoreError) -> AuthError {
+    tracing::warn!(error = %e, "key store read failed");
+    AuthError::unavailable("Authentication service temporarily unavailable")
 }
 
 fn unauthorized(reason: RejectReason) -> AuthError {
@@ -209,6 +230,8 @@ impl Verifier {
             negative_ttl: Duration::from_secs(60),
             failure_backoff: Duration::from_secs(1),
             usage_interval: Duration::from_secs(60),
+            #[cfg(feature = "jwt")]
+            jwt: None,
         }
     }
 
@@ -239,6 +262,13 @@ impl Verifier {
     /// [`AuthError::unavailable`] when the store fails: never a pass.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
+        #[cfg(feature = "jwt")]
+        if crate::jwt::looks_like_jwt(token) {
+            return match &inner.jwt {
+                Some(jwt) => jwt.verify(token).await,
+                None => Err(unauthorized(RejectReason::Malformed)),
+            };
+        }
         let parsed = if inner.prefixes.is_empty() {
             ParsedToken::parse(token)
         } else {
@@ -283,33 +313,39 @@ impl Verifier {
         digest: &[u8; 32],
     ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
-        let entry = inner.cache.entries.get(&id).map(|e| e.clone())?;
-        if !bool::from(entry.digest[..].ct_eq(&digest[..])) {
-            return Some(Err(unauthorized(RejectReason::WrongSecret)));
-        }
-        let now = inner.clock.now_nanos();
-        if let Some((t, reason)) = entry.ends {
-            if now >= t {
-                return Some(Err(unauthorized(reason)));
+        let entry = {
+            // Fast path: decided under the map's read guard, no refcount traffic.
+            let entry = inner.cache.entries.get(&id)?;
+            if !bool::from(entry.digest[..].ct_eq(&digest[..])) {
+                return Some(Err(unauthorized(RejectReason::WrongSecret)));
             }
-        }
-        if !inner.store.changes().is_in_sync() {
-            // Other instances' changes may be missed: confirm against the store.
-            match inner.store.get(id).await {
-                Err(e) => return Some(Err(AuthError::unavailable(e.to_string()))),
-                Ok(None) => return Some(Err(unauthorized(RejectReason::UnknownKey))),
-                Ok(Some(r)) => {
-                    if let Err(reason) = r.check_active(inner.clock.now()) {
-                        return Some(Err(unauthorized(reason)));
-                    }
-                    if *r.hash != *entry.hash {
-                        return None;
-                    }
+            let now = inner.clock.now_nanos();
+            if let Some((t, reason)) = entry.ends {
+                if now >= t {
+                    return Some(Err(unauthorized(reason)));
                 }
             }
+            if inner.store.changes().is_in_sync() {
+                self.report_use(id, &entry, now);
+                return Some(Ok(entry.ctx.clone()));
+            }
+            entry.clone()
+        };
+        // Other instances' changes may be missed: confirm against the store.
+        match inner.store.get(id).await {
+            Err(e) => Some(Err(store_failed(e))),
+            Ok(None) => Some(Err(unauthorized(RejectReason::UnknownKey))),
+            Ok(Some(r)) => {
+                if let Err(reason) = r.check_active(inner.clock.now()) {
+                    return Some(Err(unauthorized(reason)));
+                }
+                if *r.hash != *entry.hash {
+                    return None;
+                }
+                self.report_use(id, &entry, inner.clock.now_nanos());
+                Some(Ok(entry.ctx.clone()))
+            }
         }
-        self.report_use(id, &entry, now);
-        Some(Ok(entry.ctx.clone()))
     }
 
     fn report_use(&self, id: KeyId, entry: &CacheEntry, now: i64) {

@@ -1,0 +1,399 @@
+//! JWT credentials signed with per-user secrets (HS256), seed 002's style:
+//! claims `sub`, `iat`, `iss`; no expiry unless the service asks for one;
+//! regenerating a user's secret invalidates every token signed with the old one.
+//!
+//! Secrets are random 256-bit values sealed with a [`MasterKey`] in a
+//! [`UserSecretStore`]. Verification checks the header's `alg` against the
+//! configured one (so `none` and algorithm confusion are refused), the issuer
+//! and the signature (`jsonwebtoken`, constant-time HMAC compare). A verified
+//! token is cached by a keyed digest, like API keys; regeneration drops the
+//! user's cached tokens at once through the store's change feed.
+
+mod master_key;
+mod secrets;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::{rngs::OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub use master_key::{MasterKey, MasterKeyError};
+pub use secrets::{MemoryUserSecrets, SealedSecret, UserSecretStore};
+
+use crate::{
+    AuthContext, AuthError, ChangeListener, Clock, CredentialKind, KeyChange, Principal,
+    RejectReason, ScopeSet, StoreError, SystemClock,
+};
+
+/// Longest JWT looked at.
+pub const MAX_JWT_LEN: usize = 4096;
+/// Longest `sub` accepted.
+pub const MAX_SUBJECT_LEN: usize = 128;
+
+/// Whether `token` has the shape of a JWT (`eyJ…` with two dots). API-key
+/// tokens never contain a dot, so the kind is told apart without trying both.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// The claims of our tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Issuer.
+    pub iss: String,
+    /// Expiry (Unix seconds), only when the service asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+}
+
+/// Issuing or regenerating failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// The user id is empty or too long.
+    #[error("invalid user id")]
+    InvalidUser,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored secret does not open with the master key.
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Issues and verifies per-user-secret JWTs. Cheap to clone.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use auth_core::jwt::{JwtAuthority, MasterKey, MemoryUserSecrets};
+/// let jwt = JwtAuthority::new(Arc::new(MemoryUserSecrets::new()), MasterKey::generate(), "syncello");
+/// let old = jwt.token_for("user-1").await.unwrap();
+/// assert_eq!(jwt.verify(&old).await.unwrap().effective_user(), "user-1");
+/// let new = jwt.regenerate("user-1").await.unwrap();
+/// assert!(jwt.verify(&old).await.is_err());
+/// assert!(jwt.verify(&new).await.is_ok());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct JwtAuthority {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn UserSecretStore>,
+    master: MasterKey,
+    issuer: String,
+    scopes: ScopeSet,
+    expires_after: Option<Duration>,
+    clock: Arc<dyn Clock>,
+    digest_key: [u8; 32],
+    cache: Arc<JwtCache>,
+}
+
+impl std::fmt::Debug for JwtAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthority")
+            .field("issuer", &self.inner.issuer)
+            .field("cached_tokens", &self.inner.cache.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct CachedToken {
+    user: Arc<str>,
+    exp: Option<i64>,
+    ctx: AuthContext,
+}
+
+struct JwtCache {
+    tokens: DashMap<[u8; 32], CachedToken>,
+    epoch: AtomicU64,
+    capacity: usize,
+}
+
+impl ChangeListener for JwtCache {
+    fn on_change(&self, change: &KeyChange) {
+        match change {
+            KeyChange::UserSecret(user) => {
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                self.tokens.retain(|_, t| &*t.user != user.as_str());
+            }
+            KeyChange::All => {
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+                self.tokens.clear();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Configures a [`JwtAuthority`].
+pub struct JwtAuthorityBuilder {
+    store: Arc<dyn UserSecretStore>,
+    master: MasterKey,
+    issuer: String,
+    scopes: ScopeSet,
+    expires_after: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl JwtAuthorityBuilder {
+    /// Scopes every JWT grants (seed 002: full access). Default: none.
+    pub fn scopes(mut self, scopes: ScopeSet) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Issue tokens with `exp = iat + after`, and require `exp` when verifying.
+    pub fn expiry(mut self, after: Duration) -> Self {
+        self.expires_after = Some(after);
+        self
+    }
+
+    /// The clock for `iat` and `exp`.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the authority and subscribes it to the store's change feed.
+    pub fn build(self) -> JwtAuthority {
+        let cache = Arc::new(JwtCache {
+            tokens: DashMap::new(),
+            epoch: AtomicU64::new(0),
+            capacity: 100_000,
+        });
+        let weak: std::sync::Weak<dyn ChangeListener> =
+            Arc::downgrade(&(cache.clone() as Arc<dyn ChangeListener>));
+        self.store.secret_changes().subscribe(weak);
+        let mut digest_key = [0u8; 32];
+        OsRng.fill_bytes(&mut digest_key);
+        JwtAuthority {
+            inner: Arc::new(Inner {
+                store: self.store,
+                master: self.master,
+                issuer: self.issuer,
+                scopes: self.scopes,
+                expires_after: self.expires_after,
+                clock: self.clock,
+                digest_key,
+                cache,
+            }),
+        }
+    }
+}
+
+impl JwtAuthority {
+    /// An authority issuing tokens with `iss = issuer`, secrets in `store`,
+    /// no scopes and no expiry.
+    pub fn new(
+        store: Arc<dyn UserSecretStore>,
+        master: MasterKey,
+        issuer: impl Into<String>,
+    ) -> Self {
+        Self::builder(store, master, issuer).build()
+    }
+
+    /// Starts configuring an authority.
+    pub fn builder(
+        store: Arc<dyn UserSecretStore>,
+        master: MasterKey,
+        issuer: impl Into<String>,
+    ) -> JwtAuthorityBuilder {
+        JwtAuthorityBuilder {
+            store,
+            master,
+            issuer: issuer.into(),
+            scopes: ScopeSet::empty(),
+            expires_after: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The user's current token, making their secret on first use.
+    pub async fn token_for(&self, user_id: &str) -> Result<String, JwtError> {
+        check_user(user_id)?;
+        let secret = match self.inner.store.get_secret(user_id).await? {
+            Some(s) => self.inner.master.open(user_id, &s.sealed)?,
+            None => self.put_new_secret(user_id, 1).await?,
+        };
+        self.sign(user_id, &secret)
+    }
+
+    /// Replaces the user's secret: every token signed with the old one stops
+    /// working at once. Returns a token signed with the new secret.
+    pub async fn regenerate(&self, user_id: &str) -> Result<String, JwtError> {
+        check_user(user_id)?;
+        let generation = self
+            .inner
+            .store
+            .get_secret(user_id)
+            .await?
+            .map_or(1, |s| s.generation + 1);
+        let secret = self.put_new_secret(user_id, generation).await?;
+        self.sign(user_id, &secret)
+    }
+
+    async fn put_new_secret(
+        &self,
+        user_id: &str,
+        generation: i64,
+    ) -> Result<Zeroizing<[u8; 32]>, JwtError> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(&mut secret[..]);
+        let sealed = SealedSecret {
+            sealed: self.inner.master.seal(user_id, &secret),
+            generation,
+        };
+        self.inner.store.put_secret(user_id, &sealed).await?;
+        Ok(secret)
+    }
+
+    fn sign(&self, user_id: &str, secret: &[u8; 32]) -> Result<String, JwtError> {
+        let now = self.inner.clock.now().unix_timestamp();
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            iat: now,
+            iss: self.inner.issuer.clone(),
+            exp: self.inner.expires_after.map(|d| now + d.as_secs() as i64),
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .map_err(|e| JwtError::Sign(e.to_string()))
+    }
+
+    /// Verifies a token: algorithm, issuer, signature, expiry if required.
+    pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
+        let inner = &*self.inner;
+        if token.len() > MAX_JWT_LEN {
+            return Err(AuthError::unauthorized(RejectReason::Malformed));
+        }
+        let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
+        let now = inner.clock.now().unix_timestamp();
+        if let Some(hit) = inner.cache.tokens.get(&digest) {
+            if hit.exp.is_some_and(|exp| exp <= now) {
+                return Err(AuthError::unauthorized(RejectReason::Expired));
+            }
+            return Ok(hit.ctx.clone());
+        }
+        let epoch = inner.cache.epoch.load(Ordering::Acquire);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::unauthorized(RejectReason::Malformed))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::unauthorized(RejectReason::Malformed));
+        }
+        let sub = unverified_subject(token)?;
+        let sealed = inner
+            .store
+            .get_secret(&sub)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "user secret store read failed");
+                AuthError::unavailable("Authentication service temporarily unavailable")
+            })?
+            .ok_or_else(|| AuthError::unauthorized(RejectReason::UnknownKey))?;
+        let secret = inner.master.open(&sub, &sealed.sealed).map_err(|e| {
+            tracing::error!(error = %e, "cannot open a user secret: wrong master key?");
+            AuthError::unavailable("Authentication service temporarily unavailable")
+        })?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[inner.issuer.as_str()]);
+        validation.leeway = 0;
+        // Expiry is checked below against our clock, not the system's.
+        validation.validate_exp = false;
+        if inner.expires_after.is_some() {
+            validation.set_required_spec_claims(&["sub", "iss", "exp"]);
+        } else {
+            validation.set_required_spec_claims(&["sub", "iss"]);
+        }
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(&secret[..]),
+            &validation,
+        )
+        .map_err(|e| {
+            AuthError::unauthorized(match e.kind() {
+                ErrorKind::InvalidSignature => RejectReason::WrongSecret,
+                ErrorKind::ExpiredSignature => RejectReason::Expired,
+                _ => RejectReason::Malformed,
+            })
+        })?;
+        if data.claims.sub != sub {
+            return Err(AuthError::unauthorized(RejectReason::Malformed));
+        }
+        let exp = if inner.expires_after.is_some() {
+            data.claims.exp
+        } else {
+            None
+        };
+        if exp.is_some_and(|exp| exp <= now) {
+            return Err(AuthError::unauthorized(RejectReason::Expired));
+        }
+        let ctx = AuthContext::for_user(
+            CredentialKind::Jwt,
+            Principal::user(sub.as_str()),
+            inner.scopes.clone(),
+        );
+        if inner.cache.tokens.len() >= inner.cache.capacity {
+            inner.cache.tokens.clear();
+        }
+        inner.cache.tokens.insert(
+            digest,
+            CachedToken {
+                user: sub.as_str().into(),
+                exp,
+                ctx: ctx.clone(),
+            },
+        );
+        // A regeneration that raced this verification wins.
+        if inner.cache.epoch.load(Ordering::Acquire) != epoch {
+            inner.cache.tokens.remove(&digest);
+        }
+        Ok(ctx)
+    }
+}
+
+fn check_user(user_id: &str) -> Result<(), JwtError> {
+    if user_id.is_empty() || user_id.len() > MAX_SUBJECT_LEN {
+        return Err(JwtError::InvalidUser);
+    }
+    Ok(())
+}
+
+/// The `sub` claim before the signature is checked: only used to find the
+/// key; nothing is trusted until `decode` has verified the signature.
+fn unverified_subject(token: &str) -> Result<String, AuthError> {
+    #[derive(Deserialize)]
+    struct Sub {
+        sub: String,
+    }
+    let mut v = Validation::new(Algorithm::HS256);
+    v.insecure_disable_signature_validation();
+    v.validate_exp = false;
+    v.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<Sub>(token, &DecodingKey::from_secret(&[]), &v)
+        .map_err(|_| AuthError::unauthorized(RejectReason::Malformed))?;
+    if data.claims.sub.is_empty() || data.claims.sub.len() > MAX_SUBJECT_LEN {
+        return Err(AuthError::unauthorized(RejectReason::Malformed));
+    }
+    Ok(data.claims.sub)
+}

@@ -1,0 +1,62 @@
+//! Where per-user signing secrets live: sealed by the master key, never plain.
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use crate::{ChangeFeed, KeyChange, StoreError};
+
+/// A user's sealed signing secret and its generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Nonce, ciphertext and tag from [`MasterKey::seal`](super::MasterKey::seal).
+    pub sealed: Vec<u8>,
+    /// Bumped on every regeneration.
+    pub generation: i64,
+}
+
+/// Stores per-user JWT signing secrets.
+///
+/// `put` publishes [`KeyChange::UserSecret`] on [`UserSecretStore::changes`]
+/// before returning (and, for shared stores, to other instances), so
+/// verifiers drop cached tokens of that user at once.
+#[async_trait]
+pub trait UserSecretStore: Send + Sync + 'static {
+    /// The user's sealed secret, if one was made.
+    async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError>;
+    /// Replaces the user's secret.
+    async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError>;
+    /// The change feed shared with key revocations.
+    fn secret_changes(&self) -> &ChangeFeed;
+}
+
+/// Sealed secrets in memory. Lost on restart.
+#[derive(Debug, Default)]
+pub struct MemoryUserSecrets {
+    secrets: DashMap<String, SealedSecret>,
+    changes: ChangeFeed,
+}
+
+impl MemoryUserSecrets {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl UserSecretStore for MemoryUserSecrets {
+    async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError> {
+        Ok(self.secrets.get(user_id).map(|s| s.clone()))
+    }
+
+    async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
+        self.secrets.insert(user_id.to_owned(), secret.clone());
+        self.changes
+            .publish(&KeyChange::UserSecret(user_id.to_owned()));
+        Ok(())
+    }
+
+    fn secret_changes(&self) -> &ChangeFeed {
+        &self.changes
+    }
+}

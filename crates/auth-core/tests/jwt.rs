@@ -1,0 +1,201 @@
+//! JWT credentials with per-user secrets (seed 002).
+#![cfg(feature = "jwt")]
+
+use std::{sync::Arc, time::Duration};
+
+use auth_core::{
+    jwt::{looks_like_jwt, JwtAuthority, MasterKey, MemoryUserSecrets, UserSecretStore},
+    *,
+};
+use base64::Engine;
+use time::macros::datetime;
+
+fn authority(secrets: Arc<MemoryUserSecrets>) -> JwtAuthority {
+    JwtAuthority::builder(secrets, MasterKey::from_bytes(&[9; 32]), "syncello")
+        .scopes(ScopeSet::parse(["tools"]).unwrap())
+        .build()
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
+    r.unwrap_err().reason()
+}
+
+#[tokio::test]
+async fn token_has_the_seed_claims_and_verifies() {
+    let jwt = authority(Arc::new(MemoryUserSecrets::new()));
+    let token = jwt.token_for("user-uuid-1").await.unwrap();
+    assert!(looks_like_jwt(&token));
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "user-uuid-1");
+    assert_eq!(claims["iss"], "syncello");
+    assert!(claims["iat"].is_i64());
+    assert!(
+        claims.get("exp").is_none(),
+        "tokens do not expire unless asked"
+    );
+    let ctx = jwt.verify(&token).await.unwrap();
+    assert_eq!(ctx.effective_user(), "user-uuid-1");
+    assert_eq!(ctx.credential(), CredentialKind::Jwt);
+    assert!(ctx.scopes().has("tools"));
+    // Same token again comes from the cache.
+    jwt.verify(&token).await.unwrap();
+}
+
+#[tokio::test]
+async fn regenerate_invalidates_old_tokens_at_once() {
+    let secrets = Arc::new(MemoryUserSecrets::new());
+    let jwt = authority(secrets.clone());
+    let other = authority(secrets.clone()); // a second verifier sharing the store
+    let old = jwt.token_for("u1").await.unwrap();
+    let bystander = jwt.token_for("u2").await.unwrap();
+    jwt.verify(&old).await.unwrap();
+    other.verify(&old).await.unwrap();
+    let new = jwt.regenerate("u1").await.unwrap();
+    assert_eq!(reason(jwt.verify(&old).await), RejectReason::WrongSecret);
+    assert_eq!(reason(other.verify(&old).await), RejectReason::WrongSecret);
+    jwt.verify(&new).await.unwrap();
+    jwt.verify(&bystander).await.unwrap();
+    assert_eq!(
+        secrets.get_secret("u1").await.unwrap().unwrap().generation,
+        2
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest() {
+    let secrets = Arc::new(MemoryUserSecrets::new());
+    let jwt = authority(secrets.clone());
+    jwt.token_for("u1").await.unwrap();
+    let sealed = secrets.get_secret("u1").await.unwrap().unwrap();
+    // A different master key cannot open it, and the token does not verify.
+    let stranger = JwtAuthority::new(secrets.clone(), MasterKey::from_bytes(&[1; 32]), "syncello");
+    let token = jwt.token_for("u1").await.unwrap();
+    assert_eq!(
+        stranger.verify(&token).await.unwrap_err().code(),
+        ErrorCode::Unavailable
+    );
+    assert!(MasterKey::from_bytes(&[9; 32])
+        .open("u1", &sealed.sealed)
+        .is_ok());
+    assert!(MasterKey::from_base64("not base64!").is_err());
+    assert!(MasterKey::from_base64(&MasterKey::generate_base64()).is_ok());
+}
+
+#[tokio::test]
+async fn refuses_alg_none_wrong_alg_wrong_issuer_unknown_user_and_garbage() {
+    let secrets = Arc::new(MemoryUserSecrets::new());
+    let jwt = authority(secrets.clone());
+    let good = jwt.token_for("u1").await.unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+
+    let none = format!(
+        "{}.{}.",
+        b64(&serde_json::json!({"alg":"none","typ":"JWT"})),
+        parts[1]
+    );
+    assert_eq!(reason(jwt.verify(&none).await), RejectReason::Malformed);
+    let hs512 = format!(
+        "{}.{}.{}",
+        b64(&serde_json::json!({"alg":"HS512","typ":"JWT"})),
+        parts[1],
+        parts[2]
+    );
+    assert_eq!(reason(jwt.verify(&hs512).await), RejectReason::Malformed);
+
+    let other_iss = JwtAuthority::new(secrets.clone(), MasterKey::from_bytes(&[9; 32]), "evil");
+    let foreign = other_iss.token_for("u1").await.unwrap();
+    assert!(jwt.verify(&foreign).await.is_err());
+
+    let mut tampered = good.clone();
+    tampered.pop();
+    tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+    assert!(jwt.verify(&tampered).await.is_err());
+
+    let forged_sub = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&serde_json::json!({"sub":"u2","iat":0,"iss":"syncello"})),
+        parts[2]
+    );
+    assert!(jwt.verify(&forged_sub).await.is_err());
+
+    let unknown = JwtAuthority::new(
+        Arc::new(MemoryUserSecrets::new()),
+        MasterKey::from_bytes(&[9; 32]),
+        "syncello",
+    );
+    assert_eq!(
+        reason(unknown.verify(&good).await),
+        RejectReason::UnknownKey
+    );
+    for garbage in ["", "eyJ", "eyJ.a.b", &"eyJ.".repeat(2000)] {
+        assert_eq!(
+            jwt.verify(garbage).await.unwrap_err().code(),
+            ErrorCode::Unauthorized
+        );
+    }
+}
+
+#[tokio::test]
+async fn expiry_only_when_asked_for() {
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let jwt = JwtAuthority::builder(
+        Arc::new(MemoryUserSecrets::new()),
+        MasterKey::generate(),
+        "svc",
+    )
+    .expiry(Duration::from_secs(60))
+    .clock(clock.clone())
+    .build();
+    let token = jwt.token_for("u").await.unwrap();
+    jwt.verify(&token).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(reason(jwt.verify(&token).await), RejectReason::Expired);
+}
+
+#[tokio::test]
+async fn the_verifier_tells_kinds_apart_by_shape() {
+    let store = Arc::new(MemoryKeyStore::new());
+    let hasher = SecretHasher::for_tests();
+    let jwt = authority(Arc::new(MemoryUserSecrets::new()));
+    let issuer = KeyIssuer::new(
+        store.clone(),
+        hasher.clone(),
+        TokenPrefix::new("st_").unwrap(),
+    );
+    let both = Verifier::builder(store.clone())
+        .hasher(hasher.clone())
+        .jwt(jwt.clone())
+        .build();
+    let keys_only = Verifier::builder(store).hasher(hasher).build();
+    let key = issuer
+        .issue(NewKey::new(Principal::user("a"), "k", ScopeSet::empty()))
+        .await
+        .unwrap();
+    let token = jwt.token_for("b").await.unwrap();
+    assert_eq!(
+        both.verify(key.token.expose_secret())
+            .await
+            .unwrap()
+            .credential(),
+        CredentialKind::ApiKey
+    );
+    assert_eq!(
+        both.verify(&token).await.unwrap().credential(),
+        CredentialKind::Jwt
+    );
+    assert_eq!(
+        reason(keys_only.verify(&token).await),
+        RejectReason::Malformed
+    );
+}
