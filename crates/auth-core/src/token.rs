@@ -82,7 +82,7 @@ impl fmt::Display for TokenPrefix {
     }
 }
 
-fn is_valid_prefix(p: &[u8]) -> bool {
+pub(crate) fn is_valid_prefix(p: &[u8]) -> bool {
     match p.split_last() {
         Some((last, rest)) if p.len() <= MAX_PREFIX_LEN && p.len() >= 2 => {
             matches!(last, b'_' | b':')
@@ -239,6 +239,31 @@ impl fmt::Debug for ParsedToken<'_> {
             .field("secret", &"[redacted]")
             .finish()
     }
+}
+
+/// A token's id and secret text, split without checking the checksum or
+/// decoding the secret: enough to look up the verified cache, where the
+/// digest of the secret text decides. Misses go through [`ParsedToken::parse`].
+pub(crate) struct TokenShape<'a> {
+    pub prefix: &'a str,
+    pub key_id: KeyId,
+    pub secret_text: &'a [u8],
+}
+
+pub(crate) fn shape(input: &str) -> Option<TokenShape<'_>> {
+    let bytes = input.as_bytes();
+    if bytes.len() > MAX_TOKEN_LEN || bytes.len() <= BODY_LEN {
+        return None;
+    }
+    let split = bytes.len() - BODY_LEN;
+    let prefix = input.get(..split)?;
+    let body = &bytes[split..];
+    let id = base62::decode(&body[..U64_WIDTH], u64::MAX as u128)? as u64;
+    Some(TokenShape {
+        prefix,
+        key_id: KeyId(id),
+        secret_text: &body[U64_WIDTH..U64_WIDTH + SECRET_WIDTH],
+    })
 }
 
 /// Mints a new token with `prefix`: a random key id and a 256-bit secret.

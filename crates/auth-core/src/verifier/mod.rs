@@ -198,6 +198,12 @@ impl VerifierBuilder {
     }
 }
 
+enum Cached {
+    Hit(Result<AuthContext, AuthError>),
+    Miss,
+    Confirm(Arc<CacheEntry>),
+}
+
 fn token_reason(e: TokenError) -> RejectReason {
     match e {
         TokenError::TooLong | TokenError::Malformed => RejectReason::Malformed,
@@ -261,6 +267,61 @@ impl Verifier {
     /// checksum, unknown, revoked, expired, wrong secret, throttled), or
     /// [`AuthError::unavailable`] when the store fails: never a pass.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
+        match self.verify_cached(token) {
+            Some(result) => result,
+            // Boxed so the hot path's future stays small.
+            None => Box::pin(self.verify_uncached(token)).await,
+        }
+    }
+
+    /// The synchronous hot path: `Some` when the token is decided without
+    /// I/O (a cache hit, or a token that is not well formed), `None` when
+    /// [`Verifier::verify`] would have to read the store or run argon2.
+    pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
+        #[cfg(feature = "jwt")]
+        if crate::jwt::looks_like_jwt(token) {
+            return None;
+        }
+        let (id, digest) = match self.cache_key(token) {
+            Ok(k) => k,
+            Err(e) => return Some(Err(e)),
+        };
+        match self.check_cached_now(id, &digest) {
+            Cached::Hit(result) => Some(self.refine(token, result)),
+            Cached::Miss | Cached::Confirm(_) => None,
+        }
+    }
+
+    /// Key id and keyed digest of the secret text, from the token's shape.
+    fn cache_key(&self, token: &str) -> Result<(KeyId, [u8; 32]), AuthError> {
+        let shape = crate::token::shape(token).filter(|s| self.prefix_ok(s.prefix));
+        let Some(shape) = shape else {
+            let reason = self
+                .parse(token)
+                .err()
+                .map_or(RejectReason::Malformed, token_reason);
+            return Err(unauthorized(reason));
+        };
+        let digest = *blake3::keyed_hash(&self.inner.digest_key, shape.secret_text).as_bytes();
+        Ok((shape.key_id, digest))
+    }
+
+    /// A cache hit that failed on the digest may be a typo: say "bad checksum".
+    fn refine(
+        &self,
+        token: &str,
+        result: Result<AuthContext, AuthError>,
+    ) -> Result<AuthContext, AuthError> {
+        match result {
+            Err(e) if e.reason() == RejectReason::WrongSecret => match self.parse(token) {
+                Err(te) => Err(unauthorized(token_reason(te))),
+                Ok(_) => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
         #[cfg(feature = "jwt")]
         if crate::jwt::looks_like_jwt(token) {
@@ -269,18 +330,14 @@ impl Verifier {
                 None => Err(unauthorized(RejectReason::Malformed)),
             };
         }
-        let parsed = if inner.prefixes.is_empty() {
-            ParsedToken::parse(token)
-        } else {
-            ParsedToken::parse_with_prefix(token, &inner.prefixes)
-        }
-        .map_err(|e| unauthorized(token_reason(e)))?;
-        let id = parsed.key_id();
-        let digest = *blake3::keyed_hash(&inner.digest_key, parsed.secret()).as_bytes();
-
+        let (id, digest) = self.cache_key(token)?;
         if let Some(result) = self.check_cached(id, &digest).await {
-            return result;
+            return self.refine(token, result);
         }
+        let parsed = self
+            .parse(token)
+            .map_err(|e| unauthorized(token_reason(e)))?;
+
         let now = inner.clock.now_nanos();
         match inner.guard.check(id, &digest, now) {
             Verdict::Unknown => {}
@@ -305,6 +362,23 @@ impl Verifier {
         result
     }
 
+    fn prefix_ok(&self, prefix: &str) -> bool {
+        let prefixes = &self.inner.prefixes;
+        if prefixes.is_empty() {
+            crate::token::is_valid_prefix(prefix.as_bytes())
+        } else {
+            prefixes.iter().any(|p| p.as_str() == prefix)
+        }
+    }
+
+    fn parse<'t>(&self, token: &'t str) -> Result<ParsedToken<'t>, TokenError> {
+        if self.inner.prefixes.is_empty() {
+            ParsedToken::parse(token)
+        } else {
+            ParsedToken::parse_with_prefix(token, &self.inner.prefixes)
+        }
+    }
+
     /// `None` on a miss. A hit with a different digest is a wrong secret,
     /// decided without argon2.
     async fn check_cached(
@@ -312,26 +386,42 @@ impl Verifier {
         id: KeyId,
         digest: &[u8; 32],
     ) -> Option<Result<AuthContext, AuthError>> {
+        match self.check_cached_now(id, digest) {
+            Cached::Hit(result) => Some(result),
+            Cached::Miss => None,
+            Cached::Confirm(entry) => self.confirm(id, &entry).await,
+        }
+    }
+
+    /// Decided under the map's read guard, without refcount traffic.
+    fn check_cached_now(&self, id: KeyId, digest: &[u8; 32]) -> Cached {
         let inner = &*self.inner;
-        let entry = {
-            // Fast path: decided under the map's read guard, no refcount traffic.
-            let entry = inner.cache.entries.get(&id)?;
-            if !bool::from(entry.digest[..].ct_eq(&digest[..])) {
-                return Some(Err(unauthorized(RejectReason::WrongSecret)));
-            }
-            let now = inner.clock.now_nanos();
-            if let Some((t, reason)) = entry.ends {
-                if now >= t {
-                    return Some(Err(unauthorized(reason)));
-                }
-            }
-            if inner.store.changes().is_in_sync() {
-                self.report_use(id, &entry, now);
-                return Some(Ok(entry.ctx.clone()));
-            }
-            entry.clone()
+        let Some(entry) = inner.cache.entries.get(&id) else {
+            return Cached::Miss;
         };
-        // Other instances' changes may be missed: confirm against the store.
+        if !bool::from(entry.digest[..].ct_eq(&digest[..])) {
+            return Cached::Hit(Err(unauthorized(RejectReason::WrongSecret)));
+        }
+        let now = inner.clock.now_nanos();
+        if let Some((t, reason)) = entry.ends {
+            if now >= t {
+                return Cached::Hit(Err(unauthorized(reason)));
+            }
+        }
+        if !inner.store.changes().is_in_sync() {
+            return Cached::Confirm(entry.clone());
+        }
+        self.report_use(id, &entry, now);
+        Cached::Hit(Ok(entry.ctx.clone()))
+    }
+
+    /// Other instances' changes may be missed: confirm a hit against the store.
+    async fn confirm(
+        &self,
+        id: KeyId,
+        entry: &CacheEntry,
+    ) -> Option<Result<AuthContext, AuthError>> {
+        let inner = &*self.inner;
         match inner.store.get(id).await {
             Err(e) => Some(Err(store_failed(e))),
             Ok(None) => Some(Err(unauthorized(RejectReason::UnknownKey))),
@@ -342,7 +432,7 @@ impl Verifier {
                 if *r.hash != *entry.hash {
                     return None;
                 }
-                self.report_use(id, &entry, inner.clock.now_nanos());
+                self.report_use(id, entry, inner.clock.now_nanos());
                 Some(Ok(entry.ctx.clone()))
             }
         }
