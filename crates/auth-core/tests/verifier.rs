@@ -548,3 +548,23 @@ async fn errors_never_show_the_token() {
     let body = ErrorFormat::Flat.render(&err);
     assert!(!String::from_utf8_lossy(body.body()).contains(&t[3..]));
 }
+
+#[tokio::test]
+async fn a_cached_key_with_any_character_changed_is_refused() {
+    let f = fixture();
+    let key = issue(&f, "alice").await;
+    let t = key.token.expose_secret();
+    f.verifier.verify(t).await.unwrap();
+    for i in 0..t.len() {
+        let mut changed = t.as_bytes().to_vec();
+        changed[i] = if changed[i] == b'0' { b'1' } else { b'0' };
+        let changed = String::from_utf8(changed).unwrap();
+        let err = f.verifier.verify(&changed).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthorized, "position {i}");
+        assert_ne!(
+            err.reason(),
+            RejectReason::WrongSecret,
+            "position {i}: a typo is a checksum failure"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The verifier: token in, [`AuthContext`] or [`AuthError`] out.
 //!
 //! Hot path: a token whose secret was verified once is checked against an
-//! in-memory cache (keyed BLAKE3 digest of the secret, constant-time compare):
+//! in-memory cache (keyed BLAKE3 digest of the token, constant-time compare):
 //! no argon2, no store read. Store changes (revoke, rotate) drop cache entries
 //! synchronously through the store's [`ChangeFeed`](crate::ChangeFeed), so a
 //! request made after `revoke` returns is refused.
@@ -292,7 +292,7 @@ impl Verifier {
         }
     }
 
-    /// Key id and keyed digest of the secret text, from the token's shape.
+    /// Key id and keyed digest of the token, from the token's shape.
     fn cache_key(&self, token: &str) -> Result<(KeyId, [u8; 32]), AuthError> {
         let shape = crate::token::shape(token).filter(|s| self.prefix_ok(s.prefix));
         let Some(shape) = shape else {
@@ -302,7 +302,9 @@ impl Verifier {
                 .map_or(RejectReason::Malformed, token_reason);
             return Err(unauthorized(reason));
         };
-        let digest = *blake3::keyed_hash(&self.inner.digest_key, shape.secret_text).as_bytes();
+        // The whole token, so a token that differs anywhere (checksum and
+        // prefix included) misses, and is then judged by the full parse.
+        let digest = *blake3::keyed_hash(&self.inner.digest_key, token.as_bytes()).as_bytes();
         Ok((shape.key_id, digest))
     }
 
