@@ -1,1 +1,60 @@
+//! # auth-axum
+//!
+//! axum integration for the API-key toolkit: put an
+//! [`AuthLayer`](auth_tower::AuthLayer) on the router, then take [`Auth`] (or
+//! `Option<Auth>`) in handlers, guard routes with scopes ([`Scoped`],
+//! [`RequireScopeLayer`]) and per-resource access levels ([`Access`]), and
+//! accept authenticated WebSocket upgrades ([`AuthenticatedUpgrade`]).
+//!
+//! Every refusal from here renders in the error format configured on the
+//! `AuthLayer`, which the layer leaves in the request extensions.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use auth_axum::{Auth, RequireScopeLayer};
+//! use auth_core::*;
+//! use auth_tower::AuthLayer;
+//! use axum::{body::Body, http::Request, routing::get, Router};
+//! use tower::ServiceExt;
+//!
+//! let store = Arc::new(MemoryKeyStore::new());
+//! let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
+//! let verifier = Verifier::builder(store).hasher(SecretHasher::for_tests()).build();
+//! let key = issuer
+//!     .issue(NewKey::new(Principal::user("alice"), "cli", ScopeSet::parse(["read"]).unwrap()))
+//!     .await
+//!     .unwrap();
+//!
+//! let app = Router::new()
+//!     .route("/me", get(|Auth(ctx): Auth| async move { ctx.effective_user().to_owned() }))
+//!     .route_layer(RequireScopeLayer::one("read"))
+//!     .layer(AuthLayer::builder(verifier).error_format(ErrorFormat::Envelope).build());
+//!
+//! let req = Request::get("/me")
+//!     .header("authorization", format!("Bearer {}", key.token.expose_secret()))
+//!     .body(Body::empty())
+//!     .unwrap();
+//! assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+//! # });
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
+mod access;
+mod auth;
+mod client_ip;
+mod keys;
+mod rejection;
+mod scope;
+mod scope_layer;
+mod websocket;
+
+pub use access::{Access, GrantResolver, Grants};
+pub use auth::Auth;
+pub use client_ip::connect_info_ip;
+pub use keys::{keys_router, KeyManager, KeyOwner};
+pub use rejection::AuthRejection;
+pub use scope::{check_scopes, Match, ScopeRule, Scoped};
+pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
+pub use websocket::{AuthenticatedUpgrade, WebSocketAuthRejection};

@@ -67,6 +67,10 @@ pub use store::{
     ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyStore, MemoryKeyStore,
     StoreError,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresAuditLog, PostgresKeyStore, PostgresOptions};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteAuditLog, SqliteKeyStore};
 pub use token::{
     mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix, BODY_LEN,
     MAX_PREFIX_LEN, MAX_TOKEN_LEN,

@@ -1,1 +1,108 @@
-//! placeholder
+//! Token-bucket rate limiting for axum/tower services: per user, per API
+//! key, per client IP, per route, in memory or on Redis.
+//!
+//! * **Algorithm**: a token bucket of capacity `burst` refilled one token per
+//!   interval ([`Quota`]), kept as one integer per key (GCRA, which is the
+//!   same bucket): `burst` requests pass at once, then one per interval,
+//!   exactly, with no float drift. Requests may cost several tokens. The
+//!   clock is injectable ([`Clock`], [`FakeClock`]) for tests without sleeps.
+//! * **Layer**: [`RateLimitLayer`] goes inside the auth layer and counts by
+//!   what [`KeyBy`] says: the effective user of the `AuthContext`, the API
+//!   key, the client IP (socket peer, or [`TrustedProxies`]' forwarding
+//!   header read from the right), everyone, or your function. Several
+//!   [`Rule`]s apply at once (per user *and* per IP), restricted to routes and
+//!   methods, with quotas chosen from the `AuthContext` if you like.
+//! * **Answers**: 429 in the auth layer's JSON format (code `rate_limited`)
+//!   with `Retry-After`; `RateLimit-Limit/Remaining/Reset` and optionally the
+//!   IETF draft `RateLimit-Policy`/`RateLimit` fields on every response
+//!   ([`HeaderStyle`], which can also hide them).
+//! * **WebSocket**: [`Rule::websocket_connects`] limits handshakes per IP;
+//!   [`MessageLimiter`] limits messages per connection and answers with a
+//!   [`RateLimitedEvent`] frame instead of closing ([`ws`] module docs).
+//! * **Stores**: [`MemoryStore`] (sharded map, no global lock, bounded
+//!   memory) or, with the `redis` feature, `RedisStore` (one atomic Lua round
+//!   trip per request, shared by all instances, with an [`OnStoreError`]
+//!   policy for when Redis is down).
+//!
+//! # Example
+//!
+//! ```
+//! use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
+//! use auth_ratelimit::{FakeClock, Quota, RateLimiter, Rule};
+//! use axum::{body::Body, routing::get, Router};
+//! use http::{header::RETRY_AFTER, Request, StatusCode};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let limiter = RateLimiter::builder()
+//!     // Seed: 200 requests per hour per user...
+//!     .rule(Rule::per_user("default", Quota::per_hour(200)))
+//!     // ...and the graph endpoint at most 2 per minute.
+//!     .rule(Rule::per_user("graph", Quota::per_minute(2)).path_prefix("/graph"))
+//!     .clock(FakeClock::new())
+//!     .build()
+//!     .unwrap();
+//!
+//! // Stands in for auth-tower's AuthLayer, which puts the AuthContext in the
+//! // request extensions.
+//! let auth = tower::util::MapRequestLayer::new(|mut req: Request<Body>| {
+//!     let key = KeyId::from_u64(1);
+//!     let ctx = AuthContext::for_key(key, "ci", Principal::user("alice"), ScopeSet::empty());
+//!     req.extensions_mut().insert(ctx);
+//!     req
+//! });
+//!
+//! let app = Router::new()
+//!     .route("/graph", get(|| async { "graph" }))
+//!     .layer(limiter.layer()) // runs second, so it sees the AuthContext
+//!     .layer(auth); // runs first
+//!
+//! let get_graph = || Request::get("/graph").body(Body::empty()).unwrap();
+//! let res = app.clone().oneshot(get_graph()).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert_eq!(res.headers()["ratelimit-remaining"], "1");
+//! app.clone().oneshot(get_graph()).await.unwrap();
+//! let res = app.clone().oneshot(get_graph()).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(res.headers()[RETRY_AFTER], "30");
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod client_ip;
+mod clock;
+mod decision;
+mod error;
+mod fallback;
+mod gcra;
+mod headers;
+mod inline_vec;
+mod key;
+mod layer;
+mod limiter;
+mod memory;
+mod quota;
+#[cfg(feature = "redis")]
+mod redis_store;
+mod rule;
+pub mod ws;
+
+pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
+pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use decision::Decision;
+pub use error::{ConfigError, StoreError};
+pub use fallback::OnStoreError;
+pub use headers::{
+    HeaderStyle, RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
+};
+pub use key::{DigestHasher, KeyBy, KeyFn, LimitKey, LimitKeyHasher, RequestInfo};
+pub use layer::{RateLimitLayer, RateLimitService, ResponseFuture};
+pub use limiter::{RateLimiter, RateLimiterBuilder};
+pub use memory::{MemoryStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
+pub use quota::Quota;
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
+pub use rule::{QuotaFn, Rule};
+pub use ws::{MessageLimiter, RateLimitedEvent};

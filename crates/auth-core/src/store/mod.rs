@@ -1,18 +1,51 @@
 //! Key stores: where key records live.
 //!
-//! [`KeyStore`] is implemented by [`MemoryKeyStore`] here and by durable
-//! backends elsewhere. Every operation is fallible and may do I/O.
+//! [`KeyStore`] is implemented by [`MemoryKeyStore`], and behind cargo
+//! features by `SqliteKeyStore` (`sqlite`: one file, the default for demos)
+//! and `PostgresKeyStore` (`postgres`: several instances, one database).
+//! [`open_store`] picks one from a `--db` string. Every operation is
+//! fallible and may do I/O. The durable schema is in `docs/SCHEMA.md`.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod audit_writer;
 mod changes;
 mod memory;
+mod open;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_audit;
+#[cfg(feature = "postgres")]
+mod postgres_listener;
 mod record;
+mod retention;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_audit;
+#[cfg(feature = "sqlite")]
+mod sqlite_watch;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use audit_writer::AuditBatching;
 pub use changes::{ChangeFeed, ChangeListener, KeyChange};
 pub use memory::MemoryKeyStore;
+pub use open::{open_store, OpenedStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresKeyStore, PostgresOptions};
+#[cfg(feature = "postgres")]
+pub use postgres_audit::PostgresAuditLog;
 pub use record::{KeyMetadata, KeyRecord};
+pub use retention::spawn_audit_retention;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteKeyStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite_audit::SqliteAuditLog;
 
 use crate::KeyId;
 

@@ -1,0 +1,81 @@
+//! The key-management router: the "Settings → API tokens" screens as an API.
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `POST /` `{"name", "scopes", "expires_at"}` | 201: the key's metadata and its `token`, shown this once |
+//! | `GET /` | 200 `{"keys": [...]}`: the owner's keys, newest first, without secrets or hashes |
+//! | `GET /{id}` | 200: one key's metadata |
+//! | `DELETE /{id}` | 204: revoked, effective on the next request |
+//! | `POST /{id}/rotate` `{"grace_seconds": N}` (body optional) | 201: the replacement key and its `token`; the old one works for N more seconds |
+//! | `GET /{id}/activity?limit=&before=` | 200 `{"events": [...], "next_cursor"}`: the key's audit events, newest first |
+//!
+//! Refusals, in the error format of the `AuthLayer` in front: 400 for a body
+//! that is not JSON; 422 for an empty or too long name, a malformed or
+//! unknown scope, a past expiry or too long a grace period; 403 for a scope
+//! beyond the owner's [`KeyOwner::grantable_scopes`]; 404 for a key that does
+//! not exist *or belongs to someone else*; 409 `conflict` for rotating a
+//! revoked, expired or already rotated key; 503 when the store is down.
+//! Every answer carries `Cache-Control: no-store`.
+
+mod error;
+mod manager;
+mod owner;
+mod request;
+mod response;
+mod routes;
+
+use axum::{extract::FromRequestParts, Router};
+
+pub use manager::KeyManager;
+pub use owner::KeyOwner;
+
+/// The key-management router, with the account owner identified by the
+/// extractor `O` (see [`KeyOwner`]). Nest it where the application wants it.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
+/// use auth_core::*;
+/// use auth_tower::AuthLayer;
+/// use axum::{body::Body, http::Request, Router};
+/// use tower::ServiceExt;
+///
+/// let store = Arc::new(MemoryKeyStore::new());
+/// let audit = Arc::new(MemoryAuditLog::default());
+/// let hasher = SecretHasher::default();
+/// # let hasher = SecretHasher::for_tests();
+/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+/// let verifier = Verifier::builder(store).hasher(hasher).build();
+///
+/// let keys = KeyManager::new(issuer.clone(), audit.clone())
+///     .known_scopes(ScopeSet::parse(["nodes:read", "nodes:write", "tokens:manage"]).unwrap());
+/// let app: Router = Router::new()
+///     // The owner is the caller's effective user; a key may only grant what it holds.
+///     .nest("/api/tokens", keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("tokens:manage")))
+///     .layer(AuthLayer::builder(verifier).audit(audit).build());
+///
+/// let admin = issuer
+///     .issue(NewKey::new(Principal::user("admin"), "bootstrap", ScopeSet::parse(["nodes:read", "tokens:manage"]).unwrap()))
+///     .await
+///     .unwrap();
+/// let create = |scopes: &str| {
+///     Request::post("/api/tokens")
+///         .header("authorization", format!("Bearer {}", admin.token.expose_secret()))
+///         .body(Body::from(format!(r#"{{"name":"ci","scopes":{scopes}}}"#)))
+///         .unwrap()
+/// };
+/// assert_eq!(app.clone().oneshot(create(r#"["nodes:read"]"#)).await.unwrap().status(), 201);
+/// // Beyond what the calling key holds:
+/// assert_eq!(app.clone().oneshot(create(r#"["nodes:write"]"#)).await.unwrap().status(), 403);
+/// // Not a scope of this service:
+/// assert_eq!(app.oneshot(create(r#"["nodes:delete"]"#)).await.unwrap().status(), 422);
+/// # });
+/// ```
+pub fn keys_router<O, S>(manager: KeyManager) -> Router<S>
+where
+    O: KeyOwner + FromRequestParts<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    manager.router::<O, S>()
+}

@@ -1,0 +1,58 @@
+//! [`KeyOwner`]: who is managing keys, and how much they may grant.
+
+use auth_core::{Principal, ScopeSet};
+
+use crate::Auth;
+
+/// The account owner on the other side of the key-management routes, as the
+/// application identifies them.
+///
+/// Implement it on any axum extractor: a session cookie, an SSO header, or an
+/// API key through [`Auth`]. The router lists, revokes and rotates only keys
+/// whose owner equals [`KeyOwner::principal`], and refuses (403) to issue a
+/// key with a scope outside [`KeyOwner::grantable_scopes`].
+///
+/// ```
+/// use auth_axum::KeyOwner;
+/// use auth_core::{Principal, ScopeSet};
+/// use axum::{extract::FromRequestParts, http::{request::Parts, StatusCode}};
+///
+/// /// The user named by a header an upstream SSO proxy sets.
+/// struct SsoUser(Principal, ScopeSet);
+///
+/// impl<S: Send + Sync> FromRequestParts<S> for SsoUser {
+///     type Rejection = StatusCode;
+///     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+///         let user = parts.headers.get("x-sso-user").and_then(|v| v.to_str().ok());
+///         let user = user.ok_or(StatusCode::UNAUTHORIZED)?;
+///         Ok(SsoUser(Principal::user(user), ScopeSet::parse(["read", "write"]).unwrap()))
+///     }
+/// }
+///
+/// impl KeyOwner for SsoUser {
+///     fn principal(&self) -> &Principal { &self.0 }
+///     fn grantable_scopes(&self) -> &ScopeSet { &self.1 }
+/// }
+/// ```
+pub trait KeyOwner: Send + Sync + 'static {
+    /// The principal whose keys are managed (and who owns new ones).
+    fn principal(&self) -> &Principal;
+
+    /// The most a new key may hold: asking for any other scope is refused
+    /// with 403.
+    fn grantable_scopes(&self) -> &ScopeSet;
+}
+
+/// Managing keys with an API key: the owner is the request's effective
+/// principal, and a new key may hold only scopes the calling key holds, so a
+/// key can never mint a more powerful one. Guard the router with a scope
+/// (e.g. `RequireScopeLayer::one("tokens:manage")`) to keep other keys out.
+impl KeyOwner for Auth {
+    fn principal(&self) -> &Principal {
+        self.0.effective_principal()
+    }
+
+    fn grantable_scopes(&self) -> &ScopeSet {
+        self.0.scopes()
+    }
+}

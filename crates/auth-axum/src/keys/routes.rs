@@ -1,0 +1,194 @@
+//! The routes and their handlers.
+
+use std::{sync::Arc, time::Duration};
+
+use auth_core::{validate_scope, AuditQuery, KeyId, KeyRecord, NewKey, Principal, ScopeSet};
+use axum::{
+    extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Extension, Json, Router,
+};
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{
+    error::{ErrorStyle, KeyApiError},
+    manager::{DEFAULT_PAGE, MAX_PAGE},
+    request::{parse_json, ActivityQuery, CreateKey, RotateKey, MAX_SCOPES_PER_KEY},
+    response::{CreatedKey, KeyList},
+    KeyManager, KeyOwner,
+};
+
+type Manager = Extension<Arc<KeyManager>>;
+type KeyPath = Result<Path<String>, PathRejection>;
+
+pub(crate) fn router<O, S>(manager: KeyManager) -> Router<S>
+where
+    O: KeyOwner + FromRequestParts<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/", get(list::<O>).post(create::<O>))
+        .route("/{id}", get(show::<O>).delete(revoke::<O>))
+        .route("/{id}/rotate", post(rotate::<O>))
+        .route("/{id}/activity", get(activity::<O>))
+        .layer(Extension(Arc::new(manager)))
+}
+
+/// Answers `result`, or its refusal in the configured error format. Nothing
+/// here may be cached: metadata is private and a token is shown once.
+fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
+    let mut res = result.unwrap_or_else(|e| style.render(e));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    (status, Json(body)).into_response()
+}
+
+async fn create<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, body: Bytes) -> Response {
+    respond(&style, create_key(&m, &owner, &body).await)
+}
+
+async fn create_key<O: KeyOwner>(m: &KeyManager, owner: &O, body: &[u8]) -> Result<Response, KeyApiError> {
+    let req: CreateKey = parse_json(body, false)?;
+    auth_core::validate_name(&req.name)?;
+    let expires_at = req.expiry()?;
+    let scopes = checked_scopes(m, owner, &req.scopes)?;
+    let mut new = NewKey::new(owner.principal().clone(), req.name, scopes);
+    new.expires_at = expires_at;
+    let issued = m.issuer.issue(new).await?;
+    Ok(json(StatusCode::CREATED, &CreatedKey::new(&issued)))
+}
+
+/// 422 for a malformed or unknown scope, then 403 for one beyond the owner's ceiling.
+fn checked_scopes<O: KeyOwner>(m: &KeyManager, owner: &O, asked: &[String]) -> Result<ScopeSet, KeyApiError> {
+    if asked.len() > MAX_SCOPES_PER_KEY {
+        return Err(KeyApiError::invalid(format!(
+            "A key may have at most {MAX_SCOPES_PER_KEY} scopes"
+        )));
+    }
+    for scope in asked {
+        validate_scope(scope).map_err(|e| KeyApiError::invalid(e.to_string()))?;
+        if let Some(known) = &m.known_scopes {
+            if !known.has(scope) {
+                let list: Vec<&str> = known.iter().collect();
+                return Err(KeyApiError::invalid(format!(
+                    "Unknown scope '{scope}'; known scopes: {}",
+                    list.join(", ")
+                )));
+            }
+        }
+    }
+    let ceiling = owner.grantable_scopes();
+    if let Some(beyond) = asked.iter().find(|s| !ceiling.has(s)) {
+        return Err(KeyApiError::beyond_ceiling(beyond));
+    }
+    ScopeSet::parse(asked).map_err(|e| KeyApiError::invalid(e.to_string()))
+}
+
+async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
+    let result = async {
+        let who = owner.principal();
+        let keys = m
+            .issuer
+            .list(who.user_id())
+            .await?
+            .into_iter()
+            .filter(|r| r.owner == *who)
+            .map(|r| r.metadata())
+            .collect();
+        Ok(json(StatusCode::OK, &KeyList { keys }))
+    };
+    respond(&style, result.await)
+}
+
+/// The owner's key named by the path; someone else's key is "no such key".
+async fn owned_key(m: &KeyManager, owner: &Principal, path: KeyPath) -> Result<KeyRecord, KeyApiError> {
+    let Ok(Path(id)) = path else {
+        return Err(KeyApiError::no_such_key());
+    };
+    let id: KeyId = id.parse().map_err(|_| KeyApiError::no_such_key())?;
+    match m.issuer.get(id).await? {
+        Some(record) if record.owner == *owner => Ok(record),
+        _ => Err(KeyApiError::no_such_key()),
+    }
+}
+
+async fn show<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, path: KeyPath) -> Response {
+    let result = async {
+        let record = owned_key(&m, owner.principal(), path).await?;
+        Ok(json(StatusCode::OK, &record.metadata()))
+    };
+    respond(&style, result.await)
+}
+
+async fn revoke<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, path: KeyPath) -> Response {
+    let result = async {
+        let record = owned_key(&m, owner.principal(), path).await?;
+        if !m.issuer.revoke(record.id).await? {
+            return Err(KeyApiError::no_such_key());
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    respond(&style, result.await)
+}
+
+async fn rotate<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let record = owned_key(&m, owner.principal(), path).await?;
+        let req: RotateKey = parse_json(&body, true)?;
+        let grace = Duration::from_secs(req.grace_seconds);
+        if grace > m.max_grace {
+            return Err(KeyApiError::invalid(format!(
+                "grace_seconds may be at most {}",
+                m.max_grace.as_secs()
+            )));
+        }
+        let issued = m.issuer.rotate(record.id, grace).await?;
+        let previous_ends = m.issuer.get(record.id).await?.and_then(|old| old.revoked_at);
+        let mut body = CreatedKey::new(&issued);
+        body.rotated_from = Some(record.id);
+        body.previous_key_ends_at = previous_ends;
+        Ok(json(StatusCode::CREATED, &body))
+    };
+    respond(&style, result.await)
+}
+
+async fn activity<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+    query: Result<Query<ActivityQuery>, QueryRejection>,
+) -> Response {
+    let result = async {
+        let record = owned_key(&m, owner.principal(), path).await?;
+        let Ok(Query(q)) = query else {
+            return Err(KeyApiError::bad_request(
+                "Query parameters: limit (1-200) and before (a next_cursor), both integers",
+            ));
+        };
+        let page = m
+            .activity
+            .query(&AuditQuery {
+                key_id: Some(record.id),
+                actor: None,
+                before: q.before,
+                limit: q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
+            })
+            .await?;
+        Ok(json(StatusCode::OK, &page))
+    };
+    respond(&style, result.await)
+}

@@ -1,0 +1,433 @@
+//! PostgreSQL: one database shared by several instances of a service.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow},
+    Row,
+};
+use time::OffsetDateTime;
+
+use super::{
+    postgres_audit::PostgresAuditLog,
+    postgres_listener::{self, ListenerHandle, CHANNEL},
+    sql::{self, store_error},
+    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError,
+};
+use crate::{KeyId, Principal};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
+    created_at, expires_at, revoked_at, last_used_at, replaced_by";
+
+/// Settings for [`PostgresKeyStore::connect_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use auth_core::PostgresOptions;
+/// let opts = PostgresOptions::new().schema("tenant_a").max_connections(20).acquire_timeout(Duration::from_secs(1));
+/// assert!(PostgresOptions::new().schema("Robert'); DROP TABLE").validate().is_err());
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    heartbeat: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Defaults: the connection's default schema, 10 connections, a 2 s
+    /// acquire timeout, a 1 s notification heartbeat.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the tables in this schema (created if missing; `search_path` is
+    /// set on every connection). Lower-case letters, digits and `_`, at most
+    /// 63, not starting with a digit. Tests use one schema each.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Largest pool size (one connection is kept for `LISTEN`). Default 10.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(2);
+        self
+    }
+
+    /// How long an operation waits for a connection before the store
+    /// answers [`StoreError::Unavailable`] (so an outage answers 503
+    /// quickly). Default 2 s.
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.acquire_timeout = d;
+        self
+    }
+
+    /// How often the notification connection is checked; a connection that
+    /// has not echoed for three heartbeats is deemed dead. Default 1 s.
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.heartbeat = d;
+        self
+    }
+
+    /// Checks the schema name.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if let Some(s) = &self.schema {
+            let ok = !s.is_empty()
+                && s.len() <= 63
+                && !s.as_bytes()[0].is_ascii_digit()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(StoreError::Unavailable(
+                    "invalid schema name: use 1-63 lower-case letters, digits or '_'".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys in PostgreSQL (sqlx), shared by every instance of a service.
+///
+/// A key is durable when [`KeyStore::insert`] returns. A revocation or
+/// rotation made by any instance reaches every other instance's
+/// [`ChangeFeed`] through `LISTEN/NOTIFY`, typically within milliseconds and
+/// without a query per request; while the notification connection is down,
+/// the feed is out of sync and verifiers confirm every cached key against
+/// the database. A database outage makes every operation fail with
+/// [`StoreError::Unavailable`] after the acquire timeout (verifiers answer
+/// 503), and service resumes by itself when it is back.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), auth_core::StoreError> {
+/// use std::sync::Arc;
+/// use auth_core::{PostgresKeyStore, SecretHasher, Verifier};
+/// let store = Arc::new(PostgresKeyStore::connect("postgres://app@db/keys").await?);
+/// let audit = Arc::new(store.audit_log());
+/// let verifier = Verifier::builder(store).hasher(SecretHasher::default()).build();
+/// # let _ = (audit, verifier); Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PostgresKeyStore {
+    pool: PgPool,
+    changes: Arc<ChangeFeed>,
+    // Dropping the store stops the listener and frees its connection.
+    _listener: ListenerHandle,
+}
+
+impl PostgresKeyStore {
+    /// Connects with default [`PostgresOptions`], runs migrations and starts
+    /// listening for other instances' changes.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, &PostgresOptions::default()).await
+    }
+
+    /// [`PostgresKeyStore::connect`] with the tables in `schema` (created if missing).
+    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, &PostgresOptions::default().schema(schema)).await
+    }
+
+    /// Connects with `options`, runs migrations and starts listening.
+    pub async fn connect_with(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        options.validate()?;
+        // The driver's message could quote the URL, password included.
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
+        if let Some(schema) = &options.schema {
+            connect = connect.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        if let Some(schema) = &options.schema {
+            create_schema(&pool, schema).await?;
+        }
+        Self::start(pool, options.heartbeat).await
+    }
+
+    /// Uses an existing pool (at least 2 connections: one is kept for
+    /// `LISTEN`), runs migrations and starts listening.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        Self::start(pool, PostgresOptions::default().heartbeat).await
+    }
+
+    /// Uses a pool whose database is already migrated (see
+    /// [`PostgresKeyStore::migrate`]), without touching it: no I/O happens
+    /// here, so this works while the database is down. The feed starts out
+    /// of sync until the listener is connected. The pool needs at least 2
+    /// connections (one is kept for `LISTEN`).
+    ///
+    /// Must be called from within a Tokio runtime.
+    pub fn from_migrated_pool(pool: PgPool) -> Self {
+        let changes = Arc::new(ChangeFeed::new());
+        let listener = postgres_listener::start_detached(
+            pool.clone(),
+            changes.clone(),
+            PostgresOptions::default().heartbeat,
+        );
+        Self {
+            pool,
+            changes,
+            _listener: listener,
+        }
+    }
+
+    /// Brings the schema up to date (the constructors above do it for you).
+    pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    async fn start(pool: PgPool, heartbeat: Duration) -> Result<Self, StoreError> {
+        if pool.options().get_max_connections() < 2 {
+            // The listener would hold the only connection.
+            return Err(StoreError::Unavailable(
+                "the pool needs at least 2 connections (one is kept for LISTEN)".into(),
+            ));
+        }
+        Self::migrate(&pool).await?;
+        let changes = Arc::new(ChangeFeed::new());
+        let listener = postgres_listener::start(pool.clone(), changes.clone(), heartbeat).await?;
+        Ok(Self {
+            pool,
+            changes,
+            _listener: listener,
+        })
+    }
+
+    /// The connection pool (for the application's own tables, or inspection).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The audit log in the same database, with default batching.
+    ///
+    /// Must be called from within a Tokio runtime (it starts the writer task).
+    pub fn audit_log(&self) -> PostgresAuditLog {
+        self.audit_log_with(&AuditBatching::default())
+    }
+
+    /// The audit log in the same database.
+    pub fn audit_log_with(&self, batching: &AuditBatching) -> PostgresAuditLog {
+        PostgresAuditLog::new(self.pool.clone(), batching)
+    }
+}
+
+async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    // `schema` is validated: lower-case letters, digits and '_' only.
+    let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    if sqlx::query(&sql).execute(pool).await.is_err() {
+        // Two instances creating it at once: the loser fails, then sees it.
+        sqlx::query(&sql).execute(pool).await.map_err(store_error)?;
+    }
+    Ok(())
+}
+
+fn decode(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    let get = |e| store_error(e);
+    let owner_id: String = row.try_get("owner_id").map_err(get)?;
+    let org_id: Option<String> = row.try_get("org_id").map_err(get)?;
+    let scopes: Vec<String> = row.try_get("scopes").map_err(get)?;
+    let id: String = row.try_get("id").map_err(get)?;
+    Ok(KeyRecord {
+        id: sql::key_id(&id)?,
+        owner: match org_id {
+            Some(org) => Principal::in_org(owner_id, org),
+            None => Principal::user(owner_id),
+        },
+        name: row.try_get("name").map_err(get)?,
+        scopes: sql::scopes(scopes)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        expires_at: row.try_get("expires_at").map_err(get)?,
+        revoked_at: row.try_get("revoked_at").map_err(get)?,
+        last_used_at: row.try_get("last_used_at").map_err(get)?,
+        hint: row.try_get("hint").map_err(get)?,
+        hash: row.try_get("hash").map_err(get)?,
+        replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(get)?)?,
+    })
+}
+
+async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(r.id.to_string())
+    .bind(r.owner.user_id())
+    .bind(r.owner.org_id())
+    .bind(&r.name)
+    .bind(r.scopes.iter().collect::<Vec<_>>())
+    .bind(&r.hint)
+    .bind(&r.hash)
+    .bind(r.created_at)
+    .bind(r.expires_at)
+    .bind(r.revoked_at)
+    .bind(r.last_used_at)
+    .bind(r.replaced_by.map(|k| k.to_string()))
+    .execute(conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for PostgresKeyStore {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        insert_record(&mut conn, record).await?;
+        self.changes.publish(&KeyChange::Updated(record.id));
+        Ok(())
+    }
+
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
+    async fn list_by_owner(&self, user_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE owner_id = $1 ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        // One statement, one transaction: the notification goes out at commit.
+        let revoked = sqlx::query(
+            "WITH r AS (UPDATE api_keys SET revoked_at = LEAST(revoked_at, $1) WHERE id = $2 RETURNING id) \
+             SELECT pg_notify($3, id) FROM r",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .bind(CHANNEL)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .is_some();
+        if revoked {
+            self.changes.publish(&KeyChange::Revoked(id));
+        }
+        Ok(revoked)
+    }
+
+    async fn rotate(
+        &self,
+        old: KeyId,
+        old_ends_at: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Conditional update: a concurrent rotation waits for our row lock,
+        // then re-checks the condition and matches nothing.
+        let updated = sqlx::query(
+            "UPDATE api_keys SET revoked_at = LEAST(revoked_at, $1), replaced_by = $2 \
+             WHERE id = $3 AND replaced_by IS NULL \
+             AND (revoked_at IS NULL OR revoked_at > $4) AND (expires_at IS NULL OR expires_at > $4)",
+        )
+        .bind(old_ends_at)
+        .bind(new.id.to_string())
+        .bind(old.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if updated == 0 {
+            let exists = sqlx::query("SELECT 1 FROM api_keys WHERE id = $1")
+                .bind(old.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict("key is revoked, expired or already rotated".into())
+            } else {
+                StoreError::NotFound
+            });
+        }
+        insert_record(&mut tx, new).await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(old.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        self.changes.publish(&KeyChange::Revoked(old));
+        self.changes.publish(&KeyChange::Updated(new.id));
+        Ok(())
+    }
+
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let (ids, times): (Vec<String>, Vec<OffsetDateTime>) = sql::latest_uses(uses)
+            .into_iter()
+            .map(|(id, at)| (id.to_string(), at))
+            .unzip();
+        // The whole batch in one statement.
+        sqlx::query(
+            "UPDATE api_keys AS k SET last_used_at = u.at \
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at) \
+             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
+        )
+        .bind(ids)
+        .bind(times)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.changes
+    }
+}

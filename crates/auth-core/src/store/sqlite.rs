@@ -1,0 +1,324 @@
+//! SQLite: the embedded default. One file, created on first use, zero set-up.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    migrate::Migrator,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
+    Row, Sqlite, SqliteConnection,
+};
+use time::OffsetDateTime;
+
+use super::{
+    sql::{self, corrupt, micros, opt_from_micros, store_error},
+    sqlite_audit::SqliteAuditLog,
+    sqlite_watch::{self, Watcher},
+    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError,
+};
+use crate::{KeyId, Principal};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a statement waits for another connection's (or process's) write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows of `key_changes` older than this are pruned by later revocations.
+const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
+
+const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
+    created_at, expires_at, revoked_at, last_used_at, replaced_by";
+
+/// Keys in a SQLite file (sqlx, WAL mode): survives restarts, and several
+/// processes may share the file.
+///
+/// A key is durable when [`KeyStore::insert`] returns (`synchronous=FULL`).
+/// Revocations made by another process on the same file (e.g. a `revoke`
+/// command while the server runs) reach this store's [`ChangeFeed`] within
+/// about 200 ms: a background task polls the `key_changes` table, off the
+/// request path.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use auth_core::{KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher, SqliteKeyStore, TokenPrefix, Verifier};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).await.unwrap());
+/// let hasher = SecretHasher::for_tests();
+/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+/// let verifier = Verifier::builder(store).hasher(hasher).build();
+/// let key = issuer.issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty())).await.unwrap();
+/// assert_eq!(verifier.verify(key.token.expose_secret()).await.unwrap().effective_user(), "alice");
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct SqliteKeyStore {
+    pool: SqlitePool,
+    changes: Arc<ChangeFeed>,
+    // Dropping the store stops the cross-process watcher.
+    _watcher: Watcher,
+}
+
+impl SqliteKeyStore {
+    /// Opens (creating the file and its directory if needed) the store at
+    /// `path`, and brings its schema up to date.
+    ///
+    /// Must be called from within a Tokio runtime.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(store_error)?;
+        if let Err(first) = MIGRATOR.run(&pool).await {
+            // Two processes creating the same file at once: the loser's
+            // migration fails, and succeeds on a retry once the winner is done.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            MIGRATOR.run(&pool).await.map_err(|e| {
+                StoreError::Unavailable(format!("migration failed: {first}; then: {e}"))
+            })?;
+        }
+        let changes = Arc::new(ChangeFeed::new());
+        let last_seq = sqlite_watch::latest_seq(&pool).await?;
+        let watcher = sqlite_watch::spawn(pool.clone(), changes.clone(), last_seq);
+        Ok(Self {
+            pool,
+            changes,
+            _watcher: watcher,
+        })
+    }
+
+    /// The connection pool (for the application's own tables, or inspection).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The audit log in the same file, with default batching.
+    ///
+    /// Must be called from within a Tokio runtime (it starts the writer task).
+    pub fn audit_log(&self) -> SqliteAuditLog {
+        self.audit_log_with(&AuditBatching::default())
+    }
+
+    /// The audit log in the same file.
+    pub fn audit_log_with(&self, batching: &AuditBatching) -> SqliteAuditLog {
+        SqliteAuditLog::new(self.pool.clone(), batching)
+    }
+}
+
+fn decode(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let owner_id: String = row.try_get("owner_id").map_err(store_error)?;
+    let org_id: Option<String> = row.try_get("org_id").map_err(store_error)?;
+    let scopes: String = row.try_get("scopes").map_err(store_error)?;
+    let scopes: Vec<String> =
+        serde_json::from_str(&scopes).map_err(|_| corrupt("invalid scopes"))?;
+    let created_at: i64 = row.try_get("created_at").map_err(store_error)?;
+    Ok(KeyRecord {
+        id: sql::key_id(row.try_get("id").map_err(store_error)?)?,
+        owner: match org_id {
+            Some(org) => Principal::in_org(owner_id, org),
+            None => Principal::user(owner_id),
+        },
+        name: row.try_get("name").map_err(store_error)?,
+        scopes: sql::scopes(scopes)?,
+        created_at: sql::from_micros(created_at)?,
+        expires_at: opt_from_micros(row.try_get("expires_at").map_err(store_error)?)?,
+        revoked_at: opt_from_micros(row.try_get("revoked_at").map_err(store_error)?)?,
+        last_used_at: opt_from_micros(row.try_get("last_used_at").map_err(store_error)?)?,
+        hint: row.try_get("hint").map_err(store_error)?,
+        hash: row.try_get("hash").map_err(store_error)?,
+        replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(store_error)?)?,
+    })
+}
+
+async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreError> {
+    let scopes = serde_json::to_string(&r.scopes.iter().collect::<Vec<_>>())
+        .map_err(|e| corrupt(&e.to_string()))?;
+    sqlx::query::<Sqlite>(&format!(
+        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(r.id.to_string())
+    .bind(r.owner.user_id())
+    .bind(r.owner.org_id())
+    .bind(&r.name)
+    .bind(scopes)
+    .bind(&r.hint)
+    .bind(&r.hash)
+    .bind(micros(r.created_at))
+    .bind(r.expires_at.map(micros))
+    .bind(r.revoked_at.map(micros))
+    .bind(r.last_used_at.map(micros))
+    .bind(r.replaced_by.map(|k| k.to_string()))
+    .execute(conn)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// Logs a revocation for other processes, and prunes old log rows.
+async fn log_change(conn: &mut SqliteConnection, id: KeyId) -> Result<(), StoreError> {
+    let now = OffsetDateTime::now_utc();
+    sqlx::query("DELETE FROM key_changes WHERE at < ?")
+        .bind(micros(now - CHANGE_LOG_RETENTION))
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    sqlx::query("INSERT INTO key_changes (key_id, at) VALUES (?, ?)")
+        .bind(id.to_string())
+        .bind(micros(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for SqliteKeyStore {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        insert_record(&mut conn, record).await?;
+        self.changes.publish(&KeyChange::Updated(record.id));
+        Ok(())
+    }
+
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
+    async fn list_by_owner(&self, user_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE owner_id = ? ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        // The first statement writes, so the transaction takes the write lock
+        // up front (waiting up to the busy timeout) and cannot deadlock.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let updated = sqlx::query(
+            "UPDATE api_keys SET revoked_at = min(coalesce(revoked_at, ?1), ?1) WHERE id = ?2",
+        )
+        .bind(micros(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        log_change(&mut tx, id).await?;
+        tx.commit().await.map_err(store_error)?;
+        self.changes.publish(&KeyChange::Revoked(id));
+        Ok(true)
+    }
+
+    async fn rotate(
+        &self,
+        old: KeyId,
+        old_ends_at: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Conditional update: of two concurrent rotations only one matches.
+        let updated = sqlx::query(
+            "UPDATE api_keys SET revoked_at = min(coalesce(revoked_at, ?1), ?1), replaced_by = ?2 \
+             WHERE id = ?3 AND replaced_by IS NULL \
+             AND (revoked_at IS NULL OR revoked_at > ?4) AND (expires_at IS NULL OR expires_at > ?4)",
+        )
+        .bind(micros(old_ends_at))
+        .bind(new.id.to_string())
+        .bind(old.to_string())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if updated == 0 {
+            let exists = sqlx::query("SELECT 1 FROM api_keys WHERE id = ?")
+                .bind(old.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict("key is revoked, expired or already rotated".into())
+            } else {
+                StoreError::NotFound
+            });
+        }
+        insert_record(&mut tx, new).await?;
+        log_change(&mut tx, old).await?;
+        tx.commit().await.map_err(store_error)?;
+        self.changes.publish(&KeyChange::Revoked(old));
+        self.changes.publish(&KeyChange::Updated(new.id));
+        Ok(())
+    }
+
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        // One transaction (one fsync) for the whole batch.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        for (id, at) in sql::latest_uses(uses) {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+            )
+            .bind(micros(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.changes
+    }
+}

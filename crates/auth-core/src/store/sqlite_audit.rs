@@ -1,0 +1,161 @@
+//! The audit log in the SQLite file, written in batches off the request path.
+
+use async_trait::async_trait;
+use sqlx::{sqlite::SqlitePool, sqlite::SqliteRow, QueryBuilder, Row, Sqlite};
+use time::OffsetDateTime;
+
+use super::{
+    audit_writer::{AuditWriter, BatchSink},
+    sql::{self, micros, store_error, truncate, MAX_AUDIT_METHOD, MAX_AUDIT_PATH},
+    AuditBatching, StoreError,
+};
+use crate::{audit_page, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditSink, MAX_USER_AGENT};
+
+/// A durable, queryable [`AuditLog`] in the key store's SQLite file.
+///
+/// [`AuditSink::record`] never waits: events go through a bounded queue to
+/// a background writer that inserts them in batches. When the queue is full,
+/// events are dropped, counted ([`SqliteAuditLog::dropped_events`]) and a
+/// warning is logged. Call [`AuditLog::flush`] on graceful shutdown.
+///
+/// Get one from [`SqliteKeyStore::audit_log`](crate::SqliteKeyStore::audit_log).
+pub struct SqliteAuditLog {
+    pool: SqlitePool,
+    writer: AuditWriter,
+}
+
+impl std::fmt::Debug for SqliteAuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteAuditLog")
+            .field("dropped_events", &self.dropped_events())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteAuditLog {
+    pub(crate) fn new(pool: SqlitePool, batching: &AuditBatching) -> Self {
+        let writer = AuditWriter::spawn(Sink(pool.clone()), batching);
+        Self { pool, writer }
+    }
+
+    /// Events dropped so far because the queue was full or the database
+    /// refused a batch.
+    pub fn dropped_events(&self) -> u64 {
+        self.writer.dropped()
+    }
+
+    pub(crate) fn writer(&self) -> &AuditWriter {
+        &self.writer
+    }
+}
+
+struct Sink(SqlitePool);
+
+#[async_trait]
+impl BatchSink for Sink {
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.0.begin().await.map_err(store_error)?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (at, key_id, actor, subject, outcome, reason, method, path, \
+                 status, client_ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(micros(e.at))
+            .bind(e.key_id.map(|k| k.to_string()))
+            .bind(e.actor.as_deref())
+            .bind(e.subject.as_deref())
+            .bind(e.outcome.as_str())
+            .bind(e.reason.map(|r| r.as_str()))
+            .bind(truncate(&e.method, MAX_AUDIT_METHOD))
+            .bind(truncate(&e.path, MAX_AUDIT_PATH))
+            .bind(e.status.map(i64::from))
+            .bind(e.client_ip.map(|ip| ip.to_string()))
+            .bind(e.user_agent.as_deref().map(|ua| truncate(ua, MAX_USER_AGENT)))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+}
+
+fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let get = |e| store_error(e);
+    let at: i64 = row.try_get("at").map_err(get)?;
+    let outcome: String = row.try_get("outcome").map_err(get)?;
+    let status: Option<i64> = row.try_get("status").map_err(get)?;
+    Ok(AuditEvent {
+        id: Some(row.try_get("id").map_err(get)?),
+        at: sql::from_micros(at)?,
+        key_id: sql::opt_key_id(row.try_get("key_id").map_err(get)?)?,
+        actor: row.try_get("actor").map_err(get)?,
+        subject: row.try_get("subject").map_err(get)?,
+        outcome: sql::outcome(&outcome)?,
+        reason: sql::reason(row.try_get("reason").map_err(get)?)?,
+        method: row.try_get("method").map_err(get)?,
+        path: row.try_get("path").map_err(get)?,
+        status: sql::status(status)?,
+        client_ip: sql::client_ip(row.try_get("client_ip").map_err(get)?)?,
+        user_agent: row.try_get("user_agent").map_err(get)?,
+    })
+}
+
+impl AuditSink for SqliteAuditLog {
+    fn record(&self, event: AuditEvent) {
+        self.writer.record(event);
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteAuditLog {
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let limit = query.effective_limit();
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, at, key_id, actor, subject, outcome, reason, method, path, status, client_ip, \
+             user_agent FROM audit_events WHERE 1 = 1",
+        );
+        if let Some(k) = query.key_id {
+            q.push(" AND key_id = ").push_bind(k.to_string());
+        }
+        if let Some(a) = &query.actor {
+            q.push(" AND actor = ").push_bind(a.clone());
+        }
+        if let Some(b) = query.before {
+            q.push(" AND id < ").push_bind(b);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit as i64 + 1);
+        let events = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(audit_page(events, limit))
+    }
+
+    async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        // In chunks, so the write lock is never held for long.
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < ? LIMIT 5000)",
+            )
+            .bind(micros(before))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.writer.flush().await
+    }
+}

@@ -1,0 +1,485 @@
+//! PostgreSQL-specific behaviour: durability, no usable secret in any table,
+//! revocation across instances (LISTEN/NOTIFY), connection loss and outages
+//! (fail closed, recover without restart), audit overload, `open_store`.
+//!
+//! Needs `DATABASE_URL`; without it every test prints that it is skipped.
+#![cfg(feature = "postgres")]
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use auth_core::{store::open_store, *};
+use parking_lot::Mutex;
+use sqlx::{postgres::PgPoolOptions, Row};
+use support::{pg::TestSchema, *};
+use time::OffsetDateTime;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+macro_rules! schema_or_skip {
+    ($test:literal) => {
+        match TestSchema::new($test).await {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// Refused with this reason, or not answered at all (503): never let through.
+fn refused_as(r: &Result<AuthContext, AuthError>, reason: RejectReason) -> bool {
+    matches!(r, Err(e) if e.reason() == reason)
+}
+
+fn unavailable(r: &Result<AuthContext, AuthError>) -> bool {
+    matches!(r, Err(e) if e.code() == ErrorCode::Unavailable)
+}
+
+#[tokio::test]
+async fn issued_key_survives_reconnecting() {
+    let schema = schema_or_skip!("issued_key_survives_reconnecting");
+    let store: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let key = issuer(store.clone()).issue(new_key("alice")).await.unwrap();
+    drop(store);
+
+    let again: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let ctx = verifier(again.clone())
+        .verify(key.token.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(ctx.key_id(), Some(key.record.id));
+    drop(again);
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn nothing_in_any_table_can_be_used_as_a_token() {
+    let schema = schema_or_skip!("nothing_in_any_table_can_be_used_as_a_token");
+    let store = Arc::new(schema.store().await);
+    let audit = store.audit_log();
+    let keys: Arc<dyn KeyStore> = store.clone();
+    let key = issuer(keys.clone()).issue(new_key("alice")).await.unwrap();
+    let rotated = issuer(keys.clone())
+        .rotate(key.record.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let v = verifier(keys.clone());
+    v.verify(rotated.token.expose_secret()).await.unwrap();
+    v.flush_usage().await;
+    audit.record(audit_event(
+        Some(rotated.record.id),
+        Some("alice"),
+        OffsetDateTime::now_utc(),
+    ));
+    audit.flush().await.unwrap();
+
+    // Every row of every table in the schema, as text.
+    let tables: Vec<String> = sqlx::query(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(&schema.name)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert!(tables.contains(&"api_keys".to_owned()) && tables.contains(&"audit_events".to_owned()));
+    let mut dump = String::new();
+    for t in &tables {
+        let rows: Option<String> = sqlx::query(&format!(
+            "SELECT string_agg(t::text, E'\\n') FROM \"{t}\" t"
+        ))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+        dump.push_str(&rows.unwrap_or_default());
+    }
+    for issued in [&key, &rotated] {
+        let token = issued.token.expose_secret();
+        assert!(
+            dump.contains(&issued.record.id.to_string()),
+            "the search must see real rows"
+        );
+        assert!(!dump.contains(token));
+        assert!(!dump.contains(secret_text(token)));
+    }
+    drop((audit, keys, v, store));
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_rotation_reach_the_other_instance() {
+    let schema = schema_or_skip!("revocation_and_rotation_reach_the_other_instance");
+    let a: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let b = CountingStore::new(Arc::new(schema.store().await));
+    let issue = issuer(a.clone());
+    let vb = verifier(b.clone());
+    let revoked = issue.issue(new_key("alice")).await.unwrap();
+    let rotated = issue.issue(new_key("alice")).await.unwrap();
+    for k in [&revoked, &rotated] {
+        vb.verify(k.token.expose_secret()).await.unwrap();
+    }
+    let reads = b.gets();
+    for k in [&revoked, &rotated] {
+        vb.verify(k.token.expose_secret()).await.unwrap();
+    }
+    assert_eq!(b.gets(), reads, "cache hits must not query the database");
+
+    assert!(issue.revoke(revoked.record.id).await.unwrap());
+    let replacement = issue
+        .rotate(rotated.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    for k in [&revoked, &rotated] {
+        let vb = &vb;
+        eventually(
+            "instance B to refuse a key changed by instance A",
+            move || async move {
+                let r = vb.verify(k.token.expose_secret()).await;
+                assert!(r.is_ok() || refused_as(&r, RejectReason::Revoked), "{r:?}");
+                r.is_err()
+            },
+        )
+        .await;
+    }
+    vb.verify(replacement.token.expose_secret()).await.unwrap();
+    assert!(b.changes().is_in_sync());
+    drop((a, b, vb, issue));
+    schema.drop_schema().await;
+}
+
+/// Records, at each "drop everything" change, whether the feed was in sync.
+struct SyncLog {
+    store: std::sync::Weak<dyn KeyStore>,
+    seen: Mutex<Vec<bool>>,
+}
+
+impl ChangeListener for SyncLog {
+    fn on_change(&self, change: &KeyChange) {
+        if *change == KeyChange::All {
+            if let Some(s) = self.store.upgrade() {
+                self.seen.lock().push(s.changes().is_in_sync());
+            }
+        }
+    }
+}
+
+fn sync_log(store: &Arc<dyn KeyStore>) -> Arc<SyncLog> {
+    let log = Arc::new(SyncLog {
+        store: Arc::downgrade(store),
+        seen: Mutex::new(Vec::new()),
+    });
+    let weak: std::sync::Weak<dyn ChangeListener> =
+        Arc::downgrade(&(log.clone() as Arc<dyn ChangeListener>));
+    store.changes().subscribe(weak);
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_never_let_a_stale_key_through_and_recover() {
+    let schema = schema_or_skip!("killed_connections_never_let_a_stale_key_through_and_recover");
+    let app = format!("{}_b", schema.name);
+    let a: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let b = CountingStore::new(Arc::new(
+        PostgresKeyStore::from_pool(schema.pool(schema.options(), &app))
+            .await
+            .unwrap(),
+    ));
+    let sync = sync_log(&(b.clone() as Arc<dyn KeyStore>));
+    let issue = issuer(a.clone());
+    let vb = verifier(b.clone());
+    let kept = issue.issue(new_key("alice")).await.unwrap();
+    let later = issue.issue(new_key("alice")).await.unwrap();
+    vb.verify(kept.token.expose_secret()).await.unwrap();
+    vb.verify(later.token.expose_secret()).await.unwrap();
+
+    let mut admin = schema.connection().await;
+    let killed: i64 = sqlx::query(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1) k",
+    )
+    .bind(&app)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap()
+    .get(0);
+    assert!(
+        killed >= 1,
+        "instance B's connections (at least its listener) were killed"
+    );
+
+    // Right after: the pool reconnects (pass) or the store is unreachable
+    // (503); never 401 for a valid key.
+    let r = vb.verify(kept.token.expose_secret()).await;
+    assert!(r.is_ok() || unavailable(&r), "{r:?}");
+
+    // The listener noticed, stopped trusting the cache, and came back.
+    eventually("instance B to re-synchronise", || async {
+        let seen = sync.seen.lock().clone();
+        seen.windows(2).any(|w| w == [false, true]) && b.changes().is_in_sync()
+    })
+    .await;
+    vb.verify(kept.token.expose_secret()).await.unwrap();
+
+    // Notifications work again: a key cached after the reconnection...
+    vb.verify(later.token.expose_secret()).await.unwrap();
+    let reads = b.gets();
+    vb.verify(later.token.expose_secret()).await.unwrap();
+    assert_eq!(b.gets(), reads, "served from the cache");
+    // ...is refused once instance A revokes it.
+    issue.revoke(later.record.id).await.unwrap();
+    let vb2 = &vb;
+    let later = &later;
+    eventually(
+        "instance B to refuse a key revoked after the reconnection",
+        move || async move {
+            let r = vb2.verify(later.token.expose_secret()).await;
+            assert!(r.is_ok() || refused_as(&r, RejectReason::Revoked), "{r:?}");
+            r.is_err()
+        },
+    )
+    .await;
+    drop((a, b, vb, issue, admin));
+    schema.drop_schema().await;
+}
+
+/// A TCP relay to PostgreSQL that the test can cut and restore.
+struct Relay {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: (String, u16)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (up, links) = (up.clone(), links.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection close
+                    }
+                    let target = target.clone();
+                    links.lock().push(tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }));
+                }
+            }
+        });
+        Self {
+            addr,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_fails_closed_and_service_resumes_without_restart() {
+    let schema = schema_or_skip!("outage_fails_closed_and_service_resumes_without_restart");
+    let direct = schema.options();
+    let relay = Relay::start((direct.get_host().to_owned(), direct.get_port())).await;
+    let via_relay = schema.options().host("127.0.0.1").port(relay.addr.port());
+    let a: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let b: Arc<dyn KeyStore> = Arc::new(
+        PostgresKeyStore::from_pool(schema.pool(via_relay, "outage"))
+            .await
+            .unwrap(),
+    );
+    let issue = issuer(a.clone());
+    let vb = verifier(b.clone());
+    let kept = issue.issue(new_key("alice")).await.unwrap();
+    let revoked = issue.issue(new_key("alice")).await.unwrap();
+    vb.verify(kept.token.expose_secret()).await.unwrap();
+    vb.verify(revoked.token.expose_secret()).await.unwrap();
+
+    relay.cut();
+    eventually("instance B to notice the outage", || async {
+        !b.changes().is_in_sync()
+    })
+    .await;
+    // Cached or not, nothing is let through while the database is unreachable.
+    for token in [&kept.token, &revoked.token] {
+        let r = vb.verify(token.expose_secret()).await;
+        assert!(unavailable(&r), "{r:?}");
+    }
+    let unknown = issuer(Arc::new(MemoryKeyStore::new()))
+        .issue(new_key("mallory"))
+        .await
+        .unwrap();
+    let r = vb.verify(unknown.token.expose_secret()).await;
+    assert!(unavailable(&r), "{r:?}");
+    assert_eq!(r.unwrap_err().status(), 503);
+    // A revocation made elsewhere during the outage.
+    issue.revoke(revoked.record.id).await.unwrap();
+
+    relay.restore();
+    eventually("instance B to serve again", || async {
+        vb.verify(kept.token.expose_secret()).await.is_ok()
+    })
+    .await;
+    let r = vb.verify(revoked.token.expose_secret()).await;
+    assert!(refused_as(&r, RejectReason::Revoked), "{r:?}");
+    eventually("instance B to listen again", || async {
+        b.changes().is_in_sync()
+    })
+    .await;
+    drop((a, b, vb, issue, relay));
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn unreachable_database_answers_unavailable() {
+    if pg::database_url("unreachable_database_answers_unavailable").is_none() {
+        return;
+    }
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .unwrap();
+    let store: Arc<dyn KeyStore> = Arc::new(PostgresKeyStore::from_migrated_pool(pool));
+    assert!(!store.changes().is_in_sync());
+    let token = issuer(Arc::new(MemoryKeyStore::new()))
+        .issue(new_key("alice"))
+        .await
+        .unwrap()
+        .token;
+    let r = verifier(store.clone()).verify(token.expose_secret()).await;
+    assert!(unavailable(&r), "{r:?}");
+    assert!(matches!(
+        issuer(store.clone()).issue(new_key("alice")).await,
+        Err(IssueError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.list_by_owner("alice").await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    let err = PostgresKeyStore::connect_with(
+        &format!("postgres://postgres@127.0.0.1:{port}/test"),
+        &PostgresOptions::new().acquire_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_overload_drops_and_counts_and_flush_keeps_the_rest() {
+    let schema = schema_or_skip!("audit_overload_drops_and_counts_and_flush_keeps_the_rest");
+    let store = schema.store().await;
+    let audit = store.audit_log_with(&store::AuditBatching::new().queue_capacity(8).max_batch(4));
+    // Block inserts: the writer is stuck on its first batch.
+    let mut blocker = schema.connection().await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    for i in 0..100 {
+        audit.record(audit_event(
+            None,
+            Some("alice"),
+            OffsetDateTime::now_utc() + time::Duration::seconds(i),
+        ));
+    }
+    let dropped = audit.dropped_events();
+    assert!(dropped >= 100 - 8 - 4, "dropped {dropped}");
+
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+    audit.flush().await.unwrap();
+    let written: i64 = sqlx::query("SELECT count(*) FROM audit_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert!(written > 0);
+    assert_eq!(written as u64 + audit.dropped_events(), 100);
+    drop((audit, store, blocker));
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn open_store_picks_postgres_for_postgres_urls() {
+    let schema = schema_or_skip!("open_store_picks_postgres_for_postgres_urls");
+    // The schema travels in the URL, as an operator would pass it.
+    let sep = if schema.url.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{}{sep}options=-c%20search_path%3D{}",
+        schema.url, schema.name
+    );
+    let opened = open_store(&url).await.unwrap();
+    assert_eq!(opened.backend(), "postgres");
+    let key = issuer(opened.keys.clone())
+        .issue(new_key("alice"))
+        .await
+        .unwrap();
+    verifier(opened.keys.clone())
+        .verify(key.token.expose_secret())
+        .await
+        .unwrap();
+    opened.audit.record(audit_event(
+        Some(key.record.id),
+        Some("alice"),
+        OffsetDateTime::now_utc(),
+    ));
+    opened.audit.flush().await.unwrap();
+    let page = opened
+        .audit
+        .query(&AuditQuery {
+            key_id: Some(key.record.id),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(opened.dropped_audit_events(), 0);
+    drop(opened);
+    schema.drop_schema().await;
+}

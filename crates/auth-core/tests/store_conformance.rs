@@ -1,0 +1,563 @@
+//! One suite, written once, run against every key store and audit log:
+//! memory, SQLite (feature `sqlite`) and PostgreSQL (feature `postgres`,
+//! with `DATABASE_URL`; each test in a schema of its own).
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use auth_core::*;
+use support::*;
+use time::{macros::datetime, OffsetDateTime};
+
+const T0: OffsetDateTime = datetime!(2026-01-01 0:00 UTC);
+
+/// A store and audit log under test, and what to clean up after.
+struct Backend {
+    keys: Arc<dyn KeyStore>,
+    audit: Arc<dyn AuditLog>,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Nothing,
+    #[allow(dead_code)]
+    Dir(tempfile::TempDir),
+    #[cfg(feature = "postgres")]
+    Schema(pg::TestSchema),
+}
+
+impl Backend {
+    async fn finish(self) {
+        let Backend {
+            keys,
+            audit,
+            cleanup,
+        } = self;
+        drop((keys, audit));
+        match cleanup {
+            #[cfg(feature = "postgres")]
+            Cleanup::Schema(s) => s.drop_schema().await,
+            _ => {}
+        }
+    }
+}
+
+async fn memory(_test: &str) -> Option<Backend> {
+    Some(Backend {
+        keys: Arc::new(MemoryKeyStore::new()),
+        audit: Arc::new(MemoryAuditLog::default()),
+        cleanup: Cleanup::Nothing,
+    })
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite(_test: &str) -> Option<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteKeyStore::open(dir.path().join("keys.db"))
+            .await
+            .unwrap(),
+    );
+    Some(Backend {
+        audit: Arc::new(store.audit_log()),
+        keys: store,
+        cleanup: Cleanup::Dir(dir),
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(test: &str) -> Option<Backend> {
+    let schema = pg::TestSchema::new(test).await?;
+    let store = Arc::new(schema.store().await);
+    Some(Backend {
+        audit: Arc::new(store.audit_log()),
+        keys: store,
+        cleanup: Cleanup::Schema(schema),
+    })
+}
+
+macro_rules! suite {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let test = concat!(stringify!($backend), "::", stringify!($case));
+                    if let Some(b) = super::$backend(test).await {
+                        super::cases::$case(&b).await;
+                        b.finish().await;
+                    }
+                }
+            )*
+        }
+    };
+    ($backend:ident) => {
+        suite!($backend:
+            insert_and_get,
+            list_by_owner_newest_first,
+            revoke_keeps_the_earliest_time,
+            rotate_without_grace,
+            rotate_with_grace,
+            rotate_refusals_change_nothing,
+            expiry,
+            last_used,
+            concurrent_rotations_exactly_one_wins,
+            update_hash,
+            audit_query_and_purge,
+        );
+    };
+}
+
+suite!(memory);
+#[cfg(feature = "sqlite")]
+suite!(sqlite);
+#[cfg(feature = "postgres")]
+suite!(postgres);
+
+fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::random(),
+        owner: Principal::in_org(owner, "acme"),
+        name: "n8n automation".into(),
+        scopes: ScopeSet::parse(["write:entities", "hub-protocol.read"]).unwrap(),
+        created_at,
+        expires_at: Some(created_at + time::Duration::days(30)),
+        revoked_at: None,
+        last_used_at: None,
+        hint: "st_…k9Qz".into(),
+        hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        replaced_by: None,
+    }
+}
+
+/// An issuer and a verifier on `keys` sharing a manual clock at [`T0`].
+fn issuing(keys: &Arc<dyn KeyStore>) -> (KeyIssuer, Verifier, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let issuer = issuer(keys.clone()).with_clock(clock.clone());
+    let verifier = Verifier::builder(keys.clone())
+        .hasher(SecretHasher::for_tests())
+        .clock(clock.clone())
+        .build();
+    (issuer, verifier, clock)
+}
+
+fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
+    r.expect_err("should be refused").reason()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn insert_and_get(b: &Backend) {
+        let changes = Recorder::subscribe(&*b.keys);
+        let mut r = record("alice", T0);
+        r.owner = Principal::user("alice");
+        r.expires_at = None;
+        b.keys.insert(&r).await.unwrap();
+        assert_eq!(b.keys.get(r.id).await.unwrap(), Some(r.clone()));
+        assert!(changes.seen().contains(&KeyChange::Updated(r.id)));
+
+        let full = KeyRecord {
+            revoked_at: Some(T0 + time::Duration::hours(1)),
+            last_used_at: Some(T0 + time::Duration::microseconds(1)),
+            replaced_by: Some(KeyId::random()),
+            ..record("alice", T0)
+        };
+        b.keys.insert(&full).await.unwrap();
+        assert_eq!(b.keys.get(full.id).await.unwrap(), Some(full.clone()));
+
+        assert_eq!(b.keys.get(KeyId::random()).await.unwrap(), None);
+        assert!(matches!(
+            b.keys.insert(&r).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    pub async fn list_by_owner_newest_first(b: &Backend) {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let r = record("alice", T0 + time::Duration::seconds(i));
+            b.keys.insert(&r).await.unwrap();
+            ids.push(r.id);
+        }
+        b.keys.insert(&record("bob", T0)).await.unwrap();
+        let listed: Vec<KeyId> = b
+            .keys
+            .list_by_owner("alice")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        ids.reverse();
+        assert_eq!(listed, ids);
+        assert_eq!(b.keys.list_by_owner("bob").await.unwrap().len(), 1);
+        assert!(b.keys.list_by_owner("carol").await.unwrap().is_empty());
+    }
+
+    pub async fn revoke_keeps_the_earliest_time(b: &Backend) {
+        let r = record("alice", T0);
+        b.keys.insert(&r).await.unwrap();
+        let changes = Recorder::subscribe(&*b.keys);
+        let at = |m| Some(T0 + time::Duration::minutes(m));
+
+        assert!(b
+            .keys
+            .revoke(r.id, T0 + time::Duration::minutes(5))
+            .await
+            .unwrap());
+        assert_eq!(b.keys.get(r.id).await.unwrap().unwrap().revoked_at, at(5));
+        assert!(changes.seen().contains(&KeyChange::Revoked(r.id)));
+
+        assert!(b
+            .keys
+            .revoke(r.id, T0 + time::Duration::minutes(9))
+            .await
+            .unwrap());
+        assert_eq!(b.keys.get(r.id).await.unwrap().unwrap().revoked_at, at(5));
+        assert!(b
+            .keys
+            .revoke(r.id, T0 + time::Duration::minutes(2))
+            .await
+            .unwrap());
+        assert_eq!(b.keys.get(r.id).await.unwrap().unwrap().revoked_at, at(2));
+
+        assert!(!b.keys.revoke(KeyId::random(), T0).await.unwrap());
+    }
+
+    pub async fn rotate_without_grace(b: &Backend) {
+        let (issuer, verifier, _clock) = issuing(&b.keys);
+        let old = issuer.issue(new_key("alice")).await.unwrap();
+        verifier.verify(old.token.expose_secret()).await.unwrap();
+
+        let new = issuer.rotate(old.record.id, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            reason(verifier.verify(old.token.expose_secret()).await),
+            RejectReason::Revoked
+        );
+        let ctx = verifier.verify(new.token.expose_secret()).await.unwrap();
+        assert_eq!(ctx.key_id(), Some(new.record.id));
+
+        let stored = b.keys.get(old.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.replaced_by, Some(new.record.id));
+        assert_eq!(stored.revoked_at, Some(T0));
+        // (last_used_at may already have been written by the verifier.)
+        let stored_new = b.keys.get(new.record.id).await.unwrap().unwrap();
+        assert_eq!(
+            KeyRecord {
+                last_used_at: None,
+                ..stored_new
+            },
+            new.record
+        );
+    }
+
+    pub async fn rotate_with_grace(b: &Backend) {
+        let (issuer, verifier, clock) = issuing(&b.keys);
+        let old = issuer.issue(new_key("alice")).await.unwrap();
+        let new = issuer
+            .rotate(old.record.id, Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        verifier.verify(old.token.expose_secret()).await.unwrap();
+        verifier.verify(new.token.expose_secret()).await.unwrap();
+        assert_eq!(
+            b.keys.get(old.record.id).await.unwrap().unwrap().revoked_at,
+            Some(T0 + time::Duration::seconds(60))
+        );
+
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(
+            reason(verifier.verify(old.token.expose_secret()).await),
+            RejectReason::Revoked
+        );
+        verifier.verify(new.token.expose_secret()).await.unwrap();
+        // A key in its grace period cannot be rotated again.
+        assert!(matches!(
+            issuer.rotate(old.record.id, Duration::ZERO).await,
+            Err(IssueError::Conflict(_))
+        ));
+    }
+
+    pub async fn rotate_refusals_change_nothing(b: &Backend) {
+        let now = T0 + time::Duration::hours(1);
+        let replacement = record("alice", now);
+        let refused =
+            |r: Result<(), StoreError>| assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+
+        let unknown = b.keys.rotate(KeyId::random(), now, now, &replacement).await;
+        assert_eq!(unknown, Err(StoreError::NotFound));
+
+        let revoked = record("alice", T0);
+        b.keys.insert(&revoked).await.unwrap();
+        b.keys.revoke(revoked.id, T0).await.unwrap();
+        refused(b.keys.rotate(revoked.id, now, now, &replacement).await);
+
+        let expired = KeyRecord {
+            expires_at: Some(now),
+            ..record("alice", T0)
+        };
+        b.keys.insert(&expired).await.unwrap();
+        refused(b.keys.rotate(expired.id, now, now, &replacement).await);
+
+        let rotated = record("alice", T0);
+        b.keys.insert(&rotated).await.unwrap();
+        let first = record("alice", now);
+        b.keys
+            .rotate(rotated.id, now + time::Duration::hours(1), now, &first)
+            .await
+            .unwrap();
+        refused(b.keys.rotate(rotated.id, now, now, &replacement).await);
+        assert_eq!(
+            b.keys.get(rotated.id).await.unwrap().unwrap().replaced_by,
+            Some(first.id)
+        );
+
+        // A new id that already exists is refused too, and the old key is untouched.
+        let live = record("alice", T0);
+        b.keys.insert(&live).await.unwrap();
+        refused(b.keys.rotate(live.id, now, now, &first).await);
+        assert_eq!(b.keys.get(live.id).await.unwrap(), Some(live.clone()));
+
+        assert_eq!(b.keys.get(replacement.id).await.unwrap(), None);
+    }
+
+    pub async fn expiry(b: &Backend) {
+        let (issuer, verifier, clock) = issuing(&b.keys);
+        let expires = T0 + time::Duration::hours(1);
+        let key = issuer
+            .issue(new_key("alice").expires_at(expires))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.keys.get(key.record.id).await.unwrap().unwrap().expires_at,
+            Some(expires)
+        );
+        verifier.verify(key.token.expose_secret()).await.unwrap();
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            reason(verifier.verify(key.token.expose_secret()).await),
+            RejectReason::Expired
+        );
+        // A fresh verifier (cold cache) reads the expiry from the store.
+        let (_, cold, cold_clock) = issuing(&b.keys);
+        cold_clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            reason(cold.verify(key.token.expose_secret()).await),
+            RejectReason::Expired
+        );
+    }
+
+    pub async fn last_used(b: &Backend) {
+        let (x, y) = (record("alice", T0), record("alice", T0));
+        b.keys.insert(&x).await.unwrap();
+        b.keys.insert(&y).await.unwrap();
+        let t = |s| T0 + time::Duration::seconds(s);
+        b.keys
+            .record_use(&[
+                (x.id, t(20)),
+                (y.id, t(10)),
+                (x.id, t(15)),
+                (KeyId::random(), t(5)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            b.keys.get(x.id).await.unwrap().unwrap().last_used_at,
+            Some(t(20))
+        );
+        assert_eq!(
+            b.keys.get(y.id).await.unwrap().unwrap().last_used_at,
+            Some(t(10))
+        );
+        // Older reports never move it back.
+        b.keys.record_use(&[(x.id, t(1))]).await.unwrap();
+        assert_eq!(
+            b.keys.get(x.id).await.unwrap().unwrap().last_used_at,
+            Some(t(20))
+        );
+        b.keys.record_use(&[]).await.unwrap();
+
+        // Through the verifier: batched, written on flush.
+        let (issuer, verifier, clock) = issuing(&b.keys);
+        let key = issuer.issue(new_key("bob")).await.unwrap();
+        clock.advance(Duration::from_secs(7));
+        verifier.verify(key.token.expose_secret()).await.unwrap();
+        verifier.flush_usage().await;
+        assert_eq!(
+            b.keys
+                .get(key.record.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at,
+            Some(t(7))
+        );
+    }
+
+    pub async fn concurrent_rotations_exactly_one_wins(b: &Backend) {
+        let (issuer, verifier, _clock) = issuing(&b.keys);
+        let key = issuer.issue(new_key("alice")).await.unwrap();
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let issuer = issuer.clone();
+                tokio::spawn(async move { issuer.rotate(key.record.id, Duration::ZERO).await })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for a in attempts {
+            match a.await.unwrap() {
+                Ok(new) => winners.push(new),
+                Err(IssueError::Conflict(_)) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        let winner = &winners[0];
+        assert_eq!(
+            b.keys
+                .get(key.record.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .replaced_by,
+            Some(winner.record.id)
+        );
+        // The losers' keys were never stored.
+        assert_eq!(b.keys.list_by_owner("alice").await.unwrap().len(), 2);
+        verifier.verify(winner.token.expose_secret()).await.unwrap();
+    }
+
+    pub async fn update_hash(b: &Backend) {
+        let r = record("alice", T0);
+        b.keys.insert(&r).await.unwrap();
+        b.keys
+            .update_hash(r.id, "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3")
+            .await
+            .unwrap();
+        assert_eq!(
+            b.keys.get(r.id).await.unwrap().unwrap().hash,
+            "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3"
+        );
+        assert_eq!(
+            b.keys.update_hash(KeyId::random(), "x").await,
+            Err(StoreError::NotFound)
+        );
+    }
+
+    pub async fn audit_query_and_purge(b: &Backend) {
+        let (a, other) = (KeyId::random(), KeyId::random());
+        for i in 0..7 {
+            b.audit.record(audit_event(
+                Some(a),
+                Some("alice"),
+                T0 + time::Duration::minutes(i),
+            ));
+        }
+        let full = AuditEvent {
+            subject: Some("stu1".into()),
+            outcome: AuditOutcome::Failure,
+            reason: Some(RejectReason::InsufficientScope),
+            method: "POST".into(),
+            status: Some(403),
+            client_ip: Some("2001:db8::1".parse().unwrap()),
+            user_agent: None,
+            ..audit_event(Some(other), Some("bob"), T0 + time::Duration::days(2))
+        };
+        b.audit.record(full.clone());
+        for i in 0..2 {
+            b.audit.record(audit_event(
+                None,
+                None,
+                T0 + time::Duration::days(3) + time::Duration::seconds(i),
+            ));
+        }
+        b.audit.flush().await.unwrap();
+
+        // By key, newest first, three per page.
+        let q = AuditQuery {
+            key_id: Some(a),
+            limit: 3,
+            ..Default::default()
+        };
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = b
+                .audit
+                .query(&AuditQuery {
+                    before: cursor,
+                    ..q.clone()
+                })
+                .await
+                .unwrap();
+            pages.push(page.events.len());
+            let ats: Vec<_> = page.events.iter().map(|e| e.at).collect();
+            assert!(
+                ats.windows(2).all(|w| w[0] > w[1]),
+                "not newest first: {ats:?}"
+            );
+            assert!(page
+                .events
+                .iter()
+                .all(|e| e.key_id == Some(a) && cursor.is_none_or(|c| e.id < Some(c))));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(pages, vec![3, 3, 1]);
+
+        // By actor: every field round-trips.
+        let bob = b
+            .audit
+            .query(&AuditQuery {
+                actor: Some("bob".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(bob.events.len(), 1);
+        assert!(bob.events[0].id.is_some());
+        assert_eq!(
+            AuditEvent {
+                id: None,
+                ..bob.events[0].clone()
+            },
+            full
+        );
+        assert_eq!(bob.next_cursor, None);
+
+        let all = b
+            .audit
+            .query(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.events.len(), 10);
+        assert_eq!(all.events[0].key_id, None);
+
+        // Retention: everything before day 1 goes.
+        let purged = b
+            .audit
+            .purge_before(T0 + time::Duration::days(1))
+            .await
+            .unwrap();
+        assert_eq!(purged, 7);
+        let left = b
+            .audit
+            .query(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.events.len(), 3);
+        assert!(b.audit.query(&q).await.unwrap().events.is_empty());
+    }
+}

@@ -1,0 +1,243 @@
+//! Helpers shared by the store test binaries.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    io::Write,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use auth_core::*;
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+
+/// Waits until `cond` holds, polling; fails the test after 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Prints a skip line that libtest's capture does not swallow.
+pub fn skip(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
+}
+
+/// Records every change published on a feed.
+#[derive(Default)]
+pub struct Recorder(Mutex<Vec<KeyChange>>);
+
+impl Recorder {
+    pub fn subscribe(store: &dyn KeyStore) -> Arc<Self> {
+        let r = Arc::new(Self::default());
+        let weak: std::sync::Weak<dyn ChangeListener> =
+            Arc::downgrade(&(r.clone() as Arc<dyn ChangeListener>));
+        store.changes().subscribe(weak);
+        r
+    }
+
+    pub fn seen(&self) -> Vec<KeyChange> {
+        self.0.lock().clone()
+    }
+}
+
+impl ChangeListener for Recorder {
+    fn on_change(&self, change: &KeyChange) {
+        self.0.lock().push(change.clone());
+    }
+}
+
+/// Delegates to a store and counts reads: proves the cached path does none.
+pub struct CountingStore {
+    pub inner: Arc<dyn KeyStore>,
+    gets: AtomicUsize,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn KeyStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            gets: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl KeyStore for CountingStore {
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(r).await
+    }
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(id).await
+    }
+    async fn list_by_owner(&self, u: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list_by_owner(u).await
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: KeyId,
+        ends: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.rotate(old, ends, now, new).await
+    }
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
+        self.inner.update_hash(id, hash).await
+    }
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.inner.record_use(uses).await
+    }
+    fn changes(&self) -> &ChangeFeed {
+        self.inner.changes()
+    }
+}
+
+pub fn prefix() -> TokenPrefix {
+    TokenPrefix::new("st_").unwrap()
+}
+
+pub fn issuer(store: Arc<dyn KeyStore>) -> KeyIssuer {
+    KeyIssuer::new(store, SecretHasher::for_tests(), prefix())
+}
+
+pub fn verifier(store: Arc<dyn KeyStore>) -> Verifier {
+    Verifier::builder(store)
+        .hasher(SecretHasher::for_tests())
+        .build()
+}
+
+pub fn new_key(owner: &str) -> NewKey {
+    NewKey::new(
+        Principal::user(owner),
+        "ci",
+        ScopeSet::parse(["read"]).unwrap(),
+    )
+}
+
+/// The 44-character secret part of a token (between the key id and the checksum).
+pub fn secret_text(token: &str) -> &str {
+    let body = &token[token.len() - BODY_LEN..];
+    &body[11..55]
+}
+
+pub fn audit_event(key: Option<KeyId>, actor: Option<&str>, at: OffsetDateTime) -> AuditEvent {
+    AuditEvent {
+        id: None,
+        at,
+        key_id: key,
+        actor: actor.map(str::to_owned),
+        subject: None,
+        outcome: AuditOutcome::Success,
+        reason: None,
+        method: "GET".into(),
+        path: "/api/entities".into(),
+        status: Some(200),
+        client_ip: Some("203.0.113.7".parse().unwrap()),
+        user_agent: Some("curl/8.5".into()),
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub mod pg {
+    use std::str::FromStr;
+
+    use rand::RngCore;
+    use sqlx::{
+        postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+        Connection, PgConnection,
+    };
+
+    use super::*;
+
+    /// `DATABASE_URL`, or `None` after printing that `test` is skipped.
+    pub fn database_url(test: &str) -> Option<String> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                skip(test, "DATABASE_URL not set");
+                None
+            }
+        }
+    }
+
+    /// A schema of its own for one test, so tests run in parallel.
+    pub struct TestSchema {
+        pub url: String,
+        pub name: String,
+    }
+
+    impl TestSchema {
+        /// `None` (test skipped) without DATABASE_URL; panics if PostgreSQL is unreachable.
+        pub async fn new(test: &str) -> Option<Self> {
+            let url = database_url(test)?;
+            let name = format!("kgt_{:016x}", rand::rngs::OsRng.next_u64());
+            let mut conn = PgConnection::connect(&url).await.unwrap_or_else(|e| {
+                panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+            });
+            sqlx::query(&format!("CREATE SCHEMA \"{name}\""))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Some(Self { url, name })
+        }
+
+        pub fn options(&self) -> PgConnectOptions {
+            PgConnectOptions::from_str(&self.url)
+                .unwrap()
+                .options([("search_path", &self.name)])
+        }
+
+        pub async fn store(&self) -> PostgresKeyStore {
+            PostgresKeyStore::connect_with_schema(&self.url, &self.name)
+                .await
+                .unwrap()
+        }
+
+        /// A pool on this schema, tagged so the test can find its connections.
+        pub fn pool(&self, options: PgConnectOptions, application_name: &str) -> PgPool {
+            PgPoolOptions::new()
+                .max_connections(5)
+                .acquire_timeout(Duration::from_millis(500))
+                .connect_lazy_with(
+                    options
+                        .options([("search_path", &self.name)])
+                        .application_name(application_name),
+                )
+        }
+
+        pub async fn connection(&self) -> PgConnection {
+            PgConnection::connect_with(&self.options()).await.unwrap()
+        }
+
+        pub async fn drop_schema(self) {
+            let mut conn = PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! What a rule counts requests by: user, API key, client IP, everyone, or the
+//! application's own function.
+
+use std::{
+    collections::hash_map::RandomState,
+    fmt,
+    hash::{BuildHasher, Hash, Hasher},
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, OnceLock},
+};
+
+use auth_core::{AuthContext, KeyId, Principal};
+use axum::extract::{connect_info::MockConnectInfo, ConnectInfo};
+use http::{Extensions, HeaderMap, Method, Uri};
+
+use crate::{client_ip::mask_v6, TrustedProxies};
+
+/// An application function that names the bucket of a request; `None` means
+/// the rule does not apply to it.
+pub type KeyFn = dyn Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync;
+
+/// What a rule counts requests by.
+///
+/// When a request has no such key (no [`AuthContext`] for [`KeyBy::User`],
+/// no API key for [`KeyBy::ApiKey`], no peer address for [`KeyBy::Ip`], or
+/// the custom function returns `None`), the rule does not apply to it.
+#[derive(Clone, Default)]
+pub enum KeyBy {
+    /// The effective user of the [`AuthContext`] (the subject when a key
+    /// acts on someone's behalf), within its organisation.
+    User,
+    /// The API key's id ([`AuthContext::key_id`]).
+    ApiKey,
+    /// The client IP: the socket peer, or what trusted proxies forwarded (see
+    /// [`TrustedProxies`]). IPv6 clients are grouped by network prefix (/64
+    /// by default, see `RateLimiterBuilder::ipv6_prefix`), since one
+    /// subscriber usually holds a whole /64.
+    Ip,
+    /// The effective user when the request is authenticated, else the client IP.
+    #[default]
+    UserOrIp,
+    /// One bucket for all requests the rule matches.
+    Global,
+    /// The application's own function.
+    Custom(Arc<KeyFn>),
+}
+
+impl KeyBy {
+    /// A key computed by `f`; return `None` to exempt a request from the rule.
+    pub fn custom<F>(f: F) -> Self
+    where
+        F: Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    {
+        Self::Custom(Arc::new(f))
+    }
+
+    pub(crate) fn extract<'a>(&self, req: &RequestInfo<'a>, ipv6_prefix: u8) -> Option<KeyValue<'a>> {
+        let ip = || req.client_ip().map(|ip| KeyValue::ip(ip, ipv6_prefix));
+        match self {
+            Self::User => req.auth().map(|a| KeyValue::User(a.effective_principal())),
+            Self::ApiKey => req.auth().and_then(AuthContext::key_id).map(KeyValue::ApiKey),
+            Self::Ip => ip(),
+            Self::UserOrIp => match req.auth() {
+                Some(a) => Some(KeyValue::User(a.effective_principal())),
+                None => ip(),
+            },
+            Self::Global => Some(KeyValue::Global),
+            Self::Custom(f) => f(req).map(KeyValue::Custom),
+        }
+    }
+}
+
+impl fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::User => "User",
+            Self::ApiKey => "ApiKey",
+            Self::Ip => "Ip",
+            Self::UserOrIp => "UserOrIp",
+            Self::Global => "Global",
+            Self::Custom(_) => "Custom(..)",
+        })
+    }
+}
+
+/// What a key function can see of a request.
+pub struct RequestInfo<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+    proxies: &'a TrustedProxies,
+}
+
+impl<'a> RequestInfo<'a> {
+    pub(crate) fn new<B>(req: &'a http::Request<B>, proxies: &'a TrustedProxies) -> Self {
+        Self {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+            proxies,
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The request path, as the client sent it (before any `nest` stripped
+    /// a prefix).
+    pub fn path(&self) -> &'a str {
+        match self.extensions.get::<axum::extract::OriginalUri>() {
+            Some(orig) => orig.0.path(),
+            None => self.uri.path(),
+        }
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The request extensions.
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+
+    /// The authenticated identity, when the auth layer ran first.
+    pub fn auth(&self) -> Option<&'a AuthContext> {
+        self.extensions.get::<AuthContext>()
+    }
+
+    /// The socket peer, from axum's `ConnectInfo<SocketAddr>` (or, as axum's
+    /// own extractor does, `MockConnectInfo<SocketAddr>` in tests).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(c) => Some(c.0),
+            None => self.extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0),
+        }
+    }
+
+    /// The client address: the peer, or what trusted proxies forwarded.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.peer_addr()
+            .map(|peer| self.proxies.client_ip(peer.ip(), self.headers))
+    }
+}
+
+impl fmt::Debug for RequestInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestInfo")
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bucket's identity within a rule, borrowed from the request.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum KeyValue<'a> {
+    Global,
+    User(&'a Principal),
+    ApiKey(KeyId),
+    Ip(IpAddr),
+    Custom(String),
+}
+
+impl KeyValue<'_> {
+    fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => Self::Ip(IpAddr::V6(mask_v6(v6, ipv6_prefix))),
+            v4 => Self::Ip(v4),
+        }
+    }
+
+    /// The key as a string, for Redis: a type tag, then the value (a user id
+    /// is length-prefixed so `user@org` cannot collide with another user).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn write_to(&self, out: &mut String) {
+        use fmt::Write;
+        let _ = match self {
+            Self::Global => write!(out, "g"),
+            Self::User(p) => match p.org_id() {
+                Some(org) => write!(out, "u:{}:{}@{}", p.user_id().len(), p.user_id(), org),
+                None => write!(out, "u:{}:{}", p.user_id().len(), p.user_id()),
+            },
+            Self::ApiKey(k) => write!(out, "k:{k}"),
+            Self::Ip(ip) => write!(out, "ip:{ip}"),
+            Self::Custom(s) => write!(out, "c:{s}"),
+        };
+    }
+}
+
+/// Per-process random keys: two SipHash instances (together a 128-bit keyed
+/// digest of strings) and two seeds for the map hash.
+struct Keys {
+    a: RandomState,
+    b: RandomState,
+    seeds: [u64; 2],
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let (a, b) = (RandomState::new(), RandomState::new());
+        let seeds = [a.hash_one(0x5EED_u64) | 1, b.hash_one(0x5EED_u64) | 1];
+        Keys { a, b, seeds }
+    })
+}
+
+/// The key of one bucket in the layer's in-memory store: the rule, and
+/// whose bucket it is.
+///
+/// A fixed 24 bytes whatever the key, with no allocation and no reference
+/// count: an IP address or API key id is stored as is; a user or custom key
+/// as a 128-bit digest by two randomly keyed SipHash instances (per process),
+/// so clients cannot aim for a collision, and two keys share a bucket only by
+/// a 2^-128 chance.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct LimitKey {
+    rule: u32,
+    kind: u8,
+    value: [u64; 2],
+}
+
+impl LimitKey {
+    pub(crate) fn new(rule: usize, value: &KeyValue<'_>) -> Self {
+        let digest = |v: &KeyValue<'_>| {
+            let k = keys();
+            [k.a.hash_one(v), k.b.hash_one(v)]
+        };
+        let (kind, value) = match value {
+            KeyValue::Global => (0, [0, 0]),
+            KeyValue::ApiKey(id) => (1, [id.as_u64(), 0]),
+            KeyValue::Ip(IpAddr::V4(ip)) => (2, [u64::from(u32::from(*ip)), 0]),
+            KeyValue::Ip(IpAddr::V6(ip)) => {
+                let bits = u128::from(*ip);
+                (3, [(bits >> 64) as u64, bits as u64])
+            }
+            KeyValue::User(_) => (4, digest(value)),
+            KeyValue::Custom(_) => (5, digest(value)),
+        };
+        Self {
+            rule: u32::try_from(rule).unwrap_or(u32::MAX),
+            kind,
+            value,
+        }
+    }
+}
+
+impl Hash for LimitKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.value[0]);
+        state.write_u64(self.value[1] ^ (u64::from(self.rule) << 8 | u64::from(self.kind)));
+    }
+}
+
+/// The map hash of the layer's store: a folded multiply with per-process
+/// random seeds (the construction of `foldhash`/`ahash`), a few times faster
+/// than SipHash on the 16 bytes of a [`LimitKey`]. Client-chosen parts of a
+/// key (IPv6 networks) cannot be aimed at collisions without the seeds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LimitKeyHasher;
+
+impl BuildHasher for LimitKeyHasher {
+    type Hasher = DigestHasher;
+
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(keys().seeds[0])
+    }
+}
+
+/// The [`Hasher`] of [`LimitKeyHasher`].
+#[derive(Clone, Copy, Debug)]
+pub struct DigestHasher(u64);
+
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let p = u128::from(a).wrapping_mul(u128::from(b));
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl Hasher for DigestHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        folded_multiply(self.0, keys().seeds[1])
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = folded_multiply(self.0 ^ n, keys().seeds[1] ^ 0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auth_core::ScopeSet;
+
+    fn req() -> http::Request<()> {
+        http::Request::builder().uri("/x").body(()).unwrap()
+    }
+
+    #[test]
+    fn user_key_needs_auth_and_ip_needs_peer() {
+        let proxies = TrustedProxies::none();
+        let mut r = req();
+        let info = RequestInfo::new(&r, &proxies);
+        assert_eq!(KeyBy::User.extract(&info, 64), None);
+        assert_eq!(KeyBy::Ip.extract(&info, 64), None);
+        assert_eq!(KeyBy::UserOrIp.extract(&info, 64), None);
+        assert_eq!(KeyBy::Global.extract(&info, 64), Some(KeyValue::Global));
+
+        r.extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>("[2001:db8:1:2:3:4:5:6]:9".parse().unwrap()));
+        let info = RequestInfo::new(&r, &proxies);
+        assert_eq!(
+            KeyBy::UserOrIp.extract(&info, 64),
+            Some(KeyValue::Ip("2001:db8:1:2::".parse().unwrap()))
+        );
+        assert_eq!(
+            KeyBy::Ip.extract(&info, 128),
+            Some(KeyValue::Ip("2001:db8:1:2:3:4:5:6".parse().unwrap()))
+        );
+
+        let key = KeyId::from_u64(42);
+        let ctx = AuthContext::for_key(key, "ci", Principal::user("alice"), ScopeSet::empty());
+        r.extensions_mut().insert(ctx);
+        let info = RequestInfo::new(&r, &proxies);
+        let alice = Principal::user("alice");
+        assert_eq!(KeyBy::User.extract(&info, 64), Some(KeyValue::User(&alice)));
+        assert_eq!(KeyBy::UserOrIp.extract(&info, 64), Some(KeyValue::User(&alice)));
+        assert_eq!(KeyBy::ApiKey.extract(&info, 64), Some(KeyValue::ApiKey(key)));
+        let custom = KeyBy::custom(|r| r.headers().get("x-tenant")?.to_str().ok().map(str::to_owned));
+        assert_eq!(custom.extract(&info, 64), None);
+    }
+
+    #[test]
+    fn impersonation_counts_against_the_subject() {
+        let ctx = AuthContext::for_key(KeyId::from_u64(1), "ci", Principal::user("admin"), ScopeSet::empty())
+            .with_subject(Principal::in_org("stu1", "school"), &ScopeSet::empty());
+        let mut r = req();
+        r.extensions_mut().insert(ctx);
+        let proxies = TrustedProxies::none();
+        let info = RequestInfo::new(&r, &proxies);
+        let v = KeyBy::User.extract(&info, 64).unwrap();
+        let mut s = String::new();
+        v.write_to(&mut s);
+        assert_eq!(s, "u:4:stu1@school");
+    }
+
+    #[test]
+    fn digests_separate_rules_and_kinds() {
+        let alice = Principal::user("alice");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let k = |rule, v: &KeyValue<'_>| LimitKey::new(rule, v);
+        assert_eq!(k(0, &KeyValue::User(&alice)), k(0, &KeyValue::User(&Principal::user("alice"))));
+        assert_ne!(k(0, &KeyValue::User(&alice)), k(1, &KeyValue::User(&alice)));
+        assert_ne!(k(0, &KeyValue::User(&alice)), k(0, &KeyValue::Custom("alice".into())));
+        assert_ne!(k(0, &KeyValue::Ip(ip)), k(0, &KeyValue::Global));
+        assert_ne!(k(0, &KeyValue::ApiKey(KeyId::from_u64(1))), k(0, &KeyValue::ApiKey(KeyId::from_u64(2))));
+    }
+}

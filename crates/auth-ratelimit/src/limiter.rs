@@ -1,0 +1,433 @@
+//! The rate limiter: rules, a store, and how answers are rendered.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use auth_core::{AuthError, ErrorFormat};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+
+use crate::{
+    error::check_rule_name,
+    fallback::WarnThrottle,
+    headers::{Checked, RateHeaders},
+    inline_vec::{InlineVec, RULES_INLINE},
+    key::{KeyBy, KeyValue, LimitKey, LimitKeyHasher},
+    memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
+    Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitLayer, RequestInfo,
+    Rule, TrustedProxies,
+};
+#[cfg(feature = "redis")]
+use crate::{redis_store::RedisCheck, RedisStore};
+
+/// A set of [`Rule`]s with their store. Build it once, then make layers
+/// from it ([`RateLimiter::layer`]); clones share the buckets.
+///
+/// ```
+/// use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule, TrustedProxies};
+/// use http::Method;
+///
+/// let limiter = RateLimiter::builder()
+///     .rule(Rule::per_user("default", Quota::per_hour(200)))
+///     .rule(Rule::per_ip("login", Quota::per_minute(5)).method(Method::POST).path("/login"))
+///     .headers(HeaderStyle::Both)
+///     .trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap())
+///     .build()
+///     .unwrap();
+/// assert_eq!(limiter.rules().len(), 2);
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rules: Vec<Rule>,
+    memory: MemoryStore<LimitKey, LimitKeyHasher>,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStore>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    on_store_error: OnStoreError,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    warn: WarnThrottle,
+    headers: HeaderStyle,
+    format: ErrorFormat,
+    proxies: TrustedProxies,
+    ipv6_prefix: u8,
+    warned_no_peer: AtomicBool,
+}
+
+/// Builds a [`RateLimiter`].
+pub struct RateLimiterBuilder {
+    rules: Vec<Rule>,
+    headers: HeaderStyle,
+    format: ErrorFormat,
+    proxies: TrustedProxies,
+    ipv6_prefix: u8,
+    clock: Option<Arc<dyn Clock>>,
+    max_keys: usize,
+    sweep_interval: Duration,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStore>,
+    on_store_error: OnStoreError,
+}
+
+/// One rule's bucket to check for a request.
+#[derive(Clone, Copy)]
+struct Prepared {
+    rule: usize,
+    key: LimitKey,
+    quota: Quota,
+    cost: u32,
+}
+
+/// The outcome for a request.
+pub(crate) enum Verdict {
+    /// Passes; these headers go on the response.
+    Allow(RateHeaders),
+    /// Refused with this response (429, or 503 when failing closed).
+    Deny(Response<Bytes>),
+}
+
+/// A verdict now, or after a round trip to the shared store.
+pub(crate) enum Evaluation {
+    Ready(Verdict),
+    #[cfg(feature = "redis")]
+    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>),
+}
+
+impl RateLimiter {
+    /// Starts a limiter with no rules, legacy headers, the flat error
+    /// format, no trusted proxy and an in-memory store on the real clock.
+    pub fn builder() -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            rules: Vec::new(),
+            headers: HeaderStyle::default(),
+            format: ErrorFormat::default(),
+            proxies: TrustedProxies::none(),
+            ipv6_prefix: 64,
+            clock: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            #[cfg(feature = "redis")]
+            redis: None,
+            on_store_error: OnStoreError::default(),
+        }
+    }
+
+    /// A tower layer applying this limiter.
+    pub fn layer(&self) -> RateLimitLayer {
+        RateLimitLayer::new(self.clone())
+    }
+
+    /// The rules, in the order they are checked.
+    pub fn rules(&self) -> &[Rule] {
+        &self.inner.rules
+    }
+
+    /// The in-memory store (the only store, or the fallback when Redis is
+    /// down), e.g. to watch [`MemoryStore::len`].
+    pub fn memory(&self) -> &MemoryStore<LimitKey, LimitKeyHasher> {
+        &self.inner.memory
+    }
+
+    /// Checks `req` against every rule that covers it, outside the layer
+    /// (in a handler, for instance). `Ok` holds the rate-limit headers for
+    /// the response; `Err` the 429 (or 503) to send instead.
+    pub async fn check<B>(&self, req: &Request<B>) -> Result<HeaderMap, Response<Bytes>> {
+        let verdict = match self.evaluate(req) {
+            Evaluation::Ready(v) => v,
+            #[cfg(feature = "redis")]
+            Evaluation::Pending(f) => f.await,
+        };
+        match verdict {
+            Verdict::Allow(rate_headers) => {
+                let mut headers = HeaderMap::new();
+                rate_headers.apply(&mut headers);
+                Ok(headers)
+            }
+            Verdict::Deny(res) => Err(res),
+        }
+    }
+
+    /// Decides `req`, synchronously for the memory store.
+    pub(crate) fn evaluate<B>(&self, req: &Request<B>) -> Evaluation {
+        let inner = &*self.inner;
+        let info = RequestInfo::new(req, &inner.proxies);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &inner.redis {
+            return self.evaluate_redis(redis, &info);
+        }
+        let mut prepared = InlineVec::<Prepared, RULES_INLINE>::default();
+        self.prepare(&info, |i, value, quota, cost| {
+            prepared.push(Prepared {
+                rule: i,
+                key: LimitKey::new(i, &value),
+                quota,
+                cost,
+            });
+        });
+        if prepared.is_empty() {
+            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
+        }
+        let mut checked = Checked::default();
+        self.check_memory(&prepared, &mut checked);
+        Evaluation::Ready(self.verdict(&checked))
+    }
+
+    /// Calls `f` with each rule that covers the request and its key.
+    fn prepare<'a>(&self, info: &RequestInfo<'a>, mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32)) {
+        let inner = &*self.inner;
+        for (i, rule) in inner.rules.iter().enumerate() {
+            if !rule.matches(info) {
+                continue;
+            }
+            match rule.key.extract(info, inner.ipv6_prefix) {
+                Some(value) => f(i, value, rule.quota_for(info), rule.cost),
+                None => {
+                    if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none() {
+                        self.warn_no_peer();
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn evaluate_redis(&self, redis: &RedisStore, info: &RequestInfo<'_>) -> Evaluation {
+        let mut prepared = InlineVec::<Prepared, RULES_INLINE>::default();
+        let mut checks = Vec::new();
+        self.prepare(info, |i, value, quota, cost| {
+            let mut key = format!("{}:{}:", redis.prefix(), self.inner.rules[i].name);
+            value.write_to(&mut key);
+            checks.push(RedisCheck { key, quota, cost });
+            prepared.push(Prepared {
+                rule: i,
+                key: LimitKey::new(i, &value),
+                quota,
+                cost,
+            });
+        });
+        if prepared.is_empty() {
+            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
+        }
+        let this = self.clone();
+        let redis = redis.clone();
+        Evaluation::Pending(Box::pin(async move {
+            match redis.check_all(&checks).await {
+                Ok(decisions) => {
+                    let mut checked = Checked::default();
+                    for (p, d) in prepared.iter().zip(decisions) {
+                        checked.push(p.rule, d);
+                    }
+                    this.verdict(&checked)
+                }
+                Err(err) => {
+                    let policy = this.inner.on_store_error;
+                    this.inner.warn.warn(&err, policy);
+                    match policy {
+                        OnStoreError::FallBackToMemory => {
+                            let mut checked = Checked::default();
+                            this.check_memory(&prepared, &mut checked);
+                            this.verdict(&checked)
+                        }
+                        OnStoreError::FailClosed => Verdict::Deny(
+                            this.render(&AuthError::unavailable("Rate limiting is temporarily unavailable")),
+                        ),
+                        OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Checks the buckets in order; on a refusal, gives back what the earlier
+    /// ones took and reads the later ones without taking.
+    fn check_memory(&self, prepared: &InlineVec<Prepared, RULES_INLINE>, checked: &mut Checked) {
+        let mem = &self.inner.memory;
+        let mut refused = None;
+        for (i, p) in prepared.iter().enumerate() {
+            if refused.is_some() {
+                checked.push(p.rule, mem.peek(&p.key, &p.quota, p.cost));
+                continue;
+            }
+            let d = mem.check(&p.key, &p.quota, p.cost);
+            checked.push(p.rule, d);
+            if !d.is_allowed() {
+                refused = Some(i);
+            }
+        }
+        if let Some(n) = refused {
+            for (i, p) in prepared.iter().take(n).enumerate() {
+                mem.refund(&p.key, &p.quota, p.cost);
+                if let Some(slot) = checked.items.get_mut(i) {
+                    slot.1 = mem.peek(&p.key, &p.quota, 0);
+                }
+            }
+        }
+    }
+
+    fn verdict(&self, checked: &Checked) -> Verdict {
+        let rules = &self.inner.rules;
+        let headers = checked.render(self.inner.headers, |i| &rules[i].name);
+        if checked.allowed() {
+            return Verdict::Allow(headers);
+        }
+        let retry = checked
+            .most_restrictive()
+            .and_then(|d| d.retry_after())
+            .unwrap_or(Duration::from_secs(1));
+        let mut res = self.render(&AuthError::rate_limited(retry));
+        headers.apply(res.headers_mut());
+        Verdict::Deny(res)
+    }
+
+    fn render(&self, err: &AuthError) -> Response<Bytes> {
+        self.inner.format.render(err)
+    }
+
+    fn warn_no_peer(&self) {
+        if !self.inner.warned_no_peer.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "rate limit by client IP skipped: no ConnectInfo<SocketAddr> in the request; serve the \
+                 router with into_make_service_with_connect_info::<SocketAddr>()"
+            );
+        }
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RateLimiter");
+        d.field("rules", &self.inner.rules)
+            .field("headers", &self.inner.headers)
+            .field("format", &self.inner.format)
+            .field("proxies", &self.inner.proxies)
+            .field("memory", &self.inner.memory);
+        #[cfg(feature = "redis")]
+        d.field("redis", &self.inner.redis);
+        d.field("on_store_error", &self.inner.on_store_error).finish()
+    }
+}
+
+impl RateLimiterBuilder {
+    /// Adds a rule (checked in the order added).
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Adds several rules.
+    pub fn rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.rules.extend(rules);
+        self
+    }
+
+    /// Which rate-limit headers responses carry (default
+    /// [`HeaderStyle::Legacy`]; [`HeaderStyle::Hidden`] to disclose nothing).
+    pub fn headers(mut self, style: HeaderStyle) -> Self {
+        self.headers = style;
+        self
+    }
+
+    /// The JSON error format of 429 and 503 responses; use the auth layer's
+    /// so clients see one format.
+    pub fn error_format(mut self, format: ErrorFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Proxies whose forwarding headers name the client (default: none, the
+    /// socket peer is the client).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// IPv6 clients share a bucket per network of this prefix length
+    /// (default 64; 128 for one bucket per address).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
+        self
+    }
+
+    /// The in-memory store's clock (default the real one); tests pass a
+    /// [`FakeClock`](crate::FakeClock). The Redis store uses the server's time.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Cap on keys tracked in memory (default 1,000,000); see
+    /// [`MemoryStore`] for what happens at the cap.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// How often, at most, full in-memory buckets are swept (default 60 s).
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = every;
+        self
+    }
+
+    /// Keeps the buckets in Redis, shared by every instance (the in-memory
+    /// store then serves as the fallback).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.redis = Some(store);
+        self
+    }
+
+    /// What to do when Redis cannot answer (default: fall back to memory).
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// The limiter, or why the rules cannot work.
+    pub fn build(self) -> Result<RateLimiter, ConfigError> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            check_rule_name(&rule.name)?;
+            if self.rules[..i].iter().any(|r| r.name == rule.name) {
+                return Err(ConfigError::DuplicateRule(rule.name.to_string()));
+            }
+        }
+        let memory = match self.clock {
+            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher),
+            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher),
+        }
+        .max_keys(self.max_keys)
+        .sweep_interval(self.sweep_interval);
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                rules: self.rules,
+                memory,
+                #[cfg(feature = "redis")]
+                redis: self.redis,
+                on_store_error: self.on_store_error,
+                warn: WarnThrottle::new(),
+                headers: self.headers,
+                format: self.format,
+                proxies: self.proxies,
+                ipv6_prefix: self.ipv6_prefix,
+                warned_no_peer: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for RateLimiterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiterBuilder")
+            .field("rules", &self.rules)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,404 @@
+//! The in-process store: one atomic integer per key in a sharded map.
+//!
+//! # Hot path
+//!
+//! A check on a known key takes a shard's read lock (shared with every other
+//! reader of that shard), then updates the key's state with a compare-and-swap
+//! loop. There is no global lock and no allocation. Only the first check of a
+//! new key takes its shard's write lock.
+//!
+//! # Bounded memory
+//!
+//! A bucket that has refilled completely holds no information (a missing key
+//! *is* a full bucket), so it can be dropped at any time. The store does so:
+//!
+//! * **Idle sweep.** When a new key is inserted and at least
+//!   [`sweep_interval`](MemoryStore::sweep_interval) has passed since the last
+//!   sweep, every full bucket is dropped. Call [`MemoryStore::sweep`] from a
+//!   background task if you want it on your own schedule.
+//! * **Cap.** When a new key would be inserted while
+//!   [`max_keys`](MemoryStore::max_keys) keys are tracked, the store first drops
+//!   every full bucket; if that leaves more than three quarters of the cap, it
+//!   then drops the buckets *closest to full* (the least recent debt) until a
+//!   quarter of the cap is free. Only then is the new key inserted. Forgetting
+//!   a bucket forgives at most its debt: a spray of random keys (each of which
+//!   spent one token) is forgotten first, while a key that is being limited
+//!   (deep in debt) is forgotten last. The map never tracks more than
+//!   `max_keys` plus the number of threads inserting at the same instant,
+//!   whatever the traffic. A cap-triggered sweep is O(`max_keys`) and frees a
+//!   quarter of the cap, so its cost per inserted key is constant; inserts of
+//!   new keys wait for a sweep in progress, checks of known keys only wait for
+//!   the shard being swept.
+
+use std::{
+    any::Any,
+    collections::hash_map::RandomState,
+    fmt,
+    hash::{BuildHasher, Hash},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use dashmap::{mapref::entry::Entry, DashMap};
+
+use crate::{gcra, Clock, Decision, MonotonicClock, Quota};
+
+/// Default for [`MemoryStore::max_keys`].
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+/// Default for [`MemoryStore::sweep_interval`].
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// In-memory token buckets keyed by `K`, safe to share between threads.
+///
+/// The quota is given with each check, so one store can serve many policies
+/// (the key must then tell them apart, as the layer's keys do).
+///
+/// ```
+/// use std::time::Duration;
+/// use auth_ratelimit::{FakeClock, MemoryStore, Quota};
+///
+/// let clock = FakeClock::new();
+/// let store = MemoryStore::<u64>::with_clock(clock.clone()).max_keys(10_000);
+/// let q = Quota::per_second(2);
+/// assert!(store.check(&7, &q, 1).is_allowed());
+/// assert!(store.check(&7, &q, 1).is_allowed());
+/// assert!(!store.check(&7, &q, 1).is_allowed());
+/// clock.advance(Duration::from_millis(500));
+/// assert!(store.check(&7, &q, 1).is_allowed());
+/// ```
+pub struct MemoryStore<K, S = RandomState> {
+    map: DashMap<K, AtomicU64, S>,
+    /// Keys in `map`, maintained on insert and removal (cheaper than
+    /// `DashMap::len`, which locks every shard).
+    tracked: AtomicUsize,
+    clock: StoreClock,
+    max_keys: usize,
+    sweep_interval: u64,
+    next_sweep: AtomicU64,
+    sweeping: Mutex<()>,
+    evicted: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> MemoryStore<K> {
+    /// A store on the real clock with the default limits.
+    pub fn new() -> Self {
+        Self::with_clock(MonotonicClock)
+    }
+
+    /// A store on `clock` with the default limits.
+    pub fn with_clock(clock: impl Clock) -> Self {
+        Self::with_clock_and_hasher(clock, RandomState::new())
+    }
+}
+
+impl<K: Hash + Eq + Clone> Default for MemoryStore<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
+    /// A store on `clock` hashing keys with `hasher`. Keys often come from
+    /// clients (IP addresses), so keep a randomly seeded hasher.
+    pub fn with_clock_and_hasher(clock: impl Clock, hasher: S) -> Self {
+        Self {
+            map: DashMap::with_hasher_and_shard_amount(hasher, shard_amount()),
+            tracked: AtomicUsize::new(0),
+            clock: StoreClock::new(clock),
+            max_keys: DEFAULT_MAX_KEYS,
+            sweep_interval: nanos(DEFAULT_SWEEP_INTERVAL),
+            next_sweep: AtomicU64::new(0),
+            sweeping: Mutex::new(()),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the cap on tracked keys (at least 4). See the module docs for
+    /// what happens when it is reached.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(4);
+        self
+    }
+
+    /// Sets how often, at most, inserting a new key sweeps full buckets away.
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = nanos(every);
+        self
+    }
+
+    /// The clock this store reads.
+    pub fn clock(&self) -> &dyn Clock {
+        &self.clock
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket if it holds them.
+    #[inline]
+    pub fn check(&self, key: &K, quota: &Quota, cost: u32) -> Decision {
+        let now = self.clock.now();
+        if let Some(cell) = self.map.get(key) {
+            return take(cell.value(), now, quota, cost);
+        }
+        self.check_new(key, quota, cost, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_new(&self, key: &K, quota: &Quota, cost: u32, now: u64) -> Decision {
+        self.make_room(now);
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(e) => take(e.get(), now, quota, cost),
+            Entry::Vacant(e) => match gcra::take(0, now, quota, cost) {
+                Ok((tat, decision)) => {
+                    e.insert(AtomicU64::new(tat));
+                    self.tracked.fetch_add(1, Ordering::Relaxed);
+                    decision
+                }
+                Err(decision) => decision,
+            },
+        }
+    }
+
+    /// What [`check`](Self::check) would answer, without taking anything.
+    pub fn peek(&self, key: &K, quota: &Quota, cost: u32) -> Decision {
+        let now = self.clock.now();
+        let tat = self.map.get(key).map_or(0, |c| c.load(Ordering::Acquire));
+        gcra::peek(tat, now, quota, cost)
+    }
+
+    /// Gives back `cost` tokens taken by an earlier allowed check (used when
+    /// another limit refuses the same request).
+    pub fn refund(&self, key: &K, quota: &Quota, cost: u32) {
+        if let Some(cell) = self.map.get(key) {
+            let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(gcra::give_back(tat, quota, cost))
+            });
+        }
+    }
+
+    /// How many keys are tracked.
+    pub fn len(&self) -> usize {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many buckets the cap has forced out so far (not counting full
+    /// buckets, which lose nothing).
+    pub fn forced_evictions(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Room for entries the map has allocated, summed over its shards.
+    pub fn allocated_slots(&self) -> usize {
+        self.map.capacity()
+    }
+
+    /// Drops every bucket that is full again; returns how many.
+    pub fn sweep(&self) -> usize {
+        let _guard = self.sweeping.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_full(self.clock.now())
+    }
+
+    /// Called before inserting a new key.
+    fn make_room(&self, now: u64) {
+        if self.tracked.load(Ordering::Relaxed) >= self.max_keys {
+            // Wait for a sweep in progress rather than insert past the cap.
+            let _guard = self.sweeping.lock().unwrap_or_else(|e| e.into_inner());
+            if self.tracked.load(Ordering::Relaxed) >= self.max_keys {
+                self.evict(now);
+                self.next_sweep
+                    .store(now.saturating_add(self.sweep_interval), Ordering::Relaxed);
+            }
+            return;
+        }
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_sweep
+                .compare_exchange(due, now.saturating_add(self.sweep_interval), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if let Ok(_guard) = self.sweeping.try_lock() {
+                self.drop_full(now);
+            }
+        }
+    }
+
+    fn drop_full(&self, now: u64) -> usize {
+        let mut removed = 0usize;
+        self.map.retain(|_, tat| {
+            let full = gcra::is_full(tat.load(Ordering::Acquire), now);
+            removed += usize::from(full);
+            !full
+        });
+        self.tracked.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Frees a quarter of the cap: full buckets first, then the least in debt.
+    fn evict(&self, now: u64) {
+        let target = self.max_keys - self.max_keys / 4;
+        self.drop_full(now);
+        let len = self.tracked.load(Ordering::Relaxed);
+        if len <= target {
+            return;
+        }
+        let excess = len - target;
+        let mut tats: Vec<u64> = self.map.iter().map(|e| e.value().load(Ordering::Relaxed)).collect();
+        if tats.is_empty() {
+            return;
+        }
+        let nth = excess.min(tats.len()) - 1;
+        let (below, &mut threshold, _) = tats.select_nth_unstable(nth);
+        // Remove everything under the threshold and just enough equal to it.
+        let mut equal_budget = nth + 1 - below.iter().filter(|&&t| t < threshold).count();
+        drop(tats);
+        let mut removed = 0usize;
+        self.map.retain(|_, tat| {
+            let t = tat.load(Ordering::Relaxed);
+            let drop_it = t < threshold || (t == threshold && equal_budget > 0);
+            if drop_it {
+                if t == threshold {
+                    equal_budget -= 1;
+                }
+                removed += 1;
+            }
+            !drop_it
+        });
+        self.tracked.fetch_sub(removed, Ordering::Relaxed);
+        self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
+    }
+}
+
+impl<K, S> fmt::Debug for MemoryStore<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("tracked", &self.tracked.load(Ordering::Relaxed))
+            .field("max_keys", &self.max_keys)
+            .field("sweep_interval", &Duration::from_nanos(self.sweep_interval))
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// The compare-and-swap loop on one bucket.
+#[inline]
+fn take(cell: &AtomicU64, now: u64, quota: &Quota, cost: u32) -> Decision {
+    let mut tat = cell.load(Ordering::Acquire);
+    loop {
+        match gcra::take(tat, now, quota, cost) {
+            Err(decision) => return decision,
+            Ok((next, decision)) => {
+                match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return decision,
+                    Err(actual) => tat = actual,
+                }
+            }
+        }
+    }
+}
+
+/// The store's clock, with the real clock as a direct (inlined) call.
+#[derive(Debug)]
+enum StoreClock {
+    Monotonic(MonotonicClock),
+    Other(Arc<dyn Clock>),
+}
+
+impl StoreClock {
+    fn new<C: Clock>(clock: C) -> Self {
+        let any: &dyn Any = &clock;
+        match any.downcast_ref::<MonotonicClock>() {
+            Some(&m) => Self::Monotonic(m),
+            None => Self::Other(Arc::new(clock)),
+        }
+    }
+}
+
+impl Clock for StoreClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        match self {
+            Self::Monotonic(c) => c.now(),
+            Self::Other(c) => c.now(),
+        }
+    }
+}
+
+/// 16 shards per CPU (dashmap's default is 4): two threads rarely share a
+/// shard's lock word, and a sweep holds each write lock for less time.
+fn shard_amount() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (cpus * 16).next_power_of_two().clamp(16, 1024)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FakeClock;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn idle_full_buckets_are_swept_on_insert_after_the_interval() {
+        let clock = FakeClock::new();
+        let store = MemoryStore::<u32>::with_clock(clock.clone()).sweep_interval(10 * S);
+        let q = Quota::per_second(1);
+        // The first insert sweeps (nothing) and schedules the next at t=10s.
+        for k in 0..100 {
+            assert!(store.check(&k, &q, 1).is_allowed());
+        }
+        assert_eq!(store.len(), 100);
+        clock.advance(5 * S);
+        store.check(&1000, &q, 1);
+        assert_eq!(store.len(), 101, "not due yet");
+        clock.advance(5 * S);
+        store.check(&1001, &q, 1);
+        // Everything but the new key (and 1000, refilled too) was full.
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.forced_evictions(), 0);
+    }
+
+    #[test]
+    fn cap_forgets_the_least_indebted_first() {
+        let clock = FakeClock::new();
+        let store = MemoryStore::<u32>::with_clock(clock.clone()).max_keys(100);
+        let q = Quota::per_hour(10);
+        // Key 0 is deep in debt.
+        for _ in 0..10 {
+            assert!(store.check(&0, &q, 1).is_allowed());
+        }
+        assert!(!store.check(&0, &q, 1).is_allowed());
+        for k in 1..10_000 {
+            store.check(&k, &q, 1);
+            assert!(store.len() <= 100);
+        }
+        assert!(store.forced_evictions() > 0);
+        assert!(!store.check(&0, &q, 1).is_allowed(), "the limited key survived the spray");
+    }
+
+    #[test]
+    fn refund_and_peek() {
+        let store = MemoryStore::<&str>::with_clock(FakeClock::new());
+        let q = Quota::per_minute(5);
+        store.check(&"a", &q, 3);
+        // Cost 0 peeks at what the bucket holds; cost 3 would not fit.
+        assert_eq!(store.peek(&"a", &q, 0).remaining(), 2);
+        assert!(!store.peek(&"a", &q, 3).is_allowed());
+        store.refund(&"a", &q, 2);
+        assert_eq!(store.peek(&"a", &q, 0).remaining(), 4);
+        assert!(store.peek(&"a", &q, 3).is_allowed());
+        assert_eq!(store.peek(&"b", &q, 0).remaining(), 5);
+        assert_eq!(store.len(), 1, "peek does not insert");
+    }
+}

@@ -1,0 +1,285 @@
+//! The shared store: token buckets in Redis, for services running many
+//! instances (cargo feature `redis`).
+//!
+//! Each check is **one round trip**: a Lua script (sent once, then called by
+//! its SHA) reads the buckets of every rule that applies, decides with the
+//! same GCRA arithmetic as the in-memory store, and writes them back only if
+//! all allow the request. Scripts run atomically, so any number of limiters
+//! sharing one Redis together admit no more than the quota. Time is the Redis
+//! server's (`TIME`), in microseconds, so instance clocks don't matter; the
+//! refill interval is rounded down to whole microseconds. Each bucket key
+//! expires (`PX`) when the bucket would be full again, so Redis holds only
+//! buckets in debt.
+//!
+//! The connection is a multiplexed `redis::aio::ConnectionManager` (one TCP
+//! connection shared by all tasks, reconnecting by itself), opened at the
+//! first check. Every check is bounded by a timeout; after a failure the store
+//! answers [`StoreError::Down`] at once for a retry interval instead of
+//! making every request wait. What the limiter does then is its
+//! [`OnStoreError`](crate::OnStoreError) policy.
+//!
+//! The script touches several keys at once, so on Redis Cluster all rules of
+//! a request must hash to one slot: put a hash tag in the prefix
+//! (`{rl}`) if you use a cluster.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+    time::Duration,
+};
+
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Client, Script,
+};
+use tokio::sync::OnceCell;
+
+use crate::{Clock, Decision, MonotonicClock, Quota, StoreError};
+
+/// Default for [`RedisStore::with_timeout`].
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default for [`RedisStore::with_retry_interval`].
+pub const DEFAULT_REDIS_RETRY: Duration = Duration::from_secs(1);
+
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+local new = {}
+local cur = {}
+local all = true
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local tau = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
+  if tat < now then tat = now end
+  local next_tat = tat + cost * interval
+  local debt = next_tat - now
+  cur[i] = tat - now
+  if debt > tau then
+    all = false
+    out[3 * i - 2] = 0
+    out[3 * i - 1] = tat - now
+    out[3 * i] = debt - tau
+  else
+    out[3 * i - 2] = 1
+    out[3 * i - 1] = debt
+    out[3 * i] = 0
+    new[i] = next_tat
+  end
+end
+if not all then
+  -- Nothing is taken: report what the allowed buckets hold now.
+  for i = 1, #KEYS do
+    if new[i] then out[3 * i - 1] = cur[i] end
+  end
+else
+  for i = 1, #KEYS do
+    local ttl = new[i] - now
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', math.ceil(ttl / 1000))
+    end
+  end
+end
+return out
+";
+
+fn script() -> &'static Script {
+    static S: OnceLock<Script> = OnceLock::new();
+    S.get_or_init(|| Script::new(SCRIPT))
+}
+
+/// Token buckets in Redis, shared by every instance that uses the same
+/// server and prefix. Cheap to clone (clones share the connection).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use auth_ratelimit::{OnStoreError, Quota, RateLimiter, RedisStore, Rule};
+/// let store = RedisStore::open("redis://127.0.0.1:6379")?.with_prefix("myapp:rl");
+/// let limiter = RateLimiter::builder()
+///     .rule(Rule::per_user("default", Quota::per_hour(200)))
+///     .redis(store)
+///     .on_store_error(OnStoreError::FallBackToMemory)
+///     .build()?;
+/// # let _ = limiter; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    prefix: Arc<str>,
+    timeout: Duration,
+    retry_interval: Duration,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: OnceCell<ConnectionManager>,
+    /// `MonotonicClock` time before which no attempt is made after a failure.
+    down_until: AtomicU64,
+}
+
+/// One bucket to check: its full Redis key, quota and cost.
+pub(crate) struct RedisCheck {
+    pub(crate) key: String,
+    pub(crate) quota: Quota,
+    pub(crate) cost: u32,
+}
+
+impl RedisStore {
+    /// A store for the server at `url` (`redis://host:port/db`), with prefix
+    /// `rl`. Nothing is connected until the first check.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self {
+            client,
+            prefix: "rl".into(),
+            timeout: DEFAULT_REDIS_TIMEOUT,
+            retry_interval: DEFAULT_REDIS_RETRY,
+            shared: Arc::new(Shared {
+                conn: OnceCell::new(),
+                down_until: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// [`open`](Self::open), then connect now: fails if the server cannot be
+    /// reached within the timeout.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::open(url)?;
+        store.connection().await?;
+        Ok(store)
+    }
+
+    /// Prefixes every key with `prefix:` (default `rl`). Instances that must
+    /// share limits use the same prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bounds each check, connecting included (default 250 ms).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// After a failure, answers [`StoreError::Down`] at once for this long
+    /// before trying again (default 1 s).
+    pub fn with_retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Takes `cost` tokens from the bucket `key` (under the prefix).
+    pub async fn check(&self, key: &str, quota: &Quota, cost: u32) -> Result<Decision, StoreError> {
+        let one = [RedisCheck {
+            key: format!("{}:{key}", self.prefix),
+            quota: *quota,
+            cost,
+        }];
+        let mut d = self.check_all(&one).await?;
+        d.pop().ok_or_else(|| StoreError::Backend("empty script reply".into()))
+    }
+
+    /// Checks every bucket in one atomic round trip: takes the tokens from
+    /// all of them if all hold enough, else from none.
+    pub(crate) async fn check_all(&self, checks: &[RedisCheck]) -> Result<Vec<Decision>, StoreError> {
+        let now = MonotonicClock.now();
+        if now < self.shared.down_until.load(Ordering::Relaxed) {
+            return Err(StoreError::Down);
+        }
+        let result = tokio::time::timeout(self.timeout, self.run(checks)).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if result.is_err() {
+            let retry = u64::try_from(self.retry_interval.as_nanos()).unwrap_or(u64::MAX);
+            self.shared
+                .down_until
+                .store(MonotonicClock.now().saturating_add(retry), Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn run(&self, checks: &[RedisCheck]) -> Result<Vec<Decision>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut inv = script().prepare_invoke();
+        let mut quotas = Vec::with_capacity(checks.len());
+        for c in checks {
+            let q = c.quota.rounded_to_micros();
+            let interval = q.interval_nanos() / 1000;
+            inv.key(&c.key)
+                .arg(interval)
+                .arg(q.tau_nanos() / 1000)
+                .arg(c.cost.min(q.burst()));
+            quotas.push(q);
+        }
+        let reply: Vec<i64> = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        if reply.len() != 3 * checks.len() {
+            return Err(StoreError::Backend(format!("unexpected script reply of {} items", reply.len())));
+        }
+        let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
+        Ok(reply
+            .chunks_exact(3)
+            .zip(quotas)
+            .map(|(r, q)| {
+                if r[0] == 1 {
+                    Decision::allowed(q, micros(r[1]))
+                } else {
+                    Decision::denied(q, micros(r[1]), micros(r[2]))
+                }
+            })
+            .collect())
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            // No retry loop inside a check (its backoff starts at 1 s): a
+            // failed attempt fails the check, and the retry interval above
+            // paces the next attempt.
+            .set_number_of_retries(0);
+        let conn = self
+            .shared
+            .conn
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(
+                    self.timeout,
+                    ConnectionManager::new_with_config(self.client.clone(), config),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
+                    Err(_) => Err(StoreError::Timeout),
+                }
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("server", &self.client.get_connection_info().addr)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("retry_interval", &self.retry_interval)
+            .finish()
+    }
+}

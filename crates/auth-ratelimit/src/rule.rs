@@ -1,0 +1,286 @@
+//! One limit: a name, a quota, what it counts by, and which requests it
+//! covers.
+
+use std::{fmt, sync::Arc};
+
+use auth_core::AuthContext;
+use http::{header, HeaderMap, Method};
+
+use crate::{KeyBy, Quota, RequestInfo};
+
+/// An application function choosing a request's quota from its identity
+/// (tier, key); `None` keeps the rule's own quota.
+pub type QuotaFn = dyn Fn(&AuthContext) -> Option<Quota> + Send + Sync;
+
+/// One limit of a [`RateLimiter`](crate::RateLimiter).
+///
+/// Every rule that matches a request is checked, in the order they were
+/// added, and the request passes only if all of them allow it; tokens taken
+/// by the others are then given back. So a stricter route rule is *layered*
+/// on top of the default one; use [`Rule::except_path`] on the default to make
+/// a route rule an *override* instead.
+///
+/// ```
+/// use auth_ratelimit::{KeyBy, Quota, Rule};
+/// use http::Method;
+///
+/// // Seed: 200 requests per hour per user on REST.
+/// let default = Rule::per_user("default", Quota::per_hour(200));
+/// // Login attempts: 5 per minute per client IP.
+/// let login = Rule::per_ip("login", Quota::per_minute(5)).method(Method::POST).path("/login");
+/// // The graph endpoint is expensive: it costs 5 tokens of the user's own budget.
+/// let graph = Rule::per_user("graph", Quota::per_minute(60)).path_prefix("/graph").cost(5);
+/// // Quota by the key's tier.
+/// let tier = Rule::per_key("tier", Quota::per_hour(1000))
+///     .quota_by(|ctx| ctx.scopes().has("tier:gold").then(|| Quota::per_hour(50_000)));
+/// // WebSocket connects: 10 per minute per IP.
+/// let ws = Rule::websocket_connects("ws-connect", Quota::per_minute(10));
+/// # let _ = (default, login, graph, tier, ws);
+/// ```
+#[derive(Clone)]
+pub struct Rule {
+    pub(crate) name: Arc<str>,
+    pub(crate) quota: Quota,
+    pub(crate) key: KeyBy,
+    pub(crate) quota_fn: Option<Arc<QuotaFn>>,
+    pub(crate) cost: u32,
+    methods: Vec<Method>,
+    paths: Vec<PathMatch>,
+    except: Vec<PathMatch>,
+    websocket_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PathMatch {
+    Exact(Box<str>),
+    Prefix(Box<str>),
+}
+
+impl PathMatch {
+    fn prefix(p: &str) -> Self {
+        Self::Prefix(p.trim_end_matches('/').into())
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => path == &**p,
+            // `/graph` covers `/graph` and `/graph/...`, not `/graphql`.
+            Self::Prefix(p) => match path.strip_prefix(&**p) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/') || p.is_empty(),
+                None => false,
+            },
+        }
+    }
+}
+
+impl Rule {
+    /// A rule named `name` (shown in the `RateLimit-Policy` header and part
+    /// of the bucket keys) applying `quota` to every request, counted by
+    /// [`KeyBy::UserOrIp`].
+    ///
+    /// The name must be unique within a limiter and is best kept to
+    /// letters, digits, `-`, `_` and `.`; others are checked when the
+    /// limiter is built.
+    pub fn new(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Self {
+            name: name.into(),
+            quota,
+            key: KeyBy::default(),
+            quota_fn: None,
+            cost: 1,
+            methods: Vec::new(),
+            paths: Vec::new(),
+            except: Vec::new(),
+            websocket_only: false,
+        }
+    }
+
+    /// A rule counting by the effective user ([`KeyBy::User`]).
+    pub fn per_user(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Self::new(name, quota).by(KeyBy::User)
+    }
+
+    /// A rule counting by API key id ([`KeyBy::ApiKey`]).
+    pub fn per_key(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Self::new(name, quota).by(KeyBy::ApiKey)
+    }
+
+    /// A rule counting by client IP ([`KeyBy::Ip`]).
+    pub fn per_ip(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Self::new(name, quota).by(KeyBy::Ip)
+    }
+
+    /// One bucket for every request the rule matches ([`KeyBy::Global`]).
+    pub fn global(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Self::new(name, quota).by(KeyBy::Global)
+    }
+
+    /// WebSocket handshakes per client IP: a per-IP rule that only counts
+    /// requests asking for a WebSocket upgrade (seed: 10 per minute).
+    pub fn websocket_connects(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Self::per_ip(name, quota).websocket_upgrades()
+    }
+
+    /// Counts by `key` instead.
+    pub fn by(mut self, key: KeyBy) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Chooses the quota of authenticated requests with `f` (for example by
+    /// the key's tier); when `f` returns `None`, or the request is not
+    /// authenticated, the rule's own quota applies.
+    pub fn quota_by<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&AuthContext) -> Option<Quota> + Send + Sync + 'static,
+    {
+        self.quota_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Each matching request takes `tokens` tokens (a weighted route). A cost
+    /// above the bucket's capacity is treated as the capacity.
+    pub fn cost(mut self, tokens: u32) -> Self {
+        self.cost = tokens;
+        self
+    }
+
+    /// Only requests with this method (call again to add more methods).
+    pub fn method(mut self, method: Method) -> Self {
+        self.methods.push(method);
+        self
+    }
+
+    /// Only requests to exactly this path (call again to add more paths;
+    /// path rules combine with prefix rules as "any of").
+    pub fn path(mut self, path: &str) -> Self {
+        self.paths.push(PathMatch::Exact(path.into()));
+        self
+    }
+
+    /// Only requests to this path or below it (`/graph` covers `/graph` and
+    /// `/graph/x`, not `/graphql`).
+    pub fn path_prefix(mut self, prefix: &str) -> Self {
+        self.paths.push(PathMatch::prefix(prefix));
+        self
+    }
+
+    /// Not requests to exactly this path.
+    pub fn except_path(mut self, path: &str) -> Self {
+        self.except.push(PathMatch::Exact(path.into()));
+        self
+    }
+
+    /// Not requests to this path or below it.
+    pub fn except_prefix(mut self, prefix: &str) -> Self {
+        self.except.push(PathMatch::prefix(prefix));
+        self
+    }
+
+    /// Only requests asking for a WebSocket upgrade.
+    pub fn websocket_upgrades(mut self) -> Self {
+        self.websocket_only = true;
+        self
+    }
+
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the rule covers this request.
+    pub(crate) fn matches(&self, req: &RequestInfo<'_>) -> bool {
+        if !self.methods.is_empty() && !self.methods.contains(req.method()) {
+            return false;
+        }
+        if self.websocket_only && !is_websocket_upgrade(req.headers()) {
+            return false;
+        }
+        if self.paths.is_empty() && self.except.is_empty() {
+            return true;
+        }
+        let path = req.path();
+        (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+            && !self.except.iter().any(|p| p.matches(path))
+    }
+
+    /// The quota for this request.
+    pub(crate) fn quota_for(&self, req: &RequestInfo<'_>) -> Quota {
+        match &self.quota_fn {
+            Some(f) => req.auth().and_then(|ctx| f(ctx)).unwrap_or(self.quota),
+            None => self.quota,
+        }
+    }
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("quota", &self.quota)
+            .field("key", &self.key)
+            .field("cost", &self.cost)
+            .field("methods", &self.methods)
+            .field("paths", &self.paths)
+            .field("except", &self.except)
+            .field("websocket_only", &self.websocket_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `Upgrade: websocket` (case-insensitive, possibly in a list).
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrustedProxies;
+
+    fn matches(rule: &Rule, method: Method, path: &str, ws: bool) -> bool {
+        let mut b = http::Request::builder().method(method).uri(path);
+        if ws {
+            b = b.header("upgrade", "WebSocket");
+        }
+        let req = b.body(()).unwrap();
+        let proxies = TrustedProxies::none();
+        rule.matches(&RequestInfo::new(&req, &proxies))
+    }
+
+    #[test]
+    fn method_and_path_filters() {
+        let q = Quota::per_minute(1);
+        let login = Rule::per_ip("login", q).method(Method::POST).path("/login");
+        assert!(matches(&login, Method::POST, "/login", false));
+        assert!(!matches(&login, Method::GET, "/login", false));
+        assert!(!matches(&login, Method::POST, "/login/x", false));
+
+        let graph = Rule::per_user("graph", q).path_prefix("/graph/");
+        assert!(matches(&graph, Method::GET, "/graph", false));
+        assert!(matches(&graph, Method::GET, "/graph/q?x=1", false));
+        assert!(!matches(&graph, Method::GET, "/graphql", false));
+
+        let default = Rule::per_user("default", q).except_path("/login").except_prefix("/health");
+        assert!(matches(&default, Method::GET, "/items", false));
+        assert!(!matches(&default, Method::POST, "/login", false));
+        assert!(!matches(&default, Method::GET, "/health/live", false));
+
+        let all = Rule::global("all", q).path_prefix("/");
+        assert!(matches(&all, Method::GET, "/anything", false));
+    }
+
+    #[test]
+    fn websocket_filter() {
+        let ws = Rule::websocket_connects("ws", Quota::per_minute(10));
+        assert!(matches(&ws, Method::GET, "/ws", true));
+        assert!(!matches(&ws, Method::GET, "/ws", false));
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "h2c, websocket".parse().unwrap());
+        assert!(is_websocket_upgrade(&h));
+    }
+}

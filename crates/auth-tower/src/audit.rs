@@ -1,0 +1,157 @@
+//! Building audit events on the request path and handing them to the sink.
+
+use std::sync::Arc;
+
+use auth_core::{
+    AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyId, RejectReason, MAX_USER_AGENT,
+};
+use http::{header, request::Parts, Extensions, HeaderMap, Method, Request, StatusCode, Uri};
+use time::OffsetDateTime;
+
+use crate::config::Config;
+
+/// What is known about a refused attempt, for its audit event.
+#[derive(Default)]
+pub(crate) struct Attempt<'a> {
+    /// The key id, if the token was well formed.
+    pub(crate) key_id: Option<KeyId>,
+    /// The key's context once verified (kept only when auditing).
+    pub(crate) verified: Option<AuthContext>,
+    /// The subject user the request asked for.
+    pub(crate) subject: Option<&'a str>,
+}
+
+impl Attempt<'_> {
+    /// Who did what, for a refused attempt.
+    pub(crate) fn who(&self) -> Who<'_> {
+        Who {
+            key_id: self
+                .verified
+                .as_ref()
+                .and_then(AuthContext::key_id)
+                .or(self.key_id),
+            actor: self.verified.as_ref().map(|c| c.actor().user_id()),
+            subject: self.subject,
+        }
+    }
+}
+
+/// The identities named in an audit event.
+pub(crate) struct Who<'a> {
+    pub(crate) key_id: Option<KeyId>,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) subject: Option<&'a str>,
+}
+
+impl<'a> Who<'a> {
+    /// An authenticated request: the actor and, when impersonating, the subject.
+    pub(crate) fn of(ctx: &'a AuthContext) -> Self {
+        Self {
+            key_id: ctx.key_id(),
+            actor: Some(ctx.actor().user_id()),
+            subject: ctx.subject().map(|s| s.user_id()),
+        }
+    }
+}
+
+/// The parts of a request an audit event describes.
+pub(crate) struct Head<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> From<&'a Parts> for Head<'a> {
+    fn from(p: &'a Parts) -> Self {
+        Self {
+            method: &p.method,
+            uri: &p.uri,
+            headers: &p.headers,
+            extensions: &p.extensions,
+        }
+    }
+}
+
+impl<'a, B> From<&'a Request<B>> for Head<'a> {
+    fn from(r: &'a Request<B>) -> Self {
+        Self {
+            method: r.method(),
+            uri: r.uri(),
+            headers: r.headers(),
+            extensions: r.extensions(),
+        }
+    }
+}
+
+/// An event waiting for the response status. Recorded by
+/// [`PendingAudit::finish`], or on drop (status unknown) if the response
+/// never came, so that no attempt goes unrecorded once decided.
+///
+/// Boxed, so that futures carrying an `Option<PendingAudit>` stay small when
+/// no audit sink is configured.
+pub(crate) struct PendingAudit(Box<Pending>);
+
+struct Pending {
+    sink: Arc<dyn AuditSink>,
+    event: Option<AuditEvent>,
+}
+
+impl PendingAudit {
+    pub(crate) fn finish(mut self, status: Option<StatusCode>) {
+        if let Some(mut event) = self.0.event.take() {
+            event.status = status.map(|s| s.as_u16());
+            self.0.sink.record(event);
+        }
+    }
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        if let Some(event) = self.0.event.take() {
+            self.0.sink.record(event);
+        }
+    }
+}
+
+/// The event for an attempt, if an audit sink is configured. Only then are
+/// the owned strings built. The path never includes the query string, which
+/// may hold a credential.
+pub(crate) fn pending(
+    config: &Config,
+    req: Head<'_>,
+    who: Who<'_>,
+    reason: Option<RejectReason>,
+) -> Option<PendingAudit> {
+    let sink = config.audit.as_ref()?;
+    let user_agent = req.headers.get(header::USER_AGENT).map(|v| {
+        let bytes = v.as_bytes();
+        String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT)]).into_owned()
+    });
+    let client_ip = config
+        .client_ip
+        .as_ref()
+        .and_then(|f| f(req.headers, req.extensions));
+    let event = AuditEvent {
+        id: None,
+        at: OffsetDateTime::now_utc(),
+        key_id: who.key_id,
+        actor: who.actor.map(str::to_owned),
+        subject: who.subject.map(str::to_owned),
+        outcome: if reason.is_none() {
+            AuditOutcome::Success
+        } else {
+            AuditOutcome::Failure
+        },
+        reason,
+        method: req.method.as_str().to_owned(),
+        path: req.uri.path().to_owned(),
+        status: None,
+        client_ip,
+        user_agent,
+    };
+    Some(PendingAudit(Box::new(Pending {
+        sink: sink.clone(),
+        event: Some(event),
+    })))
+}

@@ -1,0 +1,57 @@
+//! What an [`AuthLayer`](crate::AuthLayer) was built with, shared by its services.
+
+use std::{fmt, net::IpAddr, sync::Arc};
+
+use auth_core::{AuditSink, AuthError, ErrorFormat, Verifier, DEFAULT_REALM};
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, HeaderName, Response};
+
+use crate::{AuthRealm, CredentialSource, SubjectResolver, WorkspaceResolver};
+
+/// Finds a request's client address for audit events.
+pub(crate) type ClientIpFn = dyn Fn(&HeaderMap, &Extensions) -> Option<IpAddr> + Send + Sync;
+
+pub(crate) struct Config {
+    pub(crate) verifier: Verifier,
+    pub(crate) sources: Box<[CredentialSource]>,
+    pub(crate) required: bool,
+    pub(crate) format: ErrorFormat,
+    /// `None` for [`DEFAULT_REALM`]: then nothing is put in the extensions.
+    pub(crate) realm: Option<AuthRealm>,
+    pub(crate) subject_header: HeaderName,
+    pub(crate) impersonation_scope: Box<str>,
+    pub(crate) subjects: Option<Arc<dyn SubjectResolver>>,
+    pub(crate) workspace_header: HeaderName,
+    pub(crate) workspaces: Option<Arc<dyn WorkspaceResolver>>,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) client_ip: Option<Arc<ClientIpFn>>,
+    /// Headers that carry credentials: marked sensitive on every request.
+    pub(crate) sensitive: Box<[HeaderName]>,
+}
+
+impl Config {
+    pub(crate) fn realm(&self) -> &str {
+        self.realm.as_ref().map_or(DEFAULT_REALM, |r| &r.0)
+    }
+
+    pub(crate) fn render(&self, err: &AuthError) -> Response<Bytes> {
+        self.format.render_in_realm(err, self.realm())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("sources", &self.sources)
+            .field("required", &self.required)
+            .field("format", &self.format)
+            .field("realm", &self.realm())
+            .field("subject_header", &self.subject_header)
+            .field("impersonation_scope", &self.impersonation_scope)
+            .field("impersonation", &self.subjects.is_some())
+            .field("workspace_header", &self.workspace_header)
+            .field("workspaces", &self.workspaces.is_some())
+            .field("audit", &self.audit.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,104 @@
+//! [`AuthService`]: the middleware made by [`AuthLayer`](crate::AuthLayer).
+
+use std::{
+    mem,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{header::Entry, HeaderMap, HeaderName, Request, Response};
+use tower_service::Service;
+
+use crate::{
+    authenticate::{authenticate, begin, Step},
+    config::Config,
+    ResponseFuture,
+};
+
+/// Authenticates each request, then calls the inner service with the
+/// [`AuthContext`](auth_core::AuthContext) in the request extensions, or
+/// answers the refusal itself (the inner service is not called).
+///
+/// Readiness is the inner service's: `poll_ready` is passed through, and the
+/// service that was polled ready is the one that gets the request.
+///
+/// Generic over the request body; the inner response body must be
+/// constructible from [`Bytes`] (axum's `Body`, `Full<Bytes>`, …) for refusals.
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> AuthService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        mark_sensitive(req.headers_mut(), &self.config.sensitive);
+        let ext = req.extensions_mut();
+        ext.insert(self.config.format.clone());
+        if let Some(realm) = &self.config.realm {
+            ext.insert(realm.clone());
+        }
+        match begin(&self.config, &mut req) {
+            Step::Pass(audit) => ResponseFuture::calling(self.inner.call(req), audit),
+            Step::Reject(response, audit) => ResponseFuture::refused(response, audit),
+            Step::Wait(verified) => {
+                let auth = Box::pin(authenticate(self.config.clone(), req, verified));
+                // The clone stays here; the service that was polled ready goes
+                // with the request (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
+                let clone = self.inner.clone();
+                let ready = mem::replace(&mut self.inner, clone);
+                ResponseFuture::authenticating(auth, ready)
+            }
+        }
+    }
+}
+
+/// Marks credential headers so that `Debug` and tower-http's trace layers hide them.
+fn mark_sensitive(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        // `entry` may reserve room, so look first: most names are absent.
+        if !headers.contains_key(name) {
+            continue;
+        }
+        if let Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The pod of seed 001: `sk_live_` keys with eight additive scopes,
+//! workspaces (`x-workspace-id`, or the key owner's default), a
+//! server-sent-event chat, and key management with activity at `/api/keys`.
+//!
+//! Managing keys through the API needs the scope `keys.manage`: it stands in
+//! for the signed-in web session of the seed's "Settings → API Keys", and a
+//! key may only create keys with scopes it holds itself.
+
+mod api;
+mod workspace;
+
+use std::sync::Arc;
+
+use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, Verifier};
+use auth_ratelimit::{Quota, RateLimiter, Rule};
+use auth_tower::AuthLayer;
+use axum::{
+    routing::{get, post},
+    Router,
+};
+
+pub use self::workspace::{Entities, MEMBERSHIPS};
+use crate::support::{
+    cli::CliSpec,
+    commands::{Holder, KeyRules},
+    http::me,
+    limits, stack, Backend,
+};
+
+/// The command line: name, help and defaults.
+pub const CLI: CliSpec = CliSpec {
+    name: "pod",
+    about: ABOUT,
+    after_help: AFTER_HELP,
+    default_addr: "127.0.0.1:3001",
+    default_db: "./data/pod.db",
+};
+
+const ABOUT: &str = "Personal pod of seed 001: sk_live_ keys with eight additive scopes, workspaces, SSE chat, key activity.";
+
+const AFTER_HELP: &str = "\
+Subcommands default to `serve`. Users: alice (workspaces ws_alpha [default], ws_beta), bob (ws_gamma).
+Scopes: read:entities write:entities hub-protocol.read hub-protocol.write skills.invoke chat.stream
+mcp.read mcp.write, and keys.manage for the key-management API at /api/keys.
+
+Routes: GET /api/me; GET /api/external/skills; POST /api/external/skills/{id}/invoke;
+POST /api/external/chat/stream (SSE); GET /trpc/entities.list and POST /trpc/entities.create
+(x-workspace-id header required); GET|POST /api/hub/entities; GET /mcp/resources; /api/keys.
+
+Example:
+  TOKEN=$(cargo run -q --example pod -- issue --user alice --scope skills.invoke --scope read:entities)
+  cargo run --example pod &
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:3001/api/external/skills";
+
+/// Token prefix of seed 001.
+pub const PREFIX: &str = "sk_live_";
+/// The eight scopes of seed 001, and `keys.manage` for the key-management API.
+pub const SCOPES: &[&str] = &[
+    "read:entities",
+    "write:entities",
+    "hub-protocol.read",
+    "hub-protocol.write",
+    "skills.invoke",
+    "chat.stream",
+    "mcp.read",
+    "mcp.write",
+    "keys.manage",
+];
+
+/// Who may hold keys: the pod's users, any scope; `issue` needs `--scope`.
+pub const RULES: KeyRules = KeyRules {
+    prefix: PREFIX,
+    known_scopes: SCOPES,
+    holder,
+    scope_required: true,
+};
+
+fn holder(user: &str) -> Result<Holder, String> {
+    if workspace::workspaces_of(user).is_none() {
+        let users: Vec<&str> = MEMBERSHIPS.iter().map(|(u, _)| *u).collect();
+        return Err(format!("unknown user '{user}'; users: {}", users.join(", ")));
+    }
+    Ok(Holder {
+        principal: Principal::user(user),
+        ceiling: all_scopes(),
+    })
+}
+
+fn all_scopes() -> ScopeSet {
+    ScopeSet::parse(SCOPES).expect("valid scopes")
+}
+
+/// Limits and where they are kept.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Requests per hour per user.
+    pub requests_per_hour: u32,
+    /// Keep rate limits in this Redis, shared by every instance.
+    pub redis: Option<String>,
+    /// Key prefix in Redis: instances that share limits use the same one.
+    pub redis_prefix: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            requests_per_hour: 200,
+            redis: None,
+            redis_prefix: "keygate:pod".into(),
+        }
+    }
+}
+
+/// The pod's parts.
+pub struct Pod {
+    /// Issues `sk_live_` keys into the store.
+    pub issuer: KeyIssuer,
+    /// Verifies them.
+    pub verifier: Verifier,
+    /// Every authenticated request, for the activity route.
+    pub audit: Arc<dyn AuditLog>,
+    /// The entities (in memory).
+    pub entities: Arc<Entities>,
+    auth: AuthLayer,
+    limiter: RateLimiter,
+}
+
+impl Pod {
+    /// The pod over `backend`.
+    pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
+        let verifier = backend.verifier(PREFIX);
+        let auth = AuthLayer::builder(verifier.clone())
+            .error_format(ErrorFormat::Flat)
+            .realm("pod")
+            .workspace_resolver(workspace::Memberships)
+            .audit(backend.audit_sink())
+            .client_ip(connect_info_ip)
+            .build();
+        let limiter = limits::limiter(
+            vec![Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1)))],
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
+        Ok(Self {
+            issuer: backend.issuer(PREFIX),
+            verifier,
+            audit: backend.audit.clone(),
+            entities: Arc::new(Entities::demo()),
+            auth,
+            limiter,
+        })
+    }
+
+    /// The API's routes, not yet behind authentication and rate limits.
+    pub fn routes(&self) -> Router {
+        let keys = KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
+        let data = Router::new()
+            .route("/trpc/entities.list", get(api::trpc_list))
+            .route("/trpc/entities.create", post(api::trpc_create))
+            .route("/api/hub/entities", get(api::hub_list).post(api::hub_create))
+            .route("/mcp/resources", get(api::mcp_resources))
+            .with_state(self.entities.clone());
+        Router::new()
+            .route("/api/me", get(me))
+            .route("/api/external/skills", get(api::list_skills))
+            .route("/api/external/skills/{id}/invoke", post(api::invoke_skill))
+            .route("/api/external/chat/stream", post(api::chat_stream))
+            .nest(
+                "/api/keys",
+                keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("keys.manage")),
+            )
+            .merge(data)
+    }
+
+    /// `routes` behind authentication (flat errors, workspaces, audit) and rate limits.
+    pub fn protect(&self, routes: Router) -> Router {
+        stack::protect(routes, &self.auth, &self.limiter)
+    }
+
+    /// The whole app.
+    pub fn router(&self) -> Router {
+        self.protect(self.routes())
+    }
+}

@@ -1,0 +1,173 @@
+//! The education portal of seed 003: personal access tokens (`p:`) held by
+//! the administrators of an organisation, acting as the issuing
+//! administrator, or as another user of the organisation with
+//! `X-Subject-User` (the token needs the `sudo` scope; the subject must
+//! themself be allowed the action).
+
+mod api;
+mod directory;
+
+use std::sync::Arc;
+
+use auth_axum::{connect_info_ip, keys_router, KeyManager, RequireScopeLayer};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, Verifier};
+use auth_ratelimit::{Quota, RateLimiter, Rule};
+use auth_tower::AuthLayer;
+use axum::{routing::get, Router};
+
+pub use self::directory::{Directory, Role, USERS};
+use crate::support::{
+    cli::CliSpec,
+    commands::{Holder, KeyRules},
+    http::me,
+    limits, stack, Backend,
+};
+
+/// The command line: name, help and defaults.
+pub const CLI: CliSpec = CliSpec {
+    name: "portal",
+    about: ABOUT,
+    after_help: AFTER_HELP,
+    default_addr: "127.0.0.1:3003",
+    default_db: "./data/portal.db",
+};
+
+const ABOUT: &str = "Education portal of seed 003: administrators' p: personal access tokens, acting as a Subject-User.";
+
+const AFTER_HELP: &str = "\
+Subcommands default to `serve`. org_north: admin1 (administrator), edu1 (educator), stu1 (student);
+org_south: admin2 (administrator), stu2 (student). Only administrators hold PATs.
+Scopes: users:read users:write portal:write tokens:manage sudo (sudo: act as a Subject-User).
+
+Routes: GET /api/me; GET /api/users; GET|PATCH /api/users/{id} {\"avatar_url\"};
+GET|PATCH /api/portal {\"name\"} (administrators); /api/tokens (PAT management, administrators).
+Send X-Subject-User: <user id> to act as another user of the organisation.
+
+Example:
+  PAT=$(cargo run -q --example portal -- issue --user admin1 --name automation)
+  cargo run --example portal &
+  curl -X PATCH -H \"Authorization: Bearer $PAT\" -H 'X-Subject-User: stu1' \\
+       -H 'content-type: application/json' -d '{\"avatar_url\":\"https://example.com/a.png\"}' \\
+       http://127.0.0.1:3003/api/users/stu1";
+
+/// Token prefix of seed 003.
+pub const PREFIX: &str = "p:";
+/// The portal's scopes; `sudo` lets a PAT act as a subject user.
+pub const SCOPES: &[&str] = &["users:read", "users:write", "portal:write", "tokens:manage", "sudo"];
+
+/// Who may hold PATs: administrators only; a PAT gets every scope by default.
+pub const RULES: KeyRules = KeyRules {
+    prefix: PREFIX,
+    known_scopes: SCOPES,
+    holder,
+    scope_required: false,
+};
+
+fn holder(user: &str) -> Result<Holder, String> {
+    let Some((org, role)) = directory::find(user) else {
+        let users: Vec<&str> = USERS.iter().map(|(u, _, _)| *u).collect();
+        return Err(format!("unknown user '{user}'; users: {}", users.join(", ")));
+    };
+    if role != Role::Administrator {
+        return Err(format!(
+            "'{user}' is {} {} of {org}: only administrators hold personal access tokens",
+            if role == Role::Educator { "an" } else { "a" },
+            role.name()
+        ));
+    }
+    Ok(Holder {
+        principal: auth_core::Principal::in_org(user, org),
+        ceiling: role.ceiling(),
+    })
+}
+
+/// Limits and where they are kept.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Requests per hour per effective user.
+    pub requests_per_hour: u32,
+    /// Keep rate limits in this Redis, shared by every instance.
+    pub redis: Option<String>,
+    /// Key prefix in Redis: instances that share limits use the same one.
+    pub redis_prefix: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            requests_per_hour: 200,
+            redis: None,
+            redis_prefix: "keygate:portal".into(),
+        }
+    }
+}
+
+/// The portal's parts.
+pub struct Portal {
+    /// Issues `p:` tokens into the store.
+    pub issuer: KeyIssuer,
+    /// Verifies them.
+    pub verifier: Verifier,
+    /// Every request, with the administrator and the subject.
+    pub audit: Arc<dyn AuditLog>,
+    /// Users and portal settings (in memory).
+    pub directory: Arc<Directory>,
+    auth: AuthLayer,
+    limiter: RateLimiter,
+}
+
+impl Portal {
+    /// The portal over `backend`.
+    pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
+        let verifier = backend.verifier(PREFIX);
+        let auth = AuthLayer::builder(verifier.clone())
+            .error_format(ErrorFormat::Flat)
+            .realm("portal")
+            .subject_resolver(directory::SameOrganisation)
+            .audit(backend.audit_sink())
+            .client_ip(connect_info_ip)
+            .build();
+        let limiter = limits::limiter(
+            vec![Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1)))],
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
+        Ok(Self {
+            issuer: backend.issuer(PREFIX),
+            verifier,
+            audit: backend.audit.clone(),
+            directory: Arc::new(Directory::demo()),
+            auth,
+            limiter,
+        })
+    }
+
+    /// The API's routes, not yet behind authentication and rate limits.
+    pub fn routes(&self) -> Router {
+        let scopes = ScopeSet::parse(SCOPES).expect("valid scopes");
+        let tokens = KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(scopes);
+        let data = Router::new()
+            .route("/api/users", get(api::list_users))
+            .route("/api/users/{id}", get(api::show_user).patch(api::update_user))
+            .route("/api/portal", get(api::show_portal).patch(api::update_portal))
+            .with_state(self.directory.clone());
+        Router::new()
+            .route("/api/me", get(me))
+            .nest(
+                "/api/tokens",
+                keys_router::<api::PortalAdmin, _>(tokens)
+                    .route_layer(RequireScopeLayer::one("tokens:manage")),
+            )
+            .merge(data)
+    }
+
+    /// `routes` behind authentication (flat errors, subject users, audit) and rate limits.
+    pub fn protect(&self, routes: Router) -> Router {
+        stack::protect(routes, &self.auth, &self.limiter)
+    }
+
+    /// The whole app.
+    pub fn router(&self) -> Router {
+        self.protect(self.routes())
+    }
+}

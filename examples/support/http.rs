@@ -1,0 +1,73 @@
+//! Small HTTP helpers the examples' handlers share.
+
+use auth_axum::Auth;
+use auth_core::AuthContext;
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::de::DeserializeOwned;
+
+/// `GET /api/me`: the authenticated context: `key_id`, `actor` (the key's
+/// owner), `user` (the effective user), `scopes`, `workspace`, …
+pub async fn me(Auth(ctx): Auth) -> Json<AuthContext> {
+    Json(ctx)
+}
+
+/// What a handler answers: a response either way.
+pub type Answer = Result<Response, Response>;
+
+/// An error in the flat format of the examples: `{"error": code, "message": ...}`.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message.into() });
+    (status, Json(body)).into_response()
+}
+
+/// 404 `not_found`.
+pub fn not_found(message: impl Into<String>) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+/// 403 `forbidden`.
+pub fn forbidden(message: impl Into<String>) -> Response {
+    error(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// 400 `bad_request`.
+pub fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// 422 `unprocessable_entity`.
+pub fn unprocessable(message: impl Into<String>) -> Response {
+    error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", message)
+}
+
+/// `status` with a JSON body.
+pub fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// A JSON request body whose refusals are JSON too: 400 when the body is not
+/// JSON, 422 (naming the field) when it has the wrong shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            if e.classify() == serde_json::error::Category::Data {
+                unprocessable(format!("Invalid request body: {e}"))
+            } else {
+                bad_request("The request body must be a JSON object")
+            }
+        })
+    }
+}

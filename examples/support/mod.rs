@@ -1,0 +1,17 @@
+//! Code shared by the examples (`server`, `pod`, `portal`): opening the key
+//! store, the `issue`/`list`/`revoke` commands, rate limits, serving with a
+//! graceful shutdown, and small HTTP helpers.
+//!
+//! Each example includes this module with `#[path = "../support/mod.rs"]`,
+//! and so do the integration tests; each uses only part of it.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod cli;
+pub mod commands;
+pub mod http;
+pub mod limits;
+pub mod serve;
+pub mod stack;
+
+pub use backend::Backend;

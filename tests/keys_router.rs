@@ -1,0 +1,511 @@
+//! The key-management router of auth-axum over real HTTP on 127.0.0.1:
+//! create, list, show, revoke, rotate with grace, activity, validation,
+//! ownership, error formats and store outages.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use auth_axum::{keys_router, Auth, KeyManager, KeyOwner, RequireScopeLayer};
+use auth_core::{
+    AuditLog, ChangeFeed, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore, MemoryAuditLog,
+    MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, StoreError, TokenPrefix, Verifier,
+};
+use auth_tower::AuthLayer;
+use axum::{
+    extract::FromRequestParts,
+    http::{request::Parts, StatusCode},
+    Router,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
+
+/// A store that fails every call while `down` is set.
+struct FlakyStore {
+    inner: MemoryKeyStore,
+    down: AtomicBool,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("db.internal:5432 refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl KeyStore for FlakyStore {
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert(r).await
+    }
+    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn list_by_owner(&self, user: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_by_owner(user).await
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: KeyId,
+        ends: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rotate(old, ends, now, new).await
+    }
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.update_hash(id, hash).await
+    }
+    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_use(uses).await
+    }
+    fn changes(&self) -> &ChangeFeed {
+        self.inner.changes()
+    }
+}
+
+/// A session-style owner: the user named by a header an upstream proxy
+/// sets, who may grant `read` and `write`. No `AuthLayer` needed.
+struct HeaderUser(Principal, ScopeSet);
+
+impl<S: Send + Sync> FromRequestParts<S> for HeaderUser {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+        let user = parts
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .filter(|u| !u.is_empty())
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        Ok(Self(
+            Principal::user(user),
+            ScopeSet::parse(["read", "write"]).unwrap(),
+        ))
+    }
+}
+
+impl KeyOwner for HeaderUser {
+    fn principal(&self) -> &Principal {
+        &self.0
+    }
+    fn grantable_scopes(&self) -> &ScopeSet {
+        &self.1
+    }
+}
+
+struct Fixture {
+    base: String,
+    issuer: KeyIssuer,
+    store: Arc<FlakyStore>,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    /// `/api/tokens` managed with API keys (`Auth` owner, scope
+    /// `tokens:manage`) behind an `AuthLayer` in `format`; `/me` to use keys;
+    /// `/session/tokens` managed by `HeaderUser`.
+    async fn start(format: ErrorFormat) -> Self {
+        let store = Arc::new(FlakyStore {
+            inner: MemoryKeyStore::new(),
+            down: AtomicBool::new(false),
+        });
+        let audit = Arc::new(MemoryAuditLog::default());
+        let hasher = SecretHasher::for_tests();
+        let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+        let verifier = Verifier::builder(store.clone()).hasher(hasher).build();
+        let manager = KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>)
+            .known_scopes(ScopeSet::parse(SCOPES).unwrap())
+            .max_rotation_grace(Duration::from_secs(86_400));
+        let api = Router::new()
+            .route(
+                "/me",
+                axum::routing::get(|Auth(ctx): Auth| async move { ctx.effective_user().to_owned() }),
+            )
+            .nest(
+                "/api/tokens",
+                keys_router::<Auth, _>(manager.clone()).route_layer(RequireScopeLayer::one("tokens:manage")),
+            )
+            .layer(AuthLayer::builder(verifier).error_format(format).audit(audit).build());
+        let app = Router::new()
+            .nest("/session/tokens", keys_router::<HeaderUser, _>(manager))
+            .merge(api);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base: format!("http://{addr}"),
+            issuer,
+            store,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn key(&self, user: &str, scopes: &[&str]) -> (KeyId, String) {
+        let k = self
+            .issuer
+            .issue(NewKey::new(Principal::user(user), "fixture", ScopeSet::parse(scopes).unwrap()))
+            .await
+            .unwrap();
+        (k.record.id, k.token.expose_secret().to_owned())
+    }
+
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<&str>) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_owned());
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+
+    async fn session(&self, method: Method, path: &str, user: &str, body: Option<&str>) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-user", user);
+        if let Some(b) = body {
+            req = req.body(b.to_owned());
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+    json: Value,
+}
+
+impl Reply {
+    async fn from(res: reqwest::Response) -> Self {
+        let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+const ALL: &[&str] = &["read", "write", "tokens:manage"];
+
+#[tokio::test]
+async fn created_token_is_shown_once_and_lists_hold_no_secret() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+
+    let body = r#"{"name":"n8n automation","scopes":["read"],"expires_at":"2999-01-01T00:00:00Z"}"#;
+    let created = f.call(Method::POST, "/api/tokens", &admin, Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let token = created.json["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("st_"));
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.json["name"], "n8n automation");
+    assert_eq!(created.json["scopes"], json!(["read"]));
+    assert_eq!(created.json["expires_at"], "2999-01-01T00:00:00Z");
+    assert_eq!(created.json["revoked_at"], Value::Null);
+    assert_eq!(created.json["last_used_at"], Value::Null);
+    assert!(created.json["created_at"].is_string());
+    let hint = created.json["hint"].as_str().unwrap();
+    assert!(hint.starts_with("st_") && hint.ends_with(&token[token.len() - 4..]));
+
+    // The new token works.
+    let me = f.call(Method::GET, "/me", &token, None).await;
+    assert_eq!((me.status, me.text.as_str()), (StatusCode::OK, "alice"));
+
+    // Listing and showing never give the token, its secret or a hash again.
+    let list = f.call(Method::GET, "/api/tokens", &admin, None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let keys = list.json["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["id"], id.as_str(), "newest first");
+    for field in ["id", "name", "scopes", "hint", "created_at", "last_used_at", "expires_at", "revoked_at"] {
+        assert!(keys[0].get(field).is_some(), "list lacks {field}");
+    }
+    let shown = f.call(Method::GET, &format!("/api/tokens/{id}"), &admin, None).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json["id"], id.as_str());
+    let secret_part = &token[3 + 11..3 + 11 + 44];
+    for text in [&list.text, &shown.text] {
+        assert!(!text.contains(&token) && !text.contains(secret_part));
+        assert!(!text.contains("argon2") && !text.contains("\"token\"") && !text.contains("hash"));
+    }
+}
+
+#[tokio::test]
+async fn invalid_requests_get_clear_messages() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", &["read", "tokens:manage"]).await;
+    let create = |body: &'static str| f.call(Method::POST, "/api/tokens", &admin, Some(body));
+
+    for (body, status, needle) in [
+        (r#"{"name":"","scopes":[]}"#, 422, "name"),
+        (r#"{"name":"   ","scopes":[]}"#, 422, "name"),
+        (r#"{"scopes":["read"]}"#, 422, "missing field `name`"),
+        (r#"{"name":"ci","scopes":["nope"]}"#, 422, "Unknown scope 'nope'"),
+        (r#"{"name":"ci","scopes":["bad scope"]}"#, 422, "invalid scope"),
+        (r#"{"name":"ci","scopes":["read"],"expires_at":"2001-01-01T00:00:00Z"}"#, 422, "future"),
+        (r#"{"name":"ci","scopes":["read"],"expires_at":"soon"}"#, 422, "expires_at"),
+        (r#"{"name":"ci","scope":["read"]}"#, 422, "unknown field `scope`"),
+        (r#"name=ci"#, 400, "JSON"),
+        // Known, but beyond what the calling key holds:
+        (r#"{"name":"ci","scopes":["read","write"]}"#, 403, "may not grant the scope 'write'"),
+    ] {
+        let r = create(body).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
+        let message = r.json["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{body}: {message}");
+        let code = r.json["error"].as_str().unwrap();
+        assert_eq!(
+            code,
+            match status {
+                400 => "bad_request",
+                403 => "forbidden",
+                _ => "unprocessable_entity",
+            }
+        );
+    }
+    let long = format!(r#"{{"name":"{}","scopes":[]}}"#, "x".repeat(101));
+    let r = f.call(Method::POST, "/api/tokens", &admin, Some(&long)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.json["message"].as_str().unwrap().contains("1-100"));
+
+    // A key without the management scope cannot reach the router at all.
+    let (_, reader) = f.key("alice", &["read"]).await;
+    let r = f.call(Method::GET, "/api/tokens", &reader, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.json["message"].as_str().unwrap().contains("tokens:manage"));
+    // Nothing was issued by the refused requests.
+    assert_eq!(f.issuer.list("alice").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn revocation_is_immediate_and_only_for_the_owner() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, alice) = f.key("alice", ALL).await;
+    let (bob_key, bob) = f.key("bob", ALL).await;
+    let (victim_id, victim) = f.key("alice", &["read"]).await;
+    assert_eq!(f.call(Method::GET, "/me", &victim, None).await.status, StatusCode::OK);
+
+    // Bob cannot see, revoke, rotate or read the activity of Alice's key.
+    let path = format!("/api/tokens/{victim_id}");
+    for (method, p) in [
+        (Method::GET, path.clone()),
+        (Method::DELETE, path.clone()),
+        (Method::POST, format!("{path}/rotate")),
+        (Method::GET, format!("{path}/activity")),
+    ] {
+        let r = f.call(method.clone(), &p, &bob, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {p}");
+        assert_eq!(r.json, json!({"error": "not_found", "message": "No such key"}));
+    }
+    assert_eq!(f.call(Method::GET, "/me", &victim, None).await.status, StatusCode::OK);
+    let bob_list = f.call(Method::GET, "/api/tokens", &bob, None).await;
+    let ids: Vec<&str> = bob_list.json["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [bob_key.to_string()]);
+
+    // Unknown and malformed ids look the same.
+    for id in ["AAAAAAAAAAA", "nope", "%00"] {
+        let r = f.call(Method::DELETE, &format!("/api/tokens/{id}"), &alice, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}");
+    }
+
+    let r = f.call(Method::DELETE, &path, &alice, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.text.is_empty());
+    // The very next request with the revoked key is refused.
+    let r = f.call(Method::GET, "/me", &victim, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json["error"], "unauthorized");
+    let shown = f.call(Method::GET, &path, &alice, None).await;
+    assert!(shown.json["revoked_at"].is_string());
+    // Revoking again is harmless.
+    assert_eq!(f.call(Method::DELETE, &path, &alice, None).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn rotation_with_grace_keeps_the_old_key_working_until_it_ends() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let (old_id, old) = f.key("alice", &["read"]).await;
+
+    let r = f
+        .call(Method::POST, &format!("/api/tokens/{old_id}/rotate"), &admin, Some(r#"{"grace_seconds":3600}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let new = r.json["token"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(r.json["rotated_from"], old_id.to_string().as_str());
+    assert_eq!(r.json["scopes"], json!(["read"]));
+    let ends = OffsetDateTime::parse(
+        r.json["previous_key_ends_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = ends - OffsetDateTime::now_utc();
+    assert!(left > time::Duration::minutes(50) && left <= time::Duration::hours(1), "{left}");
+    // Both work during the grace period.
+    assert_eq!(f.call(Method::GET, "/me", &old, None).await.status, StatusCode::OK);
+    assert_eq!(f.call(Method::GET, "/me", &new, None).await.status, StatusCode::OK);
+
+    // A key is rotated once: 409 conflict.
+    let again = f.call(Method::POST, &format!("/api/tokens/{old_id}/rotate"), &admin, None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json["error"], "conflict");
+    assert_eq!(again.header("content-type"), Some("application/json"));
+
+    // Too long a grace period.
+    let new_id = r.json["id"].as_str().unwrap().to_owned();
+    let r = f
+        .call(Method::POST, &format!("/api/tokens/{new_id}/rotate"), &admin, Some(r#"{"grace_seconds":86401}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.json["message"].as_str().unwrap().contains("86400"));
+
+    // Without a body: no grace, the rotated key stops at once.
+    let r = f.call(Method::POST, &format!("/api/tokens/{new_id}/rotate"), &admin, None).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let newest = r.json["token"].as_str().unwrap().to_owned();
+    assert_eq!(f.call(Method::GET, "/me", &new, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.call(Method::GET, "/me", &newest, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn activity_lists_the_keys_requests_newest_first_by_page() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let (id, key) = f.key("alice", &["read"]).await;
+    for _ in 0..3 {
+        assert_eq!(f.call(Method::GET, "/me", &key, None).await.status, StatusCode::OK);
+    }
+    assert_eq!(f.call(Method::GET, "/api/tokens", &key, None).await.status, StatusCode::FORBIDDEN);
+
+    let path = format!("/api/tokens/{id}/activity");
+    let page1 = f.call(Method::GET, &format!("{path}?limit=2"), &admin, None).await;
+    assert_eq!(page1.status, StatusCode::OK, "{}", page1.text);
+    let events = page1.json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!((events[0]["path"].as_str(), events[0]["status"].as_u64()), (Some("/api/tokens"), Some(403)));
+    assert_eq!(events[1]["path"], "/me");
+    assert!(events.iter().all(|e| e["key_id"] == id.to_string().as_str() && e["actor"] == "alice"));
+    assert!(events[0]["id"].as_i64() > events[1]["id"].as_i64());
+    let cursor = page1.json["next_cursor"].as_i64().unwrap();
+
+    let page2 = f.call(Method::GET, &format!("{path}?limit=2&before={cursor}"), &admin, None).await;
+    let events = page2.json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["path"] == "/me" && e["id"].as_i64().unwrap() < cursor));
+    assert_eq!(page2.json["next_cursor"], Value::Null);
+
+    let bad = f.call(Method::GET, &format!("{path}?limit=lots"), &admin, None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json["message"].as_str().unwrap().contains("limit"));
+}
+
+#[tokio::test]
+async fn refusals_follow_the_layers_error_format() {
+    let f = Fixture::start(ErrorFormat::Envelope).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let (id, _) = f.key("alice", &["read"]).await;
+
+    let r = f.call(Method::DELETE, "/api/tokens/AAAAAAAAAAA", &admin, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json, json!({"success": false, "error": {"code": "NOT_FOUND", "message": "No such key"}}));
+
+    let r = f.call(Method::POST, "/api/tokens", &admin, Some(r#"{"name":"","scopes":[]}"#)).await;
+    assert_eq!(r.json["error"]["code"], "UNPROCESSABLE_ENTITY");
+
+    let rotate = format!("/api/tokens/{id}/rotate");
+    assert_eq!(f.call(Method::POST, &rotate, &admin, None).await.status, StatusCode::CREATED);
+    let r = f.call(Method::POST, &rotate, &admin, None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json["success"], false);
+    assert_eq!(r.json["error"]["code"], "CONFLICT");
+}
+
+#[tokio::test]
+async fn any_extractor_can_identify_the_owner() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let r = f.session(Method::GET, "/session/tokens", "", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the extractor's own rejection");
+
+    let r = f
+        .session(Method::POST, "/session/tokens", "carol", Some(r#"{"name":"script","scopes":["read","write"]}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let token = r.json["token"].as_str().unwrap().to_owned();
+    assert_eq!(f.call(Method::GET, "/me", &token, None).await.text, "carol");
+
+    // The session user's ceiling has no `tokens:manage`.
+    let r = f
+        .session(Method::POST, "/session/tokens", "carol", Some(r#"{"name":"x","scopes":["tokens:manage"]}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Another user sees nothing of carol's.
+    let r = f.session(Method::GET, "/session/tokens", "dave", None).await;
+    assert_eq!(r.json["keys"], json!([]));
+    let r = f.session(Method::DELETE, &format!("/session/tokens/{id}"), "dave", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Without an AuthLayer in front, refusals use the flat format.
+    assert_eq!(r.json["error"], "not_found");
+
+    let r = f.session(Method::DELETE, &format!("/session/tokens/{id}"), "carol", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.call(Method::GET, "/me", &token, None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn store_outage_is_503_without_details() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    f.store.down.store(true, Ordering::SeqCst);
+    for (method, path, body) in [
+        (Method::POST, "/session/tokens", Some(r#"{"name":"x","scopes":[]}"#)),
+        (Method::GET, "/session/tokens", None),
+        (Method::DELETE, "/session/tokens/AAAAAAAAAAA", None),
+    ] {
+        let r = f.session(method.clone(), path, "carol", body).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {}", r.text);
+        assert_eq!(r.json["error"], "unavailable");
+        assert!(!r.text.contains("db.internal"), "{}", r.text);
+    }
+    f.store.down.store(false, Ordering::SeqCst);
+    let r = f.session(Method::GET, "/session/tokens", "carol", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
