@@ -134,7 +134,11 @@ impl Fixture {
         });
         let audit = Arc::new(MemoryAuditLog::default());
         let hasher = SecretHasher::for_tests();
-        let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+        let issuer = KeyIssuer::new(
+            store.clone(),
+            hasher.clone(),
+            TokenPrefix::new("st_").unwrap(),
+        );
         let verifier = Verifier::builder(store.clone()).hasher(hasher).build();
         let manager = KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>)
             .known_scopes(ScopeSet::parse(SCOPES).unwrap())
@@ -142,13 +146,21 @@ impl Fixture {
         let api = Router::new()
             .route(
                 "/me",
-                axum::routing::get(|Auth(ctx): Auth| async move { ctx.effective_user().to_owned() }),
+                axum::routing::get(
+                    |Auth(ctx): Auth| async move { ctx.effective_user().to_owned() },
+                ),
             )
             .nest(
                 "/api/tokens",
-                keys_router::<Auth, _>(manager.clone()).route_layer(RequireScopeLayer::one("tokens:manage")),
+                keys_router::<Auth, _>(manager.clone())
+                    .route_layer(RequireScopeLayer::one("tokens:manage")),
             )
-            .layer(AuthLayer::builder(verifier).error_format(format).audit(audit).build());
+            .layer(
+                AuthLayer::builder(verifier)
+                    .error_format(format)
+                    .audit(audit)
+                    .build(),
+            );
         let app = Router::new()
             .nest("/session/tokens", keys_router::<HeaderUser, _>(manager))
             .merge(api);
@@ -166,7 +178,11 @@ impl Fixture {
     async fn key(&self, user: &str, scopes: &[&str]) -> (KeyId, String) {
         let k = self
             .issuer
-            .issue(NewKey::new(Principal::user(user), "fixture", ScopeSet::parse(scopes).unwrap()))
+            .issue(NewKey::new(
+                Principal::user(user),
+                "fixture",
+                ScopeSet::parse(scopes).unwrap(),
+            ))
             .await
             .unwrap();
         (k.record.id, k.token.expose_secret().to_owned())
@@ -178,7 +194,9 @@ impl Fixture {
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(token);
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_owned());
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
         }
         Reply::from(req.send().await.unwrap()).await
     }
@@ -229,7 +247,9 @@ async fn created_token_is_shown_once_and_lists_hold_no_secret() {
     let (_, admin) = f.key("alice", ALL).await;
 
     let body = r#"{"name":"n8n automation","scopes":["read"],"expires_at":"2999-01-01T00:00:00Z"}"#;
-    let created = f.call(Method::POST, "/api/tokens", &admin, Some(body)).await;
+    let created = f
+        .call(Method::POST, "/api/tokens", &admin, Some(body))
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     assert_eq!(created.header("cache-control"), Some("no-store"));
     let token = created.json["token"].as_str().unwrap().to_owned();
@@ -254,10 +274,21 @@ async fn created_token_is_shown_once_and_lists_hold_no_secret() {
     let keys = list.json["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0]["id"], id.as_str(), "newest first");
-    for field in ["id", "name", "scopes", "hint", "created_at", "last_used_at", "expires_at", "revoked_at"] {
+    for field in [
+        "id",
+        "name",
+        "scopes",
+        "hint",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ] {
         assert!(keys[0].get(field).is_some(), "list lacks {field}");
     }
-    let shown = f.call(Method::GET, &format!("/api/tokens/{id}"), &admin, None).await;
+    let shown = f
+        .call(Method::GET, &format!("/api/tokens/{id}"), &admin, None)
+        .await;
     assert_eq!(shown.status, StatusCode::OK);
     assert_eq!(shown.json["id"], id.as_str());
     let secret_part = &token[3 + 11..3 + 11 + 44];
@@ -277,14 +308,38 @@ async fn invalid_requests_get_clear_messages() {
         (r#"{"name":"","scopes":[]}"#, 422, "name"),
         (r#"{"name":"   ","scopes":[]}"#, 422, "name"),
         (r#"{"scopes":["read"]}"#, 422, "missing field `name`"),
-        (r#"{"name":"ci","scopes":["nope"]}"#, 422, "Unknown scope 'nope'"),
-        (r#"{"name":"ci","scopes":["bad scope"]}"#, 422, "invalid scope"),
-        (r#"{"name":"ci","scopes":["read"],"expires_at":"2001-01-01T00:00:00Z"}"#, 422, "future"),
-        (r#"{"name":"ci","scopes":["read"],"expires_at":"soon"}"#, 422, "expires_at"),
-        (r#"{"name":"ci","scope":["read"]}"#, 422, "unknown field `scope`"),
+        (
+            r#"{"name":"ci","scopes":["nope"]}"#,
+            422,
+            "Unknown scope 'nope'",
+        ),
+        (
+            r#"{"name":"ci","scopes":["bad scope"]}"#,
+            422,
+            "invalid scope",
+        ),
+        (
+            r#"{"name":"ci","scopes":["read"],"expires_at":"2001-01-01T00:00:00Z"}"#,
+            422,
+            "future",
+        ),
+        (
+            r#"{"name":"ci","scopes":["read"],"expires_at":"soon"}"#,
+            422,
+            "expires_at",
+        ),
+        (
+            r#"{"name":"ci","scope":["read"]}"#,
+            422,
+            "unknown field `scope`",
+        ),
         (r#"name=ci"#, 400, "JSON"),
         // Known, but beyond what the calling key holds:
-        (r#"{"name":"ci","scopes":["read","write"]}"#, 403, "may not grant the scope 'write'"),
+        (
+            r#"{"name":"ci","scopes":["read","write"]}"#,
+            403,
+            "may not grant the scope 'write'",
+        ),
     ] {
         let r = create(body).await;
         assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
@@ -301,7 +356,9 @@ async fn invalid_requests_get_clear_messages() {
         );
     }
     let long = format!(r#"{{"name":"{}","scopes":[]}}"#, "x".repeat(101));
-    let r = f.call(Method::POST, "/api/tokens", &admin, Some(&long)).await;
+    let r = f
+        .call(Method::POST, "/api/tokens", &admin, Some(&long))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.json["message"].as_str().unwrap().contains("1-100"));
 
@@ -309,7 +366,10 @@ async fn invalid_requests_get_clear_messages() {
     let (_, reader) = f.key("alice", &["read"]).await;
     let r = f.call(Method::GET, "/api/tokens", &reader, None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(r.json["message"].as_str().unwrap().contains("tokens:manage"));
+    assert!(r.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("tokens:manage"));
     // Nothing was issued by the refused requests.
     assert_eq!(f.issuer.list("alice").await.unwrap().len(), 2);
 }
@@ -320,7 +380,10 @@ async fn revocation_is_immediate_and_only_for_the_owner() {
     let (_, alice) = f.key("alice", ALL).await;
     let (bob_key, bob) = f.key("bob", ALL).await;
     let (victim_id, victim) = f.key("alice", &["read"]).await;
-    assert_eq!(f.call(Method::GET, "/me", &victim, None).await.status, StatusCode::OK);
+    assert_eq!(
+        f.call(Method::GET, "/me", &victim, None).await.status,
+        StatusCode::OK
+    );
 
     // Bob cannot see, revoke, rotate or read the activity of Alice's key.
     let path = format!("/api/tokens/{victim_id}");
@@ -332,16 +395,29 @@ async fn revocation_is_immediate_and_only_for_the_owner() {
     ] {
         let r = f.call(method.clone(), &p, &bob, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {p}");
-        assert_eq!(r.json, json!({"error": "not_found", "message": "No such key"}));
+        assert_eq!(
+            r.json,
+            json!({"error": "not_found", "message": "No such key"})
+        );
     }
-    assert_eq!(f.call(Method::GET, "/me", &victim, None).await.status, StatusCode::OK);
+    assert_eq!(
+        f.call(Method::GET, "/me", &victim, None).await.status,
+        StatusCode::OK
+    );
     let bob_list = f.call(Method::GET, "/api/tokens", &bob, None).await;
-    let ids: Vec<&str> = bob_list.json["keys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = bob_list.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [bob_key.to_string()]);
 
     // Unknown and malformed ids look the same.
     for id in ["AAAAAAAAAAA", "nope", "%00"] {
-        let r = f.call(Method::DELETE, &format!("/api/tokens/{id}"), &alice, None).await;
+        let r = f
+            .call(Method::DELETE, &format!("/api/tokens/{id}"), &alice, None)
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}");
     }
 
@@ -355,7 +431,10 @@ async fn revocation_is_immediate_and_only_for_the_owner() {
     let shown = f.call(Method::GET, &path, &alice, None).await;
     assert!(shown.json["revoked_at"].is_string());
     // Revoking again is harmless.
-    assert_eq!(f.call(Method::DELETE, &path, &alice, None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        f.call(Method::DELETE, &path, &alice, None).await.status,
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test]
@@ -365,7 +444,12 @@ async fn rotation_with_grace_keeps_the_old_key_working_until_it_ends() {
     let (old_id, old) = f.key("alice", &["read"]).await;
 
     let r = f
-        .call(Method::POST, &format!("/api/tokens/{old_id}/rotate"), &admin, Some(r#"{"grace_seconds":3600}"#))
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{old_id}/rotate"),
+            &admin,
+            Some(r#"{"grace_seconds":3600}"#),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let new = r.json["token"].as_str().unwrap().to_owned();
@@ -378,13 +462,29 @@ async fn rotation_with_grace_keeps_the_old_key_working_until_it_ends() {
     )
     .unwrap();
     let left = ends - OffsetDateTime::now_utc();
-    assert!(left > time::Duration::minutes(50) && left <= time::Duration::hours(1), "{left}");
+    assert!(
+        left > time::Duration::minutes(50) && left <= time::Duration::hours(1),
+        "{left}"
+    );
     // Both work during the grace period.
-    assert_eq!(f.call(Method::GET, "/me", &old, None).await.status, StatusCode::OK);
-    assert_eq!(f.call(Method::GET, "/me", &new, None).await.status, StatusCode::OK);
+    assert_eq!(
+        f.call(Method::GET, "/me", &old, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        f.call(Method::GET, "/me", &new, None).await.status,
+        StatusCode::OK
+    );
 
     // A key is rotated once: 409 conflict.
-    let again = f.call(Method::POST, &format!("/api/tokens/{old_id}/rotate"), &admin, None).await;
+    let again = f
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{old_id}/rotate"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.json["error"], "conflict");
     assert_eq!(again.header("content-type"), Some("application/json"));
@@ -392,17 +492,35 @@ async fn rotation_with_grace_keeps_the_old_key_working_until_it_ends() {
     // Too long a grace period.
     let new_id = r.json["id"].as_str().unwrap().to_owned();
     let r = f
-        .call(Method::POST, &format!("/api/tokens/{new_id}/rotate"), &admin, Some(r#"{"grace_seconds":86401}"#))
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{new_id}/rotate"),
+            &admin,
+            Some(r#"{"grace_seconds":86401}"#),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.json["message"].as_str().unwrap().contains("86400"));
 
     // Without a body: no grace, the rotated key stops at once.
-    let r = f.call(Method::POST, &format!("/api/tokens/{new_id}/rotate"), &admin, None).await;
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{new_id}/rotate"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let newest = r.json["token"].as_str().unwrap().to_owned();
-    assert_eq!(f.call(Method::GET, "/me", &new, None).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(f.call(Method::GET, "/me", &newest, None).await.status, StatusCode::OK);
+    assert_eq!(
+        f.call(Method::GET, "/me", &new, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        f.call(Method::GET, "/me", &newest, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -411,28 +529,52 @@ async fn activity_lists_the_keys_requests_newest_first_by_page() {
     let (_, admin) = f.key("alice", ALL).await;
     let (id, key) = f.key("alice", &["read"]).await;
     for _ in 0..3 {
-        assert_eq!(f.call(Method::GET, "/me", &key, None).await.status, StatusCode::OK);
+        assert_eq!(
+            f.call(Method::GET, "/me", &key, None).await.status,
+            StatusCode::OK
+        );
     }
-    assert_eq!(f.call(Method::GET, "/api/tokens", &key, None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.call(Method::GET, "/api/tokens", &key, None).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     let path = format!("/api/tokens/{id}/activity");
-    let page1 = f.call(Method::GET, &format!("{path}?limit=2"), &admin, None).await;
+    let page1 = f
+        .call(Method::GET, &format!("{path}?limit=2"), &admin, None)
+        .await;
     assert_eq!(page1.status, StatusCode::OK, "{}", page1.text);
     let events = page1.json["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
-    assert_eq!((events[0]["path"].as_str(), events[0]["status"].as_u64()), (Some("/api/tokens"), Some(403)));
+    assert_eq!(
+        (events[0]["path"].as_str(), events[0]["status"].as_u64()),
+        (Some("/api/tokens"), Some(403))
+    );
     assert_eq!(events[1]["path"], "/me");
-    assert!(events.iter().all(|e| e["key_id"] == id.to_string().as_str() && e["actor"] == "alice"));
+    assert!(events
+        .iter()
+        .all(|e| e["key_id"] == id.to_string().as_str() && e["actor"] == "alice"));
     assert!(events[0]["id"].as_i64() > events[1]["id"].as_i64());
     let cursor = page1.json["next_cursor"].as_i64().unwrap();
 
-    let page2 = f.call(Method::GET, &format!("{path}?limit=2&before={cursor}"), &admin, None).await;
+    let page2 = f
+        .call(
+            Method::GET,
+            &format!("{path}?limit=2&before={cursor}"),
+            &admin,
+            None,
+        )
+        .await;
     let events = page2.json["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|e| e["path"] == "/me" && e["id"].as_i64().unwrap() < cursor));
+    assert!(events
+        .iter()
+        .all(|e| e["path"] == "/me" && e["id"].as_i64().unwrap() < cursor));
     assert_eq!(page2.json["next_cursor"], Value::Null);
 
-    let bad = f.call(Method::GET, &format!("{path}?limit=lots"), &admin, None).await;
+    let bad = f
+        .call(Method::GET, &format!("{path}?limit=lots"), &admin, None)
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.json["message"].as_str().unwrap().contains("limit"));
 }
@@ -443,15 +585,30 @@ async fn refusals_follow_the_layers_error_format() {
     let (_, admin) = f.key("alice", ALL).await;
     let (id, _) = f.key("alice", &["read"]).await;
 
-    let r = f.call(Method::DELETE, "/api/tokens/AAAAAAAAAAA", &admin, None).await;
+    let r = f
+        .call(Method::DELETE, "/api/tokens/AAAAAAAAAAA", &admin, None)
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.json, json!({"success": false, "error": {"code": "NOT_FOUND", "message": "No such key"}}));
+    assert_eq!(
+        r.json,
+        json!({"success": false, "error": {"code": "NOT_FOUND", "message": "No such key"}})
+    );
 
-    let r = f.call(Method::POST, "/api/tokens", &admin, Some(r#"{"name":"","scopes":[]}"#)).await;
+    let r = f
+        .call(
+            Method::POST,
+            "/api/tokens",
+            &admin,
+            Some(r#"{"name":"","scopes":[]}"#),
+        )
+        .await;
     assert_eq!(r.json["error"]["code"], "UNPROCESSABLE_ENTITY");
 
     let rotate = format!("/api/tokens/{id}/rotate");
-    assert_eq!(f.call(Method::POST, &rotate, &admin, None).await.status, StatusCode::CREATED);
+    assert_eq!(
+        f.call(Method::POST, &rotate, &admin, None).await.status,
+        StatusCode::CREATED
+    );
     let r = f.call(Method::POST, &rotate, &admin, None).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json["success"], false);
@@ -462,10 +619,19 @@ async fn refusals_follow_the_layers_error_format() {
 async fn any_extractor_can_identify_the_owner() {
     let f = Fixture::start(ErrorFormat::Flat).await;
     let r = f.session(Method::GET, "/session/tokens", "", None).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the extractor's own rejection");
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the extractor's own rejection"
+    );
 
     let r = f
-        .session(Method::POST, "/session/tokens", "carol", Some(r#"{"name":"script","scopes":["read","write"]}"#))
+        .session(
+            Method::POST,
+            "/session/tokens",
+            "carol",
+            Some(r#"{"name":"script","scopes":["read","write"]}"#),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.json["id"].as_str().unwrap().to_owned();
@@ -474,21 +640,45 @@ async fn any_extractor_can_identify_the_owner() {
 
     // The session user's ceiling has no `tokens:manage`.
     let r = f
-        .session(Method::POST, "/session/tokens", "carol", Some(r#"{"name":"x","scopes":["tokens:manage"]}"#))
+        .session(
+            Method::POST,
+            "/session/tokens",
+            "carol",
+            Some(r#"{"name":"x","scopes":["tokens:manage"]}"#),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
     // Another user sees nothing of carol's.
-    let r = f.session(Method::GET, "/session/tokens", "dave", None).await;
+    let r = f
+        .session(Method::GET, "/session/tokens", "dave", None)
+        .await;
     assert_eq!(r.json["keys"], json!([]));
-    let r = f.session(Method::DELETE, &format!("/session/tokens/{id}"), "dave", None).await;
+    let r = f
+        .session(
+            Method::DELETE,
+            &format!("/session/tokens/{id}"),
+            "dave",
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Without an AuthLayer in front, refusals use the flat format.
     assert_eq!(r.json["error"], "not_found");
 
-    let r = f.session(Method::DELETE, &format!("/session/tokens/{id}"), "carol", None).await;
+    let r = f
+        .session(
+            Method::DELETE,
+            &format!("/session/tokens/{id}"),
+            "carol",
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(f.call(Method::GET, "/me", &token, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        f.call(Method::GET, "/me", &token, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -496,16 +686,27 @@ async fn store_outage_is_503_without_details() {
     let f = Fixture::start(ErrorFormat::Flat).await;
     f.store.down.store(true, Ordering::SeqCst);
     for (method, path, body) in [
-        (Method::POST, "/session/tokens", Some(r#"{"name":"x","scopes":[]}"#)),
+        (
+            Method::POST,
+            "/session/tokens",
+            Some(r#"{"name":"x","scopes":[]}"#),
+        ),
         (Method::GET, "/session/tokens", None),
         (Method::DELETE, "/session/tokens/AAAAAAAAAAA", None),
     ] {
         let r = f.session(method.clone(), path, "carol", body).await;
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {}", r.text);
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}: {}",
+            r.text
+        );
         assert_eq!(r.json["error"], "unavailable");
         assert!(!r.text.contains("db.internal"), "{}", r.text);
     }
     f.store.down.store(false, Ordering::SeqCst);
-    let r = f.session(Method::GET, "/session/tokens", "carol", None).await;
+    let r = f
+        .session(Method::GET, "/session/tokens", "carol", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 }

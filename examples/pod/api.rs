@@ -9,14 +9,16 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{
         sse::{Event, Sse},
-        IntoResponse, Response,
+        IntoResponse,
     },
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use super::workspace::{invoke, Entities, SKILLS};
-use crate::support::http::{bad_request, json, not_found, unprocessable, Answer, JsonBody};
+use crate::support::http::{
+    bad_request, json, not_found, unprocessable, Answer, ApiError, JsonBody,
+};
 
 macro_rules! scope {
     ($name:ident, $scope:literal) => {
@@ -40,15 +42,17 @@ scope!(McpRead, "mcp.read");
 /// Longest text accepted by skills, chat and entity titles.
 const MAX_TEXT: usize = 4000;
 
-fn check_text(field: &str, text: &str) -> Result<(), Response> {
+fn check_text(field: &str, text: &str) -> Result<(), ApiError> {
     if text.len() > MAX_TEXT {
-        return Err(unprocessable(format!("{field} may be at most {MAX_TEXT} bytes")));
+        return Err(unprocessable(format!(
+            "{field} may be at most {MAX_TEXT} bytes"
+        )));
     }
     Ok(())
 }
 
 /// The workspace the `AuthLayer` selected: the header's, or the owner's default.
-fn workspace(ctx: &auth_core::AuthContext) -> Result<String, Response> {
+fn workspace(ctx: &auth_core::AuthContext) -> Result<String, ApiError> {
     ctx.workspace()
         .map(str::to_owned)
         .ok_or_else(|| bad_request("This user has no workspace"))
@@ -102,16 +106,24 @@ pub async fn chat_stream(
     let answer = format!("You said: {}", body.message);
     let mut events: Vec<Event> = answer
         .split_whitespace()
-        .map(|word| Event::default().event("delta").data(json!({ "text": word }).to_string()))
+        .map(|word| {
+            Event::default()
+                .event("delta")
+                .data(json!({ "text": word }).to_string())
+        })
         .collect();
-    events.push(Event::default().event("done").data(json!({ "workspace": ws }).to_string()));
+    events.push(
+        Event::default()
+            .event("done")
+            .data(json!({ "workspace": ws }).to_string()),
+    );
     let stream = futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
     Ok(Sse::new(stream).into_response())
 }
 
 /// tRPC calls name their workspace: 400 without the header. (The `AuthLayer`
 /// has already refused a workspace the user is not in.)
-fn require_workspace_header(headers: &HeaderMap) -> Result<(), Response> {
+fn require_workspace_header(headers: &HeaderMap) -> Result<(), ApiError> {
     if headers.contains_key("x-workspace-id") {
         Ok(())
     } else {
@@ -129,7 +141,10 @@ pub async fn trpc_list(
 ) -> Answer {
     require_workspace_header(&headers)?;
     let ws = workspace(&ctx)?;
-    Ok(json(StatusCode::OK, json!({ "result": { "data": entities.list(&ws) } })))
+    Ok(json(
+        StatusCode::OK,
+        json!({ "result": { "data": entities.list(&ws) } }),
+    ))
 }
 
 /// `POST /trpc/entities.create` and `POST /api/hub/entities` body.
@@ -145,10 +160,16 @@ fn note() -> String {
     "note".into()
 }
 
-fn create(entities: &Entities, ws: &str, body: &NewEntity) -> Result<super::workspace::Entity, Response> {
+fn create(
+    entities: &Entities,
+    ws: &str,
+    body: &NewEntity,
+) -> Result<super::workspace::Entity, ApiError> {
     check_text("title", &body.title)?;
     if body.title.trim().is_empty() || body.kind.trim().is_empty() || body.kind.len() > 64 {
-        return Err(unprocessable("title must not be empty; kind must be 1-64 bytes"));
+        return Err(unprocessable(
+            "title must not be empty; kind must be 1-64 bytes",
+        ));
     }
     Ok(entities.create(ws, &body.kind, &body.title))
 }
@@ -162,13 +183,22 @@ pub async fn trpc_create(
 ) -> Answer {
     require_workspace_header(&headers)?;
     let entity = create(&entities, &workspace(&ctx)?, &body)?;
-    Ok(json(StatusCode::OK, json!({ "result": { "data": entity } })))
+    Ok(json(
+        StatusCode::OK,
+        json!({ "result": { "data": entity } }),
+    ))
 }
 
 /// `GET /api/hub/entities`: `hub-protocol.read` alone is enough.
-pub async fn hub_list(Scoped(ctx, _): Scoped<HubRead>, State(entities): State<Arc<Entities>>) -> Answer {
+pub async fn hub_list(
+    Scoped(ctx, _): Scoped<HubRead>,
+    State(entities): State<Arc<Entities>>,
+) -> Answer {
     let ws = workspace(&ctx)?;
-    Ok(json(StatusCode::OK, json!({ "workspace": ws, "entities": entities.list(&ws) })))
+    Ok(json(
+        StatusCode::OK,
+        json!({ "workspace": ws, "entities": entities.list(&ws) }),
+    ))
 }
 
 /// `POST /api/hub/entities`.
@@ -182,7 +212,10 @@ pub async fn hub_create(
 }
 
 /// `GET /mcp/resources`: the workspace's entities as MCP resources.
-pub async fn mcp_resources(Scoped(ctx, _): Scoped<McpRead>, State(entities): State<Arc<Entities>>) -> Answer {
+pub async fn mcp_resources(
+    Scoped(ctx, _): Scoped<McpRead>,
+    State(entities): State<Arc<Entities>>,
+) -> Answer {
     let ws = workspace(&ctx)?;
     let resources: Vec<_> = entities
         .list(&ws)

@@ -79,7 +79,10 @@ pub const RULES: KeyRules = KeyRules {
 fn holder(user: &str) -> Result<Holder, String> {
     if workspace::workspaces_of(user).is_none() {
         let users: Vec<&str> = MEMBERSHIPS.iter().map(|(u, _)| *u).collect();
-        return Err(format!("unknown user '{user}'; users: {}", users.join(", ")));
+        return Err(format!(
+            "unknown user '{user}'; users: {}",
+            users.join(", ")
+        ));
     }
     Ok(Holder {
         principal: Principal::user(user),
@@ -138,7 +141,10 @@ impl Pod {
             .client_ip(connect_info_ip)
             .build();
         let limiter = limits::limiter(
-            vec![Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1)))],
+            vec![Rule::per_user(
+                "default",
+                Quota::per_hour(options.requests_per_hour.max(1)),
+            )],
             options.redis.as_deref(),
             &options.redis_prefix,
         )?;
@@ -154,11 +160,15 @@ impl Pod {
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
-        let keys = KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
+        let keys =
+            KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
         let data = Router::new()
             .route("/trpc/entities.list", get(api::trpc_list))
             .route("/trpc/entities.create", post(api::trpc_create))
-            .route("/api/hub/entities", get(api::hub_list).post(api::hub_create))
+            .route(
+                "/api/hub/entities",
+                get(api::hub_list).post(api::hub_create),
+            )
             .route("/mcp/resources", get(api::mcp_resources))
             .with_state(self.entities.clone());
         Router::new()

@@ -30,7 +30,11 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     println!(
         "rate limits: {} requests/hour per user, in {}",
         options.requests_per_hour,
-        if options.redis.is_some() { "Redis" } else { "memory" }
+        if options.redis.is_some() {
+            "Redis"
+        } else {
+            "memory"
+        }
     );
     println!("issue a key: cargo run --example pod -- issue --user alice --scope skills.invoke");
     support::serve::serve(pod.router(), args.addr, &backend, &pod.verifier).await

@@ -8,14 +8,15 @@ use auth_tower::{ResolveError, WorkspaceResolver};
 use serde::Serialize;
 
 /// Users, their workspaces, and the default one (the first).
-pub const MEMBERSHIPS: &[(&str, &[&str])] = &[
-    ("alice", &["ws_alpha", "ws_beta"]),
-    ("bob", &["ws_gamma"]),
-];
+pub const MEMBERSHIPS: &[(&str, &[&str])] =
+    &[("alice", &["ws_alpha", "ws_beta"]), ("bob", &["ws_gamma"])];
 
 /// The workspaces of `user`, default first.
 pub fn workspaces_of(user: &str) -> Option<&'static [&'static str]> {
-    MEMBERSHIPS.iter().find(|(u, _)| *u == user).map(|(_, ws)| *ws)
+    MEMBERSHIPS
+        .iter()
+        .find(|(u, _)| *u == user)
+        .map(|(_, ws)| *ws)
 }
 
 /// Membership checks for the `AuthLayer`: the header's workspace must be
@@ -88,7 +89,9 @@ impl Entities {
             kind: kind.to_owned(),
             title: title.to_owned(),
         };
-        map.entry(workspace.to_owned()).or_default().push(entity.clone());
+        map.entry(workspace.to_owned())
+            .or_default()
+            .push(entity.clone());
         entity
     }
 }
@@ -118,7 +121,14 @@ pub const SKILLS: &[Skill] = &[
 /// Runs skill `id` on `input`.
 pub fn invoke(id: &str, input: &str) -> Option<String> {
     match id {
-        "summarize" => Some(input.split_inclusive(['.', '!', '?']).next().unwrap_or("").trim().to_owned()),
+        "summarize" => Some(
+            input
+                .split_inclusive(['.', '!', '?'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+        ),
         "shout" => Some(input.to_uppercase()),
         _ => None,
     }

@@ -8,13 +8,12 @@ use auth_core::{AuthContext, AuthError, ErrorCode, Principal, RejectReason, Scop
 use axum::{
     extract::{FromRequestParts, Path, State},
     http::{request::Parts, StatusCode},
-    response::Response,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use super::directory::{role_of, Directory, Role};
-use crate::support::http::{forbidden, json, not_found, unprocessable, Answer, JsonBody};
+use crate::support::http::{forbidden, json, not_found, unprocessable, Answer, ApiError, JsonBody};
 
 macro_rules! scope {
     ($name:ident, $scope:literal) => {
@@ -32,14 +31,18 @@ scope!(WriteUsers, "users:write");
 scope!(WritePortal, "portal:write");
 
 /// The effective user's organisation (every portal user has one).
-fn org_of(ctx: &AuthContext) -> Result<&str, Response> {
+fn org_of(ctx: &AuthContext) -> Result<&str, ApiError> {
     ctx.effective_principal()
         .org_id()
         .ok_or_else(|| forbidden("This token does not belong to an organisation"))
 }
 
 /// A user of the effective user's organisation, else 404.
-fn same_org_user(directory: &Directory, ctx: &AuthContext, id: &str) -> Result<super::directory::Profile, Response> {
+fn same_org_user(
+    directory: &Directory,
+    ctx: &AuthContext,
+    id: &str,
+) -> Result<super::directory::Profile, ApiError> {
     let org = org_of(ctx)?;
     directory
         .profile(id)
@@ -48,8 +51,14 @@ fn same_org_user(directory: &Directory, ctx: &AuthContext, id: &str) -> Result<s
 }
 
 /// `GET /api/users`: the organisation's users.
-pub async fn list_users(Scoped(ctx, _): Scoped<ReadUsers>, State(dir): State<Arc<Directory>>) -> Answer {
-    Ok(json(StatusCode::OK, json!({ "users": dir.members(org_of(&ctx)?) })))
+pub async fn list_users(
+    Scoped(ctx, _): Scoped<ReadUsers>,
+    State(dir): State<Arc<Directory>>,
+) -> Answer {
+    Ok(json(
+        StatusCode::OK,
+        json!({ "users": dir.members(org_of(&ctx)?) }),
+    ))
 }
 
 /// `GET /api/users/{id}`.
@@ -87,7 +96,9 @@ pub async fn update_user(
     }
     let url = patch.avatar_url;
     if url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(unprocessable("avatar_url must be an http(s) URL of at most 2048 bytes"));
+        return Err(unprocessable(
+            "avatar_url must be an http(s) URL of at most 2048 bytes",
+        ));
     }
     dir.set_avatar(&target.id, url);
     Ok(json(StatusCode::OK, dir.profile(&target.id)))
@@ -96,7 +107,10 @@ pub async fn update_user(
 /// `GET /api/portal`.
 pub async fn show_portal(Auth(ctx): Auth, State(dir): State<Arc<Directory>>) -> Answer {
     let org = org_of(&ctx)?;
-    Ok(json(StatusCode::OK, json!({ "org": org, "name": dir.portal_name(org) })))
+    Ok(json(
+        StatusCode::OK,
+        json!({ "org": org, "name": dir.portal_name(org) }),
+    ))
 }
 
 /// `PATCH /api/portal` body.
@@ -114,15 +128,22 @@ pub async fn update_portal(
 ) -> Answer {
     let me = ctx.effective_principal();
     if role_of(me) != Some(Role::Administrator) {
-        return Err(forbidden("Only administrators may change the portal's settings"));
+        return Err(forbidden(
+            "Only administrators may change the portal's settings",
+        ));
     }
     let n = patch.name.chars().count();
     if patch.name.trim().is_empty() || n > 100 || patch.name.chars().any(char::is_control) {
-        return Err(unprocessable("name must be 1-100 characters with no control characters"));
+        return Err(unprocessable(
+            "name must be 1-100 characters with no control characters",
+        ));
     }
     let org = org_of(&ctx)?;
     dir.rename_portal(org, patch.name);
-    Ok(json(StatusCode::OK, json!({ "org": org, "name": dir.portal_name(org) })))
+    Ok(json(
+        StatusCode::OK,
+        json!({ "org": org, "name": dir.portal_name(org) }),
+    ))
 }
 
 /// The owner of personal access tokens: an administrator (the effective

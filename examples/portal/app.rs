@@ -53,7 +53,13 @@ Example:
 /// Token prefix of seed 003.
 pub const PREFIX: &str = "p:";
 /// The portal's scopes; `sudo` lets a PAT act as a subject user.
-pub const SCOPES: &[&str] = &["users:read", "users:write", "portal:write", "tokens:manage", "sudo"];
+pub const SCOPES: &[&str] = &[
+    "users:read",
+    "users:write",
+    "portal:write",
+    "tokens:manage",
+    "sudo",
+];
 
 /// Who may hold PATs: administrators only; a PAT gets every scope by default.
 pub const RULES: KeyRules = KeyRules {
@@ -66,7 +72,10 @@ pub const RULES: KeyRules = KeyRules {
 fn holder(user: &str) -> Result<Holder, String> {
     let Some((org, role)) = directory::find(user) else {
         let users: Vec<&str> = USERS.iter().map(|(u, _, _)| *u).collect();
-        return Err(format!("unknown user '{user}'; users: {}", users.join(", ")));
+        return Err(format!(
+            "unknown user '{user}'; users: {}",
+            users.join(", ")
+        ));
     };
     if role != Role::Administrator {
         return Err(format!(
@@ -128,7 +137,10 @@ impl Portal {
             .client_ip(connect_info_ip)
             .build();
         let limiter = limits::limiter(
-            vec![Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1)))],
+            vec![Rule::per_user(
+                "default",
+                Quota::per_hour(options.requests_per_hour.max(1)),
+            )],
             options.redis.as_deref(),
             &options.redis_prefix,
         )?;
@@ -148,8 +160,14 @@ impl Portal {
         let tokens = KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(scopes);
         let data = Router::new()
             .route("/api/users", get(api::list_users))
-            .route("/api/users/{id}", get(api::show_user).patch(api::update_user))
-            .route("/api/portal", get(api::show_portal).patch(api::update_portal))
+            .route(
+                "/api/users/{id}",
+                get(api::show_user).patch(api::update_user),
+            )
+            .route(
+                "/api/portal",
+                get(api::show_portal).patch(api::update_portal),
+            )
             .with_state(self.directory.clone());
         Router::new()
             .route("/api/me", get(me))

@@ -41,7 +41,10 @@ impl Role {
 }
 
 /// The organisations: id and portal name.
-pub const ORGS: &[(&str, &str)] = &[("org_north", "North Academy"), ("org_south", "South College")];
+pub const ORGS: &[(&str, &str)] = &[
+    ("org_north", "North Academy"),
+    ("org_south", "South College"),
+];
 
 /// The users: id, organisation, role.
 pub const USERS: &[(&str, &str, Role)] = &[
@@ -54,7 +57,10 @@ pub const USERS: &[(&str, &str, Role)] = &[
 
 /// A user's organisation and role.
 pub fn find(user: &str) -> Option<(&'static str, Role)> {
-    USERS.iter().find(|(u, _, _)| *u == user).map(|(_, org, role)| (*org, *role))
+    USERS
+        .iter()
+        .find(|(u, _, _)| *u == user)
+        .map(|(_, org, role)| (*org, *role))
 }
 
 /// The role of `who`, if they are a user of the portal.
@@ -70,7 +76,11 @@ pub struct SameOrganisation;
 
 #[async_trait]
 impl SubjectResolver for SameOrganisation {
-    async fn resolve(&self, actor: &AuthContext, user_id: &str) -> Result<SubjectDecision, ResolveError> {
+    async fn resolve(
+        &self,
+        actor: &AuthContext,
+        user_id: &str,
+    ) -> Result<SubjectDecision, ResolveError> {
         let Some((org, role)) = find(user_id) else {
             return Ok(SubjectDecision::Unknown);
         };
@@ -105,7 +115,9 @@ impl Directory {
         Self {
             avatars: RwLock::new(HashMap::new()),
             portal_names: RwLock::new(
-                ORGS.iter().map(|(o, n)| ((*o).to_owned(), (*n).to_owned())).collect(),
+                ORGS.iter()
+                    .map(|(o, n)| ((*o).to_owned(), (*n).to_owned()))
+                    .collect(),
             ),
         }
     }

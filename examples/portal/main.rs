@@ -30,7 +30,11 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     println!(
         "rate limits: {} requests/hour per user, in {}",
         options.requests_per_hour,
-        if options.redis.is_some() { "Redis" } else { "memory" }
+        if options.redis.is_some() {
+            "Redis"
+        } else {
+            "memory"
+        }
     );
     println!("issue a PAT: cargo run --example portal -- issue --user admin1");
     support::serve::serve(portal.router(), args.addr, &backend, &portal.verifier).await

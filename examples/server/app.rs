@@ -23,8 +23,8 @@ use axum::{
     Extension, Router,
 };
 
-pub use self::nodes::Nodes;
 use self::nodes::NodeGrants;
+pub use self::nodes::Nodes;
 use crate::support::{
     cli::CliSpec,
     commands::{Holder, KeyRules},
@@ -41,7 +41,8 @@ pub const CLI: CliSpec = CliSpec {
     default_db: "./data/server.db",
 };
 
-const ABOUT: &str = "Demo server of seed 000: st_ API tokens, nodes with access levels, a WebSocket, rate limits.";
+const ABOUT: &str =
+    "Demo server of seed 000: st_ API tokens, nodes with access levels, a WebSocket, rate limits.";
 
 const AFTER_HELP: &str = "\
 Subcommands default to `serve`. Users: admin, alice, bob. Scopes: nodes:read, nodes:write, tokens:manage.
@@ -74,7 +75,10 @@ pub const RULES: KeyRules = KeyRules {
 
 fn holder(user: &str) -> Result<Holder, String> {
     if !USERS.contains(&user) {
-        return Err(format!("unknown user '{user}'; users: {}", USERS.join(", ")));
+        return Err(format!(
+            "unknown user '{user}'; users: {}",
+            USERS.join(", ")
+        ));
     }
     Ok(Holder {
         principal: Principal::user(user),
@@ -156,7 +160,8 @@ impl Server {
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
-        let keys = KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
+        let keys =
+            KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
         let node_routes = Router::new()
             .route("/api/nodes", get(nodes::list).post(nodes::create))
             .route(
@@ -202,7 +207,11 @@ impl Server {
         }
         let key = self
             .issuer
-            .issue(NewKey::new(Principal::user(ADMIN), "bootstrap", all_scopes()))
+            .issue(NewKey::new(
+                Principal::user(ADMIN),
+                "bootstrap",
+                all_scopes(),
+            ))
             .await
             .map_err(|e| format!("cannot issue the admin token: {e}"))?;
         Ok(Some(key))

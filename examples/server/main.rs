@@ -31,7 +31,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     };
     let server = app::Server::new(&backend, &options)?;
     if let Some(key) = server.bootstrap_admin().await? {
-        println!("First start: created user `{}` with a token holding every scope.", app::ADMIN);
+        println!(
+            "First start: created user `{}` with a token holding every scope.",
+            app::ADMIN
+        );
         println!("This token is shown once and will not be shown again; store it now:");
         println!();
         println!("    {}", key.token.expose_secret());
@@ -40,7 +43,11 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     println!(
         "rate limits: {} requests/hour per user, 10 WebSocket connects/minute per IP, in {}",
         options.requests_per_hour,
-        if options.redis.is_some() { "Redis" } else { "memory" }
+        if options.redis.is_some() {
+            "Redis"
+        } else {
+            "memory"
+        }
     );
     support::serve::serve(server.router(), args.addr, &backend, &server.verifier).await
 }

@@ -22,7 +22,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use crate::support::http::{
-    error, forbidden, json, not_found, unprocessable, Answer, JsonBody,
+    error, forbidden, json, not_found, unprocessable, Answer, ApiError, JsonBody,
 };
 
 /// Longest node title.
@@ -117,7 +117,7 @@ fn view(node: &Node, level: AccessLevel) -> NodeView<'_> {
     NodeView { node, level }
 }
 
-fn check_title(title: &str) -> Result<(), axum::response::Response> {
+fn check_title(title: &str) -> Result<(), ApiError> {
     let n = title.chars().count();
     if title.trim().is_empty() || n > MAX_TITLE || title.chars().any(char::is_control) {
         return Err(unprocessable(format!(
@@ -127,9 +127,11 @@ fn check_title(title: &str) -> Result<(), axum::response::Response> {
     Ok(())
 }
 
-fn check_content(content: &str) -> Result<(), axum::response::Response> {
+fn check_content(content: &str) -> Result<(), ApiError> {
     if content.len() > MAX_CONTENT {
-        return Err(unprocessable(format!("content may be at most {MAX_CONTENT} bytes")));
+        return Err(unprocessable(format!(
+            "content may be at most {MAX_CONTENT} bytes"
+        )));
     }
     Ok(())
 }
@@ -184,12 +186,11 @@ async fn node_with(
     access: &Access,
     id: &str,
     required: AccessLevel,
-) -> Result<(Node, AccessLevel), axum::response::Response> {
-    let node = nodes.get(id).ok_or_else(|| not_found(format!("No node {id}")))?;
-    let level = access
-        .require(id, required)
-        .await
-        .map_err(IntoResponse::into_response)?;
+) -> Result<(Node, AccessLevel), ApiError> {
+    let node = nodes
+        .get(id)
+        .ok_or_else(|| not_found(format!("No node {id}")))?;
+    let level = access.require(id, required).await?;
     Ok((node, level))
 }
 
@@ -229,7 +230,9 @@ pub async fn update(
         check_content(c)?;
     }
     let mut all = nodes.write();
-    let node = all.get_mut(&id).ok_or_else(|| not_found(format!("No node {id}")))?;
+    let node = all
+        .get_mut(&id)
+        .ok_or_else(|| not_found(format!("No node {id}")))?;
     // Checked under the write lock: of two edits of one version, one wins.
     if node.version != patch.version {
         return Err(error(
@@ -271,7 +274,7 @@ pub struct GrantBody {
 }
 
 /// The grant target: a known user who is not the node's owner.
-fn grantee(nodes: &Nodes, node: &Node, user: &str) -> Result<(), axum::response::Response> {
+fn grantee(nodes: &Nodes, node: &Node, user: &str) -> Result<(), ApiError> {
     if !nodes.users.contains(&user) {
         return Err(not_found(format!("No user {user}")));
     }
@@ -297,7 +300,9 @@ pub async fn put_grant(
         ));
     }
     let mut all = nodes.write();
-    let node = all.get_mut(&id).ok_or_else(|| not_found(format!("No node {id}")))?;
+    let node = all
+        .get_mut(&id)
+        .ok_or_else(|| not_found(format!("No node {id}")))?;
     node.grants.insert(user.clone(), body.level);
     Ok(json(
         StatusCode::OK,

@@ -129,6 +129,9 @@ mod tests {
             super::describe("postgres://app:hunter2@db:5432/keys"),
             "postgres://app:***@db:5432/keys"
         );
-        assert_eq!(super::describe("postgres://app@db/keys"), "postgres://app@db/keys");
+        assert_eq!(
+            super::describe("postgres://app@db/keys"),
+            "postgres://app@db/keys"
+        );
     }
 }

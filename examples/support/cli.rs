@@ -120,9 +120,13 @@ pub fn command(spec: &CliSpec) -> clap::Command {
         .after_help(spec.after_help)
         .mut_arg("addr", |a| a.default_value(spec.default_addr))
         .mut_arg("db", |a| a.default_value(spec.default_db))
-        .mut_subcommand("serve", |s| s.mut_arg("addr", |a| a.default_value(spec.default_addr)));
+        .mut_subcommand("serve", |s| {
+            s.mut_arg("addr", |a| a.default_value(spec.default_addr))
+        });
     for sub in ["serve", "issue", "list", "revoke"] {
-        command = command.mut_subcommand(sub, |s| s.mut_arg("db", |a| a.default_value(spec.default_db)));
+        command = command.mut_subcommand(sub, |s| {
+            s.mut_arg("db", |a| a.default_value(spec.default_db))
+        });
     }
     command
 }
@@ -152,7 +156,10 @@ where
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args).await,
         Command::Issue(a) => match open(&a.db).await {
-            Ok(b) => commands::issue_command(&b, rules, &a.user, &a.scopes, &a.name, &mut out, &mut log).await,
+            Ok(b) => {
+                commands::issue_command(&b, rules, &a.user, &a.scopes, &a.name, &mut out, &mut log)
+                    .await
+            }
             Err(e) => Err(e),
         },
         Command::List(a) => match open(&a.db).await {

@@ -84,14 +84,21 @@ pub async fn issue(
 }
 
 /// `list`: the user's keys, newest first.
-pub async fn list(backend: &Backend, rules: &KeyRules, user: &str) -> Result<Vec<KeyRecord>, String> {
+pub async fn list(
+    backend: &Backend,
+    rules: &KeyRules,
+    user: &str,
+) -> Result<Vec<KeyRecord>, String> {
     let holder = (rules.holder)(user)?;
     let keys = backend
         .issuer(rules.prefix)
         .list(holder.principal.user_id())
         .await
         .map_err(|e| format!("cannot list keys: {e}"))?;
-    Ok(keys.into_iter().filter(|k| k.owner == holder.principal).collect())
+    Ok(keys
+        .into_iter()
+        .filter(|k| k.owner == holder.principal)
+        .collect())
 }
 
 /// `revoke`: the key stops working at once, here and in running servers.
@@ -101,11 +108,19 @@ pub async fn revoke(backend: &Backend, rules: &KeyRules, id: &str) -> Result<Key
         .map_err(|_| format!("'{id}' is not a key id (11 letters and digits, see `list`)"))?;
     let issuer = backend.issuer(rules.prefix);
     let missing = || format!("no key with id {id}");
-    issuer.get(id).await.map_err(|e| e.to_string())?.ok_or_else(missing)?;
+    issuer
+        .get(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(missing)?;
     if !issuer.revoke(id).await.map_err(|e| e.to_string())? {
         return Err(missing());
     }
-    issuer.get(id).await.map_err(|e| e.to_string())?.ok_or_else(missing)
+    issuer
+        .get(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(missing)
 }
 
 /// Keys as a table for `list`. Never a secret: the table shows the hint.
@@ -156,8 +171,12 @@ pub async fn issue_command(
         granted.join(", "),
         backend.location
     );
-    let _ = writeln!(log, "the token below is shown once and cannot be recovered:");
-    writeln!(out, "{}", key.token.expose_secret()).map_err(|e| format!("cannot print the token: {e}"))
+    let _ = writeln!(
+        log,
+        "the token below is shown once and cannot be recovered:"
+    );
+    writeln!(out, "{}", key.token.expose_secret())
+        .map_err(|e| format!("cannot print the token: {e}"))
 }
 
 /// The `list` command: a table on `out`, or a note on `log` when there are no keys.
@@ -184,6 +203,12 @@ pub async fn revoke_command(
     log: &mut dyn Write,
 ) -> Result<(), String> {
     let key = revoke(backend, rules, id).await?;
-    let _ = writeln!(log, "revoked key {} \"{}\" of {}", key.id, key.name, key.owner.user_id());
+    let _ = writeln!(
+        log,
+        "revoked key {} \"{}\" of {}",
+        key.id,
+        key.name,
+        key.owner.user_id()
+    );
     Ok(())
 }

@@ -12,7 +12,9 @@ pub fn limiter(rules: Vec<Rule>, redis: Option<&str>, prefix: &str) -> Result<Ra
         None => builder,
         Some(url) => with_redis(builder, url, prefix)?,
     };
-    builder.build().map_err(|e| format!("invalid rate limits: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("invalid rate limits: {e}"))
 }
 
 #[cfg(feature = "redis")]

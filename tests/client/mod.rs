@@ -61,7 +61,11 @@ impl Call {
     }
 
     pub fn json(self, body: &str) -> Self {
-        Self(self.0.header("content-type", "application/json").body(body.to_owned()))
+        Self(
+            self.0
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+        )
     }
 
     pub async fn send(self) -> Reply {
@@ -126,7 +130,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -67,15 +67,23 @@ impl Grants {
     ) -> Result<AccessLevel, AuthError> {
         match self.0.level(ctx.effective_principal(), resource_id).await {
             Ok(Some(level)) if level.allows(required) => Ok(level),
-            Ok(Some(level)) => Err(AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
-                .with_message(format!(
-                    "This action needs {required} access to the resource; you have {level} access"
-                ))),
-            Ok(None) => Err(AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
-                .with_message("No access to this resource")),
+            Ok(Some(level)) => Err(AuthError::new(
+                ErrorCode::Forbidden,
+                RejectReason::InsufficientAccess,
+            )
+            .with_message(format!(
+                "This action needs {required} access to the resource; you have {level} access"
+            ))),
+            Ok(None) => Err(
+                AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
+                    .with_message("No access to this resource"),
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, "grant resolver failed");
-                Err(AuthError::new(ErrorCode::Unavailable, RejectReason::StoreUnavailable))
+                Err(AuthError::new(
+                    ErrorCode::Unavailable,
+                    RejectReason::StoreUnavailable,
+                ))
             }
         }
     }
@@ -113,7 +121,9 @@ pub struct Access {
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Access").field("ctx", &self.ctx).finish_non_exhaustive()
+        f.debug_struct("Access")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +152,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Access {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let ctx = required(parts)?.clone();
         let Some(grants) = parts.extensions.get::<Grants>().cloned() else {
-            let err = misconfigured("the Access extractor needs `Grants` in the request extensions");
+            let err =
+                misconfigured("the Access extractor needs `Grants` in the request extensions");
             return Err(AuthRejection::new(err, parts));
         };
         let mut render = Extensions::new();
@@ -152,6 +163,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Access {
         if let Some(realm) = parts.extensions.get::<AuthRealm>() {
             render.insert(realm.clone());
         }
-        Ok(Self { ctx, grants, render })
+        Ok(Self {
+            ctx,
+            grants,
+            render,
+        })
     }
 }

@@ -74,10 +74,12 @@ where
                     // RFC 6750 §3: `scope` is a space-delimited list.
                     let all: Vec<&str> = scopes.collect();
                     let quoted: Vec<String> = all.iter().map(|s| format!("'{s}'")).collect();
-                    Err(AuthError::missing_scope(&all.join(" ")).with_message(format!(
-                        "Token lacks the required scope: one of {} is needed",
-                        quoted.join(", ")
-                    )))
+                    Err(
+                        AuthError::missing_scope(&all.join(" ")).with_message(format!(
+                            "Token lacks the required scope: one of {} is needed",
+                            quoted.join(", ")
+                        )),
+                    )
                 }
             }
         }

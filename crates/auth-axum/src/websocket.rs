@@ -74,8 +74,7 @@ impl AuthenticatedUpgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let ctx = self.ctx;
-        self.upgrade
-            .on_upgrade(move |socket| callback(socket, ctx))
+        self.upgrade.on_upgrade(move |socket| callback(socket, ctx))
     }
 }
 

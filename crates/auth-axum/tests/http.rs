@@ -10,12 +10,12 @@ use std::{
 
 use async_trait::async_trait;
 use auth_axum::{
-    connect_info_ip, Access, Auth, AuthenticatedUpgrade, GrantResolver, Grants, Match, RequireScopeLayer,
-    ScopeRule, Scoped,
+    connect_info_ip, Access, Auth, AuthenticatedUpgrade, GrantResolver, Grants, Match,
+    RequireScopeLayer, ScopeRule, Scoped,
 };
 use auth_core::{
-    AccessLevel, AuditLog, AuditQuery, AuthContext, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore,
-    NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
+    AccessLevel, AuditLog, AuditQuery, AuthContext, ErrorFormat, KeyIssuer, MemoryAuditLog,
+    MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::{AuthLayer, ResolveError, Subject, SubjectDecision, SubjectResolver};
 use axum::{
@@ -40,7 +40,11 @@ impl Keys {
         let store = Arc::new(MemoryKeyStore::new());
         let hasher = SecretHasher::for_tests();
         Self {
-            issuer: KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("sk_").unwrap()),
+            issuer: KeyIssuer::new(
+                store.clone(),
+                hasher.clone(),
+                TokenPrefix::new("sk_").unwrap(),
+            ),
             verifier: Verifier::builder(store).hasher(hasher).build(),
         }
     }
@@ -71,7 +75,11 @@ impl GrantResolver for DocGrants {
         if doc == "doc_boom" {
             return Err(ResolveError::new("grants table unreachable"));
         }
-        Ok(self.0.iter().find(|((u, d), _)| *u == who.user_id() && *d == doc).map(|(_, l)| *l))
+        Ok(self
+            .0
+            .iter()
+            .find(|((u, d), _)| *u == who.user_id() && *d == doc)
+            .map(|(_, l)| *l))
     }
 }
 
@@ -80,12 +88,19 @@ struct OrgAdmins;
 
 #[async_trait]
 impl SubjectResolver for OrgAdmins {
-    async fn resolve(&self, actor: &AuthContext, user_id: &str) -> Result<SubjectDecision, ResolveError> {
+    async fn resolve(
+        &self,
+        actor: &AuthContext,
+        user_id: &str,
+    ) -> Result<SubjectDecision, ResolveError> {
         if actor.actor().user_id() != "admin" {
             return Ok(SubjectDecision::Deny);
         }
         let ceiling = ScopeSet::parse(["read:entities"]).unwrap();
-        Ok(SubjectDecision::Allow(Subject { principal: Principal::in_org(user_id, "acme"), ceiling }))
+        Ok(SubjectDecision::Allow(Subject {
+            principal: Principal::in_org(user_id, "acme"),
+            ceiling,
+        }))
     }
 }
 
@@ -104,13 +119,22 @@ async fn entities(Scoped(ctx, _): Scoped<ReadEntities>) -> String {
     format!("entities of {}", ctx.effective_user())
 }
 
-async fn edit_doc(access: Access, Path(id): Path<String>) -> Result<String, auth_axum::AuthRejection> {
+async fn edit_doc(
+    access: Access,
+    Path(id): Path<String>,
+) -> Result<String, auth_axum::AuthRejection> {
     let level = access.require(&id, AccessLevel::Editor).await?;
-    Ok(format!("{} edits {id} as {level}", access.context().effective_user()))
+    Ok(format!(
+        "{} edits {id} as {level}",
+        access.context().effective_user()
+    ))
 }
 
 /// Greets, then echoes; remembers the upgrade's `Debug` output.
-async fn chat(ws: AuthenticatedUpgrade, Extension(seen): Extension<Arc<Mutex<String>>>) -> Response {
+async fn chat(
+    ws: AuthenticatedUpgrade,
+    Extension(seen): Extension<Arc<Mutex<String>>>,
+) -> Response {
     seen.lock().unwrap().push_str(&format!("{ws:?}"));
     ws.on_upgrade(|mut socket, ctx| async move {
         let hello = format!("hello {}", ctx.effective_user());
@@ -154,10 +178,14 @@ impl Server {
             .route("/entities", get(entities))
             .route("/docs/{id}", put(edit_doc))
             .route("/chat", get(chat))
-            .route("/skills/invoke", post(|| async { "invoked" }).layer(RequireScopeLayer::one("skills.invoke")))
+            .route(
+                "/skills/invoke",
+                post(|| async { "invoked" }).layer(RequireScopeLayer::one("skills.invoke")),
+            )
             .route(
                 "/admin",
-                get(|| async { "admin" }).layer(RequireScopeLayer::all(["admin:read", "admin:write"])),
+                get(|| async { "admin" })
+                    .layer(RequireScopeLayer::all(["admin:read", "admin:write"])),
             )
             .layer(Extension(grants))
             .layer(Extension(debug_seen.clone()))
@@ -165,11 +193,19 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
-        Self { addr, audit, debug_seen, http: reqwest::Client::new() }
+        Self {
+            addr,
+            audit,
+            debug_seen,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -188,7 +224,10 @@ impl Server {
 /// Status, `WWW-Authenticate` and body.
 async fn answer(res: reqwest::Response) -> (u16, Option<String>, String) {
     let status = res.status().as_u16();
-    let www = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
     (status, www, res.text().await.unwrap())
 }
 
@@ -201,7 +240,9 @@ fn json(body: &str) -> Value {
 #[tokio::test]
 async fn extractors_answer_in_the_configured_format() {
     let keys = Keys::new();
-    let alice = keys.key(Principal::in_org("alice", "acme"), &["read:entities"]).await;
+    let alice = keys
+        .key(Principal::in_org("alice", "acme"), &["read:entities"])
+        .await;
     let server = Server::start(&keys).await;
 
     let (status, _, body) = server.get("/me", Some(&alice)).await;
@@ -221,21 +262,44 @@ async fn extractors_answer_in_the_configured_format() {
     assert_eq!(server.get("/hello", Some(&alice)).await.2, "hello alice");
     let (status, www, _) = server.get("/hello", Some("sk_forged")).await;
     assert_eq!(status, 401, "optional mode still refuses a bad credential");
-    assert_eq!(www.as_deref(), Some("Bearer realm=\"api\", error=\"invalid_token\""));
+    assert_eq!(
+        www.as_deref(),
+        Some("Bearer realm=\"api\", error=\"invalid_token\"")
+    );
 
-    let events = server.audit.query(&AuditQuery { limit: 10, ..Default::default() }).await.unwrap().events;
-    let outcomes: Vec<_> = events.iter().rev().map(|e| (e.outcome.as_str(), e.path.as_str())).collect();
+    let events = server
+        .audit
+        .query(&AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    let outcomes: Vec<_> = events
+        .iter()
+        .rev()
+        .map(|e| (e.outcome.as_str(), e.path.as_str()))
+        .collect();
     assert_eq!(
         outcomes,
-        [("success", "/me"), ("success", "/hello"), ("failure", "/hello")],
+        [
+            ("success", "/me"),
+            ("success", "/hello"),
+            ("failure", "/hello")
+        ],
         "anonymous requests are not attempts"
     );
-    assert!(events.iter().all(|e| e.client_ip == Some("127.0.0.1".parse().unwrap())));
+    assert!(events
+        .iter()
+        .all(|e| e.client_ip == Some("127.0.0.1".parse().unwrap())));
 }
 
 #[tokio::test]
 async fn missing_layer_fails_closed() {
-    let app = Router::new().route("/me", get(me)).route("/hello", get(hello));
+    let app = Router::new()
+        .route("/me", get(me))
+        .route("/hello", get(hello));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -250,12 +314,23 @@ async fn missing_layer_fails_closed() {
 async fn scope_guards_as_extractors_and_route_layers() {
     let keys = Keys::new();
     let legacy = keys.key(Principal::user("alice"), &["read:entities"]).await;
-    let modern = keys.key(Principal::user("bob"), &["hub-protocol.read", "skills.invoke"]).await;
+    let modern = keys
+        .key(
+            Principal::user("bob"),
+            &["hub-protocol.read", "skills.invoke"],
+        )
+        .await;
     let neither = keys.key(Principal::user("carol"), &["admin:read"]).await;
     let server = Server::start(&keys).await;
 
-    assert_eq!(server.get("/entities", Some(&legacy)).await.2, "entities of alice");
-    assert_eq!(server.get("/entities", Some(&modern)).await.2, "entities of bob");
+    assert_eq!(
+        server.get("/entities", Some(&legacy)).await.2,
+        "entities of alice"
+    );
+    assert_eq!(
+        server.get("/entities", Some(&modern)).await.2,
+        "entities of bob"
+    );
     let (status, www, body) = server.get("/entities", Some(&neither)).await;
     assert_eq!(status, 403);
     assert_eq!(
@@ -268,17 +343,29 @@ async fn scope_guards_as_extractors_and_route_layers() {
     );
     assert_eq!(server.get("/entities", None).await.0, 401);
 
-    let invoke = |token: &str| server.http.post(server.url("/skills/invoke")).bearer_auth(token).send();
+    let invoke = |token: &str| {
+        server
+            .http
+            .post(server.url("/skills/invoke"))
+            .bearer_auth(token)
+            .send()
+    };
     let (status, _, body) = answer(invoke(&modern).await.unwrap()).await;
     assert_eq!((status, body.as_str()), (200, "invoked"));
     let (status, www, body) = answer(invoke(&legacy).await.unwrap()).await;
     assert_eq!(status, 403);
-    assert_eq!(json(&body)["error"]["message"], "Token lacks the required scope 'skills.invoke'");
+    assert_eq!(
+        json(&body)["error"]["message"],
+        "Token lacks the required scope 'skills.invoke'"
+    );
     assert!(www.unwrap().contains("scope=\"skills.invoke\""));
 
     let (status, _, body) = server.get("/admin", Some(&neither)).await;
     assert_eq!(status, 403);
-    assert_eq!(json(&body)["error"]["message"], "Token lacks the required scope 'admin:write'");
+    assert_eq!(
+        json(&body)["error"]["message"],
+        "Token lacks the required scope 'admin:write'"
+    );
     let (status, _, _) = server.get("/admin", None).await;
     assert_eq!(status, 401, "a guard without a context answers 401");
 }
@@ -288,10 +375,18 @@ async fn access_levels_and_impersonation() {
     let keys = Keys::new();
     let alice = keys.key(Principal::in_org("alice", "acme"), &[]).await;
     let bob = keys.key(Principal::in_org("bob", "acme"), &[]).await;
-    let admin = keys.key(Principal::in_org("admin", "acme"), &["read:entities", "sudo"]).await;
+    let admin = keys
+        .key(
+            Principal::in_org("admin", "acme"),
+            &["read:entities", "sudo"],
+        )
+        .await;
     let server = Server::start(&keys).await;
     let edit = |doc: &str, token: &str, subject: Option<&str>| {
-        let mut req = server.http.put(server.url(&format!("/docs/{doc}"))).bearer_auth(token);
+        let mut req = server
+            .http
+            .put(server.url(&format!("/docs/{doc}")))
+            .bearer_auth(token);
         if let Some(s) = subject {
             req = req.header("x-subject-user", s);
         }
@@ -299,7 +394,10 @@ async fn access_levels_and_impersonation() {
     };
 
     let (status, _, body) = answer(edit("doc_1", &alice, None).await.unwrap()).await;
-    assert_eq!((status, body.as_str()), (200, "alice edits doc_1 as editor"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "alice edits doc_1 as editor")
+    );
 
     let (status, _, body) = answer(edit("doc_1", &bob, None).await.unwrap()).await;
     assert_eq!(status, 403, "a viewer may not edit");
@@ -308,9 +406,15 @@ async fn access_levels_and_impersonation() {
         "This action needs editor access to the resource; you have viewer access"
     );
     let (status, _, body) = answer(edit("doc_2", &alice, None).await.unwrap()).await;
-    assert_eq!((status, json(&body)["error"]["message"].as_str()), (403, Some("No access to this resource")));
+    assert_eq!(
+        (status, json(&body)["error"]["message"].as_str()),
+        (403, Some("No access to this resource"))
+    );
     let (status, _, body) = answer(edit("doc_boom", &alice, None).await.unwrap()).await;
-    assert_eq!((status, json(&body)["error"]["code"].as_str()), (503, Some("UNAVAILABLE")));
+    assert_eq!(
+        (status, json(&body)["error"]["code"].as_str()),
+        (503, Some("UNAVAILABLE"))
+    );
 
     // The admin has no grant on doc_1, but acting as stu1 (its owner) it is stu1's level that counts.
     let (status, _, _) = answer(edit("doc_1", &admin, None).await.unwrap()).await;
@@ -321,10 +425,28 @@ async fn access_levels_and_impersonation() {
     let (status, _, _) = answer(edit("doc_1", &bob, Some("stu1")).await.unwrap()).await;
     assert_eq!(status, 403);
 
-    let events = server.audit.query(&AuditQuery { limit: 100, ..Default::default() }).await.unwrap().events;
-    let acting = events.iter().find(|e| e.subject.as_deref() == Some("stu1") && e.status == Some(200)).unwrap();
-    assert_eq!(acting.actor.as_deref(), Some("admin"), "audit events carry actor and subject");
-    let refused = events.iter().find(|e| e.actor.as_deref() == Some("bob") && e.subject.is_some()).unwrap();
+    let events = server
+        .audit
+        .query(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    let acting = events
+        .iter()
+        .find(|e| e.subject.as_deref() == Some("stu1") && e.status == Some(200))
+        .unwrap();
+    assert_eq!(
+        acting.actor.as_deref(),
+        Some("admin"),
+        "audit events carry actor and subject"
+    );
+    let refused = events
+        .iter()
+        .find(|e| e.actor.as_deref() == Some("bob") && e.subject.is_some())
+        .unwrap();
     assert_eq!(refused.status, Some(403));
 }
 
@@ -351,7 +473,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 /// A browser-style WebSocket request: the token as a subprotocol.
 fn ws_request(addr: SocketAddr, protocols: &str) -> tungstenite::handshake::client::Request {
     let mut req = format!("ws://{addr}/chat").into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+    req.headers_mut()
+        .insert("sec-websocket-protocol", protocols.parse().unwrap());
     req
 }
 
@@ -370,30 +493,58 @@ async fn websocket_authenticates_from_the_subprotocol() {
     let alice = keys.key(Principal::user("alice"), &[]).await;
     let server = Server::start(&keys).await;
 
-    let (mut socket, res) = tokio_tungstenite::connect_async(ws_request(server.addr, &format!("Bearer, {alice}")))
+    let (mut socket, res) =
+        tokio_tungstenite::connect_async(ws_request(server.addr, &format!("Bearer, {alice}")))
+            .await
+            .expect("handshake accepted: the server selected a protocol the client offered");
+    assert_eq!(
+        res.headers()["sec-websocket-protocol"],
+        "Bearer",
+        "the marker is selected, never the token"
+    );
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        tungstenite::Message::text("hello alice")
+    );
+    socket
+        .send(tungstenite::Message::text("ping"))
         .await
-        .expect("handshake accepted: the server selected a protocol the client offered");
-    assert_eq!(res.headers()["sec-websocket-protocol"], "Bearer", "the marker is selected, never the token");
-    assert_eq!(socket.next().await.unwrap().unwrap(), tungstenite::Message::text("hello alice"));
-    socket.send(tungstenite::Message::text("ping")).await.unwrap();
-    assert_eq!(socket.next().await.unwrap().unwrap(), tungstenite::Message::text("ping"));
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        tungstenite::Message::text("ping")
+    );
     socket.close(None).await.unwrap();
 
     // The client's spelling is kept: a browser compares exactly.
-    let (_, res) = tokio_tungstenite::connect_async(ws_request(server.addr, &format!("chat, bearer, {alice}")))
-        .await
-        .unwrap();
+    let (_, res) = tokio_tungstenite::connect_async(ws_request(
+        server.addr,
+        &format!("chat, bearer, {alice}"),
+    ))
+    .await
+    .unwrap();
     assert_eq!(res.headers()["sec-websocket-protocol"], "bearer");
 
     // Non-browser clients may use Authorization; no protocol is selected then.
-    let mut req = format!("ws://{}/chat", server.addr).into_client_request().unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let mut req = format!("ws://{}/chat", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
     let (mut socket, res) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert!(!res.headers().contains_key("sec-websocket-protocol"));
-    assert_eq!(socket.next().await.unwrap().unwrap(), tungstenite::Message::text("hello alice"));
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        tungstenite::Message::text("hello alice")
+    );
 
     let revoked_like = format!("{alice}x");
-    match tokio_tungstenite::connect_async(ws_request(server.addr, &format!("Bearer, {revoked_like}"))).await {
+    match tokio_tungstenite::connect_async(ws_request(
+        server.addr,
+        &format!("Bearer, {revoked_like}"),
+    ))
+    .await
+    {
         Err(tungstenite::Error::Http(res)) => {
             assert_eq!(res.status(), 401);
             let body = String::from_utf8(res.body().clone().unwrap_or_default()).unwrap();
@@ -402,13 +553,18 @@ async fn websocket_authenticates_from_the_subprotocol() {
         other => panic!("expected a 401 handshake, got {other:?}"),
     }
     match tokio_tungstenite::connect_async(format!("ws://{}/chat", server.addr)).await {
-        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401, "an anonymous upgrade is refused"),
+        Err(tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 401, "an anonymous upgrade is refused")
+        }
         other => panic!("expected a 401 handshake, got {other:?}"),
     }
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let debug = server.debug_seen.lock().unwrap().clone();
-    assert!(debug.contains("AuthenticatedUpgrade") && debug.contains("\"Bearer\""), "{debug}");
+    assert!(
+        debug.contains("AuthenticatedUpgrade") && debug.contains("\"Bearer\""),
+        "{debug}"
+    );
     assert!(!logs.is_empty());
     let secret = &alice[3..];
     assert!(!logs.contains(secret), "token in logs:\n{logs}");

@@ -22,8 +22,12 @@ pub enum ErrorCode {
     NotFound,
     /// 422: well-formed but invalid input.
     Unprocessable,
+    /// 409: the request conflicts with the resource's state.
+    Conflict,
     /// 500: an unexpected server error.
     Internal,
+    /// An application's own code and status, e.g. `version_conflict` / 409.
+    Custom(&'static str, StatusCode),
 }
 
 impl ErrorCode {
@@ -37,7 +41,9 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::NotFound => "not_found",
             Self::Unprocessable => "unprocessable_entity",
+            Self::Conflict => "conflict",
             Self::Internal => "internal",
+            Self::Custom(code, _) => code,
         }
     }
 
@@ -51,7 +57,9 @@ impl ErrorCode {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Custom(_, status) => status,
         }
     }
 
@@ -64,7 +72,9 @@ impl ErrorCode {
             Self::BadRequest => "Bad request",
             Self::NotFound => "Not found",
             Self::Unprocessable => "Invalid request",
+            Self::Conflict => "Conflict",
             Self::Internal => "Internal server error",
+            Self::Custom(..) => "Request failed",
         }
     }
 }
@@ -255,6 +265,33 @@ impl AuthError {
     /// 422 with a message for the client.
     pub fn unprocessable(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::Unprocessable, RejectReason::InvalidRequest).with_message(message)
+    }
+
+    /// 409 with a message for the client.
+    pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Conflict, RejectReason::InvalidRequest).with_message(message)
+    }
+
+    /// An application-defined code and status, rendered like every other error.
+    ///
+    /// ```
+    /// use auth_core::{AuthError, ErrorFormat};
+    /// use http::StatusCode;
+    /// let e = AuthError::custom("version_conflict", StatusCode::CONFLICT, "Stale version");
+    /// let res = ErrorFormat::Flat.render(&e);
+    /// assert_eq!(res.status(), 409);
+    /// assert_eq!(res.body().as_ref(), br#"{"error":"version_conflict","message":"Stale version"}"#);
+    /// ```
+    pub fn custom(
+        code: &'static str,
+        status: StatusCode,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::new(
+            ErrorCode::Custom(code, status),
+            RejectReason::InvalidRequest,
+        )
+        .with_message(message)
     }
 
     /// Replaces the public message.

@@ -10,7 +10,7 @@ mod support;
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
         Arc,
     },
     time::Duration,
@@ -22,7 +22,11 @@ use sqlx::{postgres::PgPoolOptions, Row};
 use support::{pg::TestSchema, *};
 use time::OffsetDateTime;
 use tokio::{
-    net::{TcpListener, TcpStream},
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpStream,
+    },
     task::JoinHandle,
 };
 
@@ -253,32 +257,39 @@ async fn killed_connections_never_let_a_stale_key_through_and_recover() {
     schema.drop_schema().await;
 }
 
-/// A TCP relay to PostgreSQL that the test can cut and restore.
+/// A TCP relay to PostgreSQL that the test can cut (connections closed,
+/// new ones refused), silence (connections stay open, nothing gets through:
+/// a network partition) and restore.
 struct Relay {
     addr: SocketAddr,
-    up: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
+
+const UP: u8 = 0;
+const CUT: u8 = 1;
+const SILENT: u8 = 2;
 
 impl Relay {
     async fn start(target: (String, u16)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
+        let state = Arc::new(AtomicU8::new(UP));
         let links = Arc::new(Mutex::new(Vec::new()));
         let accept = tokio::spawn({
-            let (up, links) = (up.clone(), links.clone());
+            let (state, links) = (state.clone(), links.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    if state.load(Ordering::SeqCst) == CUT {
                         continue; // dropped: the client sees the connection close
                     }
-                    let target = target.clone();
+                    let (target, state) = (target.clone(), state.clone());
                     links.lock().push(tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = TcpStream::connect(target).await {
+                            let (ir, iw) = inbound.into_split();
+                            let (or, ow) = outbound.into_split();
+                            tokio::join!(pump(ir, ow, state.clone()), pump(or, iw, state));
                         }
                     }));
                 }
@@ -286,22 +297,44 @@ impl Relay {
         });
         Self {
             addr,
-            up,
+            state,
             links,
             accept,
         }
     }
 
-    /// Cuts every open connection and refuses new ones.
+    /// Closes every open connection and refuses new ones.
     fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
+        self.state.store(CUT, Ordering::SeqCst);
         for link in self.links.lock().drain(..) {
             link.abort();
         }
     }
 
+    /// Holds every byte back; connections stay open.
+    fn silence(&self) {
+        self.state.store(SILENT, Ordering::SeqCst);
+    }
+
     fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.state.store(UP, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction, holding bytes back while the relay is silent.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, state: Arc<AtomicU8>) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while state.load(Ordering::SeqCst) == SILENT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -362,6 +395,46 @@ async fn outage_fails_closed_and_service_resumes_without_restart() {
         b.changes().is_in_sync()
     })
     .await;
+    drop((a, b, vb, issue, relay));
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_dead_notification_connection_is_caught_by_the_heartbeat() {
+    let schema =
+        schema_or_skip!("silently_dead_notification_connection_is_caught_by_the_heartbeat");
+    let direct = schema.options();
+    let relay = Relay::start((direct.get_host().to_owned(), direct.get_port())).await;
+    let via_relay = schema.options().host("127.0.0.1").port(relay.addr.port());
+    let a: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let b: Arc<dyn KeyStore> = Arc::new(
+        PostgresKeyStore::from_pool(schema.pool(via_relay, "partition"))
+            .await
+            .unwrap(),
+    );
+    let issue = issuer(a.clone());
+    let vb = verifier(b.clone());
+    let key = issue.issue(new_key("alice")).await.unwrap();
+    vb.verify(key.token.expose_secret()).await.unwrap();
+
+    // No socket error, no EOF: only the missing heartbeat echo tells.
+    relay.silence();
+    eventually("instance B to stop trusting its cache", || async {
+        !b.changes().is_in_sync()
+    })
+    .await;
+    // A revocation B cannot hear about; the cached key must not pass.
+    issue.revoke(key.record.id).await.unwrap();
+    let r = vb.verify(key.token.expose_secret()).await;
+    assert!(unavailable(&r), "{r:?}");
+
+    relay.restore();
+    eventually("instance B to re-synchronise", || async {
+        b.changes().is_in_sync()
+    })
+    .await;
+    let r = vb.verify(key.token.expose_secret()).await;
+    assert!(refused_as(&r, RejectReason::Revoked), "{r:?}");
     drop((a, b, vb, issue, relay));
     schema.drop_schema().await;
 }

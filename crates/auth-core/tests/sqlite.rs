@@ -1,5 +1,6 @@
 //! SQLite-specific behaviour: durability across reopen, no usable secret in
-//! the file, revocations made by another process, audit overload, `open_store`.
+//! the file, revocations and rotations made by another process (the cache is
+//! not bypassed to see them), audit overload and durability, `open_store`.
 #![cfg(feature = "sqlite")]
 
 mod support;
@@ -131,11 +132,12 @@ async fn nothing_in_the_file_can_be_used_as_a_token() {
 }
 
 #[tokio::test]
-async fn revocation_by_another_process_is_seen_without_reading_per_request() {
+async fn changes_through_another_store_on_the_file_are_seen_without_reading_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
-    // Two stores on one file, each with its own connections and feed: the
-    // running server and a `revoke` command.
+    // Two stores on one file, each with its own connections and feed, as
+    // the running server and an admin command would have (the test below
+    // does it with a real second process).
     let server = CountingStore::new(Arc::new(SqliteKeyStore::open(&path).await.unwrap()));
     let cli: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
     let v = verifier(server.clone());
@@ -284,4 +286,63 @@ async fn unusable_path_is_an_error_not_a_panic() {
     // A directory where the file should be.
     let err = SqliteKeyStore::open(dir.path()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+/// Set in the child process started by the test below: `<db path>|<key id>`.
+const CHILD_REVOKE: &str = "AUTH_CORE_TEST_CHILD_REVOKE";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_a_separate_os_process_is_seen() {
+    if let Ok(job) = std::env::var(CHILD_REVOKE) {
+        // Child: the `revoke` command, in a process of its own.
+        let (path, id) = job.split_once('|').unwrap();
+        let store = SqliteKeyStore::open(path).await.unwrap();
+        assert!(store
+            .revoke(id.parse().unwrap(), OffsetDateTime::now_utc())
+            .await
+            .unwrap());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let server: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+    let key = issuer(server.clone())
+        .issue(new_key("alice"))
+        .await
+        .unwrap();
+    let v = verifier(server.clone());
+    v.verify(key.token.expose_secret()).await.unwrap();
+    assert_eq!(v.cached_keys(), 1);
+
+    let status = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "revocation_by_a_separate_os_process_is_seen",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_REVOKE,
+            format!("{}|{}", path.display(), key.record.id),
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the revoking process failed");
+
+    let v = &v;
+    let token = &key.token;
+    eventually(
+        "the server to refuse a key revoked by another process",
+        move || async move {
+            match v.verify(token.expose_secret()).await {
+                Err(e) => {
+                    assert_eq!(e.reason(), RejectReason::Revoked);
+                    true
+                }
+                Ok(_) => false,
+            }
+        },
+    )
+    .await;
 }

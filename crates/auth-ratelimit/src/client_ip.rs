@@ -159,6 +159,7 @@ impl TrustedProxies {
     /// the leftmost is returned. If a hop cannot be parsed (`unknown`, an
     /// obfuscated name, garbage), the walk stops there and the proxy that
     /// wrote it is returned. Never panics, whatever the headers hold.
+    #[inline]
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if self.nets.is_empty() || !self.contains(peer) {

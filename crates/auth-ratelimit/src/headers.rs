@@ -50,11 +50,13 @@ pub enum HeaderStyle {
 }
 
 impl HeaderStyle {
-    fn legacy(self) -> bool {
+    #[inline]
+    pub(crate) fn legacy(self) -> bool {
         matches!(self, Self::Legacy | Self::Both)
     }
 
-    fn draft(self) -> bool {
+    #[inline]
+    pub(crate) fn draft(self) -> bool {
         matches!(self, Self::Draft | Self::Both)
     }
 }
@@ -76,43 +78,48 @@ impl Checked {
 
     /// The decision the legacy headers and `Retry-After` report.
     pub(crate) fn most_restrictive(&self) -> Option<&Decision> {
-        let denied = self
-            .items
+        self.items
             .iter()
             .map(|(_, d)| d)
-            .filter(|d| !d.is_allowed())
-            .max_by_key(|d| d.retry_after_nanos());
-        denied.or_else(|| {
-            self.items
-                .iter()
-                .map(|(_, d)| d)
-                .min_by_key(|d| (d.remaining(), std::cmp::Reverse(d.reset_nanos())))
-        })
+            .reduce(|m, d| if more_restrictive(d, m) { d } else { m })
     }
 
     /// The header values `style` asks for; `name` gives a rule's name.
     pub(crate) fn render<'a>(&self, style: HeaderStyle, name: impl Fn(usize) -> &'a str) -> RateHeaders {
-        let mut out = RateHeaders::default();
-        if style.legacy() {
-            if let Some(d) = self.most_restrictive() {
-                out.legacy = Some([u64::from(d.limit()), u64::from(d.remaining()), ceil_secs(d.reset_nanos())]);
-            }
+        let most = if style.legacy() { self.most_restrictive() } else { None };
+        let all = if style.draft() { Some(self) } else { None };
+        RateHeaders::new(most, all, name)
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` for these decisions.
+    fn draft_fields<'a>(&self, name: impl Fn(usize) -> &'a str) -> Option<[HeaderValue; 2]> {
+        if self.items.is_empty() {
+            return None;
         }
-        if style.draft() && !self.items.is_empty() {
-            let mut policy = String::new();
-            let mut state = String::new();
-            for (i, (rule, d)) in self.items.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                let name = name(*rule);
-                let _ = write!(policy, "{sep}\"{name}\";q={};w={}", d.limit(), d.quota().window_secs());
-                let _ = write!(state, "{sep}\"{name}\";r={};t={}", d.remaining(), ceil_secs(d.reset_nanos()));
-            }
-            // Names are checked to be plain ASCII when the limiter is built.
-            if let (Ok(policy), Ok(state)) = (HeaderValue::try_from(policy), HeaderValue::try_from(state)) {
-                out.draft = Some(Box::new([policy, state]));
-            }
+        let mut policy = String::new();
+        let mut state = String::new();
+        for (i, (rule, d)) in self.items.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let name = name(*rule);
+            let _ = write!(policy, "{sep}\"{name}\";q={};w={}", d.limit(), d.quota().window_secs());
+            let _ = write!(state, "{sep}\"{name}\";r={};t={}", d.remaining(), ceil_secs(d.reset_nanos()));
         }
-        out
+        // Names are checked to be plain ASCII when the limiter is built.
+        Some([HeaderValue::try_from(policy).ok()?, HeaderValue::try_from(state).ok()?])
+    }
+}
+
+/// Whether `a` should be reported rather than `b`: a refusal over a pass,
+/// the longer wait among refusals, the fewest tokens left among passes (then
+/// the longer time until full).
+pub(crate) fn more_restrictive(a: &Decision, b: &Decision) -> bool {
+    match (a.is_allowed(), b.is_allowed()) {
+        (false, true) => true,
+        (true, false) => false,
+        (false, false) => a.retry_after_nanos() > b.retry_after_nanos(),
+        (true, true) => {
+            (a.remaining(), std::cmp::Reverse(a.reset_nanos())) < (b.remaining(), std::cmp::Reverse(b.reset_nanos()))
+        }
     }
 }
 
@@ -158,7 +165,17 @@ pub(crate) struct RateHeaders {
 }
 
 impl RateHeaders {
+    /// The legacy trio from `most` and the draft fields from `all`, when given.
+    #[inline]
+    pub(crate) fn new<'a>(most: Option<&Decision>, all: Option<&Checked>, name: impl Fn(usize) -> &'a str) -> Self {
+        Self {
+            legacy: most.map(|d| [u64::from(d.limit()), u64::from(d.remaining()), ceil_secs(d.reset_nanos())]),
+            draft: all.and_then(|c| c.draft_fields(name)).map(Box::new),
+        }
+    }
+
     /// Puts the values on `headers`, replacing any the handler set.
+    #[inline]
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
         if let Some([limit, remaining, reset]) = self.legacy {
             headers.insert(RATELIMIT_LIMIT.clone(), number(limit));

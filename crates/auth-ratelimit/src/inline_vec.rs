@@ -44,6 +44,7 @@ impl<T: Copy, const N: usize> InlineVec<T, N> {
         self.inline.iter().flatten().chain(self.spill.iter())
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
         if i < N {
             self.inline[i].as_mut()

@@ -54,6 +54,7 @@ impl KeyBy {
         Self::Custom(Arc::new(f))
     }
 
+    #[inline]
     pub(crate) fn extract<'a>(&self, req: &RequestInfo<'a>, ipv6_prefix: u8) -> Option<KeyValue<'a>> {
         let ip = || req.client_ip().map(|ip| KeyValue::ip(ip, ipv6_prefix));
         match self {
@@ -93,6 +94,7 @@ pub struct RequestInfo<'a> {
 }
 
 impl<'a> RequestInfo<'a> {
+    #[inline]
     pub(crate) fn new<B>(req: &'a http::Request<B>, proxies: &'a TrustedProxies) -> Self {
         Self {
             method: req.method(),
@@ -104,6 +106,7 @@ impl<'a> RequestInfo<'a> {
     }
 
     /// The request method.
+    #[inline]
     pub fn method(&self) -> &'a Method {
         self.method
     }
@@ -123,6 +126,7 @@ impl<'a> RequestInfo<'a> {
     }
 
     /// The request headers.
+    #[inline]
     pub fn headers(&self) -> &'a HeaderMap {
         self.headers
     }
@@ -133,12 +137,14 @@ impl<'a> RequestInfo<'a> {
     }
 
     /// The authenticated identity, when the auth layer ran first.
+    #[inline]
     pub fn auth(&self) -> Option<&'a AuthContext> {
         self.extensions.get::<AuthContext>()
     }
 
     /// The socket peer, from axum's `ConnectInfo<SocketAddr>` (or, as axum's
     /// own extractor does, `MockConnectInfo<SocketAddr>` in tests).
+    #[inline]
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self.extensions.get::<ConnectInfo<SocketAddr>>() {
             Some(c) => Some(c.0),
@@ -147,6 +153,7 @@ impl<'a> RequestInfo<'a> {
     }
 
     /// The client address: the peer, or what trusted proxies forwarded.
+    #[inline]
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.peer_addr()
             .map(|peer| self.proxies.client_ip(peer.ip(), self.headers))
@@ -173,6 +180,7 @@ pub(crate) enum KeyValue<'a> {
 }
 
 impl KeyValue<'_> {
+    #[inline]
     fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
         match ip.to_canonical() {
             IpAddr::V6(v6) => Self::Ip(IpAddr::V6(mask_v6(v6, ipv6_prefix))),
@@ -231,6 +239,7 @@ pub struct LimitKey {
 }
 
 impl LimitKey {
+    #[inline]
     pub(crate) fn new(rule: usize, value: &KeyValue<'_>) -> Self {
         let digest = |v: &KeyValue<'_>| {
             let k = keys();
@@ -266,20 +275,42 @@ impl Hash for LimitKey {
 /// random seeds (the construction of `foldhash`/`ahash`), a few times faster
 /// than SipHash on the 16 bytes of a [`LimitKey`]. Client-chosen parts of a
 /// key (IPv6 networks) cannot be aimed at collisions without the seeds.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LimitKeyHasher;
+#[derive(Clone, Copy, Debug)]
+pub struct LimitKeyHasher {
+    seeds: [u64; 2],
+}
+
+impl LimitKeyHasher {
+    /// A hasher with this process's random seeds.
+    pub fn new() -> Self {
+        Self { seeds: keys().seeds }
+    }
+}
+
+impl Default for LimitKeyHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl BuildHasher for LimitKeyHasher {
     type Hasher = DigestHasher;
 
+    #[inline]
     fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(keys().seeds[0])
+        DigestHasher {
+            state: self.seeds[0],
+            seed: self.seeds[1],
+        }
     }
 }
 
 /// The [`Hasher`] of [`LimitKeyHasher`].
 #[derive(Clone, Copy, Debug)]
-pub struct DigestHasher(u64);
+pub struct DigestHasher {
+    state: u64,
+    seed: u64,
+}
 
 #[inline]
 fn folded_multiply(a: u64, b: u64) -> u64 {
@@ -290,7 +321,7 @@ fn folded_multiply(a: u64, b: u64) -> u64 {
 impl Hasher for DigestHasher {
     #[inline]
     fn finish(&self) -> u64 {
-        folded_multiply(self.0, keys().seeds[1])
+        folded_multiply(self.state, self.seed)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -303,7 +334,7 @@ impl Hasher for DigestHasher {
 
     #[inline]
     fn write_u64(&mut self, n: u64) {
-        self.0 = folded_multiply(self.0 ^ n, keys().seeds[1] ^ 0x9E37_79B9_7F4A_7C15);
+        self.state = folded_multiply(self.state ^ n, self.seed ^ 0x9E37_79B9_7F4A_7C15);
     }
 }
 

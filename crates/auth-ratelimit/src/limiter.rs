@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    ops::ControlFlow,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -16,15 +17,18 @@ use http::{HeaderMap, Request, Response};
 use crate::{
     error::check_rule_name,
     fallback::WarnThrottle,
-    headers::{Checked, RateHeaders},
-    inline_vec::{InlineVec, RULES_INLINE},
+    headers::{more_restrictive, Checked, RateHeaders},
     key::{KeyBy, KeyValue, LimitKey, LimitKeyHasher},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitLayer, RequestInfo,
+    Clock, ConfigError, Decision, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitLayer, RequestInfo,
     Rule, TrustedProxies,
 };
 #[cfg(feature = "redis")]
-use crate::{redis_store::RedisCheck, RedisStore};
+use crate::{
+    inline_vec::{InlineVec, RULES_INLINE},
+    redis_store::RedisCheck,
+    RedisStore,
+};
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
 /// from it ([`RateLimiter::layer`]); clones share the buckets.
@@ -79,6 +83,7 @@ pub struct RateLimiterBuilder {
 }
 
 /// One rule's bucket to check for a request.
+#[cfg(feature = "redis")]
 #[derive(Clone, Copy)]
 struct Prepared {
     rule: usize,
@@ -156,6 +161,11 @@ impl RateLimiter {
         }
     }
 
+    #[doc(hidden)]
+    pub fn zz_eval<B>(&self, req: &Request<B>) -> bool {
+        matches!(self.evaluate(req), Evaluation::Ready(Verdict::Allow(_)))
+    }
+
     /// Decides `req`, synchronously for the memory store.
     pub(crate) fn evaluate<B>(&self, req: &Request<B>) -> Evaluation {
         let inner = &*self.inner;
@@ -164,32 +174,80 @@ impl RateLimiter {
         if let Some(redis) = &inner.redis {
             return self.evaluate_redis(redis, &info);
         }
-        let mut prepared = InlineVec::<Prepared, RULES_INLINE>::default();
-        self.prepare(&info, |i, value, quota, cost| {
-            prepared.push(Prepared {
-                rule: i,
-                key: LimitKey::new(i, &value),
-                quota,
-                cost,
-            });
-        });
-        if prepared.is_empty() {
-            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
-        }
-        let mut checked = Checked::default();
-        self.check_memory(&prepared, &mut checked);
-        Evaluation::Ready(self.verdict(&checked))
+        Evaluation::Ready(self.evaluate_memory(&info))
     }
 
-    /// Calls `f` with each rule that covers the request and its key.
-    fn prepare<'a>(&self, info: &RequestInfo<'a>, mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32)) {
+    /// The memory store's fast path: each bucket is checked as its rule is
+    /// reached, and only what the headers need is kept. A refusal goes to
+    /// [`Self::refuse_memory`].
+    fn evaluate_memory(&self, info: &RequestInfo<'_>) -> Verdict {
+        let inner = &*self.inner;
+        let (legacy, draft) = (inner.headers.legacy(), inner.headers.draft());
+        let mem = &inner.memory;
+        let mut most: Option<Decision> = None;
+        let mut all: Option<Checked> = None;
+        let mut refused = None;
+        self.prepare(info, |i, value, quota, cost| {
+            let d = mem.check(&LimitKey::new(i, &value), &quota, cost);
+            if !d.is_allowed() {
+                refused = Some((i, d));
+                return ControlFlow::Break(());
+            }
+            if legacy && most.as_ref().map_or(true, |m| more_restrictive(&d, m)) {
+                most = Some(d);
+            }
+            if draft {
+                all.get_or_insert_with(Checked::default).push(i, d);
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some((i, d)) = refused {
+            return self.refuse_memory(info, i, d);
+        }
+        let rules = &inner.rules;
+        Verdict::Allow(RateHeaders::new(most.as_ref(), all.as_ref(), |i| &rules[i].name))
+    }
+
+    /// Rule `refused` refused the request with `decision`: gives back what
+    /// the rules before it took, and reads the ones after it without taking.
+    #[cold]
+    fn refuse_memory(&self, info: &RequestInfo<'_>, refused: usize, decision: Decision) -> Verdict {
+        let mem = &self.inner.memory;
+        let mut checked = Checked::default();
+        self.prepare(info, |i, value, quota, cost| {
+            let key = LimitKey::new(i, &value);
+            let d = match i.cmp(&refused) {
+                std::cmp::Ordering::Less => {
+                    mem.refund(&key, &quota, cost);
+                    mem.peek(&key, &quota, 0)
+                }
+                std::cmp::Ordering::Equal => decision,
+                std::cmp::Ordering::Greater => mem.peek(&key, &quota, cost),
+            };
+            checked.push(i, d);
+            ControlFlow::Continue(())
+        });
+        self.verdict(&checked)
+    }
+
+    /// Calls `f` with each rule that covers the request and its key, until
+    /// `f` breaks.
+    fn prepare<'a>(
+        &self,
+        info: &RequestInfo<'a>,
+        mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32) -> ControlFlow<()>,
+    ) {
         let inner = &*self.inner;
         for (i, rule) in inner.rules.iter().enumerate() {
             if !rule.matches(info) {
                 continue;
             }
             match rule.key.extract(info, inner.ipv6_prefix) {
-                Some(value) => f(i, value, rule.quota_for(info), rule.cost),
+                Some(value) => {
+                    if f(i, value, rule.quota_for(info), rule.cost).is_break() {
+                        return;
+                    }
+                }
                 None => {
                     if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none() {
                         self.warn_no_peer();
@@ -213,6 +271,7 @@ impl RateLimiter {
                 quota,
                 cost,
             });
+            ControlFlow::Continue(())
         });
         if prepared.is_empty() {
             return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
@@ -249,6 +308,7 @@ impl RateLimiter {
 
     /// Checks the buckets in order; on a refusal, gives back what the earlier
     /// ones took and reads the later ones without taking.
+    #[cfg(feature = "redis")]
     fn check_memory(&self, prepared: &InlineVec<Prepared, RULES_INLINE>, checked: &mut Checked) {
         let mem = &self.inner.memory;
         let mut refused = None;
@@ -400,8 +460,8 @@ impl RateLimiterBuilder {
             }
         }
         let memory = match self.clock {
-            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher),
-            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher),
+            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher::new()),
+            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher::new()),
         }
         .max_keys(self.max_keys)
         .sweep_interval(self.sweep_interval);

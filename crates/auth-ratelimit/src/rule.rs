@@ -189,6 +189,7 @@ impl Rule {
     }
 
     /// Whether the rule covers this request.
+    #[inline]
     pub(crate) fn matches(&self, req: &RequestInfo<'_>) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(req.method()) {
             return false;
@@ -205,6 +206,7 @@ impl Rule {
     }
 
     /// The quota for this request.
+    #[inline]
     pub(crate) fn quota_for(&self, req: &RequestInfo<'_>) -> Quota {
         match &self.quota_fn {
             Some(f) => req.auth().and_then(|ctx| f(ctx)).unwrap_or(self.quota),

@@ -2,14 +2,14 @@
 
 use std::convert::Infallible;
 
-use auth_core::{AuthError, ErrorCode, ErrorFormat, IssueError, RejectReason, StoreError};
+use auth_core::{AuthError, ErrorCode, IssueError, RejectReason, StoreError};
 use auth_tower::{AuthRealm, RenderAuthError};
 use axum::{
     body::Body,
     extract::FromRequestParts,
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use http::{header, request::Parts, Extensions, HeaderValue, StatusCode};
+use http::{request::Parts, Extensions};
 
 /// Why a key-management request was refused.
 #[derive(Debug)]
@@ -102,34 +102,11 @@ impl ErrorStyle {
     pub(crate) fn render(&self, err: KeyApiError) -> Response {
         match err {
             KeyApiError::Auth(e) => self.0.render_auth_error(&e).map(Body::from),
-            KeyApiError::Conflict(message) => conflict(self.0.error_format(), &message),
+            KeyApiError::Conflict(message) => self
+                .0
+                .render_auth_error(&AuthError::conflict(message))
+                .map(Body::from),
         }
     }
 }
 
-/// A 409 in the configured shape. `AuthError` has no conflict code, so the
-/// three built-in shapes are written here; a custom format gets the flat one.
-fn conflict(format: Option<&ErrorFormat>, message: &str) -> Response {
-    let (body, content_type) = match format {
-        Some(ErrorFormat::Envelope) => (
-            serde_json::json!({"success": false, "error": {"code": "CONFLICT", "message": message}}),
-            "application/json",
-        ),
-        Some(ErrorFormat::Problem) => (
-            serde_json::json!({
-                "type": "about:blank", "title": "Conflict", "status": 409,
-                "detail": message, "code": "conflict",
-            }),
-            "application/problem+json",
-        ),
-        _ => (
-            serde_json::json!({"error": "conflict", "message": message}),
-            "application/json",
-        ),
-    };
-    let mut res = (StatusCode::CONFLICT, body.to_string()).into_response();
-    let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}

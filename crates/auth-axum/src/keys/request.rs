@@ -9,7 +9,8 @@ use super::error::KeyApiError;
 pub(crate) const MAX_SCOPES_PER_KEY: usize = 64;
 
 /// `POST /`: `{"name": "...", "scopes": [...], "expires_at": null}`.
-#[derive(Debug, Deserialize)]
+/// (`Default` only for `parse_json`'s bound: an empty body is refused.)
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     pub(crate) name: String,
@@ -63,20 +64,11 @@ pub(crate) fn parse_json<T: DeserializeOwned + Default>(
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => KeyApiError::invalid(format!("Invalid request body: {e}")),
+        serde_json::error::Category::Data => {
+            KeyApiError::invalid(format!("Invalid request body: {e}"))
+        }
         _ => KeyApiError::bad_request("The request body must be a JSON object"),
     })
-}
-
-impl Default for CreateKey {
-    // Only for `parse_json`'s bound: an empty create body is never accepted.
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            scopes: Vec::new(),
-            expires_at: None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -85,21 +77,29 @@ mod tests {
 
     #[test]
     fn bodies_parse_strictly() {
-        let ok: CreateKey =
-            parse_json(br#"{"name":"ci","scopes":["read"],"expires_at":"2999-01-01T00:00:00Z"}"#, false).unwrap();
+        let ok: CreateKey = parse_json(
+            br#"{"name":"ci","scopes":["read"],"expires_at":"2999-01-01T00:00:00Z"}"#,
+            false,
+        )
+        .unwrap();
         assert_eq!(ok.name, "ci");
         assert_eq!(ok.scopes, ["read"]);
         assert_eq!(ok.expiry().unwrap().unwrap().year(), 2999);
 
         let typo = parse_json::<CreateKey>(br#"{"nmae":"ci"}"#, false).unwrap_err();
-        assert!(matches!(typo, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("nmae")));
+        assert!(
+            matches!(typo, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("nmae"))
+        );
         let not_json = parse_json::<CreateKey>(b"name=ci", false).unwrap_err();
         assert!(matches!(not_json, KeyApiError::Auth(ref e) if e.status() == 400));
         let empty = parse_json::<CreateKey>(b"", false).unwrap_err();
         assert!(matches!(empty, KeyApiError::Auth(ref e) if e.status() == 400));
-        let bad_time = parse_json::<CreateKey>(br#"{"name":"ci","expires_at":"tomorrow"}"#, false).unwrap();
+        let bad_time =
+            parse_json::<CreateKey>(br#"{"name":"ci","expires_at":"tomorrow"}"#, false).unwrap();
         let err = bad_time.expiry().unwrap_err();
-        assert!(matches!(err, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("expires_at")));
+        assert!(
+            matches!(err, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("expires_at"))
+        );
 
         let rotate: RotateKey = parse_json(b"  ", true).unwrap();
         assert_eq!(rotate.grace_seconds, 0);

@@ -50,11 +50,20 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn create<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, body: Bytes) -> Response {
+async fn create<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    body: Bytes,
+) -> Response {
     respond(&style, create_key(&m, &owner, &body).await)
 }
 
-async fn create_key<O: KeyOwner>(m: &KeyManager, owner: &O, body: &[u8]) -> Result<Response, KeyApiError> {
+async fn create_key<O: KeyOwner>(
+    m: &KeyManager,
+    owner: &O,
+    body: &[u8],
+) -> Result<Response, KeyApiError> {
     let req: CreateKey = parse_json(body, false)?;
     auth_core::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
@@ -66,7 +75,11 @@ async fn create_key<O: KeyOwner>(m: &KeyManager, owner: &O, body: &[u8]) -> Resu
 }
 
 /// 422 for a malformed or unknown scope, then 403 for one beyond the owner's ceiling.
-fn checked_scopes<O: KeyOwner>(m: &KeyManager, owner: &O, asked: &[String]) -> Result<ScopeSet, KeyApiError> {
+fn checked_scopes<O: KeyOwner>(
+    m: &KeyManager,
+    owner: &O,
+    asked: &[String],
+) -> Result<ScopeSet, KeyApiError> {
     if asked.len() > MAX_SCOPES_PER_KEY {
         return Err(KeyApiError::invalid(format!(
             "A key may have at most {MAX_SCOPES_PER_KEY} scopes"
@@ -108,7 +121,11 @@ async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -
 }
 
 /// The owner's key named by the path; someone else's key is "no such key".
-async fn owned_key(m: &KeyManager, owner: &Principal, path: KeyPath) -> Result<KeyRecord, KeyApiError> {
+async fn owned_key(
+    m: &KeyManager,
+    owner: &Principal,
+    path: KeyPath,
+) -> Result<KeyRecord, KeyApiError> {
     let Ok(Path(id)) = path else {
         return Err(KeyApiError::no_such_key());
     };
@@ -119,7 +136,12 @@ async fn owned_key(m: &KeyManager, owner: &Principal, path: KeyPath) -> Result<K
     }
 }
 
-async fn show<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, path: KeyPath) -> Response {
+async fn show<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+) -> Response {
     let result = async {
         let record = owned_key(&m, owner.principal(), path).await?;
         Ok(json(StatusCode::OK, &record.metadata()))
@@ -127,7 +149,12 @@ async fn show<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, p
     respond(&style, result.await)
 }
 
-async fn revoke<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O, path: KeyPath) -> Response {
+async fn revoke<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+) -> Response {
     let result = async {
         let record = owned_key(&m, owner.principal(), path).await?;
         if !m.issuer.revoke(record.id).await? {
@@ -156,7 +183,11 @@ async fn rotate<O: KeyOwner>(
             )));
         }
         let issued = m.issuer.rotate(record.id, grace).await?;
-        let previous_ends = m.issuer.get(record.id).await?.and_then(|old| old.revoked_at);
+        let previous_ends = m
+            .issuer
+            .get(record.id)
+            .await?
+            .and_then(|old| old.revoked_at);
         let mut body = CreatedKey::new(&issued);
         body.rotated_from = Some(record.id);
         body.previous_key_ends_at = previous_ends;
