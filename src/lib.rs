@@ -18,3 +18,8 @@ pub use auth_axum;
 pub use auth_core;
 pub use auth_ratelimit;
 pub use auth_tower;
+
+// The README's example is compiled as a doc test, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
