@@ -54,7 +54,10 @@ unsafe impl GlobalAlloc for Counting {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -151,8 +154,10 @@ fn bench_check(c: &mut Criterion) {
     for threads in [1, 2] {
         let mut group = c.benchmark_group(format!("check/{threads}t"));
         for n in KEY_COUNTS {
-            let limiters: [(&str, Arc<dyn Limiter>); 2] =
-                [("ours", Arc::new(ours(n))), ("governor", Arc::new(governor(n)))];
+            let limiters: [(&str, Arc<dyn Limiter>); 2] = [
+                ("ours", Arc::new(ours(n))),
+                ("governor", Arc::new(governor(n))),
+            ];
             for (name, l) in limiters {
                 group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                     let mut start = 0;
@@ -196,12 +201,33 @@ fn routers() -> Vec<(&'static str, Router)> {
         .use_headers()
         .finish()
         .unwrap();
+    // `with_state(())` finalizes each router as serving it would.
     vec![
-        ("bare", bare()),
-        ("ours_hidden", bare().layer(our_layer_limiter(HeaderStyle::Hidden).layer())),
-        ("governor", bare().layer(GovernorLayer::new(governor_conf()))),
-        ("ours_headers", bare().layer(our_layer_limiter(HeaderStyle::Legacy).layer())),
-        ("governor_headers", bare().layer(GovernorLayer::new(governor_headers))),
+        ("bare", bare().with_state(())),
+        (
+            "ours_hidden",
+            bare()
+                .layer(our_layer_limiter(HeaderStyle::Hidden).layer())
+                .with_state(()),
+        ),
+        (
+            "governor",
+            bare()
+                .layer(GovernorLayer::new(governor_conf()))
+                .with_state(()),
+        ),
+        (
+            "ours_headers",
+            bare()
+                .layer(our_layer_limiter(HeaderStyle::Legacy).layer())
+                .with_state(()),
+        ),
+        (
+            "governor_headers",
+            bare()
+                .layer(GovernorLayer::new(governor_headers))
+                .with_state(()),
+        ),
     ]
 }
 
@@ -212,7 +238,9 @@ fn request(peer: std::net::SocketAddr) -> Request<Body> {
 }
 
 fn bench_layer(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let peer: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
     let mut group = c.benchmark_group("layer");
     for (name, router) in routers() {
@@ -243,13 +271,17 @@ fn bytes_per_key() {
     drop(g);
 
     // The layer's own keys: 1,000,000 requests from distinct IPv4 peers.
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let limiter = OurLimiter::builder()
         .rule(Rule::per_ip("ip", Quota::per_hour(200)))
         .headers(HeaderStyle::Hidden)
         .build()
         .unwrap();
-    let router = Router::new().route("/items", get(|| async { "ok" })).layer(limiter.layer());
+    let router = Router::new()
+        .route("/items", get(|| async { "ok" }))
+        .layer(limiter.layer());
     let before = live();
     rt.block_on(async {
         for i in 0..N as u32 {

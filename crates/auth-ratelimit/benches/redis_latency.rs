@@ -40,7 +40,10 @@ async fn main() {
         eprintln!("skipping: REDIS_URL not set");
         return;
     };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let prefix = format!("rlbench:{nanos}");
     let store = RedisStore::connect(&url)
         .await
@@ -68,7 +71,12 @@ async fn main() {
         .build()
         .unwrap();
     let mut req = http::Request::get("/items").body(()).unwrap();
-    let ctx = AuthContext::for_key(KeyId::from_u64(1), "bench", Principal::user("u"), ScopeSet::empty());
+    let ctx = AuthContext::for_key(
+        KeyId::from_u64(1),
+        "bench",
+        Principal::user("u"),
+        ScopeSet::empty(),
+    );
     req.extensions_mut().insert(ctx);
     req.extensions_mut()
         .insert(ConnectInfo("192.0.2.1:5000".parse::<SocketAddr>().unwrap()));
@@ -110,6 +118,10 @@ async fn main() {
         .await
         .unwrap();
     if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }

@@ -214,18 +214,28 @@ fn parse_node(s: &str) -> Option<IpAddr> {
         return Some(sa.ip().to_canonical());
     }
     let inner = s.strip_prefix('[')?.split(']').next()?;
-    Ipv6Addr::from_str(inner).ok().map(|ip| IpAddr::V6(ip).to_canonical())
+    Ipv6Addr::from_str(inner)
+        .ok()
+        .map(|ip| IpAddr::V6(ip).to_canonical())
 }
 
 fn mask_v4(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     let bits = u32::from(ip);
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
     Ipv4Addr::from(bits & mask)
 }
 
 pub(crate) fn mask_v6(ip: Ipv6Addr, prefix: u8) -> Ipv6Addr {
     let bits = u128::from(ip);
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix.min(128)))
+    };
     Ipv6Addr::from(bits & mask)
 }
 
@@ -250,13 +260,22 @@ mod tests {
         let n: IpNet = "10.1.2.3/8".parse().unwrap();
         assert_eq!(n.to_string(), "10.0.0.0/8");
         assert!(n.contains(ip("10.255.0.1")));
-        assert!(n.contains(ip("::ffff:10.0.0.1")), "v4-mapped v6 is canonicalised");
+        assert!(
+            n.contains(ip("::ffff:10.0.0.1")),
+            "v4-mapped v6 is canonicalised"
+        );
         assert!(!n.contains(ip("11.0.0.1")));
         let n: IpNet = "fd00::/8".parse().unwrap();
         assert!(n.contains(ip("fd12::1")));
         assert!(!n.contains(ip("fe80::1")));
-        assert!("127.0.0.1".parse::<IpNet>().unwrap().contains(ip("127.0.0.1")));
-        assert!("0.0.0.0/0".parse::<IpNet>().unwrap().contains(ip("8.8.8.8")));
+        assert!("127.0.0.1"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains(ip("127.0.0.1")));
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains(ip("8.8.8.8")));
         for bad in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
@@ -266,30 +285,53 @@ mod tests {
     fn rightmost_untrusted_hop_wins() {
         let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         let peer = ip("10.0.0.1");
-        assert_eq!(p.client_ip(peer, &xff(&["1.1.1.1, 2.2.2.2, 10.0.0.5"])), ip("2.2.2.2"));
+        assert_eq!(
+            p.client_ip(peer, &xff(&["1.1.1.1, 2.2.2.2, 10.0.0.5"])),
+            ip("2.2.2.2")
+        );
         // Several header lines are one list, in order.
-        assert_eq!(p.client_ip(peer, &xff(&["1.1.1.1", "2.2.2.2", "10.0.0.5"])), ip("2.2.2.2"));
+        assert_eq!(
+            p.client_ip(peer, &xff(&["1.1.1.1", "2.2.2.2", "10.0.0.5"])),
+            ip("2.2.2.2")
+        );
         // All trusted: the leftmost.
-        assert_eq!(p.client_ip(peer, &xff(&["10.9.9.9, 10.0.0.5"])), ip("10.9.9.9"));
+        assert_eq!(
+            p.client_ip(peer, &xff(&["10.9.9.9, 10.0.0.5"])),
+            ip("10.9.9.9")
+        );
         // No header: the proxy itself.
         assert_eq!(p.client_ip(peer, &HeaderMap::new()), peer);
         // Garbage stops the walk at the proxy that wrote it.
-        assert_eq!(p.client_ip(peer, &xff(&["1.1.1.1, unknown, 10.0.0.5"])), ip("10.0.0.5"));
+        assert_eq!(
+            p.client_ip(peer, &xff(&["1.1.1.1, unknown, 10.0.0.5"])),
+            ip("10.0.0.5")
+        );
         // Ports, brackets and quotes are tolerated.
-        assert_eq!(p.client_ip(peer, &xff(&["[2001:db8::1]:443"])), ip("2001:db8::1"));
+        assert_eq!(
+            p.client_ip(peer, &xff(&["[2001:db8::1]:443"])),
+            ip("2001:db8::1")
+        );
         assert_eq!(p.client_ip(peer, &xff(&["3.3.3.3:1234"])), ip("3.3.3.3"));
     }
 
     #[test]
     fn untrusted_peer_ignores_headers() {
         let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
-        assert_eq!(p.client_ip(ip("5.5.5.5"), &xff(&["1.1.1.1"])), ip("5.5.5.5"));
-        assert_eq!(TrustedProxies::none().client_ip(ip("10.0.0.1"), &xff(&["1.1.1.1"])), ip("10.0.0.1"));
+        assert_eq!(
+            p.client_ip(ip("5.5.5.5"), &xff(&["1.1.1.1"])),
+            ip("5.5.5.5")
+        );
+        assert_eq!(
+            TrustedProxies::none().client_ip(ip("10.0.0.1"), &xff(&["1.1.1.1"])),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn forwarded_header() {
-        let p = TrustedProxies::new(["192.0.2.0/24"]).unwrap().header(ForwardedHeader::Forwarded);
+        let p = TrustedProxies::new(["192.0.2.0/24"])
+            .unwrap()
+            .header(ForwardedHeader::Forwarded);
         let mut h = HeaderMap::new();
         h.insert(
             FORWARDED,
@@ -310,16 +352,25 @@ mod tests {
         let got = p.client_ip(ip("10.0.0.1"), &xff(&[&long]));
         assert_eq!(got, ip("10.0.0.9"));
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", http::HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+        h.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
         assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
     }
 
     #[test]
     fn masks() {
-        assert_eq!(mask_v6(ip6("2001:db8:1:2:3:4:5:6"), 64), ip6("2001:db8:1:2::"));
+        assert_eq!(
+            mask_v6(ip6("2001:db8:1:2:3:4:5:6"), 64),
+            ip6("2001:db8:1:2::")
+        );
         assert_eq!(mask_v6(ip6("2001:db8::1"), 0), Ipv6Addr::UNSPECIFIED);
         assert_eq!(mask_v6(ip6("2001:db8::1"), 200), ip6("2001:db8::1"));
-        assert_eq!(mask_v4("1.2.3.4".parse().unwrap(), 24), Ipv4Addr::new(1, 2, 3, 0));
+        assert_eq!(
+            mask_v4("1.2.3.4".parse().unwrap(), 24),
+            Ipv4Addr::new(1, 2, 3, 0)
+        );
     }
 
     fn ip6(s: &str) -> Ipv6Addr {

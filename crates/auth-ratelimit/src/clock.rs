@@ -94,7 +94,9 @@ impl FakeClock {
     pub fn advance_nanos(&self, nanos: u64) {
         let _ = self
             .0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(nanos)));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(nanos))
+            });
     }
 
     /// Sets the clock to `nanos`; ignored if that would move it backwards.

@@ -73,7 +73,9 @@ impl Decision {
     pub fn remaining(&self) -> u32 {
         let free = self.quota.tau_nanos().saturating_sub(self.reset);
         let tokens = free / self.quota.interval_nanos();
-        u32::try_from(tokens).unwrap_or(u32::MAX).min(self.quota.burst())
+        u32::try_from(tokens)
+            .unwrap_or(u32::MAX)
+            .min(self.quota.burst())
     }
 
     /// How long until the bucket is full again (`RateLimit-Reset`).

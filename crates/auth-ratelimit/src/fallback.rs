@@ -45,7 +45,12 @@ impl WarnThrottle {
         if now < next
             || self
                 .next
-                .compare_exchange(next, now + WARN_EVERY_NANOS, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now + WARN_EVERY_NANOS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             self.suppressed.fetch_add(1, Ordering::Relaxed);

@@ -22,13 +22,22 @@ use crate::{Decision, Quota};
 /// state does not change). A cost above the capacity is clamped to it, so the
 /// most expensive request needs a full bucket rather than never passing.
 #[inline]
-pub(crate) fn take(tat: u64, now: u64, quota: &Quota, cost: u32) -> Result<(u64, Decision), Decision> {
+pub(crate) fn take(
+    tat: u64,
+    now: u64,
+    quota: &Quota,
+    cost: u32,
+) -> Result<(u64, Decision), Decision> {
     let cost = cost.min(quota.burst());
     let tat = if tat > now { tat } else { now };
     let new_tat = tat.saturating_add(quota.interval_nanos().saturating_mul(u64::from(cost)));
     let debt = new_tat - now;
     if debt > quota.tau_nanos() {
-        Err(Decision::denied(*quota, tat - now, debt - quota.tau_nanos()))
+        Err(Decision::denied(
+            *quota,
+            tat - now,
+            debt - quota.tau_nanos(),
+        ))
     } else {
         Ok((new_tat, Decision::allowed(*quota, debt)))
     }

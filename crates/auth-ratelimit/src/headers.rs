@@ -85,8 +85,16 @@ impl Checked {
     }
 
     /// The header values `style` asks for; `name` gives a rule's name.
-    pub(crate) fn render<'a>(&self, style: HeaderStyle, name: impl Fn(usize) -> &'a str) -> RateHeaders {
-        let most = if style.legacy() { self.most_restrictive() } else { None };
+    pub(crate) fn render<'a>(
+        &self,
+        style: HeaderStyle,
+        name: impl Fn(usize) -> &'a str,
+    ) -> RateHeaders {
+        let most = if style.legacy() {
+            self.most_restrictive()
+        } else {
+            None
+        };
         let all = if style.draft() { Some(self) } else { None };
         RateHeaders::new(most, all, name)
     }
@@ -101,11 +109,24 @@ impl Checked {
         for (i, (rule, d)) in self.items.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             let name = name(*rule);
-            let _ = write!(policy, "{sep}\"{name}\";q={};w={}", d.limit(), d.quota().window_secs());
-            let _ = write!(state, "{sep}\"{name}\";r={};t={}", d.remaining(), ceil_secs(d.reset_nanos()));
+            let _ = write!(
+                policy,
+                "{sep}\"{name}\";q={};w={}",
+                d.limit(),
+                d.quota().window_secs()
+            );
+            let _ = write!(
+                state,
+                "{sep}\"{name}\";r={};t={}",
+                d.remaining(),
+                ceil_secs(d.reset_nanos())
+            );
         }
         // Names are checked to be plain ASCII when the limiter is built.
-        Some([HeaderValue::try_from(policy).ok()?, HeaderValue::try_from(state).ok()?])
+        Some([
+            HeaderValue::try_from(policy).ok()?,
+            HeaderValue::try_from(state).ok()?,
+        ])
     }
 }
 
@@ -118,7 +139,8 @@ pub(crate) fn more_restrictive(a: &Decision, b: &Decision) -> bool {
         (true, false) => false,
         (false, false) => a.retry_after_nanos() > b.retry_after_nanos(),
         (true, true) => {
-            (a.remaining(), std::cmp::Reverse(a.reset_nanos())) < (b.remaining(), std::cmp::Reverse(b.reset_nanos()))
+            (a.remaining(), std::cmp::Reverse(a.reset_nanos()))
+                < (b.remaining(), std::cmp::Reverse(b.reset_nanos()))
         }
     }
 }
@@ -167,9 +189,19 @@ pub(crate) struct RateHeaders {
 impl RateHeaders {
     /// The legacy trio from `most` and the draft fields from `all`, when given.
     #[inline]
-    pub(crate) fn new<'a>(most: Option<&Decision>, all: Option<&Checked>, name: impl Fn(usize) -> &'a str) -> Self {
+    pub(crate) fn new<'a>(
+        most: Option<&Decision>,
+        all: Option<&Checked>,
+        name: impl Fn(usize) -> &'a str,
+    ) -> Self {
         Self {
-            legacy: most.map(|d| [u64::from(d.limit()), u64::from(d.remaining()), ceil_secs(d.reset_nanos())]),
+            legacy: most.map(|d| {
+                [
+                    u64::from(d.limit()),
+                    u64::from(d.remaining()),
+                    ceil_secs(d.reset_nanos()),
+                ]
+            }),
             draft: all.and_then(|c| c.draft_fields(name)).map(Box::new),
         }
     }
@@ -231,12 +263,17 @@ mod tests {
     #[test]
     fn draft_lists_every_rule() {
         let h = headers(&checked(), HeaderStyle::Draft);
-        assert_eq!(h[&RATELIMIT_POLICY], r#""default";q=200;w=3600, "login";q=5;w=60"#);
+        assert_eq!(
+            h[&RATELIMIT_POLICY],
+            r#""default";q=200;w=3600, "login";q=5;w=60"#
+        );
         assert_eq!(h[&RATELIMIT], r#""default";r=57;t=2574, "login";r=3;t=24"#);
         assert!(!h.contains_key(&RATELIMIT_LIMIT));
         assert_eq!(headers(&checked(), HeaderStyle::Both).len(), 5);
         assert!(headers(&checked(), HeaderStyle::Hidden).is_empty());
-        assert!(checked().render(HeaderStyle::Hidden, |i| NAMES[i]).is_empty());
+        assert!(checked()
+            .render(HeaderStyle::Hidden, |i| NAMES[i])
+            .is_empty());
     }
 
     #[test]

@@ -55,11 +55,18 @@ impl KeyBy {
     }
 
     #[inline]
-    pub(crate) fn extract<'a>(&self, req: &RequestInfo<'a>, ipv6_prefix: u8) -> Option<KeyValue<'a>> {
+    pub(crate) fn extract<'a>(
+        &self,
+        req: &RequestInfo<'a>,
+        ipv6_prefix: u8,
+    ) -> Option<KeyValue<'a>> {
         let ip = || req.client_ip().map(|ip| KeyValue::ip(ip, ipv6_prefix));
         match self {
             Self::User => req.auth().map(|a| KeyValue::User(a.effective_principal())),
-            Self::ApiKey => req.auth().and_then(AuthContext::key_id).map(KeyValue::ApiKey),
+            Self::ApiKey => req
+                .auth()
+                .and_then(AuthContext::key_id)
+                .map(KeyValue::ApiKey),
             Self::Ip => ip(),
             Self::UserOrIp => match req.auth() {
                 Some(a) => Some(KeyValue::User(a.effective_principal())),
@@ -148,7 +155,10 @@ impl<'a> RequestInfo<'a> {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self.extensions.get::<ConnectInfo<SocketAddr>>() {
             Some(c) => Some(c.0),
-            None => self.extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0),
+            None => self
+                .extensions
+                .get::<MockConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
         }
     }
 
@@ -283,7 +293,9 @@ pub struct LimitKeyHasher {
 impl LimitKeyHasher {
     /// A hasher with this process's random seeds.
     pub fn new() -> Self {
-        Self { seeds: keys().seeds }
+        Self {
+            seeds: keys().seeds,
+        }
     }
 }
 
@@ -357,8 +369,9 @@ mod tests {
         assert_eq!(KeyBy::UserOrIp.extract(&info, 64), None);
         assert_eq!(KeyBy::Global.extract(&info, 64), Some(KeyValue::Global));
 
-        r.extensions_mut()
-            .insert(ConnectInfo::<SocketAddr>("[2001:db8:1:2:3:4:5:6]:9".parse().unwrap()));
+        r.extensions_mut().insert(ConnectInfo::<SocketAddr>(
+            "[2001:db8:1:2:3:4:5:6]:9".parse().unwrap(),
+        ));
         let info = RequestInfo::new(&r, &proxies);
         assert_eq!(
             KeyBy::UserOrIp.extract(&info, 64),
@@ -375,16 +388,33 @@ mod tests {
         let info = RequestInfo::new(&r, &proxies);
         let alice = Principal::user("alice");
         assert_eq!(KeyBy::User.extract(&info, 64), Some(KeyValue::User(&alice)));
-        assert_eq!(KeyBy::UserOrIp.extract(&info, 64), Some(KeyValue::User(&alice)));
-        assert_eq!(KeyBy::ApiKey.extract(&info, 64), Some(KeyValue::ApiKey(key)));
-        let custom = KeyBy::custom(|r| r.headers().get("x-tenant")?.to_str().ok().map(str::to_owned));
+        assert_eq!(
+            KeyBy::UserOrIp.extract(&info, 64),
+            Some(KeyValue::User(&alice))
+        );
+        assert_eq!(
+            KeyBy::ApiKey.extract(&info, 64),
+            Some(KeyValue::ApiKey(key))
+        );
+        let custom = KeyBy::custom(|r| {
+            r.headers()
+                .get("x-tenant")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        });
         assert_eq!(custom.extract(&info, 64), None);
     }
 
     #[test]
     fn impersonation_counts_against_the_subject() {
-        let ctx = AuthContext::for_key(KeyId::from_u64(1), "ci", Principal::user("admin"), ScopeSet::empty())
-            .with_subject(Principal::in_org("stu1", "school"), &ScopeSet::empty());
+        let ctx = AuthContext::for_key(
+            KeyId::from_u64(1),
+            "ci",
+            Principal::user("admin"),
+            ScopeSet::empty(),
+        )
+        .with_subject(Principal::in_org("stu1", "school"), &ScopeSet::empty());
         let mut r = req();
         r.extensions_mut().insert(ctx);
         let proxies = TrustedProxies::none();
@@ -400,10 +430,19 @@ mod tests {
         let alice = Principal::user("alice");
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let k = |rule, v: &KeyValue<'_>| LimitKey::new(rule, v);
-        assert_eq!(k(0, &KeyValue::User(&alice)), k(0, &KeyValue::User(&Principal::user("alice"))));
+        assert_eq!(
+            k(0, &KeyValue::User(&alice)),
+            k(0, &KeyValue::User(&Principal::user("alice")))
+        );
         assert_ne!(k(0, &KeyValue::User(&alice)), k(1, &KeyValue::User(&alice)));
-        assert_ne!(k(0, &KeyValue::User(&alice)), k(0, &KeyValue::Custom("alice".into())));
+        assert_ne!(
+            k(0, &KeyValue::User(&alice)),
+            k(0, &KeyValue::Custom("alice".into()))
+        );
         assert_ne!(k(0, &KeyValue::Ip(ip)), k(0, &KeyValue::Global));
-        assert_ne!(k(0, &KeyValue::ApiKey(KeyId::from_u64(1))), k(0, &KeyValue::ApiKey(KeyId::from_u64(2))));
+        assert_ne!(
+            k(0, &KeyValue::ApiKey(KeyId::from_u64(1))),
+            k(0, &KeyValue::ApiKey(KeyId::from_u64(2)))
+        );
     }
 }

@@ -20,8 +20,8 @@ use crate::{
     headers::{more_restrictive, Checked, RateHeaders},
     key::{KeyBy, KeyValue, LimitKey, LimitKeyHasher},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    Clock, ConfigError, Decision, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitLayer, RequestInfo,
-    Rule, TrustedProxies,
+    Clock, ConfigError, Decision, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
+    RateLimitLayer, RequestInfo, Rule, TrustedProxies,
 };
 #[cfg(feature = "redis")]
 use crate::{
@@ -161,11 +161,6 @@ impl RateLimiter {
         }
     }
 
-    #[doc(hidden)]
-    pub fn zz_eval<B>(&self, req: &Request<B>) -> bool {
-        matches!(self.evaluate(req), Evaluation::Ready(Verdict::Allow(_)))
-    }
-
     /// Decides `req`, synchronously for the memory store.
     pub(crate) fn evaluate<B>(&self, req: &Request<B>) -> Evaluation {
         let inner = &*self.inner;
@@ -193,8 +188,11 @@ impl RateLimiter {
                 refused = Some((i, d));
                 return ControlFlow::Break(());
             }
-            if legacy && most.as_ref().map_or(true, |m| more_restrictive(&d, m)) {
-                most = Some(d);
+            if legacy {
+                match &most {
+                    Some(m) if !more_restrictive(&d, m) => {}
+                    _ => most = Some(d),
+                }
             }
             if draft {
                 all.get_or_insert_with(Checked::default).push(i, d);
@@ -205,7 +203,9 @@ impl RateLimiter {
             return self.refuse_memory(info, i, d);
         }
         let rules = &inner.rules;
-        Verdict::Allow(RateHeaders::new(most.as_ref(), all.as_ref(), |i| &rules[i].name))
+        Verdict::Allow(RateHeaders::new(most.as_ref(), all.as_ref(), |i| {
+            &rules[i].name
+        }))
     }
 
     /// Rule `refused` refused the request with `decision`: gives back what
@@ -249,7 +249,8 @@ impl RateLimiter {
                     }
                 }
                 None => {
-                    if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none() {
+                    if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none()
+                    {
                         self.warn_no_peer();
                     }
                 }
@@ -296,9 +297,9 @@ impl RateLimiter {
                             this.check_memory(&prepared, &mut checked);
                             this.verdict(&checked)
                         }
-                        OnStoreError::FailClosed => Verdict::Deny(
-                            this.render(&AuthError::unavailable("Rate limiting is temporarily unavailable")),
-                        ),
+                        OnStoreError::FailClosed => Verdict::Deny(this.render(
+                            &AuthError::unavailable("Rate limiting is temporarily unavailable"),
+                        )),
                         OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
                     }
                 }
@@ -372,7 +373,8 @@ impl fmt::Debug for RateLimiter {
             .field("memory", &self.inner.memory);
         #[cfg(feature = "redis")]
         d.field("redis", &self.inner.redis);
-        d.field("on_store_error", &self.inner.on_store_error).finish()
+        d.field("on_store_error", &self.inner.on_store_error)
+            .finish()
     }
 }
 

@@ -221,7 +221,12 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
         if now >= due
             && self
                 .next_sweep
-                .compare_exchange(due, now.saturating_add(self.sweep_interval), Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    due,
+                    now.saturating_add(self.sweep_interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             if let Ok(_guard) = self.sweeping.try_lock() {
@@ -250,7 +255,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
             return;
         }
         let excess = len - target;
-        let mut tats: Vec<u64> = self.map.iter().map(|e| e.value().load(Ordering::Relaxed)).collect();
+        let mut tats: Vec<u64> = self
+            .map
+            .iter()
+            .map(|e| e.value().load(Ordering::Relaxed))
+            .collect();
         if tats.is_empty() {
             return;
         }
@@ -384,7 +393,10 @@ mod tests {
             assert!(store.len() <= 100);
         }
         assert!(store.forced_evictions() > 0);
-        assert!(!store.check(&0, &q, 1).is_allowed(), "the limited key survived the spray");
+        assert!(
+            !store.check(&0, &q, 1).is_allowed(),
+            "the limited key survived the spray"
+        );
     }
 
     #[test]

@@ -41,14 +41,22 @@ impl Quota {
         assert!(count > 0, "a quota needs at least one request");
         let period = period.as_nanos();
         assert!(period > 0, "a quota needs a non-zero period");
-        let period = if period > u64::MAX as u128 { u64::MAX } else { period as u64 };
+        let period = if period > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            period as u64
+        };
         let interval = period / count as u64;
         Self::from_interval(count, if interval == 0 { 1 } else { interval })
     }
 
     /// A bucket of `burst` tokens refilled one every `interval_nanos`.
     const fn from_interval(burst: u32, interval_nanos: u64) -> Self {
-        let interval = if interval_nanos == 0 { 1 } else { interval_nanos };
+        let interval = if interval_nanos == 0 {
+            1
+        } else {
+            interval_nanos
+        };
         let tau = interval.saturating_mul(burst as u64);
         Self {
             burst,

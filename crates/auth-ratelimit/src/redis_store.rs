@@ -187,12 +187,16 @@ impl RedisStore {
             cost,
         }];
         let mut d = self.check_all(&one).await?;
-        d.pop().ok_or_else(|| StoreError::Backend("empty script reply".into()))
+        d.pop()
+            .ok_or_else(|| StoreError::Backend("empty script reply".into()))
     }
 
     /// Checks every bucket in one atomic round trip: takes the tokens from
     /// all of them if all hold enough, else from none.
-    pub(crate) async fn check_all(&self, checks: &[RedisCheck]) -> Result<Vec<Decision>, StoreError> {
+    pub(crate) async fn check_all(
+        &self,
+        checks: &[RedisCheck],
+    ) -> Result<Vec<Decision>, StoreError> {
         let now = MonotonicClock.now();
         if now < self.shared.down_until.load(Ordering::Relaxed) {
             return Err(StoreError::Down);
@@ -204,9 +208,10 @@ impl RedisStore {
         };
         if result.is_err() {
             let retry = u64::try_from(self.retry_interval.as_nanos()).unwrap_or(u64::MAX);
-            self.shared
-                .down_until
-                .store(MonotonicClock.now().saturating_add(retry), Ordering::Relaxed);
+            self.shared.down_until.store(
+                MonotonicClock.now().saturating_add(retry),
+                Ordering::Relaxed,
+            );
         }
         result
     }
@@ -229,7 +234,10 @@ impl RedisStore {
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         if reply.len() != 3 * checks.len() {
-            return Err(StoreError::Backend(format!("unexpected script reply of {} items", reply.len())));
+            return Err(StoreError::Backend(format!(
+                "unexpected script reply of {} items",
+                reply.len()
+            )));
         }
         let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
         Ok(reply

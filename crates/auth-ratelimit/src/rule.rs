@@ -234,7 +234,10 @@ impl fmt::Debug for Rule {
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers.get_all(header::UPGRADE).iter().any(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+            .map(|s| {
+                s.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+            })
             .unwrap_or(false)
     })
 }
@@ -267,7 +270,9 @@ mod tests {
         assert!(matches(&graph, Method::GET, "/graph/q?x=1", false));
         assert!(!matches(&graph, Method::GET, "/graphql", false));
 
-        let default = Rule::per_user("default", q).except_path("/login").except_prefix("/health");
+        let default = Rule::per_user("default", q)
+            .except_path("/login")
+            .except_prefix("/health");
         assert!(matches(&default, Method::GET, "/items", false));
         assert!(!matches(&default, Method::POST, "/login", false));
         assert!(!matches(&default, Method::GET, "/health/live", false));

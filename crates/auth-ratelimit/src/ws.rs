@@ -114,7 +114,10 @@ impl RateLimitedEvent {
 
     /// The JSON event: `{"event":"rate_limited","retry_after_ms":250}`.
     pub fn to_json(&self) -> String {
-        format!(r#"{{"event":"rate_limited","retry_after_ms":{}}}"#, self.retry_after_ms())
+        format!(
+            r#"{{"event":"rate_limited","retry_after_ms":{}}}"#,
+            self.retry_after_ms()
+        )
     }
 
     /// The event as an axum WebSocket text frame.
@@ -141,7 +144,10 @@ mod tests {
         assert!(l.check().is_ok());
         let ev = l.check().unwrap_err();
         assert_eq!(ev.retry_after(), Duration::from_secs(1));
-        assert_eq!(ev.to_json(), r#"{"event":"rate_limited","retry_after_ms":1000}"#);
+        assert_eq!(
+            ev.to_json(),
+            r#"{"event":"rate_limited","retry_after_ms":1000}"#
+        );
         clock.advance(Duration::from_micros(999_500));
         let ev = l.check().unwrap_err();
         assert_eq!(ev.retry_after_ms(), 1, "500 µs rounds up to 1 ms");

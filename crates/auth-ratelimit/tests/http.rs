@@ -31,7 +31,12 @@ use tokio_tungstenite::tungstenite;
 /// key's scopes (space-separated), `x-key` its id.
 async fn fake_auth(mut req: Request, next: Next) -> Response {
     let ctx = {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         header("x-user").map(|user| {
             let scopes = header("x-scopes").unwrap_or_default();
             let scopes = ScopeSet::parse(scopes.split_whitespace()).unwrap();
@@ -72,9 +77,12 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
         App {
             base: format!("http://{addr}"),
@@ -101,7 +109,9 @@ impl App {
 }
 
 fn header(res: &reqwest::Response, name: &str) -> Option<String> {
-    res.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 fn builder(clock: &FakeClock) -> RateLimiterBuilder {
@@ -122,7 +132,10 @@ async fn over_the_limit_gets_429_in_the_auth_format_with_headers() {
         let res = app.get("/items", ALICE).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("3"));
-        assert_eq!(header(&res, "ratelimit-remaining").as_deref(), Some(remaining));
+        assert_eq!(
+            header(&res, "ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
         assert_eq!(header(&res, "ratelimit-reset").as_deref(), Some(reset));
         assert_eq!(header(&res, "retry-after"), None);
     }
@@ -134,16 +147,32 @@ async fn over_the_limit_gets_429_in_the_auth_format_with_headers() {
     assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("3"));
     assert_eq!(header(&res, "ratelimit-remaining").as_deref(), Some("0"));
     assert_eq!(header(&res, "ratelimit-reset").as_deref(), Some("60"));
-    assert_eq!(header(&res, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&res, "content-type").as_deref(),
+        Some("application/json")
+    );
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"error": "rate_limited", "message": "Rate limit exceeded"}));
-    assert_eq!(app.hits.load(Ordering::SeqCst), 3, "the handler never saw the refused request");
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "rate_limited", "message": "Rate limit exceeded"})
+    );
+    assert_eq!(
+        app.hits.load(Ordering::SeqCst),
+        3,
+        "the handler never saw the refused request"
+    );
 
     // Another user has their own bucket; after the wait, alice passes again.
-    assert_eq!(app.get("/items", &[("x-user", "bob")]).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/items", &[("x-user", "bob")]).await.status(),
+        StatusCode::OK
+    );
     clock.advance(Duration::from_millis(19_500));
     assert_eq!(app.get("/items", ALICE).await.status(), StatusCode::OK);
-    assert_eq!(app.get("/items", ALICE).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.get("/items", ALICE).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -162,17 +191,26 @@ async fn envelope_format_and_draft_structured_fields() {
         header(&res, "ratelimit-policy").as_deref(),
         Some(r#""default";q=200;w=3600, "graph";q=2;w=60"#)
     );
-    assert_eq!(header(&res, "ratelimit").as_deref(), Some(r#""default";r=199;t=18, "graph";r=1;t=30"#));
+    assert_eq!(
+        header(&res, "ratelimit").as_deref(),
+        Some(r#""default";r=199;t=18, "graph";r=1;t=30"#)
+    );
     // The legacy trio reports the most restrictive rule.
     assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("2"));
     let res = app.get("/items", ALICE).await;
-    assert_eq!(header(&res, "ratelimit").as_deref(), Some(r#""default";r=198;t=36"#));
+    assert_eq!(
+        header(&res, "ratelimit").as_deref(),
+        Some(r#""default";r=198;t=36"#)
+    );
     app.get("/graph", ALICE).await;
     let res = app.get("/graph", ALICE).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&res, "retry-after").as_deref(), Some("30"));
     // The refused request took nothing from the default bucket.
-    assert_eq!(header(&res, "ratelimit").as_deref(), Some(r#""default";r=197;t=54, "graph";r=0;t=60"#));
+    assert_eq!(
+        header(&res, "ratelimit").as_deref(),
+        Some(r#""default";r=197;t=54, "graph";r=0;t=60"#)
+    );
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
@@ -189,10 +227,16 @@ async fn hidden_headers_disclose_nothing_but_retry_after() {
     let app = App::start(limiter, Router::new()).await;
     let res = app.get("/items", ALICE).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(res.headers().keys().all(|k| !k.as_str().starts_with("ratelimit")));
+    assert!(res
+        .headers()
+        .keys()
+        .all(|k| !k.as_str().starts_with("ratelimit")));
     let res = app.get("/items", ALICE).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(res.headers().keys().all(|k| !k.as_str().starts_with("ratelimit")));
+    assert!(res
+        .headers()
+        .keys()
+        .all(|k| !k.as_str().starts_with("ratelimit")));
     assert_eq!(header(&res, "retry-after").as_deref(), Some("60"));
 }
 
@@ -202,9 +246,17 @@ async fn per_route_override_and_weighted_route() {
     let limiter = builder(&clock)
         // The default does not cover /login: the login rule overrides it.
         .rule(Rule::per_user("default", Quota::per_hour(100)).except_path("/login"))
-        .rule(Rule::per_ip("login", Quota::per_minute(2)).method(http::Method::POST).path("/login"))
+        .rule(
+            Rule::per_ip("login", Quota::per_minute(2))
+                .method(http::Method::POST)
+                .path("/login"),
+        )
         // /graph costs 10 tokens of a bucket of its own, on top of the default.
-        .rule(Rule::per_user("graph", Quota::per_hour(100)).path("/graph").cost(10))
+        .rule(
+            Rule::per_user("graph", Quota::per_hour(100))
+                .path("/graph")
+                .cost(10),
+        )
         .build()
         .unwrap();
     let app = App::start(limiter, Router::new()).await;
@@ -212,10 +264,17 @@ async fn per_route_override_and_weighted_route() {
         let res = app.post("/login", ALICE).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("2"));
-        assert_eq!(header(&res, "ratelimit-remaining").as_deref(), Some(remaining));
+        assert_eq!(
+            header(&res, "ratelimit-remaining").as_deref(),
+            Some(remaining)
+        );
     }
     let res = app.post("/login", &[("x-user", "someone-else")]).await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "login is per IP, whoever logs in");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "login is per IP, whoever logs in"
+    );
     assert_eq!(header(&res, "retry-after").as_deref(), Some("30"));
     // Other routes are untouched by the login limit.
     let res = app.get("/items", ALICE).await;
@@ -229,7 +288,11 @@ async fn per_route_override_and_weighted_route() {
     }
     let res = app.get("/graph", ALICE).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(header(&res, "retry-after").as_deref(), Some("360"), "10 tokens × 36 s");
+    assert_eq!(
+        header(&res, "retry-after").as_deref(),
+        Some("360"),
+        "10 tokens × 36 s"
+    );
     assert_eq!(app.get("/items", ALICE).await.status(), StatusCode::OK);
 }
 
@@ -244,15 +307,24 @@ async fn per_user_and_per_ip_at_once() {
         .unwrap();
     let app = App::start(limiter, Router::new()).await;
     for user in ["a", "b", "c"] {
-        assert_eq!(app.get("/items", &[("x-user", user)]).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get("/items", &[("x-user", user)]).await.status(),
+            StatusCode::OK
+        );
     }
     // The IP is spent, so "a" is refused although its own bucket has room,
     // and that refusal does not cost "a" a token.
     let res = app.get("/items", &[("x-user", "a")]).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(header(&res, "ratelimit").as_deref(), Some(r#""user";r=4;t=12, "ip";r=0;t=60"#));
+    assert_eq!(
+        header(&res, "ratelimit").as_deref(),
+        Some(r#""user";r=4;t=12, "ip";r=0;t=60"#)
+    );
     // Unauthenticated requests skip the per-user rule but not the per-IP one.
-    assert_eq!(app.get("/items", &[]).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.get("/items", &[]).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -266,18 +338,28 @@ async fn quota_from_the_key_tier() {
         .build()
         .unwrap();
     let app = App::start(limiter, Router::new()).await;
-    let gold = &[("x-user", "g"), ("x-key", "7"), ("x-scopes", "read tier:gold")];
+    let gold = &[
+        ("x-user", "g"),
+        ("x-key", "7"),
+        ("x-scopes", "read tier:gold"),
+    ];
     let free = &[("x-user", "f"), ("x-key", "8"), ("x-scopes", "read")];
     for _ in 0..5 {
         let res = app.get("/items", gold).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("5"));
     }
-    assert_eq!(app.get("/items", gold).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.get("/items", gold).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     for _ in 0..2 {
         assert_eq!(app.get("/items", free).await.status(), StatusCode::OK);
     }
-    assert_eq!(app.get("/items", free).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.get("/items", free).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -291,7 +373,11 @@ async fn per_ip_ignores_forwarded_headers_without_trusted_proxies() {
     // Each request claims another address; all come from 127.0.0.1.
     for (i, xff) in ["1.1.1.1", "2.2.2.2", "3.3.3.3"].iter().enumerate() {
         let res = app.get("/items", &[("x-forwarded-for", xff)]).await;
-        let want = if i < 2 { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+        let want = if i < 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
         assert_eq!(res.status(), want, "request {i}");
     }
 }
@@ -307,21 +393,37 @@ async fn per_ip_behind_trusted_proxies_uses_the_rightmost_untrusted_hop() {
     let app = App::start(limiter, Router::new()).await;
     // Client 203.0.113.1 behind proxy 10.0.0.2; the leftmost hop is made up
     // by the client, so changing it must not give a fresh bucket.
-    for (i, xff) in ["9.9.9.1, 203.0.113.1, 10.0.0.2", "9.9.9.2, 203.0.113.1, 10.0.0.2", "9.9.9.3, 203.0.113.1, 10.0.0.2"]
-        .iter()
-        .enumerate()
+    for (i, xff) in [
+        "9.9.9.1, 203.0.113.1, 10.0.0.2",
+        "9.9.9.2, 203.0.113.1, 10.0.0.2",
+        "9.9.9.3, 203.0.113.1, 10.0.0.2",
+    ]
+    .iter()
+    .enumerate()
     {
         let res = app.get("/items", &[("x-forwarded-for", xff)]).await;
-        let want = if i < 2 { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+        let want = if i < 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
         assert_eq!(res.status(), want, "request {i}");
     }
     // Another client behind the same proxies has its own bucket.
-    let res = app.get("/items", &[("x-forwarded-for", "203.0.113.2, 10.0.0.2")]).await;
+    let res = app
+        .get("/items", &[("x-forwarded-for", "203.0.113.2, 10.0.0.2")])
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     // Garbage in the header is not a fresh key either: it falls back to the
     // proxy that wrote it (10.0.0.2), which then gets its own bucket of 2.
-    for want in [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
-        let res = app.get("/items", &[("x-forwarded-for", "not-an-ip, 10.0.0.2")]).await;
+    for want in [
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        let res = app
+            .get("/items", &[("x-forwarded-for", "not-an-ip, 10.0.0.2")])
+            .await;
         assert_eq!(res.status(), want);
     }
 }
@@ -330,15 +432,30 @@ async fn per_ip_behind_trusted_proxies_uses_the_rightmost_untrusted_hop() {
 async fn custom_key_function() {
     let clock = FakeClock::new();
     let limiter = builder(&clock)
-        .rule(Rule::new("tenant", Quota::per_minute(1)).by(KeyBy::custom(|req| {
-            req.headers().get("x-tenant")?.to_str().ok().map(str::to_owned)
-        })))
+        .rule(
+            Rule::new("tenant", Quota::per_minute(1)).by(KeyBy::custom(|req| {
+                req.headers()
+                    .get("x-tenant")?
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            })),
+        )
         .build()
         .unwrap();
     let app = App::start(limiter, Router::new()).await;
-    assert_eq!(app.get("/items", &[("x-tenant", "a")]).await.status(), StatusCode::OK);
-    assert_eq!(app.get("/items", &[("x-tenant", "a")]).await.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(app.get("/items", &[("x-tenant", "b")]).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/items", &[("x-tenant", "a")]).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/items", &[("x-tenant", "a")]).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        app.get("/items", &[("x-tenant", "b")]).await.status(),
+        StatusCode::OK
+    );
     // No tenant: the rule does not apply.
     for _ in 0..3 {
         assert_eq!(app.get("/items", &[]).await.status(), StatusCode::OK);
@@ -391,7 +508,10 @@ async fn websocket_connects_are_limited_per_ip() {
             assert_eq!(res.headers()["content-type"], "application/json");
             assert_eq!(res.headers()["ratelimit-remaining"], "0");
         }
-        other => panic!("expected a 429 handshake, got {:?}", other.map(|(_, r)| r.status())),
+        other => panic!(
+            "expected a 429 handshake, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
     }
     // Plain HTTP requests from the same IP are not WebSocket connects.
     assert_eq!(app.get("/items", &[]).await.status(), StatusCode::OK);
@@ -408,7 +528,10 @@ async fn websocket_messages_over_the_limit_get_a_rate_limited_event() {
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     assert_eq!(roundtrip(&mut socket, "one").await, "one");
     let event: Value = serde_json::from_str(&roundtrip(&mut socket, "two").await).unwrap();
-    assert_eq!(event, serde_json::json!({"event": "rate_limited", "retry_after_ms": 1000}));
+    assert_eq!(
+        event,
+        serde_json::json!({"event": "rate_limited", "retry_after_ms": 1000})
+    );
     clock.advance(Duration::from_millis(400));
     let event: Value = serde_json::from_str(&roundtrip(&mut socket, "three").await).unwrap();
     assert_eq!(event["retry_after_ms"], 600);
@@ -417,7 +540,8 @@ async fn websocket_messages_over_the_limit_get_a_rate_limited_event() {
     assert_eq!(roundtrip(&mut socket, "four").await, "four");
 }
 
-type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn roundtrip(socket: &mut Client, text: &str) -> String {
     socket.send(tungstenite::Message::text(text)).await.unwrap();

@@ -30,7 +30,10 @@ fn seed_quota_burst_then_one_per_18_seconds() {
     assert_eq!(store.check(&"bob", &q, 1).remaining(), 199);
     // 17.999 s later: still refused, with the exact remaining wait.
     clock.advance(17 * SEC + Duration::from_millis(999));
-    assert_eq!(store.check(&"alice", &q, 1).retry_after(), Some(Duration::from_millis(1)));
+    assert_eq!(
+        store.check(&"alice", &q, 1).retry_after(),
+        Some(Duration::from_millis(1))
+    );
     clock.advance(Duration::from_millis(1));
     assert!(store.check(&"alice", &q, 1).is_allowed());
     assert!(!store.check(&"alice", &q, 1).is_allowed());
@@ -53,7 +56,10 @@ fn weighted_requests() {
     let d = store.check(&1, &q, 5);
     assert_eq!(d.retry_after(), Some(18 * SEC));
     assert_eq!(d.remaining(), 2);
-    assert!(store.check(&1, &q, 2).is_allowed(), "cheaper requests still fit");
+    assert!(
+        store.check(&1, &q, 2).is_allowed(),
+        "cheaper requests still fit"
+    );
 }
 
 #[test]
@@ -129,7 +135,11 @@ fn spray_of_a_million_keys_stays_bounded() {
     assert!(peak <= CAP, "peak {peak} over the cap");
     assert!(store.forced_evictions() > 900_000);
     // The table's allocation is bounded by the cap too, not by the spray.
-    assert!(store.allocated_slots() <= 4 * CAP, "{} slots", store.allocated_slots());
+    assert!(
+        store.allocated_slots() <= 4 * CAP,
+        "{} slots",
+        store.allocated_slots()
+    );
     // The limited key survived: the least indebted buckets went first.
     assert!(!store.check(&u64::MAX, &q, 1).is_allowed());
 }
@@ -151,5 +161,9 @@ fn full_buckets_are_swept_and_sweeping_loses_nothing() {
     assert_eq!(store.sweep(), 1000);
     assert_eq!(store.len(), 1);
     assert_eq!(store.check(&5000, &q, 1).remaining(), 1);
-    assert_eq!(store.check(&1, &q, 1).remaining(), 9, "a swept key starts full");
+    assert_eq!(
+        store.check(&1, &q, 1).remaining(),
+        9,
+        "a swept key starts full"
+    );
 }

@@ -30,8 +30,15 @@ fn redis_url() -> Option<String> {
 
 fn unique_prefix(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("rltest:{test}:{}:{nanos}:{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "rltest:{test}:{}:{nanos}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 async fn store(url: &str, test: &str) -> RedisStore {
@@ -52,7 +59,12 @@ fn app(limiter: &RateLimiter, peer: &str) -> Router {
 fn request(user: Option<&str>) -> Request<Body> {
     let mut req = Request::get("/items").body(Body::empty()).unwrap();
     if let Some(user) = user {
-        let ctx = AuthContext::for_key(KeyId::from_u64(1), "t", Principal::user(user), ScopeSet::empty());
+        let ctx = AuthContext::for_key(
+            KeyId::from_u64(1),
+            "t",
+            Principal::user(user),
+            ScopeSet::empty(),
+        );
         req.extensions_mut().insert(ctx);
     }
     req
@@ -77,7 +89,10 @@ async fn burst_then_refused_with_the_wait() {
     assert_eq!(d.remaining(), 0);
     // One token every 720 s; a little of it has passed on the server's clock.
     let wait = d.retry_after().unwrap();
-    assert!(wait <= Duration::from_secs(720) && wait > Duration::from_secs(600), "{wait:?}");
+    assert!(
+        wait <= Duration::from_secs(720) && wait > Duration::from_secs(600),
+        "{wait:?}"
+    );
     // Weighted: a fresh key, cost 3 of 5.
     let d = store.check("w", &q, 3).await.unwrap();
     assert_eq!(d.remaining(), 2);
@@ -92,7 +107,11 @@ async fn buckets_expire_when_full_again() {
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}:k", store.prefix());
-    let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     // Two tokens at 6 s each: full again within 12 s, and then gone.
     assert!(pttl > 0 && pttl <= 12_000, "PTTL {pttl}");
 }
@@ -158,7 +177,11 @@ async fn several_rules_in_one_atomic_check() {
     }
     let res = app.clone().oneshot(request(Some("a"))).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&retry), "one IP token per 20 s: {retry}");
     let state = res.headers()["ratelimit"].to_str().unwrap();
     assert!(state.starts_with(r#""user";r=4;"#), "{state}");
@@ -170,7 +193,9 @@ async fn several_rules_in_one_atomic_check() {
 const CLOSED: &str = "redis://127.0.0.1:1";
 
 fn unreachable_limiter(policy: OnStoreError) -> RateLimiter {
-    let store = RedisStore::open(CLOSED).unwrap().with_timeout(Duration::from_secs(2));
+    let store = RedisStore::open(CLOSED)
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
     RateLimiter::builder()
         .rule(Rule::per_user("default", Quota::per_minute(2)))
         .clock(FakeClock::new())
@@ -182,9 +207,14 @@ fn unreachable_limiter(policy: OnStoreError) -> RateLimiter {
 
 #[tokio::test]
 async fn unreachable_redis_fails_fast_then_reports_down() {
-    let store = RedisStore::open(CLOSED).unwrap().with_retry_interval(Duration::from_secs(3600));
+    let store = RedisStore::open(CLOSED)
+        .unwrap()
+        .with_retry_interval(Duration::from_secs(3600));
     let q = Quota::per_minute(1);
-    assert!(matches!(store.check("k", &q, 1).await, Err(StoreError::Backend(_) | StoreError::Timeout)));
+    assert!(matches!(
+        store.check("k", &q, 1).await,
+        Err(StoreError::Backend(_) | StoreError::Timeout)
+    ));
     // Within the retry interval, no new attempt: an immediate Down.
     assert_eq!(store.check("k", &q, 1).await, Err(StoreError::Down));
     assert!(RedisStore::connect(CLOSED).await.is_err());
@@ -198,7 +228,11 @@ async fn unreachable_redis_falls_back_to_memory_by_default() {
     assert_eq!(status(&app, Some("alice")).await, StatusCode::OK);
     let res = app.clone().oneshot(request(Some("alice"))).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()["ratelimit-remaining"], "0", "counted in memory");
+    assert_eq!(
+        res.headers()["ratelimit-remaining"],
+        "0",
+        "counted in memory"
+    );
     let res = app.clone().oneshot(request(Some("alice"))).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()["retry-after"], "30");
@@ -212,7 +246,9 @@ async fn unreachable_redis_fails_closed_with_503_when_asked() {
     for _ in 0..3 {
         let res = app.clone().oneshot(request(Some("alice"))).await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], "unavailable");
     }
