@@ -16,7 +16,7 @@ pub struct SealedSecret {
 
 /// Stores per-user JWT signing secrets.
 ///
-/// `put` publishes [`KeyChange::UserSecret`] on [`UserSecretStore::changes`]
+/// `put` publishes [`KeyChange::UserSecret`] on [`UserSecretStore::secret_changes`]
 /// before returning (and, for shared stores, to other instances), so
 /// verifiers drop cached tokens of that user at once.
 #[async_trait]
