@@ -5,9 +5,14 @@
 //! and `PostgresKeyStore` (`postgres`: several instances, one database).
 //! [`open_store`] picks one from a `--db` string. Every operation is
 //! fallible and may do I/O. The durable schema is in `docs/SCHEMA.md`.
+//! With the `jwt` feature, the SQLite and PostgreSQL stores also keep sealed
+//! per-user signing secrets ([`UserSecretStore`](crate::jwt::UserSecretStore)),
+//! announced on the same change feed as revocations.
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod audit_writer;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod change_payload;
 mod changes;
 mod memory;
 mod open;
@@ -17,6 +22,8 @@ mod postgres;
 mod postgres_audit;
 #[cfg(feature = "postgres")]
 mod postgres_listener;
+#[cfg(all(feature = "postgres", feature = "jwt"))]
+mod postgres_secrets;
 mod record;
 mod retention;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -25,6 +32,8 @@ mod sql;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_audit;
+#[cfg(all(feature = "sqlite", feature = "jwt"))]
+mod sqlite_secrets;
 #[cfg(feature = "sqlite")]
 mod sqlite_watch;
 

@@ -22,7 +22,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{sql::store_error, ChangeFeed, KeyChange, StoreError};
+use super::{sql::store_error, ChangeFeed, StoreError};
 
 /// The channel revocations are announced on (one per database).
 pub(crate) const CHANNEL: &str = "auth_core_key_changes";
@@ -198,9 +198,6 @@ async fn serve(
 }
 
 fn publish(feed: &ChangeFeed, payload: &str) {
-    match payload.parse() {
-        Ok(id) => feed.publish(&KeyChange::Revoked(id)),
-        // Not ours to understand: drop everything rather than miss a revocation.
-        Err(_) => feed.publish(&KeyChange::All),
-    }
+    // What is not understood drops everything rather than miss a revocation.
+    feed.publish(&super::change_payload::decode(payload));
 }

@@ -62,10 +62,7 @@ async fn run(
                 }
                 for (seq, key) in rows {
                     last_seq = seq;
-                    match key.parse() {
-                        Ok(id) => feed.publish(&KeyChange::Revoked(id)),
-                        Err(_) => feed.publish(&KeyChange::All),
-                    }
+                    feed.publish(&super::change_payload::decode(&key));
                 }
                 if !feed.is_in_sync() {
                     tracing::info!("key change log readable again; caches re-synchronised");

@@ -267,11 +267,26 @@ impl Verifier {
     /// checksum, unknown, revoked, expired, wrong secret, throttled), or
     /// [`AuthError::unavailable`] when the store fails: never a pass.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
-        match self.verify_cached(token) {
-            Some(result) => result,
-            // Boxed so the hot path's future stays small.
-            None => Box::pin(self.verify_uncached(token)).await,
+        #[cfg(feature = "jwt")]
+        if crate::jwt::looks_like_jwt(token) {
+            return match &self.inner.jwt {
+                Some(jwt) => Box::pin(jwt.verify(token)).await,
+                None => Err(unauthorized(RejectReason::Malformed)),
+            };
         }
+        let (id, digest) = self.cache_key(token)?;
+        match self.check_cached_now(id, &digest) {
+            Cached::Hit(result) => return self.refine(token, result),
+            Cached::Confirm(_) => {}
+            // Settle what needs no I/O before allocating the slow path.
+            Cached::Miss => {
+                self.parse(token)
+                    .map_err(|e| unauthorized(token_reason(e)))?;
+                self.check_guard(id, &digest)?;
+            }
+        }
+        // Boxed so the hot path's future stays small.
+        Box::pin(self.verify_uncached(token, id, digest)).await
     }
 
     /// The synchronous hot path: `Some` when the token is decided without
@@ -323,30 +338,20 @@ impl Verifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<AuthContext, AuthError> {
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        id: KeyId,
+        digest: [u8; 32],
+    ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
-        #[cfg(feature = "jwt")]
-        if crate::jwt::looks_like_jwt(token) {
-            return match &inner.jwt {
-                Some(jwt) => jwt.verify(token).await,
-                None => Err(unauthorized(RejectReason::Malformed)),
-            };
-        }
-        let (id, digest) = self.cache_key(token)?;
         if let Some(result) = self.check_cached(id, &digest).await {
             return self.refine(token, result);
         }
         let parsed = self
             .parse(token)
             .map_err(|e| unauthorized(token_reason(e)))?;
-
-        let now = inner.clock.now_nanos();
-        match inner.guard.check(id, &digest, now) {
-            Verdict::Unknown => {}
-            Verdict::NoSuchKey => return Err(unauthorized(RejectReason::UnknownKey)),
-            Verdict::KnownWrong => return Err(unauthorized(RejectReason::WrongSecret)),
-            Verdict::Throttled => return Err(unauthorized(RejectReason::Throttled)),
-        }
+        self.check_guard(id, &digest)?;
 
         // One argon2 run per key id at a time; the others wait and hit the cache.
         let lock = inner.inflight.entry(id).or_default().clone();
@@ -362,6 +367,20 @@ impl Verifier {
             .inflight
             .remove_if(&id, |_, l| Arc::strong_count(l) == 1);
         result
+    }
+
+    /// What the attack guard remembers against this token.
+    fn check_guard(&self, id: KeyId, digest: &[u8; 32]) -> Result<(), AuthError> {
+        match self
+            .inner
+            .guard
+            .check(id, digest, self.inner.clock.now_nanos())
+        {
+            Verdict::Unknown => Ok(()),
+            Verdict::NoSuchKey => Err(unauthorized(RejectReason::UnknownKey)),
+            Verdict::KnownWrong => Err(unauthorized(RejectReason::WrongSecret)),
+            Verdict::Throttled => Err(unauthorized(RejectReason::Throttled)),
+        }
     }
 
     fn prefix_ok(&self, prefix: &str) -> bool {

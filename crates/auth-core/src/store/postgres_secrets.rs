@@ -1,0 +1,78 @@
+//! Per-user JWT signing secrets in PostgreSQL, next to the keys.
+//!
+//! Rows hold only what [`MasterKey::seal`](crate::jwt::MasterKey::seal)
+//! made. A new secret is written by one statement that also sends
+//! `user-secret:<user>` on the key-change channel, so the notification goes
+//! out exactly when it commits: every instance listening on the database
+//! drops that user's cached tokens, typically within milliseconds, and this
+//! one at once.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::{
+    postgres_listener::CHANNEL, sql::store_error, ChangeFeed, KeyChange, KeyStore,
+    PostgresKeyStore, StoreError,
+};
+use crate::jwt::{SealedSecret, UserSecretStore};
+
+/// The secrets live in the key store's database; [`UserSecretStore::secret_changes`]
+/// is the key store's own [`KeyStore::changes`] feed, fed by `LISTEN`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), auth_core::StoreError> {
+/// use std::sync::Arc;
+/// use auth_core::{jwt::{JwtAuthority, MasterKey}, PostgresKeyStore};
+/// let store = Arc::new(PostgresKeyStore::connect("postgres://app@db/keys").await?);
+/// let master = MasterKey::from_base64(&std::env::var("KEYGATE_MASTER_KEY").unwrap()).unwrap();
+/// let jwt = JwtAuthority::new(store, master, "syncello");
+/// # let _ = jwt; Ok(()) }
+/// ```
+#[async_trait]
+impl UserSecretStore for PostgresKeyStore {
+    async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError> {
+        let row = sqlx::query("SELECT sealed, generation FROM user_secrets WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(store_error)?;
+        row.map(|r| {
+            Ok(SealedSecret {
+                sealed: r.try_get("sealed").map_err(store_error)?,
+                generation: r.try_get("generation").map_err(store_error)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
+        // One statement, one transaction: the notification goes out at commit.
+        sqlx::query(
+            "WITH u AS ( \
+                INSERT INTO user_secrets (user_id, sealed, generation, updated_at) \
+                VALUES ($1, $2, $3, $4) \
+                ON CONFLICT (user_id) DO UPDATE \
+                SET sealed = EXCLUDED.sealed, generation = EXCLUDED.generation, \
+                    updated_at = EXCLUDED.updated_at \
+                RETURNING user_id) \
+             SELECT pg_notify($5, $6) FROM u",
+        )
+        .bind(user_id)
+        .bind(&secret.sealed)
+        .bind(secret.generation)
+        .bind(OffsetDateTime::now_utc())
+        .bind(CHANNEL)
+        .bind(super::change_payload::user_secret(user_id))
+        .fetch_one(self.pool())
+        .await
+        .map_err(store_error)?;
+        self.changes()
+            .publish(&KeyChange::UserSecret(user_id.to_owned()));
+        Ok(())
+    }
+
+    fn secret_changes(&self) -> &ChangeFeed {
+        self.changes()
+    }
+}
