@@ -1,6 +1,7 @@
 //! The demo server of seed 000 (a node-graph task API): `st_` tokens,
 //! per-node access levels, the flat error format, per-user and per-IP rate
-//! limits, a WebSocket, and key management at `/api/tokens`.
+//! limits, a WebSocket, Socket.IO at `/ext-socket.io`, and key management
+//! at `/api/tokens`.
 //!
 //! [`Server::router`] is the whole app. To add routes (e.g. a Socket.IO
 //! endpoint or another API), take [`Server::routes`], merge yours, and pass
@@ -8,6 +9,8 @@
 //! can be merged onto the protected router instead.
 
 mod nodes;
+#[cfg(feature = "socketio")]
+mod socketio;
 mod ws;
 
 use std::sync::Arc;
@@ -49,7 +52,8 @@ Subcommands default to `serve`. Users: admin, alice, bob. Scopes: nodes:read, no
 
 Routes: GET /api/me; GET|POST /api/nodes; GET|PATCH|DELETE /api/nodes/{id};
 PUT|DELETE /api/nodes/{id}/grants/{user}; /api/tokens (key management, scope tokens:manage);
-GET /ws (Sec-WebSocket-Protocol: Bearer, <token>).
+GET /ws (Sec-WebSocket-Protocol: Bearer, <token>);
+Socket.IO at path /ext-socket.io (auth: { api_token }), events whoami and echo.
 
 Example:
   cargo run --example server
@@ -189,9 +193,12 @@ impl Server {
         stack::protect(routes, &self.auth, &self.limiter)
     }
 
-    /// The whole app.
+    /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        let router = self.protect(self.routes());
+        #[cfg(feature = "socketio")]
+        let router = socketio::mount(self, router);
+        router
     }
 
     /// On the first start (no key for `admin` in the store, revoked ones

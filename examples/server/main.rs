@@ -49,5 +49,7 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
             "memory"
         }
     );
+    #[cfg(feature = "socketio")]
+    println!("socket.io:   path /ext-socket.io, auth: {{ api_token }}; events whoami, echo");
     support::serve::serve(server.router(), args.addr, &backend, &server.verifier).await
 }

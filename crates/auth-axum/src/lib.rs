@@ -48,6 +48,8 @@ mod keys;
 mod rejection;
 mod scope;
 mod scope_layer;
+#[cfg(feature = "socketio")]
+mod socketio;
 mod websocket;
 
 pub use access::{Access, GrantResolver, Grants};
@@ -57,4 +59,6 @@ pub use keys::{keys_router, KeyManager, KeyOwner};
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
+#[cfg(feature = "socketio")]
+pub use socketio::*;
 pub use websocket::{AuthenticatedUpgrade, WebSocketAuthRejection};

@@ -9,8 +9,9 @@
 //!   wall time, so the figure is ns per check of the pair (perfect scaling
 //!   halves the 1-thread figure).
 //! * `layer/{bare,ours_hidden,governor,ours_headers,governor_headers}`: one
-//!   GET through an axum `Router` with `tower::ServiceExt::oneshot` on a
-//!   current-thread runtime, with `ConnectInfo` set: the bare router, with our
+//!   GET through an axum `Router` (finalized with `with_state(())`) with
+//!   `tower::ServiceExt::oneshot` on a current-thread runtime, with
+//!   `ConnectInfo` set: the bare router, with our
 //!   `RateLimitLayer` (per-IP rule; headers hidden, then legacy headers), and
 //!   with `tower_governor`'s `GovernorLayer` (peer-IP key; plain, then
 //!   `use_headers`). The quota is never exhausted, so every request passes.

@@ -47,6 +47,10 @@ pub enum KeyBy {
 
 impl KeyBy {
     /// A key computed by `f`; return `None` to exempt a request from the rule.
+    ///
+    /// `f` must give the same answer for the same request: when another rule
+    /// refuses the request, it is called again to give back this rule's
+    /// tokens.
     pub fn custom<F>(f: F) -> Self
     where
         F: Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,

@@ -495,3 +495,62 @@ impl fmt::Debug for RateLimiterBuilder {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FakeClock;
+
+    #[test]
+    fn rule_names_are_checked() {
+        let q = Quota::per_minute(1);
+        let dup = RateLimiter::builder()
+            .rule(Rule::global("a", q))
+            .rule(Rule::per_ip("a", q))
+            .build();
+        assert_eq!(dup.unwrap_err(), ConfigError::DuplicateRule("a".into()));
+        for bad in ["", "has space", "quote\"", "é", &"x".repeat(65)] {
+            let err = RateLimiter::builder()
+                .rule(Rule::global(bad, q))
+                .build()
+                .unwrap_err();
+            assert_eq!(err, ConfigError::InvalidRuleName(bad.to_owned()));
+        }
+        assert!(RateLimiter::builder()
+            .rule(Rule::global("api:v1.read-all_x", q))
+            .build()
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn check_outside_the_layer() {
+        let limiter = RateLimiter::builder()
+            .rule(Rule::global("all", Quota::per_second(2)))
+            .clock(FakeClock::new())
+            .build()
+            .unwrap();
+        let req = Request::get("/").body(()).unwrap();
+        let headers = limiter.check(&req).await.unwrap();
+        assert_eq!(headers["ratelimit-remaining"], "1");
+        assert!(limiter.check(&req).await.is_ok());
+        let res = limiter.check(&req).await.unwrap_err();
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()["retry-after"], "1");
+        assert_eq!(limiter.memory().len(), 1);
+    }
+
+    #[test]
+    fn no_rule_no_headers_no_state() {
+        let limiter = RateLimiter::builder().build().unwrap();
+        let req = Request::get("/").body(()).unwrap();
+        match limiter.evaluate(&req) {
+            Evaluation::Ready(Verdict::Allow(h)) => {
+                let mut map = HeaderMap::new();
+                h.apply(&mut map);
+                assert!(map.is_empty());
+            }
+            _ => panic!("a limiter without rules refused a request"),
+        }
+        assert!(limiter.memory().is_empty());
+    }
+}

@@ -135,7 +135,6 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     }
 
     /// Takes `cost` tokens from `key`'s bucket if it holds them.
-    #[inline]
     pub fn check(&self, key: &K, quota: &Quota, cost: u32) -> Decision {
         let now = self.clock.now();
         if let Some(cell) = self.map.get(key) {
@@ -152,8 +151,10 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
             Entry::Occupied(e) => take(e.get(), now, quota, cost),
             Entry::Vacant(e) => match gcra::take(0, now, quota, cost) {
                 Ok((tat, decision)) => {
-                    e.insert(AtomicU64::new(tat));
+                    // Counted before it is visible, so a concurrent sweep
+                    // never subtracts it first.
                     self.tracked.fetch_add(1, Ordering::Relaxed);
+                    e.insert(AtomicU64::new(tat));
                     decision
                 }
                 Err(decision) => decision,
@@ -397,6 +398,31 @@ mod tests {
             !store.check(&0, &q, 1).is_allowed(),
             "the limited key survived the spray"
         );
+    }
+
+    #[test]
+    fn concurrent_spray_keeps_the_count_exact_and_bounded() {
+        let clock = FakeClock::new();
+        let store = Arc::new(MemoryStore::<u64>::with_clock(clock.clone()).max_keys(1000));
+        let q = Quota::per_minute(10);
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut peak = 0;
+                    for k in 0..20_000 {
+                        store.check(&(t << 32 | k), &q, 1);
+                        peak = peak.max(store.len());
+                    }
+                    peak
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap() <= 1000 + 4);
+        }
+        assert_eq!(store.len(), store.map.len(), "the counter matches the map");
+        assert!(store.len() <= 1000);
     }
 
     #[test]

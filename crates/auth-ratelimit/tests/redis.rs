@@ -49,6 +49,25 @@ async fn store(url: &str, test: &str) -> RedisStore {
         .with_timeout(Duration::from_secs(5))
 }
 
+/// Deletes the keys a test left (most would expire by themselves, some only
+/// after a day).
+async fn cleanup(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
 fn app(limiter: &RateLimiter, peer: &str) -> Router {
     Router::new()
         .route("/items", get(|| async { "ok" }))
@@ -97,6 +116,7 @@ async fn burst_then_refused_with_the_wait() {
     let d = store.check("w", &q, 3).await.unwrap();
     assert_eq!(d.remaining(), 2);
     assert!(!store.check("w", &q, 3).await.unwrap().is_allowed());
+    cleanup(&url, store.prefix()).await;
 }
 
 #[tokio::test]
@@ -114,6 +134,7 @@ async fn buckets_expire_when_full_again() {
         .unwrap();
     // Two tokens at 6 s each: full again within 12 s, and then gone.
     assert!(pttl > 0 && pttl <= 12_000, "PTTL {pttl}");
+    cleanup(&url, store.prefix()).await;
 }
 
 /// Two service instances (two limiters, two connections) sharing one Redis
@@ -154,6 +175,7 @@ async fn two_limiters_sharing_redis_admit_no_more_than_the_quota() {
         admitted += t.await.unwrap();
     }
     assert_eq!(admitted, 50);
+    cleanup(&url, &prefix).await;
 }
 
 /// All rules of a request are decided in one script: a refusal by one takes
@@ -161,11 +183,13 @@ async fn two_limiters_sharing_redis_admit_no_more_than_the_quota() {
 #[tokio::test]
 async fn several_rules_in_one_atomic_check() {
     let Some(url) = redis_url() else { return };
+    let store = store(&url, "rules").await;
+    let prefix = store.prefix().to_owned();
     let limiter = RateLimiter::builder()
         .rule(Rule::per_user("user", Quota::per_minute(5)))
         .rule(Rule::per_ip("ip", Quota::per_minute(3)))
         .headers(HeaderStyle::Both)
-        .redis(store(&url, "rules").await)
+        .redis(store)
         .on_store_error(OnStoreError::FailClosed)
         .build()
         .unwrap();
@@ -186,6 +210,7 @@ async fn several_rules_in_one_atomic_check() {
     let state = res.headers()["ratelimit"].to_str().unwrap();
     assert!(state.starts_with(r#""user";r=4;"#), "{state}");
     assert!(state.contains(r#""ip";r=0;"#), "{state}");
+    cleanup(&url, &prefix).await;
 }
 
 // ---- Redis unreachable -------------------------------------------------------

@@ -1,0 +1,59 @@
+//! Socket.IO at `/ext-socket.io`, as seed 000's clients connect:
+//!
+//! ```js
+//! io("http://127.0.0.1:3000", { path: "/ext-socket.io", transports: ["websocket"], auth: { api_token } })
+//! ```
+//!
+//! Connects are authenticated by the server's own `AuthLayer` (the token
+//! from `auth.api_token`, `Authorization: Bearer` or `Sec-WebSocket-Protocol:
+//! Bearer, <token>`) and count against its WebSocket connect limit (10 per
+//! minute per IP, shared with `/ws`); a refusal is a `connect_error` whose
+//! message is the JSON error, e.g. `{"error":"unauthorized",…}`. Events:
+//! `whoami` (acknowledged with the authenticated context) and `echo`
+//! (echoed back), about one per second per connection; faster ones get a
+//! `rate_limited` event instead.
+
+use auth_axum::{
+    socketioxide::{
+        extract::{AckSender, Data, SocketRef},
+        handler::ConnectHandler,
+        SocketIo,
+    },
+    SocketAuth, SocketIoAuth, Throttle,
+};
+use axum::Router;
+
+use super::{ws::MESSAGES, Server};
+
+/// Where Socket.IO is served (seed 000).
+pub const PATH: &str = "/ext-socket.io";
+
+/// `router` with Socket.IO at [`PATH`] in front of it.
+pub fn mount(server: &Server, router: Router) -> Router {
+    let auth = SocketIoAuth::new(server.auth.clone())
+        .connect_limits(server.limiter.clone())
+        .event_quota(MESSAGES);
+    let (layer, io) = SocketIo::builder().req_path(PATH).build_layer();
+    io.ns("/", on_connect.with(auth));
+    router
+        .layer(layer)
+        // Outermost, so the handshake's credential headers are hidden in
+        // every Debug output of socketioxide too.
+        .layer(server.auth.sensitive_headers())
+}
+
+fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth) {
+    tracing::debug!(user = ctx.effective_user(), "socket.io connected");
+    socket.on(
+        "whoami",
+        |_: Throttle, SocketAuth(ctx): SocketAuth, ack: AckSender| {
+            let _ = ack.send(&ctx);
+        },
+    );
+    socket.on(
+        "echo",
+        |socket: SocketRef, _: Throttle, Data(data): Data<serde_json::Value>| {
+            let _ = socket.emit("echo", &data);
+        },
+    );
+}

@@ -1,0 +1,23 @@
+//! `cargo run --example tools`: the demo of seed 002.
+//!
+//! Starts on 127.0.0.1:3002 with a SQLite file under ./data/. Get a user's
+//! token with `token --user u1`, call `POST /v1/tools/{app}/{tool}` with
+//! it, and invalidate every token of the user with `regenerate --user u1`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+// Some of its parts are for the integration tests (tests/tools.rs).
+#[allow(dead_code)]
+#[path = "app.rs"]
+mod app;
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    support::serve::init_tracing();
+    let cli = app::cli::parse();
+    let env_key = std::env::var(app::master_key::ENV).ok();
+    app::cli::run(cli, env_key).await
+}

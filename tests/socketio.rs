@@ -1,0 +1,228 @@
+//! The demo server's Socket.IO endpoint (`/ext-socket.io`, seed 000) driven
+//! by the real JavaScript client: `socket.io-client`, pinned in
+//! `tests/js/package.json` and installed with `npm ci`, connecting with
+//! `transports: ["websocket"]` and `auth: { api_token }` as the seed shows.
+//!
+//! Needs `node` and `npm`; without them every test says it is skipped.
+#![cfg(feature = "socketio")]
+
+#[path = "../examples/support/mod.rs"]
+mod support;
+
+#[allow(dead_code)]
+#[path = "../examples/server/app.rs"]
+mod server;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use auth_core::SecretHasher;
+use serde_json::Value;
+use support::{commands, serve::spawn, Backend};
+
+/// How long one run of the client may take before the test fails.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs the pinned client once per test binary. `false` (after saying
+/// the test is skipped) when `node` or `npm` is missing; a failed install
+/// with both present fails the test.
+fn client_installed(test: &str) -> bool {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    if !runs("node") || !runs("npm") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping {test}: node and npm are needed to run socket.io-client"
+        );
+        return false;
+    }
+    let installed = INSTALLED.get_or_init(|| {
+        let out = Command::new("npm")
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--prefer-offline",
+                "--prefix",
+            ])
+            .arg(js_dir())
+            .output()
+            .map_err(|e| format!("cannot run npm: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "npm ci failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = installed {
+        panic!("{e}");
+    }
+    true
+}
+
+/// Runs `tests/js/socketio.mjs` against the server at `base` and returns
+/// the JSON line it prints.
+async fn client(base: &str, token: &str, scenario: &str, count: u32) -> Value {
+    let run = tokio::process::Command::new("node")
+        .arg(js_dir().join("socketio.mjs"))
+        .args([base, token, scenario, &count.to_string()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(CLIENT_DEADLINE, run)
+        .await
+        .expect("the JavaScript client finished in time")
+        .expect("node ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+struct Demo {
+    backend: Backend,
+    base: String,
+}
+
+impl Demo {
+    async fn start(ws_connects_per_minute: u32) -> Self {
+        let backend = Backend::memory(SecretHasher::for_tests());
+        let options = server::Options {
+            ws_connects_per_minute,
+            ..server::Options::default()
+        };
+        let app = server::Server::new(&backend, &options).unwrap();
+        let addr = spawn(app.router()).await;
+        Self {
+            backend,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    async fn token(&self, user: &str) -> (String, String) {
+        let key = commands::issue(&self.backend, &server::RULES, user, &[], "socket.io")
+            .await
+            .unwrap();
+        (
+            key.token.expose_secret().to_owned(),
+            key.record.id.to_string(),
+        )
+    }
+}
+
+/// Asserts a `connect_error` carrying the flat error `code`.
+#[track_caller]
+fn assert_refused(reply: &Value, code: &str, message: &str) {
+    assert_eq!(reply["connected"], false, "{reply}");
+    assert_eq!(reply["error"]["error"], code, "{reply}");
+    assert_eq!(reply["error"]["message"], message, "{reply}");
+}
+
+#[tokio::test]
+async fn a_good_token_connects_from_the_payload_or_either_header() {
+    if !client_installed("a_good_token_connects_from_the_payload_or_either_header") {
+        return;
+    }
+    let demo = Demo::start(10).await;
+    let (token, key_id) = demo.token("alice").await;
+    for scenario in ["payload", "header", "protocol"] {
+        let reply = client(&demo.base, &token, scenario, 0).await;
+        assert_eq!(reply["connected"], true, "{scenario}: {reply}");
+        let me = &reply["whoami"];
+        assert_eq!(me["user"], "alice", "{scenario}: {reply}");
+        assert_eq!(me["credential"], "api_key");
+        assert_eq!(me["key_id"], key_id.as_str());
+        assert!(
+            me["scopes"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("nodes:read")),
+            "{reply}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_missing_and_revoked_tokens_get_connect_error() {
+    if !client_installed("bad_missing_and_revoked_tokens_get_connect_error") {
+        return;
+    }
+    let demo = Demo::start(10).await;
+    let generic = "Invalid or missing API token";
+    let reply = client(&demo.base, "st_not_a_real_token", "payload", 0).await;
+    assert_refused(&reply, "unauthorized", generic);
+    let reply = client(&demo.base, "-", "payload", 0).await;
+    assert_refused(&reply, "unauthorized", generic);
+
+    let (token, key_id) = demo.token("bob").await;
+    let reply = client(&demo.base, &token, "payload", 0).await;
+    assert_eq!(reply["connected"], true, "{reply}");
+    // Revoked while its verification is cached: refused at once.
+    commands::revoke(&demo.backend, &server::RULES, &key_id)
+        .await
+        .unwrap();
+    let reply = client(&demo.base, &token, "payload", 0).await;
+    assert_refused(&reply, "unauthorized", generic);
+    assert!(
+        !reply.to_string().contains(&token),
+        "the token is never echoed"
+    );
+}
+
+#[tokio::test]
+async fn events_over_the_connection_quota_get_rate_limited() {
+    if !client_installed("events_over_the_connection_quota_get_rate_limited") {
+        return;
+    }
+    let demo = Demo::start(10).await;
+    let (token, _) = demo.token("alice").await;
+    // About one event per second per connection: of 5 sent at once, the
+    // first is echoed and the other 4 answered with `rate_limited`.
+    let reply = client(&demo.base, &token, "flood", 5).await;
+    assert_eq!(reply["connected"], true, "{reply}");
+    assert_eq!(reply["timed_out"], false, "{reply}");
+    assert_eq!(reply["echoes"], serde_json::json!([{ "n": 0 }]), "{reply}");
+    let limited = reply["rate_limited"].as_array().unwrap();
+    assert_eq!(limited.len(), 4, "{reply}");
+    for event in limited {
+        let wait = event["retry_after_ms"].as_u64().unwrap();
+        assert!((1..=1000).contains(&wait), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn connects_are_limited_per_ip() {
+    if !client_installed("connects_are_limited_per_ip") {
+        return;
+    }
+    let demo = Demo::start(3).await;
+    let (token, _) = demo.token("alice").await;
+    let reply = client(&demo.base, &token, "connects", 4).await;
+    let outcomes = reply["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 4, "{reply}");
+    for ok in &outcomes[..3] {
+        assert_eq!(ok["connected"], true, "{reply}");
+    }
+    assert_refused(&outcomes[3], "rate_limited", "Rate limit exceeded");
+}
