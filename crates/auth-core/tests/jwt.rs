@@ -199,3 +199,52 @@ async fn the_verifier_tells_kinds_apart_by_shape() {
         RejectReason::Malformed
     );
 }
+
+/// A view of a shared store whose change feed hears nothing from the others,
+/// as an instance whose notification connection dropped.
+struct Detached {
+    inner: Arc<MemoryUserSecrets>,
+    feed: ChangeFeed,
+}
+
+#[async_trait::async_trait]
+impl UserSecretStore for Detached {
+    async fn get_secret(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::jwt::SealedSecret>, StoreError> {
+        self.inner.get_secret(user).await
+    }
+    async fn put_secret(
+        &self,
+        user: &str,
+        s: &auth_core::jwt::SealedSecret,
+    ) -> Result<(), StoreError> {
+        self.inner.put_secret(user, s).await
+    }
+    fn secret_changes(&self) -> &ChangeFeed {
+        &self.feed
+    }
+}
+
+#[tokio::test]
+async fn out_of_sync_feed_checks_every_token_against_the_store() {
+    let shared = Arc::new(MemoryUserSecrets::new());
+    let a = authority(shared.clone());
+    let detached = Arc::new(Detached {
+        inner: shared,
+        feed: ChangeFeed::new(),
+    });
+    let b = JwtAuthority::builder(
+        detached.clone(),
+        MasterKey::from_bytes(&[9; 32]),
+        "syncello",
+    )
+    .build();
+    let old = a.token_for("u1").await.unwrap();
+    detached.feed.set_in_sync(false);
+    b.verify(&old).await.unwrap();
+    // Regenerated on A; B hears nothing but must not serve the old token from cache.
+    a.regenerate("u1").await.unwrap();
+    assert_eq!(reason(b.verify(&old).await), RejectReason::WrongSecret);
+}

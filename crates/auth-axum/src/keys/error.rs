@@ -4,11 +4,7 @@ use std::convert::Infallible;
 
 use auth_core::{AuthError, ErrorCode, IssueError, RejectReason, StoreError};
 use auth_tower::{AuthRealm, RenderAuthError};
-use axum::{
-    body::Body,
-    extract::FromRequestParts,
-    response::Response,
-};
+use axum::{body::Body, extract::FromRequestParts, response::Response};
 use http::{request::Parts, Extensions};
 
 /// Why a key-management request was refused.
@@ -109,4 +105,3 @@ impl ErrorStyle {
         }
     }
 }
-

@@ -289,7 +289,10 @@ impl JwtAuthority {
         }
         let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
         let now = inner.clock.now().unix_timestamp();
-        if let Some(hit) = inner.cache.tokens.get(&digest) {
+        // While other instances' regenerations may go unseen (the store's
+        // feed is out of sync), every token is checked against the store.
+        let trust_cache = inner.store.secret_changes().is_in_sync();
+        if let Some(hit) = inner.cache.tokens.get(&digest).filter(|_| trust_cache) {
             if hit.exp.is_some_and(|exp| exp <= now) {
                 return Err(AuthError::unauthorized(RejectReason::Expired));
             }

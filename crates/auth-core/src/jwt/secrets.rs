@@ -14,7 +14,9 @@ pub struct SealedSecret {
     pub generation: i64,
 }
 
-/// Stores per-user JWT signing secrets.
+/// Stores per-user JWT signing secrets. Implemented by [`MemoryUserSecrets`]
+/// and, with their features, by `SqliteKeyStore` and `PostgresKeyStore`
+/// (same database and change feed as the keys).
 ///
 /// `put` publishes [`KeyChange::UserSecret`] on [`UserSecretStore::secret_changes`]
 /// before returning (and, for shared stores, to other instances), so
