@@ -130,9 +130,17 @@ impl KeyIssuer {
         &self.store
     }
 
+    /// Now, to the microsecond: what SQL stores keep, so a record reads back
+    /// exactly as it was issued.
+    fn now(&self) -> OffsetDateTime {
+        let t = self.clock.now();
+        t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(t)
+    }
+
     /// Issues a key. The plaintext is in the result and nowhere else.
     pub async fn issue(&self, new: NewKey) -> Result<IssuedKey, IssueError> {
-        let now = self.clock.now();
+        let now = self.now();
         validate_name(&new.name)?;
         if new.expires_at.is_some_and(|t| t <= now) {
             return Err(IssueError::InvalidExpiry);
@@ -179,7 +187,7 @@ impl KeyIssuer {
     /// one key, exactly one succeeds; the other gets [`IssueError::Conflict`].
     pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<IssuedKey, IssueError> {
         let old = self.store.get(id).await?.ok_or(IssueError::NotFound)?;
-        let now = self.clock.now();
+        let now = self.now();
         if old.replaced_by.is_some() || old.check_active(now).is_err() {
             return Err(IssueError::Conflict(
                 "key is revoked, expired or already rotated".into(),
@@ -198,7 +206,7 @@ impl KeyIssuer {
 
     /// Revokes a key at once. `Ok(false)` if there is no such key.
     pub async fn revoke(&self, id: KeyId) -> Result<bool, StoreError> {
-        self.store.revoke(id, self.clock.now()).await
+        self.store.revoke(id, self.now()).await
     }
 
     /// The user's keys, newest first.

@@ -568,3 +568,14 @@ async fn a_cached_key_with_any_character_changed_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn issued_times_are_whole_microseconds_as_sql_stores_keep_them() {
+    let f = fixture();
+    f.clock.set(datetime!(2026-06-01 12:00:00.123456789 UTC));
+    let key = issue(&f, "alice").await;
+    assert_eq!(
+        key.record.created_at,
+        datetime!(2026-06-01 12:00:00.123456 UTC)
+    );
+}
