@@ -12,6 +12,7 @@ use dashmap::DashMap;
 
 use crate::{AuthContext, ChangeListener, KeyChange, KeyId, RejectReason};
 
+/// Held inline in the map: one memory access less per hit than behind an `Arc`.
 pub(crate) struct CacheEntry {
     pub digest: [u8; 32],
     /// First instant (ns) the key stops working, and why.
@@ -27,7 +28,7 @@ pub(crate) struct CacheEntry {
 pub(crate) type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
 pub(crate) struct KeyCache {
-    pub entries: FastMap<KeyId, Arc<CacheEntry>>,
+    pub entries: FastMap<KeyId, CacheEntry>,
     /// Bumped on every change, so an insert racing a revoke is dropped.
     pub epoch: AtomicU64,
     capacity: usize,
@@ -47,7 +48,7 @@ impl KeyCache {
         if self.entries.len() >= self.capacity {
             self.make_room(now);
         }
-        self.entries.insert(id, Arc::new(entry));
+        self.entries.insert(id, entry);
         // Re-check after inserting: a change that landed in between bumped the
         // epoch, and its own removal may have run before our insert.
         if self.epoch.load(Ordering::Acquire) != epoch {

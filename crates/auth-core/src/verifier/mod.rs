@@ -201,7 +201,8 @@ impl VerifierBuilder {
 enum Cached {
     Hit(Result<AuthContext, AuthError>),
     Miss,
-    Confirm(Arc<CacheEntry>),
+    /// A hit to confirm against the store: the context and the hash it was verified with.
+    Confirm(AuthContext, Arc<str>),
 }
 
 fn token_reason(e: TokenError) -> RejectReason {
@@ -277,7 +278,7 @@ impl Verifier {
         let (id, digest) = self.cache_key(token)?;
         match self.check_cached_now(id, &digest) {
             Cached::Hit(result) => return self.refine(token, result),
-            Cached::Confirm(_) => {}
+            Cached::Confirm(..) => {}
             // Settle what needs no I/O before allocating the slow path.
             Cached::Miss => {
                 self.parse(token)
@@ -303,7 +304,7 @@ impl Verifier {
         };
         match self.check_cached_now(id, &digest) {
             Cached::Hit(result) => Some(self.refine(token, result)),
-            Cached::Miss | Cached::Confirm(_) => None,
+            Cached::Miss | Cached::Confirm(..) => None,
         }
     }
 
@@ -410,7 +411,7 @@ impl Verifier {
         match self.check_cached_now(id, digest) {
             Cached::Hit(result) => Some(result),
             Cached::Miss => None,
-            Cached::Confirm(entry) => self.confirm(id, &entry).await,
+            Cached::Confirm(ctx, hash) => self.confirm(id, ctx, &hash).await,
         }
     }
 
@@ -430,7 +431,7 @@ impl Verifier {
             }
         }
         if !inner.store.changes().is_in_sync() {
-            return Cached::Confirm(entry.clone());
+            return Cached::Confirm(entry.ctx.clone(), entry.hash.clone());
         }
         self.report_use(id, &entry, now);
         Cached::Hit(Ok(entry.ctx.clone()))
@@ -440,7 +441,8 @@ impl Verifier {
     async fn confirm(
         &self,
         id: KeyId,
-        entry: &CacheEntry,
+        ctx: AuthContext,
+        hash: &str,
     ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
         match inner.store.get(id).await {
@@ -450,11 +452,13 @@ impl Verifier {
                 if let Err(reason) = r.check_active(inner.clock.now()) {
                     return Some(Err(unauthorized(reason)));
                 }
-                if *r.hash != *entry.hash {
+                if *r.hash != *hash {
                     return None;
                 }
-                self.report_use(id, entry, inner.clock.now_nanos());
-                Some(Ok(entry.ctx.clone()))
+                if let Some(entry) = inner.cache.entries.get(&id) {
+                    self.report_use(id, &entry, inner.clock.now_nanos());
+                }
+                Some(Ok(ctx))
             }
         }
     }
