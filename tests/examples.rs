@@ -1354,3 +1354,30 @@ async fn two_pods_on_one_redis_share_rate_limits() {
     r.expect_error(429, "rate_limited");
     assert!(r.header("retry-after").is_some());
 }
+
+#[tokio::test]
+async fn server_websocket_is_closed_when_its_key_is_revoked() {
+    let backend = memory();
+    let (api, app) = start_server(&backend, server::Options::default()).await;
+    let token = issue(&backend, &server::RULES, "alice", &[]).await;
+    let mut ws = ws_connect(&api, Some(&token)).await.unwrap();
+    ws.send(tungstenite::Message::text("before")).await.unwrap();
+    assert!(
+        matches!(ws.next().await.unwrap().unwrap(), tungstenite::Message::Text(t) if t == "before")
+    );
+
+    let id: auth_core::KeyId = token[3..14].parse().unwrap();
+    assert!(app.issuer.revoke(id).await.unwrap());
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("no close frame after revocation")
+        .unwrap()
+        .unwrap();
+    match frame {
+        tungstenite::Message::Close(Some(close)) => {
+            assert_eq!(u16::from(close.code), 1008);
+            assert!(close.reason.contains("revoked"));
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}

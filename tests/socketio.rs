@@ -226,3 +226,44 @@ async fn connects_are_limited_per_ip() {
     }
     assert_refused(&outcomes[3], "rate_limited", "Rate limit exceeded");
 }
+
+#[tokio::test]
+async fn a_connected_socket_is_dropped_when_its_key_is_revoked() {
+    use tokio::io::AsyncBufReadExt;
+    if !client_installed("a_connected_socket_is_dropped_when_its_key_is_revoked") {
+        return;
+    }
+    let demo = Demo::start(10).await;
+    let (token, id) = demo.token("alice").await;
+    let mut child = tokio::process::Command::new("node")
+        .arg(js_dir().join("socketio.mjs"))
+        .args([demo.base.as_str(), token.as_str(), "revoked"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node ran");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        next_json(&mut lines).await,
+        serde_json::json!({ "connected": true })
+    );
+    commands::revoke(&demo.backend, &server::RULES, &id)
+        .await
+        .unwrap();
+    let reply = next_json(&mut lines).await;
+    assert_eq!(reply["disconnected"], true, "{reply}");
+    assert_eq!(reply["reason"], "io server disconnect", "{reply}");
+    assert_eq!(reply["revoked"]["error"], "unauthorized", "{reply}");
+}
+
+/// The next JSON line the client prints, within the deadline.
+async fn next_json(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    let line = tokio::time::timeout(CLIENT_DEADLINE, lines.next_line())
+        .await
+        .expect("the JavaScript client answered in time")
+        .unwrap()
+        .expect("a line from the client");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}

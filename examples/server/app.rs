@@ -180,7 +180,7 @@ impl Server {
             .with_state(self.nodes.clone());
         Router::new()
             .route("/api/me", get(me))
-            .route("/ws", get(ws::echo))
+            .route("/ws", get(ws::echo).layer(Extension(self.verifier.clone())))
             .nest(
                 "/api/tokens",
                 keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("tokens:manage")),

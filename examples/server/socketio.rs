@@ -11,7 +11,8 @@
 //! message is the JSON error, e.g. `{"error":"unauthorized",…}`. Events:
 //! `whoami` (acknowledged with the authenticated context) and `echo`
 //! (echoed back), about one per second per connection; faster ones get a
-//! `rate_limited` event instead.
+//! `rate_limited` event instead. A socket whose key is revoked or expires is
+//! sent a `revoked` event and disconnected.
 
 use auth_axum::{
     socketioxide::{
@@ -21,6 +22,7 @@ use auth_axum::{
     },
     SocketAuth, SocketIoAuth, Throttle,
 };
+use auth_core::Verifier;
 use axum::Router;
 
 use super::{ws::MESSAGES, Server};
@@ -34,7 +36,11 @@ pub fn mount(server: &Server, router: Router) -> Router {
         .connect_limits(server.limiter.clone())
         .event_quota(MESSAGES);
     let (layer, io) = SocketIo::builder().req_path(PATH).build_layer();
-    io.ns("/", on_connect.with(auth));
+    let verifier = server.verifier.clone();
+    io.ns(
+        "/",
+        (move |socket: SocketRef, auth: SocketAuth| on_connect(socket, auth, &verifier)).with(auth),
+    );
     router
         .layer(layer)
         // Outermost, so the handshake's credential headers are hidden in
@@ -42,8 +48,20 @@ pub fn mount(server: &Server, router: Router) -> Router {
         .layer(server.auth.sensitive_headers())
 }
 
-fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth) {
+fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth, verifier: &Verifier) {
     tracing::debug!(user = ctx.effective_user(), "socket.io connected");
+    if let Some(id) = ctx.key_id() {
+        // Revocation reaches open sockets too; the watch ends with the socket.
+        let ended = verifier.key_ended(id);
+        let sock = socket.clone();
+        let watch = tokio::spawn(async move {
+            ended.await;
+            let _ = sock.emit("revoked", &serde_json::json!({ "error": "unauthorized", "message": "Token revoked or expired" }));
+            let _ = sock.disconnect();
+        });
+        let watch = watch.abort_handle();
+        socket.on_disconnect(move || watch.abort());
+    }
     socket.on(
         "whoami",
         |_: Throttle, SocketAuth(ctx): SocketAuth, ack: AckSender| {

@@ -1,20 +1,40 @@
 //! `GET /ws`: an authenticated WebSocket (`Sec-WebSocket-Protocol: Bearer,
 //! <token>`) that echoes text messages, about one per second; faster ones
-//! get a `rate_limited` event instead of an echo.
+//! get a `rate_limited` event instead of an echo. The connection is closed
+//! (code 1008) as soon as its key is revoked or expires.
 
 use auth_axum::AuthenticatedUpgrade;
+use auth_core::Verifier;
 use auth_ratelimit::{MessageLimiter, Quota};
-use axum::{extract::ws::Message, response::Response};
+use axum::{
+    extract::ws::{close_code, CloseFrame, Message},
+    response::Response,
+    Extension,
+};
 
 /// About one message per second per connection.
 pub const MESSAGES: Quota = Quota::per_second(1);
 
 /// The upgrade; connects per IP are limited by the rate-limit layer.
-pub async fn echo(ws: AuthenticatedUpgrade) -> Response {
-    ws.on_upgrade(|mut socket, ctx| async move {
+pub async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verifier>) -> Response {
+    ws.on_upgrade(move |mut socket, ctx| async move {
         let mut limiter = MessageLimiter::new(MESSAGES);
         tracing::debug!(user = ctx.effective_user(), "websocket open");
-        while let Some(Ok(msg)) = socket.recv().await {
+        let ended = match ctx.key_id() {
+            Some(id) => futures_util::future::Either::Left(verifier.key_ended(id)),
+            None => futures_util::future::Either::Right(std::future::pending()),
+        };
+        let mut ended = std::pin::pin!(ended);
+        loop {
+            let msg = tokio::select! {
+                msg = socket.recv() => msg,
+                () = &mut ended => {
+                    let close = CloseFrame { code: close_code::POLICY, reason: "token revoked or expired".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    break;
+                }
+            };
+            let Some(Ok(msg)) = msg else { break };
             let reply = match msg {
                 Message::Text(text) => match limiter.check() {
                     Ok(_) => Message::Text(text),

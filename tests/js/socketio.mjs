@@ -9,6 +9,8 @@
 //   protocol  the token in `Sec-WebSocket-Protocol: Bearer, <token>`
 //   flood     sends <count> `echo` events at once; counts echoes and `rate_limited`
 //   connects  <count> connects one after the other; reports each outcome
+//   revoked   connects, prints {"connected":true}, then waits to be disconnected
+//             (the test revokes the key meanwhile); reports the `revoked` event
 //
 // Every wait has a deadline, and the script always exits.
 import { io } from "socket.io-client";
@@ -111,12 +113,34 @@ async function connects() {
   return { outcomes };
 }
 
+async function revoked() {
+  let socket;
+  try {
+    socket = await connect("payload");
+  } catch (err) {
+    return refusal(err);
+  }
+  let event = null;
+  socket.on("revoked", (data) => {
+    event = data;
+  });
+  const disconnected = new Promise((resolve) => socket.once("disconnect", (reason) => resolve(reason)));
+  console.log(JSON.stringify({ connected: true }));
+  const reason = await Promise.race([
+    disconnected,
+    new Promise((resolve) => setTimeout(() => resolve(null), DEADLINE_MS).unref()),
+  ]);
+  socket.close();
+  return { disconnected: reason !== null, reason, revoked: event };
+}
+
 const scenarios = {
   payload: () => whoami("payload"),
   header: () => whoami("header"),
   protocol: () => whoami("protocol"),
   flood,
   connects,
+  revoked,
 };
 
 const run = scenarios[scenario];

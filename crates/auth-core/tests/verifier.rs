@@ -579,3 +579,49 @@ async fn issued_times_are_whole_microseconds_as_sql_stores_keep_them() {
         datetime!(2026-06-01 12:00:00.123456 UTC)
     );
 }
+
+#[tokio::test]
+async fn key_ended_resolves_on_revocation_of_that_key_only() {
+    use futures_util::FutureExt;
+    let f = fixture();
+    let mine = issue(&f, "alice").await;
+    let other = issue(&f, "bob").await;
+    let mut ended = Box::pin(f.verifier.key_ended(mine.record.id));
+    // Let it read the store and start waiting.
+    for _ in 0..10 {
+        assert!((&mut ended).now_or_never().is_none());
+        tokio::task::yield_now().await;
+    }
+    f.issuer.revoke(other.record.id).await.unwrap();
+    for _ in 0..10 {
+        assert!(
+            (&mut ended).now_or_never().is_none(),
+            "another key's revocation ended it"
+        );
+        tokio::task::yield_now().await;
+    }
+    f.issuer.revoke(mine.record.id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("not ended by its revocation");
+}
+
+#[tokio::test]
+async fn key_ended_resolves_on_rotation_without_grace_and_on_store_errors() {
+    let f = fixture();
+    let key = issue(&f, "alice").await;
+    let ended = f.verifier.key_ended(key.record.id);
+    f.issuer
+        .rotate(key.record.id, Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("rotation did not end it");
+
+    let key = issue(&f, "bob").await;
+    f.store.down.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(10), f.verifier.key_ended(key.record.id))
+        .await
+        .expect("a store error must end it (fail closed)");
+}

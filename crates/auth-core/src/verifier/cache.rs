@@ -75,19 +75,28 @@ impl KeyCache {
 pub(crate) struct CacheInvalidator {
     pub cache: Arc<KeyCache>,
     pub guard: Arc<super::guard::AttackGuard>,
+    /// Tells long-lived connections: `Some(id)` revoked or rotated, `None` anything.
+    pub ended: tokio::sync::broadcast::Sender<Option<KeyId>>,
 }
 
 impl ChangeListener for CacheInvalidator {
     fn on_change(&self, change: &KeyChange) {
         self.cache.epoch.fetch_add(1, Ordering::AcqRel);
         match change {
-            KeyChange::Revoked(id) | KeyChange::Updated(id) => {
+            KeyChange::Revoked(id) => {
+                self.cache.entries.remove(id);
+                self.guard.forget(*id);
+                // No receiver is fine: nobody holds a connection open.
+                let _ = self.ended.send(Some(*id));
+            }
+            KeyChange::Updated(id) => {
                 self.cache.entries.remove(id);
                 self.guard.forget(*id);
             }
             KeyChange::All => {
                 self.cache.entries.clear();
                 self.guard.clear();
+                let _ = self.ended.send(None);
             }
             // User secrets concern JWT credentials, which have their own cache.
             _ => {}

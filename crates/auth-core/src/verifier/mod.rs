@@ -172,6 +172,7 @@ impl VerifierBuilder {
         let invalidator = Arc::new(CacheInvalidator {
             cache: cache.clone(),
             guard: guard.clone(),
+            ended: tokio::sync::broadcast::channel(64).0,
         });
         let weak: std::sync::Weak<dyn crate::ChangeListener> =
             Arc::downgrade(&(invalidator.clone() as Arc<dyn crate::ChangeListener>));
@@ -555,6 +556,70 @@ impl Verifier {
                 Err(e) => tracing::warn!(key_id = %id, error = %e, "re-hash failed"),
             }
         });
+    }
+
+    /// Resolves once key `id` stops working: revoked (at once, or when a
+    /// rotation's grace period ends), expired, or gone. For connections that
+    /// authenticate once and stay open (WebSockets): close them when it
+    /// resolves, so revocation reaches them too. A store error while checking
+    /// counts as ended (fail closed).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use auth_core::*;
+    /// # let store = Arc::new(MemoryKeyStore::new());
+    /// # let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
+    /// # let verifier = Verifier::builder(store).hasher(SecretHasher::for_tests()).build();
+    /// # let key = issuer.issue(NewKey::new(Principal::user("a"), "ws", ScopeSet::empty())).await.unwrap();
+    /// let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
+    /// let ended = verifier.key_ended(ctx.key_id().unwrap());
+    /// issuer.revoke(key.record.id).await.unwrap();
+    /// ended.await; // close the connection here
+    /// # });
+    /// ```
+    pub fn key_ended(&self, id: KeyId) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Subscribed before the store is read, so no change can slip between.
+        let mut changes = self.inner._invalidator.ended.subscribe();
+        let (store, clock) = (self.inner.store.clone(), self.inner.clock.clone());
+        async move {
+            loop {
+                let ends = match store.get(id).await {
+                    Ok(Some(r)) if r.check_active(clock.now()).is_ok() => r.ends().map(|(t, _)| t),
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(key_id = %id, error = %e, "cannot confirm a connection's key; ending it");
+                        return;
+                    }
+                };
+                let until_end = async {
+                    match ends {
+                        Some(t) => {
+                            let left = (t - clock.now()).max(time::Duration::ZERO);
+                            tokio::time::sleep(left.unsigned_abs()).await
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let this_key_changed = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(Some(other)) if other != id => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                // The verifier is gone: nothing more will be heard.
+                                return std::future::pending().await;
+                            }
+                            // This key, everything, or missed messages: check again.
+                            _ => return,
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = until_end => {}
+                    () = this_key_changed => {}
+                }
+            }
+        }
     }
 
     /// Writes out pending `last_used_at` updates (call on graceful shutdown).
