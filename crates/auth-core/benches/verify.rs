@@ -240,5 +240,60 @@ fn bench_reject(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_parse, bench_cached, bench_cold, bench_reject);
+/// A cached JWT (seed 002) against a cached API key, same run.
+#[cfg(feature = "jwt")]
+fn bench_jwt(c: &mut Criterion) {
+    use auth_core::jwt::{JwtAuthority, MasterKey, MemoryUserSecrets};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let jwt = JwtAuthority::new(
+        Arc::new(MemoryUserSecrets::new()),
+        MasterKey::generate(),
+        "bench",
+    );
+    let hasher = cheap_hasher();
+    let (store, tokens) = rt.block_on(populate(1, &hasher));
+    let verifier = Verifier::builder(store)
+        .hasher(hasher)
+        .jwt(jwt.clone())
+        .build();
+    let token = rt.block_on(jwt.token_for("user-1")).unwrap();
+    rt.block_on(verifier.verify(&token)).unwrap();
+    rt.block_on(verifier.verify(&tokens[0])).unwrap();
+    let mut group = c.benchmark_group("cached_credential");
+    group.bench_function("jwt", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(&token))
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.bench_function("api_key", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(&tokens[0]))
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "jwt"))]
+fn bench_jwt(_: &mut Criterion) {}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_cached,
+    bench_cold,
+    bench_reject,
+    bench_jwt
+);
 criterion_main!(benches);

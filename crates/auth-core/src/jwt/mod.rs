@@ -122,7 +122,8 @@ struct CachedToken {
 }
 
 struct JwtCache {
-    tokens: DashMap<[u8; 32], CachedToken>,
+    /// Keyed by a keyed digest (random to an attacker), so a fast hash is safe.
+    tokens: DashMap<[u8; 32], CachedToken, foldhash::fast::RandomState>,
     epoch: AtomicU64,
     capacity: usize,
 }
@@ -175,7 +176,7 @@ impl JwtAuthorityBuilder {
     /// Builds the authority and subscribes it to the store's change feed.
     pub fn build(self) -> JwtAuthority {
         let cache = Arc::new(JwtCache {
-            tokens: DashMap::new(),
+            tokens: DashMap::default(),
             epoch: AtomicU64::new(0),
             capacity: 100_000,
         });
@@ -281,23 +282,37 @@ impl JwtAuthority {
         .map_err(|e| JwtError::Sign(e.to_string()))
     }
 
-    /// Verifies a token: algorithm, issuer, signature, expiry if required.
-    pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
+    /// The synchronous hot path: `Some` for a token decided without I/O (a
+    /// verified token in the cache, or one too long to look at).
+    pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
         if token.len() > MAX_JWT_LEN {
-            return Err(AuthError::unauthorized(RejectReason::Malformed));
+            return Some(Err(AuthError::unauthorized(RejectReason::Malformed)));
         }
-        let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
-        let now = inner.clock.now().unix_timestamp();
         // While other instances' regenerations may go unseen (the store's
         // feed is out of sync), every token is checked against the store.
-        let trust_cache = inner.store.secret_changes().is_in_sync();
-        if let Some(hit) = inner.cache.tokens.get(&digest).filter(|_| trust_cache) {
-            if hit.exp.is_some_and(|exp| exp <= now) {
-                return Err(AuthError::unauthorized(RejectReason::Expired));
-            }
-            return Ok(hit.ctx.clone());
+        if !inner.store.secret_changes().is_in_sync() {
+            return None;
         }
+        let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
+        let hit = inner.cache.tokens.get(&digest)?;
+        if hit
+            .exp
+            .is_some_and(|exp| exp <= inner.clock.now_nanos() / 1_000_000_000)
+        {
+            return Some(Err(AuthError::unauthorized(RejectReason::Expired)));
+        }
+        Some(Ok(hit.ctx.clone()))
+    }
+
+    /// Verifies a token: algorithm, issuer, signature, expiry if required.
+    pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
+        if let Some(result) = self.verify_cached(token) {
+            return result;
+        }
+        let inner = &*self.inner;
+        let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
+        let now = inner.clock.now().unix_timestamp();
         let epoch = inner.cache.epoch.load(Ordering::Acquire);
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::unauthorized(RejectReason::Malformed))?;

@@ -272,7 +272,10 @@ impl Verifier {
         #[cfg(feature = "jwt")]
         if crate::jwt::looks_like_jwt(token) {
             return match &self.inner.jwt {
-                Some(jwt) => Box::pin(jwt.verify(token)).await,
+                Some(jwt) => match jwt.verify_cached(token) {
+                    Some(result) => result,
+                    None => Box::pin(jwt.verify(token)).await,
+                },
                 None => Err(unauthorized(RejectReason::Malformed)),
             };
         }
@@ -297,7 +300,11 @@ impl Verifier {
     pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
         #[cfg(feature = "jwt")]
         if crate::jwt::looks_like_jwt(token) {
-            return None;
+            return self
+                .inner
+                .jwt
+                .as_ref()
+                .and_then(|jwt| jwt.verify_cached(token));
         }
         let (id, digest) = match self.cache_key(token) {
             Ok(k) => k,
