@@ -307,9 +307,15 @@ impl JwtAuthority {
 
     /// Verifies a token: algorithm, issuer, signature, expiry if required.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
-        if let Some(result) = self.verify_cached(token) {
-            return result;
+        match self.verify_cached(token) {
+            Some(result) => result,
+            None => self.verify_uncached(token).await,
         }
+    }
+
+    /// The slow path, after [`JwtAuthority::verify_cached`] missed: header,
+    /// store read, signature.
+    pub(crate) async fn verify_uncached(&self, token: &str) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
         let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
         let now = inner.clock.now().unix_timestamp();

@@ -274,7 +274,7 @@ impl Verifier {
             return match &self.inner.jwt {
                 Some(jwt) => match jwt.verify_cached(token) {
                     Some(result) => result,
-                    None => Box::pin(jwt.verify(token)).await,
+                    None => Box::pin(jwt.verify_uncached(token)).await,
                 },
                 None => Err(unauthorized(RejectReason::Malformed)),
             };
