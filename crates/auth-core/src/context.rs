@@ -91,6 +91,7 @@ struct Inner {
     subject: Option<Principal>,
     scopes: ScopeSet,
     workspace: Option<Arc<str>>,
+    secret_generation: Option<i64>,
 }
 
 impl AuthContext {
@@ -109,6 +110,7 @@ impl AuthContext {
             subject: None,
             scopes,
             workspace: None,
+            secret_generation: None,
         }))
     }
 
@@ -122,6 +124,7 @@ impl AuthContext {
             subject: None,
             scopes,
             workspace: None,
+            secret_generation: None,
         }))
     }
 
@@ -151,7 +154,23 @@ impl AuthContext {
             subject: i.subject.clone(),
             scopes: i.scopes.clone(),
             workspace: i.workspace.clone(),
+            secret_generation: i.secret_generation,
         }
+    }
+
+    /// The same context, noting the generation of the user secret that
+    /// signed the credential (JWTs).
+    pub(crate) fn with_secret_generation(&self, generation: i64) -> Self {
+        let mut inner = self.inner_clone();
+        inner.secret_generation = Some(generation);
+        Self(Arc::new(inner))
+    }
+
+    /// For a JWT, the generation of the user's signing secret that verified
+    /// it: the credential ends when the secret is regenerated
+    /// ([`Verifier::credential_ended`](crate::Verifier::credential_ended)).
+    pub fn secret_generation(&self) -> Option<i64> {
+        self.0.secret_generation
     }
 
     /// The key's id, for API-key credentials.

@@ -104,6 +104,7 @@ macro_rules! suite {
             last_used,
             concurrent_rotations_exactly_one_wins,
             update_hash,
+            update_hash_and_check,
             audit_query_and_purge,
         );
     };
@@ -128,6 +129,7 @@ fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
         hint: "st_…k9Qz".into(),
         hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         replaced_by: None,
+        check: None,
     }
 }
 
@@ -162,6 +164,8 @@ mod cases {
             revoked_at: Some(T0 + time::Duration::hours(1)),
             last_used_at: Some(T0 + time::Duration::microseconds(1)),
             replaced_by: Some(KeyId::random()),
+            // The largest check survives the round trip (stored as an integer).
+            check: Some(SecretCheck::from_u32(u32::MAX)),
             ..record("alice", T0)
         };
         b.keys.insert(&full).await.unwrap();
@@ -445,6 +449,28 @@ mod cases {
             b.keys.update_hash(KeyId::random(), "x").await,
             Err(StoreError::NotFound)
         );
+    }
+
+    pub async fn update_hash_and_check(b: &Backend) {
+        let changes = Recorder::subscribe(&*b.keys);
+        let r = record("alice", T0);
+        b.keys.insert(&r).await.unwrap();
+        let check = SecretCheck::from_u32(0x8000_0001);
+        b.keys
+            .update_hash_and_check(r.id, "$argon2id$v=19$m=256,t=1,p=1$bmV3$bmV3", check)
+            .await
+            .unwrap();
+        let stored = b.keys.get(r.id).await.unwrap().unwrap();
+        assert_eq!(stored.hash, "$argon2id$v=19$m=256,t=1,p=1$bmV3$bmV3");
+        assert_eq!(stored.check, Some(check));
+        assert_eq!(
+            b.keys
+                .update_hash_and_check(KeyId::random(), "x", check)
+                .await,
+            Err(StoreError::NotFound)
+        );
+        // The secret did not change: nothing to tell caches.
+        assert_eq!(changes.seen(), vec![KeyChange::Updated(r.id)]);
     }
 
     pub async fn audit_query_and_purge(b: &Backend) {
