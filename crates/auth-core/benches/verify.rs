@@ -38,6 +38,7 @@ async fn populate(n: usize, hasher: &SecretHasher) -> (Arc<MemoryKeyStore>, Vec<
             hint: String::new(),
             hash: hash.clone(),
             replaced_by: None,
+            created_by: None,
         };
         store.insert(&record).await.unwrap();
         tokens.push(token);

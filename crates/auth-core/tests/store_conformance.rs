@@ -100,6 +100,7 @@ macro_rules! suite {
             rotate_without_grace,
             rotate_with_grace,
             rotate_refusals_change_nothing,
+            created_by_is_kept,
             expiry,
             last_used,
             concurrent_rotations_exactly_one_wins,
@@ -128,6 +129,7 @@ fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
         hint: "st_…k9Qz".into(),
         hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         replaced_by: None,
+        created_by: None,
     }
 }
 
@@ -162,6 +164,7 @@ mod cases {
             revoked_at: Some(T0 + time::Duration::hours(1)),
             last_used_at: Some(T0 + time::Duration::microseconds(1)),
             replaced_by: Some(KeyId::random()),
+            created_by: Some(KeyId::random()),
             ..record("alice", T0)
         };
         b.keys.insert(&full).await.unwrap();
@@ -251,6 +254,35 @@ mod cases {
             },
             new.record
         );
+    }
+
+    pub async fn created_by_is_kept(b: &Backend) {
+        let (issuer, _verifier, _clock) = issuing(&b.keys);
+        let cli = issuer.issue(new_key("alice")).await.unwrap();
+        assert_eq!(cli.record.created_by, None);
+        let minted = issuer
+            .issue(new_key("alice").created_by(cli.record.id))
+            .await
+            .unwrap();
+        assert_eq!(minted.record.created_by, Some(cli.record.id));
+        let stored = b.keys.get(minted.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, Some(cli.record.id));
+        assert_eq!(stored.metadata().created_by, Some(cli.record.id));
+
+        // A rotation records who rotated: the calling key, or nobody.
+        let rotated = issuer
+            .rotate_by(minted.record.id, Duration::ZERO, Some(minted.record.id))
+            .await
+            .unwrap();
+        let stored = b.keys.get(rotated.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, Some(minted.record.id));
+        let by_cli = issuer.rotate(cli.record.id, Duration::ZERO).await.unwrap();
+        let stored = b.keys.get(by_cli.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, None);
+        let listed = b.keys.list_by_owner("alice").await.unwrap();
+        assert!(listed
+            .iter()
+            .any(|r| r.id == rotated.record.id && r.created_by == Some(minted.record.id)));
     }
 
     pub async fn rotate_with_grace(b: &Backend) {

@@ -32,6 +32,10 @@ pub struct KeyRecord {
     pub hash: String,
     /// The key that replaced this one by rotation.
     pub replaced_by: Option<KeyId>,
+    /// The key that created this one (through the key-management API or by
+    /// rotation); `None` for keys made from the command line or by a
+    /// session-backed owner.
+    pub created_by: Option<KeyId>,
 }
 
 impl KeyRecord {
@@ -70,6 +74,7 @@ impl KeyRecord {
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             replaced_by: self.replaced_by,
+            created_by: self.created_by,
         }
     }
 }
@@ -88,6 +93,7 @@ impl fmt::Debug for KeyRecord {
             .field("hint", &self.hint)
             .field("hash", &"[argon2id]")
             .field("replaced_by", &self.replaced_by)
+            .field("created_by", &self.created_by)
             .finish()
     }
 }
@@ -123,4 +129,7 @@ pub struct KeyMetadata {
     /// Replacement key after a rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<KeyId>,
+    /// The key that created this one; `null` for keys made from the command
+    /// line or by a session-backed owner.
+    pub created_by: Option<KeyId>,
 }
