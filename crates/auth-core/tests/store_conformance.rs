@@ -100,6 +100,7 @@ macro_rules! suite {
             rotate_without_grace,
             rotate_with_grace,
             rotate_refusals_change_nothing,
+            created_by_is_kept,
             expiry,
             last_used,
             concurrent_rotations_exactly_one_wins,
@@ -130,6 +131,7 @@ fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
         hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         replaced_by: None,
         check: None,
+        created_by: None,
     }
 }
 
@@ -166,6 +168,7 @@ mod cases {
             replaced_by: Some(KeyId::random()),
             // The largest check survives the round trip (stored as an integer).
             check: Some(SecretCheck::from_u32(u32::MAX)),
+            created_by: Some(KeyId::random()),
             ..record("alice", T0)
         };
         b.keys.insert(&full).await.unwrap();
@@ -255,6 +258,35 @@ mod cases {
             },
             new.record
         );
+    }
+
+    pub async fn created_by_is_kept(b: &Backend) {
+        let (issuer, _verifier, _clock) = issuing(&b.keys);
+        let cli = issuer.issue(new_key("alice")).await.unwrap();
+        assert_eq!(cli.record.created_by, None);
+        let minted = issuer
+            .issue(new_key("alice").created_by(cli.record.id))
+            .await
+            .unwrap();
+        assert_eq!(minted.record.created_by, Some(cli.record.id));
+        let stored = b.keys.get(minted.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, Some(cli.record.id));
+        assert_eq!(stored.metadata().created_by, Some(cli.record.id));
+
+        // A rotation records who rotated: the calling key, or nobody.
+        let rotated = issuer
+            .rotate_by(minted.record.id, Duration::ZERO, Some(minted.record.id))
+            .await
+            .unwrap();
+        let stored = b.keys.get(rotated.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, Some(minted.record.id));
+        let by_cli = issuer.rotate(cli.record.id, Duration::ZERO).await.unwrap();
+        let stored = b.keys.get(by_cli.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, None);
+        let listed = b.keys.list_by_owner("alice").await.unwrap();
+        assert!(listed
+            .iter()
+            .any(|r| r.id == rotated.record.id && r.created_by == Some(minted.record.id)));
     }
 
     pub async fn rotate_with_grace(b: &Backend) {

@@ -195,7 +195,7 @@ pub(crate) enum KeyValue<'a> {
 
 impl KeyValue<'_> {
     #[inline]
-    fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
+    pub(crate) fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
         match ip.to_canonical() {
             IpAddr::V6(v6) => Self::Ip(IpAddr::V6(mask_v6(v6, ipv6_prefix))),
             v4 => Self::Ip(v4),

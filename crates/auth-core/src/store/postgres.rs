@@ -21,7 +21,7 @@ use crate::{KeyId, Principal, SecretCheck};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
 
 /// Settings for [`PostgresKeyStore::connect_with`].
 ///
@@ -266,12 +266,13 @@ fn decode(row: &PgRow) -> Result<KeyRecord, StoreError> {
         hash: row.try_get("hash").map_err(get)?,
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(get)?)?,
         check: sql::check(row.try_get("secret_check").map_err(get)?)?,
+        created_by: sql::opt_key_id(row.try_get("created_by").map_err(get)?)?,
     })
 }
 
 async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
@@ -286,6 +287,7 @@ async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), Sto
     .bind(r.last_used_at)
     .bind(r.replaced_by.map(|k| k.to_string()))
     .bind(r.check.map(|c| i64::from(c.as_u32())))
+    .bind(r.created_by.map(|k| k.to_string()))
     .execute(conn)
     .await
     .map_err(store_error)?;
