@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use auth_core::{AuditLog, KeyIssuer, ScopeSet};
 use axum::Router;
 
-use super::{routes, KeyOwner};
+use super::{routes, AllowedOrigins, KeyOwner};
 
 /// Default longest grace period of a rotation: 7 days.
 pub(crate) const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
@@ -24,6 +24,8 @@ pub struct KeyManager {
     pub(crate) activity: Arc<dyn AuditLog>,
     pub(crate) known_scopes: Option<ScopeSet>,
     pub(crate) max_grace: Duration,
+    pub(crate) origins: Option<AllowedOrigins>,
+    pub(crate) descriptions: Vec<(String, String)>,
 }
 
 impl fmt::Debug for KeyManager {
@@ -32,6 +34,7 @@ impl fmt::Debug for KeyManager {
             .field("issuer", &self.issuer)
             .field("known_scopes", &self.known_scopes)
             .field("max_grace", &self.max_grace)
+            .field("origins", &self.origins)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +48,8 @@ impl KeyManager {
             activity,
             known_scopes: None,
             max_grace: DEFAULT_MAX_GRACE,
+            origins: None,
+            descriptions: Vec::new(),
         }
     }
 
@@ -58,6 +63,30 @@ impl KeyManager {
     /// The longest grace period a rotation may ask for (default 7 days).
     pub fn max_rotation_grace(mut self, max: Duration) -> Self {
         self.max_grace = max;
+        self
+    }
+
+    /// Refuse (403 `cross_origin_request`) creating, rotating and revoking
+    /// keys from other origins than `allowed`. Turn it on when the owner is
+    /// identified by a cookie session; see [`AllowedOrigins`].
+    pub fn check_origin(mut self, allowed: AllowedOrigins) -> Self {
+        self.origins = Some(allowed);
+        self
+    }
+
+    /// One-line descriptions of the scopes, in the order a person should
+    /// see them (the settings page shows them next to each checkbox; `GET
+    /// /options` lists them).
+    pub fn describe_scopes<I, N, D>(mut self, descriptions: I) -> Self
+    where
+        I: IntoIterator<Item = (N, D)>,
+        N: Into<String>,
+        D: Into<String>,
+    {
+        self.descriptions = descriptions
+            .into_iter()
+            .map(|(n, d)| (n.into(), d.into()))
+            .collect();
         self
     }
 
