@@ -53,8 +53,8 @@ mod verifier;
 
 pub use access::{AccessLevel, InvalidAccessLevel};
 pub use audit::{
-    page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery, AuditSink,
-    MemoryAuditLog, MAX_USER_AGENT,
+    count_usage, page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery,
+    AuditSink, MemoryAuditLog, UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
 pub use check::SecretCheck;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -107,6 +107,7 @@ macro_rules! suite {
             update_hash,
             update_hash_and_check,
             audit_query_and_purge,
+            audit_usage_per_bucket,
         );
     };
 }
@@ -503,6 +504,118 @@ mod cases {
         );
         // The secret did not change: nothing to tell caches.
         assert_eq!(changes.seen(), vec![KeyChange::Updated(r.id)]);
+    }
+
+    /// The activity chart's counts: per hour or day, by outcome, only the
+    /// key asked for, only since the start of `since`'s bucket.
+    pub async fn audit_usage_per_bucket(b: &Backend) {
+        let (a, other) = (KeyId::random(), KeyId::random());
+        let at = |minutes: i64, outcome, reason| AuditEvent {
+            outcome,
+            reason,
+            status: Some(if outcome == AuditOutcome::Success {
+                200
+            } else {
+                401
+            }),
+            ..audit_event(
+                Some(a),
+                Some("alice"),
+                T0 + time::Duration::minutes(minutes),
+            )
+        };
+        use AuditOutcome::{Failure, Success};
+        b.audit.record(at(-90, Success, None)); // the day before: outside
+        b.audit.record(at(5, Success, None)); // 00:05
+        b.audit.record(at(59, Success, None)); // 00:59
+        b.audit
+            .record(at(30, Failure, Some(RejectReason::WrongSecret)));
+        b.audit.record(at(30, Failure, None));
+        b.audit
+            .record(at(60, Failure, Some(RejectReason::RateLimited))); // 01:00
+        b.audit.record(at(60 * 26, Success, None)); // next day, 02:00
+        b.audit.record(audit_event(
+            Some(other),
+            Some("bob"),
+            T0 + time::Duration::minutes(10),
+        ));
+        b.audit.flush().await.unwrap();
+
+        let hours = b
+            .audit
+            .usage(&UsageQuery {
+                key_id: a,
+                since: T0 + time::Duration::minutes(20), // the 00:00 bucket counts whole
+                bucket: UsageBucket::Hour,
+            })
+            .await
+            .unwrap();
+        let h = time::Duration::HOUR;
+        assert_eq!(
+            hours,
+            [
+                UsageCount {
+                    start: T0,
+                    success: 2,
+                    refused: 2,
+                    rate_limited: 0
+                },
+                UsageCount {
+                    start: T0 + h,
+                    success: 0,
+                    refused: 0,
+                    rate_limited: 1
+                },
+                UsageCount {
+                    start: T0 + h * 26,
+                    success: 1,
+                    refused: 0,
+                    rate_limited: 0
+                },
+            ]
+        );
+        let days = b
+            .audit
+            .usage(&UsageQuery {
+                key_id: a,
+                since: T0 - time::Duration::days(1),
+                bucket: UsageBucket::Day,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            days,
+            [
+                UsageCount {
+                    start: T0 - time::Duration::DAY,
+                    success: 1,
+                    refused: 0,
+                    rate_limited: 0
+                },
+                UsageCount {
+                    start: T0,
+                    success: 2,
+                    refused: 2,
+                    rate_limited: 1
+                },
+                UsageCount {
+                    start: T0 + time::Duration::DAY,
+                    success: 1,
+                    refused: 0,
+                    rate_limited: 0
+                },
+            ]
+        );
+        let none = b
+            .audit
+            .usage(&UsageQuery {
+                key_id: KeyId::random(),
+                since: T0,
+                bucket: UsageBucket::Day,
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
     }
 
     pub async fn audit_query_and_purge(b: &Backend) {
