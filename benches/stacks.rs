@@ -209,7 +209,11 @@ fn main() {
     let mut stacks = stacks(&verifier, &token);
     // `only=<substring>` keeps matching stacks (and the bare router), for profiling.
     let only = arg("only", "");
-    stacks.retain(|(name, _)| *name == "bare router" || name.contains(only.as_str()));
+    // `stack=<exact name>` keeps just that one (the bare router too).
+    let exact = arg("stack", "");
+    stacks.retain(|(name, _)| {
+        *name == "bare router" || (name.contains(only.as_str()) && (exact.is_empty() || *name == exact))
+    });
     for (name, app) in &mut stacks {
         let res = rt.block_on(async {
             ServiceExt::<Request<Body>>::ready(app)
