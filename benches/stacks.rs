@@ -212,7 +212,8 @@ fn main() {
     // `stack=<exact name>` keeps just that one (the bare router too).
     let exact = arg("stack", "");
     stacks.retain(|(name, _)| {
-        *name == "bare router" || (name.contains(only.as_str()) && (exact.is_empty() || *name == exact))
+        *name == "bare router"
+            || (name.contains(only.as_str()) && (exact.is_empty() || *name == exact))
     });
     for (name, app) in &mut stacks {
         let res = rt.block_on(async {
