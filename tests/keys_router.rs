@@ -12,7 +12,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use auth_axum::{keys_router, Auth, KeyManager, KeyOwner, RequireScopeLayer};
+use auth_axum::{keys_router, AllowedOrigins, Auth, KeyManager, KeyOwner, RequireScopeLayer};
 use auth_core::{
     AuditLog, ChangeFeed, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore, MemoryAuditLog,
     MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, StoreError, TokenPrefix, Verifier,
@@ -162,6 +162,12 @@ impl Fixture {
                     .build(),
             );
         let app = Router::new()
+            .nest(
+                "/strict/tokens",
+                keys_router::<HeaderUser, _>(
+                    manager.clone().check_origin(AllowedOrigins::same_host()),
+                ),
+            )
             .nest("/session/tokens", keys_router::<HeaderUser, _>(manager))
             .merge(api);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -207,7 +213,9 @@ impl Fixture {
             .request(method, format!("{}{path}", self.base))
             .header("x-user", user);
         if let Some(b) = body {
-            req = req.body(b.to_owned());
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
         }
         Reply::from(req.send().await.unwrap()).await
     }
@@ -1052,4 +1060,114 @@ async fn keys_acting_as_another_user_cannot_make_keys_unless_allowed() {
         .iter()
         .filter(|k| k.id != bobs.record.id)
         .all(|k| k.created_by == Some(alice.record.id)));
+}
+
+/// CSRF (issue 12.4): a cross-site form can send `text/plain` (or a form
+/// encoding) without a preflight, with the victim's cookies. The key router
+/// refuses any body not declared JSON, and, with `check_origin`, any change
+/// from another origin.
+#[tokio::test]
+async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let body = r#"{"name":"csrf","scopes":["read"]}"#;
+    let send = |path: &str, ct: Option<&'static str>, origin: Option<&'static str>| {
+        let mut req = f
+            .http
+            .post(format!("{}{path}", f.base))
+            .header("x-user", "alice")
+            .body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        async move { Reply::from(req.send().await.unwrap()).await }
+    };
+    for ct in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let r = send("/session/tokens", ct, None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{ct:?}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"], "unsupported_media_type");
+        assert!(r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    // A form posting nothing to rotate is refused too (it declares a type).
+    let (id, _) = f.key("alice", &["read"]).await;
+    let r = f
+        .http
+        .post(format!("{}/session/tokens/{id}/rotate", f.base))
+        .header("x-user", "alice")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // The same request declared as JSON works; nothing else was issued.
+    assert_eq!(f.issuer.list("alice").await.unwrap().len(), 1);
+    let r = send("/session/tokens", Some("application/json"), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // API keys: the same rule.
+    let (_, admin) = f.key("bob", &["read", "tokens:manage"]).await;
+    let r = f
+        .http
+        .post(format!("{}/api/tokens", f.base))
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+
+    // With the Origin check: a foreign origin is 403, this host passes.
+    let host_origin: &'static str = Box::leak(f.base.clone().into_boxed_str());
+    let json = Some("application/json");
+    let r = send("/strict/tokens", json, Some("https://evil.example")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.json["error"], "cross_origin_request");
+    let r = send("/strict/tokens", json, Some("null")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send("/strict/tokens", json, Some(host_origin)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Revoking cross-origin is refused as well; reading is not a change.
+    let r = f
+        .http
+        .delete(format!("{}/strict/tokens/{id}", f.base))
+        .header("x-user", "alice")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(f
+        .issuer
+        .get(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    let r = f
+        .http
+        .get(format!("{}/strict/tokens", f.base))
+        .header("x-user", "alice")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

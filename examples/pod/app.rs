@@ -11,7 +11,7 @@ mod workspace;
 
 use std::sync::Arc;
 
-use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer};
+use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, Verifier};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
@@ -67,6 +67,38 @@ pub const SCOPES: &[&str] = &[
     "mcp.write",
     "keys.manage",
 ];
+
+/// What each scope allows (seed 001's scope reference), for the "New key"
+/// dialog of the settings page.
+pub const SCOPE_DESCRIPTIONS: &[(&str, &str)] = &[
+    ("read:entities", "Read entities and their properties"),
+    ("write:entities", "Create and update entities"),
+    (
+        "hub-protocol.read",
+        "Read via Hub Protocol: entities, documents, search, memory",
+    ),
+    (
+        "hub-protocol.write",
+        "Write via Hub Protocol: create entities, send messages, trigger AI",
+    ),
+    (
+        "skills.invoke",
+        "List and invoke skills via /api/external/skills",
+    ),
+    (
+        "chat.stream",
+        "Stream AI chat via /api/external/chat/stream",
+    ),
+    ("mcp.read", "Read resources via the MCP endpoint"),
+    ("mcp.write", "Write via the MCP endpoint"),
+    (
+        "keys.manage",
+        "Create, rotate and revoke API keys (this page needs it)",
+    ),
+];
+
+/// Where the settings page is: "Settings → API Keys".
+pub const SETTINGS: &str = "/settings/api-keys";
 
 /// Who may hold keys: the pod's users, any scope; `issue` needs `--scope`.
 pub const RULES: KeyRules = KeyRules {
@@ -172,8 +204,9 @@ impl Pod {
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
-        let keys =
-            KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
+        let keys = KeyManager::new(self.issuer.clone(), self.audit.clone())
+            .known_scopes(all_scopes())
+            .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied());
         let data = Router::new()
             .route("/trpc/entities.list", get(api::trpc_list))
             .route("/trpc/entities.create", post(api::trpc_create))
@@ -190,6 +223,12 @@ impl Pod {
             .route("/api/external/chat/stream", post(api::chat_stream))
             .nest(
                 "/api/keys",
+                keys_router::<Auth, _>(keys.clone())
+                    .route_layer(RequireScopeLayer::one("keys.manage")),
+            )
+            // The settings page's API: the same router, under the page.
+            .nest(
+                &format!("{SETTINGS}/api"),
                 keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("keys.manage")),
             )
             .merge(data)
@@ -200,8 +239,12 @@ impl Pod {
         stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
-    /// The whole app.
+    /// The whole app, with the settings page at [`SETTINGS`] (outside the
+    /// `AuthLayer`: the page asks for a `keys.manage` key and sends it).
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        let page = SettingsPage::new("Settings · API Keys")
+            .bearer_sign_in()
+            .pages();
+        self.protect(self.routes()).nest(SETTINGS, page)
     }
 }

@@ -9,6 +9,7 @@
 //! can be merged onto the protected router instead.
 
 mod nodes;
+pub mod signin;
 #[cfg(feature = "socketio")]
 mod socketio;
 mod ws;
@@ -52,6 +53,7 @@ Subcommands default to `serve`. Users: admin, alice, bob. Scopes: nodes:read, no
 
 Routes: GET /api/me; GET|POST /api/nodes; GET|PATCH|DELETE /api/nodes/{id};
 PUT|DELETE /api/nodes/{id}/grants/{user}; /api/tokens (key management, scope tokens:manage);
+In a browser: /login, then /settings/tokens (set a password first: `server passwd --user alice`, reads stdin);
 GET /ws (Sec-WebSocket-Protocol: Bearer, <token>);
 Socket.IO at path /ext-socket.io (auth: { api_token }), events whoami and echo.
 
@@ -211,6 +213,12 @@ impl Server {
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
         router
+    }
+
+    /// [`Server::router`] plus the browser side: `/login`, `/logout`, and
+    /// the settings page at `/settings/tokens` behind cookie sessions.
+    pub async fn router_with_sign_in(&self, accounts: &signin::Accounts) -> Result<Router, String> {
+        Ok(self.router().merge(signin::routes(self, accounts).await?))
     }
 
     /// On the first start (no key for `admin` in the store, revoked ones

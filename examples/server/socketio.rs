@@ -53,9 +53,10 @@ pub fn mount(server: &Server, router: Router) -> Router {
 
 fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth, verifier: &Verifier) {
     tracing::debug!(user = ctx.effective_user(), "socket.io connected");
-    if let Some(id) = ctx.key_id() {
-        // Revocation reaches open sockets too; the watch ends with the socket.
-        let ended = verifier.key_ended(id);
+    {
+        // Revocation (or a JWT user's secret regeneration) reaches open
+        // sockets too; the watch ends with the socket.
+        let ended = verifier.credential_ended(&ctx);
         let sock = socket.clone();
         let watch = tokio::spawn(async move {
             ended.await;

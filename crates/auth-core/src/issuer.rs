@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 
 use crate::{
     mint_token, token::display_hint, Clock, KeyId, KeyRecord, KeyStore, ParsedToken,
-    PlaintextToken, Principal, ScopeSet, SecretHasher, StoreError, SystemClock, TokenPrefix,
+    PlaintextToken, Principal, ScopeSet, SecretCheck, SecretHasher, StoreError, SystemClock,
+    TokenPrefix,
 };
 
 /// Longest key name accepted.
@@ -173,8 +174,9 @@ impl KeyIssuer {
     ) -> Result<(KeyRecord, PlaintextToken), IssueError> {
         let (id, token) = mint_token(&self.prefix);
         let parsed = ParsedToken::parse(token.expose_secret())
-            .map_err(|e| IssueError::Hash(crate::HashError(e.to_string())))?;
+            .map_err(|e| IssueError::Hash(crate::HashError::Failed(e.to_string())))?;
         let hash = self.hasher.hash(parsed.secret()).await?;
+        let check = SecretCheck::compute(id, parsed.prefix(), parsed.secret());
         let record = KeyRecord {
             id,
             owner,
@@ -187,6 +189,7 @@ impl KeyIssuer {
             hint: display_hint(token.expose_secret()),
             hash,
             replaced_by: None,
+            check: Some(check),
             created_by: None,
         };
         Ok((record, token))
@@ -216,7 +219,7 @@ impl KeyIssuer {
                 "key is revoked, expired or already rotated".into(),
             ));
         }
-        let mut ends = now + grace;
+        let mut ends = grace_end(now, grace);
         if let Some(exp) = old.expires_at {
             ends = ends.min(exp);
         }
@@ -242,6 +245,19 @@ impl KeyIssuer {
     pub async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.store.get(id).await
     }
+}
+
+/// The latest instant a grace period can end: the end of year 9999, which
+/// every store can represent.
+const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
+
+/// `now + grace`, saturating at [`LATEST`] (a huge grace means "until the
+/// key's own expiry, if any"), never a panic.
+pub(crate) fn grace_end(now: OffsetDateTime, grace: Duration) -> OffsetDateTime {
+    time::Duration::try_from(grace)
+        .ok()
+        .and_then(|g| now.checked_add(g))
+        .map_or(LATEST, |t| t.min(LATEST))
 }
 
 /// Checks a key name: 1-100 characters, none of them control characters.

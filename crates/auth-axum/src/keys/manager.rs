@@ -6,7 +6,7 @@ use auth_core::{AuditLog, AuthError, ErrorCode, KeyId, KeyIssuer, RejectReason, 
 use axum::Router;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{error::KeyApiError, routes, KeyOwner};
+use super::{error::KeyApiError, routes, AllowedOrigins, KeyOwner};
 
 /// Default longest grace period of a rotation: 7 days.
 pub(crate) const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
@@ -26,6 +26,8 @@ pub struct KeyManager {
     pub(crate) known_scopes: Option<ScopeSet>,
     pub(crate) max_grace: Duration,
     pub(crate) mint_as_subject: bool,
+    pub(crate) origins: Option<AllowedOrigins>,
+    pub(crate) descriptions: Vec<(String, String)>,
 }
 
 impl fmt::Debug for KeyManager {
@@ -35,6 +37,7 @@ impl fmt::Debug for KeyManager {
             .field("known_scopes", &self.known_scopes)
             .field("max_grace", &self.max_grace)
             .field("mint_as_subject", &self.mint_as_subject)
+            .field("origins", &self.origins)
             .finish_non_exhaustive()
     }
 }
@@ -49,6 +52,8 @@ impl KeyManager {
             known_scopes: None,
             max_grace: DEFAULT_MAX_GRACE,
             mint_as_subject: false,
+            origins: None,
+            descriptions: Vec::new(),
         }
     }
 
@@ -72,6 +77,30 @@ impl KeyManager {
     /// The longest grace period a rotation may ask for (default 7 days).
     pub fn max_rotation_grace(mut self, max: Duration) -> Self {
         self.max_grace = max;
+        self
+    }
+
+    /// Refuse (403 `cross_origin_request`) creating, rotating and revoking
+    /// keys from other origins than `allowed`. Turn it on when the owner is
+    /// identified by a cookie session; see [`AllowedOrigins`].
+    pub fn check_origin(mut self, allowed: AllowedOrigins) -> Self {
+        self.origins = Some(allowed);
+        self
+    }
+
+    /// One-line descriptions of the scopes, in the order a person should
+    /// see them (the settings page shows them next to each checkbox; `GET
+    /// /options` lists them).
+    pub fn describe_scopes<I, N, D>(mut self, descriptions: I) -> Self
+    where
+        I: IntoIterator<Item = (N, D)>,
+        N: Into<String>,
+        D: Into<String>,
+    {
+        self.descriptions = descriptions
+            .into_iter()
+            .map(|(n, d)| (n.into(), d.into()))
+            .collect();
         self
     }
 

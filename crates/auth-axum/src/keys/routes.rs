@@ -14,10 +14,12 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{
+    csrf,
     error::{ErrorStyle, KeyApiError},
     manager::{Action, DEFAULT_PAGE, MAX_PAGE},
     request::{parse_json, ActivityQuery, CreateKey, RotateKey, MAX_SCOPES_PER_KEY},
     response::{CreatedKey, KeyList},
+    usage::{dense, UsageParams},
     KeyManager, KeyOwner,
 };
 
@@ -31,9 +33,12 @@ where
 {
     Router::new()
         .route("/", get(list::<O>).post(create::<O>))
+        .route("/options", get(options::<O>))
         .route("/{id}", get(show::<O>).delete(revoke::<O>))
         .route("/{id}/rotate", post(rotate::<O>))
         .route("/{id}/activity", get(activity::<O>))
+        .route("/{id}/usage", get(usage::<O>))
+        .layer(axum::middleware::from_fn(csrf::guard))
         .layer(Extension(Arc::new(manager)))
 }
 
@@ -232,4 +237,80 @@ async fn activity<O: KeyOwner>(
         Ok(json(StatusCode::OK, &page))
     };
     respond(&style, result.await)
+}
+
+async fn usage<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+    query: Result<Query<UsageParams>, QueryRejection>,
+) -> Response {
+    let result = async {
+        let record = owned_key(&m, owner.principal(), path).await?;
+        let Ok(Query(params)) = query else {
+            return Err(KeyApiError::bad_request(
+                "Query parameters: bucket (hour or day) and since (RFC 3339)",
+            ));
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let q = params.query(record.id, now)?;
+        let counted = m.activity.usage(&q).await?;
+        Ok(json(StatusCode::OK, &dense(&q, counted, now)))
+    };
+    respond(&style, result.await)
+}
+
+/// `GET /options`: what a "New key" form offers this owner.
+#[derive(Serialize)]
+struct KeyOptions<'a> {
+    /// The owner's user id.
+    owner: &'a str,
+    scopes: Vec<ScopeOption<'a>>,
+    max_grace_seconds: u64,
+}
+
+#[derive(Serialize)]
+struct ScopeOption<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    /// Whether this owner may grant it.
+    grantable: bool,
+}
+
+async fn options<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
+    let ceiling = owner.grantable_scopes();
+    // Described scopes first, in their order; then the other known (or,
+    // without a list of known scopes, grantable) ones.
+    let mut names: Vec<&str> = m.descriptions.iter().map(|(n, _)| n.as_str()).collect();
+    let rest: Vec<&str> = match &m.known_scopes {
+        Some(known) => known.iter().collect(),
+        None => ceiling.iter().collect(),
+    };
+    for name in rest {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if let Some(known) = &m.known_scopes {
+        names.retain(|n| known.has(n));
+    }
+    let scopes = names
+        .into_iter()
+        .map(|name| ScopeOption {
+            name,
+            description: m
+                .descriptions
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, d)| d.as_str()),
+            grantable: ceiling.has(name),
+        })
+        .collect();
+    let body = KeyOptions {
+        owner: owner.principal().user_id(),
+        scopes,
+        max_grace_seconds: m.max_grace.as_secs(),
+    };
+    respond(&style, Ok(json(StatusCode::OK, &body)))
 }
