@@ -240,7 +240,7 @@ mod tests {
     fn page_is_rendered_for_its_prefix_and_escaped() {
         let page = SettingsPage::new("Keys <&> \"x\"").sign_out("/logout");
         let html = page.render("/settings/tokens/");
-        assert!(html.contains(r#"<body data-api="/settings/tokens/api/">"#));
+        assert!(html.contains(r#"<body data-api="/settings/tokens/api" data-bearer="0">"#));
         assert!(html.contains(r#"src="/settings/tokens/assets/app.js?v="#));
         assert!(html.contains("<title>Keys &lt;&amp;&gt; &quot;x&quot;</title>"));
         assert!(html.contains(r#"action="/logout""#));
