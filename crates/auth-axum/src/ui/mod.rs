@@ -27,6 +27,12 @@ use crate::{keys_router, KeyManager, KeyOwner};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The page's stylesheet (light and dark), for an application's own small
+/// pages that should look the same.
+pub const STYLESHEET: &str = APP_CSS;
+/// The page's icon (SVG).
+pub const ICON_SVG: &str = ICON;
 const ICON: &str = include_str!("assets/icon.svg");
 
 /// FNV-1a over the assets: changes whenever one of them does, so their URLs
