@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, Verifier};
-use auth_ratelimit::{Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     routing::{get, post},
@@ -131,6 +131,9 @@ fn all_scopes() -> ScopeSet {
 pub struct Options {
     /// Requests per hour per user.
     pub requests_per_hour: u32,
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`limits::FAILED_AUTH`]).
+    pub failed_auth: Quota,
     /// Keep rate limits in this Redis, shared by every instance.
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
@@ -141,6 +144,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
+            failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:pod".into(),
         }
@@ -159,6 +163,7 @@ pub struct Pod {
     pub entities: Arc<Entities>,
     auth: AuthLayer,
     limiter: RateLimiter,
+    failures: FailedAuthLimiter,
 }
 
 impl Pod {
@@ -180,6 +185,12 @@ impl Pod {
             options.redis.as_deref(),
             &options.redis_prefix,
         )?;
+        let failures = limits::failed_auth(
+            options.failed_auth,
+            ErrorFormat::Flat,
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),
             verifier,
@@ -187,6 +198,7 @@ impl Pod {
             entities: Arc::new(Entities::demo()),
             auth,
             limiter,
+            failures,
         })
     }
 
@@ -224,7 +236,7 @@ impl Pod {
 
     /// `routes` behind authentication (flat errors, workspaces, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter)
+        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
     /// The whole app, with the settings page at [`SETTINGS`] (outside the

@@ -21,6 +21,20 @@
 //! not exist *or belongs to someone else*; 409 `conflict` for rotating a
 //! revoked, expired or already rotated key; 503 when the store is down.
 //! Every answer carries `Cache-Control: no-store`.
+//!
+//! Lifecycle rules when the owner is identified by an API key
+//! ([`KeyOwner::acting_key`]):
+//!
+//! * a key makes (creates or rotates into) only keys that end no later than
+//!   itself: a later or absent `expires_at` is refused with 422 naming the
+//!   limit (refused, not clamped, so the client never gets a shorter-lived
+//!   key than it asked for without noticing);
+//! * a key replaced by rotation keeps working for the API during its grace
+//!   period, but every key-management route refuses it with 403;
+//! * every key records `created_by`, the key that made it (`null` from the
+//!   command line or a session), shown in listings;
+//! * a key acting on behalf of another user (`X-Subject-User`) may not create
+//!   or rotate keys (403) unless [`KeyManager::allow_minting_as_subject`].
 
 mod csrf;
 mod error;

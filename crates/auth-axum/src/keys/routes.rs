@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{
     csrf,
     error::{ErrorStyle, KeyApiError},
-    manager::{DEFAULT_PAGE, MAX_PAGE},
+    manager::{Action, DEFAULT_PAGE, MAX_PAGE},
     request::{parse_json, ActivityQuery, CreateKey, RotateKey, MAX_SCOPES_PER_KEY},
     response::{CreatedKey, KeyList},
     usage::{dense, UsageParams},
@@ -69,12 +69,15 @@ async fn create_key<O: KeyOwner>(
     owner: &O,
     body: &[u8],
 ) -> Result<Response, KeyApiError> {
+    let caller = m.caller(owner, Action::Mint).await?;
     let req: CreateKey = parse_json(body, false)?;
     auth_core::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
+    caller.check_end(expires_at)?;
     let scopes = checked_scopes(m, owner, &req.scopes)?;
     let mut new = NewKey::new(owner.principal().clone(), req.name, scopes);
     new.expires_at = expires_at;
+    new.created_by = caller.key;
     let issued = m.issuer.issue(new).await?;
     Ok(json(StatusCode::CREATED, &CreatedKey::new(&issued)))
 }
@@ -111,6 +114,7 @@ fn checked_scopes<O: KeyOwner>(
 
 async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let who = owner.principal();
         let keys = m
             .issuer
@@ -148,6 +152,7 @@ async fn show<O: KeyOwner>(
     path: KeyPath,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         Ok(json(StatusCode::OK, &record.metadata()))
     };
@@ -161,6 +166,7 @@ async fn revoke<O: KeyOwner>(
     path: KeyPath,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         if !m.issuer.revoke(record.id).await? {
             return Err(KeyApiError::no_such_key());
@@ -178,7 +184,10 @@ async fn rotate<O: KeyOwner>(
     body: Bytes,
 ) -> Response {
     let result = async {
+        let caller = m.caller(&owner, Action::Mint).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
+        // The replacement keeps the old key's expiry.
+        caller.check_end(record.expires_at)?;
         let req: RotateKey = parse_json(&body, true)?;
         let grace = Duration::from_secs(req.grace_seconds);
         if grace > m.max_grace {
@@ -187,7 +196,7 @@ async fn rotate<O: KeyOwner>(
                 m.max_grace.as_secs()
             )));
         }
-        let issued = m.issuer.rotate(record.id, grace).await?;
+        let issued = m.issuer.rotate_by(record.id, grace, caller.key).await?;
         let previous_ends = m
             .issuer
             .get(record.id)
@@ -209,6 +218,7 @@ async fn activity<O: KeyOwner>(
     query: Result<Query<ActivityQuery>, QueryRejection>,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         let Ok(Query(q)) = query else {
             return Err(KeyApiError::bad_request(
