@@ -190,6 +190,6 @@ impl Pod {
 
     /// The whole app.
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
     }
 }

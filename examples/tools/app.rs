@@ -117,7 +117,7 @@ impl Tools {
 
     /// The whole app.
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
     }
 }
 

@@ -39,6 +39,7 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod access;
@@ -60,5 +61,6 @@ pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
 #[cfg(feature = "socketio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "socketio")))]
 pub use socketio::*;
 pub use websocket::{AuthenticatedUpgrade, WebSocketAuthRejection};

@@ -99,7 +99,7 @@ impl SecretHasher {
     pub async fn hash(&self, secret: &[u8; 32]) -> Result<String, HashError> {
         let secret = Zeroizing::new(*secret);
         let argon = self.argon.clone();
-        self.run(move || {
+        self.run("hash", move || {
             let salt = SaltString::generate(&mut OsRng);
             argon
                 .hash_password(&secret[..], &salt)
@@ -114,7 +114,7 @@ impl SecretHasher {
         let secret = Zeroizing::new(*secret);
         let phc = phc.to_owned();
         let argon = self.argon.clone();
-        self.run(move || {
+        self.run("verify", move || {
             let parsed = PasswordHash::new(&phc).map_err(|e| HashError(e.to_string()))?;
             match argon.verify_password(&secret[..], &parsed) {
                 Ok(()) => Ok(true),
@@ -141,6 +141,7 @@ impl SecretHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         f: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let _permit = self
@@ -148,9 +149,14 @@ impl SecretHasher {
             .acquire()
             .await
             .map_err(|_| HashError("hasher closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| HashError(format!("hash worker failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = f();
+            crate::metrics::argon2_run(operation, started);
+            result
+        })
+        .await
+        .map_err(|e| HashError(format!("hash worker failed: {e}")))?
     }
 }
 

@@ -107,6 +107,7 @@ impl VerifierBuilder {
     /// Also accept JWTs signed with per-user secrets. The kind of a token is
     /// told from its shape (`eyJ…` with two dots), never by trying both.
     #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn jwt(mut self, authority: crate::jwt::JwtAuthority) -> Self {
         self.jwt = Some(authority);
         self
@@ -311,8 +312,14 @@ impl Verifier {
             Err(e) => return Some(Err(e)),
         };
         match self.check_cached_now(id, &digest) {
-            Cached::Hit(result) => Some(self.refine(token, result)),
-            Cached::Miss | Cached::Confirm(..) => None,
+            Cached::Hit(result) => {
+                crate::metrics::cache_hit();
+                Some(self.refine(token, result))
+            }
+            Cached::Miss | Cached::Confirm(..) => {
+                crate::metrics::cache_miss();
+                None
+            }
         }
     }
 
@@ -453,7 +460,7 @@ impl Verifier {
         hash: &str,
     ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
-        match inner.store.get(id).await {
+        match crate::metrics::timed_read(inner.store.get(id)).await {
             Err(e) => Some(Err(store_failed(e))),
             Ok(None) => Some(Err(unauthorized(RejectReason::UnknownKey))),
             Ok(Some(r)) => {
@@ -492,10 +499,12 @@ impl Verifier {
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
         let epoch = inner.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let record = inner.store.get(id).await.map_err(|e| {
-            tracing::warn!(error = %e, "key store read failed");
-            AuthError::unavailable("Authentication service temporarily unavailable")
-        })?;
+        let record = crate::metrics::timed_read(inner.store.get(id))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "key store read failed");
+                AuthError::unavailable("Authentication service temporarily unavailable")
+            })?;
         let now = inner.clock.now_nanos();
         let Some(record) = record else {
             inner.guard.record_unknown(id, now);

@@ -1,0 +1,20 @@
+//! Metrics through the [`metrics`] facade (no exporter here: without a
+//! recorder installed by the application each call is a no-op).
+//!
+//! - `keygate_ratelimit_decisions_total{rule, outcome}` (counter): one per
+//!   rule checked; `rule` is the configured rule name (a handful per
+//!   service), `outcome` is `allowed` or `limited`. Never a user, key or IP.
+
+use std::sync::Arc;
+
+/// Rule `rule` allowed or refused a request.
+#[inline]
+pub(crate) fn decision(rule: &Arc<str>, allowed: bool) {
+    let outcome = if allowed { "allowed" } else { "limited" };
+    metrics::counter!(
+        "keygate_ratelimit_decisions_total",
+        "rule" => metrics::SharedString::from(rule.clone()),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
