@@ -1,7 +1,8 @@
 //! `GET /ws`: an authenticated WebSocket (`Sec-WebSocket-Protocol: Bearer,
 //! <token>`) that echoes text messages, about one per second; faster ones
 //! get a `rate_limited` event instead of an echo. The connection is closed
-//! (code 1008) as soon as its key is revoked or expires.
+//! (code 1008) as soon as its key is revoked or expires (or, for a JWT, its
+//! user's secret is regenerated).
 
 use auth_axum::AuthenticatedUpgrade;
 use auth_core::Verifier;
@@ -20,11 +21,9 @@ pub async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verif
     ws.on_upgrade(move |mut socket, ctx| async move {
         let mut limiter = MessageLimiter::new(MESSAGES);
         tracing::debug!(user = ctx.effective_user(), "websocket open");
-        let ended = match ctx.key_id() {
-            Some(id) => futures_util::future::Either::Left(verifier.key_ended(id)),
-            None => futures_util::future::Either::Right(std::future::pending()),
-        };
-        let mut ended = std::pin::pin!(ended);
+        // Resolves when the key is revoked or expires, or a JWT's user
+        // secret is regenerated.
+        let mut ended = verifier.credential_ended(&ctx);
         loop {
             let msg = tokio::select! {
                 msg = socket.recv() => msg,

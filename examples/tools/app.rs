@@ -19,7 +19,7 @@ use auth_core::{
     jwt::{JwtAuthority, MasterKey, UserSecretStore},
     AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, Verifier,
 };
-use auth_ratelimit::{Quota, RateLimiter, RateLimiterBuilder, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     body::{Body, Bytes},
@@ -32,7 +32,7 @@ use axum::{
 use serde_json::Value;
 
 pub use self::catalog::{may_use, USERS};
-use crate::support::{http::me, stack, Backend};
+use crate::support::{http::me, limits, stack, Backend};
 
 /// The `iss` claim of every token (seed 002).
 pub const ISSUER: &str = "syncello";
@@ -49,6 +49,9 @@ pub const FORBIDDEN_MESSAGE: &str = "Token does not have access to this resource
 pub struct Options {
     /// Tool calls per hour per user.
     pub requests_per_hour: u32,
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`limits::FAILED_AUTH`]).
+    pub failed_auth: Quota,
     /// Keep rate limits in this Redis, shared by every instance.
     pub redis: Option<String>,
     /// Key prefix in Redis.
@@ -59,6 +62,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
+            failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:tools".into(),
         }
@@ -73,6 +77,7 @@ pub struct Tools {
     pub verifier: Verifier,
     auth: AuthLayer,
     limiter: RateLimiter,
+    failures: FailedAuthLimiter,
 }
 
 impl Tools {
@@ -95,11 +100,18 @@ impl Tools {
             .client_ip(connect_info_ip)
             .build();
         let limiter = limiter(options)?;
+        let failures = limits::failed_auth(
+            options.failed_auth,
+            error_format(),
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
         Ok(Self {
             jwt,
             verifier,
             auth,
             limiter,
+            failures,
         })
     }
 
@@ -112,7 +124,7 @@ impl Tools {
 
     /// `routes` behind authentication (envelope errors, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter)
+        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
     /// The whole app.

@@ -35,9 +35,11 @@ async fn populate(n: usize, hasher: &SecretHasher) -> (Arc<MemoryKeyStore>, Vec<
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
-            hint: String::new(),
+            hint: format!("st_…{}", &token[token.len() - 4..]),
             hash: hash.clone(),
             replaced_by: None,
+            check: Some(SecretCheck::compute(id, "st_", &secret)),
+            created_by: None,
         };
         store.insert(&record).await.unwrap();
         tokens.push(token);

@@ -1,6 +1,10 @@
 //! Who is making a request, as what, and with which scopes.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, OnceLock},
+};
 
 use serde::{ser::SerializeStruct, Deserialize, Serialize};
 
@@ -91,6 +95,9 @@ struct Inner {
     subject: Option<Principal>,
     scopes: ScopeSet,
     workspace: Option<Arc<str>>,
+    secret_generation: Option<i64>,
+    /// [`AuthContext::principal_digest`], once asked for.
+    principal_digest: OnceLock<[u64; 2]>,
 }
 
 impl AuthContext {
@@ -109,6 +116,8 @@ impl AuthContext {
             subject: None,
             scopes,
             workspace: None,
+            secret_generation: None,
+            principal_digest: OnceLock::new(),
         }))
     }
 
@@ -122,6 +131,8 @@ impl AuthContext {
             subject: None,
             scopes,
             workspace: None,
+            secret_generation: None,
+            principal_digest: OnceLock::new(),
         }))
     }
 
@@ -151,7 +162,25 @@ impl AuthContext {
             subject: i.subject.clone(),
             scopes: i.scopes.clone(),
             workspace: i.workspace.clone(),
+            secret_generation: i.secret_generation,
+            // The subject may change: the digest is taken again when asked for.
+            principal_digest: OnceLock::new(),
         }
+    }
+
+    /// The same context, noting the generation of the user secret that
+    /// signed the credential (JWTs).
+    pub(crate) fn with_secret_generation(&self, generation: i64) -> Self {
+        let mut inner = self.inner_clone();
+        inner.secret_generation = Some(generation);
+        Self(Arc::new(inner))
+    }
+
+    /// For a JWT, the generation of the user's signing secret that verified
+    /// it: the credential ends when the secret is regenerated
+    /// ([`Verifier::credential_ended`](crate::Verifier::credential_ended)).
+    pub fn secret_generation(&self) -> Option<i64> {
+        self.0.secret_generation
     }
 
     /// The key's id, for API-key credentials.
@@ -182,6 +211,20 @@ impl AuthContext {
     /// The principal every check should use: the subject if any, else the actor.
     pub fn effective_principal(&self) -> &Principal {
         self.0.subject.as_ref().unwrap_or(&self.0.actor)
+    }
+
+    /// A 128-bit digest of [`effective_principal`](Self::effective_principal)
+    /// under per-process random keys (two keyed SipHash instances), taken on
+    /// first use and kept with the context. Per-user rate limits key their
+    /// buckets by it: a cached context is hashed once, not on every request,
+    /// and clients cannot aim two user ids at one bucket.
+    pub fn principal_digest(&self) -> [u64; 2] {
+        *self.0.principal_digest.get_or_init(|| {
+            static KEYS: OnceLock<[RandomState; 2]> = OnceLock::new();
+            let [a, b] = KEYS.get_or_init(|| [RandomState::new(), RandomState::new()]);
+            let p = self.effective_principal();
+            [a.hash_one(p), b.hash_one(p)]
+        })
     }
 
     /// The effective principal's user id.

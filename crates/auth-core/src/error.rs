@@ -294,6 +294,13 @@ impl AuthError {
         .with_message(message)
     }
 
+    /// Tells the client when to retry (`Retry-After`), e.g. on a 503 for a
+    /// full argon2 queue.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     /// Replaces the public message.
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = message.into();
@@ -325,7 +332,7 @@ impl AuthError {
         self.scope.as_deref()
     }
 
-    /// When to retry, for a 429.
+    /// When to retry, for a 429 or a busy 503.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }

@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 
 use crate::{
     mint_token, token::display_hint, Clock, KeyId, KeyRecord, KeyStore, ParsedToken,
-    PlaintextToken, Principal, ScopeSet, SecretHasher, StoreError, SystemClock, TokenPrefix,
+    PlaintextToken, Principal, ScopeSet, SecretCheck, SecretHasher, StoreError, SystemClock,
+    TokenPrefix,
 };
 
 /// Longest key name accepted.
@@ -23,6 +24,9 @@ pub struct NewKey {
     pub scopes: ScopeSet,
     /// When it stops working on its own, if ever.
     pub expires_at: Option<OffsetDateTime>,
+    /// The key creating this one, if a key does (the key-management API);
+    /// `None` from the command line or a session.
+    pub created_by: Option<KeyId>,
 }
 
 impl NewKey {
@@ -33,12 +37,19 @@ impl NewKey {
             name: name.into(),
             scopes,
             expires_at: None,
+            created_by: None,
         }
     }
 
     /// Sets an expiry.
     pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Records the key that creates this one.
+    pub fn created_by(mut self, key: KeyId) -> Self {
+        self.created_by = Some(key);
         self
     }
 }
@@ -145,9 +156,10 @@ impl KeyIssuer {
         if new.expires_at.is_some_and(|t| t <= now) {
             return Err(IssueError::InvalidExpiry);
         }
-        let (record, token) = self
+        let (mut record, token) = self
             .mint(new.owner, new.name, new.scopes, new.expires_at, now)
             .await?;
+        record.created_by = new.created_by;
         self.store.insert(&record).await?;
         Ok(IssuedKey { record, token })
     }
@@ -162,8 +174,9 @@ impl KeyIssuer {
     ) -> Result<(KeyRecord, PlaintextToken), IssueError> {
         let (id, token) = mint_token(&self.prefix);
         let parsed = ParsedToken::parse(token.expose_secret())
-            .map_err(|e| IssueError::Hash(crate::HashError(e.to_string())))?;
+            .map_err(|e| IssueError::Hash(crate::HashError::Failed(e.to_string())))?;
         let hash = self.hasher.hash(parsed.secret()).await?;
+        let check = SecretCheck::compute(id, parsed.prefix(), parsed.secret());
         let record = KeyRecord {
             id,
             owner,
@@ -176,6 +189,8 @@ impl KeyIssuer {
             hint: display_hint(token.expose_secret()),
             hash,
             replaced_by: None,
+            check: Some(check),
+            created_by: None,
         };
         Ok((record, token))
     }
@@ -186,6 +201,17 @@ impl KeyIssuer {
     /// with `Duration::ZERO` it stops at once. Of two concurrent rotations of
     /// one key, exactly one succeeds; the other gets [`IssueError::Conflict`].
     pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<IssuedKey, IssueError> {
+        self.rotate_by(id, grace, None).await
+    }
+
+    /// [`rotate`](Self::rotate), recording `created_by` as the key that
+    /// made the replacement (the key-management API passes the calling key).
+    pub async fn rotate_by(
+        &self,
+        id: KeyId,
+        grace: Duration,
+        created_by: Option<KeyId>,
+    ) -> Result<IssuedKey, IssueError> {
         let old = self.store.get(id).await?.ok_or(IssueError::NotFound)?;
         let now = self.now();
         if old.replaced_by.is_some() || old.check_active(now).is_err() {
@@ -193,13 +219,14 @@ impl KeyIssuer {
                 "key is revoked, expired or already rotated".into(),
             ));
         }
-        let mut ends = now + grace;
+        let mut ends = grace_end(now, grace);
         if let Some(exp) = old.expires_at {
             ends = ends.min(exp);
         }
-        let (record, token) = self
+        let (mut record, token) = self
             .mint(old.owner, old.name, old.scopes, old.expires_at, now)
             .await?;
+        record.created_by = created_by;
         self.store.rotate(id, ends, now, &record).await?;
         Ok(IssuedKey { record, token })
     }
@@ -218,6 +245,19 @@ impl KeyIssuer {
     pub async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.store.get(id).await
     }
+}
+
+/// The latest instant a grace period can end: the end of year 9999, which
+/// every store can represent.
+const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
+
+/// `now + grace`, saturating at [`LATEST`] (a huge grace means "until the
+/// key's own expiry, if any"), never a panic.
+pub(crate) fn grace_end(now: OffsetDateTime, grace: Duration) -> OffsetDateTime {
+    time::Duration::try_from(grace)
+        .ok()
+        .and_then(|g| now.checked_add(g))
+        .map_or(LATEST, |t| t.min(LATEST))
 }
 
 /// Checks a key name: 1-100 characters, none of them control characters.

@@ -15,7 +15,7 @@
 //! use auth_core::{KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier};
 //!
 //! let store = Arc::new(MemoryKeyStore::new());
-//! let hasher = SecretHasher::default(); // argon2id m=19456 KiB, t=2, p=1
+//! let hasher = SecretHasher::default(); // argon2id m=256 KiB, t=1, p=1 (random 256-bit secrets)
 //! # let hasher = SecretHasher::for_tests();
 //! let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
 //! let verifier = Verifier::builder(store).hasher(hasher).build();
@@ -37,6 +37,7 @@
 mod access;
 mod audit;
 mod base62;
+mod check;
 mod clock;
 mod context;
 mod error;
@@ -55,9 +56,10 @@ mod verifier;
 
 pub use access::{AccessLevel, InvalidAccessLevel};
 pub use audit::{
-    page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery, AuditSink,
-    MemoryAuditLog, MAX_USER_AGENT,
+    count_usage, page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery,
+    AuditSink, MemoryAuditLog, UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
+pub use check::SecretCheck;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use error::{AuthError, ErrorCode, RejectReason};

@@ -222,6 +222,13 @@ impl UserSecretStore for Detached {
     ) -> Result<(), StoreError> {
         self.inner.put_secret(user, s).await
     }
+    async fn insert_secret_if_absent(
+        &self,
+        user: &str,
+        s: &auth_core::jwt::SealedSecret,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_secret_if_absent(user, s).await
+    }
     fn secret_changes(&self) -> &ChangeFeed {
         &self.feed
     }
@@ -247,4 +254,136 @@ async fn out_of_sync_feed_checks_every_token_against_the_store() {
     // Regenerated on A; B hears nothing but must not serve the old token from cache.
     a.regenerate("u1").await.unwrap();
     assert_eq!(reason(b.verify(&old).await), RejectReason::WrongSecret);
+}
+
+/// A shared store that counts reads and can make the first `hold` readers
+/// wait for each other (so two first `token_for` calls both see no secret).
+struct Racy {
+    inner: Arc<MemoryUserSecrets>,
+    gets: std::sync::atomic::AtomicUsize,
+    barrier: tokio::sync::Barrier,
+    hold: usize,
+}
+
+impl Racy {
+    fn new(hold: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Arc::new(MemoryUserSecrets::new()),
+            gets: Default::default(),
+            barrier: tokio::sync::Barrier::new(hold.max(1)),
+            hold,
+        })
+    }
+    fn gets(&self) -> usize {
+        self.gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl UserSecretStore for Racy {
+    async fn get_secret(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::jwt::SealedSecret>, StoreError> {
+        let n = self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let found = self.inner.get_secret(user).await;
+        if n < self.hold {
+            self.barrier.wait().await;
+        }
+        found
+    }
+    async fn put_secret(
+        &self,
+        user: &str,
+        s: &auth_core::jwt::SealedSecret,
+    ) -> Result<(), StoreError> {
+        self.inner.put_secret(user, s).await
+    }
+    async fn insert_secret_if_absent(
+        &self,
+        user: &str,
+        s: &auth_core::jwt::SealedSecret,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_secret_if_absent(user, s).await
+    }
+    fn secret_changes(&self) -> &ChangeFeed {
+        self.inner.secret_changes()
+    }
+}
+
+#[tokio::test]
+async fn unknown_subjects_are_remembered_like_unknown_key_ids() {
+    let store = Racy::new(0);
+    let jwt = JwtAuthority::new(store.clone(), MasterKey::from_bytes(&[9; 32]), "syncello");
+    // Signed elsewhere for a user this store has never heard of.
+    let elsewhere = authority(Arc::new(MemoryUserSecrets::new()));
+    let ghost = elsewhere.token_for("ghost").await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(reason(jwt.verify(&ghost).await), RejectReason::UnknownKey);
+    }
+    assert_eq!(store.gets(), 1, "one store read, then remembered");
+    // Once the user gets a secret, their tokens work at once.
+    let real = jwt.token_for("ghost").await.unwrap();
+    jwt.verify(&real).await.unwrap();
+    assert_eq!(reason(jwt.verify(&ghost).await), RejectReason::WrongSecret);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_first_token_for_calls_both_get_working_tokens() {
+    // Both calls read "no secret yet" before either writes.
+    let store = Racy::new(2);
+    let jwt = JwtAuthority::new(store.clone(), MasterKey::from_bytes(&[9; 32]), "syncello");
+    let (a, b) = tokio::join!(jwt.token_for("u1"), jwt.token_for("u1"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let fresh = JwtAuthority::new(store.clone(), MasterKey::from_bytes(&[9; 32]), "syncello");
+    fresh.verify(&a).await.expect("the first token died");
+    fresh.verify(&b).await.expect("the second token died");
+    assert_eq!(store.get_secret("u1").await.unwrap().unwrap().generation, 1);
+}
+
+#[tokio::test]
+async fn jwt_connections_end_when_their_users_secret_is_regenerated() {
+    let secrets = Arc::new(MemoryUserSecrets::new());
+    let jwt = authority(secrets.clone());
+    let verifier = Verifier::builder(Arc::new(MemoryKeyStore::new()))
+        .hasher(SecretHasher::for_tests())
+        .jwt(jwt.clone())
+        .build();
+    let token = jwt.token_for("u1").await.unwrap();
+    jwt.token_for("u2").await.unwrap();
+    let ctx = verifier.verify(&token).await.unwrap();
+    assert_eq!(ctx.secret_generation(), Some(1));
+    // From the cache too.
+    assert_eq!(
+        verifier.verify(&token).await.unwrap().secret_generation(),
+        Some(1)
+    );
+    let mut ended = verifier.credential_ended(&ctx);
+    use futures_util::FutureExt;
+    for _ in 0..10 {
+        assert!((&mut ended).now_or_never().is_none());
+        tokio::task::yield_now().await;
+    }
+    jwt.regenerate("u2").await.unwrap();
+    for _ in 0..10 {
+        assert!(
+            (&mut ended).now_or_never().is_none(),
+            "another user's regeneration ended it"
+        );
+        tokio::task::yield_now().await;
+    }
+    jwt.regenerate("u1").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("not ended by the regeneration of its user's secret");
+    // A connection opened with the old token after the regeneration never
+    // gets this far (refused), and one with the new token stays open.
+    let new = jwt.token_for("u1").await.unwrap();
+    let ctx = verifier.verify(&new).await.unwrap();
+    assert_eq!(ctx.secret_generation(), Some(2));
+    let mut ended = verifier.credential_ended(&ctx);
+    for _ in 0..10 {
+        assert!((&mut ended).now_or_never().is_none());
+        tokio::task::yield_now().await;
+    }
 }

@@ -49,6 +49,13 @@ impl<S: UserSecretStore> UserSecretStore for CountingSecrets<S> {
     async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
         self.inner.put_secret(user_id, secret).await
     }
+    async fn insert_secret_if_absent(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_secret_if_absent(user_id, secret).await
+    }
     fn secret_changes(&self) -> &ChangeFeed {
         self.inner.secret_changes()
     }

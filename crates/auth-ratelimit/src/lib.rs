@@ -19,6 +19,10 @@
 //! * **WebSocket**: [`Rule::websocket_connects`] limits handshakes per IP;
 //!   [`MessageLimiter`] limits messages per connection and answers with a
 //!   [`RateLimitedEvent`] frame instead of closing ([`ws`] module docs).
+//! * **Failed authentication**: [`FailedAuthLimiter`] goes *outside* the
+//!   auth layer and counts 401 answers per client address; past its quota
+//!   the address gets 429 before authentication runs ([`failed_auth`]
+//!   module docs).
 //! * **Stores**: [`MemoryStore`] (sharded map, no global lock, bounded
 //!   memory) or, with the `redis` feature, `RedisStore` (one atomic Lua round
 //!   trip per request, shared by all instances, with an [`OnStoreError`]
@@ -76,6 +80,7 @@ mod client_ip;
 mod clock;
 mod decision;
 mod error;
+pub mod failed_auth;
 mod fallback;
 mod gcra;
 mod headers;
@@ -95,6 +100,10 @@ pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};
+pub use failed_auth::{
+    FailedAuthFuture, FailedAuthLayer, FailedAuthLimiter, FailedAuthLimiterBuilder,
+    FailedAuthService,
+};
 pub use fallback::OnStoreError;
 pub use headers::{
     HeaderStyle, RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,

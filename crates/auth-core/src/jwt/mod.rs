@@ -124,9 +124,18 @@ struct CachedToken {
 struct JwtCache {
     /// Keyed by a keyed digest (random to an attacker), so a fast hash is safe.
     tokens: DashMap<[u8; 32], CachedToken, foldhash::fast::RandomState>,
+    /// Subjects found to have no secret, until when (ns): a flood of tokens
+    /// naming unknown users costs one store read per user, like unknown key
+    /// ids. Keyed by attacker-chosen strings, so with the default SipHash.
+    unknown: DashMap<Box<str>, i64>,
     epoch: AtomicU64,
     capacity: usize,
+    /// Tells open connections: `Some(user)` regenerated, `None` anything.
+    ended: tokio::sync::broadcast::Sender<Option<Arc<str>>>,
 }
+
+/// How long a subject without a secret is remembered.
+const UNKNOWN_SUBJECT_TTL: i64 = 60_000_000_000;
 
 impl ChangeListener for JwtCache {
     fn on_change(&self, change: &KeyChange) {
@@ -134,10 +143,14 @@ impl ChangeListener for JwtCache {
             KeyChange::UserSecret(user) => {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
                 self.tokens.retain(|_, t| &*t.user != user.as_str());
+                self.unknown.remove(user.as_str());
+                let _ = self.ended.send(Some(user.as_str().into()));
             }
             KeyChange::All => {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
                 self.tokens.clear();
+                self.unknown.clear();
+                let _ = self.ended.send(None);
             }
             _ => {}
         }
@@ -177,8 +190,10 @@ impl JwtAuthorityBuilder {
     pub fn build(self) -> JwtAuthority {
         let cache = Arc::new(JwtCache {
             tokens: DashMap::default(),
+            unknown: DashMap::new(),
             epoch: AtomicU64::new(0),
             capacity: 100_000,
+            ended: tokio::sync::broadcast::channel(64).0,
         });
         let weak: std::sync::Weak<dyn ChangeListener> =
             Arc::downgrade(&(cache.clone() as Arc<dyn ChangeListener>));
@@ -228,11 +243,25 @@ impl JwtAuthority {
     }
 
     /// The user's current token, making their secret on first use.
+    ///
+    /// Two concurrent first calls agree on one secret (the store inserts it
+    /// only if absent; the loser reads the winner's), so neither token dies.
     pub async fn token_for(&self, user_id: &str) -> Result<String, JwtError> {
         check_user(user_id)?;
-        let secret = match self.inner.store.get_secret(user_id).await? {
+        let store = &self.inner.store;
+        let secret = match store.get_secret(user_id).await? {
             Some(s) => self.inner.master.open(user_id, &s.sealed)?,
-            None => self.put_new_secret(user_id, 1).await?,
+            None => {
+                let (secret, sealed) = self.new_secret(user_id, 1);
+                if store.insert_secret_if_absent(user_id, &sealed).await? {
+                    secret
+                } else {
+                    let s = store.get_secret(user_id).await?.ok_or_else(|| {
+                        StoreError::Conflict("user secret removed while being made".into())
+                    })?;
+                    self.inner.master.open(user_id, &s.sealed)?
+                }
+            }
         };
         self.sign(user_id, &secret)
     }
@@ -256,14 +285,70 @@ impl JwtAuthority {
         user_id: &str,
         generation: i64,
     ) -> Result<Zeroizing<[u8; 32]>, JwtError> {
+        let (secret, sealed) = self.new_secret(user_id, generation);
+        self.inner.store.put_secret(user_id, &sealed).await?;
+        Ok(secret)
+    }
+
+    fn new_secret(&self, user_id: &str, generation: i64) -> (Zeroizing<[u8; 32]>, SealedSecret) {
         let mut secret = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(&mut secret[..]);
         let sealed = SealedSecret {
             sealed: self.inner.master.seal(user_id, &secret),
             generation,
         };
-        self.inner.store.put_secret(user_id, &sealed).await?;
-        Ok(secret)
+        (secret, sealed)
+    }
+
+    /// Resolves once `user_id`'s signing secret is no longer at
+    /// `generation` (regenerated), or cannot be confirmed (fail closed).
+    /// For connections authenticated once by a JWT: close them when it
+    /// resolves. Use [`AuthContext::secret_generation`] of the connection's
+    /// context, or simply [`Verifier::credential_ended`](crate::Verifier::credential_ended).
+    pub fn secret_ended(
+        &self,
+        user_id: &str,
+        generation: i64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Subscribed before the store is read, so no change slips between.
+        let mut changes = self.inner.cache.ended.subscribe();
+        let store = self.inner.store.clone();
+        let user: Arc<str> = user_id.into();
+        async move {
+            let mut after_resync = false;
+            loop {
+                let current = {
+                    let (store, user) = (&store, &user);
+                    crate::verifier::recheck(after_resync, move || async move {
+                        store
+                            .get_secret(user)
+                            .await
+                            .map(|s| s.map(|s| s.generation))
+                    })
+                    .await
+                };
+                match current {
+                    Ok(Some(g)) if g == generation => {}
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot confirm a connection's user secret; ending it");
+                        return;
+                    }
+                }
+                after_resync = loop {
+                    match changes.recv().await {
+                        Ok(Some(u)) if *u != *user => continue,
+                        Ok(Some(_)) => break false,
+                        Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            break true
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            return std::future::pending().await
+                        }
+                    }
+                };
+            }
+        }
     }
 
     fn sign(&self, user_id: &str, secret: &[u8; 32]) -> Result<String, JwtError> {
@@ -326,15 +411,23 @@ impl JwtAuthority {
             return Err(AuthError::unauthorized(RejectReason::Malformed));
         }
         let sub = unverified_subject(token)?;
-        let sealed = inner
-            .store
-            .get_secret(&sub)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "user secret store read failed");
-                AuthError::unavailable("Authentication service temporarily unavailable")
-            })?
-            .ok_or_else(|| AuthError::unauthorized(RejectReason::UnknownKey))?;
+        let now_ns = inner.clock.now_nanos();
+        if inner
+            .cache
+            .unknown
+            .get(sub.as_str())
+            .is_some_and(|until| *until > now_ns)
+        {
+            return Err(AuthError::unauthorized(RejectReason::UnknownKey));
+        }
+        let sealed = inner.store.get_secret(&sub).await.map_err(|e| {
+            tracing::warn!(error = %e, "user secret store read failed");
+            AuthError::unavailable("Authentication service temporarily unavailable")
+        })?;
+        let Some(sealed) = sealed else {
+            self.remember_unknown(&sub, now_ns, epoch);
+            return Err(AuthError::unauthorized(RejectReason::UnknownKey));
+        };
         let secret = inner.master.open(&sub, &sealed.sealed).map_err(|e| {
             tracing::error!(error = %e, "cannot open a user secret: wrong master key?");
             AuthError::unavailable("Authentication service temporarily unavailable")
@@ -376,7 +469,8 @@ impl JwtAuthority {
             CredentialKind::Jwt,
             Principal::user(sub.as_str()),
             inner.scopes.clone(),
-        );
+        )
+        .with_secret_generation(sealed.generation);
         if inner.cache.tokens.len() >= inner.cache.capacity {
             inner.cache.tokens.clear();
         }
@@ -393,6 +487,26 @@ impl JwtAuthority {
             inner.cache.tokens.remove(&digest);
         }
         Ok(ctx)
+    }
+}
+
+impl JwtAuthority {
+    /// Remembers that `sub` has no secret, unless a secret was made since
+    /// `epoch` was read (then the user's tokens must work at once).
+    fn remember_unknown(&self, sub: &str, now: i64, epoch: u64) {
+        let cache = &self.inner.cache;
+        if cache.unknown.len() >= cache.capacity {
+            cache.unknown.retain(|_, until| *until > now);
+            if cache.unknown.len() >= cache.capacity {
+                cache.unknown.clear();
+            }
+        }
+        cache
+            .unknown
+            .insert(sub.into(), now.saturating_add(UNKNOWN_SUBJECT_TTL));
+        if cache.epoch.load(Ordering::Acquire) != epoch {
+            cache.unknown.remove(sub);
+        }
     }
 }
 

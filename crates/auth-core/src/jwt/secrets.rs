@@ -27,6 +27,15 @@ pub trait UserSecretStore: Send + Sync + 'static {
     async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError>;
     /// Replaces the user's secret.
     async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError>;
+    /// Stores the user's first secret unless one exists, atomically:
+    /// `Ok(false)` (and nothing written) if another caller got there first.
+    /// Publishes [`KeyChange::UserSecret`] like `put` when it writes, so
+    /// verifiers that remembered the user as unknown forget it.
+    async fn insert_secret_if_absent(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+    ) -> Result<bool, StoreError>;
     /// The change feed shared with key revocations.
     fn secret_changes(&self) -> &ChangeFeed;
 }
@@ -56,6 +65,23 @@ impl UserSecretStore for MemoryUserSecrets {
         self.changes
             .publish(&KeyChange::UserSecret(user_id.to_owned()));
         Ok(())
+    }
+
+    async fn insert_secret_if_absent(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        use dashmap::mapref::entry::Entry;
+        match self.secrets.entry(user_id.to_owned()) {
+            Entry::Occupied(_) => return Ok(false),
+            Entry::Vacant(v) => {
+                v.insert(secret.clone());
+            }
+        }
+        self.changes
+            .publish(&KeyChange::UserSecret(user_id.to_owned()));
+        Ok(true)
     }
 
     fn secret_changes(&self) -> &ChangeFeed {

@@ -19,7 +19,8 @@ pub enum KeyChange {
     Updated(KeyId),
     /// A user's signing secret changed (JWT credentials).
     UserSecret(String),
-    /// Anything may have changed: drop every cached entry.
+    /// Anything may have changed (a resync): verifiers confirm every cached
+    /// entry against the store before trusting it again.
     All,
 }
 
@@ -82,7 +83,8 @@ impl ChangeFeed {
         !self.out_of_sync.load(Ordering::Acquire)
     }
 
-    /// Marks the feed in or out of sync; either way caches are cleared.
+    /// Marks the feed in or out of sync; either way caches resynchronise
+    /// ([`KeyChange::All`]).
     pub fn set_in_sync(&self, in_sync: bool) {
         let was_in_sync = !self.out_of_sync.swap(!in_sync, Ordering::AcqRel);
         crate::metrics::change_feed_in_sync(in_sync);

@@ -6,7 +6,7 @@ use dashmap::DashMap;
 use time::OffsetDateTime;
 
 use super::{ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError};
-use crate::KeyId;
+use crate::{KeyId, SecretCheck};
 
 /// Keys in memory. Lost on restart.
 ///
@@ -111,6 +111,18 @@ impl KeyStore for MemoryKeyStore {
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
         r.hash = hash.to_owned();
+        Ok(())
+    }
+
+    async fn update_hash_and_check(
+        &self,
+        id: KeyId,
+        hash: &str,
+        check: SecretCheck,
+    ) -> Result<(), StoreError> {
+        let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+        r.hash = hash.to_owned();
+        r.check = Some(check);
         Ok(())
     }
 

@@ -61,7 +61,7 @@ pub use sqlite::SqliteKeyStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite_audit::SqliteAuditLog;
 
-use crate::KeyId;
+use crate::{KeyId, SecretCheck};
 
 /// A store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,8 +114,25 @@ pub trait KeyStore: Send + Sync + 'static {
         new: &KeyRecord,
     ) -> Result<(), StoreError>;
 
-    /// Replaces the hash after a re-hash with stronger parameters.
+    /// Replaces the hash after a re-hash with other parameters.
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError>;
+
+    /// Replaces the hash and sets the secret check: how a record made before
+    /// checks existed moves to the current scheme on its next successful
+    /// verification. The secret is unchanged, so this publishes nothing.
+    ///
+    /// The default stores the hash only (the record keeps no check and stays
+    /// on the slower legacy path); the memory, SQLite and PostgreSQL stores
+    /// store both, and wrappers should delegate.
+    async fn update_hash_and_check(
+        &self,
+        id: KeyId,
+        hash: &str,
+        check: SecretCheck,
+    ) -> Result<(), StoreError> {
+        let _ = check;
+        self.update_hash(id, hash).await
+    }
 
     /// Records last uses, batched. Later times win.
     async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;

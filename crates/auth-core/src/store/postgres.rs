@@ -16,12 +16,12 @@ use super::{
     sql::{self, store_error},
     AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError,
 };
-use crate::{KeyId, Principal};
+use crate::{KeyId, Principal, SecretCheck};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
 
 /// Settings for [`PostgresKeyStore::connect_with`].
 ///
@@ -283,12 +283,14 @@ fn decode(row: &PgRow) -> Result<KeyRecord, StoreError> {
         hint: row.try_get("hint").map_err(get)?,
         hash: row.try_get("hash").map_err(get)?,
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(get)?)?,
+        check: sql::check(row.try_get("secret_check").map_err(get)?)?,
+        created_by: sql::opt_key_id(row.try_get("created_by").map_err(get)?)?,
     })
 }
 
 async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
@@ -302,6 +304,8 @@ async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), Sto
     .bind(r.revoked_at)
     .bind(r.last_used_at)
     .bind(r.replaced_by.map(|k| k.to_string()))
+    .bind(r.check.map(|c| i64::from(c.as_u32())))
+    .bind(r.created_by.map(|k| k.to_string()))
     .execute(conn)
     .await
     .map_err(store_error)?;
@@ -412,6 +416,26 @@ impl KeyStore for PostgresKeyStore {
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         let updated = sqlx::query("UPDATE api_keys SET hash = $1 WHERE id = $2")
             .bind(hash)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn update_hash_and_check(
+        &self,
+        id: KeyId,
+        hash: &str,
+        check: SecretCheck,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET hash = $1, secret_check = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(i64::from(check.as_u32()))
             .bind(id.to_string())
             .execute(&self.pool)
             .await

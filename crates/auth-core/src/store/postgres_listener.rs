@@ -8,15 +8,22 @@
 //!
 //! Notifications are lost while that connection is down, so then the feed
 //! is marked out of sync (caches confirm every hit against the store) until
-//! `LISTEN` is re-established, which clears the caches. A lost connection is
+//! `LISTEN` is re-established, which resynchronises the caches (each cached
+//! key is confirmed against the store on its next use). A lost connection is
 //! seen at once when the socket closes; a silently dead one (a network
 //! partition) by a heartbeat: the store notifies a channel of its own every
-//! `heartbeat` and expects to hear it back.
+//! `heartbeat` and expects to hear it back. Heartbeats are sent on a
+//! connection of their own, never one of the shared pool: a pool busy with
+//! requests must not look like a dead listener (which would resync every
+//! cache).
 
 use std::{sync::Arc, time::Duration};
 
 use rand::RngCore;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{
+    postgres::{PgConnection, PgListener, PgPool},
+    Connection,
+};
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
@@ -125,7 +132,7 @@ async fn run(
         };
         backoff = MIN_BACKOFF;
         if !feed.is_in_sync() {
-            tracing::info!("listening for key changes again; caches cleared");
+            tracing::info!("listening for key changes again; caches resynchronised");
             feed.set_in_sync(true);
         }
         let why = tokio::select! {
@@ -172,6 +179,8 @@ async fn serve(
     let mut tick = tokio::time::interval(hb.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_echo = Instant::now();
+    // The heartbeat's own connection, opened (again) when needed.
+    let mut sender: Option<PgConnection> = None;
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -184,17 +193,33 @@ async fn serve(
                 if last_echo.elapsed() > hb.every * MISSED_HEARTBEATS {
                     return "heartbeat not heard back".to_owned();
                 }
-                let sent = tokio::time::timeout(
-                    hb.every,
-                    sqlx::query("SELECT pg_notify($1, '')").bind(&hb.channel).execute(pool),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(_))) {
+                let sent = tokio::time::timeout(hb.every, send_heartbeat(&mut sender, pool, &hb.channel)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    // Reconnect on the next tick.
+                    sender = None;
                     tracing::debug!("heartbeat not sent");
                 }
             }
         }
     }
+}
+
+/// Sends one heartbeat on the heartbeat connection, opening it if needed
+/// (with the pool's connect options, outside the pool).
+async fn send_heartbeat(
+    sender: &mut Option<PgConnection>,
+    pool: &PgPool,
+    channel: &str,
+) -> Result<(), sqlx::Error> {
+    let conn = match sender {
+        Some(c) => c,
+        None => sender.insert(PgConnection::connect_with(&pool.connect_options()).await?),
+    };
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 fn publish(feed: &ChangeFeed, payload: &str) {

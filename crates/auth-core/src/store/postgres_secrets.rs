@@ -29,6 +29,48 @@ use crate::jwt::{SealedSecret, UserSecretStore};
 /// let jwt = JwtAuthority::new(store, master, "syncello");
 /// # let _ = jwt; Ok(()) }
 /// ```
+impl PostgresKeyStore {
+    /// Writes the user's secret (replacing one only with `replace`) and
+    /// notifies, in one statement: the notification goes out at commit.
+    /// `Ok(false)` when a secret existed and was kept.
+    async fn write_secret(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let conflict = if replace {
+            "DO UPDATE SET sealed = EXCLUDED.sealed, generation = EXCLUDED.generation, \
+             updated_at = EXCLUDED.updated_at"
+        } else {
+            "DO NOTHING"
+        };
+        let written = sqlx::query(&format!(
+            "WITH u AS ( \
+                INSERT INTO user_secrets (user_id, sealed, generation, updated_at) \
+                VALUES ($1, $2, $3, $4) \
+                ON CONFLICT (user_id) {conflict} \
+                RETURNING user_id) \
+             SELECT pg_notify($5, $6) FROM u"
+        ))
+        .bind(user_id)
+        .bind(&secret.sealed)
+        .bind(secret.generation)
+        .bind(OffsetDateTime::now_utc())
+        .bind(CHANNEL)
+        .bind(super::change_payload::user_secret(user_id))
+        .fetch_optional(self.pool())
+        .await
+        .map_err(store_error)?
+        .is_some();
+        if written {
+            self.changes()
+                .publish(&KeyChange::UserSecret(user_id.to_owned()));
+        }
+        Ok(written)
+    }
+}
+
 #[async_trait]
 impl UserSecretStore for PostgresKeyStore {
     async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError> {
@@ -47,29 +89,15 @@ impl UserSecretStore for PostgresKeyStore {
     }
 
     async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
-        // One statement, one transaction: the notification goes out at commit.
-        sqlx::query(
-            "WITH u AS ( \
-                INSERT INTO user_secrets (user_id, sealed, generation, updated_at) \
-                VALUES ($1, $2, $3, $4) \
-                ON CONFLICT (user_id) DO UPDATE \
-                SET sealed = EXCLUDED.sealed, generation = EXCLUDED.generation, \
-                    updated_at = EXCLUDED.updated_at \
-                RETURNING user_id) \
-             SELECT pg_notify($5, $6) FROM u",
-        )
-        .bind(user_id)
-        .bind(&secret.sealed)
-        .bind(secret.generation)
-        .bind(OffsetDateTime::now_utc())
-        .bind(CHANNEL)
-        .bind(super::change_payload::user_secret(user_id))
-        .fetch_one(self.pool())
-        .await
-        .map_err(store_error)?;
-        self.changes()
-            .publish(&KeyChange::UserSecret(user_id.to_owned()));
-        Ok(())
+        self.write_secret(user_id, secret, true).await.map(|_| ())
+    }
+
+    async fn insert_secret_if_absent(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        self.write_secret(user_id, secret, false).await
     }
 
     fn secret_changes(&self) -> &ChangeFeed {

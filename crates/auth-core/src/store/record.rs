@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{KeyId, Principal, RejectReason, ScopeSet};
+use crate::{KeyId, Principal, RejectReason, ScopeSet, SecretCheck};
 
 /// A stored key.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,6 +32,14 @@ pub struct KeyRecord {
     pub hash: String,
     /// The key that replaced this one by rotation.
     pub replaced_by: Option<KeyId>,
+    /// 32 bits of a fast hash of id, prefix and secret: refuses almost every
+    /// wrong secret without argon2. `None` for records made before it
+    /// existed; filled on their next successful verification.
+    pub check: Option<SecretCheck>,
+    /// The key that created this one (through the key-management API or by
+    /// rotation); `None` for keys made from the command line or by a
+    /// session-backed owner.
+    pub created_by: Option<KeyId>,
 }
 
 impl KeyRecord {
@@ -56,6 +64,12 @@ impl KeyRecord {
         }
     }
 
+    /// The prefix the key was minted with, read from its hint
+    /// (`<prefix>…<last 4>`); `None` if the hint has another shape.
+    pub fn token_prefix(&self) -> Option<&str> {
+        self.hint.split_once('…').map(|(p, _)| p)
+    }
+
     /// The public view: everything but the hash.
     pub fn metadata(&self) -> KeyMetadata {
         KeyMetadata {
@@ -70,6 +84,7 @@ impl KeyRecord {
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             replaced_by: self.replaced_by,
+            created_by: self.created_by,
         }
     }
 }
@@ -88,6 +103,8 @@ impl fmt::Debug for KeyRecord {
             .field("hint", &self.hint)
             .field("hash", &"[argon2id]")
             .field("replaced_by", &self.replaced_by)
+            .field("check", &self.check.map(|_| "[set]"))
+            .field("created_by", &self.created_by)
             .finish()
     }
 }
@@ -123,4 +140,7 @@ pub struct KeyMetadata {
     /// Replacement key after a rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<KeyId>,
+    /// The key that created this one; `null` for keys made from the command
+    /// line or by a session-backed owner.
+    pub created_by: Option<KeyId>,
 }

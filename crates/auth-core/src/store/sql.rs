@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use time::OffsetDateTime;
 
-use crate::{AuditOutcome, KeyId, RejectReason, ScopeSet, StoreError};
+use crate::{AuditOutcome, KeyId, RejectReason, ScopeSet, SecretCheck, StoreError};
 
 /// Longest request path kept in an audit row; longer ones are cut.
 pub(crate) const MAX_AUDIT_PATH: usize = 1024;
@@ -45,6 +45,16 @@ pub(crate) fn scopes<S: AsRef<str>>(
     list: impl IntoIterator<Item = S>,
 ) -> Result<ScopeSet, StoreError> {
     ScopeSet::parse(list).map_err(|_| corrupt("invalid scope"))
+}
+
+/// A stored secret check (kept as a 64-bit integer holding a `u32`).
+pub(crate) fn check(v: Option<i64>) -> Result<Option<SecretCheck>, StoreError> {
+    v.map(|v| {
+        u32::try_from(v)
+            .map(SecretCheck::from_u32)
+            .map_err(|_| corrupt("invalid secret check"))
+    })
+    .transpose()
 }
 
 pub(crate) fn outcome(text: &str) -> Result<AuditOutcome, StoreError> {

@@ -19,7 +19,7 @@ use super::{
     sqlite_watch::{self, Watcher},
     AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError,
 };
-use crate::{KeyId, Principal};
+use crate::{KeyId, Principal, SecretCheck};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -29,7 +29,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
 
 /// Keys in a SQLite file (sqlx, WAL mode): survives restarts, and several
 /// processes may share the file.
@@ -143,6 +143,8 @@ fn decode(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         hint: row.try_get("hint").map_err(store_error)?,
         hash: row.try_get("hash").map_err(store_error)?,
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(store_error)?)?,
+        check: sql::check(row.try_get("secret_check").map_err(store_error)?)?,
+        created_by: sql::opt_key_id(row.try_get("created_by").map_err(store_error)?)?,
     })
 }
 
@@ -150,7 +152,7 @@ async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(),
     let scopes = serde_json::to_string(&r.scopes.iter().collect::<Vec<_>>())
         .map_err(|e| corrupt(&e.to_string()))?;
     sqlx::query::<Sqlite>(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
@@ -164,6 +166,8 @@ async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(),
     .bind(r.revoked_at.map(micros))
     .bind(r.last_used_at.map(micros))
     .bind(r.replaced_by.map(|k| k.to_string()))
+    .bind(r.check.map(|c| i64::from(c.as_u32())))
+    .bind(r.created_by.map(|k| k.to_string()))
     .execute(conn)
     .await
     .map_err(store_error)?;
@@ -288,6 +292,26 @@ impl KeyStore for SqliteKeyStore {
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         let updated = sqlx::query("UPDATE api_keys SET hash = ? WHERE id = ?")
             .bind(hash)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn update_hash_and_check(
+        &self,
+        id: KeyId,
+        hash: &str,
+        check: SecretCheck,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET hash = ?, secret_check = ? WHERE id = ?")
+            .bind(hash)
+            .bind(i64::from(check.as_u32()))
             .bind(id.to_string())
             .execute(&self.pool)
             .await

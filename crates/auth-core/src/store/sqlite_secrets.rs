@@ -34,6 +34,58 @@ const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 /// assert_eq!(jwt.verify(&token).await.unwrap().effective_user(), "user-1");
 /// # });
 /// ```
+impl SqliteKeyStore {
+    /// Writes the user's secret (replacing one only with `replace`) and logs
+    /// the change for other processes, in one transaction. `Ok(false)` when
+    /// a secret existed and was kept.
+    async fn write_secret(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let conflict = if replace {
+            "DO UPDATE SET sealed = ?2, generation = ?3, updated_at = ?4"
+        } else {
+            "DO NOTHING"
+        };
+        // The first statement writes, so the transaction takes the write
+        // lock up front (waiting up to the busy timeout).
+        let mut tx = self.pool().begin().await.map_err(store_error)?;
+        let written = sqlx::query(&format!(
+            "INSERT INTO user_secrets (user_id, sealed, generation, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (user_id) {conflict}"
+        ))
+        .bind(user_id)
+        .bind(&secret.sealed)
+        .bind(secret.generation)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if written == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM key_changes WHERE at < ?")
+            .bind(micros(now - CHANGE_LOG_RETENTION))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query("INSERT INTO key_changes (key_id, at) VALUES (?, ?)")
+            .bind(change_payload::user_secret(user_id))
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        self.changes()
+            .publish(&KeyChange::UserSecret(user_id.to_owned()));
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl UserSecretStore for SqliteKeyStore {
     async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError> {
@@ -52,36 +104,15 @@ impl UserSecretStore for SqliteKeyStore {
     }
 
     async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
-        let now = OffsetDateTime::now_utc();
-        // The first statement writes, so the transaction takes the write
-        // lock up front (waiting up to the busy timeout).
-        let mut tx = self.pool().begin().await.map_err(store_error)?;
-        sqlx::query(
-            "INSERT INTO user_secrets (user_id, sealed, generation, updated_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (user_id) DO UPDATE SET sealed = ?2, generation = ?3, updated_at = ?4",
-        )
-        .bind(user_id)
-        .bind(&secret.sealed)
-        .bind(secret.generation)
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        sqlx::query("DELETE FROM key_changes WHERE at < ?")
-            .bind(micros(now - CHANGE_LOG_RETENTION))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query("INSERT INTO key_changes (key_id, at) VALUES (?, ?)")
-            .bind(change_payload::user_secret(user_id))
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        self.changes()
-            .publish(&KeyChange::UserSecret(user_id.to_owned()));
-        Ok(())
+        self.write_secret(user_id, secret, true).await.map(|_| ())
+    }
+
+    async fn insert_secret_if_absent(
+        &self,
+        user_id: &str,
+        secret: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        self.write_secret(user_id, secret, false).await
     }
 
     fn secret_changes(&self) -> &ChangeFeed {

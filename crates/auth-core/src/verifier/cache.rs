@@ -2,6 +2,10 @@
 //!
 //! An entry holds a keyed digest of the secret, never the secret, so a hit is
 //! a hash plus a constant-time compare. Store changes drop entries at once.
+//! A resync of the change feed (`KeyChange::All`: a reconnect, a missed
+//! heartbeat, an unreadable notification) drops nothing: it bumps the
+//! cache's resync generation, and each entry is confirmed against the store
+//! (one read, a record compare, no argon2) on its next use.
 
 use std::sync::{
     atomic::{AtomicI64, AtomicU64, Ordering},
@@ -22,6 +26,8 @@ pub(crate) struct CacheEntry {
     pub hash: Arc<str>,
     /// Last use reported to the store (ns).
     pub last_reported: AtomicI64,
+    /// The cache's resync generation when this entry was last confirmed.
+    pub confirmed: AtomicU64,
 }
 
 /// Ids in the cache are ours (random), so a fast seeded hash is safe here.
@@ -31,6 +37,9 @@ pub(crate) struct KeyCache {
     pub entries: FastMap<KeyId, CacheEntry>,
     /// Bumped on every change, so an insert racing a revoke is dropped.
     pub epoch: AtomicU64,
+    /// Bumped on every resync: entries confirmed at an older value are
+    /// confirmed against the store before they are trusted again.
+    pub resync: AtomicU64,
     capacity: usize,
 }
 
@@ -39,6 +48,7 @@ impl KeyCache {
         Self {
             entries: FastMap::default(),
             epoch: AtomicU64::new(0),
+            resync: AtomicU64::new(0),
             capacity: capacity.max(1),
         }
     }
@@ -94,7 +104,9 @@ impl ChangeListener for CacheInvalidator {
                 self.guard.forget(*id);
             }
             KeyChange::All => {
-                self.cache.entries.clear();
+                // Confirm every entry on its next use instead of dropping it
+                // (which would cost every active key an argon2 run).
+                self.cache.resync.fetch_add(1, Ordering::AcqRel);
                 self.guard.clear();
                 let _ = self.ended.send(None);
             }

@@ -1,20 +1,24 @@
 //! The attack path: remember failures so a flood of bad tokens costs no argon2.
 //!
 //! Unknown key ids are remembered for a while (no store read for a repeat).
-//! For a known id, the last few wrong secrets are remembered (a repeat costs
-//! nothing), and after a failure the id gets at most one argon2 run per
-//! `backoff`: an attacker who knows a key id burns one hash per backoff, not
-//! one per request. Both maps are bounded.
+//! A key's secret check, once read from the store, is remembered too: a
+//! wrong secret for that id is then refused with one fast hash, no store
+//! read, no argon2 and no backoff (the association of an id with its check
+//! never changes: rotation makes a new id). For a known id, the last few
+//! secrets that failed argon2 are remembered (a repeat costs nothing).
+//! Only legacy records without a check get a per-id backoff after a failure
+//! (at most one argon2 run per `backoff`). Every map is bounded.
 
 use dashmap::DashMap;
 
-use crate::KeyId;
+use crate::{KeyId, SecretCheck};
 
 const WRONG_DIGESTS: usize = 4;
 
 pub(crate) struct AttackGuard {
     unknown: DashMap<KeyId, i64>,
     failures: DashMap<KeyId, Failures>,
+    checks: DashMap<KeyId, SecretCheck>,
     ttl: i64,
     backoff: i64,
     capacity: usize,
@@ -22,6 +26,8 @@ pub(crate) struct AttackGuard {
 
 struct Failures {
     last_at: i64,
+    /// Whether a new secret is throttled for `backoff` (legacy records only).
+    throttle: bool,
     digests: [[u8; 32]; WRONG_DIGESTS],
     next: usize,
 }
@@ -42,6 +48,7 @@ impl AttackGuard {
         Self {
             unknown: DashMap::new(),
             failures: DashMap::new(),
+            checks: DashMap::new(),
             ttl: ttl_nanos,
             backoff: backoff_nanos,
             capacity: capacity.max(16),
@@ -62,7 +69,7 @@ impl AttackGuard {
             if bool::from(wrong) && now - f.last_at < self.ttl {
                 return Verdict::KnownWrong;
             }
-            if now - f.last_at < self.backoff {
+            if f.throttle && now - f.last_at < self.backoff {
                 return Verdict::Throttled;
             }
         }
@@ -74,18 +81,33 @@ impl AttackGuard {
         self.unknown.insert(id, now.saturating_add(self.ttl));
     }
 
-    pub fn record_wrong(&self, id: KeyId, digest: [u8; 32], now: i64) {
+    /// A secret failed argon2 for `id`. With `throttle` (a legacy record
+    /// without a check), other secrets for `id` wait for the backoff.
+    pub fn record_wrong(&self, id: KeyId, digest: [u8; 32], now: i64, throttle: bool) {
         let ttl = self.ttl;
         Self::bound(&self.failures, self.capacity, |f| now - f.last_at < ttl);
         let mut f = self.failures.entry(id).or_insert(Failures {
             last_at: now,
+            throttle,
             digests: [[0; 32]; WRONG_DIGESTS],
             next: 0,
         });
         f.last_at = now;
+        f.throttle = throttle;
         let i = f.next;
         f.digests[i] = digest;
         f.next = (i + 1) % WRONG_DIGESTS;
+    }
+
+    /// The stored check of `id`, if it was read before.
+    pub fn known_check(&self, id: KeyId) -> Option<SecretCheck> {
+        self.checks.get(&id).map(|c| *c)
+    }
+
+    pub fn remember_check(&self, id: KeyId, check: SecretCheck) {
+        // Forgetting checks costs store reads, never safety.
+        Self::bound(&self.checks, self.capacity, |_| false);
+        self.checks.insert(id, check);
     }
 
     pub fn forget(&self, id: KeyId) {
@@ -93,6 +115,7 @@ impl AttackGuard {
         self.failures.remove(&id);
     }
 
+    /// Forgets failures (a resync): checks stay, since they never go stale.
     pub fn clear(&self) {
         self.unknown.clear();
         self.failures.clear();

@@ -7,21 +7,35 @@
 //! request made after `revoke` returns is refused.
 //!
 //! Cold path: parse and checksum (garbage never reaches the store), store read,
-//! one argon2 run per key id at a time (concurrent requests with the same
-//! token wait for it and then hit the cache).
+//! the record's secret check (32 bits of a fast hash: all but one wrong
+//! secret in 2^32 stop here), then one argon2 run per key id at a time
+//! (concurrent requests with the same token wait for it and then hit the
+//! cache). Argon2 parameters are cheap by default (the secrets are random
+//! 256-bit values), so a restarted instance serves every key at once.
 //!
 //! Attack path: see `guard.rs`: unknown ids cost one store read and are then
-//! remembered; wrong secrets for a known id are remembered and throttled.
+//! remembered; a key's secret check is remembered, so a wrong secret costs a
+//! fast hash and no store read; no backoff locks the owner out (only legacy
+//! records without a check keep a per-id backoff until they migrate).
+//!
+//! Resync: a [`KeyChange::All`](crate::KeyChange::All) makes every cached
+//! entry confirm itself against the store on its next use (record compare,
+//! no argon2); open connections re-check spread over a few seconds.
 
 mod cache;
 mod guard;
 mod usage;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::Ordering::{Acquire, Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 use dashmap::DashMap;
 use rand::{rngs::OsRng, RngCore};
-use subtle::ConstantTimeEq;
 
 use self::{
     cache::{CacheEntry, CacheInvalidator, KeyCache},
@@ -29,8 +43,9 @@ use self::{
     usage::UsageRecorder,
 };
 use crate::{
-    clock::nanos, AuthContext, AuthError, Clock, KeyId, KeyRecord, KeyStore, ParsedToken,
-    RejectReason, ScopePolicy, SecretHasher, SystemClock, TokenError, TokenPrefix,
+    clock::nanos, AuthContext, AuthError, Clock, HashError, KeyId, KeyRecord, KeyStore,
+    ParsedToken, RejectReason, ScopePolicy, SecretCheck, SecretHasher, SystemClock, TokenError,
+    TokenPrefix,
 };
 
 /// Verifies API-key tokens. Cheap to clone; clones share caches.
@@ -222,6 +237,59 @@ fn store_failed(e: crate::StoreError) -> AuthError {
     AuthError::unavailable("Authentication service temporarily unavailable")
 }
 
+/// Connections re-checked after a resync wait a random delay below this,
+/// so a resync does not send every open connection to the store at once.
+pub(crate) const RECHECK_SPREAD: Duration = Duration::from_secs(3);
+/// Attempts at a re-check after a resync before failing closed.
+const RECHECK_ATTEMPTS: u32 = 3;
+
+fn jitter(max: Duration) -> Duration {
+    let nanos = max.as_nanos().min(u64::MAX as u128) as u64;
+    Duration::from_nanos(OsRng.next_u64() % nanos.max(1))
+}
+
+/// Reads the state of a long-lived connection's credential. After a resync
+/// the read waits a random delay below [`RECHECK_SPREAD`] first, and a
+/// failed read is retried (spread out again) a few times before the error
+/// is returned (and the connection ends, failing closed): a store blip
+/// becomes neither a thundering herd nor a mass disconnect.
+pub(crate) async fn recheck<T, E, F, Fut>(after_resync: bool, mut read: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    if !after_resync {
+        return read().await;
+    }
+    let mut attempt = 1;
+    loop {
+        tokio::time::sleep(jitter(RECHECK_SPREAD * attempt)).await;
+        match read().await {
+            Err(_) if attempt < RECHECK_ATTEMPTS => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
+/// How long a client told "busy" should wait.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A hasher failure: a full queue is 503 with `Retry-After`; anything else
+/// (a corrupt stored hash) a generic 503.
+fn hash_failed(id: KeyId) -> impl FnOnce(HashError) -> AuthError {
+    move |e| match e {
+        HashError::Busy => {
+            tracing::warn!(key_id = %id, "argon2 queue full; refusing with 503");
+            AuthError::unavailable("Authentication service busy; retry shortly")
+                .with_retry_after(BUSY_RETRY_AFTER)
+        }
+        e => {
+            tracing::error!(key_id = %id, error = %e, "stored hash unusable");
+            AuthError::unavailable("Authentication service temporarily unavailable")
+        }
+    }
+}
+
 fn unauthorized(reason: RejectReason) -> AuthError {
     AuthError::unauthorized(reason)
 }
@@ -285,11 +353,7 @@ impl Verifier {
             Cached::Hit(result) => return self.refine(token, result),
             Cached::Confirm(..) => {}
             // Settle what needs no I/O before allocating the slow path.
-            Cached::Miss => {
-                self.parse(token)
-                    .map_err(|e| unauthorized(token_reason(e)))?;
-                self.check_guard(id, &digest)?;
-            }
+            Cached::Miss => self.settle_miss(token, id, &digest)?,
         }
         // Boxed so the hot path's future stays small.
         Box::pin(self.verify_uncached(token, id, digest)).await
@@ -316,11 +380,27 @@ impl Verifier {
                 crate::metrics::cache_hit();
                 Some(self.refine(token, result))
             }
-            Cached::Miss | Cached::Confirm(..) => {
+            Cached::Confirm(..) => {
                 crate::metrics::cache_miss();
                 None
             }
+            // Bad checksums, remembered unknown ids and wrong secrets for a
+            // key whose check is known are settled here too, so a flood of
+            // them never leaves the synchronous path.
+            Cached::Miss => {
+                crate::metrics::cache_miss();
+                self.settle_miss(token, id, &digest).err().map(Err)
+            }
         }
+    }
+
+    /// What a cache miss can be refused for without I/O.
+    fn settle_miss(&self, token: &str, id: KeyId, digest: &[u8; 32]) -> Result<(), AuthError> {
+        let parsed = self
+            .parse(token)
+            .map_err(|e| unauthorized(token_reason(e)))?;
+        self.check_guard(id, digest)?;
+        self.check_known(&parsed)
     }
 
     /// Key id and keyed digest of the token, from the token's shape.
@@ -368,6 +448,7 @@ impl Verifier {
             .parse(token)
             .map_err(|e| unauthorized(token_reason(e)))?;
         self.check_guard(id, &digest)?;
+        self.check_known(&parsed)?;
 
         // One argon2 run per key id at a time; the others wait and hit the cache.
         let lock = inner.inflight.entry(id).or_default().clone();
@@ -375,7 +456,7 @@ impl Verifier {
             let _running = lock.lock().await;
             match self.check_cached(id, &digest).await {
                 Some(result) => result,
-                None => self.verify_cold(id, parsed.secret(), digest).await,
+                None => self.verify_cold(&parsed, digest).await,
             }
         };
         drop(lock);
@@ -396,6 +477,20 @@ impl Verifier {
             Verdict::NoSuchKey => Err(unauthorized(RejectReason::UnknownKey)),
             Verdict::KnownWrong => Err(unauthorized(RejectReason::WrongSecret)),
             Verdict::Throttled => Err(unauthorized(RejectReason::Throttled)),
+        }
+    }
+
+    /// A wrong secret for an id whose check was read before: refused with
+    /// one fast hash, no store read, no argon2, no backoff.
+    fn check_known(&self, parsed: &ParsedToken<'_>) -> Result<(), AuthError> {
+        let id = parsed.key_id();
+        match self.inner.guard.known_check(id) {
+            Some(stored)
+                if !stored.matches(SecretCheck::compute(id, parsed.prefix(), parsed.secret())) =>
+            {
+                Err(unauthorized(RejectReason::WrongSecret))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -426,7 +521,7 @@ impl Verifier {
         match self.check_cached_now(id, digest) {
             Cached::Hit(result) => Some(result),
             Cached::Miss => None,
-            Cached::Confirm(ctx, hash) => self.confirm(id, ctx, &hash).await,
+            Cached::Confirm(ctx, hash) => self.confirm(id, digest, ctx, &hash).await,
         }
     }
 
@@ -436,7 +531,9 @@ impl Verifier {
         let Some(entry) = inner.cache.entries.get(&id) else {
             return Cached::Miss;
         };
-        if !bool::from(entry.digest[..].ct_eq(&digest[..])) {
+        // Four word XORs behind an optimisation barrier: constant time, and
+        // a fraction of a byte-wise `subtle` loop on the hot path.
+        if !constant_time_eq::constant_time_eq_32(&entry.digest, digest) {
             return Cached::Hit(Err(unauthorized(RejectReason::WrongSecret)));
         }
         let now = inner.clock.now_nanos();
@@ -445,33 +542,56 @@ impl Verifier {
                 return Cached::Hit(Err(unauthorized(reason)));
             }
         }
-        if !inner.store.changes().is_in_sync() {
+        if !inner.store.changes().is_in_sync()
+            || entry.confirmed.load(Relaxed) != inner.cache.resync.load(Relaxed)
+        {
             return Cached::Confirm(entry.ctx.clone(), entry.hash.clone());
         }
         self.report_use(id, &entry, now);
         Cached::Hit(Ok(entry.ctx.clone()))
     }
 
-    /// Other instances' changes may be missed: confirm a hit against the store.
+    /// Other instances' changes may be missed (the feed is out of sync, or
+    /// was resynchronised since the entry was confirmed): confirm a hit
+    /// against the store by comparing the record, without argon2. `None`
+    /// when the stored hash changed (the cold path decides).
     async fn confirm(
         &self,
         id: KeyId,
+        digest: &[u8; 32],
         ctx: AuthContext,
         hash: &str,
     ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
+        // Read before the store: a resync during the read confirms again.
+        let resync = inner.cache.resync.load(Acquire);
+        let refused = |reason| {
+            inner
+                .cache
+                .entries
+                .remove_if(&id, |_, e| e.digest == *digest);
+            Some(Err(unauthorized(reason)))
+        };
         match crate::metrics::timed_read(inner.store.get(id)).await {
             Err(e) => Some(Err(store_failed(e))),
-            Ok(None) => Some(Err(unauthorized(RejectReason::UnknownKey))),
+            Ok(None) => refused(RejectReason::UnknownKey),
             Ok(Some(r)) => {
                 if let Err(reason) = r.check_active(inner.clock.now()) {
-                    return Some(Err(unauthorized(reason)));
+                    return refused(reason);
                 }
                 if *r.hash != *hash {
                     return None;
                 }
-                if let Some(entry) = inner.cache.entries.get(&id) {
-                    self.report_use(id, &entry, inner.clock.now_nanos());
+                if let Some(mut entry) = inner.cache.entries.get_mut(&id) {
+                    if entry.digest == *digest {
+                        // A revocation time set elsewhere (a rotation's
+                        // grace) may have been missed: take the record's.
+                        entry.ends = r.ends().map(|(t, why)| (nanos(t), why));
+                        if inner.store.changes().is_in_sync() {
+                            entry.confirmed.store(resync, Relaxed);
+                        }
+                        self.report_use(id, &entry, inner.clock.now_nanos());
+                    }
                 }
                 Some(Ok(ctx))
             }
@@ -479,7 +599,6 @@ impl Verifier {
     }
 
     fn report_use(&self, id: KeyId, entry: &CacheEntry, now: i64) {
-        use std::sync::atomic::Ordering::Relaxed;
         let last = entry.last_reported.load(Relaxed);
         if now - last >= self.inner.usage.interval
             && entry
@@ -493,12 +612,13 @@ impl Verifier {
 
     async fn verify_cold(
         &self,
-        id: KeyId,
-        secret: &[u8; 32],
+        parsed: &ParsedToken<'_>,
         digest: [u8; 32],
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
-        let epoch = inner.cache.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let (id, secret) = (parsed.key_id(), parsed.secret());
+        let epoch = inner.cache.epoch.load(Acquire);
+        let resync = inner.cache.resync.load(Acquire);
         let record = crate::metrics::timed_read(inner.store.get(id))
             .await
             .map_err(|e| {
@@ -513,22 +633,40 @@ impl Verifier {
         record
             .check_active(inner.clock.now())
             .map_err(unauthorized)?;
-        // Another waiter may have failed while we queued.
-        if let Verdict::KnownWrong | Verdict::Throttled = inner.guard.check(id, &digest, now) {
-            return Err(unauthorized(RejectReason::Throttled));
+        // The prefix is bound to the key: a `sk_test_` key presented as
+        // `sk_live_` (checksum recomputed) is refused, old records included.
+        if record.token_prefix() != Some(parsed.prefix()) {
+            return Err(unauthorized(RejectReason::WrongPrefix));
         }
+        let legacy = match record.check {
+            Some(stored) => {
+                inner.guard.remember_check(id, stored);
+                if !stored.matches(SecretCheck::compute(id, parsed.prefix(), secret)) {
+                    return Err(unauthorized(RejectReason::WrongSecret));
+                }
+                false
+            }
+            None => {
+                // Another waiter may have failed while we queued.
+                if let Verdict::KnownWrong | Verdict::Throttled =
+                    inner.guard.check(id, &digest, now)
+                {
+                    return Err(unauthorized(RejectReason::Throttled));
+                }
+                true
+            }
+        };
         let ok = inner
             .hasher
             .verify(secret, &record.hash)
             .await
-            .map_err(|e| {
-                tracing::error!(key_id = %id, error = %e, "stored hash unusable");
-                AuthError::unavailable("Authentication service temporarily unavailable")
-            })?;
+            .map_err(hash_failed(id))?;
         if !ok {
+            // Only legacy records throttle the id: with a check, a secret
+            // reaching argon2 and failing is a 1-in-2^32 event.
             inner
                 .guard
-                .record_wrong(id, digest, inner.clock.now_nanos());
+                .record_wrong(id, digest, inner.clock.now_nanos(), legacy);
             return Err(unauthorized(RejectReason::WrongSecret));
         }
         let ctx = self.context_for(&record);
@@ -538,11 +676,12 @@ impl Verifier {
             ctx: ctx.clone(),
             hash: record.hash.as_str().into(),
             last_reported: Default::default(),
+            confirmed: resync.into(),
         };
         self.report_use(id, &entry, now);
         inner.cache.insert_if_unchanged(id, entry, epoch, now);
-        if inner.hasher.needs_rehash(&record.hash) {
-            self.spawn_rehash(id, *secret);
+        if legacy || inner.hasher.needs_rehash(&record.hash) {
+            self.spawn_rehash(id, parsed.prefix(), *secret, digest);
         }
         Ok(ctx)
     }
@@ -556,15 +695,26 @@ impl Verifier {
         )
     }
 
-    fn spawn_rehash(&self, id: KeyId, secret: [u8; 32]) {
+    /// Re-hashes with the current parameters and fills the secret check:
+    /// how records move to the current scheme.
+    fn spawn_rehash(&self, id: KeyId, prefix: &str, secret: [u8; 32], digest: [u8; 32]) {
         let secret = zeroize::Zeroizing::new(secret);
+        let check = SecretCheck::compute(id, prefix, &secret);
         let this = self.clone();
         tokio::spawn(async move {
-            match this.inner.hasher.hash(&secret).await {
-                Ok(phc) => match this.inner.store.update_hash(id, &phc).await {
+            let inner = &*this.inner;
+            match inner.hasher.hash(&secret).await {
+                Ok(phc) => match inner.store.update_hash_and_check(id, &phc, check).await {
                     Ok(()) => {
-                        // Cached entries remember the old hash; drop them.
-                        this.inner.cache.entries.remove(&id);
+                        inner.guard.remember_check(id, check);
+                        // The cached entry was verified with this secret:
+                        // point it at the new hash instead of dropping it
+                        // (which would cost another argon2 run).
+                        if let Some(mut e) = inner.cache.entries.get_mut(&id) {
+                            if e.digest == digest {
+                                e.hash = phc.as_str().into();
+                            }
+                        }
                         tracing::info!(key_id = %id, "re-hashed key with current parameters");
                     }
                     Err(e) => tracing::warn!(key_id = %id, error = %e, "re-hash not stored"),
@@ -599,8 +749,10 @@ impl Verifier {
         let mut changes = self.inner._invalidator.ended.subscribe();
         let (store, clock) = (self.inner.store.clone(), self.inner.clock.clone());
         async move {
+            let mut after_resync = false;
             loop {
-                let ends = match store.get(id).await {
+                let record = recheck(after_resync, || store.get(id)).await;
+                let ends = match record {
                     Ok(Some(r)) if r.check_active(clock.now()).is_ok() => r.ends().map(|(t, _)| t),
                     Ok(_) => return,
                     Err(e) => {
@@ -621,25 +773,82 @@ impl Verifier {
                     loop {
                         match changes.recv().await {
                             Ok(Some(other)) if other != id => continue,
+                            Ok(Some(_)) => return false,
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                                 // The verifier is gone: nothing more will be heard.
                                 return std::future::pending().await;
                             }
-                            // This key, everything, or missed messages: check again.
-                            _ => return,
+                            // Everything, or missed messages: check again,
+                            // spread out (every connection heard the same).
+                            _ => return true,
                         }
                     }
                 };
-                tokio::select! {
-                    () = until_end => {}
-                    () = this_key_changed => {}
-                }
+                after_resync = tokio::select! {
+                    () = until_end => false,
+                    resync = this_key_changed => resync,
+                };
             }
         }
+    }
+
+    /// Resolves once the credential behind `ctx` stops working: for an API
+    /// key, [`Verifier::key_ended`]; for a JWT, when its user's secret is
+    /// regenerated ([`JwtAuthority::secret_ended`](crate::jwt::JwtAuthority::secret_ended)).
+    /// Never resolves for a credential with nothing to watch (a JWT when
+    /// this verifier has no JWT authority). Hold it next to a WebSocket or
+    /// Socket.IO connection and close the connection when it resolves.
+    pub fn credential_ended(
+        &self,
+        ctx: &AuthContext,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        if let Some(id) = ctx.key_id() {
+            return Box::pin(self.key_ended(id));
+        }
+        #[cfg(feature = "jwt")]
+        if let (Some(jwt), Some(generation)) = (&self.inner.jwt, ctx.secret_generation()) {
+            return Box::pin(jwt.secret_ended(ctx.actor().user_id(), generation));
+        }
+        Box::pin(std::future::pending())
     }
 
     /// Writes out pending `last_used_at` updates (call on graceful shutdown).
     pub async fn flush_usage(&self) {
         self.inner.usage.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{ErrorFormat, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet};
+
+    #[tokio::test]
+    async fn a_full_argon2_queue_answers_503_with_retry_after() {
+        let store = Arc::new(MemoryKeyStore::new());
+        let prefix = TokenPrefix::new("st_").unwrap();
+        let key = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), prefix)
+            .issue(NewKey::new(Principal::user("a"), "k", ScopeSet::empty()))
+            .await
+            .unwrap();
+        let hasher = SecretHasher::with_concurrency(SecretHasher::for_tests().params(), 1)
+            .unwrap()
+            .with_queue(0);
+        let verifier = Verifier::builder(store).hasher(hasher.clone()).build();
+        // Every worker busy, no room to wait: refused at once, not queued.
+        let workers = hasher.occupy_workers();
+        let err = verifier
+            .verify(key.token.expose_secret())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 503);
+        assert_eq!(err.retry_after(), Some(BUSY_RETRY_AFTER));
+        let res = ErrorFormat::Flat.render(&err);
+        assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
+        // Nothing was remembered against the key: it works once there is room.
+        drop(workers);
+        verifier.verify(key.token.expose_secret()).await.unwrap();
     }
 }

@@ -107,6 +107,14 @@ impl KeyStore for CountingStore {
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         self.inner.update_hash(id, hash).await
     }
+    async fn update_hash_and_check(
+        &self,
+        id: KeyId,
+        hash: &str,
+        check: SecretCheck,
+    ) -> Result<(), StoreError> {
+        self.inner.update_hash_and_check(id, hash, check).await
+    }
     async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
         self.inner.record_use(uses).await
     }

@@ -1,0 +1,225 @@
+//! Attack floods (issue 12): what one refused request costs, per kind of
+//! bad token, and the latency of valid traffic while a flood runs.
+//!
+//! In process, through the real `AuthLayer` → `Verifier` → `SqliteKeyStore`
+//! path, on a verifier that starts with nothing cached (as after a restart).
+//! Not part of `cargo test`:
+//!
+//! ```text
+//! cargo bench --bench floods
+//! ```
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use auth_core::{
+    mint_token, KeyIssuer, NewKey, ParsedToken, Principal, ScopeSet, SecretHasher, SqliteKeyStore,
+    TokenPrefix, Verifier,
+};
+use auth_tower::AuthLayer;
+use axum::{body::Body, http::Request, routing::get, Router};
+use tower::ServiceExt;
+
+const PER_KIND: usize = 20_000;
+const CLIENTS: usize = 8;
+const VALID_REQUESTS: usize = 40_000;
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn with_checksum(mut body: String) -> String {
+    let mut v = crc32fast::hash(body.as_bytes()) as u64;
+    let mut digits = [0u8; 6];
+    for d in digits.iter_mut().rev() {
+        *d = BASE62[(v % 62) as usize];
+        v /= 62;
+    }
+    body.push_str(std::str::from_utf8(&digits).unwrap());
+    body
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteKeyStore::open(dir.path().join("keys.db"))
+            .await
+            .unwrap(),
+    );
+    let prefix = TokenPrefix::new("st_").unwrap();
+    let issuer = KeyIssuer::new(store.clone(), SecretHasher::default(), prefix.clone());
+    let mut valid = Vec::new();
+    for i in 0..64 {
+        let key = issuer
+            .issue(NewKey::new(
+                Principal::user(format!("user{i}")),
+                "k",
+                ScopeSet::parse(["read"]).unwrap(),
+            ))
+            .await
+            .unwrap();
+        valid.push(key.token.expose_secret().to_owned());
+    }
+    let verifier = Verifier::builder(store.clone())
+        .hasher(SecretHasher::default())
+        .prefix(prefix.clone())
+        .build();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(AuthLayer::new(verifier.clone()));
+
+    // Bad tokens, made before timing.
+    let victim = &valid[0];
+    let victim_id = ParsedToken::parse(victim).unwrap().key_id();
+    let uncached_victim = &valid[1];
+    let uncached_id = ParsedToken::parse(uncached_victim).unwrap().key_id();
+    let random_secret_for = |id: auth_core::KeyId| {
+        let (_, t) = mint_token(&prefix);
+        let t = t.expose_secret();
+        with_checksum(format!("st_{id}{}", &t[3 + 11..t.len() - 6]))
+    };
+    let bad_checksum = |_| {
+        let (_, t) = mint_token(&prefix);
+        let mut t = t.expose_secret().to_owned();
+        let last = t.pop().unwrap();
+        t.push(if last == 'a' { 'b' } else { 'a' });
+        t
+    };
+    let unknown_id = |_| mint_token(&prefix).1.expose_secret().to_owned();
+    // The victim is cached (its owner used it); the other victim is not.
+    ok(&app, victim).await;
+    let kinds: Vec<(&str, Vec<String>)> = vec![
+        (
+            "invalid token (bad checksum)",
+            (0..PER_KIND).map(bad_checksum).collect(),
+        ),
+        (
+            "unknown key id (valid checksum)",
+            (0..PER_KIND).map(unknown_id).collect(),
+        ),
+        (
+            "wrong secret, real key id, not cached",
+            (0..PER_KIND)
+                .map(|_| random_secret_for(uncached_id))
+                .collect(),
+        ),
+        (
+            "wrong secret, real key id, cached",
+            (0..PER_KIND)
+                .map(|_| random_secret_for(victim_id))
+                .collect(),
+        ),
+        ("valid token, cached", vec![victim.clone(); PER_KIND]),
+    ];
+    println!("cost per request, one client, {PER_KIND} requests each (AuthLayer, SQLite store):");
+    for (what, tokens) in &kinds {
+        let expect = if what.starts_with("valid") { 200 } else { 401 };
+        let t = Instant::now();
+        for token in tokens {
+            assert_eq!(status(&app, token).await, expect, "{what}");
+        }
+        let per = t.elapsed() / tokens.len() as u32;
+        println!("  {what}: {:.2} µs", per.as_secs_f64() * 1e6);
+    }
+    // The uncached victim's owner is still served.
+    ok(&app, uncached_victim).await;
+
+    // Valid traffic (every key, warm) alone, then during each flood.
+    for t in &valid {
+        ok(&app, t).await;
+    }
+    let valid = Arc::new(valid);
+    let idle = valid_traffic(&app, &valid, None).await;
+    report("idle", &idle);
+    for (what, tokens) in kinds.iter().take(4) {
+        let during = valid_traffic(&app, &valid, Some(Arc::new(tokens.clone()))).await;
+        report(&format!("during a flood of: {what}"), &during);
+    }
+    verifier.flush_usage().await;
+}
+
+async fn status(app: &Router, token: &str) -> u16 {
+    let req = Request::get("/")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(req).await.unwrap().status().as_u16()
+}
+
+async fn ok(app: &Router, token: &str) {
+    assert_eq!(status(app, token).await, 200);
+}
+
+/// `CLIENTS` valid clients send `VALID_REQUESTS` in all; with a flood,
+/// `CLIENTS` more send bad tokens as fast as they can meanwhile.
+async fn valid_traffic(
+    app: &Router,
+    valid: &Arc<Vec<String>>,
+    flood: Option<Arc<Vec<String>>>,
+) -> (Vec<Duration>, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    if let Some(tokens) = flood {
+        for c in 0..CLIENTS {
+            let (app, tokens, stop) = (app.clone(), tokens.clone(), stop.clone());
+            flooders.push(tokio::spawn(async move {
+                let mut sent = 0;
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(status(&app, &tokens[i % tokens.len()]).await, 401);
+                    i += CLIENTS;
+                    sent += 1;
+                }
+                sent
+            }));
+        }
+    }
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (app, valid) = (app.clone(), valid.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in 0..VALID_REQUESTS / CLIENTS {
+                    let token = &valid[(c + i * CLIENTS) % valid.len()];
+                    let t = Instant::now();
+                    assert_eq!(status(&app, token).await, 200);
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for c in clients {
+        latencies.extend(c.await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut flooded = 0;
+    for f in flooders {
+        flooded += f.await.unwrap();
+    }
+    (latencies, flooded)
+}
+
+fn report(what: &str, (latencies, flooded): &(Vec<Duration>, usize)) {
+    let mut l = latencies.clone();
+    l.sort();
+    let pct = |p: f64| l[((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "  valid traffic {what}: p50 {:.1} µs, p99 {:.1} µs ({} bad requests sent meanwhile)",
+        us(pct(0.5)),
+        us(pct(0.99)),
+        flooded
+    );
+}
