@@ -120,6 +120,15 @@ async fn metrics_count_outcomes_without_ids() {
         .await
         .expect(401);
     api.get("/api/me").token("st_nope").send().await.expect(401);
+    // Past the failed-authentication burst, the address gets 429.
+    let mut limited = false;
+    for _ in 0..support::limits::FAILED_AUTH.burst() + 2 {
+        if api.get("/api/me").token("st_nope").send().await.status == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the failed-authentication limiter answered 429");
 
     let text = api.get("/metrics").send().await.text;
     let has = |needle: &str| {
@@ -138,6 +147,7 @@ async fn metrics_count_outcomes_without_ids() {
     has(r#"keygate_argon2_duration_seconds_bucket{operation="verify""#);
     has("keygate_store_read_duration_seconds_bucket");
     has(r#"keygate_ratelimit_decisions_total{rule="#);
+    has("keygate_failed_auth_refusals_total");
     // Low cardinality: no key id, user id or token anywhere.
     assert!(!text.contains(&key.record.id.to_string()));
     assert!(!text.contains("alice"));
