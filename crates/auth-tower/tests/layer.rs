@@ -1036,9 +1036,10 @@ async fn no_log_line_body_or_debug_output_contains_the_token() {
         f.verifier.verify(&revoked).await.unwrap_err()
     );
     // The capture worked and the span recorded who made the requests.
-    assert!(logs.contains(&format!("key_id={id}")), "{logs}");
+    // OpenTelemetry's names where one exists (`user.id`), ours otherwise.
+    assert!(logs.contains(&format!("keygate.key.id={id}")), "{logs}");
     assert!(
-        logs.contains("actor=\"alice\"") || logs.contains("actor=alice"),
+        logs.contains("user.id=\"alice\"") || logs.contains("user.id=alice"),
         "{logs}"
     );
     assert!(logs.contains("\"authorization\": Sensitive"), "{logs}");
