@@ -1331,6 +1331,7 @@ async fn two_pods_on_one_redis_share_rate_limits() {
         requests_per_hour: 3,
         redis: Some(url),
         redis_prefix: unique("keygate_test"),
+        ..pod::Options::default()
     };
     let a = start_pod(&backend, options.clone()).await;
     let b = start_pod(&backend, options).await;

@@ -11,9 +11,9 @@ mod workspace;
 
 use std::sync::Arc;
 
-use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer};
+use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, Verifier};
-use auth_ratelimit::{Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     routing::{get, post},
@@ -68,6 +68,38 @@ pub const SCOPES: &[&str] = &[
     "keys.manage",
 ];
 
+/// What each scope allows (seed 001's scope reference), for the "New key"
+/// dialog of the settings page.
+pub const SCOPE_DESCRIPTIONS: &[(&str, &str)] = &[
+    ("read:entities", "Read entities and their properties"),
+    ("write:entities", "Create and update entities"),
+    (
+        "hub-protocol.read",
+        "Read via Hub Protocol: entities, documents, search, memory",
+    ),
+    (
+        "hub-protocol.write",
+        "Write via Hub Protocol: create entities, send messages, trigger AI",
+    ),
+    (
+        "skills.invoke",
+        "List and invoke skills via /api/external/skills",
+    ),
+    (
+        "chat.stream",
+        "Stream AI chat via /api/external/chat/stream",
+    ),
+    ("mcp.read", "Read resources via the MCP endpoint"),
+    ("mcp.write", "Write via the MCP endpoint"),
+    (
+        "keys.manage",
+        "Create, rotate and revoke API keys (this page needs it)",
+    ),
+];
+
+/// Where the settings page is: "Settings → API Keys".
+pub const SETTINGS: &str = "/settings/api-keys";
+
 /// Who may hold keys: the pod's users, any scope; `issue` needs `--scope`.
 pub const RULES: KeyRules = KeyRules {
     prefix: PREFIX,
@@ -99,6 +131,9 @@ fn all_scopes() -> ScopeSet {
 pub struct Options {
     /// Requests per hour per user.
     pub requests_per_hour: u32,
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`limits::FAILED_AUTH`]).
+    pub failed_auth: Quota,
     /// Keep rate limits in this Redis, shared by every instance.
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
@@ -109,6 +144,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
+            failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:pod".into(),
         }
@@ -127,6 +163,7 @@ pub struct Pod {
     pub entities: Arc<Entities>,
     auth: AuthLayer,
     limiter: RateLimiter,
+    failures: FailedAuthLimiter,
 }
 
 impl Pod {
@@ -148,6 +185,12 @@ impl Pod {
             options.redis.as_deref(),
             &options.redis_prefix,
         )?;
+        let failures = limits::failed_auth(
+            options.failed_auth,
+            ErrorFormat::Flat,
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),
             verifier,
@@ -155,13 +198,15 @@ impl Pod {
             entities: Arc::new(Entities::demo()),
             auth,
             limiter,
+            failures,
         })
     }
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
-        let keys =
-            KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
+        let keys = KeyManager::new(self.issuer.clone(), self.audit.clone())
+            .known_scopes(all_scopes())
+            .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied());
         let data = Router::new()
             .route("/trpc/entities.list", get(api::trpc_list))
             .route("/trpc/entities.create", post(api::trpc_create))
@@ -178,6 +223,12 @@ impl Pod {
             .route("/api/external/chat/stream", post(api::chat_stream))
             .nest(
                 "/api/keys",
+                keys_router::<Auth, _>(keys.clone())
+                    .route_layer(RequireScopeLayer::one("keys.manage")),
+            )
+            // The settings page's API: the same router, under the page.
+            .nest(
+                &format!("{SETTINGS}/api"),
                 keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("keys.manage")),
             )
             .merge(data)
@@ -185,11 +236,18 @@ impl Pod {
 
     /// `routes` behind authentication (flat errors, workspaces, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter)
+        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
-    /// The whole app.
+    /// The whole app, with the settings page at [`SETTINGS`] (outside the
+    /// `AuthLayer`: the page asks for a `keys.manage` key and sends it).
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        let page = SettingsPage::new("Settings · API Keys")
+            .bearer_sign_in()
+            .pages();
+        crate::support::ops::mount(
+            self.protect(self.routes()).nest(SETTINGS, page),
+            &self.verifier,
+        )
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use auth_axum::{Auth, AuthRejection, KeyOwner, Match, ScopeRule, Scoped};
-use auth_core::{AuthContext, AuthError, ErrorCode, Principal, RejectReason, ScopeSet};
+use auth_core::{AuthContext, AuthError, ErrorCode, KeyId, Principal, RejectReason, ScopeSet};
 use axum::{
     extract::{FromRequestParts, Path, State},
     http::{request::Parts, StatusCode},
@@ -12,7 +12,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::directory::{role_of, Directory, Role};
+use super::directory::{Directory, Role};
 use crate::support::http::{forbidden, json, not_found, unprocessable, Answer, ApiError, JsonBody};
 
 macro_rules! scope {
@@ -87,11 +87,12 @@ pub async fn update_user(
 ) -> Answer {
     let target = same_org_user(&dir, &ctx, &id)?;
     let me = ctx.effective_principal();
-    if me.user_id() != target.id && role_of(me) != Some(Role::Administrator) {
+    let my_role = dir.role_of(me);
+    if me.user_id() != target.id && my_role != Some(Role::Administrator) {
         return Err(forbidden(format!(
             "Only {id} or an administrator may change this profile; {} is {}",
             me.user_id(),
-            role_of(me).map_or("not a user here", Role::name)
+            my_role.map_or("not a user here", Role::name)
         )));
     }
     let url = patch.avatar_url;
@@ -127,7 +128,7 @@ pub async fn update_portal(
     JsonBody(patch): JsonBody<PortalPatch>,
 ) -> Answer {
     let me = ctx.effective_principal();
-    if role_of(me) != Some(Role::Administrator) {
+    if dir.role_of(me) != Some(Role::Administrator) {
         return Err(forbidden(
             "Only administrators may change the portal's settings",
         ));
@@ -147,10 +148,13 @@ pub async fn update_portal(
 }
 
 /// The owner of personal access tokens: an administrator (the effective
-/// user), who may grant what the calling token holds.
+/// user, by their current role in the [`Directory`] the router carries as an
+/// extension), who may grant what the calling token holds.
 pub struct PortalAdmin {
     principal: Principal,
     scopes: ScopeSet,
+    key: Option<KeyId>,
+    impersonating: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PortalAdmin {
@@ -158,7 +162,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PortalAdmin {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AuthRejection> {
         let Auth(ctx) = Auth::from_request_parts(parts, state).await?;
-        if role_of(ctx.effective_principal()) != Some(Role::Administrator) {
+        let role = parts
+            .extensions
+            .get::<Arc<Directory>>()
+            .and_then(|dir| dir.role_of(ctx.effective_principal()));
+        if role != Some(Role::Administrator) {
             let err = AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
                 .with_message("Only administrators hold and manage personal access tokens");
             return Err(AuthRejection::new(err, parts));
@@ -166,6 +174,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PortalAdmin {
         Ok(Self {
             principal: ctx.effective_principal().clone(),
             scopes: ctx.scopes().clone(),
+            key: ctx.key_id(),
+            impersonating: ctx.is_impersonating(),
         })
     }
 }
@@ -177,5 +187,13 @@ impl KeyOwner for PortalAdmin {
 
     fn grantable_scopes(&self) -> &ScopeSet {
         &self.scopes
+    }
+
+    fn acting_key(&self) -> Option<KeyId> {
+        self.key
+    }
+
+    fn is_impersonating(&self) -> bool {
+        self.impersonating
     }
 }

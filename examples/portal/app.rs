@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use auth_axum::{connect_info_ip, keys_router, KeyManager, RequireScopeLayer};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, Verifier};
-use auth_ratelimit::{Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
-use axum::{routing::get, Router};
+use axum::{routing::get, Extension, Router};
 
 pub use self::directory::{Directory, Role, USERS};
 use crate::support::{
@@ -95,6 +95,9 @@ fn holder(user: &str) -> Result<Holder, String> {
 pub struct Options {
     /// Requests per hour per effective user.
     pub requests_per_hour: u32,
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`limits::FAILED_AUTH`]).
+    pub failed_auth: Quota,
     /// Keep rate limits in this Redis, shared by every instance.
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
@@ -105,6 +108,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
+            failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:portal".into(),
         }
@@ -123,16 +127,20 @@ pub struct Portal {
     pub directory: Arc<Directory>,
     auth: AuthLayer,
     limiter: RateLimiter,
+    failures: FailedAuthLimiter,
 }
 
 impl Portal {
     /// The portal over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
         let verifier = backend.verifier(PREFIX);
+        let directory = Arc::new(Directory::demo());
         let auth = AuthLayer::builder(verifier.clone())
             .error_format(ErrorFormat::Flat)
             .realm("portal")
-            .subject_resolver(directory::SameOrganisation)
+            .subject_resolver(directory::SameOrganisation {
+                directory: directory.clone(),
+            })
             .audit(backend.audit_sink())
             .client_ip(connect_info_ip)
             .build();
@@ -144,13 +152,20 @@ impl Portal {
             options.redis.as_deref(),
             &options.redis_prefix,
         )?;
+        let failures = limits::failed_auth(
+            options.failed_auth,
+            ErrorFormat::Flat,
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),
             verifier,
             audit: backend.audit.clone(),
-            directory: Arc::new(Directory::demo()),
+            directory,
             auth,
             limiter,
+            failures,
         })
     }
 
@@ -174,18 +189,133 @@ impl Portal {
             .nest(
                 "/api/tokens",
                 keys_router::<api::PortalAdmin, _>(tokens)
-                    .route_layer(RequireScopeLayer::one("tokens:manage")),
+                    .route_layer(RequireScopeLayer::one("tokens:manage"))
+                    // PortalAdmin checks the current role here.
+                    .layer(Extension(self.directory.clone())),
             )
             .merge(data)
     }
 
     /// `routes` behind authentication (flat errors, subject users, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter)
+        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
     /// The whole app.
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_core::{NewKey, Principal, SecretHasher};
+    use axum::{body::Body, http::Request};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn pat(portal: &Portal, user: &str, org: &str) -> String {
+        let key = portal
+            .issuer
+            .issue(NewKey::new(
+                Principal::in_org(user, org),
+                "test",
+                ScopeSet::parse(SCOPES).unwrap(),
+            ))
+            .await
+            .unwrap();
+        key.token.expose_secret().to_owned()
+    }
+
+    /// `GET /api/users/{subject}` as `subject`: status and body.
+    async fn as_subject(app: &Router, token: &str, subject: &str) -> (u16, String) {
+        let req = Request::get(format!("/api/users/{subject}"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-subject-user", subject)
+            .body(Body::empty())
+            .unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn unknown_and_foreign_subjects_get_the_same_answer() {
+        let backend = Backend::memory(SecretHasher::for_tests());
+        let portal = Portal::new(&backend, &Options::default()).unwrap();
+        let app = portal.router();
+        let admin1 = pat(&portal, "admin1", "org_north").await;
+        assert_eq!(as_subject(&app, &admin1, "stu1").await.0, 200);
+        let unknown = as_subject(&app, &admin1, "nobody").await;
+        let foreign = as_subject(&app, &admin1, "stu2").await;
+        assert_eq!(unknown.0, 403);
+        assert_eq!(unknown, foreign, "an existing user elsewhere looks unknown");
+        assert!(!unknown.1.contains("exist"), "{}", unknown.1);
+    }
+
+    #[tokio::test]
+    async fn the_actor_must_still_be_an_administrator() {
+        let backend = Backend::memory(SecretHasher::for_tests());
+        let portal = Portal::new(&backend, &Options::default()).unwrap();
+        let app = portal.router();
+        let admin1 = pat(&portal, "admin1", "org_north").await;
+        assert_eq!(as_subject(&app, &admin1, "stu1").await.0, 200);
+        // admin1 steps down; their PAT (with `sudo`) still exists.
+        portal.directory.set_role("admin1", Role::Educator);
+        let (status, body) = as_subject(&app, &admin1, "stu1").await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(as_subject(&app, &admin1, "nobody").await, (status, body));
+        // Nor can the former administrator manage PATs any more.
+        let req = Request::get("/api/tokens")
+            .header("authorization", format!("Bearer {admin1}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 403);
+    }
+}
+
+#[cfg(test)]
+mod failed_auth_tests {
+    use std::net::SocketAddr;
+
+    use auth_core::SecretHasher;
+    use axum::{body::Body, extract::ConnectInfo, http::Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::support::limits::FAILED_AUTH;
+
+    fn from(ip: [u8; 4], token: &str) -> Request<Body> {
+        let mut req = Request::get("/api/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 5000))));
+        req
+    }
+
+    #[tokio::test]
+    async fn the_failed_authentication_limit_is_on_by_default() {
+        let backend = Backend::memory(SecretHasher::for_tests());
+        let portal = Portal::new(&backend, &Options::default()).unwrap();
+        let app = portal.router();
+        for _ in 0..FAILED_AUTH.burst() {
+            let res = app.clone().oneshot(from([203, 0, 113, 1], "p:nope")).await;
+            assert_eq!(res.unwrap().status(), 401);
+        }
+        let res = app
+            .clone()
+            .oneshot(from([203, 0, 113, 1], "p:nope"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()["retry-after"], "6");
+        let res = app.oneshot(from([203, 0, 113, 2], "p:nope")).await.unwrap();
+        assert_eq!(res.status(), 401, "another address is unaffected");
     }
 }

@@ -1,7 +1,10 @@
 //! The portal's demo organisations and users (in memory), their roles, and
 //! who may act as whom.
 
-use std::{collections::HashMap, sync::RwLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 use async_trait::async_trait;
 use auth_core::{AuthContext, Principal, ScopeSet};
@@ -46,7 +49,8 @@ pub const ORGS: &[(&str, &str)] = &[
     ("org_south", "South College"),
 ];
 
-/// The users: id, organisation, role.
+/// The users: id, organisation, role at start (roles can change: see
+/// [`Directory::set_role`]).
 pub const USERS: &[(&str, &str, Role)] = &[
     ("admin1", "org_north", Role::Administrator),
     ("edu1", "org_north", Role::Educator),
@@ -55,7 +59,7 @@ pub const USERS: &[(&str, &str, Role)] = &[
     ("stu2", "org_south", Role::Student),
 ];
 
-/// A user's organisation and role.
+/// A user's organisation and starting role.
 pub fn find(user: &str) -> Option<(&'static str, Role)> {
     USERS
         .iter()
@@ -63,16 +67,18 @@ pub fn find(user: &str) -> Option<(&'static str, Role)> {
         .map(|(_, org, role)| (*org, *role))
 }
 
-/// The role of `who`, if they are a user of the portal.
-pub fn role_of(who: &Principal) -> Option<Role> {
-    find(who.user_id())
-        .filter(|(org, _)| Some(*org) == who.org_id())
-        .map(|(_, role)| role)
+/// Subject-User requests: the key's holder must *currently* be an
+/// administrator (a PAT outlives its holder's role), and the subject a user
+/// of the holder's organisation; the request then has at most the subject's
+/// own scopes.
+///
+/// An unknown user and a user of another organisation get the same answer
+/// (`Deny`: 403 "may not act on behalf of the requested user"), so a PAT
+/// cannot be used to find out which user ids exist elsewhere.
+pub struct SameOrganisation {
+    /// Where the current roles are.
+    pub directory: Arc<Directory>,
 }
-
-/// Subject-User requests: the subject must be a user of the key owner's
-/// organisation; the request then has at most the subject's own scopes.
-pub struct SameOrganisation;
 
 #[async_trait]
 impl SubjectResolver for SameOrganisation {
@@ -81,16 +87,21 @@ impl SubjectResolver for SameOrganisation {
         actor: &AuthContext,
         user_id: &str,
     ) -> Result<SubjectDecision, ResolveError> {
-        let Some((org, role)) = find(user_id) else {
-            return Ok(SubjectDecision::Unknown);
-        };
-        if actor.actor().org_id() != Some(org) {
+        if self.directory.role_of(actor.actor()) != Some(Role::Administrator) {
             return Ok(SubjectDecision::Deny);
         }
-        Ok(SubjectDecision::Allow(Subject {
-            principal: Principal::in_org(user_id, org),
-            ceiling: role.ceiling(),
-        }))
+        let subject = actor
+            .actor()
+            .org_id()
+            .map(|org| Principal::in_org(user_id, org));
+        match subject.and_then(|s| Some((self.directory.role_of(&s)?, s))) {
+            Some((role, principal)) => Ok(SubjectDecision::Allow(Subject {
+                principal,
+                ceiling: role.ceiling(),
+            })),
+            // Unknown here, whether or not the user exists elsewhere.
+            None => Ok(SubjectDecision::Deny),
+        }
     }
 }
 
@@ -107,6 +118,7 @@ pub struct Profile {
 pub struct Directory {
     avatars: RwLock<HashMap<String, String>>,
     portal_names: RwLock<HashMap<String, String>>,
+    roles: RwLock<HashMap<String, Role>>,
 }
 
 impl Directory {
@@ -119,12 +131,40 @@ impl Directory {
                     .map(|(o, n)| ((*o).to_owned(), (*n).to_owned()))
                     .collect(),
             ),
+            roles: RwLock::new(
+                USERS
+                    .iter()
+                    .map(|(u, _, r)| ((*u).to_owned(), *r))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The current role of `who`, if they are a user of the portal in the
+    /// organisation they claim.
+    pub fn role_of(&self, who: &Principal) -> Option<Role> {
+        let (org, _) = find(who.user_id())?;
+        if Some(org) != who.org_id() {
+            return None;
+        }
+        let roles = self.roles.read().unwrap_or_else(|e| e.into_inner());
+        roles.get(who.user_id()).copied()
+    }
+
+    /// Changes a user's role (e.g. an administrator stepping down). The demo
+    /// has no route for it; a real directory changes under the portal's feet.
+    #[cfg(test)]
+    pub fn set_role(&self, user: &str, role: Role) {
+        let mut roles = self.roles.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = roles.get_mut(user) {
+            *r = role;
         }
     }
 
     /// The profile of `user`.
     pub fn profile(&self, user: &str) -> Option<Profile> {
-        let (org, role) = find(user)?;
+        let (org, _) = find(user)?;
+        let role = self.role_of(&Principal::in_org(user, org))?;
         let avatars = self.avatars.read().unwrap_or_else(|e| e.into_inner());
         Some(Profile {
             id: user.to_owned(),

@@ -9,6 +9,7 @@
 //! can be merged onto the protected router instead.
 
 mod nodes;
+pub mod signin;
 #[cfg(feature = "socketio")]
 mod socketio;
 mod ws;
@@ -19,7 +20,7 @@ use auth_axum::{connect_info_ip, keys_router, Auth, Grants, KeyManager, RequireS
 use auth_core::{
     AuditLog, ErrorFormat, IssuedKey, KeyIssuer, NewKey, Principal, ScopeSet, Verifier,
 };
-use auth_ratelimit::{Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     routing::{get, put},
@@ -52,6 +53,7 @@ Subcommands default to `serve`. Users: admin, alice, bob. Scopes: nodes:read, no
 
 Routes: GET /api/me; GET|POST /api/nodes; GET|PATCH|DELETE /api/nodes/{id};
 PUT|DELETE /api/nodes/{id}/grants/{user}; /api/tokens (key management, scope tokens:manage);
+In a browser: /login, then /settings/tokens (set a password first: `server passwd --user alice`, reads stdin);
 GET /ws (Sec-WebSocket-Protocol: Bearer, <token>);
 Socket.IO at path /ext-socket.io (auth: { api_token }), events whoami and echo.
 
@@ -101,6 +103,9 @@ pub struct Options {
     pub requests_per_hour: u32,
     /// WebSocket connects per minute per IP (seed: 10).
     pub ws_connects_per_minute: u32,
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`limits::FAILED_AUTH`]).
+    pub failed_auth: Quota,
     /// Keep rate limits in this Redis, shared by every instance.
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
@@ -112,6 +117,7 @@ impl Default for Options {
         Self {
             requests_per_hour: 200,
             ws_connects_per_minute: 10,
+            failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:server".into(),
         }
@@ -130,6 +136,7 @@ pub struct Server {
     pub nodes: Arc<Nodes>,
     auth: AuthLayer,
     limiter: RateLimiter,
+    failures: FailedAuthLimiter,
 }
 
 impl Server {
@@ -152,6 +159,12 @@ impl Server {
             options.redis.as_deref(),
             &options.redis_prefix,
         )?;
+        let failures = limits::failed_auth(
+            options.failed_auth,
+            ErrorFormat::Flat,
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),
             verifier,
@@ -159,6 +172,7 @@ impl Server {
             nodes: Arc::new(Nodes::new(USERS)),
             auth,
             limiter,
+            failures,
         })
     }
 
@@ -190,15 +204,21 @@ impl Server {
 
     /// `routes` behind authentication (flat errors, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter)
+        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
     /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).
     pub fn router(&self) -> Router {
-        let router = self.protect(self.routes());
+        let router = crate::support::ops::mount(self.protect(self.routes()), &self.verifier);
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
         router
+    }
+
+    /// [`Server::router`] plus the browser side: `/login`, `/logout`, and
+    /// the settings page at `/settings/tokens` behind cookie sessions.
+    pub async fn router_with_sign_in(&self, accounts: &signin::Accounts) -> Result<Router, String> {
+        Ok(self.router().merge(signin::routes(self, accounts).await?))
     }
 
     /// On the first start (no key for `admin` in the store, revoked ones

@@ -15,9 +15,32 @@ use auth_core::SecretHasher;
 
 use support::cli;
 
+/// `server passwd --user <id> [--db <PATH|URL>]`: sets a demo user's
+/// password, read from standard input.
+#[derive(clap::Parser, Debug)]
+#[command(name = "server passwd")]
+struct PasswdArgs {
+    /// The demo user (admin, alice or bob)
+    #[arg(long, value_name = "USER")]
+    user: String,
+    /// The key store the server uses: a SQLite file or a postgres:// URL
+    #[arg(long, value_name = "PATH|URL", default_value = app::CLI.default_db)]
+    db: String,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     support::serve::init_tracing();
+    if std::env::args().nth(1).as_deref() == Some("passwd") {
+        let args = <PasswdArgs as clap::Parser>::parse_from(std::env::args().skip(1));
+        return match app::signin::passwd_command(&args.db, &args.user).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::parse(&app::CLI);
     cli::run(cli, &app::RULES, serve).await
 }
@@ -30,6 +53,12 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         ..app::Options::default()
     };
     let server = app::Server::new(&backend, &options)?;
+    let sign_in = app::signin::SignInOptions {
+        secure_cookies: std::env::var("SERVER_SECURE_COOKIES").is_ok_and(|v| v == "1"),
+        redis: args.redis.clone(),
+        ..Default::default()
+    };
+    let accounts = app::signin::Accounts::open(&args.db.db, backend.audit.clone(), sign_in).await?;
     if let Some(key) = server.bootstrap_admin().await? {
         println!(
             "First start: created user `{}` with a token holding every scope.",
@@ -51,5 +80,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     );
     #[cfg(feature = "socketio")]
     println!("socket.io:   path /ext-socket.io, auth: {{ api_token }}; events whoami, echo");
-    support::serve::serve(server.router(), args.addr, &backend, &server.verifier).await
+    println!(
+        "settings:    http://{}/ (sign in; set a password with `passwd --user alice`)",
+        args.addr
+    );
+    let router = server.router_with_sign_in(&accounts).await?;
+    support::serve::serve(router, args.addr, &backend, &server.verifier).await
 }

@@ -7,7 +7,8 @@
 //! Connects are authenticated by the server's own `AuthLayer` (the token
 //! from `auth.api_token`, `Authorization: Bearer` or `Sec-WebSocket-Protocol:
 //! Bearer, <token>`) and count against its WebSocket connect limit (10 per
-//! minute per IP, shared with `/ws`); a refusal is a `connect_error` whose
+//! minute per IP, shared with `/ws`) and against the failed-authentication
+//! limit of the HTTP routes (a 401 counts; past the limit, 429); a refusal is a `connect_error` whose
 //! message is the JSON error, e.g. `{"error":"unauthorized",…}`. Events:
 //! `whoami` (acknowledged with the authenticated context) and `echo`
 //! (echoed back), about one per second per connection; faster ones get a
@@ -34,6 +35,8 @@ pub const PATH: &str = "/ext-socket.io";
 pub fn mount(server: &Server, router: Router) -> Router {
     let auth = SocketIoAuth::new(server.auth.clone())
         .connect_limits(server.limiter.clone())
+        // Refused connects count per address, with the HTTP routes' 401s.
+        .failed_auth_limits(server.failures.clone())
         .event_quota(MESSAGES);
     let (layer, io) = SocketIo::builder().req_path(PATH).build_layer();
     let verifier = server.verifier.clone();

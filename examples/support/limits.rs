@@ -1,39 +1,63 @@
-//! Rate limits: in memory, or in Redis (`--redis`) so that several instances
-//! of one example share them.
+//! Rate limits and the failed-authentication limit: in memory, or in Redis
+//! (`--redis`) so that several instances of one example share them.
 
-use auth_ratelimit::{RateLimiter, Rule};
+use auth_core::ErrorFormat;
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
+
+/// Failed authentications (401 answers) allowed per client address, on by
+/// default in every example: 30 at once, then one every 6 seconds (10 per
+/// minute). A person mistyping a token or a misconfigured client never gets
+/// near it; a guessing script is stopped after 30 tries and then gets 429
+/// with `Retry-After`, before any store read, argon2 run or audit event.
+/// A script that keeps going is blocked for up to two windows (6 minutes).
+pub const FAILED_AUTH: Quota = Quota::per_minute(10).with_burst(30);
 
 /// A limiter with `rules`; with `redis`, buckets live there under `prefix`
 /// (instances sharing limits use the same prefix), with memory as the
 /// fallback while Redis is down.
 pub fn limiter(rules: Vec<Rule>, redis: Option<&str>, prefix: &str) -> Result<RateLimiter, String> {
-    let builder = RateLimiter::builder().rules(rules);
-    let builder = match redis {
-        None => builder,
-        Some(url) => with_redis(builder, url, prefix)?,
-    };
+    let mut builder = RateLimiter::builder().rules(rules);
+    if let Some(url) = redis {
+        #[cfg(feature = "redis")]
+        {
+            builder = builder.redis(redis_store(url, prefix)?);
+        }
+        #[cfg(not(feature = "redis"))]
+        return Err(no_redis(url, prefix));
+    }
     builder
         .build()
         .map_err(|e| format!("invalid rate limits: {e}"))
 }
 
-#[cfg(feature = "redis")]
-fn with_redis(
-    builder: auth_ratelimit::RateLimiterBuilder,
-    url: &str,
+/// The failed-authentication limiter: `quota` failures per client address,
+/// answered in `format`; shared through `redis` like [`limiter`]'s buckets.
+pub fn failed_auth(
+    quota: Quota,
+    format: ErrorFormat,
+    redis: Option<&str>,
     prefix: &str,
-) -> Result<auth_ratelimit::RateLimiterBuilder, String> {
-    let store = auth_ratelimit::RedisStore::open(url)
+) -> Result<FailedAuthLimiter, String> {
+    let mut builder = FailedAuthLimiter::builder(quota).error_format(format);
+    if let Some(url) = redis {
+        #[cfg(feature = "redis")]
+        {
+            builder = builder.redis(redis_store(url, prefix)?);
+        }
+        #[cfg(not(feature = "redis"))]
+        return Err(no_redis(url, prefix));
+    }
+    Ok(builder.build())
+}
+
+#[cfg(feature = "redis")]
+fn redis_store(url: &str, prefix: &str) -> Result<auth_ratelimit::RedisStore, String> {
+    Ok(auth_ratelimit::RedisStore::open(url)
         .map_err(|e| format!("invalid Redis URL: {e}"))?
-        .with_prefix(prefix.to_owned());
-    Ok(builder.redis(store))
+        .with_prefix(prefix.to_owned()))
 }
 
 #[cfg(not(feature = "redis"))]
-fn with_redis(
-    _builder: auth_ratelimit::RateLimiterBuilder,
-    _url: &str,
-    _prefix: &str,
-) -> Result<auth_ratelimit::RateLimiterBuilder, String> {
-    Err("--redis needs the `redis` cargo feature".into())
+fn no_redis(_url: &str, _prefix: &str) -> String {
+    "--redis needs the `redis` cargo feature".into()
 }

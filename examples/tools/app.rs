@@ -10,6 +10,7 @@
 mod catalog;
 pub mod cli;
 pub mod master_key;
+pub mod page;
 pub mod store;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use auth_core::{
     jwt::{JwtAuthority, MasterKey, UserSecretStore},
     AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, Verifier,
 };
-use auth_ratelimit::{Quota, RateLimiter, RateLimiterBuilder, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     body::{Body, Bytes},
@@ -32,7 +33,7 @@ use axum::{
 use serde_json::Value;
 
 pub use self::catalog::{may_use, USERS};
-use crate::support::{http::me, stack, Backend};
+use crate::support::{http::me, limits, stack, Backend};
 
 /// The `iss` claim of every token (seed 002).
 pub const ISSUER: &str = "syncello";
@@ -49,6 +50,9 @@ pub const FORBIDDEN_MESSAGE: &str = "Token does not have access to this resource
 pub struct Options {
     /// Tool calls per hour per user.
     pub requests_per_hour: u32,
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`limits::FAILED_AUTH`]).
+    pub failed_auth: Quota,
     /// Keep rate limits in this Redis, shared by every instance.
     pub redis: Option<String>,
     /// Key prefix in Redis.
@@ -59,6 +63,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
+            failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:tools".into(),
         }
@@ -73,6 +78,7 @@ pub struct Tools {
     pub verifier: Verifier,
     auth: AuthLayer,
     limiter: RateLimiter,
+    failures: FailedAuthLimiter,
 }
 
 impl Tools {
@@ -95,11 +101,18 @@ impl Tools {
             .client_ip(connect_info_ip)
             .build();
         let limiter = limiter(options)?;
+        let failures = limits::failed_auth(
+            options.failed_auth,
+            error_format(),
+            options.redis.as_deref(),
+            &options.redis_prefix,
+        )?;
         Ok(Self {
             jwt,
             verifier,
             auth,
             limiter,
+            failures,
         })
     }
 
@@ -108,16 +121,22 @@ impl Tools {
         Router::new()
             .route("/api/me", get(me))
             .route("/v1/tools/{app}/{tool}", post(run_tool))
+            .route(
+                "/v1/me/token/regenerate",
+                post(regenerate_mine).layer(axum::Extension(self.jwt.clone())),
+            )
     }
 
     /// `routes` behind authentication (envelope errors, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter)
+        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
-    /// The whole app.
+    /// The whole app, with the "API Access" page at [`page::PATH`] (outside
+    /// authentication: it sends the user's token itself).
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+            .merge(page::routes())
     }
 }
 
@@ -242,4 +261,40 @@ async fn run_tool(
 struct Success {
     success: bool,
     data: Value,
+}
+
+/// `POST /v1/me/token/regenerate`: a new secret for the caller (a JWT user);
+/// 201 `{"user", "token"}` signed with it. Every older token stops working.
+async fn regenerate_mine(
+    Auth(ctx): Auth,
+    axum::Extension(jwt): axum::Extension<JwtAuthority>,
+) -> Response<Body> {
+    if ctx.key_id().is_some() {
+        // API keys are not the per-user secret's tokens.
+        return refuse(
+            AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
+                .with_message(FORBIDDEN_MESSAGE),
+        );
+    }
+    let user = ctx.effective_user().to_owned();
+    match jwt.regenerate(&user).await {
+        Ok(token) => {
+            let mut res = (
+                axum::http::StatusCode::CREATED,
+                Json(serde_json::json!({ "success": true, "user": user, "token": token })),
+            )
+                .into_response();
+            res.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            res
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "regenerating a user secret failed");
+            refuse(AuthError::unavailable(
+                "Token service temporarily unavailable",
+            ))
+        }
+    }
 }

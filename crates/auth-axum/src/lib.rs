@@ -39,6 +39,7 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod access;
@@ -50,15 +51,20 @@ mod scope;
 mod scope_layer;
 #[cfg(feature = "socketio")]
 mod socketio;
+#[cfg(feature = "ui")]
+pub mod ui;
 mod websocket;
 
 pub use access::{Access, GrantResolver, Grants};
 pub use auth::Auth;
 pub use client_ip::connect_info_ip;
-pub use keys::{keys_router, KeyManager, KeyOwner};
+pub use keys::{keys_router, AllowedOrigins, KeyManager, KeyOwner};
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
 #[cfg(feature = "socketio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "socketio")))]
 pub use socketio::*;
+#[cfg(feature = "ui")]
+pub use ui::{settings_page, SettingsPage};
 pub use websocket::{AuthenticatedUpgrade, WebSocketAuthRejection};

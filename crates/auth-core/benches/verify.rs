@@ -39,6 +39,7 @@ async fn populate(n: usize, hasher: &SecretHasher) -> (Arc<MemoryKeyStore>, Vec<
             hash: hash.clone(),
             replaced_by: None,
             check: Some(SecretCheck::compute(id, "st_", &secret)),
+            created_by: None,
         };
         store.insert(&record).await.unwrap();
         tokens.push(token);

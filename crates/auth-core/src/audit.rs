@@ -121,11 +121,135 @@ impl AuditQuery {
     }
 }
 
+/// The width of a [`UsageQuery`]'s time buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageBucket {
+    /// One hour.
+    Hour,
+    /// One day (UTC).
+    Day,
+}
+
+impl UsageBucket {
+    /// The bucket's length in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Self::Hour => 3_600,
+            Self::Day => 86_400,
+        }
+    }
+
+    /// The start of the bucket holding `t` (buckets are aligned on the unix
+    /// epoch, so days start at 00:00 UTC).
+    pub fn start_of(self, t: OffsetDateTime) -> OffsetDateTime {
+        let s = t.unix_timestamp();
+        let start = s - s.rem_euclid(self.seconds());
+        OffsetDateTime::from_unix_timestamp(start).unwrap_or(t)
+    }
+}
+
+/// Which key's requests to count per time bucket: the chart of the
+/// "Activity" view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// The key.
+    pub key_id: KeyId,
+    /// Events at or after this time (the start of its bucket, in fact).
+    pub since: OffsetDateTime,
+    /// Bucket width.
+    pub bucket: UsageBucket,
+}
+
+/// Requests in one time bucket, by outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageCount {
+    /// Start of the bucket.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Let through.
+    pub success: u64,
+    /// Refused for any reason but a rate limit.
+    pub refused: u64,
+    /// Refused by a rate limit.
+    pub rate_limited: u64,
+}
+
+impl UsageCount {
+    /// An empty bucket starting at `start`.
+    pub fn empty(start: OffsetDateTime) -> Self {
+        Self {
+            start,
+            success: 0,
+            refused: 0,
+            rate_limited: 0,
+        }
+    }
+
+    /// Counts `e` in this bucket.
+    pub fn add(&mut self, e: &AuditEvent) {
+        match (e.outcome, e.reason) {
+            (AuditOutcome::Success, _) => self.success += 1,
+            (AuditOutcome::Failure, Some(RejectReason::RateLimited)) => self.rate_limited += 1,
+            (AuditOutcome::Failure, _) => self.refused += 1,
+        }
+    }
+}
+
+/// Counts `events` into buckets, oldest first, skipping events before
+/// `query.since`'s bucket and other keys' events. Only non-empty buckets.
+pub fn count_usage<'a>(
+    query: &UsageQuery,
+    events: impl IntoIterator<Item = &'a AuditEvent>,
+) -> Vec<UsageCount> {
+    let from = query.bucket.start_of(query.since);
+    let mut buckets = std::collections::BTreeMap::<i64, UsageCount>::new();
+    for e in events {
+        if e.key_id != Some(query.key_id) || e.at < from {
+            continue;
+        }
+        let start = query.bucket.start_of(e.at);
+        buckets
+            .entry(start.unix_timestamp())
+            .or_insert_with(|| UsageCount::empty(start))
+            .add(e);
+    }
+    buckets.into_values().collect()
+}
+
 /// An audit sink that can be queried: the "Activity" view.
 #[async_trait]
 pub trait AuditLog: AuditSink {
     /// Events matching `query`, newest first.
     async fn query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+
+    /// The key's requests per time bucket and outcome since `query.since`,
+    /// oldest bucket first, empty buckets left out.
+    ///
+    /// The SQL logs answer from an index on `(key_id, at)`. This default
+    /// pages through [`AuditLog::query`] (newest first, stopping at `since`),
+    /// which is right for any log but reads every event in the range.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
+        let from = query.bucket.start_of(query.since);
+        let mut events = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .query(&AuditQuery {
+                    key_id: Some(query.key_id),
+                    actor: None,
+                    before,
+                    limit: 1000,
+                })
+                .await?;
+            let done = page.next_cursor.is_none() || page.events.iter().any(|e| e.at < from);
+            events.extend(page.events);
+            if done {
+                return Ok(count_usage(query, &events));
+            }
+            before = page.next_cursor;
+        }
+    }
     /// Deletes events older than `before`; returns how many.
     async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
     /// Writes out everything accepted so far (call on graceful shutdown).
@@ -221,6 +345,11 @@ impl AuditLog for MemoryAuditLog {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
+        let ring = self.inner.lock();
+        Ok(count_usage(query, ring.events.iter()))
+    }
 }
 
 /// Cuts `limit + 1` newest-first events into a page and its cursor.
@@ -295,6 +424,71 @@ mod tests {
             cursor = p.next_cursor;
         }
         assert_eq!(seen, 5);
+    }
+
+    #[tokio::test]
+    async fn usage_counts_per_bucket_and_outcome() {
+        let log = MemoryAuditLog::new(100);
+        let (a, b) = (KeyId::random(), KeyId::random());
+        let t0 = time::macros::datetime!(2030-01-02 10:15 UTC);
+        let at = |minutes: i64, outcome, reason| AuditEvent {
+            at: t0 + time::Duration::minutes(minutes),
+            outcome,
+            reason,
+            ..event(a, "alice")
+        };
+        log.record(at(-120, AuditOutcome::Success, None)); // 08:15, before `since`
+        log.record(at(0, AuditOutcome::Success, None)); // 10:15
+        log.record(at(10, AuditOutcome::Success, None));
+        log.record(at(
+            20,
+            AuditOutcome::Failure,
+            Some(RejectReason::WrongSecret),
+        ));
+        log.record(at(
+            50,
+            AuditOutcome::Failure,
+            Some(RejectReason::RateLimited),
+        )); // 11:05
+        log.record(event(b, "bob"));
+        let q = UsageQuery {
+            key_id: a,
+            since: t0 - time::Duration::minutes(10), // bucket 10:00
+            bucket: UsageBucket::Hour,
+        };
+        let usage = log.usage(&q).await.unwrap();
+        let ten = time::macros::datetime!(2030-01-02 10:00 UTC);
+        assert_eq!(
+            usage,
+            [
+                UsageCount {
+                    start: ten,
+                    success: 2,
+                    refused: 1,
+                    rate_limited: 0
+                },
+                UsageCount {
+                    start: ten + time::Duration::HOUR,
+                    success: 0,
+                    refused: 0,
+                    rate_limited: 1
+                },
+            ]
+        );
+        let days = log
+            .usage(&UsageQuery {
+                bucket: UsageBucket::Day,
+                since: t0 - time::Duration::days(1),
+                ..q
+            })
+            .await
+            .unwrap();
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0].start, time::macros::datetime!(2030-01-02 0:00 UTC));
+        assert_eq!(
+            (days[0].success, days[0].refused, days[0].rate_limited),
+            (3, 1, 1)
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,10 @@
 //! Who is making a request, as what, and with which scopes.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, OnceLock},
+};
 
 use serde::{ser::SerializeStruct, Deserialize, Serialize};
 
@@ -92,6 +96,8 @@ struct Inner {
     scopes: ScopeSet,
     workspace: Option<Arc<str>>,
     secret_generation: Option<i64>,
+    /// [`AuthContext::principal_digest`], once asked for.
+    principal_digest: OnceLock<[u64; 2]>,
 }
 
 impl AuthContext {
@@ -111,6 +117,7 @@ impl AuthContext {
             scopes,
             workspace: None,
             secret_generation: None,
+            principal_digest: OnceLock::new(),
         }))
     }
 
@@ -125,6 +132,7 @@ impl AuthContext {
             scopes,
             workspace: None,
             secret_generation: None,
+            principal_digest: OnceLock::new(),
         }))
     }
 
@@ -155,6 +163,8 @@ impl AuthContext {
             scopes: i.scopes.clone(),
             workspace: i.workspace.clone(),
             secret_generation: i.secret_generation,
+            // The subject may change: the digest is taken again when asked for.
+            principal_digest: OnceLock::new(),
         }
     }
 
@@ -201,6 +211,20 @@ impl AuthContext {
     /// The principal every check should use: the subject if any, else the actor.
     pub fn effective_principal(&self) -> &Principal {
         self.0.subject.as_ref().unwrap_or(&self.0.actor)
+    }
+
+    /// A 128-bit digest of [`effective_principal`](Self::effective_principal)
+    /// under per-process random keys (two keyed SipHash instances), taken on
+    /// first use and kept with the context. Per-user rate limits key their
+    /// buckets by it: a cached context is hashed once, not on every request,
+    /// and clients cannot aim two user ids at one bucket.
+    pub fn principal_digest(&self) -> [u64; 2] {
+        *self.0.principal_digest.get_or_init(|| {
+            static KEYS: OnceLock<[RandomState; 2]> = OnceLock::new();
+            let [a, b] = KEYS.get_or_init(|| [RandomState::new(), RandomState::new()]);
+            let p = self.effective_principal();
+            [a.hash_one(p), b.hash_one(p)]
+        })
     }
 
     /// The effective principal's user id.

@@ -24,6 +24,9 @@ pub struct NewKey {
     pub scopes: ScopeSet,
     /// When it stops working on its own, if ever.
     pub expires_at: Option<OffsetDateTime>,
+    /// The key creating this one, if a key does (the key-management API);
+    /// `None` from the command line or a session.
+    pub created_by: Option<KeyId>,
 }
 
 impl NewKey {
@@ -34,12 +37,19 @@ impl NewKey {
             name: name.into(),
             scopes,
             expires_at: None,
+            created_by: None,
         }
     }
 
     /// Sets an expiry.
     pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Records the key that creates this one.
+    pub fn created_by(mut self, key: KeyId) -> Self {
+        self.created_by = Some(key);
         self
     }
 }
@@ -146,9 +156,10 @@ impl KeyIssuer {
         if new.expires_at.is_some_and(|t| t <= now) {
             return Err(IssueError::InvalidExpiry);
         }
-        let (record, token) = self
+        let (mut record, token) = self
             .mint(new.owner, new.name, new.scopes, new.expires_at, now)
             .await?;
+        record.created_by = new.created_by;
         self.store.insert(&record).await?;
         Ok(IssuedKey { record, token })
     }
@@ -179,6 +190,7 @@ impl KeyIssuer {
             hash,
             replaced_by: None,
             check: Some(check),
+            created_by: None,
         };
         Ok((record, token))
     }
@@ -189,6 +201,17 @@ impl KeyIssuer {
     /// with `Duration::ZERO` it stops at once. Of two concurrent rotations of
     /// one key, exactly one succeeds; the other gets [`IssueError::Conflict`].
     pub async fn rotate(&self, id: KeyId, grace: Duration) -> Result<IssuedKey, IssueError> {
+        self.rotate_by(id, grace, None).await
+    }
+
+    /// [`rotate`](Self::rotate), recording `created_by` as the key that
+    /// made the replacement (the key-management API passes the calling key).
+    pub async fn rotate_by(
+        &self,
+        id: KeyId,
+        grace: Duration,
+        created_by: Option<KeyId>,
+    ) -> Result<IssuedKey, IssueError> {
         let old = self.store.get(id).await?.ok_or(IssueError::NotFound)?;
         let now = self.now();
         if old.replaced_by.is_some() || old.check_active(now).is_err() {
@@ -200,9 +223,10 @@ impl KeyIssuer {
         if let Some(exp) = old.expires_at {
             ends = ends.min(exp);
         }
-        let (record, token) = self
+        let (mut record, token) = self
             .mint(old.owner, old.name, old.scopes, old.expires_at, now)
             .await?;
+        record.created_by = created_by;
         self.store.rotate(id, ends, now, &record).await?;
         Ok(IssuedKey { record, token })
     }

@@ -100,12 +100,14 @@ macro_rules! suite {
             rotate_without_grace,
             rotate_with_grace,
             rotate_refusals_change_nothing,
+            created_by_is_kept,
             expiry,
             last_used,
             concurrent_rotations_exactly_one_wins,
             update_hash,
             update_hash_and_check,
             audit_query_and_purge,
+            audit_usage_per_bucket,
         );
     };
 }
@@ -130,6 +132,7 @@ fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
         hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         replaced_by: None,
         check: None,
+        created_by: None,
     }
 }
 
@@ -166,6 +169,7 @@ mod cases {
             replaced_by: Some(KeyId::random()),
             // The largest check survives the round trip (stored as an integer).
             check: Some(SecretCheck::from_u32(u32::MAX)),
+            created_by: Some(KeyId::random()),
             ..record("alice", T0)
         };
         b.keys.insert(&full).await.unwrap();
@@ -255,6 +259,35 @@ mod cases {
             },
             new.record
         );
+    }
+
+    pub async fn created_by_is_kept(b: &Backend) {
+        let (issuer, _verifier, _clock) = issuing(&b.keys);
+        let cli = issuer.issue(new_key("alice")).await.unwrap();
+        assert_eq!(cli.record.created_by, None);
+        let minted = issuer
+            .issue(new_key("alice").created_by(cli.record.id))
+            .await
+            .unwrap();
+        assert_eq!(minted.record.created_by, Some(cli.record.id));
+        let stored = b.keys.get(minted.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, Some(cli.record.id));
+        assert_eq!(stored.metadata().created_by, Some(cli.record.id));
+
+        // A rotation records who rotated: the calling key, or nobody.
+        let rotated = issuer
+            .rotate_by(minted.record.id, Duration::ZERO, Some(minted.record.id))
+            .await
+            .unwrap();
+        let stored = b.keys.get(rotated.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, Some(minted.record.id));
+        let by_cli = issuer.rotate(cli.record.id, Duration::ZERO).await.unwrap();
+        let stored = b.keys.get(by_cli.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.created_by, None);
+        let listed = b.keys.list_by_owner("alice").await.unwrap();
+        assert!(listed
+            .iter()
+            .any(|r| r.id == rotated.record.id && r.created_by == Some(minted.record.id)));
     }
 
     pub async fn rotate_with_grace(b: &Backend) {
@@ -471,6 +504,118 @@ mod cases {
         );
         // The secret did not change: nothing to tell caches.
         assert_eq!(changes.seen(), vec![KeyChange::Updated(r.id)]);
+    }
+
+    /// The activity chart's counts: per hour or day, by outcome, only the
+    /// key asked for, only since the start of `since`'s bucket.
+    pub async fn audit_usage_per_bucket(b: &Backend) {
+        let (a, other) = (KeyId::random(), KeyId::random());
+        let at = |minutes: i64, outcome, reason| AuditEvent {
+            outcome,
+            reason,
+            status: Some(if outcome == AuditOutcome::Success {
+                200
+            } else {
+                401
+            }),
+            ..audit_event(
+                Some(a),
+                Some("alice"),
+                T0 + time::Duration::minutes(minutes),
+            )
+        };
+        use AuditOutcome::{Failure, Success};
+        b.audit.record(at(-90, Success, None)); // the day before: outside
+        b.audit.record(at(5, Success, None)); // 00:05
+        b.audit.record(at(59, Success, None)); // 00:59
+        b.audit
+            .record(at(30, Failure, Some(RejectReason::WrongSecret)));
+        b.audit.record(at(30, Failure, None));
+        b.audit
+            .record(at(60, Failure, Some(RejectReason::RateLimited))); // 01:00
+        b.audit.record(at(60 * 26, Success, None)); // next day, 02:00
+        b.audit.record(audit_event(
+            Some(other),
+            Some("bob"),
+            T0 + time::Duration::minutes(10),
+        ));
+        b.audit.flush().await.unwrap();
+
+        let hours = b
+            .audit
+            .usage(&UsageQuery {
+                key_id: a,
+                since: T0 + time::Duration::minutes(20), // the 00:00 bucket counts whole
+                bucket: UsageBucket::Hour,
+            })
+            .await
+            .unwrap();
+        let h = time::Duration::HOUR;
+        assert_eq!(
+            hours,
+            [
+                UsageCount {
+                    start: T0,
+                    success: 2,
+                    refused: 2,
+                    rate_limited: 0
+                },
+                UsageCount {
+                    start: T0 + h,
+                    success: 0,
+                    refused: 0,
+                    rate_limited: 1
+                },
+                UsageCount {
+                    start: T0 + h * 26,
+                    success: 1,
+                    refused: 0,
+                    rate_limited: 0
+                },
+            ]
+        );
+        let days = b
+            .audit
+            .usage(&UsageQuery {
+                key_id: a,
+                since: T0 - time::Duration::days(1),
+                bucket: UsageBucket::Day,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            days,
+            [
+                UsageCount {
+                    start: T0 - time::Duration::DAY,
+                    success: 1,
+                    refused: 0,
+                    rate_limited: 0
+                },
+                UsageCount {
+                    start: T0,
+                    success: 2,
+                    refused: 2,
+                    rate_limited: 1
+                },
+                UsageCount {
+                    start: T0 + time::Duration::DAY,
+                    success: 1,
+                    refused: 0,
+                    rate_limited: 0
+                },
+            ]
+        );
+        let none = b
+            .audit
+            .usage(&UsageQuery {
+                key_id: KeyId::random(),
+                since: T0,
+                bucket: UsageBucket::Day,
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
     }
 
     pub async fn audit_query_and_purge(b: &Backend) {

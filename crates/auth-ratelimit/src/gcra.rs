@@ -43,6 +43,17 @@ pub(crate) fn take(
     }
 }
 
+/// The state after charging `cost` tokens whether or not the bucket holds
+/// them: the debt grows by `cost` intervals but never beyond `max_debt`
+/// nanoseconds ahead of `now`. Used for failures, which have already
+/// happened and so cannot be refused: every one counts, up to the cap.
+#[inline]
+pub(crate) fn charge(tat: u64, now: u64, quota: &Quota, cost: u32, max_debt: u64) -> u64 {
+    let tat = if tat > now { tat } else { now };
+    let charged = tat.saturating_add(quota.interval_nanos().saturating_mul(u64::from(cost)));
+    charged.min(now.saturating_add(max_debt).max(tat))
+}
+
 /// What [`take`] would answer, without the new state.
 #[inline]
 pub(crate) fn peek(tat: u64, now: u64, quota: &Quota, cost: u32) -> Decision {
@@ -128,6 +139,33 @@ mod tests {
             assert_eq!(d.remaining(), 6, "at step {i}");
             tat = t;
         }
+    }
+
+    #[test]
+    fn charges_beyond_the_bucket_up_to_the_cap() {
+        let q = Quota::per_minute(3); // one token per 20 s, tau 60 s
+        let cap = 2 * 60 * S;
+        let mut tat = 0;
+        for _ in 0..3 {
+            tat = charge(tat, 100 * S, &q, 1, cap);
+        }
+        assert_eq!(tat, 160 * S);
+        assert!(
+            take(tat, 100 * S, &q, 1).is_err(),
+            "three failures empty it"
+        );
+        // Failures past the empty bucket still count, up to two windows.
+        tat = charge(tat, 100 * S, &q, 1, cap);
+        assert_eq!(tat, 180 * S);
+        for _ in 0..10 {
+            tat = charge(tat, 100 * S, &q, 1, cap);
+        }
+        assert_eq!(tat, 220 * S);
+        let d = peek(tat, 100 * S, &q, 1);
+        assert_eq!(d.retry_after(), Some(Duration::from_secs(80)));
+        // A fresh or refilled bucket starts from now.
+        assert_eq!(charge(5 * S, 100 * S, &q, 1, cap), 120 * S);
+        assert_eq!(charge(u64::MAX, u64::MAX - 1, &q, 1, cap), u64::MAX);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use auth_core::{AuthContext, KeyId, Principal};
+use auth_core::{AuthContext, KeyId};
 use axum::extract::{connect_info::MockConnectInfo, ConnectInfo};
 use http::{Extensions, HeaderMap, Method, Uri};
 
@@ -66,14 +66,14 @@ impl KeyBy {
     ) -> Option<KeyValue<'a>> {
         let ip = || req.client_ip().map(|ip| KeyValue::ip(ip, ipv6_prefix));
         match self {
-            Self::User => req.auth().map(|a| KeyValue::User(a.effective_principal())),
+            Self::User => req.auth().map(KeyValue::User),
             Self::ApiKey => req
                 .auth()
                 .and_then(AuthContext::key_id)
                 .map(KeyValue::ApiKey),
             Self::Ip => ip(),
             Self::UserOrIp => match req.auth() {
-                Some(a) => Some(KeyValue::User(a.effective_principal())),
+                Some(a) => Some(KeyValue::User(a)),
                 None => ip(),
             },
             Self::Global => Some(KeyValue::Global),
@@ -184,18 +184,32 @@ impl fmt::Debug for RequestInfo<'_> {
 }
 
 /// The bucket's identity within a rule, borrowed from the request.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum KeyValue<'a> {
     Global,
-    User(&'a Principal),
+    /// The context's effective principal (its digest is kept with the context).
+    User(&'a AuthContext),
     ApiKey(KeyId),
     Ip(IpAddr),
     Custom(String),
 }
 
+impl PartialEq for KeyValue<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Global, Self::Global) => true,
+            (Self::User(a), Self::User(b)) => a.effective_principal() == b.effective_principal(),
+            (Self::ApiKey(a), Self::ApiKey(b)) => a == b,
+            (Self::Ip(a), Self::Ip(b)) => a == b,
+            (Self::Custom(a), Self::Custom(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl KeyValue<'_> {
     #[inline]
-    fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
+    pub(crate) fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
         match ip.to_canonical() {
             IpAddr::V6(v6) => Self::Ip(IpAddr::V6(mask_v6(v6, ipv6_prefix))),
             v4 => Self::Ip(v4),
@@ -209,10 +223,13 @@ impl KeyValue<'_> {
         use fmt::Write;
         let _ = match self {
             Self::Global => write!(out, "g"),
-            Self::User(p) => match p.org_id() {
-                Some(org) => write!(out, "u:{}:{}@{}", p.user_id().len(), p.user_id(), org),
-                None => write!(out, "u:{}:{}", p.user_id().len(), p.user_id()),
-            },
+            Self::User(ctx) => {
+                let p = ctx.effective_principal();
+                match p.org_id() {
+                    Some(org) => write!(out, "u:{}:{}@{}", p.user_id().len(), p.user_id(), org),
+                    None => write!(out, "u:{}:{}", p.user_id().len(), p.user_id()),
+                }
+            }
             Self::ApiKey(k) => write!(out, "k:{k}"),
             Self::Ip(ip) => write!(out, "ip:{ip}"),
             Self::Custom(s) => write!(out, "c:{s}"),
@@ -255,7 +272,7 @@ pub struct LimitKey {
 impl LimitKey {
     #[inline]
     pub(crate) fn new(rule: usize, value: &KeyValue<'_>) -> Self {
-        let digest = |v: &KeyValue<'_>| {
+        let digest = |v: &str| {
             let k = keys();
             [k.a.hash_one(v), k.b.hash_one(v)]
         };
@@ -267,8 +284,8 @@ impl LimitKey {
                 let bits = u128::from(*ip);
                 (3, [(bits >> 64) as u64, bits as u64])
             }
-            KeyValue::User(_) => (4, digest(value)),
-            KeyValue::Custom(_) => (5, digest(value)),
+            KeyValue::User(ctx) => (4, ctx.principal_digest()),
+            KeyValue::Custom(s) => (5, digest(s)),
         };
         Self {
             rule: u32::try_from(rule).unwrap_or(u32::MAX),
@@ -357,7 +374,17 @@ impl Hasher for DigestHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use auth_core::ScopeSet;
+    use auth_core::{Principal, ScopeSet};
+
+    /// A context whose effective principal is `id`.
+    fn user(id: &str) -> AuthContext {
+        AuthContext::for_key(
+            KeyId::from_u64(7),
+            "k",
+            Principal::user(id),
+            ScopeSet::empty(),
+        )
+    }
 
     fn req() -> http::Request<()> {
         http::Request::builder().uri("/x").body(()).unwrap()
@@ -390,7 +417,7 @@ mod tests {
         let ctx = AuthContext::for_key(key, "ci", Principal::user("alice"), ScopeSet::empty());
         r.extensions_mut().insert(ctx);
         let info = RequestInfo::new(&r, &proxies);
-        let alice = Principal::user("alice");
+        let alice = user("alice");
         assert_eq!(KeyBy::User.extract(&info, 64), Some(KeyValue::User(&alice)));
         assert_eq!(
             KeyBy::UserOrIp.extract(&info, 64),
@@ -431,12 +458,16 @@ mod tests {
 
     #[test]
     fn digests_separate_rules_and_kinds() {
-        let alice = Principal::user("alice");
+        let alice = user("alice");
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let k = |rule, v: &KeyValue<'_>| LimitKey::new(rule, v);
         assert_eq!(
             k(0, &KeyValue::User(&alice)),
-            k(0, &KeyValue::User(&Principal::user("alice")))
+            k(0, &KeyValue::User(&user("alice")))
+        );
+        assert_ne!(
+            k(0, &KeyValue::User(&alice)),
+            k(0, &KeyValue::User(&user("bob")))
         );
         assert_ne!(k(0, &KeyValue::User(&alice)), k(1, &KeyValue::User(&alice)));
         assert_ne!(

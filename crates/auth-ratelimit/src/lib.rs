@@ -19,6 +19,10 @@
 //! * **WebSocket**: [`Rule::websocket_connects`] limits handshakes per IP;
 //!   [`MessageLimiter`] limits messages per connection and answers with a
 //!   [`RateLimitedEvent`] frame instead of closing ([`ws`] module docs).
+//! * **Failed authentication**: [`FailedAuthLimiter`] goes *outside* the
+//!   auth layer and counts 401 answers per client address; past its quota
+//!   the address gets 429 before authentication runs ([`failed_auth`]
+//!   module docs).
 //! * **Stores**: [`MemoryStore`] (sharded map, no global lock, bounded
 //!   memory) or, with the `redis` feature, `RedisStore` (one atomic Lua round
 //!   trip per request, shared by all instances, with an [`OnStoreError`]
@@ -69,12 +73,14 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod client_ip;
 mod clock;
 mod decision;
 mod error;
+pub mod failed_auth;
 mod fallback;
 mod gcra;
 mod headers;
@@ -83,6 +89,7 @@ mod key;
 mod layer;
 mod limiter;
 mod memory;
+mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -93,6 +100,10 @@ pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};
+pub use failed_auth::{
+    FailedAuthFuture, FailedAuthLayer, FailedAuthLimiter, FailedAuthLimiterBuilder,
+    FailedAuthService,
+};
 pub use fallback::OnStoreError;
 pub use headers::{
     HeaderStyle, RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
@@ -103,6 +114,7 @@ pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
 pub use quota::Quota;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
 pub use rule::{QuotaFn, Rule};
 pub use ws::{MessageLimiter, RateLimitedEvent};

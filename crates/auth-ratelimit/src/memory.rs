@@ -162,6 +162,32 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
         }
     }
 
+    /// Charges `cost` tokens whether or not the bucket holds them (for
+    /// events that already happened, such as failed authentications): the
+    /// bucket's debt grows by `cost` intervals, but never beyond `max_debt`
+    /// ahead of now. Returns what a check of one token would now answer.
+    pub fn charge(&self, key: &K, quota: &Quota, cost: u32, max_debt: Duration) -> Decision {
+        let now = self.clock.now();
+        let cap = nanos(max_debt);
+        let update = |tat: u64| Some(gcra::charge(tat, now, quota, cost, cap));
+        let tat = match self.map.get(key) {
+            Some(cell) => apply(cell.value(), update),
+            None => {
+                self.make_room(now);
+                match self.map.entry(key.clone()) {
+                    Entry::Occupied(e) => apply(e.get(), update),
+                    Entry::Vacant(e) => {
+                        let tat = gcra::charge(0, now, quota, cost, cap);
+                        self.tracked.fetch_add(1, Ordering::Relaxed);
+                        e.insert(AtomicU64::new(tat));
+                        tat
+                    }
+                }
+            }
+        };
+        gcra::peek(tat, now, quota, 1)
+    }
+
     /// What [`check`](Self::check) would answer, without taking anything.
     pub fn peek(&self, key: &K, quota: &Quota, cost: u32) -> Decision {
         let now = self.clock.now();
@@ -299,6 +325,14 @@ impl<K, S> fmt::Debug for MemoryStore<K, S> {
 
 /// The compare-and-swap loop on one bucket.
 #[inline]
+/// Applies `update` to the cell atomically; returns the new state.
+fn apply(cell: &AtomicU64, update: impl Fn(u64) -> Option<u64>) -> u64 {
+    let old = cell
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, &update)
+        .unwrap_or_else(|v| v);
+    update(old).unwrap_or(old)
+}
+
 fn take(cell: &AtomicU64, now: u64, quota: &Quota, cost: u32) -> Decision {
     let mut tat = cell.load(Ordering::Acquire);
     loop {

@@ -88,6 +88,42 @@ end
 return out
 ";
 
+/// One bucket of failed authentications (see `failed_auth.rs`). ARGV: refill
+/// interval and tau in microseconds, the number of failures to charge (0 to
+/// only read), and the most debt charges may build. Charges count whether or
+/// not the bucket holds tokens. Returns whether one more failure would fit,
+/// the debt, and how long until it would.
+const FAILURES_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local charge = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+if tat < now then tat = now end
+if charge > 0 then
+  local new = tat + charge * interval
+  local limit = now + cap
+  if limit < tat then limit = tat end
+  if new > limit then new = limit end
+  tat = new
+  if tat > now then
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+end
+local debt = tat + interval - now
+if debt > tau then
+  return {0, tat - now, debt - tau}
+end
+return {1, tat - now, 0}
+";
+
+fn failures_script() -> &'static Script {
+    static S: OnceLock<Script> = OnceLock::new();
+    S.get_or_init(|| Script::new(FAILURES_SCRIPT))
+}
+
 fn script() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
     S.get_or_init(|| Script::new(SCRIPT))
@@ -134,7 +170,27 @@ impl RedisStore {
     /// `rl`. Nothing is connected until the first check.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::from_client(client))
+    }
+
+    /// Like [`open`](Self::open) for a `rediss://` URL whose server
+    /// certificate is signed by the CA certificates in `ca_pem` (PEM) rather
+    /// than a public CA (feature `tls`). A certificate from another CA is
+    /// refused at the first connection.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn open_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, StoreError> {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client =
+            Client::build_with_tls(url, certs).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self::from_client(client))
+    }
+
+    fn from_client(client: Client) -> Self {
+        Self {
             client,
             prefix: "rl".into(),
             timeout: DEFAULT_REDIS_TIMEOUT,
@@ -143,7 +199,7 @@ impl RedisStore {
                 conn: OnceCell::new(),
                 down_until: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// [`open`](Self::open), then connect now: fails if the server cannot be
@@ -197,11 +253,56 @@ impl RedisStore {
         &self,
         checks: &[RedisCheck],
     ) -> Result<Vec<Decision>, StoreError> {
+        self.guarded(self.run(checks)).await
+    }
+
+    /// Charges (`charge > 0`) or reads (`charge == 0`) one bucket of failures
+    /// in one round trip; see [`FAILURES_SCRIPT`]. The answer is what a check
+    /// of one token would get afterwards.
+    pub(crate) async fn failures(
+        &self,
+        key: &str,
+        quota: &Quota,
+        charge: u32,
+        max_debt: Duration,
+    ) -> Result<Decision, StoreError> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            let q = quota.rounded_to_micros();
+            let max_debt = u64::try_from(max_debt.as_micros()).unwrap_or(u64::MAX / 2);
+            let reply: Vec<i64> = failures_script()
+                .key(key)
+                .arg(q.interval_nanos() / 1000)
+                .arg(q.tau_nanos() / 1000)
+                .arg(charge)
+                .arg(max_debt)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
+            match reply[..] {
+                [1, reset, _] => Ok(Decision::allowed(q, micros(reset))),
+                [0, reset, retry] => Ok(Decision::denied(q, micros(reset), micros(retry))),
+                _ => Err(StoreError::Backend(format!(
+                    "unexpected script reply of {} items",
+                    reply.len()
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Bounds `op` by the timeout, and answers [`StoreError::Down`] at once
+    /// during the retry interval after a failure.
+    async fn guarded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let now = MonotonicClock.now();
         if now < self.shared.down_until.load(Ordering::Relaxed) {
             return Err(StoreError::Down);
         }
-        let result = tokio::time::timeout(self.timeout, self.run(checks)).await;
+        let result = tokio::time::timeout(self.timeout, op).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),

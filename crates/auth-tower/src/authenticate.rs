@@ -33,8 +33,11 @@ pub(crate) enum Outcome<B> {
 /// The synchronous first step's verdict. The request stays with the caller,
 /// so that it is moved as little as possible on the hot path.
 pub(crate) enum Step {
-    /// Call the inner service with the request (its context inserted, if any).
+    /// Call the inner service with the request, which has no context
+    /// (optional mode, no credential).
     Pass(Option<PendingAudit>),
+    /// Call the inner service with the request, its context inserted.
+    Authenticated(Option<PendingAudit>),
     /// Answer with this refusal.
     Reject(Response<Bytes>, Option<PendingAudit>),
     /// Box [`authenticate`] with the request; the key's context if already verified.
@@ -69,7 +72,7 @@ pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
             record_in_current_span(&ctx);
             let audit = pending(config, Head::from(&*req), Who::of(&ctx), None);
             req.extensions_mut().insert(ctx);
-            Step::Pass(audit)
+            Step::Authenticated(audit)
         }
         Early::Verified(ctx) => Step::Wait(Some(ctx)),
         Early::Unknown => Step::Wait(None),

@@ -178,6 +178,7 @@ impl AuthLayerBuilder {
             verifier: self.verifier,
             sources: self.sources.into(),
             required: self.required,
+            format_entry: !matches!(self.format, ErrorFormat::Flat),
             format: self.format,
             realm,
             subject_header: self.subject_header,

@@ -16,6 +16,9 @@ pub(crate) struct Config {
     pub(crate) sources: Box<[CredentialSource]>,
     pub(crate) required: bool,
     pub(crate) format: ErrorFormat,
+    /// Whether authenticated requests need the format in their extensions:
+    /// not for the default, which an [`AuthContext`](auth_core::AuthContext) implies.
+    pub(crate) format_entry: bool,
     /// `None` for [`DEFAULT_REALM`]: then nothing is put in the extensions.
     pub(crate) realm: Option<AuthRealm>,
     pub(crate) subject_header: HeaderName,

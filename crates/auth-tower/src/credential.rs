@@ -130,7 +130,9 @@ pub(crate) fn single<'a>(
 /// A token: visible ASCII with no spaces, after trimming surrounding whitespace.
 fn token(raw: &[u8]) -> Result<&str, AuthError> {
     let raw = raw.trim_ascii();
-    if raw.is_empty() || !raw.iter().all(u8::is_ascii_graphic) {
+    // No early exit, so that the check compiles to a vector loop.
+    let visible = raw.iter().fold(true, |ok, b| ok & b.is_ascii_graphic());
+    if raw.is_empty() || !visible {
         return Err(malformed());
     }
     // All bytes are ASCII, so this cannot fail; a failure is still just malformed.

@@ -1,14 +1,18 @@
 //! Finding the error format an [`AuthLayer`](crate::AuthLayer) was configured
 //! with, from anywhere behind it.
 //!
-//! On every request the layer puts a clone of its [`ErrorFormat`] into the
-//! request extensions (and an [`AuthRealm`] when the realm is not
-//! [`DEFAULT_REALM`]). Extractors, guards and later layers such as a rate
-//! limiter render their own refusals with [`RenderAuthError`], so a service
-//! answers every auth-related error in one format.
+//! The layer leaves its [`ErrorFormat`] in the request extensions (and an
+//! [`AuthRealm`] when the realm is not [`DEFAULT_REALM`]). An authenticated
+//! request with the default format carries only its
+//! [`AuthContext`]: the context says a layer ran, and absence of a format
+//! means the default, so the hot path makes one extension entry, not two.
+//! Extractors, guards and later layers such as a rate limiter render their
+//! own refusals with [`RenderAuthError`], so a service answers every
+//! auth-related error in one format.
 //!
 //! A layer that does not want to depend on this crate can read the
-//! [`ErrorFormat`] (an `auth-core` type) from the extensions directly.
+//! [`ErrorFormat`] (an `auth-core` type) from the extensions directly,
+//! taking [`ErrorFormat::Flat`] when there is none.
 //!
 //! ```
 //! use auth_core::{AuthError, ErrorFormat, RejectReason};
@@ -23,9 +27,12 @@
 
 use std::sync::Arc;
 
-use auth_core::{AuthError, ErrorFormat, DEFAULT_REALM};
+use auth_core::{AuthContext, AuthError, ErrorFormat, DEFAULT_REALM};
 use bytes::Bytes;
 use http::{request::Parts, Extensions, Request, Response};
+
+/// What an authenticated request without a format entry uses.
+static DEFAULT_FORMAT: ErrorFormat = ErrorFormat::Flat;
 
 /// The `WWW-Authenticate` realm, in the extensions when it is not
 /// [`DEFAULT_REALM`] (absent means the default, so the common case costs nothing).
@@ -41,9 +48,12 @@ pub trait RenderAuthError {
     /// The request's extensions.
     fn auth_extensions(&self) -> &Extensions;
 
-    /// The configured format, if an `AuthLayer` is in front of this request.
+    /// The configured format, if an `AuthLayer` is in front of this request
+    /// (`None` means no layer ran: callers fail closed on it).
     fn error_format(&self) -> Option<&ErrorFormat> {
-        self.auth_extensions().get::<ErrorFormat>()
+        let ext = self.auth_extensions();
+        ext.get::<ErrorFormat>()
+            .or_else(|| ext.get::<AuthContext>().map(|_| &DEFAULT_FORMAT))
     }
 
     /// The configured `WWW-Authenticate` realm.
@@ -55,9 +65,8 @@ pub trait RenderAuthError {
 
     /// `err` as a response in the configured format and realm.
     fn render_auth_error(&self, err: &AuthError) -> Response<Bytes> {
-        static FLAT: ErrorFormat = ErrorFormat::Flat;
         self.error_format()
-            .unwrap_or(&FLAT)
+            .unwrap_or(&DEFAULT_FORMAT)
             .render_in_realm(err, self.auth_realm())
     }
 }

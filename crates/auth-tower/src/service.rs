@@ -68,15 +68,25 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         mark_sensitive(req.headers_mut(), &self.config.sensitive);
-        let ext = req.extensions_mut();
-        ext.insert(self.config.format.clone());
         if let Some(realm) = &self.config.realm {
-            ext.insert(realm.clone());
+            req.extensions_mut().insert(realm.clone());
         }
         match begin(&self.config, &mut req) {
-            Step::Pass(audit) => ResponseFuture::calling(self.inner.call(req), audit),
+            Step::Authenticated(audit) => {
+                // The context marks the layer as present and implies the
+                // default format: only another format needs its own entry.
+                if self.config.format_entry {
+                    req.extensions_mut().insert(self.config.format.clone());
+                }
+                ResponseFuture::calling(self.inner.call(req), audit)
+            }
+            Step::Pass(audit) => {
+                req.extensions_mut().insert(self.config.format.clone());
+                ResponseFuture::calling(self.inner.call(req), audit)
+            }
             Step::Reject(response, audit) => ResponseFuture::refused(response, audit),
             Step::Wait(verified) => {
+                req.extensions_mut().insert(self.config.format.clone());
                 let auth = Box::pin(authenticate(self.config.clone(), req, verified));
                 // The clone stays here; the service that was polled ready goes
                 // with the request (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
@@ -90,7 +100,16 @@ where
 
 /// Marks credential headers so that `Debug` and tower-http's trace layers hide them.
 fn mark_sensitive(headers: &mut HeaderMap, names: &[HeaderName]) {
+    // Without repeated headers (the common case) one lookup per name does;
+    // otherwise every value of a repeated name must be marked.
+    let repeated = headers.len() != headers.keys_len();
     for name in names {
+        if !repeated {
+            if let Some(value) = headers.get_mut(name) {
+                value.set_sensitive(true);
+            }
+            continue;
+        }
         // `entry` may reserve room, so look first: most names are absent.
         if !headers.contains_key(name) {
             continue;

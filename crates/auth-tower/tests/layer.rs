@@ -80,7 +80,7 @@ async fn whoami(req: Request) -> Json<Value> {
     let ctx = req.extensions().get::<AuthContext>();
     Json(json!({
         "ctx": ctx,
-        "format": format!("{:?}", req.extensions().get::<ErrorFormat>()),
+        "format": format!("{:?}", req.error_format()),
         "realm": req.extensions().get::<AuthRealm>().map(|r| r.0.to_string()),
     }))
 }

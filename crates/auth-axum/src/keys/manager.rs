@@ -2,10 +2,11 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use auth_core::{AuditLog, KeyIssuer, ScopeSet};
+use auth_core::{AuditLog, AuthError, ErrorCode, KeyId, KeyIssuer, RejectReason, ScopeSet};
 use axum::Router;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{routes, KeyOwner};
+use super::{error::KeyApiError, routes, AllowedOrigins, KeyOwner};
 
 /// Default longest grace period of a rotation: 7 days.
 pub(crate) const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
@@ -24,6 +25,9 @@ pub struct KeyManager {
     pub(crate) activity: Arc<dyn AuditLog>,
     pub(crate) known_scopes: Option<ScopeSet>,
     pub(crate) max_grace: Duration,
+    pub(crate) mint_as_subject: bool,
+    pub(crate) origins: Option<AllowedOrigins>,
+    pub(crate) descriptions: Vec<(String, String)>,
 }
 
 impl fmt::Debug for KeyManager {
@@ -32,6 +36,8 @@ impl fmt::Debug for KeyManager {
             .field("issuer", &self.issuer)
             .field("known_scopes", &self.known_scopes)
             .field("max_grace", &self.max_grace)
+            .field("mint_as_subject", &self.mint_as_subject)
+            .field("origins", &self.origins)
             .finish_non_exhaustive()
     }
 }
@@ -45,7 +51,20 @@ impl KeyManager {
             activity,
             known_scopes: None,
             max_grace: DEFAULT_MAX_GRACE,
+            mint_as_subject: false,
+            origins: None,
+            descriptions: Vec::new(),
         }
+    }
+
+    /// Lets a key acting on behalf of another user (`X-Subject-User`) create
+    /// and rotate that user's keys. Off by default: an impersonating key is
+    /// then refused with 403, since the new key would outlive the
+    /// impersonation and belong to someone who never asked for it. Listing,
+    /// showing and revoking stay allowed.
+    pub fn allow_minting_as_subject(mut self, allow: bool) -> Self {
+        self.mint_as_subject = allow;
+        self
     }
 
     /// The scopes that exist: asking for any other is 422 `unprocessable_entity`.
@@ -58,6 +77,30 @@ impl KeyManager {
     /// The longest grace period a rotation may ask for (default 7 days).
     pub fn max_rotation_grace(mut self, max: Duration) -> Self {
         self.max_grace = max;
+        self
+    }
+
+    /// Refuse (403 `cross_origin_request`) creating, rotating and revoking
+    /// keys from other origins than `allowed`. Turn it on when the owner is
+    /// identified by a cookie session; see [`AllowedOrigins`].
+    pub fn check_origin(mut self, allowed: AllowedOrigins) -> Self {
+        self.origins = Some(allowed);
+        self
+    }
+
+    /// One-line descriptions of the scopes, in the order a person should
+    /// see them (the settings page shows them next to each checkbox; `GET
+    /// /options` lists them).
+    pub fn describe_scopes<I, N, D>(mut self, descriptions: I) -> Self
+    where
+        I: IntoIterator<Item = (N, D)>,
+        N: Into<String>,
+        D: Into<String>,
+    {
+        self.descriptions = descriptions
+            .into_iter()
+            .map(|(n, d)| (n.into(), d.into()))
+            .collect();
         self
     }
 
@@ -74,5 +117,86 @@ impl KeyManager {
         S: Clone + Send + Sync + 'static,
     {
         routes::router::<O, S>(self)
+    }
+}
+
+/// The key behind a key-management request, once checked: see
+/// [`KeyManager::caller`].
+#[derive(Debug, Default)]
+pub(crate) struct Caller {
+    /// The calling key, recorded as the `created_by` of keys it makes.
+    pub(crate) key: Option<KeyId>,
+    /// When the calling key stops working: keys it makes must end no later.
+    pub(crate) ends_at: Option<OffsetDateTime>,
+}
+
+impl Caller {
+    /// 422 unless a key ending at `expires_at` (`None`: never) ends no
+    /// later than the calling key. The limit is named in the message.
+    pub(crate) fn check_end(&self, expires_at: Option<OffsetDateTime>) -> Result<(), KeyApiError> {
+        let Some(limit) = self.ends_at else {
+            return Ok(());
+        };
+        if expires_at.is_some_and(|t| t <= limit) {
+            return Ok(());
+        }
+        let limit = limit.format(&Rfc3339).unwrap_or_else(|_| limit.to_string());
+        Err(KeyApiError::invalid(format!(
+            "The new key must end no later than {limit}, when the key making this request stops \
+             working (set expires_at no later than that): a key cannot make a key that outlives it"
+        )))
+    }
+}
+
+/// What the caller is about to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// List, show, revoke, read activity.
+    Manage,
+    /// Create or rotate: makes a new key.
+    Mint,
+}
+
+impl KeyManager {
+    /// Checks the key behind the request, if the owner is identified by one:
+    ///
+    /// * a key that has been replaced by rotation works for the API during
+    ///   its grace period, but may not manage keys (403): otherwise it could
+    ///   rotate away or revoke its own replacement;
+    /// * a key acting on behalf of another user may not make keys unless
+    ///   [`allow_minting_as_subject`](Self::allow_minting_as_subject) (403);
+    /// * the key's end (expiry or scheduled revocation) limits the keys it makes.
+    pub(crate) async fn caller<O: KeyOwner>(
+        &self,
+        owner: &O,
+        action: Action,
+    ) -> Result<Caller, KeyApiError> {
+        if action == Action::Mint && owner.is_impersonating() && !self.mint_as_subject {
+            return Err(KeyApiError::Auth(AuthError::forbidden(
+                RejectReason::ImpersonationDenied,
+                "Keys cannot be created or rotated while acting on behalf of another user",
+            )));
+        }
+        let Some(id) = owner.acting_key() else {
+            return Ok(Caller::default());
+        };
+        let replaced = || {
+            KeyApiError::Auth(
+                AuthError::new(ErrorCode::Forbidden, RejectReason::Revoked).with_message(
+                    "This key has been replaced by rotation: it keeps working until its grace \
+                     period ends, but cannot manage keys. Use its replacement",
+                ),
+            )
+        };
+        // Read from the store, not the verifier's cache: a rotation made a
+        // moment ago on another instance counts.
+        let record = self.issuer.get(id).await?.ok_or_else(replaced)?;
+        if record.replaced_by.is_some() {
+            return Err(replaced());
+        }
+        Ok(Caller {
+            key: Some(id),
+            ends_at: record.ends().map(|(at, _)| at),
+        })
     }
 }

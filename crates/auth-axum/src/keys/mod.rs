@@ -4,28 +4,50 @@
 //! |---|---|
 //! | `POST /` `{"name", "scopes", "expires_at"}` | 201: the key's metadata and its `token`, shown this once |
 //! | `GET /` | 200 `{"keys": [...]}`: the owner's keys, newest first, without secrets or hashes |
+//! | `GET /options` | 200 `{"scopes": [{"name", "description", "grantable"}], "max_grace_seconds"}`: what a "New key" form offers this owner |
 //! | `GET /{id}` | 200: one key's metadata |
 //! | `DELETE /{id}` | 204: revoked, effective on the next request |
 //! | `POST /{id}/rotate` `{"grace_seconds": N}` (body optional) | 201: the replacement key and its `token`; the old one works for N more seconds |
 //! | `GET /{id}/activity?limit=&before=` | 200 `{"events": [...], "next_cursor"}`: the key's audit events, newest first |
+//! | `GET /{id}/usage?bucket=hour\|day&since=<RFC 3339>` | 200 `{"bucket", "buckets": [{"start", "success", "refused", "rate_limited"}]}`: requests per bucket and outcome, every bucket from `since` (default 7 days of hours, 30 of days) to now, oldest first |
 //!
-//! Refusals, in the error format of the `AuthLayer` in front: 400 for a body
-//! that is not JSON; 422 for an empty or too long name, a malformed or
+//! Refusals, in the error format of the `AuthLayer` in front: 415
+//! `unsupported_media_type` for a create or rotate body not declared
+//! `application/json` (or `+json`), 403 `cross_origin_request` from another
+//! origin when [`KeyManager::check_origin`] is on (both against CSRF; see
+//! the `csrf` module); 400 for a body that is not JSON; 422 for an empty or too long name, a malformed or
 //! unknown scope, a past expiry or too long a grace period; 403 for a scope
 //! beyond the owner's [`KeyOwner::grantable_scopes`]; 404 for a key that does
 //! not exist *or belongs to someone else*; 409 `conflict` for rotating a
 //! revoked, expired or already rotated key; 503 when the store is down.
 //! Every answer carries `Cache-Control: no-store`.
+//!
+//! Lifecycle rules when the owner is identified by an API key
+//! ([`KeyOwner::acting_key`]):
+//!
+//! * a key makes (creates or rotates into) only keys that end no later than
+//!   itself: a later or absent `expires_at` is refused with 422 naming the
+//!   limit (refused, not clamped, so the client never gets a shorter-lived
+//!   key than it asked for without noticing);
+//! * a key replaced by rotation keeps working for the API during its grace
+//!   period, but every key-management route refuses it with 403;
+//! * every key records `created_by`, the key that made it (`null` from the
+//!   command line or a session), shown in listings;
+//! * a key acting on behalf of another user (`X-Subject-User`) may not create
+//!   or rotate keys (403) unless [`KeyManager::allow_minting_as_subject`].
 
+mod csrf;
 mod error;
 mod manager;
 mod owner;
 mod request;
 mod response;
 mod routes;
+mod usage;
 
 use axum::{extract::FromRequestParts, Router};
 
+pub use csrf::AllowedOrigins;
 pub use manager::KeyManager;
 pub use owner::KeyOwner;
 
@@ -62,6 +84,7 @@ pub use owner::KeyOwner;
 /// let create = |scopes: &str| {
 ///     Request::post("/api/tokens")
 ///         .header("authorization", format!("Bearer {}", admin.token.expose_secret()))
+///         .header("content-type", "application/json")
 ///         .body(Body::from(format!(r#"{{"name":"ci","scopes":{scopes}}}"#)))
 ///         .unwrap()
 /// };

@@ -1,6 +1,6 @@
 //! [`KeyOwner`]: who is managing keys, and how much they may grant.
 
-use auth_core::{Principal, ScopeSet};
+use auth_core::{KeyId, Principal, ScopeSet};
 
 use crate::Auth;
 
@@ -41,6 +41,21 @@ pub trait KeyOwner: Send + Sync + 'static {
     /// The most a new key may hold: asking for any other scope is refused
     /// with 403.
     fn grantable_scopes(&self) -> &ScopeSet;
+
+    /// The API key making the request, when the owner is identified by one
+    /// (default: none, as for a session). It is recorded as the `created_by`
+    /// of the keys it makes, which may not outlive it, and it may not manage
+    /// keys once it has been replaced by rotation.
+    fn acting_key(&self) -> Option<KeyId> {
+        None
+    }
+
+    /// Whether the request acts on behalf of another user (`X-Subject-User`);
+    /// such requests may not create or rotate keys unless the
+    /// [`KeyManager`](crate::KeyManager) allows it.
+    fn is_impersonating(&self) -> bool {
+        false
+    }
 }
 
 /// Managing keys with an API key: the owner is the request's effective
@@ -54,5 +69,13 @@ impl KeyOwner for Auth {
 
     fn grantable_scopes(&self) -> &ScopeSet {
         self.0.scopes()
+    }
+
+    fn acting_key(&self) -> Option<KeyId> {
+        self.0.key_id()
+    }
+
+    fn is_impersonating(&self) -> bool {
+        self.0.is_impersonating()
     }
 }

@@ -14,10 +14,12 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{
+    csrf,
     error::{ErrorStyle, KeyApiError},
-    manager::{DEFAULT_PAGE, MAX_PAGE},
+    manager::{Action, DEFAULT_PAGE, MAX_PAGE},
     request::{parse_json, ActivityQuery, CreateKey, RotateKey, MAX_SCOPES_PER_KEY},
     response::{CreatedKey, KeyList},
+    usage::{dense, UsageParams},
     KeyManager, KeyOwner,
 };
 
@@ -31,9 +33,12 @@ where
 {
     Router::new()
         .route("/", get(list::<O>).post(create::<O>))
+        .route("/options", get(options::<O>))
         .route("/{id}", get(show::<O>).delete(revoke::<O>))
         .route("/{id}/rotate", post(rotate::<O>))
         .route("/{id}/activity", get(activity::<O>))
+        .route("/{id}/usage", get(usage::<O>))
+        .layer(axum::middleware::from_fn(csrf::guard))
         .layer(Extension(Arc::new(manager)))
 }
 
@@ -64,12 +69,15 @@ async fn create_key<O: KeyOwner>(
     owner: &O,
     body: &[u8],
 ) -> Result<Response, KeyApiError> {
+    let caller = m.caller(owner, Action::Mint).await?;
     let req: CreateKey = parse_json(body, false)?;
     auth_core::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
+    caller.check_end(expires_at)?;
     let scopes = checked_scopes(m, owner, &req.scopes)?;
     let mut new = NewKey::new(owner.principal().clone(), req.name, scopes);
     new.expires_at = expires_at;
+    new.created_by = caller.key;
     let issued = m.issuer.issue(new).await?;
     Ok(json(StatusCode::CREATED, &CreatedKey::new(&issued)))
 }
@@ -106,6 +114,7 @@ fn checked_scopes<O: KeyOwner>(
 
 async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let who = owner.principal();
         let keys = m
             .issuer
@@ -143,6 +152,7 @@ async fn show<O: KeyOwner>(
     path: KeyPath,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         Ok(json(StatusCode::OK, &record.metadata()))
     };
@@ -156,6 +166,7 @@ async fn revoke<O: KeyOwner>(
     path: KeyPath,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         if !m.issuer.revoke(record.id).await? {
             return Err(KeyApiError::no_such_key());
@@ -173,7 +184,10 @@ async fn rotate<O: KeyOwner>(
     body: Bytes,
 ) -> Response {
     let result = async {
+        let caller = m.caller(&owner, Action::Mint).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
+        // The replacement keeps the old key's expiry.
+        caller.check_end(record.expires_at)?;
         let req: RotateKey = parse_json(&body, true)?;
         let grace = Duration::from_secs(req.grace_seconds);
         if grace > m.max_grace {
@@ -182,7 +196,7 @@ async fn rotate<O: KeyOwner>(
                 m.max_grace.as_secs()
             )));
         }
-        let issued = m.issuer.rotate(record.id, grace).await?;
+        let issued = m.issuer.rotate_by(record.id, grace, caller.key).await?;
         let previous_ends = m
             .issuer
             .get(record.id)
@@ -204,6 +218,7 @@ async fn activity<O: KeyOwner>(
     query: Result<Query<ActivityQuery>, QueryRejection>,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         let Ok(Query(q)) = query else {
             return Err(KeyApiError::bad_request(
@@ -222,4 +237,80 @@ async fn activity<O: KeyOwner>(
         Ok(json(StatusCode::OK, &page))
     };
     respond(&style, result.await)
+}
+
+async fn usage<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+    query: Result<Query<UsageParams>, QueryRejection>,
+) -> Response {
+    let result = async {
+        let record = owned_key(&m, owner.principal(), path).await?;
+        let Ok(Query(params)) = query else {
+            return Err(KeyApiError::bad_request(
+                "Query parameters: bucket (hour or day) and since (RFC 3339)",
+            ));
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let q = params.query(record.id, now)?;
+        let counted = m.activity.usage(&q).await?;
+        Ok(json(StatusCode::OK, &dense(&q, counted, now)))
+    };
+    respond(&style, result.await)
+}
+
+/// `GET /options`: what a "New key" form offers this owner.
+#[derive(Serialize)]
+struct KeyOptions<'a> {
+    /// The owner's user id.
+    owner: &'a str,
+    scopes: Vec<ScopeOption<'a>>,
+    max_grace_seconds: u64,
+}
+
+#[derive(Serialize)]
+struct ScopeOption<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    /// Whether this owner may grant it.
+    grantable: bool,
+}
+
+async fn options<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
+    let ceiling = owner.grantable_scopes();
+    // Described scopes first, in their order; then the other known (or,
+    // without a list of known scopes, grantable) ones.
+    let mut names: Vec<&str> = m.descriptions.iter().map(|(n, _)| n.as_str()).collect();
+    let rest: Vec<&str> = match &m.known_scopes {
+        Some(known) => known.iter().collect(),
+        None => ceiling.iter().collect(),
+    };
+    for name in rest {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if let Some(known) = &m.known_scopes {
+        names.retain(|n| known.has(n));
+    }
+    let scopes = names
+        .into_iter()
+        .map(|name| ScopeOption {
+            name,
+            description: m
+                .descriptions
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, d)| d.as_str()),
+            grantable: ceiling.has(name),
+        })
+        .collect();
+    let body = KeyOptions {
+        owner: owner.principal().user_id(),
+        scopes,
+        max_grace_seconds: m.max_grace.as_secs(),
+    };
+    respond(&style, Ok(json(StatusCode::OK, &body)))
 }

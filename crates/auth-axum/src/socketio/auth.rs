@@ -10,7 +10,7 @@ use std::{
 };
 
 use auth_core::{AuthContext, AuthError, RejectReason};
-use auth_ratelimit::{Quota, RateLimiter};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter};
 use auth_tower::{AuthLayer, RenderAuthError};
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode};
@@ -95,6 +95,7 @@ use super::throttle::EventLimiter;
 pub struct SocketIoAuth {
     layer: AuthLayer,
     connects: Option<RateLimiter>,
+    failures: Option<FailedAuthLimiter>,
     events: Option<Quota>,
 }
 
@@ -103,6 +104,7 @@ impl fmt::Debug for SocketIoAuth {
         f.debug_struct("SocketIoAuth")
             .field("layer", &self.layer)
             .field("connect_limits", &self.connects.is_some())
+            .field("failed_auth_limits", &self.failures.is_some())
             .field("event_quota", &self.events)
             .finish()
     }
@@ -114,8 +116,17 @@ impl SocketIoAuth {
         Self {
             layer,
             connects: None,
+            failures: None,
             events: None,
         }
+    }
+
+    /// Counts refused connects (401) per client address with `limiter`, the
+    /// one whose layer guards the HTTP routes, and refuses every connect from
+    /// an address past its limit with 429 before its token is looked at.
+    pub fn failed_auth_limits(mut self, limiter: FailedAuthLimiter) -> Self {
+        self.failures = Some(limiter);
+        self
     }
 
     /// Checks every connect with `limiter` first (see the type's docs).
@@ -141,6 +152,16 @@ impl SocketIoAuth {
         api_token: Option<&str>,
     ) -> Result<AuthContext, ConnectRefusal> {
         let req = request(handshake, api_token);
+        let failures = self
+            .failures
+            .as_ref()
+            .and_then(|f| Some((f, f.client_ip(&req)?)));
+        if let Some((limiter, ip)) = failures {
+            limiter
+                .check(ip)
+                .await
+                .map_err(ConnectRefusal::from_response)?;
+        }
         if let Some(limiter) = &self.connects {
             limiter
                 .check(&as_websocket_connect(&req))
@@ -158,7 +179,14 @@ impl SocketIoAuth {
             .unwrap_or_else(|never| match never {});
         match res.extensions().get::<AuthContext>() {
             Some(ctx) => Ok(ctx.clone()),
-            None => Err(ConnectRefusal::from_response(res)),
+            None => {
+                if let Some((limiter, ip)) = failures {
+                    if res.status() == StatusCode::UNAUTHORIZED {
+                        limiter.record_failure(ip).await;
+                    }
+                }
+                Err(ConnectRefusal::from_response(res))
+            }
         }
     }
 
@@ -608,6 +636,67 @@ mod tests {
         auth.authenticate(&handshake([198, 51, 100, 1], &[]), Some(&alice))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refused_connects_count_as_failed_authentication_per_address() {
+        let f = Fixture::new();
+        let alice = f.token("alice", &["read"]).await;
+        let failures = FailedAuthLimiter::builder(Quota::per_minute(3))
+            .error_format(ErrorFormat::Envelope)
+            .build();
+        let auth = f.auth().failed_auth_limits(failures);
+        // A valid connect costs nothing.
+        auth.authenticate(&handshake(PEER, &[]), Some(&alice))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let r = auth
+                .authenticate(&handshake(PEER, &[]), Some("st_guess"))
+                .await
+                .unwrap_err();
+            assert_eq!(r.status(), 401);
+        }
+        // Past the limit even a valid token is refused from that address,
+        // before the verifier is asked, in the limiter's format.
+        let events = f
+            .audit
+            .query(&AuditQuery::default())
+            .await
+            .unwrap()
+            .events
+            .len();
+        let r = auth
+            .authenticate(&handshake(PEER, &[]), Some(&alice))
+            .await
+            .unwrap_err();
+        assert_eq!(r.status(), 429);
+        assert!(
+            r.message()
+                .contains(r#"{"success":false,"error":{"code":"RATE_LIMITED""#),
+            "{}",
+            r.message()
+        );
+        let after = f
+            .audit
+            .query(&AuditQuery::default())
+            .await
+            .unwrap()
+            .events
+            .len();
+        assert_eq!(
+            after, events,
+            "a refused address never reaches the auth layer"
+        );
+        // Other addresses are unaffected.
+        auth.authenticate(&handshake([198, 51, 100, 2], &[]), Some(&alice))
+            .await
+            .unwrap();
+        let r = auth
+            .authenticate(&handshake([198, 51, 100, 2], &[]), Some("st_guess"))
+            .await
+            .unwrap_err();
+        assert_eq!(r.status(), 401);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! PostgreSQL: one database shared by several instances of a service.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -21,7 +21,7 @@ use crate::{KeyId, Principal, SecretCheck};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
 
 /// Settings for [`PostgresKeyStore::connect_with`].
 ///
@@ -38,6 +38,7 @@ pub struct PostgresOptions {
     max_connections: u32,
     acquire_timeout: Duration,
     heartbeat: Duration,
+    ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -47,6 +48,7 @@ impl Default for PostgresOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
+            ca_file: None,
         }
     }
 }
@@ -84,6 +86,16 @@ impl PostgresOptions {
     /// has not echoed for three heartbeats is deemed dead. Default 1 s.
     pub fn heartbeat(mut self, d: Duration) -> Self {
         self.heartbeat = d;
+        self
+    }
+
+    /// Trusts only the CA certificates in this PEM file for the server's
+    /// certificate (a managed PostgreSQL's CA bundle). Unless the URL has
+    /// its own `sslmode`, this also sets `sslmode=verify-full`: TLS is
+    /// required and the host name must match. The URL's `sslrootcert` does
+    /// the same without this option. Needs the `tls` feature.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -153,6 +165,12 @@ impl PostgresKeyStore {
             .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
         if let Some(schema) = &options.schema {
             connect = connect.options([("search_path", schema)]);
+        }
+        if let Some(ca) = &options.ca_file {
+            connect = connect.ssl_root_cert(ca);
+            if !url.contains("sslmode=") {
+                connect = connect.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull);
+            }
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
@@ -266,12 +284,13 @@ fn decode(row: &PgRow) -> Result<KeyRecord, StoreError> {
         hash: row.try_get("hash").map_err(get)?,
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(get)?)?,
         check: sql::check(row.try_get("secret_check").map_err(get)?)?,
+        created_by: sql::opt_key_id(row.try_get("created_by").map_err(get)?)?,
     })
 }
 
 async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
@@ -286,6 +305,7 @@ async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), Sto
     .bind(r.last_used_at)
     .bind(r.replaced_by.map(|k| k.to_string()))
     .bind(r.check.map(|c| i64::from(c.as_u32())))
+    .bind(r.created_by.map(|k| k.to_string()))
     .execute(conn)
     .await
     .map_err(store_error)?;
@@ -451,5 +471,13 @@ impl KeyStore for PostgresKeyStore {
 
     fn changes(&self) -> &ChangeFeed {
         &self.changes
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }

@@ -12,7 +12,10 @@ use super::{
     sql::{self, store_error, truncate, MAX_AUDIT_METHOD, MAX_AUDIT_PATH},
     AuditBatching, StoreError,
 };
-use crate::{audit_page, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditSink, MAX_USER_AGENT};
+use crate::{
+    audit_page, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditSink, UsageCount, UsageQuery,
+    MAX_USER_AGENT,
+};
 
 /// A durable, queryable [`AuditLog`] in the key store's PostgreSQL database.
 ///
@@ -194,5 +197,41 @@ impl AuditLog for PostgresAuditLog {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.writer.flush().await
+    }
+
+    /// One range scan of the index `audit_events_by_key_time`
+    /// (`key_id, at, outcome, reason`).
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
+        let from = query.bucket.start_of(query.since);
+        let rows = sqlx::query(
+            "SELECT (floor(extract(epoch FROM at)::float8 / $1::float8) * $1::float8)::int8 AS start, \
+             count(*) FILTER (WHERE outcome = 'success') AS success, \
+             count(*) FILTER (WHERE outcome = 'failure' AND reason IS DISTINCT FROM 'rate_limited') AS refused, \
+             count(*) FILTER (WHERE outcome = 'failure' AND reason = 'rate_limited') AS rate_limited \
+             FROM audit_events WHERE key_id = $2 AND at >= $3 GROUP BY 1 ORDER BY 1",
+        )
+        .bind(query.bucket.seconds() as f64)
+        .bind(query.key_id.to_string())
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| store_error(e);
+                let count = |name| -> Result<u64, StoreError> {
+                    let n: i64 = row.try_get(name).map_err(get)?;
+                    u64::try_from(n).map_err(|_| sql::corrupt("negative count"))
+                };
+                let start: i64 = row.try_get("start").map_err(get)?;
+                Ok(UsageCount {
+                    start: OffsetDateTime::from_unix_timestamp(start)
+                        .map_err(|_| sql::corrupt("invalid bucket start"))?,
+                    success: count("success")?,
+                    refused: count("refused")?,
+                    rate_limited: count("rate_limited")?,
+                })
+            })
+            .collect()
     }
 }

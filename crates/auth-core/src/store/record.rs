@@ -36,6 +36,10 @@ pub struct KeyRecord {
     /// wrong secret without argon2. `None` for records made before it
     /// existed; filled on their next successful verification.
     pub check: Option<SecretCheck>,
+    /// The key that created this one (through the key-management API or by
+    /// rotation); `None` for keys made from the command line or by a
+    /// session-backed owner.
+    pub created_by: Option<KeyId>,
 }
 
 impl KeyRecord {
@@ -80,6 +84,7 @@ impl KeyRecord {
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             replaced_by: self.replaced_by,
+            created_by: self.created_by,
         }
     }
 }
@@ -99,6 +104,7 @@ impl fmt::Debug for KeyRecord {
             .field("hash", &"[argon2id]")
             .field("replaced_by", &self.replaced_by)
             .field("check", &self.check.map(|_| "[set]"))
+            .field("created_by", &self.created_by)
             .finish()
     }
 }
@@ -134,4 +140,7 @@ pub struct KeyMetadata {
     /// Replacement key after a rotation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<KeyId>,
+    /// The key that created this one; `null` for keys made from the command
+    /// line or by a session-backed owner.
+    pub created_by: Option<KeyId>,
 }

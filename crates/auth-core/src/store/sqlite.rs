@@ -29,7 +29,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
 
 /// Keys in a SQLite file (sqlx, WAL mode): survives restarts, and several
 /// processes may share the file.
@@ -144,6 +144,7 @@ fn decode(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         hash: row.try_get("hash").map_err(store_error)?,
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(store_error)?)?,
         check: sql::check(row.try_get("secret_check").map_err(store_error)?)?,
+        created_by: sql::opt_key_id(row.try_get("created_by").map_err(store_error)?)?,
     })
 }
 
@@ -151,7 +152,7 @@ async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(),
     let scopes = serde_json::to_string(&r.scopes.iter().collect::<Vec<_>>())
         .map_err(|e| corrupt(&e.to_string()))?;
     sqlx::query::<Sqlite>(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
@@ -166,6 +167,7 @@ async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(),
     .bind(r.last_used_at.map(micros))
     .bind(r.replaced_by.map(|k| k.to_string()))
     .bind(r.check.map(|c| i64::from(c.as_u32())))
+    .bind(r.created_by.map(|k| k.to_string()))
     .execute(conn)
     .await
     .map_err(store_error)?;
@@ -342,5 +344,13 @@ impl KeyStore for SqliteKeyStore {
 
     fn changes(&self) -> &ChangeFeed {
         &self.changes
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }

@@ -9,7 +9,10 @@ use super::{
     sql::{self, micros, store_error, truncate, MAX_AUDIT_METHOD, MAX_AUDIT_PATH},
     AuditBatching, StoreError,
 };
-use crate::{audit_page, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditSink, MAX_USER_AGENT};
+use crate::{
+    audit_page, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditSink, UsageCount, UsageQuery,
+    MAX_USER_AGENT,
+};
 
 /// A durable, queryable [`AuditLog`] in the key store's SQLite file.
 ///
@@ -157,5 +160,71 @@ impl AuditLog for SqliteAuditLog {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.writer.flush().await
+    }
+
+    /// One range read of the index `audit_events_by_key_time`
+    /// (`key_id, at, outcome, reason`): no table rows are visited.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
+        let width = query.bucket.seconds() * 1_000_000;
+        let from = micros(query.bucket.start_of(query.since));
+        let rows = sqlx::query(USAGE_SQL)
+            .bind(width)
+            .bind(query.key_id.to_string())
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| store_error(e);
+                let count = |name| -> Result<u64, StoreError> {
+                    let n: i64 = row.try_get(name).map_err(get)?;
+                    u64::try_from(n).map_err(|_| sql::corrupt("negative count"))
+                };
+                Ok(UsageCount {
+                    start: sql::from_micros(row.try_get("start").map_err(get)?)?,
+                    success: count("success")?,
+                    refused: count("refused")?,
+                    rate_limited: count("rate_limited")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Requests per bucket (`?1` microseconds wide) and outcome for key `?2`
+/// since `?3`, oldest first.
+pub(crate) const USAGE_SQL: &str = "SELECT (at / ?1) * ?1 AS start, \
+     COALESCE(SUM(outcome = 'success'), 0) AS success, \
+     COALESCE(SUM(outcome = 'failure' AND reason IS NOT 'rate_limited'), 0) AS refused, \
+     COALESCE(SUM(outcome = 'failure' AND reason IS 'rate_limited'), 0) AS rate_limited \
+     FROM audit_events WHERE key_id = ?2 AND at >= ?3 GROUP BY 1 ORDER BY 1";
+
+#[cfg(test)]
+mod tests {
+    use super::USAGE_SQL;
+    use crate::SqliteKeyStore;
+    use sqlx::Row;
+
+    /// The chart's query reads the covering index, not the table.
+    #[tokio::test]
+    async fn usage_reads_the_covering_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteKeyStore::open(dir.path().join("k.db")).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {USAGE_SQL}"))
+            .bind(3_600_000_000_i64)
+            .bind("AAAAAAAAAAA")
+            .bind(0_i64)
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("USING COVERING INDEX audit_events_by_key_time (key_id=? AND at>?)"),
+            "{plan}"
+        );
     }
 }

@@ -1,0 +1,257 @@
+//! Per-request cost of whole middleware stacks on a finalized axum router,
+//! ours and the peers' (tower-http bearer, tower_governor) in the same run.
+//!
+//! `cargo bench --bench stacks` (optional args: `rounds=15 iters=100000 threads=1,2`,
+//! `only=<name substring>` to profile a subset)
+//!
+//! Shape, as `axum::serve` runs a router:
+//! * each stack is `Router::with_state(())` (finalized: layers applied once);
+//! * one request is `ready().await` then `call(req).await`, the request built
+//!   inside the loop for every stack alike (its cost is in the "bare" row);
+//! * stacks are interleaved round by round (rotating the start), and each row
+//!   is the median over the rounds, so drift on a shared machine hits every
+//!   stack alike;
+//! * with `threads=2`, two OS threads, each with its own current-thread
+//!   runtime and clone of the stack, send the same token at once: the figure
+//!   is wall time over all requests (per-request throughput cost), which
+//!   shows contention on shared cache lines (the key's cache entry, the
+//!   user's bucket).
+
+use std::{
+    hint::black_box,
+    sync::{Arc, Barrier},
+    time::Instant,
+};
+
+use auth_core::{
+    KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    TokenPrefix, Verifier,
+};
+use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
+use auth_tower::AuthLayer;
+use axum::{body::Body, http::Request, routing::get, Router};
+use tower::{Service, ServiceExt};
+use tower_governor::{
+    governor::GovernorConfigBuilder, key_extractor::KeyExtractor, GovernorError, GovernorLayer,
+};
+
+/// tower_governor keyed by the presented bearer token (what a user of
+/// governor would do to limit per API key).
+#[derive(Clone)]
+struct BearerKey;
+
+impl KeyExtractor for BearerKey {
+    type Key = String;
+
+    fn extract<T>(&self, req: &Request<T>) -> Result<Self::Key, GovernorError> {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+fn arg(name: &str, default: &str) -> String {
+    std::env::args()
+        .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn stacks(verifier: &Verifier, token: &str) -> Vec<(&'static str, Router)> {
+    let router = || Router::new().route("/", get(|| async { "ok" }));
+    #[allow(deprecated)] // tower-http calls it "too basic"; it is the peer users compare with.
+    let bearer = || tower_http::validate_request::ValidateRequestHeaderLayer::bearer(token);
+    let governor = || {
+        GovernorLayer::new(
+            GovernorConfigBuilder::default()
+                .per_nanosecond(1)
+                .burst_size(u32::MAX)
+                .key_extractor(BearerKey)
+                .finish()
+                .unwrap(),
+        )
+    };
+    let limiter = || {
+        RateLimiter::builder()
+            .rule(Rule::per_user(
+                "default",
+                Quota::per_second(1_000_000_000).with_burst(u32::MAX),
+            ))
+            .headers(HeaderStyle::Hidden)
+            .build()
+            .unwrap()
+    };
+    vec![
+        ("bare router", router()),
+        (
+            "empty layer (identity)",
+            router().layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r)),
+        ),
+        ("tower-http bearer", router().layer(bearer())),
+        ("tower_governor by key", router().layer(governor())),
+        (
+            "bearer + tower_governor",
+            router().layer(governor()).layer(bearer()),
+        ),
+        (
+            "AuthLayer, cached key",
+            router().layer(AuthLayer::new(verifier.clone())),
+        ),
+        (
+            "AuthLayer, cached key, audit sink",
+            router().layer(
+                AuthLayer::builder(verifier.clone())
+                    .audit(Arc::new(MemoryAuditLog::default()))
+                    .build(),
+            ),
+        ),
+        (
+            "AuthLayer + RateLimitLayer per user",
+            router()
+                .layer(limiter().layer())
+                .layer(AuthLayer::new(verifier.clone())),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, r)| (name, r.with_state(())))
+    .collect()
+}
+
+fn request(authorization: &str) -> Request<Body> {
+    Request::get("/")
+        .header("authorization", authorization)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// ns per request for `iters` requests through `app` on this thread.
+fn run(rt: &tokio::runtime::Runtime, app: &mut Router, authorization: &str, iters: u64) -> f64 {
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let res = ServiceExt::<Request<Body>>::ready(&mut *app)
+                .await
+                .unwrap()
+                .call(request(authorization))
+                .await
+                .unwrap();
+            black_box(res);
+        }
+        start.elapsed().as_nanos() as f64 / iters as f64
+    })
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Wall ns per request with `threads` threads sending at once.
+fn run_parallel(app: &Router, authorization: &str, iters: u64, threads: usize) -> f64 {
+    if threads == 1 {
+        return run(&current_thread(), &mut app.clone(), authorization, iters);
+    }
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (mut app, auth, barrier) = (app.clone(), authorization.to_owned(), barrier.clone());
+            std::thread::spawn(move || {
+                let rt = current_thread();
+                barrier.wait();
+                run(&rt, &mut app, &auth, iters);
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    start.elapsed().as_nanos() as f64 / (iters as f64 * threads as f64)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds: usize = arg("rounds", "15").parse().unwrap();
+    let iters: u64 = arg("iters", "100000").parse().unwrap();
+    let thread_counts: Vec<usize> = arg("threads", "1,2")
+        .split(',')
+        .map(|t| t.parse().unwrap())
+        .collect();
+
+    let rt = current_thread();
+    let (verifier, token) = rt.block_on(async {
+        let store = Arc::new(MemoryKeyStore::new());
+        let hasher = SecretHasher::for_tests();
+        let prefix = TokenPrefix::new("st_").unwrap();
+        let issuer = KeyIssuer::new(store.clone(), hasher.clone(), prefix);
+        let verifier = Verifier::builder(store).hasher(hasher).build();
+        let key = issuer
+            .issue(NewKey::new(
+                Principal::user("alice"),
+                "bench",
+                ScopeSet::parse(["read"]).unwrap(),
+            ))
+            .await
+            .unwrap();
+        let token = key.token.expose_secret().to_owned();
+        verifier.verify(&token).await.unwrap(); // cached from here on
+        (verifier, token)
+    });
+    let authorization = format!("Bearer {token}");
+    let mut stacks = stacks(&verifier, &token);
+    // `only=<substring>` keeps matching stacks (and the bare router), for profiling.
+    let only = arg("only", "");
+    // `stack=<exact name>` keeps just that one (the bare router too).
+    let exact = arg("stack", "");
+    stacks.retain(|(name, _)| {
+        *name == "bare router"
+            || (name.contains(only.as_str()) && (exact.is_empty() || *name == exact))
+    });
+    for (name, app) in &mut stacks {
+        let res = rt.block_on(async {
+            ServiceExt::<Request<Body>>::ready(app)
+                .await
+                .unwrap()
+                .call(request(&authorization))
+                .await
+                .unwrap()
+        });
+        assert_eq!(res.status(), 200, "{name} must let the request through");
+    }
+
+    for &threads in &thread_counts {
+        let mut samples = vec![Vec::with_capacity(rounds); stacks.len()];
+        for round in 0..rounds {
+            for k in 0..stacks.len() {
+                let i = (k + round) % stacks.len();
+                samples[i].push(run_parallel(&stacks[i].1, &authorization, iters, threads));
+            }
+        }
+        let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+        let bare = medians[0];
+        let added = |name: &str| {
+            let i = stacks.iter().position(|(n, _)| *n == name);
+            i.map_or(f64::NAN, |i| medians[i] - bare)
+        };
+        let (bearer, both) = (added("tower-http bearer"), added("bearer + tower_governor"));
+        println!("\n{threads} thread(s), {rounds} rounds x {iters} requests, medians (ns/request)");
+        println!("| stack | ns/request | added over bare | / bearer's added | / bearer+governor's added |");
+        println!("|---|---:|---:|---:|---:|");
+        for ((name, _), m) in stacks.iter().zip(&medians) {
+            let a = m - bare;
+            println!(
+                "| {name} | {m:.0} | {a:+.0} | {:.2}x | {:.2}x |",
+                a / bearer,
+                a / both
+            );
+        }
+    }
+}

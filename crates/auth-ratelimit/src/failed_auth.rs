@@ -1,0 +1,551 @@
+//! Failed authentication, limited per client address: [`FailedAuthLimiter`]
+//! and its layer, [`FailedAuthLayer`].
+//!
+//! The rate limiter runs *after* authentication (it counts by the
+//! authenticated user), so requests refused with 401 never reach it: without
+//! this limiter, guessing is free, every random key id costs a store read,
+//! and a flood of bad tokens fills the audit queue. This limiter goes
+//! *outside* the auth layer and keeps one bucket per client address:
+//!
+//! * the address is resolved like the rate limiter's: the socket peer, or
+//!   what [`TrustedProxies`] forwarded (IPv6 grouped by a /64 by default);
+//! * only refusals charge it: a response with status 401, whatever answered
+//!   it (the auth layer, an extractor, a WebSocket handshake). Successful and
+//!   other requests cost nothing;
+//! * every failure counts, even past the limit (a burst of concurrent
+//!   guesses cannot slip through while the first ones are still being
+//!   answered), but the debt is capped at two windows: an address that stops
+//!   failing is let in again at most one window after its bucket would have
+//!   been full;
+//! * while the address's bucket is empty, *every* request from it is
+//!   answered 429 `rate_limited` with `Retry-After`, in the configured
+//!   [`ErrorFormat`], before the auth layer runs: no store read, no argon2,
+//!   no audit event. Other addresses are unaffected;
+//! * with [`FailedAuthLimiterBuilder::redis`] the buckets live in Redis and
+//!   are shared by every instance (one round trip per request to read the
+//!   bucket, one more per 401 to charge it), with the same
+//!   [`OnStoreError`] policies as the rate limiter.
+//!
+//! Socket.IO connects authenticate inside the upgraded connection, out of
+//! reach of HTTP layers: `auth_axum::SocketIoAuth::failed_auth_limits` calls
+//! [`FailedAuthLimiter::check`] and [`FailedAuthLimiter::record_failure`] itself.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use auth_ratelimit::{FailedAuthLimiter, Quota};
+//! use axum::{body::Body, extract::ConnectInfo, http::{Request, StatusCode}, routing::get, Router};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // 3 failures at once, then one more every 20 seconds.
+//! let failures = FailedAuthLimiter::builder(Quota::per_minute(3)).build();
+//! let app = Router::new()
+//!     // Stands in for a route behind the AuthLayer: always 401.
+//!     .route("/", get(|| async { StatusCode::UNAUTHORIZED }))
+//!     .layer(failures.layer()); // outside (after) the auth layer
+//! let from = |ip: [u8; 4]| {
+//!     let mut req = Request::get("/").body(Body::empty()).unwrap();
+//!     req.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 4000))));
+//!     req
+//! };
+//! for _ in 0..3 {
+//!     assert_eq!(app.clone().oneshot(from([203, 0, 113, 9])).await.unwrap().status(), 401);
+//! }
+//! let res = app.clone().oneshot(from([203, 0, 113, 9])).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(res.headers()["retry-after"], "20");
+//! // Another address is not affected.
+//! assert_eq!(app.oneshot(from([198, 51, 100, 7])).await.unwrap().status(), 401);
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use auth_core::{AuthError, ErrorFormat};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+#[cfg(feature = "redis")]
+use crate::RedisStore;
+use crate::{
+    fallback::WarnThrottle,
+    key::{KeyValue, LimitKey, LimitKeyHasher},
+    memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
+    Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RequestInfo, TrustedProxies,
+};
+
+/// The bucket name of failed authentications (in Redis keys).
+#[cfg(feature = "redis")]
+const BUCKET: &str = "auth-failures";
+
+/// Failed authentications per client address. Build it once
+/// ([`FailedAuthLimiter::builder`]), put its [`layer`](Self::layer) outside
+/// the auth layer; clones share the buckets. See the [module docs](crate::failed_auth).
+#[derive(Clone)]
+pub struct FailedAuthLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    quota: Quota,
+    /// Most debt failures may build: two windows.
+    max_debt: Duration,
+    memory: MemoryStore<LimitKey, LimitKeyHasher>,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStore>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    on_store_error: OnStoreError,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    warn: WarnThrottle,
+    format: ErrorFormat,
+    proxies: TrustedProxies,
+    ipv6_prefix: u8,
+    warned_no_peer: AtomicBool,
+}
+
+/// Builds a [`FailedAuthLimiter`].
+#[must_use]
+pub struct FailedAuthLimiterBuilder {
+    quota: Quota,
+    format: ErrorFormat,
+    proxies: TrustedProxies,
+    ipv6_prefix: u8,
+    clock: Option<Arc<dyn Clock>>,
+    max_keys: usize,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStore>,
+    on_store_error: OnStoreError,
+}
+
+impl fmt::Debug for FailedAuthLimiterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailedAuthLimiterBuilder")
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FailedAuthLimiterBuilder {
+    /// The JSON error format of the 429 (and 503) answers; use the auth
+    /// layer's, so clients see one format. Default [`ErrorFormat::Flat`].
+    pub fn error_format(mut self, format: ErrorFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Proxies whose forwarding headers name the client; give the rate
+    /// limiter's, so both count the same address. Default: none.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// IPv6 clients share a bucket per network of this prefix length
+    /// (default 64, as one subscriber usually holds a /64).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
+        self
+    }
+
+    /// The in-memory buckets' clock (tests pass a [`FakeClock`](crate::FakeClock)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Cap on addresses tracked in memory (default 1,000,000); addresses
+    /// deepest in debt are forgotten last (see [`MemoryStore`]).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Keeps the buckets in Redis, shared by every instance using the same
+    /// prefix (memory is the fallback while Redis is down).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.redis = Some(store);
+        self
+    }
+
+    /// What to do when Redis cannot answer (default: fall back to memory).
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// The limiter.
+    pub fn build(self) -> FailedAuthLimiter {
+        let memory = match self.clock {
+            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher::new()),
+            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher::new()),
+        }
+        .max_keys(self.max_keys)
+        .sweep_interval(DEFAULT_SWEEP_INTERVAL);
+        FailedAuthLimiter {
+            inner: Arc::new(Inner {
+                quota: self.quota,
+                max_debt: self.quota.window().saturating_mul(2),
+                memory,
+                #[cfg(feature = "redis")]
+                redis: self.redis,
+                on_store_error: self.on_store_error,
+                warn: WarnThrottle::new(),
+                format: self.format,
+                proxies: self.proxies,
+                ipv6_prefix: self.ipv6_prefix,
+                warned_no_peer: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl FailedAuthLimiter {
+    /// A limiter letting each address fail `quota.burst()` times at once,
+    /// then once per `quota.interval()`.
+    pub fn builder(quota: Quota) -> FailedAuthLimiterBuilder {
+        FailedAuthLimiterBuilder {
+            quota,
+            format: ErrorFormat::default(),
+            proxies: TrustedProxies::none(),
+            ipv6_prefix: 64,
+            clock: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            #[cfg(feature = "redis")]
+            redis: None,
+            on_store_error: OnStoreError::default(),
+        }
+    }
+
+    /// The quota of failures per address.
+    pub fn quota(&self) -> Quota {
+        self.inner.quota
+    }
+
+    /// The in-memory buckets (the only ones, or the fallback when Redis is down).
+    pub fn memory(&self) -> &MemoryStore<LimitKey, LimitKeyHasher> {
+        &self.inner.memory
+    }
+
+    /// A layer applying this limiter; put it outside the auth layer.
+    pub fn layer(&self) -> FailedAuthLayer {
+        FailedAuthLayer {
+            limiter: self.clone(),
+        }
+    }
+
+    /// The client address `req` is counted under: the socket peer (axum's
+    /// `ConnectInfo<SocketAddr>`), or what the trusted proxies forwarded.
+    /// `None` without a peer address: such a request is not limited.
+    pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let ip = RequestInfo::new(req, &self.inner.proxies).client_ip();
+        if ip.is_none() && !self.inner.warned_no_peer.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "failed-authentication limit skipped: no ConnectInfo<SocketAddr> in the request; \
+                 serve the router with into_make_service_with_connect_info::<SocketAddr>()"
+            );
+        }
+        ip
+    }
+
+    /// `Err` with the 429 to answer when `ip` has used up its failures.
+    pub async fn check(&self, ip: IpAddr) -> Result<(), Response<Bytes>> {
+        match self.refusal(self.read(ip, 0).await) {
+            Some(res) => Err(res),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one failed authentication from `ip`.
+    pub async fn record_failure(&self, ip: IpAddr) {
+        self.read(ip, 1).await;
+    }
+
+    /// What one more failure from `ip` would meet, after charging `charge`
+    /// failures.
+    async fn read(&self, ip: IpAddr, charge: u32) -> Reading {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            let key = self.redis_key(redis, ip);
+            let inner = &*self.inner;
+            return match redis
+                .failures(&key, &inner.quota, charge, inner.max_debt)
+                .await
+            {
+                Ok(d) => Reading::Bucket(d),
+                Err(err) => {
+                    inner.warn.warn(&err, inner.on_store_error);
+                    match inner.on_store_error {
+                        OnStoreError::FallBackToMemory => {
+                            Reading::Bucket(self.read_memory(ip, charge))
+                        }
+                        OnStoreError::FailClosed => Reading::StoreDown,
+                        OnStoreError::FailOpen => Reading::Unlimited,
+                    }
+                }
+            };
+        }
+        Reading::Bucket(self.read_memory(ip, charge))
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis_key(&self, redis: &RedisStore, ip: IpAddr) -> String {
+        let mut key = format!("{}:{BUCKET}:", redis.prefix());
+        KeyValue::ip(ip, self.inner.ipv6_prefix).write_to(&mut key);
+        key
+    }
+
+    fn memory_key(&self, ip: IpAddr) -> LimitKey {
+        LimitKey::new(0, &KeyValue::ip(ip, self.inner.ipv6_prefix))
+    }
+
+    fn read_memory(&self, ip: IpAddr, charge: u32) -> Decision {
+        let inner = &*self.inner;
+        let key = self.memory_key(ip);
+        if charge == 0 {
+            inner.memory.peek(&key, &inner.quota, 1)
+        } else {
+            inner
+                .memory
+                .charge(&key, &inner.quota, charge, inner.max_debt)
+        }
+    }
+
+    /// The synchronous check of the in-memory store, when there is no Redis.
+    fn check_now(&self, ip: IpAddr) -> Option<Result<(), Response<Bytes>>> {
+        #[cfg(feature = "redis")]
+        if self.inner.redis.is_some() {
+            return None;
+        }
+        let refusal = self.refusal(Reading::Bucket(self.read_memory(ip, 0)));
+        Some(refusal.map_or(Ok(()), Err))
+    }
+
+    /// The synchronous charge of the in-memory store; `false` if it must be
+    /// done asynchronously.
+    fn charge_now(&self, ip: IpAddr) -> bool {
+        #[cfg(feature = "redis")]
+        if self.inner.redis.is_some() {
+            return false;
+        }
+        self.read_memory(ip, 1);
+        true
+    }
+
+    /// The answer to send instead of calling the service, if any.
+    fn refusal(&self, reading: Reading) -> Option<Response<Bytes>> {
+        let err = match reading {
+            Reading::Bucket(d) if !d.is_allowed() => {
+                crate::metrics::failed_auth_refusal();
+                AuthError::rate_limited(d.retry_after().unwrap_or(Duration::from_secs(1)))
+                    .with_message("Too many failed authentication attempts from this address")
+            }
+            Reading::Bucket(_) | Reading::Unlimited => return None,
+            Reading::StoreDown => {
+                AuthError::unavailable("Authentication is temporarily unavailable")
+            }
+        };
+        Some(self.inner.format.render(&err))
+    }
+}
+
+/// What a check of the failure bucket found.
+enum Reading {
+    /// Whether one more failure fits.
+    Bucket(Decision),
+    /// The store is down and the policy is to fail open.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unlimited,
+    /// The store is down and the policy is to fail closed (503).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    StoreDown,
+}
+
+impl fmt::Debug for FailedAuthLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("FailedAuthLimiter");
+        d.field("quota", &self.inner.quota)
+            .field("format", &self.inner.format)
+            .field("proxies", &self.inner.proxies)
+            .field("memory", &self.inner.memory);
+        #[cfg(feature = "redis")]
+        d.field("redis", &self.inner.redis);
+        d.field("on_store_error", &self.inner.on_store_error)
+            .finish()
+    }
+}
+
+/// Applies a [`FailedAuthLimiter`] to every request of the wrapped service.
+/// Put it outside the auth layer (with axum: `.layer(auth)` first, then
+/// `.layer(failures.layer())`).
+#[derive(Clone, Debug)]
+pub struct FailedAuthLayer {
+    limiter: FailedAuthLimiter,
+}
+
+impl<S> Layer<S> for FailedAuthLayer {
+    type Service = FailedAuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FailedAuthService {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// The service made by [`FailedAuthLayer`].
+#[derive(Clone, Debug)]
+pub struct FailedAuthService<S> {
+    inner: S,
+    limiter: FailedAuthLimiter,
+}
+
+impl<S> FailedAuthService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FailedAuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = FailedAuthFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(ip) = self.limiter.client_ip(&req) else {
+            return FailedAuthFuture::inner(self.inner.call(req), None);
+        };
+        match self.limiter.check_now(ip) {
+            Some(Ok(())) => {
+                let charge = Some((self.limiter.clone(), ip));
+                FailedAuthFuture::inner(self.inner.call(req), charge)
+            }
+            Some(Err(res)) => FailedAuthFuture::denied(res.map(ResBody::from)),
+            None => {
+                // Redis: read the bucket, then call the service that was made ready.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let limiter = self.limiter.clone();
+                FailedAuthFuture::boxed(Box::pin(async move {
+                    if let Err(res) = limiter.check(ip).await {
+                        return Ok(res.map(ResBody::from));
+                    }
+                    let res = inner.call(req).await?;
+                    if res.status() == StatusCode::UNAUTHORIZED {
+                        limiter.record_failure(ip).await;
+                    }
+                    Ok(res)
+                }))
+            }
+        }
+    }
+}
+
+type Boxed<F> = Pin<Box<dyn Future<Output = <F as Future>::Output> + Send>>;
+
+pin_project! {
+    /// The response future of [`FailedAuthService`].
+    pub struct FailedAuthFuture<F: Future, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F: Future, B> {
+        Inner {
+            #[pin]
+            future: F,
+            // Who to charge if the answer is 401 (in-memory store).
+            charge: Option<(FailedAuthLimiter, IpAddr)>,
+        },
+        Denied {
+            response: Option<Response<B>>,
+        },
+        Boxed {
+            future: Boxed<F>,
+        },
+    }
+}
+
+impl<F: Future, B> FailedAuthFuture<F, B> {
+    fn inner(future: F, charge: Option<(FailedAuthLimiter, IpAddr)>) -> Self {
+        Self {
+            kind: Kind::Inner { future, charge },
+        }
+    }
+
+    fn denied(response: Response<B>) -> Self {
+        Self {
+            kind: Kind::Denied {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn boxed(future: Boxed<F>) -> Self {
+        Self {
+            kind: Kind::Boxed { future },
+        }
+    }
+}
+
+impl<F, B, E> Future for FailedAuthFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future, charge } => {
+                let res = ready!(future.poll(cx))?;
+                if res.status() == StatusCode::UNAUTHORIZED {
+                    if let Some((limiter, ip)) = charge.take() {
+                        let charged = limiter.charge_now(ip);
+                        debug_assert!(charged, "the in-memory path charges synchronously");
+                    }
+                }
+                Poll::Ready(Ok(res))
+            }
+            KindProj::Denied { response } => match response.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => panic!("FailedAuthFuture polled after completion"),
+            },
+            KindProj::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F: Future, B> fmt::Debug for FailedAuthFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailedAuthFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,855 @@
+//! The settings page in a real browser: headless Chromium driven over
+//! WebDriver (fantoccini + Debian's `chromium-driver`), against the `server`
+//! example with sign-in, on a SQLite file.
+//!
+//! Without `chromedriver` the tests print "skipped: ..." and pass, unless
+//! `CI=true`, where they fail. With `SAVE_SCREENSHOTS=1` they write
+//! docs/screenshots/{list,new-token,activity}.png.
+
+#[path = "../examples/support/mod.rs"]
+mod support;
+
+#[allow(dead_code)]
+#[path = "../examples/server/app.rs"]
+mod server;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use auth_core::SecretHasher;
+use fantoccini::{
+    actions::{InputSource, KeyAction, KeyActions},
+    key::Key,
+    Client, ClientBuilder, Locator,
+};
+use serde_json::{json, Value};
+use server::signin::{Accounts, SignInOptions};
+use support::{serve::spawn, Backend};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A chromedriver on a free port, ended on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Starts chromedriver, or says why not: `None` means skip.
+async fn driver(test: &str) -> Option<Driver> {
+    let (Some(chromedriver), Some(_)) = (find("chromedriver"), find("chromium")) else {
+        let why = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: {why}");
+        }
+        println!("skipped: {test}: {why}");
+        return None;
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    // Ready when its status says so.
+    let http = reqwest::Client::new();
+    support_eventually("chromedriver ready", || async {
+        match http.get(format!("{}/status", driver.url)).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .is_ok_and(|v| v["value"]["ready"] == true),
+            Err(_) => false,
+        }
+    })
+    .await;
+    Some(driver)
+}
+
+/// Polls `cond` until true (10 s at most), then panics naming `what`.
+async fn support_eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": find("chromium").unwrap(),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1200,900", "--force-prefers-reduced-motion",
+                "--password-store=basic", "--no-first-run",
+            ],
+        },
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
+    let caps = caps.as_object().unwrap().clone().into_iter().collect();
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+/// The server example with sign-in on a SQLite file, alice's password set.
+struct App {
+    base: String,
+    backend: Backend,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let db = db.to_str().unwrap();
+    let backend = Backend::open(db, SecretHasher::for_tests()).await.unwrap();
+    let server = server::Server::new(&backend, &server::Options::default()).unwrap();
+    let accounts = Accounts::open(db, backend.audit.clone(), SignInOptions::default())
+        .await
+        .unwrap();
+    accounts.set_password("alice", PASSWORD).await.unwrap();
+    let router = server.router_with_sign_in(&accounts).await.unwrap();
+    let addr: SocketAddr = spawn(router).await;
+    App {
+        base: format!("http://{addr}"),
+        backend,
+        _dir: dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl App {
+    async fn api(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.expect(script)
+}
+
+/// Waits until `script` (an expression) is truthy in the page.
+async fn until(c: &Client, script: &str) {
+    let body = format!("return !!({script});");
+    support_eventually(script, || async { js(c, &body).await == Value::Bool(true) }).await;
+}
+
+async fn press(c: &Client, key: Key) {
+    let k: char = key.into();
+    let actions = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: k })
+        .then(KeyAction::Up { value: k });
+    c.perform_actions(actions).await.unwrap();
+}
+
+async fn type_text(c: &Client, text: &str) {
+    let mut actions = KeyActions::new("keyboard".into());
+    for ch in text.chars() {
+        actions = actions
+            .then(KeyAction::Down { value: ch })
+            .then(KeyAction::Up { value: ch });
+    }
+    c.perform_actions(actions).await.unwrap();
+}
+
+async fn active_id(c: &Client) -> String {
+    js(
+        c,
+        "return document.activeElement && document.activeElement.id || '';",
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+/// The browser's console since the last call (chromedriver's log endpoint).
+async fn console(c: &Client, driver: &Driver) -> Vec<Value> {
+    let id = c.session_id().await.unwrap().unwrap();
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/session/{id}/se/log", driver.url))
+        .json(&json!({ "type": "browser" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["value"].as_array().cloned().unwrap_or_default()
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    if std::env::var("SAVE_SCREENSHOTS").as_deref() != Ok("1") {
+        return;
+    }
+    let png = c.screenshot().await.unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn sign_in(c: &Client, app: &App, password: &str) {
+    c.goto(&format!("{}/", app.base)).await.unwrap();
+    until(c, "document.getElementById('sign-in')").await;
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    c.find(Locator::Css("#user"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Signs in, then waits for the list to load.
+async fn open_settings(c: &Client, app: &App) {
+    sign_in(c, app, PASSWORD).await;
+    until(c, "location.pathname === '/settings/tokens'").await;
+    until(
+        c,
+        "document.getElementById('keys').getAttribute('aria-busy') === 'false'",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_use_rotate_revoke_and_activity_in_a_browser() {
+    let Some(driver) = driver("create_use_rotate_revoke_and_activity_in_a_browser").await else {
+        return;
+    };
+    let app = app().await;
+    let c = browser(&driver).await;
+
+    // Sign in: a wrong password first (same page, an error), then the right one.
+    sign_in(&c, &app, "not the password").await;
+    until(&c, "document.getElementById('login-error')").await;
+    let error = c
+        .find(Locator::Css("#login-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(error, "Wrong user name or password.");
+    // The 401 of that answer is the only thing in the console so far.
+    for entry in console(&c, &driver).await {
+        let message = entry["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("/login") && message.contains("401"),
+            "{entry}"
+        );
+    }
+    open_settings(&c, &app).await;
+    let empty = c
+        .find(Locator::Css("#keys .empty"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(empty.contains("no API keys yet"), "{empty}");
+
+    // Create a key with two scopes; read the token from the page.
+    c.find(Locator::Css("#new-key"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.querySelector('#scope-list input[value=\"nodes:write\"]')",
+    )
+    .await;
+    assert_eq!(active_id(&c).await, "key-name");
+    c.find(Locator::Css("#key-name"))
+        .await
+        .unwrap()
+        .send_keys("ci deploy")
+        .await
+        .unwrap();
+    for scope in ["nodes:read", "nodes:write"] {
+        c.find(Locator::Css(&format!(
+            "#scope-list input[value=\"{scope}\"]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    }
+    // The descriptions come from the KeyManager.
+    let scopes_text = c
+        .find(Locator::Css("#scope-list"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scopes_text.contains("Create, rotate and revoke API tokens"),
+        "{scopes_text}"
+    );
+    c.find(Locator::Css("#create-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let token = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(token.starts_with("st_"), "{token}");
+    let warning = c
+        .find(Locator::Css("#token-warning"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(warning.contains("will not be shown again"));
+    screenshot(&c, "new-token").await;
+
+    // The token works on the API, with exactly the two scopes.
+    let (status, me) = app.api("/api/me", &token).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["scopes"], json!(["nodes:read", "nodes:write"]));
+    let key_id = me["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.api("/api/nodes", &token).await.0, 200);
+
+    // Closed: the token is in neither the page nor the list.
+    c.find(Locator::Css("#token-dialog [data-close]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "!document.getElementById('token-dialog').open").await;
+    until(&c, "document.querySelector('#keys li.key')").await;
+    let source = c.source().await.unwrap();
+    assert!(!source.contains(&token), "the token is still in the page");
+    let secret_tail = &token[token.len() - 20..];
+    assert!(!source.contains(secret_tail));
+    let list_text = c
+        .find(Locator::Css("#keys"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list_text.contains("ci deploy") && list_text.contains("nodes:write"),
+        "{list_text}"
+    );
+    assert!(!list_text.contains(&token));
+    screenshot(&c, "list").await;
+
+    // Activity: the request just made, and the chart (events are written
+    // in batches: write out what is queued first).
+    app.backend.audit.flush().await.unwrap();
+    let key = format!("#keys li.key[data-id=\"{key_id}\"]");
+    c.find(Locator::Css(&format!("{key} [data-action=\"activity\"]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "document.querySelector('#events table')").await;
+    until(
+        &c,
+        "[...document.querySelectorAll('#events td')].some(td => td.textContent === '/api/nodes')",
+    )
+    .await;
+    until(
+        &c,
+        "document.querySelector('#usage-chart rect.bar.success')",
+    )
+    .await;
+    let label = js(
+        &c,
+        "return document.getElementById('usage-chart').getAttribute('aria-label');",
+    )
+    .await;
+    assert!(label.as_str().unwrap().contains("2 success"), "{label}");
+    screenshot(&c, "activity").await;
+
+    // Rotate with the default grace (1 hour): both tokens work for now.
+    c.find(Locator::Css(&format!("{key} [data-action=\"rotate\"]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "document.getElementById('confirm-dialog').open").await;
+    assert_eq!(
+        js(&c, "return document.getElementById('grace').value;").await,
+        json!("3600")
+    );
+    c.find(Locator::Css("#confirm-ok"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let rotated = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(rotated, token);
+    c.find(Locator::Css("#token-dialog [data-close]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(app.api("/api/nodes", &token).await.0, 200);
+    let (status, me) = app.api("/api/me", &rotated).await;
+    assert_eq!(status, 200);
+    let new_id = me["key_id"].as_str().unwrap().to_owned();
+    until(
+        &c,
+        &format!("document.querySelector('#keys li.key[data-id=\"{new_id}\"]')"),
+    )
+    .await;
+    let old_badge = c
+        .find(Locator::Css(&format!("{key} .badge")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(old_badge.starts_with("Rotation grace"), "{old_badge}");
+
+    // Revoke the replacement: its token is refused at once.
+    c.find(Locator::Css(&format!(
+        "#keys li.key[data-id=\"{new_id}\"] [data-action=\"revoke\"]"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until(&c, "document.getElementById('confirm-dialog').open").await;
+    c.find(Locator::Css("#confirm-ok"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, &format!(
+        "document.querySelector('#keys li.key[data-id=\"{new_id}\"] .badge').textContent === 'Revoked'"
+    ))
+    .await;
+    assert_eq!(app.api("/api/nodes", &rotated).await.0, 401);
+
+    // Nothing went wrong in the console on the settings page.
+    let errors: Vec<Value> = console(&c, &driver)
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console: {errors:?}");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_can_be_created_with_the_keyboard_alone() {
+    let Some(driver) = driver("a_key_can_be_created_with_the_keyboard_alone").await else {
+        return;
+    };
+    let app = app().await;
+    let c = browser(&driver).await;
+    open_settings(&c, &app).await;
+
+    // Tab to "New key", open it with Enter.
+    for _ in 0..10 {
+        if active_id(&c).await == "new-key" {
+            break;
+        }
+        press(&c, Key::Tab).await;
+    }
+    assert_eq!(active_id(&c).await, "new-key");
+    press(&c, Key::Enter).await;
+    until(&c, "document.getElementById('create-dialog').open").await;
+    until(&c, "document.querySelector('#scope-list input')").await;
+    assert_eq!(active_id(&c).await, "key-name");
+    type_text(&c, "keyboard").await;
+    // Tab to the first scope and tick it with Space.
+    press(&c, Key::Tab).await;
+    assert_eq!(active_id(&c).await, "scope-0");
+    type_text(&c, " ").await;
+    // Focus stays in the dialog: Tab around until "Create key", then Enter.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let id = active_id(&c).await;
+        if id == "create-submit" {
+            break;
+        }
+        seen.push(id);
+        press(&c, Key::Tab).await;
+    }
+    let inside = js(
+        &c,
+        "return document.getElementById('create-dialog').contains(document.activeElement);",
+    )
+    .await;
+    assert_eq!(inside, json!(true), "focus left the dialog: {seen:?}");
+    assert_eq!(active_id(&c).await, "create-submit");
+    press(&c, Key::Enter).await;
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let token = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(active_id(&c).await, "copy-token");
+    // Escape closes the dialog; the token is gone; focus returns to the page.
+    press(&c, Key::Escape).await;
+    until(&c, "!document.getElementById('token-dialog').open").await;
+    assert_eq!(
+        js(
+            &c,
+            "return document.getElementById('token-value').textContent;"
+        )
+        .await,
+        json!("")
+    );
+    until(&c, "document.querySelector('#keys li.key')").await;
+    let list = c
+        .find(Locator::Css("#keys"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains("keyboard") && list.contains("nodes:read"),
+        "{list}"
+    );
+    let (status, me) = app.api("/api/me", &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["scopes"], json!(["nodes:read"]));
+    c.close().await.unwrap();
+}
+
+#[allow(dead_code)]
+#[path = "../examples/pod/app.rs"]
+mod pod;
+
+/// The pod has no sign-in: its page asks for a key holding `keys.manage`,
+/// keeps it in the tab, and offers seed 001's scopes with their descriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_page_works_with_a_management_key() {
+    let Some(driver) = driver("the_pod_page_works_with_a_management_key").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pod.db");
+    let backend = Backend::open(db.to_str().unwrap(), SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let app = pod::Pod::new(&backend, &pod::Options::default()).unwrap();
+    let manager = backend
+        .issuer(pod::PREFIX)
+        .issue(auth_core::NewKey::new(
+            auth_core::Principal::user("alice"),
+            "settings",
+            auth_core::ScopeSet::parse(["keys.manage", "read:entities", "skills.invoke"]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let base = format!("http://{}", spawn(app.router()).await);
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}{}", pod::SETTINGS)).await.unwrap();
+    until(&c, "document.getElementById('bearer-token')").await;
+    c.find(Locator::Css("#bearer-token"))
+        .await
+        .unwrap()
+        .send_keys(manager.token.expose_secret())
+        .await
+        .unwrap();
+    c.find(Locator::Css(".bearer button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "document.querySelector('#keys li.key')").await;
+    until(
+        &c,
+        "document.getElementById('signed-in-as').textContent === 'Signed in as alice'",
+    )
+    .await;
+
+    c.find(Locator::Css("#new-key"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.querySelectorAll('#scope-list input').length === 9",
+    )
+    .await;
+    let scopes = c
+        .find(Locator::Css("#scope-list"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scopes.contains("Read via Hub Protocol: entities, documents, search, memory"),
+        "{scopes}"
+    );
+    // Only what the management key holds can be granted.
+    let disabled = js(
+        &c,
+        "return [...document.querySelectorAll('#scope-list input:disabled')].length;",
+    )
+    .await;
+    assert_eq!(disabled, json!(6));
+    c.find(Locator::Css("#key-name"))
+        .await
+        .unwrap()
+        .send_keys("claude code")
+        .await
+        .unwrap();
+    for scope in ["read:entities", "skills.invoke"] {
+        c.find(Locator::Css(&format!(
+            "#scope-list input[value=\"{scope}\"]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    }
+    c.find(Locator::Css("#expiry option[value=\"never\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#create-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let token = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(token.starts_with("sk_live_"), "{token}");
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/external/skills"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let errors: Vec<Value> = console(&c, &driver)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["level"] == "SEVERE" && !e["message"].as_str().unwrap_or_default().contains(" 401 ")
+        })
+        .collect();
+    assert!(errors.is_empty(), "console: {errors:?}");
+    c.close().await.unwrap();
+}
+
+#[allow(dead_code)]
+#[path = "../examples/tools/app.rs"]
+mod tools;
+
+/// Seed 002's "regenerate my key" page: the old token stops working, the new
+/// one (shown once) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tools_page_regenerates_my_token() {
+    let Some(driver) = driver("the_tools_page_regenerates_my_token").await else {
+        return;
+    };
+    let opened = tools::store::open("memory:", SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let app = tools::Tools::new(
+        &opened.backend,
+        opened.secrets,
+        auth_core::jwt::MasterKey::generate(),
+        &tools::Options::default(),
+    )
+    .unwrap();
+    let old = app.jwt.token_for("u1").await.unwrap();
+    let base = format!("http://{}", spawn(app.router()).await);
+    let me = |token: String| {
+        let url = format!("{base}/api/me");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(old.clone()).await, 200);
+
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}{}", tools::page::PATH))
+        .await
+        .unwrap();
+    until(&c, "document.getElementById('current-token')").await;
+    c.find(Locator::Css("#current-token"))
+        .await
+        .unwrap()
+        .send_keys(&old)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#use-token"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
+    )
+    .await;
+    c.find(Locator::Css("#regenerate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "document.getElementById('confirm-dialog').open").await;
+    c.find(Locator::Css("#confirm-ok"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let new = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(new, old);
+    c.find(Locator::Css("#token-dialog [data-close]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "!document.getElementById('token-dialog').open").await;
+    assert!(!c.source().await.unwrap().contains(&new));
+    assert_eq!(me(old).await, 401);
+    assert_eq!(me(new).await, 200);
+    let errors: Vec<Value> = console(&c, &driver)
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console: {errors:?}");
+    c.close().await.unwrap();
+}
