@@ -203,7 +203,7 @@ impl Portal {
 
     /// The whole app.
     pub fn router(&self) -> Router {
-        self.protect(self.routes())
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
     }
 }
 

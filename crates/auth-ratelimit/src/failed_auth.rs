@@ -350,6 +350,7 @@ impl FailedAuthLimiter {
     fn refusal(&self, reading: Reading) -> Option<Response<Bytes>> {
         let err = match reading {
             Reading::Bucket(d) if !d.is_allowed() => {
+                crate::metrics::failed_auth_refusal();
                 AuthError::rate_limited(d.retry_after().unwrap_or(Duration::from_secs(1)))
                     .with_message("Too many failed authentication attempts from this address")
             }

@@ -59,7 +59,7 @@ impl AllowedOrigins {
     /// whose `Host` is `host`.
     fn allows(&self, origin: &str, host: Option<&str>) -> bool {
         let origin = normalise(origin);
-        if self.origins.iter().any(|o| *o == origin) {
+        if self.origins.contains(&origin) {
             return true;
         }
         let Some((_, authority)) = origin.split_once("://") else {
