@@ -392,8 +392,20 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
         .unwrap();
     until(&c, "!document.getElementById('token-dialog').open").await;
     until(&c, "document.querySelector('#keys li.key')").await;
+    until(
+        &c,
+        "document.getElementById('token-value').textContent === ''",
+    )
+    .await;
     let source = c.source().await.unwrap();
-    assert!(!source.contains(&token), "the token is still in the page");
+    assert!(
+        !source.contains(&token),
+        "the token is still in the page: {}",
+        source
+            .find(&token)
+            .map(|i| &source[i.saturating_sub(300)..(i + 300).min(source.len())])
+            .unwrap_or_default()
+    );
     let secret_tail = &token[token.len() - 20..];
     assert!(!source.contains(secret_tail));
     let list_text = c

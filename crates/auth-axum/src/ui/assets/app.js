@@ -219,6 +219,8 @@
   }
 
   function closeDialog(dialog) {
+    // The token goes at the same moment as its dialog, not a task later.
+    if (dialog.id === "token-dialog") forgetToken();
     if (dialog.open) dialog.close();
   }
 
@@ -718,6 +720,7 @@
       }
     });
     $("copy-token").addEventListener("click", copyToken);
+    $("token-dialog").addEventListener("cancel", forgetToken);
     $("token-dialog").addEventListener("close", forgetToken);
     $("confirm-form").addEventListener("submit", submitConfirm);
     $("confirm-dialog").addEventListener("close", () => { confirmAction = null; });
