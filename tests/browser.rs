@@ -621,6 +621,22 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
     let (status, me) = app.api("/api/me", &token).await;
     assert_eq!(status, 200);
     assert_eq!(me["scopes"], json!(["nodes:read"]));
+
+    // At phone width nothing overflows sideways, and the actions stay reachable.
+    c.set_window_size(390, 844).await.unwrap();
+    until(&c, "window.innerWidth <= 400").await;
+    let overflow = js(
+        &c,
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    )
+    .await;
+    assert_eq!(overflow, json!(0), "the page scrolls sideways at 390 px");
+    let revoke = js(
+        &c,
+        "const r = document.querySelector('#keys [data-action=\"revoke\"]').getBoundingClientRect(); return r.right <= window.innerWidth && r.width > 0;",
+    )
+    .await;
+    assert_eq!(revoke, json!(true));
     c.close().await.unwrap();
 }
 
