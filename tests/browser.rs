@@ -870,6 +870,11 @@ async fn the_tools_page_regenerates_my_token() {
         .await
         .unwrap();
     until(&c, "!document.getElementById('token-dialog').open").await;
+    until(
+        &c,
+        "document.getElementById('token-value').textContent === ''",
+    )
+    .await;
     assert!(!c.source().await.unwrap().contains(&new));
     assert_eq!(me(old).await, 401);
     assert_eq!(me(new).await, 200);
