@@ -246,6 +246,9 @@ impl Pod {
         let page = SettingsPage::new("Settings · API Keys")
             .bearer_sign_in()
             .pages();
-        self.protect(self.routes()).nest(SETTINGS, page)
+        crate::support::ops::mount(
+            self.protect(self.routes()).nest(SETTINGS, page),
+            &self.verifier,
+        )
     }
 }

@@ -209,7 +209,7 @@ impl Server {
 
     /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).
     pub fn router(&self) -> Router {
-        let router = self.protect(self.routes());
+        let router = crate::support::ops::mount(self.protect(self.routes()), &self.verifier);
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
         router

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: u32,
+    /// Log format on stderr: text (colours only on a terminal) or one JSON
+    /// object per line [env: KEYGATE_LOG_FORMAT]
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    pub log_format: super::ops::LogFormat,
 }
 
 /// `issue`.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod http;
 pub mod limits;
+pub mod ops;
 pub mod serve;
 pub mod stack;
 

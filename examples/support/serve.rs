@@ -9,14 +9,10 @@ use tokio::net::TcpListener;
 
 use super::Backend;
 
-/// Logs to stderr, `info` unless `RUST_LOG` says otherwise.
+/// Logs to stderr, `info` unless `RUST_LOG` says otherwise; colours only on
+/// a terminal, JSON lines with `--log-format json` (see [`super::ops`]).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    super::ops::init_logging();
 }
 
 /// Serves `router` on `addr` until Ctrl-C, then flushes the audit log and

@@ -135,7 +135,8 @@ impl Tools {
     /// The whole app, with the "API Access" page at [`page::PATH`] (outside
     /// authentication: it sends the user's token itself).
     pub fn router(&self) -> Router {
-        self.protect(self.routes()).merge(page::routes())
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+            .merge(page::routes())
     }
 }
 

@@ -39,6 +39,7 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod access;
@@ -62,6 +63,7 @@ pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
 #[cfg(feature = "socketio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "socketio")))]
 pub use socketio::*;
 #[cfg(feature = "ui")]
 pub use ui::{settings_page, SettingsPage};

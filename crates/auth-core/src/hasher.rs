@@ -164,7 +164,7 @@ impl SecretHasher {
     pub async fn hash(&self, secret: &[u8; 32]) -> Result<String, HashError> {
         let secret = Zeroizing::new(*secret);
         let argon = self.argon.clone();
-        self.run(move || {
+        self.run("hash", move || {
             let salt = SaltString::generate(&mut OsRng);
             argon
                 .hash_password(&secret[..], &salt)
@@ -179,7 +179,7 @@ impl SecretHasher {
         let secret = Zeroizing::new(*secret);
         let phc = phc.to_owned();
         let argon = self.argon.clone();
-        self.run(move || {
+        self.run("verify", move || {
             let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Failed(e.to_string()))?;
             match argon.verify_password(&secret[..], &parsed) {
                 Ok(()) => Ok(true),
@@ -215,6 +215,7 @@ impl SecretHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         f: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let permit = match self.permits.clone().try_acquire_owned() {
@@ -240,7 +241,10 @@ impl SecretHasher {
         self.counters.runs.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f()
+            let started = std::time::Instant::now();
+            let result = f();
+            crate::metrics::argon2_run(operation, started);
+            result
         })
         .await
         .map_err(|e| HashError::Failed(format!("hash worker failed: {e}")))?

@@ -31,6 +31,7 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod access;
@@ -43,7 +44,9 @@ mod error;
 mod hasher;
 mod issuer;
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
+mod metrics;
 mod plaintext;
 mod response;
 mod scope;
@@ -70,8 +73,10 @@ pub use store::{
     StoreError,
 };
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::{PostgresAuditLog, PostgresKeyStore, PostgresOptions};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::{SqliteAuditLog, SqliteKeyStore};
 pub use token::{
     mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix, BODY_LEN,

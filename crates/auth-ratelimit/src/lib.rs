@@ -73,6 +73,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod client_ip;
@@ -88,6 +89,7 @@ mod key;
 mod layer;
 mod limiter;
 mod memory;
+mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -112,6 +114,7 @@ pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
 pub use quota::Quota;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
 pub use rule::{QuotaFn, Rule};
 pub use ws::{MessageLimiter, RateLimitedEvent};

@@ -186,6 +186,7 @@ impl RateLimiter {
         let mut refused = None;
         self.prepare(info, |i, value, quota, cost| {
             let d = mem.check(&LimitKey::new(i, &value), &quota, cost);
+            crate::metrics::decision(&inner.rules[i].name, d.is_allowed());
             if !d.is_allowed() {
                 refused = Some((i, d));
                 return ControlFlow::Break(());
@@ -286,6 +287,7 @@ impl RateLimiter {
                 Ok(decisions) => {
                     let mut checked = Checked::default();
                     for (p, d) in prepared.iter().zip(decisions) {
+                        crate::metrics::decision(&this.inner.rules[p.rule].name, d.is_allowed());
                         checked.push(p.rule, d);
                     }
                     this.verdict(&checked)
@@ -321,6 +323,7 @@ impl RateLimiter {
                 continue;
             }
             let d = mem.check(&p.key, &p.quota, p.cost);
+            crate::metrics::decision(&self.inner.rules[p.rule].name, d.is_allowed());
             checked.push(p.rule, d);
             if !d.is_allowed() {
                 refused = Some(i);
@@ -444,6 +447,7 @@ impl RateLimiterBuilder {
     /// Keeps the buckets in Redis, shared by every instance (the in-memory
     /// store then serves as the fallback).
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, store: RedisStore) -> Self {
         self.redis = Some(store);
         self

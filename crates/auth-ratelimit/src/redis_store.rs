@@ -170,7 +170,27 @@ impl RedisStore {
     /// `rl`. Nothing is connected until the first check.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::from_client(client))
+    }
+
+    /// Like [`open`](Self::open) for a `rediss://` URL whose server
+    /// certificate is signed by the CA certificates in `ca_pem` (PEM) rather
+    /// than a public CA (feature `tls`). A certificate from another CA is
+    /// refused at the first connection.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn open_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, StoreError> {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client =
+            Client::build_with_tls(url, certs).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self::from_client(client))
+    }
+
+    fn from_client(client: Client) -> Self {
+        Self {
             client,
             prefix: "rl".into(),
             timeout: DEFAULT_REDIS_TIMEOUT,
@@ -179,7 +199,7 @@ impl RedisStore {
                 conn: OnceCell::new(),
                 down_until: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// [`open`](Self::open), then connect now: fails if the server cannot be

@@ -2,6 +2,10 @@
 //! tower-http's `ValidateRequestHeaderLayer::bearer` (a constant-token check).
 //!
 //! `cargo bench -p auth-tower --bench layer -- --warm-up-time 1 --measurement-time 3`
+//!
+//! With `KEYGATE_BENCH_METRICS=prometheus` a Prometheus recorder is installed
+//! first, so the figures include recording every metric (without a
+//! recorder, each metric call is a no-op).
 
 use std::sync::Arc;
 
@@ -15,6 +19,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tower::ServiceExt;
 
 fn bench(c: &mut Criterion) {
+    if std::env::var("KEYGATE_BENCH_METRICS").as_deref() == Ok("prometheus") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the Prometheus recorder");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

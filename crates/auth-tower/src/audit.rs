@@ -123,6 +123,7 @@ pub(crate) fn pending(
     who: Who<'_>,
     reason: Option<RejectReason>,
 ) -> Option<PendingAudit> {
+    crate::metrics::auth_attempt(reason);
     let sink = config.audit.as_ref()?;
     let user_agent = req.headers.get(header::USER_AGENT).map(|v| {
         let bytes = v.as_bytes();

@@ -35,6 +35,7 @@
 //! No response, log line, span or `Debug` output contains the token, and no
 //! message tells an unknown key from a wrong secret.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -46,6 +47,7 @@ mod error_format;
 mod future;
 mod impersonation;
 mod layer;
+mod metrics;
 mod resolve_error;
 mod service;
 pub mod trace;

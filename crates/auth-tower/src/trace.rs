@@ -1,5 +1,9 @@
 //! Tracing: the request span records who made the request, never the credential.
 //!
+//! Field names follow OpenTelemetry's semantic conventions where one exists
+//! (`http.request.method`, `url.path`, `network.protocol.version`,
+//! `user.id` for the actor); keygate's own are under `keygate.`.
+//!
 //! After a successful authentication the layer records [`KEY_ID`],
 //! [`ACTOR`], [`SUBJECT`] and [`WORKSPACE`] into the *current* span, which is
 //! the request span when a tower-http `TraceLayer` sits in front. A span only
@@ -19,13 +23,13 @@ use tower_http::trace::MakeSpan;
 use tracing::{field::Empty, Level, Span};
 
 /// Span field: the key id (public, not secret).
-pub const KEY_ID: &str = "key_id";
-/// Span field: the user who owns the credential.
-pub const ACTOR: &str = "actor";
+pub const KEY_ID: &str = "keygate.key.id";
+/// Span field: the user who owns the credential (OpenTelemetry's `user.id`).
+pub const ACTOR: &str = "user.id";
 /// Span field: the subject user, when acting on someone's behalf.
-pub const SUBJECT: &str = "subject";
+pub const SUBJECT: &str = "keygate.subject.id";
 /// Span field: the selected workspace.
-pub const WORKSPACE: &str = "workspace";
+pub const WORKSPACE: &str = "keygate.workspace";
 
 /// Records the context's identities in the current span. Values are
 /// formatted by the subscriber only if the span is enabled.
@@ -81,13 +85,13 @@ impl<B> MakeSpan<B> for AuthMakeSpan {
                 tracing::span!(
                     $level,
                     "request",
-                    method = %req.method(),
-                    path = %req.uri().path(),
-                    version = ?req.version(),
-                    key_id = Empty,
-                    actor = Empty,
-                    subject = Empty,
-                    workspace = Empty,
+                    http.request.method = %req.method(),
+                    url.path = %req.uri().path(),
+                    network.protocol.version = ?req.version(),
+                    keygate.key.id = Empty,
+                    user.id = Empty,
+                    keygate.subject.id = Empty,
+                    keygate.workspace = Empty,
                 )
             };
         }

@@ -120,6 +120,7 @@ impl AuditWriter {
     pub fn record(&self, event: AuditEvent) {
         if self.tx.try_send(Msg::Event(Box::new(event))).is_err() {
             let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::audit_dropped("queue_full", 1);
             self.warn_dropped(total);
         }
     }
@@ -194,8 +195,13 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = write_with_retries(&sink, &batch).await {
+            let written = write_with_retries(&sink, &batch).await;
+            if written.is_ok() {
+                crate::metrics::audit_written(batch.len());
+            }
+            if let Err(e) = written {
                 dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                crate::metrics::audit_dropped("write_failed", batch.len());
                 tracing::error!(error = %e, events = batch.len(), "audit events could not be written: dropped");
                 failed = Some(e);
             }

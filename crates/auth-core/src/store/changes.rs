@@ -55,6 +55,7 @@ impl std::fmt::Debug for ChangeFeed {
 impl ChangeFeed {
     /// A feed with no listeners, in sync.
     pub fn new() -> Self {
+        crate::metrics::change_feed_in_sync(true);
         Self::default()
     }
 
@@ -86,6 +87,7 @@ impl ChangeFeed {
     /// ([`KeyChange::All`]).
     pub fn set_in_sync(&self, in_sync: bool) {
         let was_in_sync = !self.out_of_sync.swap(!in_sync, Ordering::AcqRel);
+        crate::metrics::change_feed_in_sync(in_sync);
         if was_in_sync != in_sync {
             self.publish(&KeyChange::All);
         }

@@ -41,19 +41,24 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use audit_writer::AuditBatching;
 pub use changes::{ChangeFeed, ChangeListener, KeyChange};
 pub use memory::MemoryKeyStore;
 pub use open::{open_store, OpenedStore};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresKeyStore, PostgresOptions};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres_audit::PostgresAuditLog;
 pub use record::{KeyMetadata, KeyRecord};
 pub use retention::spawn_audit_retention;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteKeyStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite_audit::SqliteAuditLog;
 
 use crate::{KeyId, SecretCheck};
@@ -134,4 +139,10 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// The feed of changes for caches.
     fn changes(&self) -> &ChangeFeed;
+
+    /// Checks that the backend answers now (a readiness probe): a trivial
+    /// round trip for a database, nothing for a store in memory.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -1,6 +1,6 @@
 //! PostgreSQL: one database shared by several instances of a service.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -38,6 +38,7 @@ pub struct PostgresOptions {
     max_connections: u32,
     acquire_timeout: Duration,
     heartbeat: Duration,
+    ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -47,6 +48,7 @@ impl Default for PostgresOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
+            ca_file: None,
         }
     }
 }
@@ -84,6 +86,16 @@ impl PostgresOptions {
     /// has not echoed for three heartbeats is deemed dead. Default 1 s.
     pub fn heartbeat(mut self, d: Duration) -> Self {
         self.heartbeat = d;
+        self
+    }
+
+    /// Trusts only the CA certificates in this PEM file for the server's
+    /// certificate (a managed PostgreSQL's CA bundle). Unless the URL has
+    /// its own `sslmode`, this also sets `sslmode=verify-full`: TLS is
+    /// required and the host name must match. The URL's `sslrootcert` does
+    /// the same without this option. Needs the `tls` feature.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -153,6 +165,12 @@ impl PostgresKeyStore {
             .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
         if let Some(schema) = &options.schema {
             connect = connect.options([("search_path", schema)]);
+        }
+        if let Some(ca) = &options.ca_file {
+            connect = connect.ssl_root_cert(ca);
+            if !url.contains("sslmode=") {
+                connect = connect.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull);
+            }
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
@@ -453,5 +471,13 @@ impl KeyStore for PostgresKeyStore {
 
     fn changes(&self) -> &ChangeFeed {
         &self.changes
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }

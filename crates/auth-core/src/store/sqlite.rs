@@ -345,4 +345,12 @@ impl KeyStore for SqliteKeyStore {
     fn changes(&self) -> &ChangeFeed {
         &self.changes
     }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
 }

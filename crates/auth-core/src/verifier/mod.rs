@@ -122,6 +122,7 @@ impl VerifierBuilder {
     /// Also accept JWTs signed with per-user secrets. The kind of a token is
     /// told from its shape (`eyJ…` with two dots), never by trying both.
     #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn jwt(mut self, authority: crate::jwt::JwtAuthority) -> Self {
         self.jwt = Some(authority);
         self
@@ -375,12 +376,21 @@ impl Verifier {
             Err(e) => return Some(Err(e)),
         };
         match self.check_cached_now(id, &digest) {
-            Cached::Hit(result) => Some(self.refine(token, result)),
-            Cached::Confirm(..) => None,
+            Cached::Hit(result) => {
+                crate::metrics::cache_hit();
+                Some(self.refine(token, result))
+            }
+            Cached::Confirm(..) => {
+                crate::metrics::cache_miss();
+                None
+            }
             // Bad checksums, remembered unknown ids and wrong secrets for a
             // key whose check is known are settled here too, so a flood of
             // them never leaves the synchronous path.
-            Cached::Miss => self.settle_miss(token, id, &digest).err().map(Err),
+            Cached::Miss => {
+                crate::metrics::cache_miss();
+                self.settle_miss(token, id, &digest).err().map(Err)
+            }
         }
     }
 
@@ -562,7 +572,7 @@ impl Verifier {
                 .remove_if(&id, |_, e| e.digest == *digest);
             Some(Err(unauthorized(reason)))
         };
-        match inner.store.get(id).await {
+        match crate::metrics::timed_read(inner.store.get(id)).await {
             Err(e) => Some(Err(store_failed(e))),
             Ok(None) => refused(RejectReason::UnknownKey),
             Ok(Some(r)) => {
@@ -609,10 +619,12 @@ impl Verifier {
         let (id, secret) = (parsed.key_id(), parsed.secret());
         let epoch = inner.cache.epoch.load(Acquire);
         let resync = inner.cache.resync.load(Acquire);
-        let record = inner.store.get(id).await.map_err(|e| {
-            tracing::warn!(error = %e, "key store read failed");
-            AuthError::unavailable("Authentication service temporarily unavailable")
-        })?;
+        let record = crate::metrics::timed_read(inner.store.get(id))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "key store read failed");
+                AuthError::unavailable("Authentication service temporarily unavailable")
+            })?;
         let now = inner.clock.now_nanos();
         let Some(record) = record else {
             inner.guard.record_unknown(id, now);

@@ -1,0 +1,363 @@
+//! Operating the examples: `/health/live`, `/health/ready` and `/metrics` on
+//! every example; readiness following a real PostgreSQL behind a TCP relay
+//! that the test cuts and restores; log output without colours off a terminal.
+#![cfg(all(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis",
+    feature = "jwt"
+))]
+
+#[path = "../examples/support/mod.rs"]
+mod support;
+
+#[allow(dead_code)]
+#[path = "../examples/server/app.rs"]
+mod server;
+
+#[allow(dead_code)]
+#[path = "../examples/pod/app.rs"]
+mod pod;
+
+#[allow(dead_code)]
+#[path = "../examples/portal/app.rs"]
+mod portal;
+
+#[allow(dead_code)]
+#[path = "../examples/tools/app.rs"]
+mod tools;
+
+mod client;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use auth_core::{jwt::MasterKey, PostgresKeyStore, PostgresOptions, SecretHasher};
+use client::{eventually, skip, Api};
+use support::{serve::spawn, Backend};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+fn memory() -> Backend {
+    Backend::memory(SecretHasher::for_tests())
+}
+
+async fn expect_probes(api: &Api, name: &str) {
+    let live = api.get("/health/live").send().await;
+    live.expect(200);
+    assert_eq!(live.json["status"], "live", "{name}");
+    let ready = api.get("/health/ready").send().await;
+    ready.expect(200);
+    assert_eq!(ready.json["status"], "ready", "{name}: {}", ready.text);
+    assert_eq!(ready.json["failing"], serde_json::json!([]), "{name}");
+    assert_eq!(ready.json["checks"]["key_store"], "ok", "{name}");
+    assert_eq!(ready.json["checks"]["change_feed"], "in_sync", "{name}");
+    let metrics = api.get("/metrics").send().await;
+    metrics.expect(200);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn every_example_answers_health_probes_and_metrics() {
+    let backend = memory();
+    let server = server::Server::new(&backend, &server::Options::default()).unwrap();
+    let server_api = Api::at(spawn(server.router()).await);
+    expect_probes(&server_api, "server").await;
+
+    let pod = pod::Pod::new(&memory(), &pod::Options::default()).unwrap();
+    expect_probes(&Api::at(spawn(pod.router()).await), "pod").await;
+
+    let portal = portal::Portal::new(&memory(), &portal::Options::default()).unwrap();
+    expect_probes(&Api::at(spawn(portal.router()).await), "portal").await;
+
+    let opened = tools::store::open("memory:", SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let tools = tools::Tools::new(
+        &opened.backend,
+        opened.secrets,
+        MasterKey::generate(),
+        &tools::Options::default(),
+    )
+    .unwrap();
+    expect_probes(&Api::at(spawn(tools.router()).await), "tools").await;
+
+    // The probes need no credential, and are not rate limited.
+    for _ in 0..3 {
+        server_api.get("/health/ready").send().await.expect(200);
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_without_ids() {
+    let backend = memory();
+    let app = server::Server::new(&backend, &server::Options::default()).unwrap();
+    let api = Api::at(spawn(app.router()).await);
+    let key = support::commands::issue(&backend, &server::RULES, "alice", &[], "metrics")
+        .await
+        .unwrap();
+    let token = key.token.expose_secret().to_owned();
+    for _ in 0..3 {
+        api.get("/api/me").token(&token).send().await.expect(200);
+    }
+    // Same shape, another key id: unknown; and a mangled checksum.
+    let (_, stranger) = auth_core::mint_token(&auth_core::TokenPrefix::new("st_").unwrap());
+    api.get("/api/me")
+        .token(stranger.expose_secret())
+        .send()
+        .await
+        .expect(401);
+    api.get("/api/me").token("st_nope").send().await.expect(401);
+    // Past the failed-authentication burst, the address gets 429.
+    let mut limited = false;
+    for _ in 0..support::limits::FAILED_AUTH.burst() + 2 {
+        if api.get("/api/me").token("st_nope").send().await.status == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the failed-authentication limiter answered 429");
+
+    let text = api.get("/metrics").send().await.text;
+    let has = |needle: &str| {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(needle) || l.contains(needle)),
+            "no {needle} in\n{text}"
+        );
+    };
+    has(r#"keygate_auth_requests_total{outcome="success",reason="none"}"#);
+    has(r#"keygate_auth_requests_total{outcome="refused",reason="unknown_key"}"#);
+    has(r#"keygate_auth_requests_total{outcome="refused",reason="malformed"}"#);
+    has(r#"keygate_verifier_cache_total{result="hit"}"#);
+    has(r#"keygate_verifier_cache_total{result="miss"}"#);
+    has(r#"keygate_argon2_runs_total{operation="verify"}"#);
+    has(r#"keygate_argon2_duration_seconds_bucket{operation="verify""#);
+    has("keygate_store_read_duration_seconds_bucket");
+    has(r#"keygate_ratelimit_decisions_total{rule="#);
+    has("keygate_failed_auth_refusals_total");
+    // Low cardinality: no key id, user id or token anywhere.
+    assert!(!text.contains(&key.record.id.to_string()));
+    assert!(!text.contains("alice"));
+    assert!(!text.contains(&token[3..20]));
+}
+
+/// A TCP relay to `target` that the test can cut (every open connection is
+/// dropped and new ones are closed at once) and restore.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (o, c) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut upstream) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    }
+                });
+                c.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            addr,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// `postgres://user@host:port/db?x` → (`host:port`, URL through `relay`).
+fn through(url: &str, relay: SocketAddr) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((u, r)) => (format!("{u}@"), r),
+        None => (String::new(), rest),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(end);
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    (host, format!("{scheme}://{userinfo}{relay}{tail}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_follows_postgres_behind_a_relay_that_is_cut_and_restored() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        return skip(
+            "ready_follows_postgres_behind_a_relay_that_is_cut_and_restored",
+            "DATABASE_URL not set",
+        );
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("keygate_ops_{}_{nanos}", std::process::id());
+    let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
+    let relay = Relay::start(upstream).await;
+    let (_, relayed_url) = through(&url, relay.addr);
+    let options = PostgresOptions::new()
+        .schema(schema.clone())
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .heartbeat(std::time::Duration::from_millis(100));
+    let store = Arc::new(
+        PostgresKeyStore::connect_with(&relayed_url, &options)
+            .await
+            .expect("DATABASE_URL is set but PostgreSQL is unreachable"),
+    );
+    let backend = Backend {
+        keys: store.clone(),
+        audit: Arc::new(store.audit_log()),
+        hasher: SecretHasher::for_tests(),
+        location: "postgres via relay".into(),
+    };
+    let app = pod::Pod::new(&backend, &pod::Options::default()).unwrap();
+    let api = Api::at(spawn(app.router()).await);
+    eventually("ready while PostgreSQL answers", || async {
+        api.get("/health/ready").send().await.status == 200
+    })
+    .await;
+
+    relay.cut();
+    eventually("503 naming the key store and the change feed", || async {
+        let r = api.get("/health/ready").send().await;
+        r.status == 503
+            && r.json["status"] == "not_ready"
+            && r.json["failing"] == serde_json::json!(["key_store", "change_feed"])
+            && r.json["checks"]["key_store"] == "unreachable"
+            && r.json["checks"]["change_feed"] == "out_of_sync"
+    })
+    .await;
+    // Liveness does not depend on the database.
+    api.get("/health/live").send().await.expect(200);
+
+    relay.restore();
+    eventually("ready again once PostgreSQL is back", || async {
+        api.get("/health/ready").send().await.status == 200
+    })
+    .await;
+
+    drop(relay);
+    let direct = PostgresKeyStore::connect(&url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(direct.pool())
+        .await
+        .unwrap();
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'w self) -> Buffer {
+        self.clone()
+    }
+}
+
+/// Logs one event inside the request span `AuthMakeSpan` makes for
+/// `GET /api/me?token=…`, with the user recorded as the layer does.
+fn log_a_request(format: support::ops::LogFormat, ansi: bool) -> String {
+    use tower_http::trace::MakeSpan;
+    let buffer = Buffer::default();
+    let dispatch = support::ops::subscriber(
+        format,
+        ansi,
+        tracing_subscriber::EnvFilter::new("info"),
+        buffer.clone(),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        let req = axum::http::Request::get("/api/me?token=st_secret")
+            .body(())
+            .unwrap();
+        let span = auth_tower::AuthMakeSpan::new().make_span(&req);
+        span.record(auth_tower::trace::ACTOR, "alice");
+        let _entered = span.enter();
+        tracing::info!(status = 200, "finished processing request");
+    });
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn logs_have_no_colours_off_a_terminal_and_json_lines_on_request() {
+    assert!(!support::ops::colours_wanted(false));
+    let text = log_a_request(support::ops::LogFormat::Text, false);
+    assert!(text.contains("finished processing request"), "{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escape in {text:?}");
+
+    let json = log_a_request(support::ops::LogFormat::Json, false);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{json}");
+    let line = &lines[0];
+    assert_eq!(line["message"], "finished processing request");
+    assert_eq!(line["status"], 200);
+    // OpenTelemetry field names on the request span; never the query.
+    assert_eq!(line["span"]["http.request.method"], "GET", "{json}");
+    assert_eq!(line["span"]["url.path"], "/api/me", "{json}");
+    assert_eq!(line["span"]["user.id"], "alice", "{json}");
+    assert!(!json.contains("st_secret"));
+}
