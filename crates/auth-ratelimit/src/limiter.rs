@@ -53,6 +53,8 @@ pub struct RateLimiter {
 
 struct Inner {
     rules: Vec<Rule>,
+    /// Each rule's decision counters, by rule index.
+    decisions: Vec<crate::metrics::DecisionKeys>,
     memory: MemoryStore<LimitKey, LimitKeyHasher>,
     #[cfg(feature = "redis")]
     redis: Option<RedisStore>,
@@ -186,7 +188,7 @@ impl RateLimiter {
         let mut refused = None;
         self.prepare(info, |i, value, quota, cost| {
             let d = mem.check(&LimitKey::new(i, &value), &quota, cost);
-            crate::metrics::decision(&inner.rules[i].name, d.is_allowed());
+            inner.decisions[i].record(d.is_allowed());
             if !d.is_allowed() {
                 refused = Some((i, d));
                 return ControlFlow::Break(());
@@ -287,7 +289,7 @@ impl RateLimiter {
                 Ok(decisions) => {
                     let mut checked = Checked::default();
                     for (p, d) in prepared.iter().zip(decisions) {
-                        crate::metrics::decision(&this.inner.rules[p.rule].name, d.is_allowed());
+                        this.inner.decisions[p.rule].record(d.is_allowed());
                         checked.push(p.rule, d);
                     }
                     this.verdict(&checked)
@@ -323,7 +325,7 @@ impl RateLimiter {
                 continue;
             }
             let d = mem.check(&p.key, &p.quota, p.cost);
-            crate::metrics::decision(&self.inner.rules[p.rule].name, d.is_allowed());
+            self.inner.decisions[p.rule].record(d.is_allowed());
             checked.push(p.rule, d);
             if !d.is_allowed() {
                 refused = Some(i);
@@ -475,6 +477,11 @@ impl RateLimiterBuilder {
         .sweep_interval(self.sweep_interval);
         Ok(RateLimiter {
             inner: Arc::new(Inner {
+                decisions: self
+                    .rules
+                    .iter()
+                    .map(|r| crate::metrics::DecisionKeys::new(&r.name))
+                    .collect(),
                 rules: self.rules,
                 memory,
                 #[cfg(feature = "redis")]

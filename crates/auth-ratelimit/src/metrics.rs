@@ -9,16 +9,50 @@
 
 use std::sync::Arc;
 
-/// Rule `rule` allowed or refused a request.
-#[inline]
-pub(crate) fn decision(rule: &Arc<str>, allowed: bool) {
-    let outcome = if allowed { "allowed" } else { "limited" };
-    metrics::counter!(
-        "keygate_ratelimit_decisions_total",
-        "rule" => metrics::SharedString::from(rule.clone()),
-        "outcome" => outcome
-    )
-    .increment(1);
+use metrics::{Key, Label, Level, Metadata};
+
+const DECISIONS: &str = "keygate_ratelimit_decisions_total";
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// One rule's decision counters, their keys built once with the limiter:
+/// recording borrows them, so a request allocates nothing for its metrics
+/// (`counter!` with a dynamic label builds its key on every call, recorder
+/// or not).
+#[derive(Debug)]
+pub(crate) struct DecisionKeys {
+    allowed: Key,
+    limited: Key,
+}
+
+impl DecisionKeys {
+    pub(crate) fn new(rule: &Arc<str>) -> Self {
+        let key = |outcome: &'static str| {
+            Key::from_parts(
+                DECISIONS,
+                vec![
+                    Label::new("rule", rule.to_string()),
+                    Label::new("outcome", outcome),
+                ],
+            )
+        };
+        Self {
+            allowed: key("allowed"),
+            limited: key("limited"),
+        }
+    }
+
+    /// The rule allowed or refused a request.
+    #[inline]
+    pub(crate) fn record(&self, allowed: bool) {
+        let key = if allowed {
+            &self.allowed
+        } else {
+            &self.limited
+        };
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
+    }
 }
 
 /// The failed-authentication limiter refused a request (429).
