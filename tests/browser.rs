@@ -611,3 +611,245 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
     assert_eq!(me["scopes"], json!(["nodes:read"]));
     c.close().await.unwrap();
 }
+
+#[allow(dead_code)]
+#[path = "../examples/pod/app.rs"]
+mod pod;
+
+/// The pod has no sign-in: its page asks for a key holding `keys.manage`,
+/// keeps it in the tab, and offers seed 001's scopes with their descriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_page_works_with_a_management_key() {
+    let Some(driver) = driver("the_pod_page_works_with_a_management_key").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pod.db");
+    let backend = Backend::open(db.to_str().unwrap(), SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let app = pod::Pod::new(&backend, &pod::Options::default()).unwrap();
+    let manager = backend
+        .issuer(pod::PREFIX)
+        .issue(auth_core::NewKey::new(
+            auth_core::Principal::user("alice"),
+            "settings",
+            auth_core::ScopeSet::parse(["keys.manage", "read:entities", "skills.invoke"]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let base = format!("http://{}", spawn(app.router()).await);
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}{}", pod::SETTINGS)).await.unwrap();
+    until(&c, "document.getElementById('bearer-token')").await;
+    c.find(Locator::Css("#bearer-token"))
+        .await
+        .unwrap()
+        .send_keys(manager.token.expose_secret())
+        .await
+        .unwrap();
+    c.find(Locator::Css(".bearer button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "document.querySelector('#keys li.key')").await;
+    until(
+        &c,
+        "document.getElementById('signed-in-as').textContent === 'Signed in as alice'",
+    )
+    .await;
+
+    c.find(Locator::Css("#new-key"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.querySelectorAll('#scope-list input').length === 9",
+    )
+    .await;
+    let scopes = c
+        .find(Locator::Css("#scope-list"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scopes.contains("Read via Hub Protocol: entities, documents, search, memory"),
+        "{scopes}"
+    );
+    // Only what the management key holds can be granted.
+    let disabled = js(
+        &c,
+        "return [...document.querySelectorAll('#scope-list input:disabled')].length;",
+    )
+    .await;
+    assert_eq!(disabled, json!(6));
+    c.find(Locator::Css("#key-name"))
+        .await
+        .unwrap()
+        .send_keys("claude code")
+        .await
+        .unwrap();
+    for scope in ["read:entities", "skills.invoke"] {
+        c.find(Locator::Css(&format!(
+            "#scope-list input[value=\"{scope}\"]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    }
+    c.find(Locator::Css("#expiry option[value=\"never\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#create-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let token = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(token.starts_with("sk_live_"), "{token}");
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/external/skills"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let errors: Vec<Value> = console(&c, &driver)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["level"] == "SEVERE" && !e["message"].as_str().unwrap_or_default().contains(" 401 ")
+        })
+        .collect();
+    assert!(errors.is_empty(), "console: {errors:?}");
+    c.close().await.unwrap();
+}
+
+#[allow(dead_code)]
+#[path = "../examples/tools/app.rs"]
+mod tools;
+
+/// Seed 002's "regenerate my key" page: the old token stops working, the new
+/// one (shown once) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tools_page_regenerates_my_token() {
+    let Some(driver) = driver("the_tools_page_regenerates_my_token").await else {
+        return;
+    };
+    let opened = tools::store::open("memory:", SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let app = tools::Tools::new(
+        &opened.backend,
+        opened.secrets,
+        auth_core::jwt::MasterKey::generate(),
+        &tools::Options::default(),
+    )
+    .unwrap();
+    let old = app.jwt.token_for("u1").await.unwrap();
+    let base = format!("http://{}", spawn(app.router()).await);
+    let me = |token: String| {
+        let url = format!("{base}/api/me");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(old.clone()).await, 200);
+
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}{}", tools::page::PATH))
+        .await
+        .unwrap();
+    until(&c, "document.getElementById('current-token')").await;
+    c.find(Locator::Css("#current-token"))
+        .await
+        .unwrap()
+        .send_keys(&old)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#use-token"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
+    )
+    .await;
+    c.find(Locator::Css("#regenerate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "document.getElementById('confirm-dialog').open").await;
+    c.find(Locator::Css("#confirm-ok"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "document.getElementById('token-value').textContent.length > 0",
+    )
+    .await;
+    let new = c
+        .find(Locator::Css("#token-value"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(new, old);
+    c.find(Locator::Css("#token-dialog [data-close]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "!document.getElementById('token-dialog').open").await;
+    assert!(!c.source().await.unwrap().contains(&new));
+    assert_eq!(me(old).await, 401);
+    assert_eq!(me(new).await, 200);
+    let errors: Vec<Value> = console(&c, &driver)
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console: {errors:?}");
+    c.close().await.unwrap();
+}

@@ -277,3 +277,45 @@ mod tests {
         assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 403);
     }
 }
+
+#[cfg(test)]
+mod failed_auth_tests {
+    use std::net::SocketAddr;
+
+    use auth_core::SecretHasher;
+    use axum::{body::Body, extract::ConnectInfo, http::Request};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::support::limits::FAILED_AUTH;
+
+    fn from(ip: [u8; 4], token: &str) -> Request<Body> {
+        let mut req = Request::get("/api/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 5000))));
+        req
+    }
+
+    #[tokio::test]
+    async fn the_failed_authentication_limit_is_on_by_default() {
+        let backend = Backend::memory(SecretHasher::for_tests());
+        let portal = Portal::new(&backend, &Options::default()).unwrap();
+        let app = portal.router();
+        for _ in 0..FAILED_AUTH.burst() {
+            let res = app.clone().oneshot(from([203, 0, 113, 1], "p:nope")).await;
+            assert_eq!(res.unwrap().status(), 401);
+        }
+        let res = app
+            .clone()
+            .oneshot(from([203, 0, 113, 1], "p:nope"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()["retry-after"], "6");
+        let res = app.oneshot(from([203, 0, 113, 2], "p:nope")).await.unwrap();
+        assert_eq!(res.status(), 401, "another address is unaffected");
+    }
+}

@@ -10,6 +10,7 @@
 mod catalog;
 pub mod cli;
 pub mod master_key;
+pub mod page;
 pub mod store;
 
 use std::sync::Arc;
@@ -120,6 +121,10 @@ impl Tools {
         Router::new()
             .route("/api/me", get(me))
             .route("/v1/tools/{app}/{tool}", post(run_tool))
+            .route(
+                "/v1/me/token/regenerate",
+                post(regenerate_mine).layer(axum::Extension(self.jwt.clone())),
+            )
     }
 
     /// `routes` behind authentication (envelope errors, audit) and rate limits.
@@ -127,9 +132,11 @@ impl Tools {
         stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
-    /// The whole app.
+    /// The whole app, with the "API Access" page at [`page::PATH`] (outside
+    /// authentication: it sends the user's token itself).
     pub fn router(&self) -> Router {
         crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+            .merge(page::routes())
     }
 }
 
@@ -254,4 +261,40 @@ async fn run_tool(
 struct Success {
     success: bool,
     data: Value,
+}
+
+/// `POST /v1/me/token/regenerate`: a new secret for the caller (a JWT user);
+/// 201 `{"user", "token"}` signed with it. Every older token stops working.
+async fn regenerate_mine(
+    Auth(ctx): Auth,
+    axum::Extension(jwt): axum::Extension<JwtAuthority>,
+) -> Response<Body> {
+    if ctx.key_id().is_some() {
+        // API keys are not the per-user secret's tokens.
+        return refuse(
+            AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
+                .with_message(FORBIDDEN_MESSAGE),
+        );
+    }
+    let user = ctx.effective_user().to_owned();
+    match jwt.regenerate(&user).await {
+        Ok(token) => {
+            let mut res = (
+                axum::http::StatusCode::CREATED,
+                Json(serde_json::json!({ "success": true, "user": user, "token": token })),
+            )
+                .into_response();
+            res.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            res
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "regenerating a user secret failed");
+            refuse(AuthError::unavailable(
+                "Token service temporarily unavailable",
+            ))
+        }
+    }
 }

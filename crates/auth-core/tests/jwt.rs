@@ -51,6 +51,39 @@ async fn token_has_the_seed_claims_and_verifies() {
     jwt.verify(&token).await.unwrap();
 }
 
+/// The cache is keyed by the signature: a cached token's signature under
+/// another header or payload (another `sub`, say) must still be refused.
+#[tokio::test]
+async fn a_cached_signature_with_another_payload_is_refused() {
+    let jwt = authority(Arc::new(MemoryUserSecrets::new()));
+    let token = jwt.token_for("u1").await.unwrap();
+    jwt.verify(&token).await.unwrap(); // cached
+    jwt.token_for("u2").await.unwrap(); // u2 has a secret too
+    let mut parts = token.split('.');
+    let (header, _, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let payload = b64(&serde_json::json!({"sub": "u2", "iss": "syncello", "iat": 1}));
+    for forged in [
+        format!("{header}.{payload}.{signature}"),
+        format!("{header}x.{}.{signature}", token.split('.').nth(1).unwrap()),
+    ] {
+        assert!(
+            jwt.verify_cached(&forged).is_none(),
+            "no cache hit: {forged}"
+        );
+        let refused = jwt.verify(&forged).await;
+        assert!(refused.is_err(), "{forged}");
+    }
+    // The genuine token still comes from the cache.
+    assert_eq!(
+        jwt.verify_cached(&token).unwrap().unwrap().effective_user(),
+        "u1"
+    );
+}
+
 #[tokio::test]
 async fn regenerate_invalidates_old_tokens_at_once() {
     let secrets = Arc::new(MemoryUserSecrets::new());

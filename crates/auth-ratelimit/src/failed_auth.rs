@@ -264,7 +264,10 @@ impl FailedAuthLimiter {
 
     /// `Err` with the 429 to answer when `ip` has used up its failures.
     pub async fn check(&self, ip: IpAddr) -> Result<(), Response<Bytes>> {
-        self.answer(self.read(ip, 0).await)
+        match self.refusal(self.read(ip, 0).await) {
+            Some(res) => Err(res),
+            None => Ok(()),
+        }
     }
 
     /// Counts one failed authentication from `ip`.
@@ -328,7 +331,8 @@ impl FailedAuthLimiter {
         if self.inner.redis.is_some() {
             return None;
         }
-        Some(self.answer(Reading::Bucket(self.read_memory(ip, 0))))
+        let refusal = self.refusal(Reading::Bucket(self.read_memory(ip, 0)));
+        Some(refusal.map_or(Ok(()), Err))
     }
 
     /// The synchronous charge of the in-memory store; `false` if it must be
@@ -342,20 +346,20 @@ impl FailedAuthLimiter {
         true
     }
 
-    #[allow(clippy::result_large_err)] // the 429 is built once per refusal, not on the hot path
-    fn answer(&self, reading: Reading) -> Result<(), Response<Bytes>> {
+    /// The answer to send instead of calling the service, if any.
+    fn refusal(&self, reading: Reading) -> Option<Response<Bytes>> {
         let err = match reading {
             Reading::Bucket(d) if !d.is_allowed() => {
                 crate::metrics::failed_auth_refusal();
                 AuthError::rate_limited(d.retry_after().unwrap_or(Duration::from_secs(1)))
                     .with_message("Too many failed authentication attempts from this address")
             }
-            Reading::Bucket(_) | Reading::Unlimited => return Ok(()),
+            Reading::Bucket(_) | Reading::Unlimited => return None,
             Reading::StoreDown => {
                 AuthError::unavailable("Authentication is temporarily unavailable")
             }
         };
-        Err(self.inner.format.render(&err))
+        Some(self.inner.format.render(&err))
     }
 }
 

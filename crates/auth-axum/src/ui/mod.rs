@@ -27,6 +27,12 @@ use crate::{keys_router, KeyManager, KeyOwner};
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The page's stylesheet (light and dark), for an application's own small
+/// pages that should look the same.
+pub const STYLESHEET: &str = APP_CSS;
+/// The page's icon (SVG).
+pub const ICON_SVG: &str = ICON;
 const ICON: &str = include_str!("assets/icon.svg");
 
 /// FNV-1a over the assets: changes whenever one of them does, so their URLs
@@ -240,7 +246,7 @@ mod tests {
     fn page_is_rendered_for_its_prefix_and_escaped() {
         let page = SettingsPage::new("Keys <&> \"x\"").sign_out("/logout");
         let html = page.render("/settings/tokens/");
-        assert!(html.contains(r#"<body data-api="/settings/tokens/api/">"#));
+        assert!(html.contains(r#"<body data-api="/settings/tokens/api" data-bearer="0">"#));
         assert!(html.contains(r#"src="/settings/tokens/assets/app.js?v="#));
         assert!(html.contains("<title>Keys &lt;&amp;&gt; &quot;x&quot;</title>"));
         assert!(html.contains(r#"action="/logout""#));

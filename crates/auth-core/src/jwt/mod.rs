@@ -13,6 +13,7 @@ mod master_key;
 mod secrets;
 
 use std::{
+    hash::BuildHasher,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -103,6 +104,8 @@ struct Inner {
     expires_after: Option<Duration>,
     clock: Arc<dyn Clock>,
     digest_key: [u8; 32],
+    /// Seeds the 64-bit check of a cached token's header and payload.
+    signed_hasher: foldhash::fast::RandomState,
     cache: Arc<JwtCache>,
 }
 
@@ -116,6 +119,8 @@ impl std::fmt::Debug for JwtAuthority {
 }
 
 struct CachedToken {
+    /// [`JwtAuthority::cache_key`]'s check of header and payload.
+    signed: u64,
     user: Arc<str>,
     exp: Option<i64>,
     ctx: AuthContext,
@@ -209,6 +214,7 @@ impl JwtAuthorityBuilder {
                 expires_after: self.expires_after,
                 clock: self.clock,
                 digest_key,
+                signed_hasher: foldhash::fast::RandomState::default(),
                 cache,
             }),
         }
@@ -379,8 +385,12 @@ impl JwtAuthority {
         if !inner.store.secret_changes().is_in_sync() {
             return None;
         }
-        let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
+        let (digest, signed) = self.cache_key(token);
         let hit = inner.cache.tokens.get(&digest)?;
+        if hit.signed != signed {
+            // Same signature, other header or payload: let the full check refuse it.
+            return None;
+        }
         if hit
             .exp
             .is_some_and(|exp| exp <= inner.clock.now_nanos() / 1_000_000_000)
@@ -388,6 +398,21 @@ impl JwtAuthority {
             return Some(Err(AuthError::unauthorized(RejectReason::Expired)));
         }
         Some(Ok(hit.ctx.clone()))
+    }
+
+    /// A token's cache key and a check of the rest: a keyed BLAKE3 digest of
+    /// the signature and a 64-bit seeded hash of header and payload. A hit
+    /// needs both, so a token that differs anywhere misses. The signature is
+    /// the unforgeable part (nobody without the token can aim at its digest),
+    /// and it fits one BLAKE3 block, where the whole ~150-byte token takes
+    /// three; the 64-bit check only stops the holder of a verified token from
+    /// reusing its signature with another payload, which could at most grant
+    /// that token's own cached context anyway.
+    fn cache_key(&self, token: &str) -> ([u8; 32], u64) {
+        let inner = &*self.inner;
+        let (signed, signature) = token.rsplit_once('.').unwrap_or(("", token));
+        let digest = *blake3::keyed_hash(&inner.digest_key, signature.as_bytes()).as_bytes();
+        (digest, inner.signed_hasher.hash_one(signed))
     }
 
     /// Verifies a token: algorithm, issuer, signature, expiry if required.
@@ -402,7 +427,7 @@ impl JwtAuthority {
     /// store read, signature.
     pub(crate) async fn verify_uncached(&self, token: &str) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
-        let digest = *blake3::keyed_hash(&inner.digest_key, token.as_bytes()).as_bytes();
+        let (digest, signed) = self.cache_key(token);
         let now = inner.clock.now().unix_timestamp();
         let epoch = inner.cache.epoch.load(Ordering::Acquire);
         let header = jsonwebtoken::decode_header(token)
@@ -477,6 +502,7 @@ impl JwtAuthority {
         inner.cache.tokens.insert(
             digest,
             CachedToken {
+                signed,
                 user: sub.as_str().into(),
                 exp,
                 ctx: ctx.clone(),

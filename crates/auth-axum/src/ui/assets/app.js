@@ -179,7 +179,7 @@
       const badge = li.querySelector(".badge");
       badge.textContent = st.label;
       badge.classList.add(st.cls);
-      li.querySelector(".hint code").textContent = key.hint + "…";
+      li.querySelector(".hint code").textContent = key.hint;
       li.querySelector(".hint code").title = "The token's prefix and last characters";
       const chips = li.querySelector(".chips");
       if (key.scopes.length === 0) chips.append(text("li", "no scopes", "none"));
@@ -254,7 +254,7 @@
 
   async function loadOptions() {
     if (state.options) return state.options;
-    state.options = await api("GET", "options");
+    state.options = await api("GET", "/options");
     return state.options;
   }
 
@@ -427,7 +427,7 @@
       "Rotate key",
       async () => {
         const grace = Number($("grace").value);
-        const created = await api("POST", encodeURIComponent(key.id) + "/rotate", { grace_seconds: grace });
+        const created = await api("POST", "/" + encodeURIComponent(key.id) + "/rotate", { grace_seconds: grace });
         const ends = created.previous_key_ends_at ? new Date(created.previous_key_ends_at) : null;
         const note = ends && grace > 0
           ? "The old key keeps working until " + exact.format(ends) + "."
@@ -445,7 +445,7 @@
       "Anything using this key is refused from its next request. This cannot be undone.",
       "Revoke key",
       async () => {
-        await api("DELETE", encodeURIComponent(key.id));
+        await api("DELETE", "/" + encodeURIComponent(key.id));
         setStatus("Key “" + key.name + "” revoked.");
         return null;
       },
@@ -501,7 +501,7 @@
     if (more && state.cursor) params.set("before", String(state.cursor));
     $("more").disabled = true;
     try {
-      const page = await api("GET", encodeURIComponent(key.id) + "/activity?" + params);
+      const page = await api("GET", "/" + encodeURIComponent(key.id) + "/activity?" + params);
       if (state.activityKey !== key) return;
       state.cursor = page.next_cursor;
       if (!more) box.replaceChildren();
@@ -573,7 +573,7 @@
     const box = $("chart");
     box.setAttribute("aria-busy", "true");
     try {
-      const data = await api("GET", encodeURIComponent(key.id) + "/usage?" + new URLSearchParams({ bucket, since }));
+      const data = await api("GET", "/" + encodeURIComponent(key.id) + "/usage?" + new URLSearchParams({ bucket, since }));
       if (state.activityKey !== key) return;
       box.replaceChildren(drawChart(data.buckets, bucket));
     } catch (e) {

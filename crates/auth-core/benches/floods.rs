@@ -1,12 +1,13 @@
 //! Attack floods (issue 12): what one refused request costs, per kind of
 //! bad token, and the latency of valid traffic while a flood runs.
 //!
-//! In process, through the real `AuthLayer` → `Verifier` → `SqliteKeyStore`
-//! path, on a verifier that starts with nothing cached (as after a restart).
-//! Not part of `cargo test`:
+//! In process, on a verifier that starts with nothing cached (as after a
+//! restart) over the real `SqliteKeyStore`; each request is what `AuthLayer`
+//! does with a token (`Verifier::verify_cached`, then `Verifier::verify` on a
+//! miss). Not part of `cargo test`:
 //!
 //! ```text
-//! cargo bench --bench floods
+//! cargo bench -p auth-core --features sqlite --bench floods
 //! ```
 
 use std::{
@@ -21,9 +22,6 @@ use auth_core::{
     mint_token, KeyIssuer, NewKey, ParsedToken, Principal, ScopeSet, SecretHasher, SqliteKeyStore,
     TokenPrefix, Verifier,
 };
-use auth_tower::AuthLayer;
-use axum::{body::Body, http::Request, routing::get, Router};
-use tower::ServiceExt;
 
 const PER_KIND: usize = 20_000;
 const CLIENTS: usize = 8;
@@ -74,9 +72,7 @@ async fn run() {
         .hasher(SecretHasher::default())
         .prefix(prefix.clone())
         .build();
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(AuthLayer::new(verifier.clone()));
+    let app = verifier.clone();
 
     // Bad tokens, made before timing.
     let victim = &valid[0];
@@ -121,7 +117,7 @@ async fn run() {
         ),
         ("valid token, cached", vec![victim.clone(); PER_KIND]),
     ];
-    println!("cost per request, one client, {PER_KIND} requests each (AuthLayer, SQLite store):");
+    println!("cost per request, one client, {PER_KIND} requests each (SQLite store):");
     for (what, tokens) in &kinds {
         let expect = if what.starts_with("valid") { 200 } else { 401 };
         let t = Instant::now();
@@ -148,22 +144,26 @@ async fn run() {
     verifier.flush_usage().await;
 }
 
-async fn status(app: &Router, token: &str) -> u16 {
-    let req = Request::get("/")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    app.clone().oneshot(req).await.unwrap().status().as_u16()
+/// What the auth layer does with a token, as an HTTP status.
+async fn status(v: &Verifier, token: &str) -> u16 {
+    let r = match v.verify_cached(token) {
+        Some(r) => r,
+        None => v.verify(token).await,
+    };
+    match r {
+        Ok(_) => 200,
+        Err(e) => e.status().as_u16(),
+    }
 }
 
-async fn ok(app: &Router, token: &str) {
+async fn ok(app: &Verifier, token: &str) {
     assert_eq!(status(app, token).await, 200);
 }
 
 /// `CLIENTS` valid clients send `VALID_REQUESTS` in all; with a flood,
 /// `CLIENTS` more send bad tokens as fast as they can meanwhile.
 async fn valid_traffic(
-    app: &Router,
+    app: &Verifier,
     valid: &Arc<Vec<String>>,
     flood: Option<Arc<Vec<String>>>,
 ) -> (Vec<Duration>, usize) {
