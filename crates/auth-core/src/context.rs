@@ -170,6 +170,7 @@ impl AuthContext {
 
     /// The same context, noting the generation of the user secret that
     /// signed the credential (JWTs).
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) fn with_secret_generation(&self, generation: i64) -> Self {
         let mut inner = self.inner_clone();
         inner.secret_generation = Some(generation);
