@@ -392,8 +392,20 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
         .unwrap();
     until(&c, "!document.getElementById('token-dialog').open").await;
     until(&c, "document.querySelector('#keys li.key')").await;
+    until(
+        &c,
+        "document.getElementById('token-value').textContent === ''",
+    )
+    .await;
     let source = c.source().await.unwrap();
-    assert!(!source.contains(&token), "the token is still in the page");
+    assert!(
+        !source.contains(&token),
+        "the token is still in the page: {}",
+        source
+            .find(&token)
+            .map(|i| &source[i.saturating_sub(300)..(i + 300).min(source.len())])
+            .unwrap_or_default()
+    );
     let secret_tail = &token[token.len() - 20..];
     assert!(!source.contains(secret_tail));
     let list_text = c
@@ -609,6 +621,22 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
     let (status, me) = app.api("/api/me", &token).await;
     assert_eq!(status, 200);
     assert_eq!(me["scopes"], json!(["nodes:read"]));
+
+    // At phone width nothing overflows sideways, and the actions stay reachable.
+    c.set_window_size(390, 844).await.unwrap();
+    until(&c, "window.innerWidth <= 400").await;
+    let overflow = js(
+        &c,
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    )
+    .await;
+    assert_eq!(overflow, json!(0), "the page scrolls sideways at 390 px");
+    let revoke = js(
+        &c,
+        "const r = document.querySelector('#keys [data-action=\"revoke\"]').getBoundingClientRect(); return r.right <= window.innerWidth && r.width > 0;",
+    )
+    .await;
+    assert_eq!(revoke, json!(true));
     c.close().await.unwrap();
 }
 
@@ -842,6 +870,11 @@ async fn the_tools_page_regenerates_my_token() {
         .await
         .unwrap();
     until(&c, "!document.getElementById('token-dialog').open").await;
+    until(
+        &c,
+        "document.getElementById('token-value').textContent === ''",
+    )
+    .await;
     assert!(!c.source().await.unwrap().contains(&new));
     assert_eq!(me(old).await, 401);
     assert_eq!(me(new).await, 200);

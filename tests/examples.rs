@@ -1382,3 +1382,62 @@ async fn server_websocket_is_closed_when_its_key_is_revoked() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// The settings pages of pod and portal: served outside authentication
+/// (the page sends the key itself), their key API for key holders only,
+/// administrators only in the portal.
+#[tokio::test]
+async fn pod_and_portal_serve_the_settings_page_and_its_api() {
+    let backend = memory();
+    let api = start_portal(&backend).await;
+    let page = api.get(portal::SETTINGS).send().await;
+    page.expect(200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page
+        .text
+        .contains(r#"data-api="/settings/api/api" data-bearer="1""#));
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("script-src 'self'"));
+    let js = api.get("/settings/api/assets/app.js").send().await;
+    js.expect(200);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let pat = issue(&backend, &portal::RULES, "admin1", &[]).await;
+    let keys = api.get("/settings/api/api").token(&pat).send().await;
+    keys.expect(200);
+    assert_eq!(keys.json["keys"].as_array().unwrap().len(), 1);
+    api.get("/settings/api/api")
+        .send()
+        .await
+        .expect_error(401, "unauthorized");
+
+    let pod_backend = memory();
+    let pod_api = start_pod(&pod_backend, pod::Options::default()).await;
+    pod_api.get(pod::SETTINGS).send().await.expect(200);
+    let reader = issue(&pod_backend, &pod::RULES, "alice", &["read:entities"]).await;
+    pod_api
+        .get("/settings/api-keys/api")
+        .token(&reader)
+        .send()
+        .await
+        .expect_error(403, "forbidden");
+    let manager = issue(&pod_backend, &pod::RULES, "alice", &["keys.manage"]).await;
+    let options = pod_api
+        .get("/settings/api-keys/api/options")
+        .token(&manager)
+        .send()
+        .await;
+    options.expect(200);
+    assert_eq!(options.json["scopes"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        options.json["scopes"][4]["description"],
+        "List and invoke skills via /api/external/skills"
+    );
+}

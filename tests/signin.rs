@@ -369,3 +369,47 @@ async fn the_session_key_api_refuses_cross_origin_and_non_json_and_api_keys_stil
     assert_eq!(r.status(), 403);
     assert!(r.headers().get(header::SET_COOKIE).is_none());
 }
+
+/// Passwords and sessions on PostgreSQL (the `--db` of a fleet): sign in,
+/// and the session is found by a second server on the same database.
+#[tokio::test]
+async fn sessions_live_in_postgres_and_are_shared_by_instances() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        println!("skipped: sessions_live_in_postgres_and_are_shared_by_instances: DATABASE_URL is not set");
+        return;
+    };
+    let backend = Backend::memory(SecretHasher::for_tests());
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let server = server::Server::new(&backend, &server::Options::default()).unwrap();
+        let accounts = Accounts::open(&url, backend.audit.clone(), SignInOptions::default())
+            .await
+            .unwrap();
+        accounts.set_password("bob", PASSWORD).await.unwrap();
+        let router = server.router_with_sign_in(&accounts).await.unwrap();
+        bases.push(format!("http://{}", spawn(router).await));
+    }
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/login", bases[0]))
+        .header(header::ORIGIN, &bases[0])
+        .form(&[("user", "bob"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = http
+        .get(format!("{}/settings/tokens/api/options", bases[1]))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let options: Value = r.json().await.unwrap();
+    assert_eq!(options["owner"], "bob");
+}

@@ -4,7 +4,8 @@
 //!
 //! Managing keys through the API needs the scope `keys.manage`: it stands in
 //! for the signed-in web session of the seed's "Settings → API Keys", and a
-//! key may only create keys with scopes it holds itself.
+//! key may only create keys with scopes it holds itself. The settings page
+//! itself is at `/settings/api-keys`: the person pastes such a key into it.
 
 mod api;
 mod workspace;

@@ -36,6 +36,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
             "memory"
         }
     );
+    println!(
+        "{}",
+        support::limits::describe_failed_auth(options.failed_auth)
+    );
     println!("issue a key: cargo run --example pod -- issue --user alice --scope skills.invoke");
     support::serve::serve(pod.router(), args.addr, &backend, &pod.verifier).await
 }

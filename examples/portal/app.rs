@@ -9,7 +9,7 @@ mod directory;
 
 use std::sync::Arc;
 
-use auth_axum::{connect_info_ip, keys_router, KeyManager, RequireScopeLayer};
+use auth_axum::{connect_info_ip, keys_router, KeyManager, RequireScopeLayer, SettingsPage};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, Verifier};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
@@ -24,6 +24,9 @@ use crate::support::{
 };
 
 /// The command line: name, help and defaults.
+/// Where the settings page for PATs is ("Settings → Automations → API").
+pub const SETTINGS: &str = "/settings/api";
+
 pub const CLI: CliSpec = CliSpec {
     name: "portal",
     about: ABOUT,
@@ -184,15 +187,15 @@ impl Portal {
                 get(api::show_portal).patch(api::update_portal),
             )
             .with_state(self.directory.clone());
+        let tokens = keys_router::<api::PortalAdmin, _>(tokens)
+            .route_layer(RequireScopeLayer::one("tokens:manage"))
+            // PortalAdmin checks the current role here.
+            .layer(Extension(self.directory.clone()));
         Router::new()
             .route("/api/me", get(me))
-            .nest(
-                "/api/tokens",
-                keys_router::<api::PortalAdmin, _>(tokens)
-                    .route_layer(RequireScopeLayer::one("tokens:manage"))
-                    // PortalAdmin checks the current role here.
-                    .layer(Extension(self.directory.clone())),
-            )
+            .nest("/api/tokens", tokens.clone())
+            // The settings page's API (the page is at SETTINGS, admins only).
+            .nest(&format!("{SETTINGS}/api"), tokens)
             .merge(data)
     }
 
@@ -201,9 +204,11 @@ impl Portal {
         stack::protect(routes, &self.auth, &self.limiter, &self.failures)
     }
 
-    /// The whole app.
+    /// The whole app, with the settings page at [`SETTINGS`] (outside the
+    /// `AuthLayer`: the page asks for an administrator's PAT and sends it).
     pub fn router(&self) -> Router {
-        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+        let page = SettingsPage::new("Settings · API").bearer_sign_in().pages();
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier).nest(SETTINGS, page)
     }
 }
 

@@ -36,6 +36,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
             "memory"
         }
     );
+    println!(
+        "{}",
+        support::limits::describe_failed_auth(options.failed_auth)
+    );
     println!("issue a PAT: cargo run --example portal -- issue --user admin1");
     support::serve::serve(portal.router(), args.addr, &backend, &portal.verifier).await
 }

@@ -78,6 +78,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
             "memory"
         }
     );
+    println!(
+        "{}",
+        support::limits::describe_failed_auth(options.failed_auth)
+    );
     #[cfg(feature = "socketio")]
     println!("socket.io:   path /ext-socket.io, auth: {{ api_token }}; events whoami, echo");
     println!(

@@ -12,6 +12,15 @@ use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 /// A script that keeps going is blocked for up to two windows (6 minutes).
 pub const FAILED_AUTH: Quota = Quota::per_minute(10).with_burst(30);
 
+/// One line for the startup banner: the failed-authentication limit.
+pub fn describe_failed_auth(quota: Quota) -> String {
+    let per_minute = 60_000 / quota.interval().as_millis().max(1);
+    format!(
+        "failed auth: {} refusals (401) per client address at once, then {per_minute}/minute; past that, 429",
+        quota.burst()
+    )
+}
+
 /// A limiter with `rules`; with `redis`, buckets live there under `prefix`
 /// (instances sharing limits use the same prefix), with memory as the
 /// fallback while Redis is down.

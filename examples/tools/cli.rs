@@ -265,6 +265,10 @@ async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String
             "memory"
         }
     );
+    println!(
+        "{}",
+        crate::support::limits::describe_failed_auth(options.failed_auth)
+    );
     support::serve::serve(
         tools.router(),
         args.http.addr,

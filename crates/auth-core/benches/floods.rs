@@ -137,7 +137,9 @@ async fn run() {
     let valid = Arc::new(valid);
     let idle = valid_traffic(&app, &valid, None).await;
     report("idle", &idle);
-    for (what, tokens) in kinds.iter().take(4) {
+    // The last "flood" is of valid cached tokens: the same extra load,
+    // legitimate, for reference.
+    for (what, tokens) in &kinds {
         let during = valid_traffic(&app, &valid, Some(Arc::new(tokens.clone()))).await;
         report(&format!("during a flood of: {what}"), &during);
     }
@@ -176,9 +178,13 @@ async fn valid_traffic(
                 let mut sent = 0;
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
-                    assert_eq!(status(&app, &tokens[i % tokens.len()]).await, 401);
+                    let s = status(&app, &tokens[i % tokens.len()]).await;
+                    assert!(s == 401 || s == 200);
                     i += CLIENTS;
                     sent += 1;
+                    // A server reads the next request from a socket: the
+                    // task yields between requests, as here.
+                    tokio::task::yield_now().await;
                 }
                 sent
             }));
@@ -191,7 +197,11 @@ async fn valid_traffic(
                 let mut latencies = Vec::new();
                 for i in 0..VALID_REQUESTS / CLIENTS {
                     let token = &valid[(c + i * CLIENTS) % valid.len()];
+                    // From "the request is readable" to the answer: the
+                    // task is woken (queued behind whatever else is
+                    // runnable, the flood included), then authenticates.
                     let t = Instant::now();
+                    tokio::task::yield_now().await;
                     assert_eq!(status(&app, token).await, 200);
                     latencies.push(t.elapsed());
                 }
@@ -217,7 +227,7 @@ fn report(what: &str, (latencies, flooded): &(Vec<Duration>, usize)) {
     let pct = |p: f64| l[((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "  valid traffic {what}: p50 {:.1} µs, p99 {:.1} µs ({} bad requests sent meanwhile)",
+        "  valid traffic {what}: p50 {:.1} µs, p99 {:.1} µs ({} flood requests meanwhile)",
         us(pct(0.5)),
         us(pct(0.99)),
         flooded

@@ -556,3 +556,40 @@ async fn open_store_picks_postgres_for_postgres_urls() {
     drop(opened);
     schema.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_do_not_depend_on_the_shared_pool() {
+    let schema = schema_or_skip!("heartbeats_do_not_depend_on_the_shared_pool");
+    let options = PostgresOptions::new()
+        .schema(schema.name.clone())
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(200))
+        .heartbeat(Duration::from_millis(50));
+    let store = PostgresKeyStore::connect_with(&schema.url, &options)
+        .await
+        .unwrap();
+    let changes = Recorder::subscribe(&store);
+    // Requests hold every pooled connection, as under load.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        if let Ok(c) = store.pool().acquire().await {
+            held.push(c);
+        }
+    }
+    assert!(
+        store.pool().acquire().await.is_err(),
+        "the pool is exhausted"
+    );
+    // Twelve heartbeat periods: with heartbeats sent through the pool, the
+    // listener would be deemed dead after three, and every cache resynced.
+    // (Time passing is the condition under test here, not a synchronisation.)
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.changes().is_in_sync());
+    assert!(
+        !changes.seen().contains(&KeyChange::All),
+        "a busy pool made the listener look dead"
+    );
+    drop(held);
+    drop((changes, store));
+    schema.drop_schema().await;
+}

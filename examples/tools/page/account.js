@@ -44,8 +44,19 @@
     }
   }
 
+  function forgetToken() {
+    $("token-value").textContent = "";
+    $("copy-status").textContent = "";
+  }
+
   function setup(dialog) {
-    for (const b of dialog.querySelectorAll("[data-close]")) b.addEventListener("click", () => dialog.close());
+    for (const b of dialog.querySelectorAll("[data-close]")) {
+      b.addEventListener("click", () => {
+        // The token goes with its dialog, in the same moment.
+        if (dialog.id === "token-dialog") forgetToken();
+        dialog.close();
+      });
+    }
   }
 
   function start() {
@@ -92,9 +103,9 @@
         $("copy-status").textContent = "Select it and press Ctrl+C (⌘C).";
       }
     });
+    $("token-dialog").addEventListener("cancel", forgetToken);
     $("token-dialog").addEventListener("close", () => {
-      $("token-value").textContent = "";
-      $("copy-status").textContent = "";
+      forgetToken();
       $("regenerate").focus();
     });
     refresh();

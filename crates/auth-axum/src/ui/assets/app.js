@@ -184,7 +184,12 @@
       const chips = li.querySelector(".chips");
       if (key.scopes.length === 0) chips.append(text("li", "no scopes", "none"));
       for (const s of key.scopes) chips.append(text("li", s));
-      li.querySelector(".created").append(timeEl(key.created_at));
+      const created = li.querySelector(".created");
+      created.append(timeEl(key.created_at));
+      if (key.created_by) {
+        // Minted through the API by another key (issue 12): say which.
+        created.append(document.createTextNode(" by key "), text("code", key.created_by));
+      }
       const used = li.querySelector(".used");
       used.append(key.last_used_at ? timeEl(key.last_used_at) : document.createTextNode("Never"));
       const expires = li.querySelector(".expires");
@@ -219,6 +224,8 @@
   }
 
   function closeDialog(dialog) {
+    // The token goes at the same moment as its dialog, not a task later.
+    if (dialog.id === "token-dialog") forgetToken();
     if (dialog.open) dialog.close();
   }
 
@@ -718,6 +725,7 @@
       }
     });
     $("copy-token").addEventListener("click", copyToken);
+    $("token-dialog").addEventListener("cancel", forgetToken);
     $("token-dialog").addEventListener("close", forgetToken);
     $("confirm-form").addEventListener("submit", submitConfirm);
     $("confirm-dialog").addEventListener("close", () => { confirmAction = null; });
