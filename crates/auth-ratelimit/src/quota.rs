@@ -166,7 +166,7 @@ impl fmt::Debug for Quota {
 
 /// Whole seconds in `nanos`, rounded up.
 pub(crate) fn ceil_secs(nanos: u64) -> u64 {
-    nanos / NANOS_PER_SEC + u64::from(nanos % NANOS_PER_SEC != 0)
+    nanos / NANOS_PER_SEC + u64::from(!nanos.is_multiple_of(NANOS_PER_SEC))
 }
 
 #[cfg(test)]

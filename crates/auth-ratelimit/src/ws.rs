@@ -108,7 +108,7 @@ impl RateLimitedEvent {
     /// The wait in milliseconds, rounded up, at least 1.
     pub fn retry_after_ms(&self) -> u64 {
         let nanos = self.retry_after.as_nanos();
-        let ms = nanos / 1_000_000 + u128::from(nanos % 1_000_000 != 0);
+        let ms = nanos / 1_000_000 + u128::from(!nanos.is_multiple_of(1_000_000));
         u64::try_from(ms).unwrap_or(u64::MAX).max(1)
     }
 

@@ -131,7 +131,7 @@ pub async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, CliErro
             Outcome::Refused => AuditOutcome::Failure,
         }),
     };
-    let (mut events, _) = newest(db, &filter, a.limit.max(1), None).await?;
+    let (mut events, top) = newest(db, &filter, a.limit.max(1), None).await?;
     events.reverse();
     if events.is_empty() && !a.follow && !json {
         output::note("no audit events match");
@@ -141,18 +141,9 @@ pub async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, CliErro
     if !a.follow {
         return Ok(ExitCode::SUCCESS);
     }
-    // The newest id seen so far, matching or not, so nothing is printed twice.
-    let mut last = db
-        .audit
-        .query(&AuditQuery {
-            limit: 1,
-            ..Default::default()
-        })
-        .await?
-        .events
-        .first()
-        .and_then(|e| e.id)
-        .unwrap_or(0);
+    // The newest matching id read so far: later ones are new, none is
+    // printed twice and none written since the first read is missed.
+    let mut last = top.unwrap_or(0);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = tokio::signal::ctrl_c();
@@ -163,22 +154,8 @@ pub async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, CliErro
             _ = &mut stop => return Ok(ExitCode::SUCCESS),
             _ = tick.tick() => {}
         }
-        let newest_id = db
-            .audit
-            .query(&AuditQuery {
-                limit: 1,
-                ..Default::default()
-            })
-            .await?
-            .events
-            .first()
-            .and_then(|e| e.id)
-            .unwrap_or(last);
-        if newest_id <= last {
-            continue;
-        }
         let (mut fresh, top) = newest(db, &filter, usize::MAX, Some(last)).await?;
-        last = top.unwrap_or(newest_id).max(newest_id);
+        last = last.max(top.unwrap_or(0));
         fresh.reverse();
         if !fresh.is_empty() {
             render(&fresh, json, header)?;
