@@ -789,6 +789,25 @@ async fn a_key_only_makes_keys_that_end_no_later_than_itself() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json["created_by"], hour_id.to_string().as_str());
+    // The audit log says it too: the minting request's event names the new key.
+    let made = r.json["id"].as_str().unwrap().to_owned();
+    let log = f
+        .call(
+            Method::GET,
+            &format!("/api/tokens/{hour_id}/activity"),
+            &hour,
+            None,
+        )
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.text);
+    let minted = log.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "POST" && e["status"] == 201)
+        .unwrap_or_else(|| panic!("no audit event for the creation: {}", log.text));
+    assert_eq!(minted["key_id"], hour_id.to_string().as_str());
+    assert_eq!(minted["created_key"], made.as_str());
     let body = format!(
         r#"{{"name":"same","scopes":["read"],"expires_at":"{}"}}"#,
         rfc3339(ends)

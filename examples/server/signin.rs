@@ -325,6 +325,7 @@ impl Accounts {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect()),
+            created_key: None,
         });
     }
 }

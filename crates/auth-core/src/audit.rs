@@ -71,7 +71,17 @@ pub struct AuditEvent {
     pub client_ip: Option<IpAddr>,
     /// `User-Agent`, truncated.
     pub user_agent: Option<String>,
+    /// The key this request created (the key API's create or rotate), so
+    /// that the log says which key made which: the request's own `key_id`
+    /// is the creator. See [`KeyCreated`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_key: Option<KeyId>,
 }
+
+/// Left in a response's extensions by a handler that created a key: the
+/// auth layer copies it into the request's [`AuditEvent::created_key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyCreated(pub KeyId);
 
 /// Longest `User-Agent` kept in an event.
 pub const MAX_USER_AGENT: usize = 256;
@@ -385,6 +395,7 @@ mod tests {
             status: Some(200),
             client_ip: None,
             user_agent: None,
+            created_key: None,
         }
     }
 

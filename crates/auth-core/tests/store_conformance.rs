@@ -635,6 +635,7 @@ mod cases {
             status: Some(403),
             client_ip: Some("2001:db8::1".parse().unwrap()),
             user_agent: None,
+            created_key: Some(KeyId::random()),
             ..audit_event(Some(other), Some("bob"), T0 + time::Duration::days(2))
         };
         b.audit.record(full.clone());

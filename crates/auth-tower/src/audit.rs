@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use auth_core::{
-    AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyId, RejectReason, MAX_USER_AGENT,
+    AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RejectReason,
+    MAX_USER_AGENT,
 };
 use http::{header, request::Parts, Extensions, HeaderMap, Method, Request, StatusCode, Uri};
 use time::OffsetDateTime;
@@ -98,9 +99,15 @@ struct Pending {
 }
 
 impl PendingAudit {
-    pub(crate) fn finish(mut self, status: Option<StatusCode>) {
+    pub(crate) fn finish(self, status: Option<StatusCode>) {
+        self.finish_with(status, None);
+    }
+
+    /// As [`finish`](Self::finish), noting the key the request created.
+    pub(crate) fn finish_with(mut self, status: Option<StatusCode>, created: Option<KeyCreated>) {
         if let Some(mut event) = self.0.event.take() {
             event.status = status.map(|s| s.as_u16());
+            event.created_key = created.map(|k| k.0);
             self.0.sink.record(event);
         }
     }
@@ -150,6 +157,7 @@ pub(crate) fn pending(
         status: None,
         client_ip,
         user_agent,
+        created_key: None,
     };
     Some(PendingAudit(Box::new(Pending {
         sink: sink.clone(),

@@ -6,6 +6,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
+use auth_core::KeyCreated;
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -102,7 +103,11 @@ where
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
                     if let Some(audit) = this.audit.take() {
-                        audit.finish(result.as_ref().ok().map(Response::status));
+                        let res = result.as_ref().ok();
+                        audit.finish_with(
+                            res.map(Response::status),
+                            res.and_then(|r| r.extensions().get::<KeyCreated>().copied()),
+                        );
                     }
                     return Poll::Ready(result);
                 }

@@ -89,6 +89,7 @@ fn event(at: OffsetDateTime, actor: &str, outcome: AuditOutcome) -> AuditEvent {
         status: Some(200),
         client_ip: None,
         user_agent: None,
+        created_key: None,
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use auth_core::{validate_scope, AuditQuery, KeyId, KeyRecord, NewKey, Principal, ScopeSet};
+use auth_core::{
+    validate_scope, AuditQuery, IssuedKey, KeyCreated, KeyId, KeyRecord, NewKey, Principal,
+    ScopeSet,
+};
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
     http::{header, HeaderValue, StatusCode},
@@ -55,6 +58,14 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// 201 with the new key, marked so that the request's audit event names it
+/// next to the key that made it.
+fn created(issued: &IssuedKey, body: CreatedKey<'_>) -> Response {
+    let mut res = json(StatusCode::CREATED, &body);
+    res.extensions_mut().insert(KeyCreated(issued.record.id));
+    res
+}
+
 async fn create<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
@@ -79,7 +90,7 @@ async fn create_key<O: KeyOwner>(
     new.expires_at = expires_at;
     new.created_by = caller.key;
     let issued = m.issuer.issue(new).await?;
-    Ok(json(StatusCode::CREATED, &CreatedKey::new(&issued)))
+    Ok(created(&issued, CreatedKey::new(&issued)))
 }
 
 /// 422 for a malformed or unknown scope, then 403 for one beyond the owner's ceiling.
@@ -205,7 +216,7 @@ async fn rotate<O: KeyOwner>(
         let mut body = CreatedKey::new(&issued);
         body.rotated_from = Some(record.id);
         body.previous_key_ends_at = previous_ends;
-        Ok(json(StatusCode::CREATED, &body))
+        Ok(created(&issued, body))
     };
     respond(&style, result.await)
 }

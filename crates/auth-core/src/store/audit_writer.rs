@@ -291,6 +291,7 @@ mod tests {
             status: Some(401),
             client_ip: None,
             user_agent: None,
+            created_key: None,
         }
     }
 

@@ -71,6 +71,7 @@ struct Columns {
     status: Vec<Option<i32>>,
     client_ip: Vec<Option<String>>,
     user_agent: Vec<Option<String>>,
+    created_key: Vec<Option<String>>,
 }
 
 #[async_trait]
@@ -80,6 +81,7 @@ impl BatchSink for Sink {
         for e in events {
             c.at.push(e.at);
             c.key_id.push(e.key_id.map(|k| k.to_string()));
+            c.created_key.push(e.created_key.map(|k| k.to_string()));
             c.actor.push(e.actor.clone());
             c.subject.push(e.subject.clone());
             c.outcome.push(e.outcome.as_str());
@@ -98,9 +100,9 @@ impl BatchSink for Sink {
         // One statement for the whole batch: arrays, unnested into rows.
         sqlx::query(
             "INSERT INTO audit_events (at, key_id, actor, subject, outcome, reason, method, path, \
-             status, client_ip, user_agent) \
+             status, client_ip, user_agent, created_key) \
              SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $11::text[])",
+             $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $11::text[], $12::text[])",
         )
         .bind(c.at)
         .bind(c.key_id)
@@ -113,6 +115,7 @@ impl BatchSink for Sink {
         .bind(c.status)
         .bind(c.client_ip)
         .bind(c.user_agent)
+        .bind(c.created_key)
         .execute(&self.0)
         .await
         .map_err(store_error)?;
@@ -137,6 +140,7 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
         status: sql::status(status.map(i64::from))?,
         client_ip: sql::client_ip(row.try_get("client_ip").map_err(get)?)?,
         user_agent: row.try_get("user_agent").map_err(get)?,
+        created_key: sql::opt_key_id(row.try_get("created_key").map_err(get)?)?,
     })
 }
 
@@ -152,7 +156,7 @@ impl AuditLog for PostgresAuditLog {
         let limit = query.effective_limit();
         let mut q = QueryBuilder::<Postgres>::new(
             "SELECT id, at, key_id, actor, subject, outcome, reason, method, path, status, client_ip, \
-             user_agent FROM audit_events WHERE TRUE",
+             user_agent, created_key FROM audit_events WHERE TRUE",
         );
         if let Some(k) = query.key_id {
             q.push(" AND key_id = ").push_bind(k.to_string());

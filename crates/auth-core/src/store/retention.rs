@@ -67,6 +67,7 @@ mod tests {
             status: None,
             client_ip: None,
             user_agent: None,
+            created_key: None,
         }
     }
 

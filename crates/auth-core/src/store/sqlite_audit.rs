@@ -61,7 +61,7 @@ impl BatchSink for Sink {
         for e in events {
             sqlx::query(
                 "INSERT INTO audit_events (at, key_id, actor, subject, outcome, reason, method, path, \
-                 status, client_ip, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 status, client_ip, user_agent, created_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(micros(e.at))
             .bind(e.key_id.map(|k| k.to_string()))
@@ -74,6 +74,7 @@ impl BatchSink for Sink {
             .bind(e.status.map(i64::from))
             .bind(e.client_ip.map(|ip| ip.to_string()))
             .bind(e.user_agent.as_deref().map(|ua| truncate(ua, MAX_USER_AGENT)))
+            .bind(e.created_key.map(|k| k.to_string()))
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
@@ -100,6 +101,7 @@ fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         status: sql::status(status)?,
         client_ip: sql::client_ip(row.try_get("client_ip").map_err(get)?)?,
         user_agent: row.try_get("user_agent").map_err(get)?,
+        created_key: sql::opt_key_id(row.try_get("created_key").map_err(get)?)?,
     })
 }
 
@@ -115,7 +117,7 @@ impl AuditLog for SqliteAuditLog {
         let limit = query.effective_limit();
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, at, key_id, actor, subject, outcome, reason, method, path, status, client_ip, \
-             user_agent FROM audit_events WHERE 1 = 1",
+             user_agent, created_key FROM audit_events WHERE 1 = 1",
         );
         if let Some(k) = query.key_id {
             q.push(" AND key_id = ").push_bind(k.to_string());

@@ -165,6 +165,7 @@ pub fn audit_event(key: Option<KeyId>, actor: Option<&str>, at: OffsetDateTime) 
         status: Some(200),
         client_ip: Some("203.0.113.7".parse().unwrap()),
         user_agent: Some("curl/8.5".into()),
+        created_key: None,
     }
 }
 
