@@ -1,6 +1,8 @@
 //! Per-request cost of whole middleware stacks on a finalized axum router,
 //! ours and the peers' (tower-http bearer, tower_governor) in the same run.
 //!
+//! Over HTTP with wrk: `benches/wrk.sh` (serves each stack with `serve=`).
+//!
 //! `cargo bench --bench stacks` (optional args: `rounds=15 iters=100000 threads=1,2`,
 //! `only=<name substring>` to profile a subset)
 //!
@@ -207,6 +209,27 @@ fn main() {
     });
     let authorization = format!("Bearer {token}");
     let mut stacks = stacks(&verifier, &token);
+    // `serve=<exact name>` serves that stack over HTTP on `addr=` with two
+    // tokio workers, for `benches/wrk.sh`, and writes the token to `token_file=`.
+    let serve = arg("serve", "");
+    if !serve.is_empty() {
+        let (_, app) = stacks
+            .into_iter()
+            .find(|(name, _)| *name == serve)
+            .expect("serve= names one of the stacks");
+        std::fs::write(arg("token_file", "stacks.token"), &token).unwrap();
+        let addr = arg("addr", "127.0.0.1:3900");
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        return;
+    }
     // `only=<substring>` keeps matching stacks (and the bare router), for profiling.
     let only = arg("only", "");
     // `stack=<exact name>` keeps just that one (the bare router too).
