@@ -858,6 +858,32 @@ async fn a_key_only_makes_keys_that_end_no_later_than_itself() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
+/// Rotation keeps the old key's scopes: a key that may manage keys but holds
+/// little else must not rotate a broader key of the same user into a token
+/// it could never have minted.
+#[tokio::test]
+async fn a_narrow_key_cannot_rotate_a_broader_one() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, narrow) = f.key("alice", &["tokens:manage"]).await;
+    let (broad_id, _) = f.key("alice", ALL).await;
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{broad_id}/rotate"),
+            &narrow,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(r.json.get("token").is_none(), "{}", r.text);
+    assert!(r.json["message"]
+        .as_str()
+        .unwrap()
+        .contains("may not grant"));
+    let broad = f.issuer.get(broad_id).await.unwrap().unwrap();
+    assert_eq!((broad.replaced_by, broad.revoked_at), (None, None));
+}
+
 #[tokio::test]
 async fn a_replaced_key_works_for_the_api_but_cannot_manage_keys() {
     let f = Fixture::start(ErrorFormat::Flat).await;
@@ -892,6 +918,12 @@ async fn a_replaced_key_works_for_the_api_but_cannot_manage_keys() {
         (Method::GET, "/api/tokens".to_owned(), None),
         (Method::GET, format!("/api/tokens/{new_id}"), None),
         (Method::GET, format!("/api/tokens/{new_id}/activity"), None),
+        (
+            Method::GET,
+            format!("/api/tokens/{new_id}/usage?bucket=hour&since=2026-01-01T00:00:00Z"),
+            None,
+        ),
+        (Method::GET, "/api/tokens/options".to_owned(), None),
     ] {
         let r = f.call(method.clone(), &path, &old, body).await;
         assert_eq!(

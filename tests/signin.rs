@@ -412,4 +412,25 @@ async fn sessions_live_in_postgres_and_are_shared_by_instances() {
     assert_eq!(r.status(), 200);
     let options: Value = r.json().await.unwrap();
     assert_eq!(options["owner"], "bob");
+
+    // On PostgreSQL too, an unknown name and a wrong password get one answer
+    // (the lookup for unknown names must not fail where a real one succeeds).
+    let mut answers = Vec::new();
+    for user in ["bob", "mallory"] {
+        let r = http
+            .post(format!("{}/login", bases[0]))
+            .header(header::ORIGIN, &bases[0])
+            .form(&[("user", user), ("password", "not the password")])
+            .send()
+            .await
+            .unwrap();
+        answers.push((r.status(), r.text().await.unwrap()));
+    }
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED, "{}", answers[0].1);
+    assert_eq!(answers[1].0, StatusCode::UNAUTHORIZED, "{}", answers[1].1);
+    // The form keeps the typed name; the rest of the page is the same.
+    let [(_, bob), (_, mallory)] = &answers[..] else {
+        unreachable!()
+    };
+    assert_eq!(*bob, mallory.replace("mallory", "bob"));
 }

@@ -243,7 +243,9 @@ impl Accounts {
             self.stored_hash(user).await?
         } else {
             // The same query for names that do not exist.
-            self.stored_hash("\u{0}no-such-user").await?;
+            // (No NUL byte: PostgreSQL's TEXT refuses it, and an error here
+            // would tell unknown names from wrong passwords.)
+            self.stored_hash(" no such user ").await?;
             None
         };
         let known = stored.is_some();
@@ -659,7 +661,13 @@ async fn logout(session: Session, headers: HeaderMap) -> Response {
         );
     }
     if let Err(e) = session.flush().await {
+        // The session may still be valid: say so rather than pretend.
         tracing::warn!(error = %e, "session store failed at sign-out");
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-out failed: the session store is unavailable. Try again.",
+            "",
+        );
     }
     Redirect::to("/login").into_response()
 }

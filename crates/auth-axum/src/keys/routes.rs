@@ -197,6 +197,12 @@ async fn rotate<O: KeyOwner>(
     let result = async {
         let caller = m.caller(&owner, Action::Mint).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
+        // The replacement keeps the old key's scopes: no more than the
+        // caller may grant, or a narrow key could mint a broad one.
+        let ceiling = owner.grantable_scopes();
+        if let Some(beyond) = record.scopes.iter().find(|s| !ceiling.has(s)) {
+            return Err(KeyApiError::beyond_ceiling(beyond));
+        }
         // The replacement keeps the old key's expiry.
         caller.check_end(record.expires_at)?;
         let req: RotateKey = parse_json(&body, true)?;
@@ -258,6 +264,7 @@ async fn usage<O: KeyOwner>(
     query: Result<Query<UsageParams>, QueryRejection>,
 ) -> Response {
     let result = async {
+        m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         let Ok(Query(params)) = query else {
             return Err(KeyApiError::bad_request(
@@ -290,6 +297,9 @@ struct ScopeOption<'a> {
 }
 
 async fn options<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
+    if let Err(e) = m.caller(&owner, Action::Manage).await {
+        return respond(&style, Err(e));
+    }
     let ceiling = owner.grantable_scopes();
     // Described scopes first, in their order; then the other known (or,
     // without a list of known scopes, grantable) ones.
