@@ -106,7 +106,14 @@ pub struct Accounts {
     limiter: RateLimiter,
     audit: Arc<dyn AuditLog>,
     options: SignInOptions,
+    /// Password checks running at once: each holds ~19 MiB of argon2
+    /// memory on a blocking thread, so a flood from many addresses (past the
+    /// per-address limit) waits here instead of growing the pool.
+    checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Password checks that may run at once.
+const CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
 impl Accounts {
     /// Opens `db` (the `--db` of the keys: a SQLite path, a `postgres://`
@@ -174,6 +181,7 @@ impl Accounts {
             limiter,
             audit,
             options,
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
         })
     }
 
@@ -251,6 +259,9 @@ impl Accounts {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let password = password.to_owned();
+        let Ok(_permit) = self.checks.acquire().await else {
+            return Ok(false); // never closed
+        };
         let matches = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash).is_ok_and(|parsed| {
                 Argon2::default()
