@@ -114,12 +114,24 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), KeyApiError>
     }
 }
 
-/// 403 for a request from another origin than the allowed ones.
-pub(crate) fn check_origin(
+/// [`check_origin_at`] without a URI authority.
+#[cfg(test)]
+fn check_origin(allowed: &AllowedOrigins, headers: &HeaderMap) -> Result<(), KeyApiError> {
+    check_origin_at(allowed, headers, None)
+}
+
+/// 403 for a request from another origin than the allowed ones. The host is
+/// the `Host` header or else the URI's authority (HTTP/2 sends `:authority`
+/// and no `Host`).
+pub(crate) fn check_origin_at(
     allowed: &AllowedOrigins,
     headers: &HeaderMap,
+    authority: Option<&str>,
 ) -> Result<(), KeyApiError> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(authority);
     let refused = match headers.get(header::ORIGIN) {
         Some(origin) => !origin.to_str().is_ok_and(|o| allowed.allows(o, host)),
         None => headers
@@ -146,7 +158,11 @@ pub(crate) async fn guard(
 ) -> Response {
     if changes_state(req.method()) {
         let checked = match &m.origins {
-            Some(allowed) => check_origin(allowed, req.headers()),
+            Some(allowed) => check_origin_at(
+                allowed,
+                req.headers(),
+                req.uri().authority().map(|a| a.as_str()),
+            ),
             None => Ok(()),
         }
         .and_then(|()| check_content_type(req.headers()));
@@ -228,6 +244,11 @@ mod tests {
         assert!(check_origin(&same, &fetch("cross-site")).is_err());
         assert!(check_origin(&same, &fetch("same-site")).is_err());
         assert!(check_origin(&same, &headers(&[("host", "k")])).is_ok());
+        // HTTP/2: no Host header, the authority comes with the URI.
+        let h2 = headers(&[("origin", "https://keys.example.com")]);
+        assert!(check_origin_at(&same, &h2, Some("keys.example.com")).is_ok());
+        assert!(check_origin_at(&same, &h2, Some("evil.example")).is_err());
+        assert!(check_origin(&same, &h2).is_err(), "no host at all: refused");
         let e = check_origin(&same, &h("https://evil.example")).unwrap_err();
         assert!(
             matches!(e, KeyApiError::Auth(ref e) if e.status() == 403 && e.code().as_str() == "cross_origin_request")
