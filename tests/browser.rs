@@ -180,6 +180,26 @@ async fn until(c: &Client, script: &str) {
     support_eventually(script, || async { js(c, &body).await == Value::Bool(true) }).await;
 }
 
+/// Clicks the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of the element `css` selects.
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn press(c: &Client, key: Key) {
     let k: char = key.into();
     let actions = KeyActions::new("keyboard".into())
@@ -250,12 +270,7 @@ async fn sign_in(c: &Client, app: &App, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#sign-in").await;
 }
 
 /// Signs in, then waits for the list to load.
@@ -280,13 +295,7 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
     // Sign in: a wrong password first (same page, an error), then the right one.
     sign_in(&c, &app, "not the password").await;
     until(&c, "document.getElementById('login-error')").await;
-    let error = c
-        .find(Locator::Css("#login-error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let error = text_of(&c, "#login-error").await;
     assert_eq!(error, "Wrong user name or password.");
     // The 401 of that answer is the only thing in the console so far.
     for entry in console(&c, &driver).await {
@@ -297,22 +306,11 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
         );
     }
     open_settings(&c, &app).await;
-    let empty = c
-        .find(Locator::Css("#keys .empty"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let empty = text_of(&c, "#keys .empty").await;
     assert!(empty.contains("no API keys yet"), "{empty}");
 
     // Create a key with two scopes; read the token from the page.
-    c.find(Locator::Css("#new-key"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#new-key").await;
     until(
         &c,
         "document.querySelector('#scope-list input[value=\"nodes:write\"]')",
@@ -336,43 +334,20 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
         .unwrap();
     }
     // The descriptions come from the KeyManager.
-    let scopes_text = c
-        .find(Locator::Css("#scope-list"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scopes_text = text_of(&c, "#scope-list").await;
     assert!(
         scopes_text.contains("Create, rotate and revoke API tokens"),
         "{scopes_text}"
     );
-    c.find(Locator::Css("#create-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#create-submit").await;
     until(
         &c,
         "document.getElementById('token-value').textContent.length > 0",
     )
     .await;
-    let token = c
-        .find(Locator::Css("#token-value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let token = text_of(&c, "#token-value").await;
     assert!(token.starts_with("st_"), "{token}");
-    let warning = c
-        .find(Locator::Css("#token-warning"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let warning = text_of(&c, "#token-warning").await;
     assert!(warning.contains("will not be shown again"));
     screenshot(&c, "new-token").await;
 
@@ -384,12 +359,7 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
     assert_eq!(app.api("/api/nodes", &token).await.0, 200);
 
     // Closed: the token is in neither the page nor the list.
-    c.find(Locator::Css("#token-dialog [data-close]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#token-dialog [data-close]").await;
     until(&c, "!document.getElementById('token-dialog').open").await;
     until(&c, "document.querySelector('#keys li.key')").await;
     until(
@@ -408,13 +378,7 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
     );
     let secret_tail = &token[token.len() - 20..];
     assert!(!source.contains(secret_tail));
-    let list_text = c
-        .find(Locator::Css("#keys"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list_text = text_of(&c, "#keys").await;
     assert!(
         list_text.contains("ci deploy") && list_text.contains("nodes:write"),
         "{list_text}"
@@ -463,31 +427,15 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
         js(&c, "return document.getElementById('grace').value;").await,
         json!("3600")
     );
-    c.find(Locator::Css("#confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#confirm-ok").await;
     until(
         &c,
         "document.getElementById('token-value').textContent.length > 0",
     )
     .await;
-    let rotated = c
-        .find(Locator::Css("#token-value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let rotated = text_of(&c, "#token-value").await;
     assert_ne!(rotated, token);
-    c.find(Locator::Css("#token-dialog [data-close]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#token-dialog [data-close]").await;
     assert_eq!(app.api("/api/nodes", &token).await.0, 200);
     let (status, me) = app.api("/api/me", &rotated).await;
     assert_eq!(status, 200);
@@ -516,12 +464,7 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
     .await
     .unwrap();
     until(&c, "document.getElementById('confirm-dialog').open").await;
-    c.find(Locator::Css("#confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#confirm-ok").await;
     until(&c, &format!(
         "document.querySelector('#keys li.key[data-id=\"{new_id}\"] .badge').textContent === 'Revoked'"
     ))
@@ -587,13 +530,7 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
         "document.getElementById('token-value').textContent.length > 0",
     )
     .await;
-    let token = c
-        .find(Locator::Css("#token-value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let token = text_of(&c, "#token-value").await;
     assert_eq!(active_id(&c).await, "copy-token");
     // Escape closes the dialog; the token is gone; focus returns to the page.
     press(&c, Key::Escape).await;
@@ -607,13 +544,7 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
         json!("")
     );
     until(&c, "document.querySelector('#keys li.key')").await;
-    let list = c
-        .find(Locator::Css("#keys"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text_of(&c, "#keys").await;
     assert!(
         list.contains("keyboard") && list.contains("nodes:read"),
         "{list}"
@@ -676,12 +607,7 @@ async fn the_pod_page_works_with_a_management_key() {
         .send_keys(manager.token.expose_secret())
         .await
         .unwrap();
-    c.find(Locator::Css(".bearer button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, ".bearer button").await;
     until(&c, "document.querySelector('#keys li.key')").await;
     until(
         &c,
@@ -689,24 +615,13 @@ async fn the_pod_page_works_with_a_management_key() {
     )
     .await;
 
-    c.find(Locator::Css("#new-key"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#new-key").await;
     until(
         &c,
         "document.querySelectorAll('#scope-list input').length === 9",
     )
     .await;
-    let scopes = c
-        .find(Locator::Css("#scope-list"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scopes = text_of(&c, "#scope-list").await;
     assert!(
         scopes.contains("Read via Hub Protocol: entities, documents, search, memory"),
         "{scopes}"
@@ -734,30 +649,14 @@ async fn the_pod_page_works_with_a_management_key() {
         .await
         .unwrap();
     }
-    c.find(Locator::Css("#expiry option[value=\"never\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#create-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#expiry option[value=\"never\"]").await;
+    click(&c, "#create-submit").await;
     until(
         &c,
         "document.getElementById('token-value').textContent.length > 0",
     )
     .await;
-    let token = c
-        .find(Locator::Css("#token-value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let token = text_of(&c, "#token-value").await;
     assert!(token.starts_with("sk_live_"), "{token}");
     let r = reqwest::Client::new()
         .get(format!("{base}/api/external/skills"))
@@ -826,49 +725,23 @@ async fn the_tools_page_regenerates_my_token() {
         .send_keys(&old)
         .await
         .unwrap();
-    c.find(Locator::Css("#use-token"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#use-token").await;
     until(
         &c,
         "document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
     )
     .await;
-    c.find(Locator::Css("#regenerate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#regenerate").await;
     until(&c, "document.getElementById('confirm-dialog').open").await;
-    c.find(Locator::Css("#confirm-ok"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#confirm-ok").await;
     until(
         &c,
         "document.getElementById('token-value').textContent.length > 0",
     )
     .await;
-    let new = c
-        .find(Locator::Css("#token-value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let new = text_of(&c, "#token-value").await;
     assert_ne!(new, old);
-    c.find(Locator::Css("#token-dialog [data-close]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#token-dialog [data-close]").await;
     until(&c, "!document.getElementById('token-dialog').open").await;
     until(
         &c,
