@@ -114,16 +114,10 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), KeyApiError>
     }
 }
 
-/// [`check_origin_at`] without a URI authority.
-#[cfg(test)]
-fn check_origin(allowed: &AllowedOrigins, headers: &HeaderMap) -> Result<(), KeyApiError> {
-    check_origin_at(allowed, headers, None)
-}
-
 /// 403 for a request from another origin than the allowed ones. The host is
 /// the `Host` header or else the URI's authority (HTTP/2 sends `:authority`
 /// and no `Host`).
-pub(crate) fn check_origin_at(
+pub(crate) fn check_origin(
     allowed: &AllowedOrigins,
     headers: &HeaderMap,
     authority: Option<&str>,
@@ -158,7 +152,7 @@ pub(crate) async fn guard(
 ) -> Response {
     if changes_state(req.method()) {
         let checked = match &m.origins {
-            Some(allowed) => check_origin_at(
+            Some(allowed) => check_origin(
                 allowed,
                 req.headers(),
                 req.uri().authority().map(|a| a.as_str()),
@@ -230,26 +224,29 @@ mod tests {
         let same = AllowedOrigins::same_host();
         let listed = AllowedOrigins::with(["https://App.example.com/"]);
         let h = |origin: &'static str| headers(&[("host", "keys.example.com"), ("origin", origin)]);
-        assert!(check_origin(&same, &h("https://keys.example.com")).is_ok());
-        assert!(check_origin(&same, &h("http://KEYS.example.com")).is_ok());
-        assert!(check_origin(&same, &h("https://evil.example")).is_err());
-        assert!(check_origin(&same, &h("https://keys.example.com.evil.example")).is_err());
-        assert!(check_origin(&same, &h("null")).is_err());
-        assert!(check_origin(&listed, &h("https://app.example.com")).is_ok());
-        assert!(check_origin(&listed, &h("http://app.example.com")).is_err());
+        assert!(check_origin(&same, &h("https://keys.example.com"), None).is_ok());
+        assert!(check_origin(&same, &h("http://KEYS.example.com"), None).is_ok());
+        assert!(check_origin(&same, &h("https://evil.example"), None).is_err());
+        assert!(check_origin(&same, &h("https://keys.example.com.evil.example"), None).is_err());
+        assert!(check_origin(&same, &h("null"), None).is_err());
+        assert!(check_origin(&listed, &h("https://app.example.com"), None).is_ok());
+        assert!(check_origin(&listed, &h("http://app.example.com"), None).is_err());
         // No Origin: the fetch metadata decides; neither header: not a browser.
         let fetch = |site: &'static str| headers(&[("host", "k"), ("sec-fetch-site", site)]);
-        assert!(check_origin(&same, &fetch("same-origin")).is_ok());
-        assert!(check_origin(&same, &fetch("none")).is_ok());
-        assert!(check_origin(&same, &fetch("cross-site")).is_err());
-        assert!(check_origin(&same, &fetch("same-site")).is_err());
-        assert!(check_origin(&same, &headers(&[("host", "k")])).is_ok());
+        assert!(check_origin(&same, &fetch("same-origin"), None).is_ok());
+        assert!(check_origin(&same, &fetch("none"), None).is_ok());
+        assert!(check_origin(&same, &fetch("cross-site"), None).is_err());
+        assert!(check_origin(&same, &fetch("same-site"), None).is_err());
+        assert!(check_origin(&same, &headers(&[("host", "k")]), None).is_ok());
         // HTTP/2: no Host header, the authority comes with the URI.
         let h2 = headers(&[("origin", "https://keys.example.com")]);
-        assert!(check_origin_at(&same, &h2, Some("keys.example.com")).is_ok());
-        assert!(check_origin_at(&same, &h2, Some("evil.example")).is_err());
-        assert!(check_origin(&same, &h2).is_err(), "no host at all: refused");
-        let e = check_origin(&same, &h("https://evil.example")).unwrap_err();
+        assert!(check_origin(&same, &h2, Some("keys.example.com")).is_ok());
+        assert!(check_origin(&same, &h2, Some("evil.example")).is_err());
+        assert!(
+            check_origin(&same, &h2, None).is_err(),
+            "no host at all: refused"
+        );
+        let e = check_origin(&same, &h("https://evil.example"), None).unwrap_err();
         assert!(
             matches!(e, KeyApiError::Auth(ref e) if e.status() == 403 && e.code().as_str() == "cross_origin_request")
         );
