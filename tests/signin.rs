@@ -10,7 +10,7 @@ mod support;
 #[path = "../examples/server/app.rs"]
 mod server;
 
-use auth_core::{AuditOutcome, AuditQuery, RejectReason, SecretHasher};
+use auth_core::{AuditOutcome, AuditPage, AuditQuery, RejectReason, SecretHasher};
 use reqwest::{header, redirect::Policy, StatusCode};
 use serde_json::Value;
 use server::signin::{Accounts, SignInOptions};
@@ -58,6 +58,19 @@ impl App {
             .header(header::ORIGIN, &self.base)
             .form(&[("user", user), ("password", password)])
             .send()
+            .await
+            .unwrap()
+    }
+
+    /// The newest hundred audit events, once the log has written them.
+    async fn audit(&self) -> AuditPage {
+        self.backend.audit.flush().await.unwrap();
+        self.backend
+            .audit
+            .query(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
             .await
             .unwrap()
     }
@@ -214,16 +227,7 @@ async fn wrong_user_and_wrong_password_look_the_same_and_are_audited() {
     app.session().await;
 
     // Every attempt is in the audit log; no password, and no unknown name.
-    app.backend.audit.flush().await.unwrap();
-    let page = app
-        .backend
-        .audit
-        .query(&AuditQuery {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let page = app.audit().await;
     let logins: Vec<_> = page.events.iter().filter(|e| e.path == "/login").collect();
     assert_eq!(logins.len(), 4, "{logins:?}");
     let summary: Vec<_> = logins
@@ -289,16 +293,7 @@ async fn sign_in_is_limited_per_address_and_per_user_name() {
     // (both rules count every attempt), so another name is refused too.
     let r = app.login("bob", "guess").await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    app.backend.audit.flush().await.unwrap();
-    let page = app
-        .backend
-        .audit
-        .query(&AuditQuery {
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let page = app.audit().await;
     let limited = page
         .events
         .iter()
