@@ -6,12 +6,9 @@
 //! `CI=true`, where they fail. With `SAVE_SCREENSHOTS=1` they write
 //! docs/screenshots/{list,new-token,activity}.png.
 
-#[path = "../examples/support/mod.rs"]
-mod support;
+use keygate_demo::support;
 
-#[allow(dead_code)]
-#[path = "../examples/server/app.rs"]
-mod server;
+use keygate_demo::server;
 
 use std::{
     net::SocketAddr,
@@ -571,9 +568,7 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
     c.close().await.unwrap();
 }
 
-#[allow(dead_code)]
-#[path = "../examples/pod/app.rs"]
-mod pod;
+use keygate_demo::pod;
 
 /// The pod has no sign-in: its page asks for a key holding `keys.manage`,
 /// keeps it in the tab, and offers seed 001's scopes with their descriptions.
@@ -676,9 +671,7 @@ async fn the_pod_page_works_with_a_management_key() {
     c.close().await.unwrap();
 }
 
-#[allow(dead_code)]
-#[path = "../examples/tools/app.rs"]
-mod tools;
+use keygate_demo::tools;
 
 /// Seed 002's "regenerate my key" page: the old token stops working, the new
 /// one (shown once) works.

@@ -3,20 +3,13 @@
 //! command-line commands; and fleets of two instances on PostgreSQL
 //! (`DATABASE_URL`) and Redis (`REDIS_URL`).
 
-#[path = "../examples/support/mod.rs"]
-mod support;
+use keygate_demo::support;
 
-#[allow(dead_code)]
-#[path = "../examples/server/app.rs"]
-mod server;
+use keygate_demo::server;
 
-#[allow(dead_code)]
-#[path = "../examples/pod/app.rs"]
-mod pod;
+use keygate_demo::pod;
 
-#[allow(dead_code)]
-#[path = "../examples/portal/app.rs"]
-mod portal;
+use keygate_demo::portal;
 
 mod client;
 

@@ -8,24 +8,15 @@
     feature = "jwt"
 ))]
 
-#[path = "../examples/support/mod.rs"]
-mod support;
+use keygate_demo::support;
 
-#[allow(dead_code)]
-#[path = "../examples/server/app.rs"]
-mod server;
+use keygate_demo::server;
 
-#[allow(dead_code)]
-#[path = "../examples/pod/app.rs"]
-mod pod;
+use keygate_demo::pod;
 
-#[allow(dead_code)]
-#[path = "../examples/portal/app.rs"]
-mod portal;
+use keygate_demo::portal;
 
-#[allow(dead_code)]
-#[path = "../examples/tools/app.rs"]
-mod tools;
+use keygate_demo::tools;
 
 mod client;
 

@@ -3,12 +3,9 @@
 //! user and a wrong password, every attempt audited, and the session-backed
 //! key API's CSRF defences. API keys keep working on `/api/...`.
 
-#[path = "../examples/support/mod.rs"]
-mod support;
+use keygate_demo::support;
 
-#[allow(dead_code)]
-#[path = "../examples/server/app.rs"]
-mod server;
+use keygate_demo::server;
 
 use auth_core::{AuditOutcome, AuditPage, AuditQuery, RejectReason, SecretHasher};
 use reqwest::{header, redirect::Policy, StatusCode};

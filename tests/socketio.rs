@@ -6,12 +6,9 @@
 //! Needs `node` and `npm`; without them every test says it is skipped.
 #![cfg(feature = "socketio")]
 
-#[path = "../examples/support/mod.rs"]
-mod support;
+use keygate_demo::support;
 
-#[allow(dead_code)]
-#[path = "../examples/server/app.rs"]
-mod server;
+use keygate_demo::server;
 
 use std::{
     io::Write,

@@ -4,12 +4,9 @@
 //! process on the same SQLite file), the command line and the master key.
 #![cfg(all(feature = "jwt", feature = "sqlite"))]
 
-#[path = "../examples/support/mod.rs"]
-mod support;
+use keygate_demo::support;
 
-#[allow(dead_code)]
-#[path = "../examples/tools/app.rs"]
-mod tools;
+use keygate_demo::tools;
 
 mod client;
 

@@ -1,10 +1,6 @@
 //! `cargo run --example pod`: the personal pod of seed 001.
 
-#[path = "../support/mod.rs"]
-mod support;
-
-#[path = "app.rs"]
-mod app;
+use keygate_demo::{pod as app, support};
 
 use std::process::ExitCode;
 

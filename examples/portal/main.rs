@@ -1,10 +1,6 @@
 //! `cargo run --example portal`: the education portal of seed 003.
 
-#[path = "../support/mod.rs"]
-mod support;
-
-#[path = "app.rs"]
-mod app;
+use keygate_demo::{portal as app, support};
 
 use std::process::ExitCode;
 

@@ -3,11 +3,7 @@
 //! Starts on 127.0.0.1:3000 with a SQLite file under ./data/; on the first
 //! start it prints a token for `admin` with every scope, once.
 
-#[path = "../support/mod.rs"]
-mod support;
-
-#[path = "app.rs"]
-mod app;
+use keygate_demo::{server as app, support};
 
 use std::process::ExitCode;
 

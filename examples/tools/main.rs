@@ -4,13 +4,7 @@
 //! token with `token --user u1`, call `POST /v1/tools/{app}/{tool}` with
 //! it, and invalidate every token of the user with `regenerate --user u1`.
 
-#[path = "../support/mod.rs"]
-mod support;
-
-// Some of its parts are for the integration tests (tests/tools.rs).
-#[allow(dead_code)]
-#[path = "app.rs"]
-mod app;
+use keygate_demo::{support, tools as app};
 
 use std::process::ExitCode;
 

@@ -2,9 +2,6 @@
 //! store, the `issue`/`list`/`revoke` commands, rate limits, serving with a
 //! graceful shutdown, and small HTTP helpers.
 //!
-//! Each example includes this module with `#[path = "../support/mod.rs"]`,
-//! and so do the integration tests; each uses only part of it.
-#![allow(dead_code)]
 
 pub mod backend;
 pub mod cli;

@@ -15,10 +15,6 @@
 //!   same-origin changes (`KeyManager::check_origin`); `/login` and
 //!   `/logout` check `Origin` too.
 
-// Parts are used only by the `server` binary, others only by the tests that
-// include `app.rs`.
-#![allow(dead_code)]
-
 use std::{collections::HashMap, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
 
 use argon2::{

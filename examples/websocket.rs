@@ -1,0 +1,123 @@
+//! `cargo run --example websocket`: the same keys on a WebSocket.
+//!
+//! Browsers cannot set `Authorization` on a WebSocket, so the token travels
+//! as a subprotocol: `new WebSocket(url, ["Bearer", token])` sends
+//! `Sec-WebSocket-Protocol: Bearer, <token>`. The `AuthLayer` reads it like a
+//! header; `AuthenticatedUpgrade` selects `Bearer` (never echoing the token)
+//! and hands the context to the socket. The socket then:
+//! - limits messages to 1 per second (a `rate_limited` message, not a close);
+//! - closes with 1008 (policy) as soon as its key is revoked or expires.
+//!
+//! Connections count against a per-address connect limit (10 per minute),
+//! shared between instances with `--redis`.
+//!
+//! ```sh
+//! cargo run --example websocket
+//! websocat -H "Sec-WebSocket-Protocol: Bearer, $TOKEN" ws://127.0.0.1:3012/ws
+//! ```
+
+use std::net::SocketAddr;
+
+use auth_axum::AuthenticatedUpgrade;
+use auth_core::{
+    store::open_store, KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
+};
+use auth_ratelimit::{MessageLimiter, Quota, RateLimiter, RedisStore, Rule};
+use auth_tower::AuthLayer;
+use axum::{
+    extract::ws::{close_code, CloseFrame, Message},
+    response::Response,
+    routing::get,
+    Extension, Router,
+};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The key store: a SQLite file (created if missing) or a postgres:// URL
+    #[arg(long, default_value = "data/websocket.db")]
+    db: String,
+    /// Share the connect limit with other instances through this Redis
+    #[arg(long)]
+    redis: Option<String>,
+    /// Where to listen
+    #[arg(long, default_value = "127.0.0.1:3012")]
+    addr: SocketAddr,
+}
+
+/// Echoes text messages until the client leaves or the key stops working.
+async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verifier>) -> Response {
+    ws.on_upgrade(move |mut socket, ctx| async move {
+        let mut limiter = MessageLimiter::new(Quota::per_second(1));
+        // Resolves when the key is revoked or expires, on any instance.
+        let mut ended = verifier.credential_ended(&ctx);
+        loop {
+            let msg = tokio::select! {
+                msg = socket.recv() => msg,
+                () = &mut ended => {
+                    let close = CloseFrame { code: close_code::POLICY, reason: "token revoked or expired".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
+            };
+            let reply = match msg {
+                Some(Ok(Message::Text(text))) => match limiter.check() {
+                    Ok(_) => Message::Text(format!("{}: {text}", ctx.effective_user()).into()),
+                    Err(limited) => limited.message(),
+                },
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let store = open_store(&args.db).await?;
+    let prefix = TokenPrefix::new("ws_")?;
+    let issuer = KeyIssuer::new(store.keys.clone(), SecretHasher::default(), prefix.clone());
+    let verifier = Verifier::builder(store.keys.clone()).prefix(prefix).build();
+
+    let key = issuer
+        .issue(NewKey::new(
+            Principal::user("alice"),
+            "websocket example",
+            ScopeSet::empty(),
+        ))
+        .await?;
+    println!(
+        "token for alice (shown once): {}",
+        key.token.expose_secret()
+    );
+
+    let mut limits =
+        RateLimiter::builder().rule(Rule::websocket_connects("connects", Quota::per_minute(10)));
+    if let Some(url) = &args.redis {
+        limits = limits.redis(RedisStore::open(url)?.with_prefix("websocket"));
+    }
+    let limits = limits.build()?;
+
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .layer(Extension(verifier.clone()))
+        .layer(limits.layer())
+        .layer(
+            AuthLayer::builder(verifier)
+                .audit(store.audit.clone())
+                .build(),
+        );
+
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    println!("listening on ws://{}/ws", listener.local_addr()?);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}
