@@ -1856,7 +1856,9 @@ async fn listings_show_each_keys_state() {
     assert_eq!(state(&revoked), "revoked");
     assert_eq!(state(&rotated), "replaced");
     // The window is the manager's: 90 days on this route.
-    let wide = f.session(Method::GET, "/inherit/tokens", "alice", None).await;
+    let wide = f
+        .session(Method::GET, "/inherit/tokens", "alice", None)
+        .await;
     let wide_state = wide.json["keys"]
         .as_array()
         .unwrap()
