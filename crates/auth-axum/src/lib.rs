@@ -58,7 +58,7 @@ mod websocket;
 pub use access::{Access, GrantResolver, Grants};
 pub use auth::Auth;
 pub use client_ip::connect_info_ip;
-pub use keys::{keys_router, AllowedOrigins, KeyManager, KeyOwner};
+pub use keys::{keys_router, AllowedOrigins, DefaultScopes, KeyManager, KeyOwner};
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
