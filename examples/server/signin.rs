@@ -19,14 +19,22 @@
 // include `app.rs`.
 #![allow(dead_code)]
 
-use std::{collections::HashMap, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
 };
 use auth_axum::{AllowedOrigins, KeyManager, KeyOwner, SettingsPage};
-use auth_core::{AuditEvent, AuditLog, AuditOutcome, Principal, RejectReason, ScopeSet};
+use auth_core::{
+    AuditEvent, AuditLog, AuditOutcome, ClientIp, Principal, RejectReason, ScopeSet, TrustedProxies,
+};
 use auth_ratelimit::{KeyBy, Quota, RateLimiter, Rule};
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request},
@@ -77,6 +85,8 @@ pub struct SignInOptions {
     pub idle_timeout: time::Duration,
     /// Share the sign-in limits in this Redis.
     pub redis: Option<String>,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for SignInOptions {
@@ -86,6 +96,7 @@ impl Default for SignInOptions {
             secure_cookies: false,
             idle_timeout: time::Duration::hours(8),
             redis: None,
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -172,6 +183,7 @@ impl Accounts {
             ],
             options.redis.as_deref(),
             "keygate:server:login",
+            &options.trusted_proxies,
         )?;
         // Unknown users are checked against this, so they cost the same.
         let dummy_hash = hash_password("no user has this password, it is random").await?;
@@ -311,7 +323,7 @@ impl Accounts {
         &self,
         user: &str,
         known: bool,
-        peer: Option<SocketAddr>,
+        client: Option<IpAddr>,
         headers: &HeaderMap,
         outcome: Result<(), RejectReason>,
         status: StatusCode,
@@ -333,7 +345,7 @@ impl Accounts {
             method: "POST".into(),
             path: "/login".into(),
             status: Some(status.as_u16()),
-            client_ip: peer.map(|p| p.ip()),
+            client_ip: client,
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -538,11 +550,13 @@ async fn login(
 ) -> Response {
     let user = form.user.trim().to_owned();
     let known = USERS.contains(&user.as_str());
+    // The client as the API routes see it: through the trusted proxies.
+    let client = peer.map(|p| accounts.options.trusted_proxies.client_ip(p.ip(), &headers));
     if !same_origin(&headers) {
         accounts.audit_attempt(
             &user,
             known,
-            peer,
+            client,
             &headers,
             Err(RejectReason::InvalidRequest),
             StatusCode::FORBIDDEN,
@@ -563,15 +577,15 @@ async fn login(
         )
         .body(())
         .unwrap_or_default();
-    if let Some(p) = peer {
-        probe.extensions_mut().insert(ConnectInfo(p));
+    if let Some(ip) = client {
+        probe.extensions_mut().insert(ClientIp(ip));
     }
     if let Err(refused) = accounts.limiter.check(&probe).await {
         let retry = refused.headers().get(header::RETRY_AFTER).cloned();
         accounts.audit_attempt(
             &user,
             known,
-            peer,
+            client,
             &headers,
             Err(RejectReason::RateLimited),
             refused.status(),
@@ -603,7 +617,7 @@ async fn login(
                 accounts.audit_attempt(
                     &user,
                     known,
-                    peer,
+                    client,
                     &headers,
                     Err(RejectReason::StoreUnavailable),
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -614,7 +628,7 @@ async fn login(
                     &user,
                 );
             }
-            accounts.audit_attempt(&user, known, peer, &headers, Ok(()), StatusCode::SEE_OTHER);
+            accounts.audit_attempt(&user, known, client, &headers, Ok(()), StatusCode::SEE_OTHER);
             Redirect::to(SETTINGS).into_response()
         }
         Ok(false) => {
@@ -626,7 +640,7 @@ async fn login(
             accounts.audit_attempt(
                 &user,
                 known,
-                peer,
+                client,
                 &headers,
                 Err(reason),
                 StatusCode::UNAUTHORIZED,
@@ -642,7 +656,7 @@ async fn login(
             accounts.audit_attempt(
                 &user,
                 known,
-                peer,
+                client,
                 &headers,
                 Err(RejectReason::StoreUnavailable),
                 StatusCode::SERVICE_UNAVAILABLE,

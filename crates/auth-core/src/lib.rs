@@ -38,6 +38,7 @@ mod access;
 mod audit;
 mod base62;
 mod check;
+mod client_ip;
 mod clock;
 mod context;
 mod error;
@@ -60,10 +61,13 @@ pub use audit::{
     AuditSink, KeyCreated, MemoryAuditLog, UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
 pub use check::SecretCheck;
+pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use error::{AuthError, ErrorCode, RejectReason};
 pub use hasher::{HashError, HashParams, SecretHasher};
+/// IP networks (`203.0.113.0/24`), as trusted proxies and allowlists take them.
+pub use ipnet::IpNet;
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};

@@ -6,7 +6,7 @@
 //! That is the hot path: no boxed future, no clone of the inner service. Only
 //! a cache miss or an application resolver needs [`authenticate`], boxed.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
 use auth_core::{AuthContext, AuthError, ErrorCode, ParsedToken, RejectReason};
 use bytes::Bytes;
@@ -40,8 +40,9 @@ pub(crate) enum Step {
     Authenticated(Option<PendingAudit>),
     /// Answer with this refusal.
     Reject(Response<Bytes>, Option<PendingAudit>),
-    /// Box [`authenticate`] with the request; the key's context if already verified.
-    Wait(Option<AuthContext>),
+    /// Box [`authenticate`] with the request; the key's context if already
+    /// verified, and the client address.
+    Wait(Option<AuthContext>, Option<IpAddr>),
 }
 
 /// Longest subject user id or workspace id accepted in a header.
@@ -58,11 +59,12 @@ enum Early {
 }
 
 pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
+    let client = config.client_ip(req);
     let mut attempt = Attempt::default();
     match early(config, req, &mut attempt) {
         Early::Anonymous => Step::Pass(None),
         Early::Refused(err) => {
-            let (res, audit) = refuse(config, Head::from(&*req), &attempt, err);
+            let (res, audit) = refuse(config, Head::of(req, client), &attempt, err);
             Step::Reject(res, audit)
         }
         Early::Verified(ctx)
@@ -70,12 +72,12 @@ pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
                 && !req.headers().contains_key(&config.subject_header) =>
         {
             record_in_current_span(&ctx);
-            let audit = pending(config, Head::from(&*req), Who::of(&ctx), None);
+            let audit = pending(config, Head::of(req, client), Who::of(&ctx), None);
             req.extensions_mut().insert(ctx);
             Step::Authenticated(audit)
         }
-        Early::Verified(ctx) => Step::Wait(Some(ctx)),
-        Early::Unknown => Step::Wait(None),
+        Early::Verified(ctx) => Step::Wait(Some(ctx), client),
+        Early::Unknown => Step::Wait(None, client),
     }
 }
 
@@ -124,6 +126,7 @@ pub(crate) async fn authenticate<B>(
     config: Arc<Config>,
     req: Request<B>,
     verified: Option<AuthContext>,
+    client: Option<IpAddr>,
 ) -> Outcome<B> {
     // Only the parts are borrowed across awaits: bodies need not be `Sync`.
     let (mut parts, body) = req.into_parts();
@@ -134,12 +137,12 @@ pub(crate) async fn authenticate<B>(
         Ok(Some(ctx)) => {
             record_in_current_span(&ctx);
             drop(attempt); // it borrows the request, which is changed below
-            let audit = pending(&config, Head::from(&parts), Who::of(&ctx), None);
+            let audit = pending(&config, Head::of_parts(&parts, client), Who::of(&ctx), None);
             parts.extensions.insert(ctx);
             Outcome::Pass(Request::from_parts(parts, body), audit)
         }
         Err(err) => {
-            let (res, audit) = refuse(&config, Head::from(&parts), &attempt, err);
+            let (res, audit) = refuse(&config, Head::of_parts(&parts, client), &attempt, err);
             Outcome::Reject(res, audit)
         }
     }

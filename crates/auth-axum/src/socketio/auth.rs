@@ -9,7 +9,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use auth_core::{AuthContext, AuthError, RejectReason};
+use auth_core::{AuthContext, AuthError, ClientIp, RejectReason};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter};
 use auth_tower::{AuthLayer, RenderAuthError};
 use bytes::Bytes;
@@ -151,11 +151,15 @@ impl SocketIoAuth {
         handshake: &Parts,
         api_token: Option<&str>,
     ) -> Result<AuthContext, ConnectRefusal> {
-        let req = request(handshake, api_token);
+        let mut req = request(handshake, api_token);
         let failures = self
             .failures
             .as_ref()
             .and_then(|f| Some((f, f.client_ip(&req)?)));
+        if let Some((_, ip)) = failures {
+            // Resolved once: the layer's audit event and allowlist check use it.
+            req.extensions_mut().insert(ClientIp(ip));
+        }
         if let Some((limiter, ip)) = failures {
             limiter
                 .check(ip)
