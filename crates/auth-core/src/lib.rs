@@ -44,6 +44,7 @@ mod context;
 mod credits;
 mod error;
 mod hasher;
+mod ip_allowlist;
 mod issuer;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]

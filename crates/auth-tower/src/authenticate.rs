@@ -61,7 +61,7 @@ enum Early {
 pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
     let client = config.client_ip(req);
     let mut attempt = Attempt::default();
-    match early(config, req, &mut attempt) {
+    match early(config, req, client, &mut attempt) {
         Early::Anonymous => Step::Pass(None),
         Early::Refused(err) => {
             let (res, audit) = refuse(config, Head::of(req, client), &attempt, err);
@@ -81,7 +81,12 @@ pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
     }
 }
 
-fn early<B>(config: &Config, req: &Request<B>, attempt: &mut Attempt<'_>) -> Early {
+fn early<B>(
+    config: &Config,
+    req: &Request<B>,
+    client: Option<IpAddr>,
+    attempt: &mut Attempt<'_>,
+) -> Early {
     let token = match find_credential(&config.sources, req.method(), req.uri(), req.headers()) {
         Err(err) => return Early::Refused(err),
         Ok(None) if config.required => {
@@ -90,8 +95,17 @@ fn early<B>(config: &Config, req: &Request<B>, attempt: &mut Attempt<'_>) -> Ear
         Ok(None) => return Early::Anonymous,
         Ok(Some(token)) => token,
     };
-    match config.verifier.verify_cached(token.as_str()) {
+    match config.verifier.verify_cached_from(token.as_str(), client) {
         None => Early::Unknown,
+        // Checked here, on the synchronous path: one pointer test for keys
+        // without an allowlist.
+        Some(Ok(ctx)) if !ctx.allows_ip(client) => {
+            let refusal = ip_not_allowed(&ctx, client);
+            if config.audit.is_some() {
+                attempt.verified = Some(ctx);
+            }
+            Early::Refused(refusal)
+        }
         Some(Ok(ctx)) => Early::Verified(ctx),
         Some(Err(err)) => {
             attempt.key_id = key_id(token.as_str());
@@ -131,7 +145,7 @@ pub(crate) async fn authenticate<B>(
     // Only the parts are borrowed across awaits: bodies need not be `Sync`.
     let (mut parts, body) = req.into_parts();
     let mut attempt = Attempt::default();
-    match decide(&config, &parts, verified, &mut attempt).await {
+    match decide(&config, &parts, verified, client, &mut attempt).await {
         // Optional mode, no credential: not an authentication attempt.
         Ok(None) => Outcome::Pass(Request::from_parts(parts, body), None),
         Ok(Some(ctx)) => {
@@ -153,6 +167,7 @@ async fn decide<'r>(
     config: &Config,
     req: &'r http::request::Parts,
     verified: Option<AuthContext>,
+    client: Option<IpAddr>,
     attempt: &mut Attempt<'r>,
 ) -> Result<Option<AuthContext>, AuthError> {
     let ctx = match verified {
@@ -166,7 +181,7 @@ async fn decide<'r>(
                     Ok(None)
                 };
             };
-            match config.verifier.verify(token.as_str()).await {
+            match config.verifier.verify_from(token.as_str(), client).await {
                 Ok(ctx) => ctx,
                 Err(err) => {
                     attempt.key_id = key_id(token.as_str());
@@ -178,9 +193,25 @@ async fn decide<'r>(
     if config.audit.is_some() {
         attempt.verified = Some(ctx.clone());
     }
+    if !ctx.allows_ip(client) {
+        return Err(ip_not_allowed(&ctx, client));
+    }
     let ctx = impersonate(config, &req.headers, ctx, attempt).await?;
     let ctx = select_workspace(config, &req.headers, ctx).await?;
     Ok(Some(ctx))
+}
+
+/// 403 `ip_not_allowed`: the key has an IP allowlist and `client` is not on
+/// it (or unknown: no peer address, which fails closed).
+fn ip_not_allowed(ctx: &AuthContext, client: Option<IpAddr>) -> AuthError {
+    match client {
+        Some(ip) => tracing::info!(key_id = ?ctx.key_id(), client_ip = %ip, "key used from outside its IP allowlist"),
+        None => tracing::warn!(
+            key_id = ?ctx.key_id(),
+            "key with an IP allowlist refused: no client address (configure AuthLayerBuilder::client_ip)"
+        ),
+    }
+    AuthError::new(ErrorCode::IpNotAllowed, RejectReason::IpNotAllowed)
 }
 
 /// A store failure's details are for logs: clients get the generic message.

@@ -1,6 +1,7 @@
 //! The client address the auth layer resolves once per request: the socket
 //! peer, or what trusted proxies forwarded, in the audit log and in the
-//! request extensions for the layers and handlers inside.
+//! request extensions for the layers and handlers inside; and the per-key
+//! IP allowlists checked against it.
 
 use std::{
     convert::Infallible,
@@ -9,8 +10,9 @@ use std::{
 };
 
 use auth_core::{
-    AuditEvent, AuditLog, AuditQuery, ClientIp, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
-    Principal, ScopeSet, SecretHasher, TokenPrefix, TrustedProxies, Verifier,
+    AuditEvent, AuditLog, AuditQuery, ClientIp, IpNet, KeyIssuer, KeyPolicy, MemoryAuditLog,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix,
+    TrustedProxies, Verifier,
 };
 use auth_tower::{AuthLayer, AuthLayerBuilder};
 use axum::{
@@ -41,13 +43,18 @@ impl Fixture {
     }
 
     async fn token(&self) -> String {
+        self.token_for(&[]).await
+    }
+
+    /// A key usable only from `allowlist` (empty: from anywhere).
+    async fn token_for(&self, allowlist: &[&str]) -> String {
+        let policy = KeyPolicy {
+            ip_allowlist: allowlist.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+            ..KeyPolicy::default()
+        };
         let issued = self
             .issuer
-            .issue(NewKey::new(
-                Principal::user("alice"),
-                "test",
-                ScopeSet::empty(),
-            ))
+            .issue(NewKey::new(Principal::user("alice"), "test", ScopeSet::empty()).policy(policy))
             .await
             .unwrap();
         issued.token.expose_secret().to_owned()
@@ -214,4 +221,116 @@ async fn an_address_resolved_by_an_outer_layer_is_used_as_is() {
     // And with neither, there is no address at all.
     let (_, seen) = send(app, request("10.0.0.1", &[("authorization", &bearer)])).await;
     assert_eq!(seen, "none");
+}
+
+// ---------------------------------------------------------------- allowlists
+
+/// The status and `error` code of a request with `token` from `from`, sent
+/// twice (the first verification runs on the slow path, the second on the
+/// cached one: both must agree).
+async fn twice(app: &Router, token: &str, from: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let bearer = format!("Bearer {token}");
+    let mut all = vec![("authorization", bearer.as_str())];
+    all.extend_from_slice(headers);
+    let first = send(app.clone(), request(from, &all)).await;
+    let second = send(app.clone(), request(from, &all)).await;
+    assert_eq!(first, second, "the cached path agrees with the cold one");
+    let code = serde_json::from_str::<serde_json::Value>(&first.1)
+        .map(|v| v["error"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or(first.1);
+    (first.0, code)
+}
+
+#[tokio::test]
+async fn a_key_works_only_from_its_allowlist() {
+    let f = Fixture::new();
+    let token = f.token_for(&["203.0.113.0/24", "2001:db8::/32"]).await;
+    let app = app(f.layer().build());
+
+    assert_eq!(twice(&app, &token, "203.0.113.9", &[]).await, (200, "203.0.113.9".into()));
+    assert_eq!(twice(&app, &token, "2001:db8:5::1", &[]).await, (200, "2001:db8:5::1".into()));
+    // An IPv4 client on a dual-stack socket shows up as mapped IPv6.
+    assert_eq!(
+        twice(&app, &token, "::ffff:203.0.113.10", &[]).await,
+        (200, "203.0.113.10".into())
+    );
+    for outside in ["198.51.100.1", "2001:db9::1", "::ffff:198.51.100.1"] {
+        assert_eq!(
+            twice(&app, &token, outside, &[]).await,
+            (403, "ip_not_allowed".into()),
+            "{outside}"
+        );
+    }
+    // A key without an allowlist is unaffected.
+    let open = f.token().await;
+    assert_eq!(twice(&app, &open, "198.51.100.1", &[]).await.0, 200);
+
+    let refused: Vec<_> = f
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.is_some())
+        .collect();
+    assert_eq!(refused.len(), 6);
+    assert!(refused.iter().all(|e| e.reason == Some(RejectReason::IpNotAllowed)
+        && e.status == Some(403)
+        && e.actor.as_deref() == Some("alice")));
+    assert_eq!(RejectReason::IpNotAllowed.as_str(), "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_header_cannot_bypass_the_allowlist() {
+    let f = Fixture::new();
+    let token = f.token_for(&["203.0.113.0/24"]).await;
+    let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+    let app = app(f.layer().trusted_proxies(proxies).build());
+
+    // From an untrusted peer, the header is the attacker's own words.
+    let spoof = [("x-forwarded-for", "203.0.113.9")];
+    assert_eq!(twice(&app, &token, "198.51.100.1", &spoof).await, (403, "ip_not_allowed".into()));
+    // Through the trusted proxy, the client it names is checked...
+    assert_eq!(twice(&app, &token, "10.0.0.1", &spoof).await, (200, "203.0.113.9".into()));
+    // ...and what the client wrote to the left of it is not.
+    let chained = [("x-forwarded-for", "203.0.113.9, 198.51.100.1")];
+    assert_eq!(twice(&app, &token, "10.0.0.1", &chained).await, (403, "ip_not_allowed".into()));
+    // The proxy's own address is not the client's.
+    let open_net = f.token_for(&["10.0.0.0/8"]).await;
+    assert_eq!(
+        twice(&app, &open_net, "10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]).await,
+        (403, "ip_not_allowed".into())
+    );
+}
+
+#[tokio::test]
+async fn without_a_client_address_an_allowlisted_key_is_refused() {
+    let f = Fixture::new();
+    let token = f.token_for(&["0.0.0.0/0", "::/0"]).await;
+    // No peer function: the layer cannot know the address, so it fails closed.
+    let app = app(AuthLayer::builder(f.verifier.clone()).build());
+    assert_eq!(twice(&app, &token, "203.0.113.9", &[]).await, (403, "ip_not_allowed".into()));
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_checked_against_the_allowlist() {
+    let f = Fixture::new();
+    let token = f.token_for(&["203.0.113.0/24"]).await;
+    let app = app(f.layer().build());
+    let protocol = format!("Bearer, {token}");
+    let upgrade = |from: &str| {
+        request(
+            from,
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-protocol", &protocol),
+            ],
+        )
+    };
+    let (status, body) = send(app.clone(), upgrade("198.51.100.1")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("ip_not_allowed"), "{body}");
+    // From inside the allowlist the layer lets the handshake through.
+    assert_eq!(send(app, upgrade("203.0.113.1")).await.0, 200);
 }
