@@ -20,6 +20,7 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let options = app::Options {
         requests_per_hour: args.rate_limit,
         redis: args.redis.clone(),
+        trusted_proxies: args.proxies(),
         ..app::Options::default()
     };
     let pod = app::Pod::new(&backend, &options)?;

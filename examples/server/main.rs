@@ -46,12 +46,14 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let options = app::Options {
         requests_per_hour: args.rate_limit,
         redis: args.redis.clone(),
+        trusted_proxies: args.proxies(),
         ..app::Options::default()
     };
     let server = app::Server::new(&backend, &options)?;
     let sign_in = app::signin::SignInOptions {
         secure_cookies: std::env::var("SERVER_SECURE_COOKIES").is_ok_and(|v| v == "1"),
         redis: args.redis.clone(),
+        trusted_proxies: args.proxies(),
         ..Default::default()
     };
     let accounts = app::signin::Accounts::open(&args.db.db, backend.audit.clone(), sign_in).await?;

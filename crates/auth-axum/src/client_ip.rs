@@ -1,4 +1,5 @@
-//! The client address for audit events, from axum's connection info.
+//! The socket peer's address, from axum's connection info, for the auth
+//! layer's client-address resolution.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,11 +8,20 @@ use http::{Extensions, HeaderMap};
 
 /// The peer address axum records when the app is served with
 /// `into_make_service_with_connect_info::<SocketAddr>()`. Pass it to
-/// [`AuthLayerBuilder::client_ip`](auth_tower::AuthLayerBuilder::client_ip).
+/// [`AuthLayerBuilder::client_ip`](auth_tower::AuthLayerBuilder::client_ip);
+/// behind a reverse proxy, also pass the proxies'
+/// [`TrustedProxies`](auth_core::TrustedProxies) to
+/// [`AuthLayerBuilder::trusted_proxies`](auth_tower::AuthLayerBuilder::trusted_proxies),
+/// so that the client their forwarding header names is used instead.
 ///
 /// ```
 /// # fn layer(verifier: auth_core::Verifier) -> auth_tower::AuthLayer {
-/// auth_tower::AuthLayer::builder(verifier).client_ip(auth_axum::connect_info_ip).build()
+/// use auth_core::TrustedProxies;
+///
+/// auth_tower::AuthLayer::builder(verifier)
+///     .client_ip(auth_axum::connect_info_ip)
+///     .trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap())
+///     .build()
 /// # }
 /// ```
 pub fn connect_info_ip(_headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Unprocessable,
     /// 409: the request conflicts with the resource's state.
     Conflict,
+    /// 403: the key may not be used from the client's address.
+    IpNotAllowed,
     /// 500: an unexpected server error.
     Internal,
     /// An application's own code and status, e.g. `version_conflict` / 409.
@@ -42,6 +44,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::Unprocessable => "unprocessable_entity",
             Self::Conflict => "conflict",
+            Self::IpNotAllowed => "ip_not_allowed",
             Self::Internal => "internal",
             Self::Custom(code, _) => code,
         }
@@ -58,6 +61,7 @@ impl ErrorCode {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict => StatusCode::CONFLICT,
+            Self::IpNotAllowed => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Custom(_, status) => status,
         }
@@ -73,6 +77,7 @@ impl ErrorCode {
             Self::NotFound => "Not found",
             Self::Unprocessable => "Invalid request",
             Self::Conflict => "Conflict",
+            Self::IpNotAllowed => "This token may not be used from this address",
             Self::Internal => "Internal server error",
             Self::Custom(..) => "Request failed",
         }
@@ -120,6 +125,9 @@ pub enum RejectReason {
     UnknownSubject,
     /// The principal does not belong to the requested workspace.
     WorkspaceDenied,
+    /// The key has an IP allowlist and the client address is not on it
+    /// (or is unknown).
+    IpNotAllowed,
     /// A rate limit was exceeded.
     RateLimited,
     /// The store or another dependency failed.
@@ -149,6 +157,7 @@ impl RejectReason {
             Self::ImpersonationDenied => "impersonation_denied",
             Self::UnknownSubject => "unknown_subject",
             Self::WorkspaceDenied => "workspace_denied",
+            Self::IpNotAllowed => "ip_not_allowed",
             Self::RateLimited => "rate_limited",
             Self::StoreUnavailable => "store_unavailable",
             Self::InvalidRequest => "invalid_request",
@@ -175,6 +184,7 @@ impl RejectReason {
             ImpersonationDenied,
             UnknownSubject,
             WorkspaceDenied,
+            IpNotAllowed,
             RateLimited,
             StoreUnavailable,
             InvalidRequest,

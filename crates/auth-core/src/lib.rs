@@ -38,11 +38,13 @@ mod access;
 mod audit;
 mod base62;
 mod check;
+mod client_ip;
 mod clock;
 mod context;
 mod credits;
 mod error;
 mod hasher;
+mod ip_allowlist;
 mod issuer;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
@@ -62,11 +64,14 @@ pub use audit::{
     AuditSink, KeyCreated, MemoryAuditLog, UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
 pub use check::SecretCheck;
+pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
 pub use hasher::{HashError, HashParams, SecretHasher};
+/// IP networks (`203.0.113.0/24`), as trusted proxies and allowlists take them.
+pub use ipnet::IpNet;
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
 pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
 pub use plaintext::PlaintextToken;

@@ -7,8 +7,11 @@
 //! and a flood of bad tokens fills the audit queue. This limiter goes
 //! *outside* the auth layer and keeps one bucket per client address:
 //!
-//! * the address is resolved like the rate limiter's: the socket peer, or
-//!   what [`TrustedProxies`] forwarded (IPv6 grouped by a /64 by default);
+//! * the address is resolved like the rate limiter's and the auth layer's:
+//!   the socket peer, or what [`TrustedProxies`] forwarded (IPv6 grouped by
+//!   a /64 by default); it is left in the request as a [`ClientIp`], so the
+//!   audit log, the IP allowlists and the rate limiter inside name the same
+//!   client;
 //! * only refusals charge it: a response with status 401, whatever answered
 //!   it (the auth layer, an extractor, a WebSocket handshake). Successful and
 //!   other requests cost nothing;
@@ -85,7 +88,7 @@ use crate::{
     fallback::WarnThrottle,
     key::{KeyValue, LimitKey, LimitKeyHasher},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RequestInfo, TrustedProxies,
+    ClientIp, Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RequestInfo, TrustedProxies,
 };
 
 /// The bucket name of failed authentications (in Redis keys).
@@ -147,8 +150,10 @@ impl FailedAuthLimiterBuilder {
         self
     }
 
-    /// Proxies whose forwarding headers name the client; give the rate
-    /// limiter's, so both count the same address. Default: none.
+    /// Proxies whose forwarding headers name the client; give the same
+    /// [`TrustedProxies`] as the auth layer's and the rate limiter's. This
+    /// limiter runs first and leaves the address it resolved in the request
+    /// ([`ClientIp`]) for them. Default: none (the socket peer is the client).
     pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
         self.proxies = proxies;
         self
@@ -437,10 +442,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let Some(ip) = self.limiter.client_ip(&req) else {
             return FailedAuthFuture::inner(self.inner.call(req), None);
         };
+        // Resolved once: the auth layer and the rate limiter inside read it.
+        req.extensions_mut().insert(ClientIp(ip));
         match self.limiter.check_now(ip) {
             Some(Ok(())) => {
                 let charge = Some((self.limiter.clone(), ip));

@@ -13,7 +13,8 @@ use auth_core::{AuthContext, KeyId};
 use axum::extract::{connect_info::MockConnectInfo, ConnectInfo};
 use http::{Extensions, HeaderMap, Method, Uri};
 
-use crate::{client_ip::mask_v6, TrustedProxies};
+use auth_core::{ClientIp, TrustedProxies};
+use ipnet::Ipv6Net;
 
 /// An application function that names the bucket of a request; `None` means
 /// the rule does not apply to it.
@@ -166,9 +167,14 @@ impl<'a> RequestInfo<'a> {
         }
     }
 
-    /// The client address: the peer, or what trusted proxies forwarded.
+    /// The client address: the [`ClientIp`] an earlier component (the auth
+    /// layer, the failed-authentication limiter) resolved, else the peer or
+    /// what trusted proxies forwarded.
     #[inline]
     pub fn client_ip(&self) -> Option<IpAddr> {
+        if let Some(ip) = ClientIp::of(self.extensions) {
+            return Some(ip);
+        }
         self.peer_addr()
             .map(|peer| self.proxies.client_ip(peer.ip(), self.headers))
     }
@@ -211,7 +217,10 @@ impl KeyValue<'_> {
     #[inline]
     pub(crate) fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
         match ip.to_canonical() {
-            IpAddr::V6(v6) => Self::Ip(IpAddr::V6(mask_v6(v6, ipv6_prefix))),
+            // Grouped by network: one subscriber usually holds a whole prefix.
+            IpAddr::V6(v6) => Self::Ip(IpAddr::V6(
+                Ipv6Net::new(v6, ipv6_prefix).map_or(v6, |n| n.network()),
+            )),
             v4 => Self::Ip(v4),
         }
     }

@@ -76,7 +76,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-mod client_ip;
 mod clock;
 mod decision;
 mod error;
@@ -96,7 +95,8 @@ mod redis_store;
 mod rule;
 pub mod ws;
 
-pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
+// The client-address resolver is auth-core's, shared with the auth layer.
+pub use auth_core::{ClientIp, ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};

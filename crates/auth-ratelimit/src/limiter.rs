@@ -413,7 +413,9 @@ impl RateLimiterBuilder {
     }
 
     /// Proxies whose forwarding headers name the client (default: none, the
-    /// socket peer is the client).
+    /// socket peer is the client). Used when no earlier component (the auth
+    /// layer, the failed-authentication limiter) left a [`ClientIp`](crate::ClientIp) in the
+    /// request; give all of them the same [`TrustedProxies`].
     pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
         self.proxies = proxies;
         self

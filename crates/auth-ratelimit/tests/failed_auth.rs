@@ -5,10 +5,10 @@
 use std::{io::Write, net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_core::{
-    ErrorFormat, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
-    Verifier,
+    AuditLog, AuditQuery, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
+    Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
-use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, TrustedProxies};
+use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule, TrustedProxies};
 use auth_tower::AuthLayer;
 use axum::{body::Body, extract::ConnectInfo, http::StatusCode, routing::get, Router};
 use http::Request;
@@ -234,6 +234,60 @@ async fn the_address_is_resolved_through_trusted_proxies() {
     assert_eq!(status(&app, via_proxy("203.0.113.5")).await, 429);
     // Behind the same proxy, another client is a different address.
     assert_eq!(status(&app, via_proxy("203.0.113.6")).await, 401);
+}
+
+/// One resolution for the whole stack: the failed-authentication limiter
+/// resolves the client through the trusted proxies and leaves it in the
+/// request, so the auth layer (configured with no proxy of its own) audits
+/// it and the per-IP rate limit inside counts it.
+#[tokio::test]
+async fn the_audit_log_and_the_rate_limiter_use_the_limiters_resolution() {
+    let f = Fixture::new();
+    let alice = f.token().await;
+    let audit = Arc::new(MemoryAuditLog::new(10));
+    let failures = FailedAuthLimiter::builder(Quota::per_minute(5))
+        .trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap())
+        .clock(FakeClock::new())
+        .build();
+    let limiter = RateLimiter::builder()
+        .rule(Rule::per_ip("ip", Quota::per_minute(1)))
+        .clock(FakeClock::new())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/items", get(|| async { "items" }))
+        .layer(limiter.layer())
+        .layer(AuthLayer::builder(f.verifier.clone()).audit(audit.clone()).build())
+        .layer(failures.layer());
+    let via_proxy = |client: &str, forged: &str| {
+        let mut req = Request::get("/items")
+            .header("authorization", format!("Bearer {alice}"))
+            .header("x-forwarded-for", format!("{forged}, {client}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 1))));
+        req
+    };
+    assert_eq!(status(&app, via_proxy("203.0.113.5", "6.6.6.6")).await, 200);
+    // The same client, whatever it writes on the left: its bucket is empty.
+    assert_eq!(status(&app, via_proxy("203.0.113.5", "7.7.7.7")).await, 429);
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(status(&app, via_proxy("203.0.113.6", "6.6.6.6")).await, 200);
+    let page = audit
+        .query(&AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ips: Vec<_> = page.events.iter().filter_map(|e| e.client_ip).collect();
+    ips.sort();
+    let expected: Vec<std::net::IpAddr> = ["203.0.113.5", "203.0.113.5", "203.0.113.6"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(ips, expected);
 }
 
 #[cfg(feature = "redis")]

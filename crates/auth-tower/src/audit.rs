@@ -1,12 +1,12 @@
 //! Building audit events on the request path and handing them to the sink.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
     AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RejectReason,
     MAX_USER_AGENT,
 };
-use http::{header, request::Parts, Extensions, HeaderMap, Method, Request, StatusCode, Uri};
+use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
 use time::OffsetDateTime;
 
 use crate::config::Config;
@@ -60,27 +60,26 @@ pub(crate) struct Head<'a> {
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
-    extensions: &'a Extensions,
+    /// Resolved once per request (see `Config::client_ip`).
+    client_ip: Option<IpAddr>,
 }
 
-impl<'a> From<&'a Parts> for Head<'a> {
-    fn from(p: &'a Parts) -> Self {
+impl<'a> Head<'a> {
+    pub(crate) fn of_parts(p: &'a Parts, client_ip: Option<IpAddr>) -> Self {
         Self {
             method: &p.method,
             uri: &p.uri,
             headers: &p.headers,
-            extensions: &p.extensions,
+            client_ip,
         }
     }
-}
 
-impl<'a, B> From<&'a Request<B>> for Head<'a> {
-    fn from(r: &'a Request<B>) -> Self {
+    pub(crate) fn of<B>(r: &'a Request<B>, client_ip: Option<IpAddr>) -> Self {
         Self {
             method: r.method(),
             uri: r.uri(),
             headers: r.headers(),
-            extensions: r.extensions(),
+            client_ip,
         }
     }
 }
@@ -136,10 +135,6 @@ pub(crate) fn pending(
         let bytes = v.as_bytes();
         String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT)]).into_owned()
     });
-    let client_ip = config
-        .client_ip
-        .as_ref()
-        .and_then(|f| f(req.headers, req.extensions));
     let event = AuditEvent {
         id: None,
         at: OffsetDateTime::now_utc(),
@@ -155,7 +150,7 @@ pub(crate) fn pending(
         method: req.method.as_str().to_owned(),
         path: req.uri.path().to_owned(),
         status: None,
-        client_ip,
+        client_ip: req.client_ip,
         user_agent,
         created_key: None,
     };

@@ -6,7 +6,7 @@
 //! That is the hot path: no boxed future, no clone of the inner service. Only
 //! a cache miss or an application resolver needs [`authenticate`], boxed.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
 use auth_core::{AuthContext, AuthError, ErrorCode, ParsedToken, RejectReason};
 use bytes::Bytes;
@@ -40,8 +40,9 @@ pub(crate) enum Step {
     Authenticated(Option<PendingAudit>),
     /// Answer with this refusal.
     Reject(Response<Bytes>, Option<PendingAudit>),
-    /// Box [`authenticate`] with the request; the key's context if already verified.
-    Wait(Option<AuthContext>),
+    /// Box [`authenticate`] with the request; the key's context if already
+    /// verified, and the client address.
+    Wait(Option<AuthContext>, Option<IpAddr>),
 }
 
 /// Longest subject user id or workspace id accepted in a header.
@@ -58,11 +59,12 @@ enum Early {
 }
 
 pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
+    let client = config.client_ip(req);
     let mut attempt = Attempt::default();
-    match early(config, req, &mut attempt) {
+    match early(config, req, client, &mut attempt) {
         Early::Anonymous => Step::Pass(None),
         Early::Refused(err) => {
-            let (res, audit) = refuse(config, Head::from(&*req), &attempt, err);
+            let (res, audit) = refuse(config, Head::of(req, client), &attempt, err);
             Step::Reject(res, audit)
         }
         Early::Verified(ctx)
@@ -70,16 +72,21 @@ pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
                 && !req.headers().contains_key(&config.subject_header) =>
         {
             record_in_current_span(&ctx);
-            let audit = pending(config, Head::from(&*req), Who::of(&ctx), None);
+            let audit = pending(config, Head::of(req, client), Who::of(&ctx), None);
             req.extensions_mut().insert(ctx);
             Step::Authenticated(audit)
         }
-        Early::Verified(ctx) => Step::Wait(Some(ctx)),
-        Early::Unknown => Step::Wait(None),
+        Early::Verified(ctx) => Step::Wait(Some(ctx), client),
+        Early::Unknown => Step::Wait(None, client),
     }
 }
 
-fn early<B>(config: &Config, req: &Request<B>, attempt: &mut Attempt<'_>) -> Early {
+fn early<B>(
+    config: &Config,
+    req: &Request<B>,
+    client: Option<IpAddr>,
+    attempt: &mut Attempt<'_>,
+) -> Early {
     let token = match find_credential(&config.sources, req.method(), req.uri(), req.headers()) {
         Err(err) => return Early::Refused(err),
         Ok(None) if config.required => {
@@ -88,8 +95,17 @@ fn early<B>(config: &Config, req: &Request<B>, attempt: &mut Attempt<'_>) -> Ear
         Ok(None) => return Early::Anonymous,
         Ok(Some(token)) => token,
     };
-    match config.verifier.verify_cached(token.as_str()) {
+    match config.verifier.verify_cached_from(token.as_str(), client) {
         None => Early::Unknown,
+        // Checked here, on the synchronous path: one pointer test for keys
+        // without an allowlist.
+        Some(Ok(ctx)) if !ctx.allows_ip(client) => {
+            let refusal = ip_not_allowed(&ctx, client);
+            if config.audit.is_some() {
+                attempt.verified = Some(ctx);
+            }
+            Early::Refused(refusal)
+        }
         Some(Ok(ctx)) => Early::Verified(ctx),
         Some(Err(err)) => {
             attempt.key_id = key_id(token.as_str());
@@ -124,22 +140,23 @@ pub(crate) async fn authenticate<B>(
     config: Arc<Config>,
     req: Request<B>,
     verified: Option<AuthContext>,
+    client: Option<IpAddr>,
 ) -> Outcome<B> {
     // Only the parts are borrowed across awaits: bodies need not be `Sync`.
     let (mut parts, body) = req.into_parts();
     let mut attempt = Attempt::default();
-    match decide(&config, &parts, verified, &mut attempt).await {
+    match decide(&config, &parts, verified, client, &mut attempt).await {
         // Optional mode, no credential: not an authentication attempt.
         Ok(None) => Outcome::Pass(Request::from_parts(parts, body), None),
         Ok(Some(ctx)) => {
             record_in_current_span(&ctx);
             drop(attempt); // it borrows the request, which is changed below
-            let audit = pending(&config, Head::from(&parts), Who::of(&ctx), None);
+            let audit = pending(&config, Head::of_parts(&parts, client), Who::of(&ctx), None);
             parts.extensions.insert(ctx);
             Outcome::Pass(Request::from_parts(parts, body), audit)
         }
         Err(err) => {
-            let (res, audit) = refuse(&config, Head::from(&parts), &attempt, err);
+            let (res, audit) = refuse(&config, Head::of_parts(&parts, client), &attempt, err);
             Outcome::Reject(res, audit)
         }
     }
@@ -150,6 +167,7 @@ async fn decide<'r>(
     config: &Config,
     req: &'r http::request::Parts,
     verified: Option<AuthContext>,
+    client: Option<IpAddr>,
     attempt: &mut Attempt<'r>,
 ) -> Result<Option<AuthContext>, AuthError> {
     let ctx = match verified {
@@ -163,7 +181,7 @@ async fn decide<'r>(
                     Ok(None)
                 };
             };
-            match config.verifier.verify(token.as_str()).await {
+            match config.verifier.verify_from(token.as_str(), client).await {
                 Ok(ctx) => ctx,
                 Err(err) => {
                     attempt.key_id = key_id(token.as_str());
@@ -175,9 +193,25 @@ async fn decide<'r>(
     if config.audit.is_some() {
         attempt.verified = Some(ctx.clone());
     }
+    if !ctx.allows_ip(client) {
+        return Err(ip_not_allowed(&ctx, client));
+    }
     let ctx = impersonate(config, &req.headers, ctx, attempt).await?;
     let ctx = select_workspace(config, &req.headers, ctx).await?;
     Ok(Some(ctx))
+}
+
+/// 403 `ip_not_allowed`: the key has an IP allowlist and `client` is not on
+/// it (or unknown: no peer address, which fails closed).
+fn ip_not_allowed(ctx: &AuthContext, client: Option<IpAddr>) -> AuthError {
+    match client {
+        Some(ip) => tracing::info!(key_id = ?ctx.key_id(), client_ip = %ip, "key used from outside its IP allowlist"),
+        None => tracing::warn!(
+            key_id = ?ctx.key_id(),
+            "key with an IP allowlist refused: no client address (configure AuthLayerBuilder::client_ip)"
+        ),
+    }
+    AuthError::new(ErrorCode::IpNotAllowed, RejectReason::IpNotAllowed)
 }
 
 /// A store failure's details are for logs: clients get the generic message.

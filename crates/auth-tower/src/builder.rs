@@ -2,7 +2,7 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use auth_core::{AuditSink, ErrorFormat, Verifier, DEFAULT_REALM};
+use auth_core::{AuditSink, ErrorFormat, TrustedProxies, Verifier, DEFAULT_REALM};
 use http::{header, Extensions, HeaderMap, HeaderName};
 
 use crate::{
@@ -44,7 +44,8 @@ pub struct AuthLayerBuilder {
     workspace_header: HeaderName,
     workspaces: Option<Arc<dyn WorkspaceResolver>>,
     audit: Option<Arc<dyn AuditSink>>,
-    client_ip: Option<Arc<crate::config::ClientIpFn>>,
+    peer_ip: Option<Arc<crate::config::PeerIpFn>>,
+    proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for AuthLayerBuilder {
@@ -73,7 +74,8 @@ impl AuthLayerBuilder {
             workspace_header: HeaderName::from_static(DEFAULT_WORKSPACE_HEADER),
             workspaces: None,
             audit: None,
-            client_ip: None,
+            peer_ip: None,
+            proxies: TrustedProxies::none(),
         }
     }
 
@@ -153,13 +155,35 @@ impl AuthLayerBuilder {
         self
     }
 
-    /// How to find the client address for audit events, e.g. from a
-    /// connection-info extension or a trusted proxy header.
+    /// How to find the socket peer's address, e.g.
+    /// `auth_axum::connect_info_ip` (axum's `ConnectInfo<SocketAddr>`).
+    ///
+    /// The client address is that peer, or, when the peer is one of the
+    /// [`trusted_proxies`](Self::trusted_proxies), what they forwarded. The
+    /// layer resolves it once per request and leaves it in the request
+    /// extensions as [`ClientIp`](auth_core::ClientIp) for the rate limiter
+    /// and handlers; it is written into audit events, checked against keys'
+    /// IP allowlists and recorded as the key's last-used address. An outer
+    /// layer that already resolved it (the failed-authentication limiter)
+    /// is taken at its word. Without a peer function (and no outer layer),
+    /// there is no client address: audit events carry none, and keys with
+    /// an IP allowlist are refused (fail closed).
+    ///
+    /// `f` should return the peer only: forwarding headers are believed
+    /// through [`trusted_proxies`](Self::trusted_proxies), from the right.
     pub fn client_ip<F>(mut self, f: F) -> Self
     where
         F: Fn(&HeaderMap, &Extensions) -> Option<IpAddr> + Send + Sync + 'static,
     {
-        self.client_ip = Some(Arc::new(f));
+        self.peer_ip = Some(Arc::new(f));
+        self
+    }
+
+    /// Proxies whose forwarding header names the client (default: none, the
+    /// socket peer is the client). Give the same value to the rate limiter
+    /// and the failed-authentication limiter.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
         self
     }
 
@@ -187,7 +211,8 @@ impl AuthLayerBuilder {
             workspace_header: self.workspace_header,
             workspaces: self.workspaces,
             audit: self.audit,
-            client_ip: self.client_ip,
+            peer_ip: self.peer_ip,
+            proxies: self.proxies,
             sensitive: sensitive.into(),
         })
     }

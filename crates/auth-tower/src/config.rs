@@ -2,14 +2,16 @@
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
-use auth_core::{AuditSink, AuthError, ErrorFormat, Verifier, DEFAULT_REALM};
+use auth_core::{
+    AuditSink, AuthError, ClientIp, ErrorFormat, TrustedProxies, Verifier, DEFAULT_REALM,
+};
 use bytes::Bytes;
-use http::{Extensions, HeaderMap, HeaderName, Response};
+use http::{Extensions, HeaderMap, HeaderName, Request, Response};
 
 use crate::{AuthRealm, CredentialSource, SubjectResolver, WorkspaceResolver};
 
-/// Finds a request's client address for audit events.
-pub(crate) type ClientIpFn = dyn Fn(&HeaderMap, &Extensions) -> Option<IpAddr> + Send + Sync;
+/// Finds a request's socket peer address (e.g. in axum's `ConnectInfo`).
+pub(crate) type PeerIpFn = dyn Fn(&HeaderMap, &Extensions) -> Option<IpAddr> + Send + Sync;
 
 pub(crate) struct Config {
     pub(crate) verifier: Verifier,
@@ -27,7 +29,8 @@ pub(crate) struct Config {
     pub(crate) workspace_header: HeaderName,
     pub(crate) workspaces: Option<Arc<dyn WorkspaceResolver>>,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
-    pub(crate) client_ip: Option<Arc<ClientIpFn>>,
+    pub(crate) peer_ip: Option<Arc<PeerIpFn>>,
+    pub(crate) proxies: TrustedProxies,
     /// Headers that carry credentials: marked sensitive on every request.
     pub(crate) sensitive: Box<[HeaderName]>,
 }
@@ -39,6 +42,20 @@ impl Config {
 
     pub(crate) fn render(&self, err: &AuthError) -> Response<Bytes> {
         self.format.render_in_realm(err, self.realm())
+    }
+
+    /// The request's client address: the [`ClientIp`] an outer layer left,
+    /// else the peer resolved through the trusted proxies (then left in the
+    /// request for the layers inside). `None` without a peer function.
+    #[inline]
+    pub(crate) fn client_ip<B>(&self, req: &mut Request<B>) -> Option<IpAddr> {
+        if let Some(ip) = ClientIp::of(req.extensions()) {
+            return Some(ip);
+        }
+        let peer = self.peer_ip.as_ref()?(req.headers(), req.extensions())?;
+        let ip = self.proxies.client_ip(peer, req.headers());
+        req.extensions_mut().insert(ClientIp(ip));
+        Some(ip)
     }
 }
 
@@ -55,6 +72,7 @@ impl fmt::Debug for Config {
             .field("workspace_header", &self.workspace_header)
             .field("workspaces", &self.workspaces.is_some())
             .field("audit", &self.audit.is_some())
+            .field("trusted_proxies", &self.proxies.nets())
             .finish_non_exhaustive()
     }
 }

@@ -85,9 +85,9 @@ where
                 ResponseFuture::calling(self.inner.call(req), audit)
             }
             Step::Reject(response, audit) => ResponseFuture::refused(response, audit),
-            Step::Wait(verified) => {
+            Step::Wait(verified, client) => {
                 req.extensions_mut().insert(self.config.format.clone());
-                let auth = Box::pin(authenticate(self.config.clone(), req, verified));
+                let auth = Box::pin(authenticate(self.config.clone(), req, verified, client));
                 // The clone stays here; the service that was polled ready goes
                 // with the request (https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services).
                 let clone = self.inner.clone();

@@ -13,7 +13,7 @@ mod workspace;
 use std::sync::Arc;
 
 use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
-use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, Verifier};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, TrustedProxies, Verifier};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
@@ -139,6 +139,9 @@ pub struct Options {
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
     pub redis_prefix: String,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
+    /// for the audit log, the rate limits and the IP allowlists.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Options {
@@ -148,6 +151,7 @@ impl Default for Options {
             failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:pod".into(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -177,6 +181,7 @@ impl Pod {
             .workspace_resolver(workspace::Memberships)
             .audit(backend.audit_sink())
             .client_ip(connect_info_ip)
+            .trusted_proxies(options.trusted_proxies.clone())
             .build();
         let limiter = limits::limiter(
             vec![Rule::per_user(
@@ -185,12 +190,14 @@ impl Pod {
             )],
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         let failures = limits::failed_auth(
             options.failed_auth,
             ErrorFormat::Flat,
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),

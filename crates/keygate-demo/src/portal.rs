@@ -10,7 +10,7 @@ mod directory;
 use std::sync::Arc;
 
 use auth_axum::{connect_info_ip, keys_router, KeyManager, RequireScopeLayer, SettingsPage};
-use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, Verifier};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, TrustedProxies, Verifier};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{routing::get, Extension, Router};
@@ -105,6 +105,9 @@ pub struct Options {
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
     pub redis_prefix: String,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
+    /// for the audit log, the rate limits and the IP allowlists.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Options {
@@ -114,6 +117,7 @@ impl Default for Options {
             failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:portal".into(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -146,6 +150,7 @@ impl Portal {
             })
             .audit(backend.audit_sink())
             .client_ip(connect_info_ip)
+            .trusted_proxies(options.trusted_proxies.clone())
             .build();
         let limiter = limits::limiter(
             vec![Rule::per_user(
@@ -154,12 +159,14 @@ impl Portal {
             )],
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         let failures = limits::failed_auth(
             options.failed_auth,
             ErrorFormat::Flat,
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),

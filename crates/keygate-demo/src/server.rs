@@ -20,7 +20,8 @@ use auth_axum::{
     connect_info_ip, keys_router, Auth, DefaultScopes, Grants, KeyManager, RequireScopeLayer,
 };
 use auth_core::{
-    AuditLog, ErrorFormat, IssuedKey, KeyIssuer, NewKey, Principal, ScopeSet, Verifier,
+    AuditLog, ErrorFormat, IssuedKey, KeyIssuer, NewKey, Principal, ScopeSet, TrustedProxies,
+    Verifier,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
@@ -112,6 +113,9 @@ pub struct Options {
     pub redis: Option<String>,
     /// Key prefix in Redis: instances that share limits use the same one.
     pub redis_prefix: String,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
+    /// for the audit log, the rate limits and the IP allowlists.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Options {
@@ -122,6 +126,7 @@ impl Default for Options {
             failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:server".into(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -149,6 +154,7 @@ impl Server {
             .error_format(ErrorFormat::Flat)
             .audit(backend.audit_sink())
             .client_ip(connect_info_ip)
+            .trusted_proxies(options.trusted_proxies.clone())
             .build();
         let limiter = limits::limiter(
             vec![
@@ -160,12 +166,14 @@ impl Server {
             ],
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         let failures = limits::failed_auth(
             options.failed_auth,
             ErrorFormat::Flat,
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         Ok(Self {
             issuer: backend.issuer(PREFIX),

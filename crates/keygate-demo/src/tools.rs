@@ -18,7 +18,7 @@ use std::sync::Arc;
 use auth_axum::{connect_info_ip, Auth};
 use auth_core::{
     jwt::{JwtAuthority, MasterKey, UserSecretStore},
-    AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, Verifier,
+    AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, TrustedProxies, Verifier,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 use auth_tower::AuthLayer;
@@ -57,6 +57,9 @@ pub struct Options {
     pub redis: Option<String>,
     /// Key prefix in Redis.
     pub redis_prefix: String,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
+    /// for the audit log, the rate limits and the IP allowlists.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:tools".into(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -99,6 +103,7 @@ impl Tools {
             .realm(ISSUER)
             .audit(backend.audit_sink())
             .client_ip(connect_info_ip)
+            .trusted_proxies(options.trusted_proxies.clone())
             .build();
         let limiter = limiter(options)?;
         let failures = limits::failed_auth(
@@ -106,6 +111,7 @@ impl Tools {
             error_format(),
             options.redis.as_deref(),
             &options.redis_prefix,
+            &options.trusted_proxies,
         )?;
         Ok(Self {
             jwt,
@@ -186,7 +192,8 @@ fn limiter(options: &Options) -> Result<RateLimiter, String> {
             Quota::per_hour(options.requests_per_hour.max(1)),
         ))
         // 429s in the same envelope as every other error.
-        .error_format(error_format());
+        .error_format(error_format())
+        .trusted_proxies(options.trusted_proxies.clone());
     let builder = match &options.redis {
         Some(url) => with_redis(builder, url, &options.redis_prefix)?,
         None => builder,

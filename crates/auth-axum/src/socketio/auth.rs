@@ -9,7 +9,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use auth_core::{AuthContext, AuthError, RejectReason};
+use auth_core::{AuthContext, AuthError, ClientIp, RejectReason};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter};
 use auth_tower::{AuthLayer, RenderAuthError};
 use bytes::Bytes;
@@ -151,11 +151,15 @@ impl SocketIoAuth {
         handshake: &Parts,
         api_token: Option<&str>,
     ) -> Result<AuthContext, ConnectRefusal> {
-        let req = request(handshake, api_token);
+        let mut req = request(handshake, api_token);
         let failures = self
             .failures
             .as_ref()
             .and_then(|f| Some((f, f.client_ip(&req)?)));
+        if let Some((_, ip)) = failures {
+            // Resolved once: the layer's audit event and allowlist check use it.
+            req.extensions_mut().insert(ClientIp(ip));
+        }
         if let Some((limiter, ip)) = failures {
             limiter
                 .check(ip)
@@ -722,5 +726,52 @@ mod tests {
         let r = ConnectRefusal::from_response(res);
         assert_eq!(r.status(), 503);
         assert_eq!(r.to_string(), "Service Unavailable");
+    }
+
+    #[tokio::test]
+    async fn connects_are_checked_against_the_keys_ip_allowlist() {
+        let f = Fixture::new();
+        let policy = auth_core::KeyPolicy {
+            ip_allowlist: vec!["203.0.113.0/24".parse().unwrap()],
+            ..Default::default()
+        };
+        let token = f
+            .issuer
+            .issue(NewKey::new(Principal::user("alice"), "socket", ScopeSet::empty()).policy(policy))
+            .await
+            .unwrap()
+            .token
+            .expose_secret()
+            .to_owned();
+        let proxies = auth_ratelimit::TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let direct = SocketIoAuth::new(
+            AuthLayer::builder(f.verifier.clone())
+                .client_ip(crate::connect_info_ip)
+                .trusted_proxies(proxies.clone())
+                .build(),
+        );
+        direct
+            .authenticate(&handshake(PEER, &[]), Some(&token))
+            .await
+            .unwrap();
+        let r = direct
+            .authenticate(&handshake([198, 51, 100, 1], &[("x-forwarded-for", "203.0.113.7")]), Some(&token))
+            .await
+            .unwrap_err();
+        assert_eq!((r.status().as_u16(), error_code(&r).as_str()), (403, "ip_not_allowed"));
+
+        // The failed-authentication limiter resolves the address first; the
+        // layer (no peer function of its own) checks the same client.
+        let behind_proxy = SocketIoAuth::new(AuthLayer::builder(f.verifier.clone()).build())
+            .failed_auth_limits(FailedAuthLimiter::builder(Quota::per_minute(3)).trusted_proxies(proxies).build());
+        behind_proxy
+            .authenticate(&handshake([10, 0, 0, 1], &[("x-forwarded-for", "203.0.113.7")]), Some(&token))
+            .await
+            .unwrap();
+        let r = behind_proxy
+            .authenticate(&handshake([10, 0, 0, 1], &[("x-forwarded-for", "203.0.113.7, 198.51.100.1")]), Some(&token))
+            .await
+            .unwrap_err();
+        assert_eq!(error_code(&r), "ip_not_allowed");
     }
 }

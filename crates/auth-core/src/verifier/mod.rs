@@ -27,6 +27,7 @@ mod guard;
 mod usage;
 
 use std::{
+    net::IpAddr,
     sync::{
         atomic::Ordering::{Acquire, Relaxed},
         Arc,
@@ -338,6 +339,20 @@ impl Verifier {
     /// checksum, unknown, revoked, expired, wrong secret, throttled), or
     /// [`AuthError::unavailable`] when the store fails: never a pass.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
+        self.verify_from(token, None).await
+    }
+
+    /// [`Verifier::verify`] for a request from `client`, the resolved client
+    /// address: it is recorded as the key's last-used address (batched like
+    /// `last_used_at`, at most once per key per
+    /// [`last_used_interval`](VerifierBuilder::last_used_interval)). A use
+    /// from outside the key's IP allowlist is not recorded (the auth layer
+    /// refuses it).
+    pub async fn verify_from(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> Result<AuthContext, AuthError> {
         #[cfg(feature = "jwt")]
         if crate::jwt::looks_like_jwt(token) {
             return match &self.inner.jwt {
@@ -349,20 +364,31 @@ impl Verifier {
             };
         }
         let (id, digest) = self.cache_key(token)?;
-        match self.check_cached_now(id, &digest) {
+        match self.check_cached_now(id, &digest, client) {
             Cached::Hit(result) => return self.refine(token, result),
             Cached::Confirm(..) => {}
             // Settle what needs no I/O before allocating the slow path.
             Cached::Miss => self.settle_miss(token, id, &digest)?,
         }
         // Boxed so the hot path's future stays small.
-        Box::pin(self.verify_uncached(token, id, digest)).await
+        Box::pin(self.verify_uncached(token, id, digest, client)).await
     }
 
     /// The synchronous hot path: `Some` when the token is decided without
     /// I/O (a cache hit, or a token that is not well formed), `None` when
     /// [`Verifier::verify`] would have to read the store or run argon2.
+    #[inline]
     pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
+        self.verify_cached_from(token, None)
+    }
+
+    /// [`Verifier::verify_cached`] for a request from `client` (recorded as
+    /// in [`Verifier::verify_from`]).
+    pub fn verify_cached_from(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+    ) -> Option<Result<AuthContext, AuthError>> {
         #[cfg(feature = "jwt")]
         if crate::jwt::looks_like_jwt(token) {
             return self
@@ -375,7 +401,7 @@ impl Verifier {
             Ok(k) => k,
             Err(e) => return Some(Err(e)),
         };
-        match self.check_cached_now(id, &digest) {
+        match self.check_cached_now(id, &digest, client) {
             Cached::Hit(result) => {
                 crate::metrics::cache_hit();
                 Some(self.refine(token, result))
@@ -439,9 +465,10 @@ impl Verifier {
         token: &str,
         id: KeyId,
         digest: [u8; 32],
+        client: Option<IpAddr>,
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
-        if let Some(result) = self.check_cached(id, &digest).await {
+        if let Some(result) = self.check_cached(id, &digest, client).await {
             return self.refine(token, result);
         }
         let parsed = self
@@ -454,9 +481,9 @@ impl Verifier {
         let lock = inner.inflight.entry(id).or_default().clone();
         let result = {
             let _running = lock.lock().await;
-            match self.check_cached(id, &digest).await {
+            match self.check_cached(id, &digest, client).await {
                 Some(result) => result,
-                None => self.verify_cold(&parsed, digest).await,
+                None => self.verify_cold(&parsed, digest, client).await,
             }
         };
         drop(lock);
@@ -517,16 +544,17 @@ impl Verifier {
         &self,
         id: KeyId,
         digest: &[u8; 32],
+        client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
-        match self.check_cached_now(id, digest) {
+        match self.check_cached_now(id, digest, client) {
             Cached::Hit(result) => Some(result),
             Cached::Miss => None,
-            Cached::Confirm(hash) => self.confirm(id, digest, &hash).await,
+            Cached::Confirm(hash) => self.confirm(id, digest, &hash, client).await,
         }
     }
 
     /// Decided under the map's read guard, without refcount traffic.
-    fn check_cached_now(&self, id: KeyId, digest: &[u8; 32]) -> Cached {
+    fn check_cached_now(&self, id: KeyId, digest: &[u8; 32], client: Option<IpAddr>) -> Cached {
         let inner = &*self.inner;
         let Some(entry) = inner.cache.entries.get(&id) else {
             return Cached::Miss;
@@ -547,7 +575,7 @@ impl Verifier {
         {
             return Cached::Confirm(entry.hash.clone());
         }
-        self.report_use(id, &entry, now);
+        self.report_use(id, &entry, now, client);
         Cached::Hit(Ok(entry.ctx.clone()))
     }
 
@@ -560,6 +588,7 @@ impl Verifier {
         id: KeyId,
         digest: &[u8; 32],
         hash: &str,
+        client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
         // Read before the store: a resync during the read confirms again.
@@ -593,7 +622,7 @@ impl Verifier {
                         if inner.store.changes().is_in_sync() {
                             entry.confirmed.store(resync, Relaxed);
                         }
-                        self.report_use(id, &entry, inner.clock.now_nanos());
+                        self.report_use(id, &entry, inner.clock.now_nanos(), client);
                     }
                 }
                 Some(Ok(ctx))
@@ -601,17 +630,20 @@ impl Verifier {
         }
     }
 
-    fn report_use(&self, id: KeyId, entry: &CacheEntry, now: i64) {
+    fn report_use(&self, id: KeyId, entry: &CacheEntry, now: i64, client: Option<IpAddr>) {
         let last = entry.last_reported.load(Relaxed);
+        // A use the auth layer refuses (outside the allowlist) is not one.
         if now - last >= self.inner.usage.interval
+            && entry.ctx.allows_ip(client)
             && entry
                 .last_reported
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
-            self.inner
-                .usage
-                .report(crate::KeyUse::new(id, self.inner.clock.now()));
+            self.inner.usage.report(crate::KeyUse {
+                ip: client,
+                ..crate::KeyUse::new(id, self.inner.clock.now())
+            });
         }
     }
 
@@ -619,6 +651,7 @@ impl Verifier {
         &self,
         parsed: &ParsedToken<'_>,
         digest: [u8; 32],
+        client: Option<IpAddr>,
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
         let (id, secret) = (parsed.key_id(), parsed.secret());
@@ -683,7 +716,7 @@ impl Verifier {
             last_reported: Default::default(),
             confirmed: resync.into(),
         };
-        self.report_use(id, &entry, now);
+        self.report_use(id, &entry, now, client);
         inner.cache.insert_if_unchanged(id, entry, epoch, now);
         if legacy || inner.hasher.needs_rehash(&record.hash) {
             self.spawn_rehash(id, parsed.prefix(), *secret, digest);

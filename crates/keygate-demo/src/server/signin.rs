@@ -15,14 +15,22 @@
 //!   same-origin changes (`KeyManager::check_origin`); `/login` and
 //!   `/logout` check `Origin` too.
 
-use std::{collections::HashMap, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
 };
 use auth_axum::{AllowedOrigins, DefaultScopes, KeyManager, KeyOwner, SettingsPage};
-use auth_core::{AuditEvent, AuditLog, AuditOutcome, Principal, RejectReason, ScopeSet};
+use auth_core::{
+    AuditEvent, AuditLog, AuditOutcome, ClientIp, Principal, RejectReason, ScopeSet, TrustedProxies,
+};
 use auth_ratelimit::{KeyBy, Quota, RateLimiter, Rule};
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request},
@@ -73,6 +81,8 @@ pub struct SignInOptions {
     pub idle_timeout: time::Duration,
     /// Share the sign-in limits in this Redis.
     pub redis: Option<String>,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for SignInOptions {
@@ -82,6 +92,7 @@ impl Default for SignInOptions {
             secure_cookies: false,
             idle_timeout: time::Duration::hours(8),
             redis: None,
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -168,6 +179,7 @@ impl Accounts {
             ],
             options.redis.as_deref(),
             "keygate:server:login",
+            &options.trusted_proxies,
         )?;
         // Unknown users are checked against this, so they cost the same.
         let dummy_hash = hash_password("no user has this password, it is random").await?;
@@ -307,7 +319,7 @@ impl Accounts {
         &self,
         user: &str,
         known: bool,
-        peer: Option<SocketAddr>,
+        client: Option<IpAddr>,
         headers: &HeaderMap,
         outcome: Result<(), RejectReason>,
         status: StatusCode,
@@ -329,7 +341,7 @@ impl Accounts {
             method: "POST".into(),
             path: "/login".into(),
             status: Some(status.as_u16()),
-            client_ip: peer.map(|p| p.ip()),
+            client_ip: client,
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -535,11 +547,13 @@ async fn login(
 ) -> Response {
     let user = form.user.trim().to_owned();
     let known = USERS.contains(&user.as_str());
+    // The client as the API routes see it: through the trusted proxies.
+    let client = peer.map(|p| accounts.options.trusted_proxies.client_ip(p.ip(), &headers));
     if !same_origin(&headers) {
         accounts.audit_attempt(
             &user,
             known,
-            peer,
+            client,
             &headers,
             Err(RejectReason::InvalidRequest),
             StatusCode::FORBIDDEN,
@@ -560,15 +574,15 @@ async fn login(
         )
         .body(())
         .unwrap_or_default();
-    if let Some(p) = peer {
-        probe.extensions_mut().insert(ConnectInfo(p));
+    if let Some(ip) = client {
+        probe.extensions_mut().insert(ClientIp(ip));
     }
     if let Err(refused) = accounts.limiter.check(&probe).await {
         let retry = refused.headers().get(header::RETRY_AFTER).cloned();
         accounts.audit_attempt(
             &user,
             known,
-            peer,
+            client,
             &headers,
             Err(RejectReason::RateLimited),
             refused.status(),
@@ -600,7 +614,7 @@ async fn login(
                 accounts.audit_attempt(
                     &user,
                     known,
-                    peer,
+                    client,
                     &headers,
                     Err(RejectReason::StoreUnavailable),
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -611,7 +625,7 @@ async fn login(
                     &user,
                 );
             }
-            accounts.audit_attempt(&user, known, peer, &headers, Ok(()), StatusCode::SEE_OTHER);
+            accounts.audit_attempt(&user, known, client, &headers, Ok(()), StatusCode::SEE_OTHER);
             Redirect::to(SETTINGS).into_response()
         }
         Ok(false) => {
@@ -623,7 +637,7 @@ async fn login(
             accounts.audit_attempt(
                 &user,
                 known,
-                peer,
+                client,
                 &headers,
                 Err(reason),
                 StatusCode::UNAUTHORIZED,
@@ -639,7 +653,7 @@ async fn login(
             accounts.audit_attempt(
                 &user,
                 known,
-                peer,
+                client,
                 &headers,
                 Err(RejectReason::StoreUnavailable),
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,7 @@
 
 use std::{ffi::OsString, future::Future, net::SocketAddr, process::ExitCode};
 
-use auth_core::SecretHasher;
+use auth_core::{IpNet, SecretHasher, TrustedProxies};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::{
@@ -78,6 +78,19 @@ pub struct ServeArgs {
     /// object per line [env: KEYGATE_LOG_FORMAT]
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
     pub log_format: super::ops::LogFormat,
+    /// A reverse proxy (address or network) whose X-Forwarded-For names the
+    /// client, for the audit log, rate limits and IP allowlists (repeat for
+    /// more; default: none, the connecting address is the client)
+    #[arg(long = "trusted-proxy", value_name = "CIDR",
+          value_parser = TrustedProxies::parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl ServeArgs {
+    /// The `--trusted-proxy` networks, for every layer that resolves the client.
+    pub fn proxies(&self) -> TrustedProxies {
+        TrustedProxies::from_nets(self.trusted_proxies.iter().copied())
+    }
 }
 
 /// `issue`.

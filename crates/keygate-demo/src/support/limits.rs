@@ -1,7 +1,7 @@
 //! Rate limits and the failed-authentication limit: in memory, or in Redis
 //! (`--redis`) so that several instances of one example share them.
 
-use auth_core::ErrorFormat;
+use auth_core::{ErrorFormat, TrustedProxies};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 
 /// Failed authentications (401 answers) allowed per client address, on by
@@ -23,9 +23,17 @@ pub fn describe_failed_auth(quota: Quota) -> String {
 
 /// A limiter with `rules`; with `redis`, buckets live there under `prefix`
 /// (instances sharing limits use the same prefix), with memory as the
-/// fallback while Redis is down.
-pub fn limiter(rules: Vec<Rule>, redis: Option<&str>, prefix: &str) -> Result<RateLimiter, String> {
-    let mut builder = RateLimiter::builder().rules(rules);
+/// fallback while Redis is down. Per-address rules count the client that
+/// `proxies` name (when no outer layer resolved it already).
+pub fn limiter(
+    rules: Vec<Rule>,
+    redis: Option<&str>,
+    prefix: &str,
+    proxies: &TrustedProxies,
+) -> Result<RateLimiter, String> {
+    let mut builder = RateLimiter::builder()
+        .rules(rules)
+        .trusted_proxies(proxies.clone());
     if let Some(url) = redis {
         #[cfg(feature = "redis")]
         {
@@ -39,15 +47,19 @@ pub fn limiter(rules: Vec<Rule>, redis: Option<&str>, prefix: &str) -> Result<Ra
         .map_err(|e| format!("invalid rate limits: {e}"))
 }
 
-/// The failed-authentication limiter: `quota` failures per client address,
-/// answered in `format`; shared through `redis` like [`limiter`]'s buckets.
+/// The failed-authentication limiter: `quota` failures per client address
+/// (the client `proxies` name), answered in `format`; shared through
+/// `redis` like [`limiter`]'s buckets.
 pub fn failed_auth(
     quota: Quota,
     format: ErrorFormat,
     redis: Option<&str>,
     prefix: &str,
+    proxies: &TrustedProxies,
 ) -> Result<FailedAuthLimiter, String> {
-    let mut builder = FailedAuthLimiter::builder(quota).error_format(format);
+    let mut builder = FailedAuthLimiter::builder(quota)
+        .error_format(format)
+        .trusted_proxies(proxies.clone());
     if let Some(url) = redis {
         #[cfg(feature = "redis")]
         {

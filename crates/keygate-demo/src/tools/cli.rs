@@ -246,6 +246,7 @@ async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String
     let options = Options {
         requests_per_hour: args.http.rate_limit,
         redis: args.http.redis.clone(),
+        trusted_proxies: args.http.proxies(),
         ..Options::default()
     };
     let tools = Tools::new(&opened.backend, opened.secrets, master, &options)?;

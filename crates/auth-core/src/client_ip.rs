@@ -1,33 +1,63 @@
 //! Which address a request comes from: the socket peer, or what trusted
-//! proxies say about it.
+//! proxies say about it. One resolver for the audit log, the rate limiters
+//! and the per-key IP allowlists, so that they all name the same client.
 //!
-//! The peer address comes from axum's `ConnectInfo<SocketAddr>` (serve the
-//! router with `into_make_service_with_connect_info::<SocketAddr>()`). Only
-//! when the peer is one of the configured trusted proxies is the forwarding
-//! header read, and then from the right: each proxy appends the address it
-//! received the request from, so the rightmost hop that is *not* a trusted
-//! proxy is the client. Hops further left were written by the client and
-//! could say anything. (Taking the leftmost `X-Forwarded-For` hop, as
-//! `tower_governor` does, lets any client pick its own rate-limit key.)
+//! Only when the socket peer is one of the configured trusted proxies is the
+//! forwarding header read, and then from the right: each proxy appends the
+//! address it received the request from, so the rightmost hop that is *not*
+//! a trusted proxy is the client. Hops further left were written by the
+//! client and could say anything. (Taking the leftmost `X-Forwarded-For`
+//! hop lets any client pick its own address.)
+//!
+//! The first component that resolves a request's address leaves it in the
+//! request extensions as [`ClientIp`]; the others read it from there rather
+//! than resolving again.
 
 use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     str::FromStr,
+    sync::Arc,
 };
 
-use http::{header::FORWARDED, HeaderMap, HeaderName};
+use http::{header::FORWARDED, Extensions, HeaderMap, HeaderName};
+use ipnet::{IpNet, Ipv4Net};
 
 /// At most this many hops are examined, so a huge header costs bounded work.
 const MAX_HOPS: usize = 32;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The client address of a request, as resolved through [`TrustedProxies`]
+/// by the first component that needed it (the failed-authentication
+/// limiter, the auth layer or the rate limiter). Later components read it
+/// from the request extensions, so every one of them names the same client.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use auth_core::ClientIp;
+///
+/// let mut req = http::Request::new(());
+/// let ip: IpAddr = "203.0.113.9".parse().unwrap();
+/// req.extensions_mut().insert(ClientIp(ip));
+/// assert_eq!(ClientIp::of(req.extensions()), Some(ip));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// The address a previous component left in `extensions`, if any.
+    #[inline]
+    pub fn of(extensions: &Extensions) -> Option<IpAddr> {
+        extensions.get::<Self>().map(|c| c.0)
+    }
+}
+
 /// The forwarding header the trusted proxies set.
 ///
 /// Configure the one your proxies actually write: a client can send either,
 /// and the one your proxies do not touch is entirely client-written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2`.
     #[default]
@@ -36,69 +66,20 @@ pub enum ForwardedHeader {
     Forwarded,
 }
 
-/// A network in CIDR notation, e.g. `10.0.0.0/8` or `fd00::/8`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
 /// A string that is not an address or a CIDR network.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("not an IP address or CIDR network: {0:?}")]
 pub struct InvalidNet(pub String);
 
-impl IpNet {
-    /// Whether `ip` is in this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_v4(ip, self.prefix) == net,
-            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_v6(ip, self.prefix) == net,
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = InvalidNet;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || InvalidNet(s.to_owned());
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| err())?)),
-            None => (s.trim(), None),
-        };
-        let addr = IpAddr::from_str(addr).map_err(|_| err())?.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(err());
-        }
-        let addr = match addr {
-            IpAddr::V4(a) => IpAddr::V4(mask_v4(a, prefix)),
-            IpAddr::V6(a) => IpAddr::V6(mask_v6(a, prefix)),
-        };
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl fmt::Debug for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
 /// The reverse proxies whose forwarding headers are believed.
+///
+/// Build it once from configuration and give the same value to the auth
+/// layer, the rate limiter and the failed-authentication limiter. Cloning is
+/// cheap (the networks are shared).
 ///
 /// ```
 /// use std::net::IpAddr;
-/// use auth_ratelimit::TrustedProxies;
+/// use auth_core::TrustedProxies;
 /// use http::HeaderMap;
 ///
 /// let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
@@ -114,7 +95,7 @@ impl fmt::Display for IpNet {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies {
-    nets: Vec<IpNet>,
+    nets: Arc<[IpNet]>,
     header: ForwardedHeader,
 }
 
@@ -133,12 +114,27 @@ impl TrustedProxies {
     {
         let nets = nets
             .into_iter()
-            .map(|s| s.as_ref().parse())
-            .collect::<Result<Vec<IpNet>, _>>()?;
-        Ok(Self {
-            nets,
+            .map(|s| Self::parse_net(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_nets(nets))
+    }
+
+    /// Proxies in these networks, which write `X-Forwarded-For`.
+    pub fn from_nets(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        Self {
+            nets: nets.into_iter().map(canonical_net).collect(),
             header: ForwardedHeader::default(),
-        })
+        }
+    }
+
+    /// A network in CIDR notation, or a single address (`/32`, `/128`).
+    /// Host bits are cleared: `10.1.2.3/8` is `10.0.0.0/8`.
+    pub fn parse_net(s: &str) -> Result<IpNet, InvalidNet> {
+        let s = s.trim();
+        IpNet::from_str(s)
+            .or_else(|_| IpAddr::from_str(s).map(IpNet::from))
+            .map(|n| canonical_net(n.trunc()))
+            .map_err(|_| InvalidNet(s.to_owned()))
     }
 
     /// Reads `header` instead of `X-Forwarded-For`.
@@ -147,9 +143,15 @@ impl TrustedProxies {
         self
     }
 
+    /// The trusted networks.
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+
     /// Whether `ip` is a trusted proxy.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.nets.iter().any(|n| n.contains(ip))
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|n| n.contains(&ip))
     }
 
     /// The client's address for a request from socket peer `peer`.
@@ -159,6 +161,7 @@ impl TrustedProxies {
     /// the leftmost is returned. If a hop cannot be parsed (`unknown`, an
     /// obfuscated name, garbage), the walk stops there and the proxy that
     /// wrote it is returned. Never panics, whatever the headers hold.
+    /// IPv4-mapped IPv6 addresses come back as IPv4.
     #[inline]
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
@@ -193,6 +196,36 @@ impl TrustedProxies {
         }
         client
     }
+
+    /// The request's client address: the [`ClientIp`] a previous component
+    /// left in `extensions`, or else the one resolved from socket peer
+    /// `peer` (`None` without one), which is then left there for the next.
+    #[inline]
+    pub fn resolve(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+        extensions: &mut Extensions,
+    ) -> Option<IpAddr> {
+        if let Some(ip) = ClientIp::of(extensions) {
+            return Some(ip);
+        }
+        let ip = self.client_ip(peer?, headers);
+        extensions.insert(ClientIp(ip));
+        Some(ip)
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network
+/// it stands for, since addresses are compared in canonical form.
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 /// The `for=` parameter of one `Forwarded` element.
@@ -219,26 +252,6 @@ fn parse_node(s: &str) -> Option<IpAddr> {
         .map(|ip| IpAddr::V6(ip).to_canonical())
 }
 
-fn mask_v4(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let bits = u32::from(ip);
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    Ipv4Addr::from(bits & mask)
-}
-
-pub(crate) fn mask_v6(ip: Ipv6Addr, prefix: u8) -> Ipv6Addr {
-    let bits = u128::from(ip);
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix.min(128)))
-    };
-    Ipv6Addr::from(bits & mask)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,32 +270,28 @@ mod tests {
 
     #[test]
     fn nets_parse_and_match() {
-        let n: IpNet = "10.1.2.3/8".parse().unwrap();
-        assert_eq!(n.to_string(), "10.0.0.0/8");
-        assert!(n.contains(ip("10.255.0.1")));
-        assert!(
-            n.contains(ip("::ffff:10.0.0.1")),
-            "v4-mapped v6 is canonicalised"
-        );
-        assert!(!n.contains(ip("11.0.0.1")));
-        let n: IpNet = "fd00::/8".parse().unwrap();
-        assert!(n.contains(ip("fd12::1")));
-        assert!(!n.contains(ip("fe80::1")));
-        assert!("127.0.0.1"
-            .parse::<IpNet>()
-            .unwrap()
-            .contains(ip("127.0.0.1")));
-        assert!("0.0.0.0/0"
-            .parse::<IpNet>()
+        let p = TrustedProxies::new(["10.1.2.3/8", "fd00::/8", "127.0.0.1"]).unwrap();
+        assert_eq!(p.nets()[0].to_string(), "10.0.0.0/8");
+        assert!(p.contains(ip("10.255.0.1")));
+        assert!(p.contains(ip("::ffff:10.0.0.1")), "v4-mapped v6 matches v4");
+        assert!(!p.contains(ip("11.0.0.1")));
+        assert!(p.contains(ip("fd12::1")));
+        assert!(!p.contains(ip("fe80::1")));
+        assert!(p.contains(ip("127.0.0.1")));
+        assert!(!p.contains(ip("127.0.0.2")));
+        let mapped = TrustedProxies::new(["::ffff:192.0.2.0/120"]).unwrap();
+        assert_eq!(mapped.nets()[0].to_string(), "192.0.2.0/24");
+        assert!(mapped.contains(ip("192.0.2.7")));
+        assert!(TrustedProxies::new(["0.0.0.0/0"])
             .unwrap()
             .contains(ip("8.8.8.8")));
         for bad in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
-            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+            assert!(TrustedProxies::new([bad]).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn rightmost_untrusted_hop_wins() {
+    fn a_chain_of_trusted_proxies_resolves_to_the_first_untrusted_hop() {
         let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         let peer = ip("10.0.0.1");
         assert_eq!(
@@ -306,19 +315,28 @@ mod tests {
             p.client_ip(peer, &xff(&["1.1.1.1, unknown, 10.0.0.5"])),
             ip("10.0.0.5")
         );
-        // Ports, brackets and quotes are tolerated.
+        // Ports, brackets and quotes are tolerated; mapped v4 comes back as v4.
         assert_eq!(
             p.client_ip(peer, &xff(&["[2001:db8::1]:443"])),
             ip("2001:db8::1")
         );
         assert_eq!(p.client_ip(peer, &xff(&["3.3.3.3:1234"])), ip("3.3.3.3"));
+        assert_eq!(
+            p.client_ip(peer, &xff(&["::ffff:3.3.3.3"])),
+            ip("3.3.3.3")
+        );
     }
 
     #[test]
-    fn untrusted_peer_ignores_headers() {
+    fn a_spoofed_header_from_an_untrusted_peer_is_ignored() {
         let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         assert_eq!(
             p.client_ip(ip("5.5.5.5"), &xff(&["1.1.1.1"])),
+            ip("5.5.5.5")
+        );
+        // Claiming to be a trusted proxy does not make the peer one.
+        assert_eq!(
+            p.client_ip(ip("5.5.5.5"), &xff(&["1.1.1.1, 10.0.0.1"])),
             ip("5.5.5.5")
         );
         assert_eq!(
@@ -360,20 +378,20 @@ mod tests {
     }
 
     #[test]
-    fn masks() {
+    fn the_first_resolution_is_kept_for_the_next_component() {
+        let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let headers = xff(&["203.0.113.9"]);
+        let mut ext = Extensions::new();
+        assert_eq!(p.resolve(None, &headers, &mut ext), None);
         assert_eq!(
-            mask_v6(ip6("2001:db8:1:2:3:4:5:6"), 64),
-            ip6("2001:db8:1:2::")
+            p.resolve(Some(ip("10.0.0.1")), &headers, &mut ext),
+            Some(ip("203.0.113.9"))
         );
-        assert_eq!(mask_v6(ip6("2001:db8::1"), 0), Ipv6Addr::UNSPECIFIED);
-        assert_eq!(mask_v6(ip6("2001:db8::1"), 200), ip6("2001:db8::1"));
+        assert_eq!(ClientIp::of(&ext), Some(ip("203.0.113.9")));
+        // A later component with no proxies configured still sees the client.
         assert_eq!(
-            mask_v4("1.2.3.4".parse().unwrap(), 24),
-            Ipv4Addr::new(1, 2, 3, 0)
+            TrustedProxies::none().resolve(Some(ip("10.0.0.1")), &headers, &mut ext),
+            Some(ip("203.0.113.9"))
         );
-    }
-
-    fn ip6(s: &str) -> Ipv6Addr {
-        s.parse().unwrap()
     }
 }
