@@ -141,9 +141,14 @@ impl KeyIssuer {
         &self.store
     }
 
+    /// The hasher keys are hashed with.
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
     /// Now, to the microsecond: what SQL stores keep, so a record reads back
     /// exactly as it was issued.
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         let t = self.clock.now();
         t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
             .unwrap_or(t)

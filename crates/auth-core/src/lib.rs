@@ -49,6 +49,7 @@ pub mod jwt;
 mod metrics;
 mod plaintext;
 mod response;
+mod revoke_by_token;
 mod scope;
 pub mod store;
 mod token;
@@ -67,6 +68,7 @@ pub use hasher::{HashError, HashParams, SecretHasher};
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
+pub use revoke_by_token::{RevocationSource, TokenRevocation};
 pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
 pub use store::{
     ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyStore, MemoryKeyStore,
