@@ -41,6 +41,7 @@ mod check;
 mod clock;
 mod context;
 mod error;
+mod expiry_notice;
 mod hasher;
 mod issuer;
 #[cfg(feature = "jwt")]
@@ -64,6 +65,9 @@ pub use check::SecretCheck;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use error::{AuthError, ErrorCode, RejectReason};
+pub use expiry_notice::{
+    ExpiryListener, ExpiryNotifier, NoticeError, NoticePass, DEFAULT_EXPIRY_NOTICE,
+};
 pub use hasher::{HashError, HashParams, SecretHasher};
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
 pub use plaintext::PlaintextToken;

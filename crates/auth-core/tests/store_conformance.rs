@@ -108,6 +108,7 @@ macro_rules! suite {
             update_hash_and_check,
             audit_query_and_purge,
             audit_usage_per_bucket,
+            expiry_notices,
         );
     };
 }
@@ -153,6 +154,103 @@ fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
 
 mod cases {
     use super::*;
+
+    /// Keys expiring soon are found once each, soonest first; revoked and
+    /// already noticed ones are not; a notice is remembered only once the
+    /// listener took it, and a new notifier (a restart) does not repeat it.
+    pub async fn expiry_notices(b: &Backend) {
+        let day = time::Duration::days(1);
+        let expiring = |days: i64| {
+            let mut r = record("nora", T0 - day);
+            r.expires_at = Some(T0 + day * days);
+            r
+        };
+        let soon = expiring(3);
+        let later = expiring(6);
+        let outside = expiring(10);
+        let mut revoked_first = expiring(2);
+        revoked_first.revoked_at = Some(T0 + day);
+        let mut rotated_after = expiring(4);
+        rotated_after.revoked_at = Some(T0 + day * 5);
+        let expired = expiring(-1);
+        let mut forever = record("nora", T0);
+        forever.expires_at = None;
+        for r in [
+            &soon,
+            &later,
+            &outside,
+            &revoked_first,
+            &rotated_after,
+            &expired,
+            &forever,
+        ] {
+            b.keys.insert(r).await.unwrap();
+        }
+        let ids = |v: Vec<KeyRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let until = T0 + day * 7;
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            [soon.id, rotated_after.id, later.id]
+        );
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 1).await.unwrap()),
+            [soon.id]
+        );
+        assert!(b
+            .keys
+            .mark_expiry_noticed(soon.id, soon.expires_at.unwrap())
+            .await
+            .unwrap());
+        assert!(!b
+            .keys
+            .mark_expiry_noticed(KeyId::random(), T0)
+            .await
+            .unwrap());
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            [rotated_after.id, later.id]
+        );
+        // Noticed for another expiry (it was moved): due again.
+        assert!(b.keys.mark_expiry_noticed(later.id, T0 + day * 9).await.unwrap());
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            [rotated_after.id, later.id]
+        );
+
+        // The notifier, with a listener that refuses: nothing is remembered.
+        let clock = Arc::new(ManualClock::new(T0));
+        let refusing = ExpiryNotifier::new(b.keys.clone(), |_key: KeyMetadata| async {
+            Err::<(), NoticeError>("mail server down".into())
+        })
+        .clock(clock.clone());
+        let pass = refusing.run_once().await.unwrap();
+        assert_eq!((pass.delivered, pass.failed), (0, 1));
+
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = {
+            let seen = seen.clone();
+            move |key: KeyMetadata| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(key.id);
+                    Ok::<(), NoticeError>(())
+                }
+            }
+        };
+        let notifier =
+            ExpiryNotifier::new(b.keys.clone(), listener.clone()).clock(clock.clone());
+        assert_eq!(notifier.run_once().await.unwrap().delivered, 2);
+        assert_eq!(notifier.run_once().await.unwrap().delivered, 0);
+        // A new notifier on the same store, as after a restart: nothing again.
+        let restarted = ExpiryNotifier::new(b.keys.clone(), listener).clock(clock.clone());
+        assert_eq!(restarted.run_once().await.unwrap().delivered, 0);
+        assert_eq!(*seen.lock().unwrap(), [rotated_after.id, later.id]);
+
+        // Five days on, the ten-day key is within the week.
+        clock.advance(Duration::from_secs(5 * 86_400));
+        assert_eq!(restarted.run_once().await.unwrap().delivered, 1);
+        assert_eq!(seen.lock().unwrap().last(), Some(&outside.id));
+    }
 
     pub async fn insert_and_get(b: &Backend) {
         let changes = Recorder::subscribe(&*b.keys);

@@ -29,6 +29,8 @@ use crate::{KeyId, SecretCheck};
 #[derive(Debug, Default)]
 pub struct MemoryKeyStore {
     keys: DashMap<KeyId, KeyRecord>,
+    /// The expiry each key's "expiring soon" notice was delivered for.
+    expiry_notices: DashMap<KeyId, OffsetDateTime>,
     changes: ChangeFeed,
 }
 
@@ -135,6 +137,42 @@ impl KeyStore for MemoryKeyStore {
             }
         }
         Ok(())
+    }
+
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut v: Vec<KeyRecord> = self
+            .keys
+            .iter()
+            .filter(|r| {
+                r.expires_at.is_some_and(|e| {
+                    e > after
+                        && e <= until
+                        && r.revoked_at.is_none_or(|rev| rev > e)
+                        && self.expiry_notices.get(&r.id).is_none_or(|n| *n != e)
+                })
+            })
+            .map(|r| r.clone())
+            .collect();
+        v.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
+        v.truncate(limit);
+        Ok(v)
+    }
+
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        if !self.keys.contains_key(&id) {
+            return Ok(false);
+        }
+        self.expiry_notices.insert(id, expires_at);
+        Ok(true)
     }
 
     fn changes(&self) -> &ChangeFeed {

@@ -137,6 +137,43 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Records last uses, batched. Later times win.
     async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
 
+    /// Keys whose expiry lies in `(after, until]`, that will expire before
+    /// they are revoked, and whose "expiring soon" notice has not been
+    /// delivered for their current expiry ([`KeyStore::mark_expiry_noticed`]):
+    /// soonest first, at most `limit`. Read by
+    /// [`ExpiryNotifier`](crate::ExpiryNotifier).
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it (an index on
+    /// `expires_at`); wrappers should delegate. The default fails, so a
+    /// store that cannot remember notices never sends them twice.
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let _ = (after, until, limit);
+        Err(StoreError::Unavailable(
+            "this key store keeps no expiry notices".into(),
+        ))
+    }
+
+    /// Remembers that the notice for `id` expiring at `expires_at` was
+    /// delivered, durably: it is not sent again after a restart. Changes
+    /// nothing about whether the key works, so it publishes nothing.
+    /// `Ok(false)` if there is no such key. The default fails, like
+    /// [`KeyStore::expiring_unnoticed`]'s.
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, expires_at);
+        Err(StoreError::Unavailable(
+            "this key store keeps no expiry notices".into(),
+        ))
+    }
+
     /// The feed of changes for caches.
     fn changes(&self) -> &ChangeFeed;
 

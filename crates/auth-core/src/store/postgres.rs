@@ -469,6 +469,45 @@ impl KeyStore for PostgresKeyStore {
         Ok(())
     }
 
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys \
+             WHERE expires_at > $1 AND expires_at <= $2 \
+             AND (revoked_at IS NULL OR revoked_at > expires_at) \
+             AND expiry_notified_for IS DISTINCT FROM expires_at \
+             ORDER BY expires_at, id LIMIT $3"
+        ))
+        .bind(after)
+        .bind(until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET expiry_notified_for = $1 WHERE id = $2")
+            .bind(expires_at)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+
     fn changes(&self) -> &ChangeFeed {
         &self.changes
     }
