@@ -16,7 +16,9 @@
 //! `application/json` (or `+json`), 403 `cross_origin_request` from another
 //! origin when [`KeyManager::check_origin`] is on (both against CSRF; see
 //! the `csrf` module); 400 for a body that is not JSON; 422 for an empty or too long name, a malformed or
-//! unknown scope, a past expiry or too long a grace period; 403 for a scope
+//! unknown scope, a past expiry or too long a grace period, and, with a
+//! [`KeyManager::max_key_lifetime`], 422 `expiry_required` or
+//! `lifetime_exceeded` for a key without or beyond it; 403 for a scope
 //! beyond the owner's [`KeyOwner::grantable_scopes`]; 404 for a key that does
 //! not exist *or belongs to someone else*; 409 `conflict` for rotating a
 //! revoked, expired or already rotated key; 503 when the store is down.

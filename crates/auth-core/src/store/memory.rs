@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use time::OffsetDateTime;
 
-use super::{ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError};
+use super::{ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, StoreError};
 use crate::{KeyId, SecretCheck};
 
 /// Keys in memory. Lost on restart.
@@ -137,6 +137,23 @@ impl KeyStore for MemoryKeyStore {
             }
         }
         Ok(())
+    }
+
+    async fn list_keys(
+        &self,
+        query: &KeyQuery,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = query.effective_limit();
+        let mut v: Vec<KeyRecord> = self
+            .keys
+            .iter()
+            .filter(|r| query.matches(r, now))
+            .map(|r| r.clone())
+            .collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        v.truncate(limit + 1);
+        Ok(KeyPage::from_overfetch(v, limit))
     }
 
     async fn expiring_unnoticed(

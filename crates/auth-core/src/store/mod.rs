@@ -14,6 +14,7 @@ mod audit_writer;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod change_payload;
 mod changes;
+mod key_query;
 mod memory;
 mod open;
 #[cfg(feature = "postgres")]
@@ -44,6 +45,7 @@ use time::OffsetDateTime;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use audit_writer::AuditBatching;
 pub use changes::{ChangeFeed, ChangeListener, KeyChange};
+pub use key_query::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, StateFilter, MAX_KEY_PAGE};
 pub use memory::MemoryKeyStore;
 pub use open::{open_store, OpenedStore};
 #[cfg(feature = "postgres")]
@@ -136,6 +138,23 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Records last uses, batched. Later times win.
     async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
+
+    /// Every key matching `query` (state decided at `now`), newest first,
+    /// a page at a time: the administrators' view. The SQL stores filter in
+    /// `WHERE` and page by `(created_at, id)`.
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it; wrappers
+    /// should delegate. The default fails.
+    async fn list_keys(
+        &self,
+        query: &KeyQuery,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, StoreError> {
+        let _ = (query, now);
+        Err(StoreError::Unavailable(
+            "this key store cannot list all keys".into(),
+        ))
+    }
 
     /// Keys whose expiry lies in `(after, until]`, that will expire before
     /// they are revoked, and whose "expiring soon" notice has not been
