@@ -38,6 +38,7 @@
 //! * a key acting on behalf of another user (`X-Subject-User`) may not create
 //!   or rotate keys (403) unless [`KeyManager::allow_minting_as_subject`].
 
+mod admin;
 mod csrf;
 mod error;
 mod manager;
@@ -49,6 +50,7 @@ mod usage;
 
 use axum::{extract::FromRequestParts, Router};
 
+pub use admin::{admin_keys_router, KeyAdmin};
 pub use csrf::AllowedOrigins;
 pub use manager::KeyManager;
 pub use owner::KeyOwner;

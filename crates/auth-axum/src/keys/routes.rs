@@ -47,14 +47,14 @@ where
 
 /// Answers `result`, or its refusal in the configured error format. Nothing
 /// here may be cached: metadata is private and a token is shown once.
-fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
+pub(crate) fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
     let mut res = result.unwrap_or_else(|e| style.render(e));
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
