@@ -269,7 +269,7 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
             format!("At most {} tokens per report", cfg.max_tokens),
         ));
     }
-    tracing::Span::current().record("tokens", reports.len());
+    tracing::Span::current().record("tokens", reports.len() as u64);
     let source = RevocationSource {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -313,7 +313,11 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
             label,
         });
     }
-    tracing::info!(reported = reports.len(), revoked, "secret scanning report");
+    tracing::info!(
+        reported = reports.len() as u64,
+        revoked = revoked as u64,
+        "secret scanning report"
+    );
     Ok((StatusCode::OK, Json(labels)).into_response())
 }
 

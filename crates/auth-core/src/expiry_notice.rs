@@ -29,7 +29,7 @@ pub trait ExpiryListener: Send + Sync + 'static {
 impl<F, Fut> ExpiryListener for F
 where
     F: Fn(KeyMetadata) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), NoticeError>> + Send,
+    Fut: std::future::Future<Output = Result<(), NoticeError>> + Send + 'static,
 {
     async fn key_expiring(&self, key: KeyMetadata) -> Result<(), NoticeError> {
         self(key).await

@@ -75,8 +75,8 @@ pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
 pub use revoke_by_token::{RevocationSource, TokenRevocation};
 pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
 pub use store::{
-    ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyStore, MemoryKeyStore,
-    StoreError,
+    ChangeFeed, ChangeListener, InvalidCursor, KeyChange, KeyCursor, KeyMetadata, KeyPage,
+    KeyQuery, KeyRecord, KeyStore, MemoryKeyStore, StateFilter, StoreError, MAX_KEY_PAGE,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
