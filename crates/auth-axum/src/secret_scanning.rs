@@ -36,7 +36,7 @@ use auth_core::{
 use auth_tower::RenderAuthError;
 use axum::{
     body::{to_bytes, Body},
-    extract::{ConnectInfo, Request},
+    extract::{ConnectInfo, OriginalUri, Request},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -272,7 +272,12 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
     tracing::Span::current().record("tokens", reports.len() as u64);
     let source = RevocationSource {
         method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
+        // The full path, also when the router is nested.
+        path: parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(parts.uri.path(), |OriginalUri(u)| u.path())
+            .to_owned(),
         client_ip: parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
