@@ -40,6 +40,7 @@ mod base62;
 mod check;
 mod clock;
 mod context;
+mod credits;
 mod error;
 mod expiry_notice;
 mod hasher;
@@ -47,6 +48,7 @@ mod issuer;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
+mod key_policy;
 mod metrics;
 mod plaintext;
 mod response;
@@ -64,19 +66,22 @@ pub use audit::{
 pub use check::SecretCheck;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
+pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
 pub use expiry_notice::{
     ExpiryListener, ExpiryNotifier, NoticeError, NoticePass, DEFAULT_EXPIRY_NOTICE,
 };
 pub use hasher::{HashError, HashParams, SecretHasher};
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
+pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
 pub use revoke_by_token::{RevocationSource, TokenRevocation};
 pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
 pub use store::{
     ChangeFeed, ChangeListener, InvalidCursor, KeyChange, KeyCursor, KeyMetadata, KeyPage,
-    KeyQuery, KeyRecord, KeyStore, MemoryKeyStore, StateFilter, StoreError, MAX_KEY_PAGE,
+    KeyQuery, KeyRecord, KeyState, KeyStore, KeyUpdate, KeyUse, MemoryKeyStore, StateFilter,
+    StoreError, DEFAULT_EXPIRING_WITHIN, MAX_KEY_PAGE,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

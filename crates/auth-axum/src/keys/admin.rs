@@ -215,7 +215,11 @@ async fn list<A: KeyAdmin>(
         let now = m.issuer.clock().now();
         let page = m.issuer.store().list_keys(&query, now).await?;
         let body = AdminKeyList {
-            keys: page.keys.iter().map(KeyRecord::metadata).collect(),
+            keys: page
+                .keys
+                .iter()
+                .map(|r| r.metadata_at(now, auth_core::DEFAULT_EXPIRING_WITHIN))
+                .collect(),
             next_cursor: page.next.map(|c| c.to_string()),
         };
         Ok(json(StatusCode::OK, &body))
