@@ -125,6 +125,8 @@ impl ExpiryNotifier {
     pub async fn run_once(&self) -> Result<NoticePass, StoreError> {
         let now = self.clock.now();
         let until = crate::issuer::grace_end(now, self.notice);
+        // Listed keys say "expiring" within the same period.
+        let window = time::Duration::try_from(self.notice).unwrap_or(time::Duration::MAX);
         let mut pass = NoticePass::default();
         loop {
             let due = self.store.expiring_unnoticed(now, until, BATCH).await?;
@@ -135,7 +137,11 @@ impl ExpiryNotifier {
                     continue;
                 };
                 let id = record.id;
-                match self.listener.key_expiring(record.metadata()).await {
+                match self
+                    .listener
+                    .key_expiring(record.metadata_at(now, window))
+                    .await
+                {
                     Ok(()) => {
                         self.store.mark_expiry_noticed(id, expires_at).await?;
                         pass.delivered += 1;
