@@ -1121,7 +1121,6 @@ async fn portal_admins_list_and_revoke_only_their_organisations_keys() {
         .expect_error(403, "forbidden");
 }
 
-
 #[tokio::test]
 async fn portal_pats_act_as_admin_or_subject_user() {
     let backend = memory();

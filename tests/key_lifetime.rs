@@ -29,12 +29,13 @@ async fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(NOW));
     let store = Arc::new(MemoryKeyStore::new());
     let hasher = SecretHasher::for_tests();
-    let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap())
-        .with_clock(clock.clone());
-    let verifier = Verifier::builder(store)
-        .hasher(hasher)
-        .clock(clock)
-        .build();
+    let issuer = KeyIssuer::new(
+        store.clone(),
+        hasher.clone(),
+        TokenPrefix::new("st_").unwrap(),
+    )
+    .with_clock(clock.clone());
+    let verifier = Verifier::builder(store).hasher(hasher).clock(clock).build();
     let audit = Arc::new(MemoryAuditLog::default());
     let manager =
         KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>).max_key_lifetime(MAX);
@@ -70,7 +71,10 @@ impl Fixture {
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status().as_u16();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -86,7 +90,10 @@ async fn creations_beyond_the_maximum_lifetime_are_refused_not_clamped() {
     let (status, body) = f.post("/api/tokens", r#"{"name":"forever"}"#).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"], "expiry_required");
-    assert!(body["message"].as_str().unwrap().contains(&latest), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(&latest),
+        "{body}"
+    );
 
     let too_late = rfc3339(NOW + MAX + time::Duration::seconds(1));
     let (status, body) = f
@@ -97,8 +104,15 @@ async fn creations_beyond_the_maximum_lifetime_are_refused_not_clamped() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"], "lifetime_exceeded");
-    assert!(body["message"].as_str().unwrap().contains(&latest), "{body}");
-    assert_eq!(f.issuer.list("ana").await.unwrap().len(), 1, "nothing created");
+    assert!(
+        body["message"].as_str().unwrap().contains(&latest),
+        "{body}"
+    );
+    assert_eq!(
+        f.issuer.list("ana").await.unwrap().len(),
+        1,
+        "nothing created"
+    );
 
     // Exactly at the limit is allowed, and kept as asked.
     let (status, body) = f

@@ -30,9 +30,7 @@
 
 use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
 
-use auth_core::{
-    AuditSink, AuthError, IssueError, KeyIssuer, RevocationSource, TokenRevocation,
-};
+use auth_core::{AuditSink, AuthError, IssueError, KeyIssuer, RevocationSource, TokenRevocation};
 use auth_tower::RenderAuthError;
 use axum::{
     body::{to_bytes, Body},

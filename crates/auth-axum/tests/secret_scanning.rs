@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use auth_axum::SecretScanning;
 use auth_core::{
-    AuditLog, AuditQuery, IssuedKey, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
-    Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix,
+    AuditLog, AuditQuery, IssuedKey, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
+    RejectReason, ScopeSet, SecretHasher, TokenPrefix,
 };
 use axum::{body::Body, http::Request, Router};
 use base64::Engine;
@@ -78,7 +78,8 @@ fn sign(key: &SigningKey, body: &[u8]) -> String {
 }
 
 fn report(key_id: Option<&str>, signature: Option<&str>, body: &str) -> Request<Body> {
-    let mut req = Request::post("/github/secret-scanning").header("content-type", "application/json");
+    let mut req =
+        Request::post("/github/secret-scanning").header("content-type", "application/json");
     if let Some(id) = key_id {
         req = req.header("Github-Public-Key-Identifier", id);
     }
@@ -92,7 +93,10 @@ async fn send(app: &Router, req: Request<Body>) -> (u16, Value) {
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn body_for(tokens: &[&str]) -> String {
@@ -146,7 +150,11 @@ async fn a_signed_report_revokes_real_tokens_and_labels_each() {
     let body = body_for(&[real, &fake, "ghp_somethingelse"]);
     let (status, answer) = send(
         &s.app,
-        report(Some(KEY_A), Some(&sign(&s.signer_a, body.as_bytes())), &body),
+        report(
+            Some(KEY_A),
+            Some(&sign(&s.signer_a, body.as_bytes())),
+            &body,
+        ),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
@@ -258,7 +266,11 @@ async fn oversized_and_overfull_reports_are_refused() {
     let four = body_for(&[real, real, real, real]);
     let (status, answer) = send(
         &s.app,
-        report(Some(KEY_A), Some(&sign(&s.signer_a, four.as_bytes())), &four),
+        report(
+            Some(KEY_A),
+            Some(&sign(&s.signer_a, four.as_bytes())),
+            &four,
+        ),
     )
     .await;
     assert_eq!(status, 422);

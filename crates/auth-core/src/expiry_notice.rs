@@ -3,8 +3,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use crate::{Clock, KeyMetadata, KeyStore, StoreError, SystemClock};
+use async_trait::async_trait;
 
 /// Default notice period: 7 days before the key expires.
 pub const DEFAULT_EXPIRY_NOTICE: Duration = Duration::from_secs(7 * 86_400);
@@ -169,7 +169,11 @@ impl ExpiryNotifier {
                 tick.tick().await;
                 match self.run_once().await {
                     Ok(pass) if pass.delivered + pass.failed > 0 => {
-                        tracing::info!(delivered = pass.delivered, failed = pass.failed, "expiry notices");
+                        tracing::info!(
+                            delivered = pass.delivered,
+                            failed = pass.failed,
+                            "expiry notices"
+                        );
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "expiry notice pass failed"),

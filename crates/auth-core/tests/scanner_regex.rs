@@ -14,10 +14,7 @@ fn readme_regex() -> Regex {
         .split("```")
         .nth(1)
         .expect("a fenced block after the marker");
-    let pattern = block
-        .strip_prefix("regex")
-        .expect("a regex block")
-        .trim();
+    let pattern = block.strip_prefix("regex").expect("a regex block").trim();
     Regex::new(pattern).expect("the README regex compiles")
 }
 
@@ -29,7 +26,9 @@ fn matches_every_minted_token_whole() {
         let (_, token) = mint_token(&prefix);
         let t = token.expose_secret();
         let text = format!("export TOKEN={t}\n");
-        let m = re.find(&text).unwrap_or_else(|| panic!("no match in {text:?}"));
+        let m = re
+            .find(&text)
+            .unwrap_or_else(|| panic!("no match in {text:?}"));
         assert_eq!(m.as_str(), t);
         // Quoted, in JSON, at the start or end of a line.
         assert!(re.is_match(&format!("\"{t}\"")));
@@ -44,12 +43,12 @@ fn near_misses_do_not_match() {
     let t = token.expose_secret();
     let body = &t[3..];
     let mut misses = vec![
-        t[..t.len() - 1].to_owned(),      // one character short
-        format!("{t}0"),                  // one character long
-        format!("x{t}"),                  // glued to a word
-        format!("sk_{body}"),             // another prefix
-        format!("ST_{body}"),             // prefix case
-        format!("st-{body}"),             // separator
+        t[..t.len() - 1].to_owned(),                   // one character short
+        format!("{t}0"),                               // one character long
+        format!("x{t}"),                               // glued to a word
+        format!("sk_{body}"),                          // another prefix
+        format!("ST_{body}"),                          // prefix case
+        format!("st-{body}"),                          // separator
         format!("st_{}-{}", &body[..20], &body[21..]), // not base62
     ];
     // Out of the fixed-width ranges: key id above 2^64, a secret half above

@@ -383,7 +383,11 @@ mod cases {
             [rotated_after.id, later.id]
         );
         // Noticed for another expiry (it was moved): due again.
-        assert!(b.keys.mark_expiry_noticed(later.id, T0 + day * 9).await.unwrap());
+        assert!(b
+            .keys
+            .mark_expiry_noticed(later.id, T0 + day * 9)
+            .await
+            .unwrap());
         assert_eq!(
             ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
             [rotated_after.id, later.id]
@@ -409,8 +413,7 @@ mod cases {
                 }
             }
         };
-        let notifier =
-            ExpiryNotifier::new(b.keys.clone(), listener.clone()).clock(clock.clone());
+        let notifier = ExpiryNotifier::new(b.keys.clone(), listener.clone()).clock(clock.clone());
         assert_eq!(notifier.run_once().await.unwrap().delivered, 2);
         assert_eq!(notifier.run_once().await.unwrap().delivered, 0);
         // A new notifier on the same store, as after a restart: nothing again.

@@ -181,8 +181,9 @@ impl ListParams {
         let after = self
             .after
             .map(|c| {
-                c.parse::<KeyCursor>()
-                    .map_err(|_| KeyApiError::invalid("after must be a next_cursor from a previous page"))
+                c.parse::<KeyCursor>().map_err(|_| {
+                    KeyApiError::invalid("after must be a next_cursor from a previous page")
+                })
             })
             .transpose()?;
         Ok(KeyQuery {
@@ -239,7 +240,13 @@ async fn visible_key<A: KeyAdmin>(
     };
     let id: KeyId = id.parse().map_err(|_| KeyApiError::no_such_key())?;
     match m.issuer.get(id).await? {
-        Some(r) if admin.organisation().is_none_or(|o| r.owner.org_id() == Some(o)) => Ok(r),
+        Some(r)
+            if admin
+                .organisation()
+                .is_none_or(|o| r.owner.org_id() == Some(o)) =>
+        {
+            Ok(r)
+        }
         _ => Err(KeyApiError::no_such_key()),
     }
 }

@@ -158,7 +158,9 @@ impl KeyManager {
         let (Some(max), Some(latest)) = (self.max_lifetime, self.latest_expiry()) else {
             return Ok(());
         };
-        let named = latest.format(&Rfc3339).unwrap_or_else(|_| latest.to_string());
+        let named = latest
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| latest.to_string());
         let days = max.as_secs() / 86_400;
         let refuse = |code: &'static str, what: &str| {
             Err(KeyApiError::Auth(AuthError::custom(

@@ -125,7 +125,10 @@ impl KeyQuery {
     /// the SQL stores say the same in `WHERE`).
     pub fn matches(&self, r: &KeyRecord, now: OffsetDateTime) -> bool {
         self.owner.as_deref().is_none_or(|o| r.owner.user_id() == o)
-            && self.org.as_deref().is_none_or(|o| r.owner.org_id() == Some(o))
+            && self
+                .org
+                .as_deref()
+                .is_none_or(|o| r.owner.org_id() == Some(o))
             && self.state.is_none_or(|s| s.matches(r, now))
             && self
                 .last_used_before

@@ -529,11 +529,7 @@ impl KeyStore for SqliteKeyStore {
         }
         q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
+        let rows = q.build().fetch_all(&self.pool).await.map_err(store_error)?;
         let keys = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         Ok(KeyPage::from_overfetch(keys, limit))
     }
