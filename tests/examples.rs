@@ -1071,6 +1071,88 @@ async fn pod_keys_api_shows_activity_and_revokes_at_once() {
 
 // ---------------------------------------------------------------- portal (seed 003)
 
+/// Organisation administrators see and revoke every PAT of their own
+/// organisation through the admin view, and nothing of another.
+#[tokio::test]
+async fn portal_admins_list_and_revoke_only_their_organisations_keys() {
+    let backend = memory();
+    let api = start_portal(&backend).await;
+    let rules = &portal::RULES;
+    let north = issue(&backend, rules, "admin1", &[]).await;
+    let north_ci = issue(&backend, rules, "admin1", &["users:read"]).await;
+    let south = issue(&backend, rules, "admin2", &[]).await;
+    let id = |t: &str| {
+        auth_core::ParsedToken::parse(t)
+            .unwrap()
+            .key_id()
+            .to_string()
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let r = api.get("/api/admin/keys").token(&north).send().await;
+    r.expect(200);
+    let mut listed = ids(&r.json);
+    listed.sort();
+    let mut want = vec![id(&north), id(&north_ci)];
+    want.sort();
+    assert_eq!(listed, want, "only org_north's keys");
+    let r = api.get("/api/admin/keys").token(&south).send().await;
+    assert_eq!(ids(&r.json), [id(&south)]);
+
+    // Org A's admin cannot list, show or revoke org B's keys.
+    api.get("/api/admin/keys?org=org_south")
+        .token(&north)
+        .send()
+        .await
+        .expect_error(403, "forbidden");
+    api.get(&format!("/api/admin/keys/{}", id(&south)))
+        .token(&north)
+        .send()
+        .await
+        .expect_error(404, "not_found");
+    api.delete(&format!("/api/admin/keys/{}", id(&south)))
+        .token(&north)
+        .send()
+        .await
+        .expect_error(404, "not_found");
+    api.get("/api/me").token(&south).send().await.expect(200);
+
+    // Its own organisation's key: revoked, and then refused.
+    api.delete(&format!("/api/admin/keys/{}", id(&north_ci)))
+        .token(&north)
+        .send()
+        .await
+        .expect(204);
+    api.get("/api/me").token(&north_ci).send().await.expect(401);
+    let r = api
+        .get("/api/admin/keys?state=revoked")
+        .token(&north)
+        .send()
+        .await;
+    assert_eq!(ids(&r.json), [id(&north_ci)]);
+    let r = api
+        .get("/api/admin/keys?state=sideways")
+        .token(&north)
+        .send()
+        .await;
+    assert_eq!(r.status.as_u16(), 400);
+
+    // Not an administrator (acting as a student): refused.
+    api.get("/api/admin/keys")
+        .token(&north)
+        .header("x-subject-user", "stu1")
+        .send()
+        .await
+        .expect_error(403, "forbidden");
+}
+
 #[tokio::test]
 async fn portal_pats_act_as_admin_or_subject_user() {
     let backend = memory();

@@ -49,6 +49,8 @@ mod keys;
 mod rejection;
 mod scope;
 mod scope_layer;
+#[cfg(feature = "secret-scanning")]
+mod secret_scanning;
 #[cfg(feature = "socketio")]
 mod socketio;
 #[cfg(feature = "ui")]
@@ -58,10 +60,17 @@ mod websocket;
 pub use access::{Access, GrantResolver, Grants};
 pub use auth::Auth;
 pub use client_ip::connect_info_ip;
-pub use keys::{keys_router, AllowedOrigins, DefaultScopes, KeyManager, KeyOwner};
+pub use keys::{
+    admin_keys_router, keys_router, AllowedOrigins, DefaultScopes, KeyAdmin, KeyManager, KeyOwner,
+};
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
+#[cfg(feature = "secret-scanning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
+pub use secret_scanning::{
+    InvalidPublicKey, SecretScanning, KEY_IDENTIFIER_HEADER, SIGNATURE_HEADER,
+};
 #[cfg(feature = "socketio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "socketio")))]
 pub use socketio::*;

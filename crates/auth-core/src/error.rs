@@ -136,6 +136,9 @@ pub enum RejectReason {
     InvalidRequest,
     /// The resource does not exist.
     NotFound,
+    /// The key was revoked because its token was reported leaked (e.g. by
+    /// a secret scanner): the reason of the revocation's own audit event.
+    Leaked,
 }
 
 impl RejectReason {
@@ -162,6 +165,7 @@ impl RejectReason {
             Self::StoreUnavailable => "store_unavailable",
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",
+            Self::Leaked => "leaked",
         }
     }
 
@@ -189,6 +193,7 @@ impl RejectReason {
             StoreUnavailable,
             InvalidRequest,
             NotFound,
+            Leaked,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

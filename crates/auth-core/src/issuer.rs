@@ -150,9 +150,19 @@ impl KeyIssuer {
         &self.store
     }
 
+    /// The clock behind created, expiry and revocation times.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The hasher keys are hashed with.
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
     /// Now, to the microsecond: what SQL stores keep, so a record reads back
     /// exactly as it was issued.
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         let t = self.clock.now();
         t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
             .unwrap_or(t)
@@ -231,8 +241,25 @@ impl KeyIssuer {
         grace: Duration,
         created_by: Option<KeyId>,
     ) -> Result<IssuedKey, IssueError> {
+        self.rotate_within(id, grace, created_by, None).await
+    }
+
+    /// [`rotate_by`](Self::rotate_by), with the replacement expiring no
+    /// later than `latest` (a service-wide maximum lifetime): the old key's
+    /// expiry, or `latest` if that is earlier or the old key has none.
+    pub async fn rotate_within(
+        &self,
+        id: KeyId,
+        grace: Duration,
+        created_by: Option<KeyId>,
+        latest: Option<OffsetDateTime>,
+    ) -> Result<IssuedKey, IssueError> {
         let old = self.store.get(id).await?.ok_or(IssueError::NotFound)?;
         let now = self.now();
+        let expires_at = match (old.expires_at, latest) {
+            (Some(e), Some(l)) => Some(e.min(l)),
+            (e, l) => e.or(l),
+        };
         if old.replaced_by.is_some() || old.check_active(now).is_err() {
             return Err(IssueError::Conflict(
                 "key is revoked, expired or already rotated".into(),
@@ -244,7 +271,7 @@ impl KeyIssuer {
         }
         let policy = KeyPolicy::of(&old).unwrap_or_default();
         let (mut record, token) = self
-            .mint(old.owner, old.name, old.scopes, old.expires_at, now)
+            .mint(old.owner, old.name, old.scopes, expires_at, now)
             .await?;
         record.created_by = created_by;
         set_policy(&mut record, policy);

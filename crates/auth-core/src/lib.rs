@@ -43,6 +43,7 @@ mod clock;
 mod context;
 mod credits;
 mod error;
+mod expiry_notice;
 mod hasher;
 mod ip_allowlist;
 mod issuer;
@@ -53,6 +54,7 @@ mod key_policy;
 mod metrics;
 mod plaintext;
 mod response;
+mod revoke_by_token;
 mod scope;
 pub mod store;
 mod token;
@@ -69,6 +71,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
+pub use expiry_notice::{
+    ExpiryListener, ExpiryNotifier, NoticeError, NoticePass, DEFAULT_EXPIRY_NOTICE,
+};
 pub use hasher::{HashError, HashParams, SecretHasher};
 /// IP networks (`203.0.113.0/24`), as trusted proxies and allowlists take them.
 pub use ipnet::IpNet;
@@ -76,10 +81,12 @@ pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NA
 pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
+pub use revoke_by_token::{RevocationSource, TokenRevocation};
 pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
 pub use store::{
-    ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyState, KeyStore, KeyUpdate,
-    KeyUse, MemoryKeyStore, StoreError, DEFAULT_EXPIRING_WITHIN,
+    ChangeFeed, ChangeListener, InvalidCursor, KeyChange, KeyCursor, KeyMetadata, KeyPage,
+    KeyQuery, KeyRecord, KeyState, KeyStore, KeyUpdate, KeyUse, MemoryKeyStore, StateFilter,
+    StoreError, DEFAULT_EXPIRING_WITHIN, MAX_KEY_PAGE,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

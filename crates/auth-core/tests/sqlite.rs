@@ -370,3 +370,34 @@ async fn revocation_by_a_separate_os_process_is_seen() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_expiry_notice_is_not_repeated_after_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = {
+        let count = count.clone();
+        move |_key: KeyMetadata| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<(), NoticeError>(()) }
+        }
+    };
+
+    let store: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+    let key = new_key("alice").expires_at(clock.now() + time::Duration::days(3));
+    issuer(store.clone())
+        .with_clock(clock.clone())
+        .issue(key)
+        .await
+        .unwrap();
+    let notifier = ExpiryNotifier::new(store.clone(), listener.clone()).clock(clock.clone());
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
+    drop((notifier, store));
+
+    let reopened: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+    let notifier = ExpiryNotifier::new(reopened, listener).clock(clock);
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 0);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -108,6 +108,8 @@ macro_rules! suite {
             update_hash_and_check,
             audit_query_and_purge,
             audit_usage_per_bucket,
+            expiry_notices,
+            list_keys_filters_and_pages,
             policy_fields_round_trip,
             update_changes_only_what_is_given,
             disabled_keys_are_refused_until_enabled,
@@ -202,6 +204,228 @@ fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
 
 mod cases {
     use super::*;
+
+    /// The administrators' listing: every filter, alone, and pages that
+    /// together hold every key once, newest first.
+    pub async fn list_keys_filters_and_pages(b: &Backend) {
+        let day = time::Duration::days(1);
+        let hour = time::Duration::hours(1);
+        let mut a = record("alice", T0 - day * 5);
+        a.last_used_at = Some(T0 - day);
+        let mut bob = record("bob", T0 - day * 4);
+        bob.revoked_at = Some(T0 - hour);
+        let mut carol = record("carol", T0 - day * 3);
+        carol.owner = Principal::in_org("carol", "globex");
+        carol.expires_at = Some(T0 - hour);
+        let mut disabled = record("alice", T0 - day * 2);
+        disabled.disabled_at = Some(T0 - day);
+        let mut made = record("alice", T0 - day);
+        made.created_by = Some(a.id);
+        for r in [&a, &bob, &carol, &disabled, &made] {
+            b.keys.insert(r).await.unwrap();
+        }
+        let list = |q: KeyQuery| {
+            let keys = b.keys.clone();
+            async move {
+                let page = keys
+                    .list_keys(
+                        &KeyQuery {
+                            limit: if q.limit == 0 { 100 } else { q.limit },
+                            ..q
+                        },
+                        T0,
+                    )
+                    .await
+                    .unwrap();
+                (
+                    page.keys.into_iter().map(|r| r.id).collect::<Vec<_>>(),
+                    page.next,
+                )
+            }
+        };
+        let all = [made.id, disabled.id, carol.id, bob.id, a.id];
+        assert_eq!(list(KeyQuery::default()).await.0, all);
+        assert_eq!(
+            list(KeyQuery {
+                owner: Some("alice".into()),
+                ..KeyQuery::default()
+            })
+            .await
+            .0,
+            [made.id, disabled.id, a.id]
+        );
+        assert_eq!(
+            list(KeyQuery {
+                org: Some("globex".into()),
+                ..KeyQuery::default()
+            })
+            .await
+            .0,
+            [carol.id]
+        );
+        for (state, want) in [
+            (StateFilter::Active, vec![made.id, a.id]),
+            (StateFilter::Revoked, vec![bob.id]),
+            (StateFilter::Expired, vec![carol.id]),
+            (StateFilter::Disabled, vec![disabled.id]),
+        ] {
+            let q = KeyQuery {
+                state: Some(state),
+                ..KeyQuery::default()
+            };
+            assert_eq!(list(q).await.0, want, "{state:?}");
+        }
+        assert_eq!(
+            list(KeyQuery {
+                last_used_before: Some(T0 - day * 2),
+                ..KeyQuery::default()
+            })
+            .await
+            .0,
+            [made.id, disabled.id, carol.id, bob.id],
+            "never used keys count as unused"
+        );
+        assert_eq!(
+            list(KeyQuery {
+                created_by: Some(a.id),
+                ..KeyQuery::default()
+            })
+            .await
+            .0,
+            [made.id]
+        );
+        // Filters combine.
+        assert_eq!(
+            list(KeyQuery {
+                owner: Some("alice".into()),
+                state: Some(StateFilter::Active),
+                org: Some("acme".into()),
+                ..KeyQuery::default()
+            })
+            .await
+            .0,
+            [made.id, a.id]
+        );
+
+        // Pages of two, the cursor through its text form.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let (ids, next) = list(KeyQuery {
+                after,
+                limit: 2,
+                ..KeyQuery::default()
+            })
+            .await;
+            assert!(ids.len() <= 2);
+            seen.extend(ids);
+            match next {
+                Some(c) => after = Some(c.to_string().parse::<KeyCursor>().unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all);
+    }
+
+    /// Keys expiring soon are found once each, soonest first; revoked and
+    /// already noticed ones are not; a notice is remembered only once the
+    /// listener took it, and a new notifier (a restart) does not repeat it.
+    pub async fn expiry_notices(b: &Backend) {
+        let day = time::Duration::days(1);
+        let expiring = |days: i64| {
+            let mut r = record("nora", T0 - day);
+            r.expires_at = Some(T0 + time::Duration::days(days));
+            r
+        };
+        let soon = expiring(3);
+        let later = expiring(6);
+        let outside = expiring(10);
+        let mut revoked_first = expiring(2);
+        revoked_first.revoked_at = Some(T0 + day);
+        let mut rotated_after = expiring(4);
+        rotated_after.revoked_at = Some(T0 + day * 5);
+        let expired = expiring(-1);
+        let mut forever = record("nora", T0);
+        forever.expires_at = None;
+        for r in [
+            &soon,
+            &later,
+            &outside,
+            &revoked_first,
+            &rotated_after,
+            &expired,
+            &forever,
+        ] {
+            b.keys.insert(r).await.unwrap();
+        }
+        let ids = |v: Vec<KeyRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let until = T0 + day * 7;
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            [soon.id, rotated_after.id, later.id]
+        );
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 1).await.unwrap()),
+            [soon.id]
+        );
+        assert!(b
+            .keys
+            .mark_expiry_noticed(soon.id, soon.expires_at.unwrap())
+            .await
+            .unwrap());
+        assert!(!b
+            .keys
+            .mark_expiry_noticed(KeyId::random(), T0)
+            .await
+            .unwrap());
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            [rotated_after.id, later.id]
+        );
+        // Noticed for another expiry (it was moved): due again.
+        assert!(b
+            .keys
+            .mark_expiry_noticed(later.id, T0 + day * 9)
+            .await
+            .unwrap());
+        assert_eq!(
+            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            [rotated_after.id, later.id]
+        );
+
+        // The notifier, with a listener that refuses: nothing is remembered.
+        let clock = Arc::new(ManualClock::new(T0));
+        let refusing = ExpiryNotifier::new(b.keys.clone(), |_key: KeyMetadata| async {
+            Err::<(), NoticeError>("mail server down".into())
+        })
+        .clock(clock.clone());
+        let pass = refusing.run_once().await.unwrap();
+        assert_eq!((pass.delivered, pass.failed), (0, 2));
+
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = {
+            let seen = seen.clone();
+            move |key: KeyMetadata| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(key.id);
+                    Ok::<(), NoticeError>(())
+                }
+            }
+        };
+        let notifier = ExpiryNotifier::new(b.keys.clone(), listener.clone()).clock(clock.clone());
+        assert_eq!(notifier.run_once().await.unwrap().delivered, 2);
+        assert_eq!(notifier.run_once().await.unwrap().delivered, 0);
+        // A new notifier on the same store, as after a restart: nothing again.
+        let restarted = ExpiryNotifier::new(b.keys.clone(), listener).clock(clock.clone());
+        assert_eq!(restarted.run_once().await.unwrap().delivered, 0);
+        assert_eq!(*seen.lock().unwrap(), [rotated_after.id, later.id]);
+
+        // Five days on, the ten-day key is within the week.
+        clock.advance(Duration::from_secs(5 * 86_400));
+        assert_eq!(restarted.run_once().await.unwrap().delivered, 1);
+        assert_eq!(seen.lock().unwrap().last(), Some(&outside.id));
+    }
 
     pub async fn insert_and_get(b: &Backend) {
         let changes = Recorder::subscribe(&*b.keys);

@@ -9,7 +9,9 @@ mod directory;
 
 use std::sync::Arc;
 
-use auth_axum::{connect_info_ip, keys_router, KeyManager, RequireScopeLayer, SettingsPage};
+use auth_axum::{
+    admin_keys_router, connect_info_ip, keys_router, KeyManager, RequireScopeLayer, SettingsPage,
+};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, TrustedProxies, Verifier};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
@@ -43,7 +45,9 @@ org_south: admin2 (administrator), stu2 (student). Only administrators hold PATs
 Scopes: users:read users:write portal:write tokens:manage sudo (sudo: act as a Subject-User).
 
 Routes: GET /api/me; GET /api/users; GET|PATCH /api/users/{id} {\"avatar_url\"};
-GET|PATCH /api/portal {\"name\"} (administrators); /api/tokens (PAT management, administrators).
+GET|PATCH /api/portal {\"name\"} (administrators); /api/tokens (PAT management, administrators);
+GET /api/admin/keys?owner=&state=&last_used_before=&created_by= and DELETE /api/admin/keys/{id}
+(every PAT of the administrator's organisation).
 Send X-Subject-User: <user id> to act as another user of the organisation.
 
 Example:
@@ -194,6 +198,11 @@ impl Portal {
                 get(api::show_portal).patch(api::update_portal),
             )
             .with_state(self.directory.clone());
+        // Every PAT of the administrator's organisation (PortalAdmin's
+        // organisation), filtered and revocable.
+        let org_keys = admin_keys_router::<api::PortalAdmin, _>(tokens.clone())
+            .route_layer(RequireScopeLayer::one("tokens:manage"))
+            .layer(Extension(self.directory.clone()));
         let tokens = keys_router::<api::PortalAdmin, _>(tokens)
             .route_layer(RequireScopeLayer::one("tokens:manage"))
             // PortalAdmin checks the current role here.
@@ -201,6 +210,7 @@ impl Portal {
         Router::new()
             .route("/api/me", get(me))
             .nest("/api/tokens", tokens.clone())
+            .nest("/api/admin/keys", org_keys)
             // The settings page's API (the page is at SETTINGS, admins only).
             .nest(&format!("{SETTINGS}/api"), tokens)
             .merge(data)

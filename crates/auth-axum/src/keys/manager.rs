@@ -32,6 +32,7 @@ pub struct KeyManager {
     pub(crate) descriptions: Vec<(String, String)>,
     pub(crate) default_scopes: DefaultScopes,
     pub(crate) expiring_within: Duration,
+    pub(crate) max_lifetime: Option<Duration>,
 }
 
 impl fmt::Debug for KeyManager {
@@ -44,6 +45,7 @@ impl fmt::Debug for KeyManager {
             .field("origins", &self.origins)
             .field("default_scopes", &self.default_scopes)
             .field("expiring_within", &self.expiring_within)
+            .field("max_lifetime", &self.max_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +64,7 @@ impl KeyManager {
             descriptions: Vec::new(),
             default_scopes: DefaultScopes::None,
             expiring_within: DEFAULT_EXPIRING_WITHIN,
+            max_lifetime: None,
         }
     }
 
@@ -76,6 +79,20 @@ impl KeyManager {
     /// (default 7 days).
     pub fn expiring_within(mut self, window: Duration) -> Self {
         self.expiring_within = window;
+        self
+    }
+
+    /// A service-wide maximum lifetime, like GitLab's enforced maximum:
+    /// every new key must expire within `max` of its creation. A creation
+    /// without `expires_at` is refused with 422 `expiry_required`, one
+    /// beyond the limit with 422 `lifetime_exceeded`, both naming the
+    /// latest allowed time: refused, not clamped, so a client never
+    /// silently gets a shorter-lived key than it asked for. A rotation keeps
+    /// the old key's expiry, brought within `now + max` if it is later or
+    /// absent (the 201 shows the replacement's `expires_at`), so keys made
+    /// before the limit can still be rotated. Default: no limit.
+    pub fn max_key_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = Some(max);
         self
     }
 
@@ -139,6 +156,50 @@ impl KeyManager {
         S: Clone + Send + Sync + 'static,
     {
         routes::router::<O, S>(self)
+    }
+}
+
+impl KeyManager {
+    /// The latest expiry a key made now may have, under the maximum
+    /// lifetime (to the microsecond, as stores keep it).
+    pub(crate) fn latest_expiry(&self) -> Option<OffsetDateTime> {
+        let max = time::Duration::try_from(self.max_lifetime?).ok()?;
+        let now = self.issuer.clock().now();
+        let now = now
+            .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now);
+        now.checked_add(max)
+    }
+
+    /// 422 unless a key created now and ending at `expires_at` stays within
+    /// the maximum lifetime, if one is set.
+    pub(crate) fn check_lifetime(
+        &self,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), KeyApiError> {
+        let (Some(max), Some(latest)) = (self.max_lifetime, self.latest_expiry()) else {
+            return Ok(());
+        };
+        let named = latest
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| latest.to_string());
+        let days = max.as_secs() / 86_400;
+        let refuse = |code: &'static str, what: &str| {
+            Err(KeyApiError::Auth(AuthError::custom(
+                code,
+                http::StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{what}: keys of this service live at most {days} days \
+                     ({} seconds); set expires_at no later than {named}",
+                    max.as_secs()
+                ),
+            )))
+        };
+        match expires_at {
+            None => refuse("expiry_required", "Every key must expire"),
+            Some(t) if t > latest => refuse("lifetime_exceeded", "expires_at is too far ahead"),
+            Some(_) => Ok(()),
+        }
     }
 }
 

@@ -46,7 +46,9 @@
 //! `application/json` (or `+json`), 403 `cross_origin_request` from another
 //! origin when [`KeyManager::check_origin`] is on (both against CSRF; see
 //! the `csrf` module); 400 for a body that is not JSON; 422 for an empty or too long name, a malformed or
-//! unknown scope, a past expiry or too long a grace period, and with codes of
+//! unknown scope, a past expiry or too long a grace period, and, with a
+//! [`KeyManager::max_key_lifetime`], 422 `expiry_required` or
+//! `lifetime_exceeded` for a key without or beyond it, and with codes of
 //! their own for bad policy fields (`meta_too_large`, `invalid_external_id`,
 //! `invalid_ip_allowlist` naming the entry, `invalid_rate_limit`,
 //! `invalid_credits`) and edits (`scopes_not_narrowed`,
@@ -70,6 +72,7 @@
 //! * a key acting on behalf of another user (`X-Subject-User`) may not create
 //!   or rotate keys (403) unless [`KeyManager::allow_minting_as_subject`].
 
+mod admin;
 mod csrf;
 mod default_scopes;
 mod edit;
@@ -84,6 +87,7 @@ mod usage;
 
 use axum::{extract::FromRequestParts, Router};
 
+pub use admin::{admin_keys_router, KeyAdmin};
 pub use csrf::AllowedOrigins;
 pub use default_scopes::DefaultScopes;
 pub use manager::KeyManager;

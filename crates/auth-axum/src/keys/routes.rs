@@ -48,14 +48,14 @@ where
 
 /// Answers `result`, or its refusal in the configured error format. Nothing
 /// here may be cached: metadata is private and a token is shown once.
-fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
+pub(crate) fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
     let mut res = result.unwrap_or_else(|e| style.render(e));
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
@@ -85,6 +85,7 @@ async fn create_key<O: KeyOwner>(
     let mut req: CreateKey = parse_json(body, false)?;
     auth_core::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
+    m.check_lifetime(expires_at)?;
     caller.check_end(expires_at)?;
     let scopes = match &req.scopes {
         Some(asked) => checked_scopes(m, owner, asked)?,
@@ -262,8 +263,14 @@ async fn rotate<O: KeyOwner>(
         if let Some(beyond) = record.scopes.iter().find(|s| !ceiling.has(s)) {
             return Err(KeyApiError::beyond_ceiling(beyond));
         }
-        // The replacement keeps the old key's expiry.
-        caller.check_end(record.expires_at)?;
+        // The replacement keeps the old key's expiry, within the service's
+        // maximum lifetime.
+        let latest = m.latest_expiry();
+        let expires_at = match (record.expires_at, latest) {
+            (Some(e), Some(l)) => Some(e.min(l)),
+            (e, l) => e.or(l),
+        };
+        caller.check_end(expires_at)?;
         let req: RotateKey = parse_json(&body, true)?;
         let grace = Duration::from_secs(req.grace_seconds);
         if grace > m.max_grace {
@@ -272,7 +279,10 @@ async fn rotate<O: KeyOwner>(
                 m.max_grace.as_secs()
             )));
         }
-        let issued = m.issuer.rotate_by(record.id, grace, caller.key).await?;
+        let issued = m
+            .issuer
+            .rotate_within(record.id, grace, caller.key, latest)
+            .await?;
         let previous_ends = m
             .issuer
             .get(record.id)

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use time::OffsetDateTime;
 
-use super::{ChangeFeed, KeyChange, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError};
+use super::{
+    ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError,
+};
 use crate::{CreditSpend, KeyId, SecretCheck};
 
 /// Keys in memory. Lost on restart.
@@ -29,6 +31,8 @@ use crate::{CreditSpend, KeyId, SecretCheck};
 #[derive(Debug, Default)]
 pub struct MemoryKeyStore {
     keys: DashMap<KeyId, KeyRecord>,
+    /// The expiry each key's "expiring soon" notice was delivered for.
+    expiry_notices: DashMap<KeyId, OffsetDateTime>,
     changes: ChangeFeed,
 }
 
@@ -161,6 +165,59 @@ impl KeyStore for MemoryKeyStore {
             }
         }
         Ok(())
+    }
+
+    async fn list_keys(
+        &self,
+        query: &KeyQuery,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = query.effective_limit();
+        let mut v: Vec<KeyRecord> = self
+            .keys
+            .iter()
+            .filter(|r| query.matches(r, now))
+            .map(|r| r.clone())
+            .collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        v.truncate(limit + 1);
+        Ok(KeyPage::from_overfetch(v, limit))
+    }
+
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut v: Vec<KeyRecord> = self
+            .keys
+            .iter()
+            .filter(|r| {
+                r.expires_at.is_some_and(|e| {
+                    e > after
+                        && e <= until
+                        && r.revoked_at.is_none_or(|rev| rev > e)
+                        && self.expiry_notices.get(&r.id).is_none_or(|n| *n != e)
+                })
+            })
+            .map(|r| r.clone())
+            .collect();
+        v.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
+        v.truncate(limit);
+        Ok(v)
+    }
+
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        if !self.keys.contains_key(&id) {
+            return Ok(false);
+        }
+        self.expiry_notices.insert(id, expires_at);
+        Ok(true)
     }
 
     fn changes(&self) -> &ChangeFeed {

@@ -14,6 +14,7 @@ mod audit_writer;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod change_payload;
 mod changes;
+mod key_query;
 mod key_state;
 mod key_update;
 mod memory;
@@ -46,6 +47,7 @@ use time::OffsetDateTime;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use audit_writer::AuditBatching;
 pub use changes::{ChangeFeed, ChangeListener, KeyChange};
+pub use key_query::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, StateFilter, MAX_KEY_PAGE};
 pub use key_state::KeyState;
 pub(crate) use key_update::later_use;
 pub use key_update::{KeyUpdate, KeyUse};
@@ -160,6 +162,60 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Records last uses, batched. Later times win, and bring their address
     /// with them (a use without an address keeps the one stored).
     async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError>;
+
+    /// Every key matching `query` (state decided at `now`), newest first,
+    /// a page at a time: the administrators' view. The SQL stores filter in
+    /// `WHERE` and page by `(created_at, id)`.
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it; wrappers
+    /// should delegate. The default fails.
+    async fn list_keys(
+        &self,
+        query: &KeyQuery,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, StoreError> {
+        let _ = (query, now);
+        Err(StoreError::Unavailable(
+            "this key store cannot list all keys".into(),
+        ))
+    }
+
+    /// Keys whose expiry lies in `(after, until]`, that will expire before
+    /// they are revoked, and whose "expiring soon" notice has not been
+    /// delivered for their current expiry ([`KeyStore::mark_expiry_noticed`]):
+    /// soonest first, at most `limit`. Read by
+    /// [`ExpiryNotifier`](crate::ExpiryNotifier).
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it (an index on
+    /// `expires_at`); wrappers should delegate. The default fails, so a
+    /// store that cannot remember notices never sends them twice.
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let _ = (after, until, limit);
+        Err(StoreError::Unavailable(
+            "this key store keeps no expiry notices".into(),
+        ))
+    }
+
+    /// Remembers that the notice for `id` expiring at `expires_at` was
+    /// delivered, durably: it is not sent again after a restart. Changes
+    /// nothing about whether the key works, so it publishes nothing.
+    /// `Ok(false)` if there is no such key. The default fails, like
+    /// [`KeyStore::expiring_unnoticed`]'s.
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, expires_at);
+        Err(StoreError::Unavailable(
+            "this key store keeps no expiry notices".into(),
+        ))
+    }
 
     /// The feed of changes for caches.
     fn changes(&self) -> &ChangeFeed;

@@ -15,7 +15,8 @@ use super::{
     postgres_audit::PostgresAuditLog,
     postgres_listener::{self, ListenerHandle, CHANNEL},
     sql::{self, store_error},
-    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError,
+    AuditBatching, ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate,
+    KeyUse, StateFilter, StoreError,
 };
 use crate::{CreditSpend, KeyId, Principal, SecretCheck};
 
@@ -582,6 +583,111 @@ impl KeyStore for PostgresKeyStore {
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn list_keys(
+        &self,
+        query: &KeyQuery,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = query.effective_limit();
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE TRUE"
+        ));
+        if let Some(owner) = &query.owner {
+            q.push(" AND owner_id = ").push_bind(owner.clone());
+        }
+        if let Some(org) = &query.org {
+            q.push(" AND org_id = ").push_bind(org.clone());
+        }
+        if let Some(state) = query.state {
+            // Mirrors `StateFilter::matches`.
+            if matches!(state, StateFilter::Disabled | StateFilter::Active) {
+                q.push(" AND (revoked_at IS NULL OR revoked_at > ")
+                    .push_bind(now)
+                    .push(") AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(now)
+                    .push(")");
+            }
+            match state {
+                StateFilter::Revoked => {
+                    q.push(" AND revoked_at <= ").push_bind(now);
+                }
+                StateFilter::Expired => {
+                    q.push(" AND (revoked_at IS NULL OR revoked_at > ")
+                        .push_bind(now)
+                        .push(") AND expires_at <= ")
+                        .push_bind(now);
+                }
+                StateFilter::Disabled => {
+                    q.push(" AND disabled_at IS NOT NULL");
+                }
+                StateFilter::Active => {
+                    q.push(" AND disabled_at IS NULL");
+                }
+            }
+        }
+        if let Some(t) = query.last_used_before {
+            q.push(" AND (last_used_at IS NULL OR last_used_at < ")
+                .push_bind(t)
+                .push(")");
+        }
+        if let Some(k) = query.created_by {
+            q.push(" AND created_by = ").push_bind(k.to_string());
+        }
+        if let Some(c) = query.after {
+            q.push(" AND (created_at < ")
+                .push_bind(c.created_at)
+                .push(" OR (created_at = ")
+                .push_bind(c.created_at)
+                .push(" AND id < ")
+                .push_bind(c.id.to_string())
+                .push("))");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(store_error)?;
+        let keys = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyPage::from_overfetch(keys, limit))
+    }
+
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys \
+             WHERE expires_at > $1 AND expires_at <= $2 \
+             AND (revoked_at IS NULL OR revoked_at > expires_at) \
+             AND expiry_notified_for IS DISTINCT FROM expires_at \
+             ORDER BY expires_at, id LIMIT $3"
+        ))
+        .bind(after)
+        .bind(until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET expiry_notified_for = $1 WHERE id = $2")
+            .bind(expires_at)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        Ok(updated > 0)
     }
 
     fn changes(&self) -> &ChangeFeed {

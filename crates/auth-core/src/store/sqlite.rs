@@ -18,7 +18,8 @@ use super::{
     sql::{self, corrupt, micros, opt_from_micros, store_error},
     sqlite_audit::SqliteAuditLog,
     sqlite_watch::{self, Watcher},
-    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError,
+    AuditBatching, ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate,
+    KeyUse, StateFilter, StoreError,
 };
 use crate::{CreditSpend, KeyId, Principal, SecretCheck};
 
@@ -465,6 +466,111 @@ impl KeyStore for SqliteKeyStore {
             .map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)
+    }
+
+    async fn list_keys(
+        &self,
+        query: &KeyQuery,
+        now: OffsetDateTime,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = query.effective_limit();
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE TRUE"
+        ));
+        if let Some(owner) = &query.owner {
+            q.push(" AND owner_id = ").push_bind(owner.clone());
+        }
+        if let Some(org) = &query.org {
+            q.push(" AND org_id = ").push_bind(org.clone());
+        }
+        if let Some(state) = query.state {
+            // Mirrors `StateFilter::matches`.
+            if matches!(state, StateFilter::Disabled | StateFilter::Active) {
+                q.push(" AND (revoked_at IS NULL OR revoked_at > ")
+                    .push_bind(micros(now))
+                    .push(") AND (expires_at IS NULL OR expires_at > ")
+                    .push_bind(micros(now))
+                    .push(")");
+            }
+            match state {
+                StateFilter::Revoked => {
+                    q.push(" AND revoked_at <= ").push_bind(micros(now));
+                }
+                StateFilter::Expired => {
+                    q.push(" AND (revoked_at IS NULL OR revoked_at > ")
+                        .push_bind(micros(now))
+                        .push(") AND expires_at <= ")
+                        .push_bind(micros(now));
+                }
+                StateFilter::Disabled => {
+                    q.push(" AND disabled_at IS NOT NULL");
+                }
+                StateFilter::Active => {
+                    q.push(" AND disabled_at IS NULL");
+                }
+            }
+        }
+        if let Some(t) = query.last_used_before {
+            q.push(" AND (last_used_at IS NULL OR last_used_at < ")
+                .push_bind(micros(t))
+                .push(")");
+        }
+        if let Some(k) = query.created_by {
+            q.push(" AND created_by = ").push_bind(k.to_string());
+        }
+        if let Some(c) = query.after {
+            q.push(" AND (created_at < ")
+                .push_bind(micros(c.created_at))
+                .push(" OR (created_at = ")
+                .push_bind(micros(c.created_at))
+                .push(" AND id < ")
+                .push_bind(c.id.to_string())
+                .push("))");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(store_error)?;
+        let keys = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyPage::from_overfetch(keys, limit))
+    }
+
+    async fn expiring_unnoticed(
+        &self,
+        after: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys \
+             WHERE expires_at > ?1 AND expires_at <= ?2 \
+             AND (revoked_at IS NULL OR revoked_at > expires_at) \
+             AND (expiry_notified_for IS NULL OR expiry_notified_for <> expires_at) \
+             ORDER BY expires_at, id LIMIT ?3"
+        ))
+        .bind(micros(after))
+        .bind(micros(until))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
+    async fn mark_expiry_noticed(
+        &self,
+        id: KeyId,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE api_keys SET expiry_notified_for = ?1 WHERE id = ?2")
+            .bind(micros(expires_at))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        Ok(updated > 0)
     }
 
     fn changes(&self) -> &ChangeFeed {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use auth_axum::{Auth, AuthRejection, KeyOwner, Match, ScopeRule, Scoped};
+use auth_axum::{Auth, AuthRejection, KeyAdmin, KeyOwner, Match, ScopeRule, Scoped};
 use auth_core::{AuthContext, AuthError, ErrorCode, KeyId, Principal, RejectReason, ScopeSet};
 use axum::{
     extract::{FromRequestParts, Path, State},
@@ -195,5 +195,19 @@ impl KeyOwner for PortalAdmin {
 
     fn is_impersonating(&self) -> bool {
         self.impersonating
+    }
+}
+
+/// The administrators' key view for organisation administrators: every
+/// key of their own organisation, never another's.
+impl KeyAdmin for PortalAdmin {
+    fn organisation(&self) -> Option<&str> {
+        // Every portal user belongs to an organisation; a principal without
+        // one would see nothing rather than everything.
+        Some(self.principal.org_id().unwrap_or(""))
+    }
+
+    fn acting_key(&self) -> Option<KeyId> {
+        self.key
     }
 }

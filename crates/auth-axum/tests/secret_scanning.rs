@@ -1,0 +1,291 @@
+//! GitHub's secret-scanning partner route: signed reports revoke real
+//! tokens; forged, re-targeted or unsigned reports revoke nothing.
+
+use std::sync::Arc;
+
+use auth_axum::SecretScanning;
+use auth_core::{
+    AuditLog, AuditQuery, IssuedKey, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
+    RejectReason, ScopeSet, SecretHasher, TokenPrefix,
+};
+use axum::{body::Body, http::Request, Router};
+use base64::Engine;
+use http_body_util::BodyExt;
+use p256::{
+    ecdsa::{signature::Signer, Signature, SigningKey},
+    pkcs8::{EncodePublicKey, LineEnding},
+};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const KEY_A: &str = "a1b2c3";
+const KEY_B: &str = "d4e5f6";
+
+struct Setup {
+    app: Router,
+    issuer: KeyIssuer,
+    audit: Arc<MemoryAuditLog>,
+    signer_a: SigningKey,
+    key: IssuedKey,
+}
+
+fn pem(key: &SigningKey) -> String {
+    key.verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap()
+}
+
+async fn setup() -> Setup {
+    setup_with(|s| s).await
+}
+
+async fn setup_with(tune: impl FnOnce(SecretScanning) -> SecretScanning) -> Setup {
+    let store = Arc::new(MemoryKeyStore::new());
+    let issuer = KeyIssuer::new(
+        store,
+        SecretHasher::for_tests(),
+        TokenPrefix::new("st_").unwrap(),
+    );
+    let audit = Arc::new(MemoryAuditLog::default());
+    let signer_a = SigningKey::random(&mut rand::rngs::OsRng);
+    let signer_b = SigningKey::random(&mut rand::rngs::OsRng);
+    let scanning = SecretScanning::new(issuer.clone(), audit.clone())
+        .public_key_pem(KEY_A, &pem(&signer_a))
+        .unwrap()
+        .public_key_pem(KEY_B, &pem(&signer_b))
+        .unwrap();
+    let app = Router::new().nest("/github/secret-scanning", tune(scanning).router());
+    let key = issuer
+        .issue(NewKey::new(
+            Principal::user("ana"),
+            "ci",
+            ScopeSet::parse(["read"]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    Setup {
+        app,
+        issuer,
+        audit,
+        signer_a,
+        key,
+    }
+}
+
+fn sign(key: &SigningKey, body: &[u8]) -> String {
+    let sig: Signature = key.sign(body);
+    base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
+}
+
+fn report(key_id: Option<&str>, signature: Option<&str>, body: &str) -> Request<Body> {
+    let mut req =
+        Request::post("/github/secret-scanning").header("content-type", "application/json");
+    if let Some(id) = key_id {
+        req = req.header("Github-Public-Key-Identifier", id);
+    }
+    if let Some(sig) = signature {
+        req = req.header("Github-Public-Key-Signature", sig);
+    }
+    req.body(Body::from(body.to_owned())).unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (u16, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn body_for(tokens: &[&str]) -> String {
+    let items: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "token": t,
+                "type": "keygate_api_token",
+                "url": "https://github.com/octocat/hello/blob/abc/config.env",
+                "source": "content"
+            })
+        })
+        .collect();
+    serde_json::to_string(&items).unwrap()
+}
+
+impl Setup {
+    async fn revoked(&self) -> bool {
+        self.issuer
+            .get(self.key.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    }
+
+    async fn leak_events(&self) -> usize {
+        self.audit
+            .query(&AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e.reason == Some(RejectReason::Leaked))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_signed_report_revokes_real_tokens_and_labels_each() {
+    let s = setup().await;
+    let real = s.key.token.expose_secret();
+    // Our shape and a real key id, but a made-up secret and checksum.
+    let mut fake = real.to_owned();
+    fake.replace_range(20..24, "AAAA");
+    let body = body_for(&[real, &fake, "ghp_somethingelse"]);
+    let (status, answer) = send(
+        &s.app,
+        report(
+            Some(KEY_A),
+            Some(&sign(&s.signer_a, body.as_bytes())),
+            &body,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!([
+            {"token_raw": real, "token_type": "keygate_api_token", "label": "true_positive"},
+            {"token_raw": fake, "token_type": "keygate_api_token", "label": "false_positive"},
+            {"token_raw": "ghp_somethingelse", "token_type": "keygate_api_token", "label": "false_positive"},
+        ])
+    );
+    assert!(s.revoked().await);
+    let events = s
+        .audit
+        .query(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].key_id, Some(s.key.record.id));
+    assert_eq!(events[0].reason, Some(RejectReason::Leaked));
+    assert_eq!(events[0].path, "/github/secret-scanning");
+    assert_eq!(events[0].method, "POST");
+}
+
+#[tokio::test]
+async fn a_forged_signature_revokes_nothing() {
+    let s = setup().await;
+    let body = body_for(&[s.key.token.expose_secret()]);
+    let attacker = SigningKey::random(&mut rand::rngs::OsRng);
+    let (status, answer) = send(
+        &s.app,
+        report(Some(KEY_A), Some(&sign(&attacker, body.as_bytes())), &body),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], "invalid_signature");
+    // Garbage in the signature header.
+    let (status, answer) = send(&s.app, report(Some(KEY_A), Some("not base64!"), &body)).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], "invalid_signature");
+    assert!(!s.revoked().await);
+    assert_eq!(s.leak_events().await, 0);
+}
+
+#[tokio::test]
+async fn a_signature_over_another_body_revokes_nothing() {
+    let s = setup().await;
+    let harmless = body_for(&["ghp_nothing_of_ours"]);
+    let signature = sign(&s.signer_a, harmless.as_bytes());
+    let attack = body_for(&[s.key.token.expose_secret()]);
+    let (status, answer) = send(&s.app, report(Some(KEY_A), Some(&signature), &attack)).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], "invalid_signature");
+    assert!(!s.revoked().await);
+}
+
+#[tokio::test]
+async fn a_replay_under_another_key_id_revokes_nothing() {
+    let s = setup().await;
+    let body = body_for(&[s.key.token.expose_secret()]);
+    let signature = sign(&s.signer_a, body.as_bytes());
+    // Signed by A, presented as B (also configured).
+    let (status, answer) = send(&s.app, report(Some(KEY_B), Some(&signature), &body)).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], "invalid_signature");
+    // Presented under an identifier nobody configured.
+    let (status, answer) = send(&s.app, report(Some("nope"), Some(&signature), &body)).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], "unknown_public_key");
+    assert!(!s.revoked().await);
+    assert_eq!(s.leak_events().await, 0);
+}
+
+#[tokio::test]
+async fn unsigned_reports_are_refused() {
+    let s = setup().await;
+    let body = body_for(&[s.key.token.expose_secret()]);
+    let signature = sign(&s.signer_a, body.as_bytes());
+    for req in [
+        report(None, None, &body),
+        report(Some(KEY_A), None, &body),
+        report(None, Some(&signature), &body),
+    ] {
+        let (status, answer) = send(&s.app, req).await;
+        assert_eq!(status, 401);
+        assert_eq!(answer["error"], "missing_signature");
+    }
+    assert!(!s.revoked().await);
+}
+
+#[tokio::test]
+async fn oversized_and_overfull_reports_are_refused() {
+    let s = setup_with(|c| c.max_body_bytes(4096).max_tokens(3)).await;
+    let big = body_for(&vec!["x".repeat(100).as_str(); 100]);
+    assert!(big.len() > 4096);
+    let (status, answer) = send(
+        &s.app,
+        report(Some(KEY_A), Some(&sign(&s.signer_a, big.as_bytes())), &big),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(answer["error"], "payload_too_large");
+
+    let real = s.key.token.expose_secret();
+    let four = body_for(&[real, real, real, real]);
+    let (status, answer) = send(
+        &s.app,
+        report(
+            Some(KEY_A),
+            Some(&sign(&s.signer_a, four.as_bytes())),
+            &four,
+        ),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"], "too_many_tokens");
+    assert!(!s.revoked().await);
+
+    let not_json = "token=abc";
+    let (status, _) = send(
+        &s.app,
+        report(
+            Some(KEY_A),
+            Some(&sign(&s.signer_a, not_json.as_bytes())),
+            not_json,
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
