@@ -123,7 +123,6 @@ where
             Evaluation::Ready(Verdict::Deny(res)) => Kind::Denied {
                 response: Some(res.map(ResBody::from)),
             },
-            #[cfg(feature = "redis")]
             Evaluation::Pending(verdict) => {
                 // The inner service was made ready; take that instance.
                 let clone = self.inner.clone();

@@ -23,10 +23,11 @@
 //!   auth layer and counts 401 answers per client address; past its quota
 //!   the address gets 429 before authentication runs ([`failed_auth`]
 //!   module docs).
-//! * **Stores**: [`MemoryStore`] (sharded map, no global lock, bounded
-//!   memory) or, with the `redis` feature, `RedisStore` (one atomic Lua round
-//!   trip per request, shared by all instances, with an [`OnStoreError`]
-//!   policy for when Redis is down).
+//! * **Stores**: one [`RateLimitStore`] per limiter: [`MemoryStore`]
+//!   (sharded map, no global lock, bounded memory) or, with the `redis`
+//!   feature, `RedisStore` (one atomic Lua round trip per request, shared by
+//!   all instances), with the memory store as the fallback and an
+//!   [`OnStoreError`] policy for when the shared store is down.
 //!
 //! # Example
 //!
@@ -84,7 +85,6 @@ pub mod failed_auth;
 mod fallback;
 mod gcra;
 mod headers;
-mod inline_vec;
 mod key;
 mod layer;
 mod limiter;
@@ -94,6 +94,7 @@ mod quota;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rule;
+mod store;
 pub mod ws;
 
 pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
@@ -108,7 +109,7 @@ pub use fallback::OnStoreError;
 pub use headers::{
     HeaderStyle, RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
 };
-pub use key::{DigestHasher, KeyBy, KeyFn, LimitKey, LimitKeyHasher, RequestInfo};
+pub use key::{KeyBy, KeyFn, LimitKey, LimitKeyHasher, RequestInfo};
 pub use layer::{RateLimitLayer, RateLimitService, ResponseFuture};
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
@@ -117,4 +118,5 @@ pub use quota::Quota;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
 pub use rule::{QuotaFn, Rule};
+pub use store::{Bucket, Decisions, RateLimitStore, StoreFuture};
 pub use ws::{MessageLimiter, RateLimitedEvent};

@@ -2,7 +2,6 @@
 
 use std::{
     fmt,
-    ops::ControlFlow,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -14,20 +13,17 @@ use auth_core::{AuthError, ErrorFormat};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 
+use smallvec::SmallVec;
+
 use crate::{
     error::check_rule_name,
-    fallback::WarnThrottle,
-    headers::{more_restrictive, Checked, RateHeaders},
-    key::{KeyBy, KeyValue, LimitKey, LimitKeyHasher},
+    fallback::{LimiterMemory, Stores},
+    headers::{Checked, RateHeaders},
+    key::{KeyBy, KeyValue, LimitKey},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    Clock, ConfigError, Decision, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
-    RateLimitLayer, RequestInfo, Rule, TrustedProxies,
-};
-#[cfg(feature = "redis")]
-use crate::{
-    inline_vec::{InlineVec, RULES_INLINE},
-    redis_store::RedisCheck,
-    RedisStore,
+    store::{Bucket, Decisions, RULES_INLINE},
+    Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
+    RateLimitLayer, RateLimitStore, RequestInfo, Rule, TrustedProxies,
 };
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
@@ -55,13 +51,7 @@ struct Inner {
     rules: Vec<Rule>,
     /// Each rule's decision counters, by rule index.
     decisions: Vec<crate::metrics::DecisionKeys>,
-    memory: MemoryStore<LimitKey, LimitKeyHasher>,
-    #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    on_store_error: OnStoreError,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    warn: WarnThrottle,
+    stores: Stores,
     headers: HeaderStyle,
     format: ErrorFormat,
     proxies: TrustedProxies,
@@ -79,15 +69,14 @@ pub struct RateLimiterBuilder {
     clock: Option<Arc<dyn Clock>>,
     max_keys: usize,
     sweep_interval: Duration,
-    #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
+    store: Option<Arc<dyn RateLimitStore>>,
     on_store_error: OnStoreError,
 }
 
-/// One rule's bucket to check for a request.
-#[cfg(feature = "redis")]
+/// What the in-memory fallback needs of a bucket once the request is gone:
+/// its rule, key, quota and cost.
 #[derive(Clone, Copy)]
-struct Prepared {
+struct Owned {
     rule: usize,
     key: LimitKey,
     quota: Quota,
@@ -105,7 +94,6 @@ pub(crate) enum Verdict {
 /// A verdict now, or after a round trip to the shared store.
 pub(crate) enum Evaluation {
     Ready(Verdict),
-    #[cfg(feature = "redis")]
     Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>),
 }
 
@@ -122,8 +110,7 @@ impl RateLimiter {
             clock: None,
             max_keys: DEFAULT_MAX_KEYS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
-            #[cfg(feature = "redis")]
-            redis: None,
+            store: None,
             on_store_error: OnStoreError::default(),
         }
     }
@@ -140,19 +127,16 @@ impl RateLimiter {
 
     /// The in-memory store (the only store, or the fallback when Redis is
     /// down), e.g. to watch [`MemoryStore::len`].
-    pub fn memory(&self) -> &MemoryStore<LimitKey, LimitKeyHasher> {
-        &self.inner.memory
+    pub fn memory(&self) -> &LimiterMemory {
+        &self.inner.stores.memory
     }
 
     /// Checks `req` against every rule that covers it, outside the layer
     /// (in a handler, for instance). `Ok` holds the rate-limit headers for
     /// the response; `Err` the 429 (or 503) to send instead.
     pub async fn check<B>(&self, req: &Request<B>) -> Result<HeaderMap, Response<Bytes>> {
-        // Without the `redis` feature the match has one arm.
-        #[allow(clippy::infallible_destructuring_match)]
         let verdict = match self.evaluate(req) {
             Evaluation::Ready(v) => v,
-            #[cfg(feature = "redis")]
             Evaluation::Pending(f) => f.await,
         };
         match verdict {
@@ -165,82 +149,72 @@ impl RateLimiter {
         }
     }
 
-    /// Decides `req`, synchronously for the memory store.
+    /// Decides `req`: at once when the store answers at once (memory),
+    /// else after its round trip.
     pub(crate) fn evaluate<B>(&self, req: &Request<B>) -> Evaluation {
         let inner = &*self.inner;
         let info = RequestInfo::new(req, &inner.proxies);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &inner.redis {
-            return self.evaluate_redis(redis, &info);
-        }
-        Evaluation::Ready(self.evaluate_memory(&info))
-    }
-
-    /// The memory store's fast path: each bucket is checked as its rule is
-    /// reached, and only what the headers need is kept. A refusal goes to
-    /// [`Self::refuse_memory`].
-    fn evaluate_memory(&self, info: &RequestInfo<'_>) -> Verdict {
-        let inner = &*self.inner;
-        let (legacy, draft) = (inner.headers.legacy(), inner.headers.draft());
-        let mem = &inner.memory;
-        let mut most: Option<Decision> = None;
-        let mut all: Option<Checked> = None;
-        let mut refused = None;
-        self.prepare(info, |i, value, quota, cost| {
-            let d = mem.check(&LimitKey::new(i, &value), &quota, cost);
-            inner.decisions[i].record(d.is_allowed());
-            if !d.is_allowed() {
-                refused = Some((i, d));
-                return ControlFlow::Break(());
-            }
-            if legacy {
-                match &most {
-                    Some(m) if !more_restrictive(&d, m) => {}
-                    _ => most = Some(d),
-                }
-            }
-            if draft {
-                all.get_or_insert_with(Checked::default).push(i, d);
-            }
-            ControlFlow::Continue(())
+        let mut buckets = SmallVec::<[Bucket<'_>; RULES_INLINE]>::new();
+        self.prepare(&info, |i, value, quota, cost| {
+            buckets.push(Bucket::for_rule(i, &inner.rules[i].name, value, quota, cost));
         });
-        if let Some((i, d)) = refused {
-            return self.refuse_memory(info, i, d);
+        if buckets.is_empty() {
+            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
         }
-        let rules = &inner.rules;
-        Verdict::Allow(RateHeaders::new(most.as_ref(), all.as_ref(), |i| {
-            &rules[i].name
-        }))
+        match inner.stores.store.check_all(&buckets).now() {
+            Ok(Ok(decisions)) => {
+                Evaluation::Ready(self.decided(buckets.iter().map(|b| b.rule), decisions))
+            }
+            Ok(Err(err)) => Evaluation::Ready(self.store_failed(&err, &owned(&buckets))),
+            Err(pending) => {
+                let owned = owned(&buckets);
+                let this = self.clone();
+                Evaluation::Pending(Box::pin(async move {
+                    match pending.await {
+                        Ok(decisions) => this.decided(owned.iter().map(|o| o.rule), decisions),
+                        Err(err) => this.store_failed(&err, &owned),
+                    }
+                }))
+            }
+        }
     }
 
-    /// Rule `refused` refused the request with `decision`: gives back what
-    /// the rules before it took, and reads the ones after it without taking.
-    #[cold]
-    fn refuse_memory(&self, info: &RequestInfo<'_>, refused: usize, decision: Decision) -> Verdict {
-        let mem = &self.inner.memory;
+    /// The verdict on the store's decisions, one per bucket of `rules`.
+    #[inline]
+    fn decided(&self, rules: impl Iterator<Item = usize>, decisions: Decisions) -> Verdict {
         let mut checked = Checked::default();
-        self.prepare(info, |i, value, quota, cost| {
-            let key = LimitKey::new(i, &value);
-            let d = match i.cmp(&refused) {
-                std::cmp::Ordering::Less => {
-                    mem.refund(&key, &quota, cost);
-                    mem.peek(&key, &quota, 0)
-                }
-                std::cmp::Ordering::Equal => decision,
-                std::cmp::Ordering::Greater => mem.peek(&key, &quota, cost),
-            };
+        for (i, d) in rules.zip(decisions) {
+            self.inner.decisions[i].record(d.is_allowed());
             checked.push(i, d);
-            ControlFlow::Continue(())
-        });
+        }
         self.verdict(&checked)
     }
 
-    /// Calls `f` with each rule that covers the request and its key, until
-    /// `f` breaks.
+    /// The store could not answer: the policy decides.
+    #[cold]
+    fn store_failed(&self, err: &crate::StoreError, owned: &[Owned]) -> Verdict {
+        let stores = &self.inner.stores;
+        match stores.failed(err) {
+            OnStoreError::FallBackToMemory => {
+                let decisions = stores
+                    .memory
+                    .take_all(owned, |o| (&o.key, &o.quota, o.cost));
+                self.decided(owned.iter().map(|o| o.rule), decisions)
+            }
+            OnStoreError::FailClosed => Verdict::Deny(self.render(&AuthError::unavailable(
+                "Rate limiting is temporarily unavailable",
+            ))),
+            OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
+        }
+    }
+
+    /// Calls `f` with each rule that covers the request, its key, quota and
+    /// cost.
+    #[inline]
     fn prepare<'a>(
-        &self,
+        &'a self,
         info: &RequestInfo<'a>,
-        mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32) -> ControlFlow<()>,
+        mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32),
     ) {
         let inner = &*self.inner;
         for (i, rule) in inner.rules.iter().enumerate() {
@@ -248,94 +222,12 @@ impl RateLimiter {
                 continue;
             }
             match rule.key.extract(info, inner.ipv6_prefix) {
-                Some(value) => {
-                    if f(i, value, rule.quota_for(info), rule.cost).is_break() {
-                        return;
-                    }
-                }
+                Some(value) => f(i, value, rule.quota_for(info), rule.cost),
                 None => {
                     if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none()
                     {
                         self.warn_no_peer();
                     }
-                }
-            }
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    fn evaluate_redis(&self, redis: &RedisStore, info: &RequestInfo<'_>) -> Evaluation {
-        let mut prepared = InlineVec::<Prepared, RULES_INLINE>::default();
-        let mut checks = Vec::new();
-        self.prepare(info, |i, value, quota, cost| {
-            let mut key = format!("{}:{}:", redis.prefix(), self.inner.rules[i].name);
-            value.write_to(&mut key);
-            checks.push(RedisCheck { key, quota, cost });
-            prepared.push(Prepared {
-                rule: i,
-                key: LimitKey::new(i, &value),
-                quota,
-                cost,
-            });
-            ControlFlow::Continue(())
-        });
-        if prepared.is_empty() {
-            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
-        }
-        let this = self.clone();
-        let redis = redis.clone();
-        Evaluation::Pending(Box::pin(async move {
-            match redis.check_all(&checks).await {
-                Ok(decisions) => {
-                    let mut checked = Checked::default();
-                    for (p, d) in prepared.iter().zip(decisions) {
-                        this.inner.decisions[p.rule].record(d.is_allowed());
-                        checked.push(p.rule, d);
-                    }
-                    this.verdict(&checked)
-                }
-                Err(err) => {
-                    let policy = this.inner.on_store_error;
-                    this.inner.warn.warn(&err, policy);
-                    match policy {
-                        OnStoreError::FallBackToMemory => {
-                            let mut checked = Checked::default();
-                            this.check_memory(&prepared, &mut checked);
-                            this.verdict(&checked)
-                        }
-                        OnStoreError::FailClosed => Verdict::Deny(this.render(
-                            &AuthError::unavailable("Rate limiting is temporarily unavailable"),
-                        )),
-                        OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
-                    }
-                }
-            }
-        }))
-    }
-
-    /// Checks the buckets in order; on a refusal, gives back what the earlier
-    /// ones took and reads the later ones without taking.
-    #[cfg(feature = "redis")]
-    fn check_memory(&self, prepared: &InlineVec<Prepared, RULES_INLINE>, checked: &mut Checked) {
-        let mem = &self.inner.memory;
-        let mut refused = None;
-        for (i, p) in prepared.iter().enumerate() {
-            if refused.is_some() {
-                checked.push(p.rule, mem.peek(&p.key, &p.quota, p.cost));
-                continue;
-            }
-            let d = mem.check(&p.key, &p.quota, p.cost);
-            self.inner.decisions[p.rule].record(d.is_allowed());
-            checked.push(p.rule, d);
-            if !d.is_allowed() {
-                refused = Some(i);
-            }
-        }
-        if let Some(n) = refused {
-            for (i, p) in prepared.iter().take(n).enumerate() {
-                mem.refund(&p.key, &p.quota, p.cost);
-                if let Some(slot) = checked.items.get_mut(i) {
-                    slot.1 = mem.peek(&p.key, &p.quota, 0);
                 }
             }
         }
@@ -377,11 +269,8 @@ impl fmt::Debug for RateLimiter {
             .field("headers", &self.inner.headers)
             .field("format", &self.inner.format)
             .field("proxies", &self.inner.proxies)
-            .field("memory", &self.inner.memory);
-        #[cfg(feature = "redis")]
-        d.field("redis", &self.inner.redis);
-        d.field("on_store_error", &self.inner.on_store_error)
-            .finish()
+            .field("stores", &self.inner.stores);
+        d.finish()
     }
 }
 
@@ -427,7 +316,8 @@ impl RateLimiterBuilder {
     }
 
     /// The in-memory store's clock (default the real one); tests pass a
-    /// [`FakeClock`](crate::FakeClock). The Redis store uses the server's time.
+    /// [`FakeClock`](crate::FakeClock). A shared store has its own (Redis:
+    /// the server's time unless `RedisStore::with_clock` says otherwise).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -446,16 +336,24 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// Keeps the buckets in Redis, shared by every instance (the in-memory
-    /// store then serves as the fallback).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(mut self, store: RedisStore) -> Self {
-        self.redis = Some(store);
+    /// Keeps the buckets in `store`, for instance one shared by every
+    /// instance; the in-memory store then serves as the fallback (see
+    /// [`on_store_error`](Self::on_store_error)).
+    pub fn store(mut self, store: impl RateLimitStore) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
-    /// What to do when Redis cannot answer (default: fall back to memory).
+    /// Keeps the buckets in Redis, shared by every instance:
+    /// [`store`](Self::store) with a `RedisStore`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(self, store: crate::RedisStore) -> Self {
+        self.store(store)
+    }
+
+    /// What to do when the shared store cannot answer (default: fall back
+    /// to memory).
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
         self
@@ -470,8 +368,8 @@ impl RateLimiterBuilder {
             }
         }
         let memory = match self.clock {
-            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher::new()),
-            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher::new()),
+            Some(clock) => MemoryStore::for_limiter(clock),
+            None => MemoryStore::for_limiter(MonotonicClock),
         }
         .max_keys(self.max_keys)
         .sweep_interval(self.sweep_interval);
@@ -483,11 +381,7 @@ impl RateLimiterBuilder {
                     .map(|r| crate::metrics::DecisionKeys::new(&r.name))
                     .collect(),
                 rules: self.rules,
-                memory,
-                #[cfg(feature = "redis")]
-                redis: self.redis,
-                on_store_error: self.on_store_error,
-                warn: WarnThrottle::new(),
+                stores: Stores::new(memory, self.store, self.on_store_error),
                 headers: self.headers,
                 format: self.format,
                 proxies: self.proxies,
@@ -496,6 +390,19 @@ impl RateLimiterBuilder {
             }),
         })
     }
+}
+
+/// What the fallback needs of `buckets` once the request is gone.
+fn owned(buckets: &[Bucket<'_>]) -> SmallVec<[Owned; RULES_INLINE]> {
+    buckets
+        .iter()
+        .map(|b| Owned {
+            rule: b.rule,
+            key: b.key,
+            quota: b.quota,
+            cost: b.cost,
+        })
+        .collect()
 }
 
 impl fmt::Debug for RateLimiterBuilder {

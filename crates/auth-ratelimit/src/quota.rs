@@ -138,7 +138,7 @@ impl Quota {
 
     /// The same bucket with the interval rounded down to whole microseconds
     /// (at least one), as the Redis store keeps it.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) const fn rounded_to_micros(&self) -> Self {
         let micros = self.interval / 1000;
         Self::from_interval(self.burst, if micros == 0 { 1000 } else { micros * 1000 })
