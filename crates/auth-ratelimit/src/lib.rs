@@ -95,6 +95,7 @@ mod quota;
 mod redis_store;
 mod rule;
 mod store;
+pub mod tiers;
 pub mod ws;
 
 pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
@@ -119,4 +120,5 @@ pub use quota::Quota;
 pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
 pub use rule::{QuotaFn, Rule};
 pub use store::{Bucket, Decisions, RateLimitStore, StoreFuture};
+pub use tiers::{QuotaResolver, DEFAULT_TIER_CACHE_SIZE};
 pub use ws::{MessageLimiter, RateLimitedEvent};

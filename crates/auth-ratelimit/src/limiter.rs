@@ -2,6 +2,8 @@
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -9,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthError, ErrorFormat};
+use auth_core::{AuthContext, AuthError, ErrorFormat};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 
@@ -22,8 +24,9 @@ use crate::{
     key::{KeyBy, KeyValue, LimitKey},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
     store::{Bucket, Decisions, RULES_INLINE},
+    tiers::{Lookup, Tiers, DEFAULT_TIER_CACHE_SIZE},
     Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
-    RateLimitLayer, RateLimitStore, RequestInfo, Rule, TrustedProxies,
+    QuotaResolver, RateLimitLayer, RateLimitStore, RequestInfo, Rule, TrustedProxies,
 };
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
@@ -52,6 +55,8 @@ struct Inner {
     /// Each rule's decision counters, by rule index.
     decisions: Vec<crate::metrics::DecisionKeys>,
     stores: Stores,
+    /// The quota resolver and its cache, for rules with `key_quota`.
+    tiers: Option<Arc<Tiers>>,
     headers: HeaderStyle,
     format: ErrorFormat,
     proxies: TrustedProxies,
@@ -71,6 +76,14 @@ pub struct RateLimiterBuilder {
     sweep_interval: Duration,
     store: Option<Arc<dyn RateLimitStore>>,
     on_store_error: OnStoreError,
+    tiers: Option<TiersConfig>,
+}
+
+/// The resolver given to the builder, made into [`Tiers`] with the clock.
+struct TiersConfig {
+    make: Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>,
+    ttl: Duration,
+    capacity: usize,
 }
 
 /// What the in-memory fallback needs of a bucket once the request is gone:
@@ -94,7 +107,16 @@ pub(crate) enum Verdict {
 /// A verdict now, or after a round trip to the shared store.
 pub(crate) enum Evaluation {
     Ready(Verdict),
-    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>),
+    Pending(Pin<Box<dyn Future<Output = Verdict> + Send>>),
+    /// A key's quota must first be asked of the resolver; then evaluate
+    /// again with the answer ([`RateLimiter::evaluate_with`]).
+    Resolve(Pin<Box<dyn Future<Output = Result<Resolved, Verdict>> + Send>>),
+}
+
+/// The resolver's answer for one key, for the evaluation that follows it.
+pub(crate) struct Resolved {
+    key: LimitKey,
+    quota: Option<Quota>,
 }
 
 impl RateLimiter {
@@ -112,6 +134,7 @@ impl RateLimiter {
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             store: None,
             on_store_error: OnStoreError::default(),
+            tiers: None,
         }
     }
 
@@ -138,6 +161,10 @@ impl RateLimiter {
         let verdict = match self.evaluate(req) {
             Evaluation::Ready(v) => v,
             Evaluation::Pending(f) => f.await,
+            Evaluation::Resolve(resolving) => match resolving.await {
+                Ok(resolved) => self.evaluate_resolved(req, &resolved).await,
+                Err(v) => v,
+            },
         };
         match verdict {
             Verdict::Allow(rate_headers) => {
@@ -150,14 +177,41 @@ impl RateLimiter {
     }
 
     /// Decides `req`: at once when the store answers at once (memory),
-    /// else after its round trip.
+    /// else after its round trip (or first the quota resolver's).
+    #[inline]
     pub(crate) fn evaluate<B>(&self, req: &Request<B>) -> Evaluation {
+        self.evaluate_with(req, None)
+    }
+
+    /// After the resolver answered: decides `req` with `resolved`.
+    pub(crate) fn evaluate_resolved<B>(
+        &self,
+        req: &Request<B>,
+        resolved: &Resolved,
+    ) -> impl Future<Output = Verdict> + Send + 'static {
+        let evaluation = self.evaluate_with(req, Some(resolved));
+        let this = self.clone();
+        async move {
+            match evaluation {
+                Evaluation::Ready(v) => v,
+                Evaluation::Pending(f) => f.await,
+                // The answer was just given; only a racing cache reset can
+                // ask again. Fail closed rather than loop.
+                Evaluation::Resolve(_) => this.unavailable(),
+            }
+        }
+    }
+
+    fn evaluate_with<B>(&self, req: &Request<B>, resolved: Option<&Resolved>) -> Evaluation {
         let inner = &*self.inner;
         let info = RequestInfo::new(req, &inner.proxies);
         let mut buckets = SmallVec::<[Bucket<'_>; RULES_INLINE]>::new();
-        self.prepare(&info, |i, value, quota, cost| {
+        let ready = self.prepare(&info, resolved, |i, value, quota, cost| {
             buckets.push(Bucket::for_rule(i, &inner.rules[i].name, value, quota, cost));
         });
+        if !ready {
+            return self.resolving(info.auth());
+        }
         if buckets.is_empty() {
             return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
         }
@@ -201,28 +255,69 @@ impl RateLimiter {
                     .take_all(owned, |o| (&o.key, &o.quota, o.cost));
                 self.decided(owned.iter().map(|o| o.rule), decisions)
             }
-            OnStoreError::FailClosed => Verdict::Deny(self.render(&AuthError::unavailable(
-                "Rate limiting is temporarily unavailable",
-            ))),
+            OnStoreError::FailClosed => self.unavailable(),
             OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
         }
     }
 
+    /// 503: the limiter cannot decide (fail closed).
+    #[cold]
+    fn unavailable(&self) -> Verdict {
+        Verdict::Deny(self.render(&AuthError::unavailable(
+            "Rate limiting is temporarily unavailable",
+        )))
+    }
+
+    /// Asks the resolver for `ctx`'s quota.
+    #[cold]
+    fn resolving(&self, ctx: Option<&AuthContext>) -> Evaluation {
+        let (Some(ctx), Some(tiers)) = (ctx, &self.inner.tiers) else {
+            // `prepare` only waits for the resolver when both exist.
+            return Evaluation::Ready(self.unavailable());
+        };
+        let ctx = ctx.clone();
+        let (this, tiers) = (self.clone(), tiers.clone());
+        Evaluation::Resolve(Box::pin(async move {
+            match tiers.resolve(&ctx).await {
+                Ok(quota) => Ok(Resolved {
+                    key: Tiers::key_of(&ctx),
+                    quota,
+                }),
+                Err(err) => {
+                    tracing::warn!(error = %err, "quota resolver failed; refusing with 503");
+                    Err(this.unavailable())
+                }
+            }
+        }))
+    }
+
     /// Calls `f` with each rule that covers the request, its key, quota and
-    /// cost.
+    /// cost. `false` when a key's quota must first be asked of the resolver.
     #[inline]
     fn prepare<'a>(
         &'a self,
         info: &RequestInfo<'a>,
+        resolved: Option<&Resolved>,
         mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32),
-    ) {
+    ) -> bool {
         let inner = &*self.inner;
         for (i, rule) in inner.rules.iter().enumerate() {
             if !rule.matches(info) {
                 continue;
             }
             match rule.key.extract(info, inner.ipv6_prefix) {
-                Some(value) => f(i, value, rule.quota_for(info), rule.cost),
+                Some(value) => {
+                    let quota = if rule.key_quota {
+                        match self.key_quota(info.auth(), resolved) {
+                            Ok(Some(q)) => q,
+                            Ok(None) => rule.quota_for(info),
+                            Err(()) => return false,
+                        }
+                    } else {
+                        rule.quota_for(info)
+                    };
+                    f(i, value, quota, rule.cost);
+                }
                 None => {
                     if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none()
                     {
@@ -230,6 +325,33 @@ impl RateLimiter {
                     }
                 }
             }
+        }
+        true
+    }
+
+    /// The quota `ctx`'s key carries: its own rate limit, else its tier
+    /// (`Err` when the resolver must be asked), else none.
+    #[inline]
+    fn key_quota(
+        &self,
+        ctx: Option<&AuthContext>,
+        resolved: Option<&Resolved>,
+    ) -> Result<Option<Quota>, ()> {
+        let Some(ctx) = ctx else { return Ok(None) };
+        if let Some(own) = ctx.key_rate_limit() {
+            return Ok(Some(Quota::per_seconds(own.limit, own.period_seconds)));
+        }
+        let Some(tiers) = &self.inner.tiers else {
+            return Ok(None);
+        };
+        if let Some(r) = resolved {
+            if r.key == Tiers::key_of(ctx) {
+                return Ok(r.quota);
+            }
+        }
+        match tiers.lookup(ctx) {
+            Lookup::Hit(q) => Ok(q),
+            Lookup::Miss(_) => Err(()),
         }
     }
 
@@ -352,6 +474,28 @@ impl RateLimiterBuilder {
         self.store(store)
     }
 
+    /// Asks `resolver` for the quota of keys without their own rate limit
+    /// (typically their owner's tier), for rules marked
+    /// [`Rule::key_quota`]. Answers are kept `ttl` on the limiter's clock
+    /// (see [`tier_cache_size`](Self::tier_cache_size)).
+    pub fn quota_resolver(mut self, resolver: impl QuotaResolver, ttl: Duration) -> Self {
+        let capacity = self.tiers.as_ref().map_or(DEFAULT_TIER_CACHE_SIZE, |t| t.capacity);
+        self.tiers = Some(TiersConfig {
+            make: Box::new(move |ttl, capacity, clock| Tiers::new(resolver, ttl, capacity, clock)),
+            ttl,
+            capacity,
+        });
+        self
+    }
+
+    /// How many resolver answers are kept at most (default 100,000).
+    pub fn tier_cache_size(mut self, capacity: usize) -> Self {
+        if let Some(t) = &mut self.tiers {
+            t.capacity = capacity;
+        }
+        self
+    }
+
     /// What to do when the shared store cannot answer (default: fall back
     /// to memory).
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
@@ -367,12 +511,17 @@ impl RateLimiterBuilder {
                 return Err(ConfigError::DuplicateRule(rule.name.to_string()));
             }
         }
-        let memory = match self.clock {
-            Some(clock) => MemoryStore::for_limiter(clock),
+        // The real clock is passed as itself, so the store calls it directly.
+        let memory = match &self.clock {
+            Some(clock) => MemoryStore::for_limiter(clock.clone()),
             None => MemoryStore::for_limiter(MonotonicClock),
         }
         .max_keys(self.max_keys)
         .sweep_interval(self.sweep_interval);
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(MonotonicClock));
+        let tiers = self
+            .tiers
+            .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 decisions: self
@@ -382,6 +531,7 @@ impl RateLimiterBuilder {
                     .collect(),
                 rules: self.rules,
                 stores: Stores::new(memory, self.store, self.on_store_error),
+                tiers,
                 headers: self.headers,
                 format: self.format,
                 proxies: self.proxies,
