@@ -14,8 +14,9 @@ use std::{
 use async_trait::async_trait;
 use auth_axum::{keys_router, AllowedOrigins, Auth, KeyManager, KeyOwner, RequireScopeLayer};
 use auth_core::{
-    AuditLog, ChangeFeed, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore, MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, StoreError, TokenPrefix, Verifier,
+    AuditLog, ChangeFeed, CreditSpend, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore,
+    KeyUpdate, KeyUse, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    StoreError, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -77,7 +78,19 @@ impl KeyStore for FlakyStore {
         self.check()?;
         self.inner.update_hash(id, hash).await
     }
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.check()?;
+        self.inner.update(id, update).await
+    }
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        self.check()?;
+        self.inner.spend_credit(id, now).await
+    }
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_use(uses).await
     }

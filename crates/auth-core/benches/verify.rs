@@ -40,6 +40,13 @@ async fn populate(n: usize, hasher: &SecretHasher) -> (Arc<MemoryKeyStore>, Vec<
             replaced_by: None,
             check: Some(SecretCheck::compute(id, "st_", &secret)),
             created_by: None,
+            meta: Default::default(),
+            external_id: None,
+            disabled_at: None,
+            ip_allowlist: Vec::new(),
+            last_used_ip: None,
+            rate_limit: None,
+            credits: None,
         };
         store.insert(&record).await.unwrap();
         tokens.push(token);

@@ -6,9 +6,11 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
+use ipnet::IpNet;
 use serde::{ser::SerializeStruct, Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::{AuthError, KeyId, ScopeSet};
+use crate::{AuthError, Credits, KeyId, KeyPolicy, KeyRateLimit, ScopeSet};
 
 /// A user, optionally within an organisation (tenant).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,6 +98,8 @@ struct Inner {
     scopes: ScopeSet,
     workspace: Option<Arc<str>>,
     secret_generation: Option<i64>,
+    /// The key's policy; `None` for keys without one (and other credentials).
+    policy: Option<Arc<KeyPolicy>>,
     /// [`AuthContext::principal_digest`], once asked for.
     principal_digest: OnceLock<[u64; 2]>,
 }
@@ -117,6 +121,7 @@ impl AuthContext {
             scopes,
             workspace: None,
             secret_generation: None,
+            policy: None,
             principal_digest: OnceLock::new(),
         }))
     }
@@ -132,6 +137,7 @@ impl AuthContext {
             scopes,
             workspace: None,
             secret_generation: None,
+            policy: None,
             principal_digest: OnceLock::new(),
         }))
     }
@@ -152,6 +158,14 @@ impl AuthContext {
         Self(Arc::new(inner))
     }
 
+    /// The same context carrying the key's policy (what the verifier does
+    /// for keys that have one). An empty policy is dropped.
+    pub fn with_key_policy(&self, policy: KeyPolicy) -> Self {
+        let mut inner = self.inner_clone();
+        inner.policy = (!policy.is_empty()).then(|| Arc::new(policy));
+        Self(Arc::new(inner))
+    }
+
     fn inner_clone(&self) -> Inner {
         let i = &self.0;
         Inner {
@@ -163,6 +177,7 @@ impl AuthContext {
             scopes: i.scopes.clone(),
             workspace: i.workspace.clone(),
             secret_generation: i.secret_generation,
+            policy: i.policy.clone(),
             // The subject may change: the digest is taken again when asked for.
             principal_digest: OnceLock::new(),
         }
@@ -248,6 +263,38 @@ impl AuthContext {
         self.0.workspace.as_deref()
     }
 
+    /// The key's policy, if it has one.
+    pub fn key_policy(&self) -> Option<&KeyPolicy> {
+        self.0.policy.as_deref()
+    }
+
+    /// The key's metadata, if it has any.
+    pub fn meta(&self) -> Option<&Map<String, Value>> {
+        self.key_policy().map(|p| &p.meta).filter(|m| !m.is_empty())
+    }
+
+    /// The application's own id for the key, if set.
+    pub fn external_id(&self) -> Option<&str> {
+        self.key_policy()?.external_id.as_deref()
+    }
+
+    /// Client networks the key may be used from (empty: any address).
+    pub fn ip_allowlist(&self) -> &[IpNet] {
+        self.key_policy().map_or(&[], |p| &p.ip_allowlist)
+    }
+
+    /// The key's own quota, if it has one.
+    pub fn key_rate_limit(&self) -> Option<KeyRateLimit> {
+        self.key_policy()?.rate_limit
+    }
+
+    /// The key's credits as they were when it was verified, for a
+    /// usage-limited key (spend them with
+    /// [`KeyStore::spend_credit`](crate::KeyStore::spend_credit)).
+    pub fn credits(&self) -> Option<&Credits> {
+        self.key_policy()?.credits.as_ref()
+    }
+
     /// `Ok` if the effective scopes hold `scope`, else a 403 naming it.
     pub fn require_scope(&self, scope: &str) -> Result<(), AuthError> {
         if self.0.scopes.has(scope) {
@@ -267,6 +314,7 @@ impl fmt::Debug for AuthContext {
             .field("subject", &self.0.subject)
             .field("scopes", &self.0.scopes)
             .field("workspace", &self.0.workspace)
+            .field("policy", &self.0.policy)
             .finish()
     }
 }

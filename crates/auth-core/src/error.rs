@@ -104,6 +104,8 @@ pub enum RejectReason {
     Revoked,
     /// The key expired.
     Expired,
+    /// The key is disabled by its owner (answered like an unknown key).
+    Disabled,
     /// The key exists but the secret is wrong.
     WrongSecret,
     /// Too many wrong secrets for this key id lately; not checked.
@@ -139,6 +141,7 @@ impl RejectReason {
             Self::UnknownKey => "unknown_key",
             Self::Revoked => "revoked",
             Self::Expired => "expired",
+            Self::Disabled => "disabled",
             Self::WrongSecret => "wrong_secret",
             Self::Throttled => "throttled",
             Self::InsufficientScope => "insufficient_scope",
@@ -164,6 +167,7 @@ impl RejectReason {
             UnknownKey,
             Revoked,
             Expired,
+            Disabled,
             WrongSecret,
             Throttled,
             InsufficientScope,

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use crate::{
-    mint_token, token::display_hint, Clock, KeyId, KeyRecord, KeyStore, ParsedToken,
+    mint_token, token::display_hint, Clock, KeyId, KeyPolicy, KeyRecord, KeyStore, ParsedToken,
     PlaintextToken, Principal, ScopeSet, SecretCheck, SecretHasher, StoreError, SystemClock,
     TokenPrefix,
 };
@@ -27,6 +27,8 @@ pub struct NewKey {
     /// The key creating this one, if a key does (the key-management API);
     /// `None` from the command line or a session.
     pub created_by: Option<KeyId>,
+    /// Metadata, allowlist, rate limit and credits (default: none).
+    pub policy: KeyPolicy,
 }
 
 impl NewKey {
@@ -38,7 +40,14 @@ impl NewKey {
             scopes,
             expires_at: None,
             created_by: None,
+            policy: KeyPolicy::default(),
         }
+    }
+
+    /// Gives the key metadata, an allowlist, a rate limit or credits.
+    pub fn policy(mut self, policy: KeyPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Sets an expiry.
@@ -160,6 +169,7 @@ impl KeyIssuer {
             .mint(new.owner, new.name, new.scopes, new.expires_at, now)
             .await?;
         record.created_by = new.created_by;
+        set_policy(&mut record, new.policy);
         self.store.insert(&record).await?;
         Ok(IssuedKey { record, token })
     }
@@ -191,11 +201,20 @@ impl KeyIssuer {
             replaced_by: None,
             check: Some(check),
             created_by: None,
+            meta: Default::default(),
+            external_id: None,
+            disabled_at: None,
+            ip_allowlist: Vec::new(),
+            last_used_ip: None,
+            rate_limit: None,
+            credits: None,
         };
         Ok((record, token))
     }
 
-    /// Replaces a key with a new one (same owner, name, scopes and expiry).
+    /// Replaces a key with a new one (same owner, name, scopes, expiry and
+    /// policy; its credits carry over as they stand, so rotating never
+    /// refills them).
     ///
     /// The old key keeps working for `grace` (never past its own expiry);
     /// with `Duration::ZERO` it stops at once. Of two concurrent rotations of
@@ -223,10 +242,12 @@ impl KeyIssuer {
         if let Some(exp) = old.expires_at {
             ends = ends.min(exp);
         }
+        let policy = KeyPolicy::of(&old).unwrap_or_default();
         let (mut record, token) = self
             .mint(old.owner, old.name, old.scopes, old.expires_at, now)
             .await?;
         record.created_by = created_by;
+        set_policy(&mut record, policy);
         self.store.rotate(id, ends, now, &record).await?;
         Ok(IssuedKey { record, token })
     }
@@ -245,6 +266,14 @@ impl KeyIssuer {
     pub async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.store.get(id).await
     }
+}
+
+fn set_policy(record: &mut KeyRecord, policy: KeyPolicy) {
+    record.meta = policy.meta;
+    record.external_id = policy.external_id;
+    record.ip_allowlist = policy.ip_allowlist;
+    record.rate_limit = policy.rate_limit;
+    record.credits = policy.credits;
 }
 
 /// The latest instant a grace period can end: the end of year 9999, which

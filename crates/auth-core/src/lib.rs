@@ -40,12 +40,14 @@ mod base62;
 mod check;
 mod clock;
 mod context;
+mod credits;
 mod error;
 mod hasher;
 mod issuer;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
+mod key_policy;
 mod metrics;
 mod plaintext;
 mod response;
@@ -62,15 +64,17 @@ pub use audit::{
 pub use check::SecretCheck;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{AuthContext, CredentialKind, Principal};
+pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
 pub use hasher::{HashError, HashParams, SecretHasher};
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
+pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
 pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
 pub use store::{
-    ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyStore, MemoryKeyStore,
-    StoreError,
+    ChangeFeed, ChangeListener, KeyChange, KeyMetadata, KeyRecord, KeyState, KeyStore, KeyUpdate,
+    KeyUse, MemoryKeyStore, StoreError, DEFAULT_EXPIRING_WITHIN,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

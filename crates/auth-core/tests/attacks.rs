@@ -89,7 +89,17 @@ impl KeyStore for Store {
     ) -> Result<(), StoreError> {
         self.inner.update_hash_and_check(id, hash, check).await
     }
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.inner.update(id, update).await
+    }
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        self.inner.spend_credit(id, now).await
+    }
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         self.inner.record_use(uses).await
     }
     fn changes(&self) -> &ChangeFeed {

@@ -163,6 +163,40 @@ async fn revocation_and_rotation_reach_the_other_instance() {
     schema.drop_schema().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_the_other_instance() {
+    let schema = schema_or_skip!("edits_reach_the_other_instance");
+    let a: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let b: Arc<dyn KeyStore> = Arc::new(schema.store().await);
+    let vb = verifier(b.clone());
+    let key = issuer(a.clone()).issue(new_key("alice")).await.unwrap();
+    vb.verify(key.token.expose_secret()).await.unwrap();
+    let heard = Recorder::subscribe(&*b);
+    let disable = KeyUpdate {
+        disabled_at: Some(Some(OffsetDateTime::now_utc())),
+        ..KeyUpdate::default()
+    };
+    a.update(key.record.id, &disable).await.unwrap();
+    eventually("instance B to hear of the edit", || async {
+        heard.seen().contains(&KeyChange::Updated(key.record.id))
+    })
+    .await;
+    assert!(refused_as(
+        &vb.verify(key.token.expose_secret()).await,
+        RejectReason::Disabled
+    ));
+    // Only that key was dropped: no resync of every cache.
+    assert!(!heard.seen().contains(&KeyChange::All));
+    let enable = KeyUpdate {
+        disabled_at: Some(None),
+        ..KeyUpdate::default()
+    };
+    a.update(key.record.id, &enable).await.unwrap();
+    vb.verify(key.token.expose_secret()).await.unwrap();
+    drop((a, b, vb));
+    schema.drop_schema().await;
+}
+
 /// Records, at each "drop everything" change, whether the feed was in sync.
 struct SyncLog {
     store: std::sync::Weak<dyn KeyStore>,

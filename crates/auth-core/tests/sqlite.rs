@@ -132,6 +132,30 @@ async fn nothing_in_the_file_can_be_used_as_a_token() {
 }
 
 #[tokio::test]
+async fn edits_through_another_store_on_the_file_reach_this_ones_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let server: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+    let cli: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+    let v = verifier(server.clone());
+    let key = issuer(cli.clone()).issue(new_key("alice")).await.unwrap();
+    v.verify(key.token.expose_secret()).await.unwrap();
+    let heard = Recorder::subscribe(&*server);
+    let disable = KeyUpdate {
+        disabled_at: Some(Some(OffsetDateTime::now_utc())),
+        ..KeyUpdate::default()
+    };
+    cli.update(key.record.id, &disable).await.unwrap();
+    eventually("the server to hear of the edit", || async {
+        heard.seen().contains(&KeyChange::Updated(key.record.id))
+    })
+    .await;
+    let err = v.verify(key.token.expose_secret()).await.unwrap_err();
+    assert_eq!(err.reason(), RejectReason::Disabled);
+    assert!(server.changes().is_in_sync());
+}
+
+#[tokio::test]
 async fn changes_through_another_store_on_the_file_are_seen_without_reading_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use auth_core::*;
 use support::*;
@@ -108,6 +108,13 @@ macro_rules! suite {
             update_hash_and_check,
             audit_query_and_purge,
             audit_usage_per_bucket,
+            policy_fields_round_trip,
+            update_changes_only_what_is_given,
+            disabled_keys_are_refused_until_enabled,
+            edits_reach_the_verifiers_context,
+            last_used_ip_comes_with_the_latest_use,
+            credits_spend_down_and_refill,
+            concurrent_spends_never_overspend,
         );
     };
 }
@@ -133,6 +140,13 @@ fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
         replaced_by: None,
         check: None,
         created_by: None,
+        meta: Default::default(),
+        external_id: None,
+        disabled_at: None,
+        ip_allowlist: Vec::new(),
+        last_used_ip: None,
+        rate_limit: None,
+        credits: None,
     }
 }
 
@@ -145,6 +159,41 @@ fn issuing(keys: &Arc<dyn KeyStore>) -> (KeyIssuer, Verifier, Arc<ManualClock>) 
         .clock(clock.clone())
         .build();
     (issuer, verifier, clock)
+}
+
+/// A record using every policy field.
+fn with_policy(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
+    let meta = serde_json::json!({
+        "plan": "pro",
+        "seats": 3,
+        "tags": ["ci", "eu"],
+        "nested": {"ok": true, "ratio": 0.5, "none": null},
+        "unicode": "Zürich ☃"
+    });
+    KeyRecord {
+        meta: meta.as_object().unwrap().clone(),
+        external_id: Some("cust_42/é".into()),
+        disabled_at: Some(created_at + time::Duration::minutes(3)),
+        ip_allowlist: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+            "198.51.100.7/32".parse().unwrap(),
+        ],
+        last_used_ip: Some("2001:db8::1".parse().unwrap()),
+        rate_limit: Some(rate_limit(100, 60)),
+        credits: Some(Credits::new(41, created_at).with_refill(Refill {
+            amount: 50,
+            every: RefillEvery::Month,
+        })),
+        ..record(owner, created_at)
+    }
+}
+
+fn rate_limit(limit: u32, period_seconds: u32) -> KeyRateLimit {
+    KeyRateLimit {
+        limit: NonZeroU32::new(limit).unwrap(),
+        period_seconds: NonZeroU32::new(period_seconds).unwrap(),
+    }
 }
 
 fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
@@ -394,10 +443,10 @@ mod cases {
         let t = |s| T0 + time::Duration::seconds(s);
         b.keys
             .record_use(&[
-                (x.id, t(20)),
-                (y.id, t(10)),
-                (x.id, t(15)),
-                (KeyId::random(), t(5)),
+                KeyUse::new(x.id, t(20)),
+                KeyUse::new(y.id, t(10)),
+                KeyUse::new(x.id, t(15)),
+                KeyUse::new(KeyId::random(), t(5)),
             ])
             .await
             .unwrap();
@@ -410,7 +459,7 @@ mod cases {
             Some(t(10))
         );
         // Older reports never move it back.
-        b.keys.record_use(&[(x.id, t(1))]).await.unwrap();
+        b.keys.record_use(&[KeyUse::new(x.id, t(1))]).await.unwrap();
         assert_eq!(
             b.keys.get(x.id).await.unwrap().unwrap().last_used_at,
             Some(t(20))
@@ -731,5 +780,421 @@ mod cases {
             .unwrap();
         assert_eq!(left.events.len(), 3);
         assert!(b.audit.query(&q).await.unwrap().events.is_empty());
+    }
+
+    pub async fn policy_fields_round_trip(b: &Backend) {
+        let full = with_policy("alice", T0);
+        b.keys.insert(&full).await.unwrap();
+        assert_eq!(b.keys.get(full.id).await.unwrap(), Some(full.clone()));
+        let unlimited_refill = KeyRecord {
+            credits: Some(Credits::new(0, T0)),
+            rate_limit: Some(rate_limit(u32::MAX, u32::MAX)),
+            ..record("alice", T0 + time::Duration::seconds(1))
+        };
+        b.keys.insert(&unlimited_refill).await.unwrap();
+        assert_eq!(
+            b.keys.list_by_owner("alice").await.unwrap(),
+            vec![unlimited_refill.clone(), full.clone()]
+        );
+
+        let listed = full.metadata_at(T0, DEFAULT_EXPIRING_WITHIN);
+        assert_eq!(listed.state, KeyState::Disabled);
+        assert_eq!(listed.meta, full.meta);
+        assert_eq!(listed.external_id.as_deref(), Some("cust_42/é"));
+        assert_eq!(listed.ip_allowlist, full.ip_allowlist);
+        assert_eq!(listed.last_used_ip, full.last_used_ip);
+        assert_eq!(listed.credits, full.credits);
+        let json = serde_json::to_value(&listed).unwrap();
+        assert_eq!(json["state"], "disabled");
+        assert_eq!(json["ip_allowlist"][1], "2001:db8::/32");
+        assert_eq!(
+            json["rate_limit"],
+            serde_json::json!({"limit": 100, "period_seconds": 60})
+        );
+        assert_eq!(
+            json["credits"]["refill"],
+            serde_json::json!({"amount": 50, "every": "month"})
+        );
+        assert!(json.get("hash").is_none());
+    }
+
+    pub async fn update_changes_only_what_is_given(b: &Backend) {
+        let original = record("alice", T0);
+        b.keys.insert(&original).await.unwrap();
+        let changes = Recorder::subscribe(&*b.keys);
+        let policy = with_policy("alice", T0);
+        let updates = [
+            KeyUpdate {
+                name: Some("renamed".into()),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                scopes: Some(ScopeSet::parse(["hub-protocol.read"]).unwrap()),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                expires_at: Some(Some(T0 + time::Duration::days(2))),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                meta: Some(policy.meta.clone()),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                external_id: Some(policy.external_id.clone()),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                disabled_at: Some(Some(T0 + time::Duration::seconds(9))),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                ip_allowlist: Some(policy.ip_allowlist.clone()),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                rate_limit: Some(policy.rate_limit),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate {
+                credits: Some(policy.credits),
+                ..KeyUpdate::default()
+            },
+            // Everything cleared again in one edit.
+            KeyUpdate {
+                expires_at: Some(None),
+                meta: Some(Default::default()),
+                external_id: Some(None),
+                disabled_at: Some(None),
+                ip_allowlist: Some(Vec::new()),
+                rate_limit: Some(None),
+                credits: Some(None),
+                ..KeyUpdate::default()
+            },
+            KeyUpdate::default(),
+        ];
+        let mut expected = original.clone();
+        for u in &updates {
+            u.apply_to(&mut expected);
+            let heard = changes.seen().len();
+            let returned = b.keys.update(original.id, u).await.unwrap();
+            // Published before returning (a shared store may also hear
+            // its own announcement back later).
+            assert!(
+                changes.seen().len() > heard,
+                "no change published for {u:?}"
+            );
+            assert_eq!(returned, expected, "after {u:?}");
+            assert_eq!(
+                b.keys.get(original.id).await.unwrap(),
+                Some(expected.clone())
+            );
+        }
+        assert_eq!(expected.name, "renamed");
+        assert_eq!(expected.meta, Default::default());
+        assert_eq!(expected.credits, None);
+        assert!(changes
+            .seen()
+            .iter()
+            .all(|c| *c == KeyChange::Updated(original.id)));
+        assert_eq!(
+            b.keys.update(KeyId::random(), &updates[0]).await,
+            Err(StoreError::NotFound)
+        );
+    }
+
+    pub async fn disabled_keys_are_refused_until_enabled(b: &Backend) {
+        let (issuer, verifier, _clock) = issuing(&b.keys);
+        let key = issuer.issue(new_key("alice")).await.unwrap();
+        verifier.verify(key.token.expose_secret()).await.unwrap();
+        let disable = KeyUpdate {
+            disabled_at: Some(Some(T0)),
+            ..KeyUpdate::default()
+        };
+        let stored = b.keys.update(key.record.id, &disable).await.unwrap();
+        assert_eq!(stored.disabled_at, Some(T0));
+        // The very next request: the cached entry is gone.
+        let err = verifier
+            .verify(key.token.expose_secret())
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), RejectReason::Disabled);
+        assert_eq!(err.reason().as_str(), "disabled");
+        // From outside, the same answer as a key that does not exist.
+        let unknown = AuthError::unauthorized(RejectReason::UnknownKey);
+        assert_eq!(
+            ErrorFormat::Flat.render(&err).body(),
+            ErrorFormat::Flat.render(&unknown).body()
+        );
+        assert_eq!(err.status(), unknown.status());
+        // A cold verifier reads it from the store.
+        let (_, cold, _) = issuing(&b.keys);
+        assert_eq!(
+            reason(cold.verify(key.token.expose_secret()).await),
+            RejectReason::Disabled
+        );
+        // A disabled key cannot be rotated into a working one.
+        assert!(matches!(
+            issuer.rotate(key.record.id, Duration::ZERO).await,
+            Err(IssueError::Conflict(_))
+        ));
+        let replacement = record("alice", T0);
+        assert!(matches!(
+            b.keys.rotate(key.record.id, T0, T0, &replacement).await,
+            Err(StoreError::Conflict(_))
+        ));
+
+        let enable = KeyUpdate {
+            disabled_at: Some(None),
+            ..KeyUpdate::default()
+        };
+        b.keys.update(key.record.id, &enable).await.unwrap();
+        verifier.verify(key.token.expose_secret()).await.unwrap();
+        cold.verify(key.token.expose_secret()).await.unwrap();
+    }
+
+    pub async fn edits_reach_the_verifiers_context(b: &Backend) {
+        let (issuer, verifier, _clock) = issuing(&b.keys);
+        let key = issuer
+            .issue(new_key("alice").policy(KeyPolicy {
+                external_id: Some("cust_1".into()),
+                ..KeyPolicy::default()
+            }))
+            .await
+            .unwrap();
+        let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
+        assert_eq!(ctx.external_id(), Some("cust_1"));
+        assert!(ctx.meta().is_none() && ctx.ip_allowlist().is_empty());
+
+        let policy = with_policy("alice", T0);
+        let edit = KeyUpdate {
+            scopes: Some(ScopeSet::empty()),
+            meta: Some(policy.meta.clone()),
+            external_id: Some(Some("cust_2".into())),
+            ip_allowlist: Some(policy.ip_allowlist.clone()),
+            rate_limit: Some(policy.rate_limit),
+            credits: Some(policy.credits),
+            ..KeyUpdate::default()
+        };
+        b.keys.update(key.record.id, &edit).await.unwrap();
+        let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
+        assert!(!ctx.scopes().has("read"));
+        assert_eq!(ctx.external_id(), Some("cust_2"));
+        assert_eq!(ctx.meta(), Some(&policy.meta));
+        assert_eq!(ctx.ip_allowlist(), &policy.ip_allowlist[..]);
+        assert_eq!(ctx.key_rate_limit(), policy.rate_limit);
+        assert_eq!(ctx.credits(), policy.credits.as_ref());
+
+        // A key without a policy carries none.
+        let plain = issuer.issue(new_key("alice")).await.unwrap();
+        let ctx = verifier.verify(plain.token.expose_secret()).await.unwrap();
+        assert!(ctx.key_policy().is_none());
+
+        // Rotation keeps the policy, and the credits as they stand.
+        let rotated = issuer.rotate(key.record.id, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            KeyPolicy::of(&rotated.record),
+            KeyPolicy::of(&b.keys.get(key.record.id).await.unwrap().unwrap())
+        );
+        let stored = b.keys.get(rotated.record.id).await.unwrap().unwrap();
+        assert_eq!(stored.credits, policy.credits);
+        assert_eq!(stored.external_id.as_deref(), Some("cust_2"));
+    }
+
+    pub async fn last_used_ip_comes_with_the_latest_use(b: &Backend) {
+        let x = record("alice", T0);
+        b.keys.insert(&x).await.unwrap();
+        let t = |s| T0 + time::Duration::seconds(s);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        b.keys
+            .record_use(&[
+                KeyUse::new(x.id, t(20)).from_ip(ip("203.0.113.20")),
+                KeyUse::new(x.id, t(30)).from_ip(ip("2001:db8::30")),
+                KeyUse::new(x.id, t(10)).from_ip(ip("203.0.113.10")),
+            ])
+            .await
+            .unwrap();
+        let stored = b.keys.get(x.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_used_at, Some(t(30)));
+        assert_eq!(stored.last_used_ip, Some(ip("2001:db8::30")));
+        // An older use never moves the address back.
+        b.keys
+            .record_use(&[KeyUse::new(x.id, t(25)).from_ip(ip("203.0.113.25"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            b.keys.get(x.id).await.unwrap().unwrap().last_used_ip,
+            Some(ip("2001:db8::30"))
+        );
+        // A later use without an address keeps the last known one.
+        b.keys
+            .record_use(&[KeyUse::new(x.id, t(40))])
+            .await
+            .unwrap();
+        let stored = b.keys.get(x.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_used_at, Some(t(40)));
+        assert_eq!(stored.last_used_ip, Some(ip("2001:db8::30")));
+        b.keys
+            .record_use(&[KeyUse::new(x.id, t(50)).from_ip(ip("198.51.100.50"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            b.keys.get(x.id).await.unwrap().unwrap().last_used_ip,
+            Some(ip("198.51.100.50"))
+        );
+    }
+
+    pub async fn credits_spend_down_and_refill(b: &Backend) {
+        let unlimited = record("alice", T0);
+        b.keys.insert(&unlimited).await.unwrap();
+        assert_eq!(
+            b.keys.spend_credit(unlimited.id, T0).await,
+            Ok(CreditSpend::Unlimited)
+        );
+        assert_eq!(
+            b.keys.spend_credit(KeyId::random(), T0).await,
+            Err(StoreError::NotFound)
+        );
+
+        let once = KeyRecord {
+            credits: Some(Credits::new(2, T0)),
+            ..record("alice", T0)
+        };
+        b.keys.insert(&once).await.unwrap();
+        let spend = |id, at| {
+            let keys = b.keys.clone();
+            async move { keys.spend_credit(id, at).await.unwrap() }
+        };
+        assert_eq!(
+            spend(once.id, T0).await,
+            CreditSpend::Spent { remaining: 1 }
+        );
+        assert_eq!(
+            spend(once.id, T0).await,
+            CreditSpend::Spent { remaining: 0 }
+        );
+        assert_eq!(spend(once.id, T0).await, CreditSpend::Exhausted);
+        let later = T0 + time::Duration::days(400);
+        assert_eq!(spend(once.id, later).await, CreditSpend::Exhausted);
+        let stored = b.keys.get(once.id).await.unwrap().unwrap();
+        assert_eq!(stored.credits, Some(Credits::new(0, T0)));
+
+        // Daily refill: 10:30 on day one, exhausted, back at midnight.
+        let t = T0 + time::Duration::minutes(630);
+        let daily = KeyRecord {
+            credits: Some(Credits::new(1, t).with_refill(Refill {
+                amount: 3,
+                every: RefillEvery::Day,
+            })),
+            ..record("alice", T0)
+        };
+        b.keys.insert(&daily).await.unwrap();
+        assert_eq!(
+            spend(daily.id, t).await,
+            CreditSpend::Spent { remaining: 0 }
+        );
+        let before_midnight = T0 + time::Duration::days(1) - time::Duration::seconds(1);
+        assert_eq!(
+            spend(daily.id, before_midnight).await,
+            CreditSpend::Exhausted
+        );
+        let next_day = T0 + time::Duration::days(1) + time::Duration::hours(5);
+        assert_eq!(
+            spend(daily.id, next_day).await,
+            CreditSpend::Spent { remaining: 2 }
+        );
+        assert_eq!(
+            spend(daily.id, next_day).await,
+            CreditSpend::Spent { remaining: 1 }
+        );
+        let stored = b
+            .keys
+            .get(daily.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credits
+            .unwrap();
+        assert_eq!(stored.remaining, 1);
+        assert_eq!(stored.refilled_at, T0 + time::Duration::days(1));
+        // Hourly, weekly and monthly periods refill at their own boundaries.
+        for (every, before, after) in [
+            (
+                RefillEvery::Hour,
+                time::Duration::minutes(59),
+                time::Duration::minutes(60),
+            ),
+            // T0 is a Thursday: the next week starts on Monday the 5th.
+            (
+                RefillEvery::Week,
+                time::Duration::days(3),
+                time::Duration::days(4),
+            ),
+            (
+                RefillEvery::Month,
+                time::Duration::days(30),
+                time::Duration::days(31),
+            ),
+        ] {
+            let k = KeyRecord {
+                credits: Some(Credits::new(0, T0).with_refill(Refill { amount: 5, every })),
+                ..record("alice", T0)
+            };
+            b.keys.insert(&k).await.unwrap();
+            assert_eq!(
+                spend(k.id, T0 + before).await,
+                CreditSpend::Exhausted,
+                "{every:?}"
+            );
+            assert_eq!(
+                spend(k.id, T0 + after).await,
+                CreditSpend::Spent { remaining: 4 },
+                "{every:?}"
+            );
+        }
+        // Spending changes nothing a verifier caches: nothing is published.
+        let changes = Recorder::subscribe(&*b.keys);
+        assert_eq!(
+            spend(daily.id, next_day).await,
+            CreditSpend::Spent { remaining: 0 }
+        );
+        assert!(changes.seen().is_empty());
+    }
+
+    pub async fn concurrent_spends_never_overspend(b: &Backend) {
+        let k = KeyRecord {
+            credits: Some(Credits::new(5, T0)),
+            ..record("alice", T0)
+        };
+        b.keys.insert(&k).await.unwrap();
+        let attempts: Vec<_> = (0..16)
+            .map(|_| {
+                let keys = b.keys.clone();
+                tokio::spawn(async move { keys.spend_credit(k.id, T0).await.unwrap() })
+            })
+            .collect();
+        let mut left = Vec::new();
+        let mut exhausted = 0;
+        for a in attempts {
+            match a.await.unwrap() {
+                CreditSpend::Spent { remaining } => left.push(remaining),
+                CreditSpend::Exhausted => exhausted += 1,
+                CreditSpend::Unlimited => panic!("credits lost"),
+            }
+        }
+        left.sort_unstable();
+        assert_eq!(left, vec![0, 1, 2, 3, 4]);
+        assert_eq!(exhausted, 11);
+        assert_eq!(
+            b.keys
+                .get(k.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .credits
+                .unwrap()
+                .remaining,
+            0
+        );
     }
 }

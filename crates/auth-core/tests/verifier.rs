@@ -75,7 +75,19 @@ impl KeyStore for CountingStore {
         self.check()?;
         self.inner.update_hash_and_check(id, hash, check).await
     }
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.check()?;
+        self.inner.update(id, update).await
+    }
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        self.check()?;
+        self.inner.spend_credit(id, now).await
+    }
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_use(uses).await
     }

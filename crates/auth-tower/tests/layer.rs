@@ -15,8 +15,9 @@ use std::{
 use async_trait::async_trait;
 use auth_core::{
     mint_token, AuditEvent, AuditLog, AuditOutcome, AuditQuery, AuthContext, ChangeFeed,
-    ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore, MemoryAuditLog, MemoryKeyStore, NewKey,
-    Principal, RejectReason, ScopeSet, SecretHasher, StoreError, TokenPrefix, Verifier,
+    CreditSpend, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore, KeyUpdate, KeyUse,
+    MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher,
+    StoreError, TokenPrefix, Verifier,
 };
 use auth_tower::{
     AuthLayer, AuthMakeSpan, AuthRealm, CredentialSource, RenderAuthError, ResolveError, Subject,
@@ -328,7 +329,13 @@ impl KeyStore for DownStore {
     async fn update_hash(&self, _: KeyId, _: &str) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
-    async fn record_use(&self, _: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+    async fn update(&self, _: KeyId, _: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn spend_credit(&self, _: KeyId, _: OffsetDateTime) -> Result<CreditSpend, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn record_use(&self, _: &[KeyUse]) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     fn changes(&self) -> &ChangeFeed {

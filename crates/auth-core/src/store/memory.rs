@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use time::OffsetDateTime;
 
-use super::{ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError};
-use crate::{KeyId, SecretCheck};
+use super::{ChangeFeed, KeyChange, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError};
+use crate::{CreditSpend, KeyId, SecretCheck};
 
 /// Keys in memory. Lost on restart.
 ///
@@ -108,6 +108,29 @@ impl KeyStore for MemoryKeyStore {
         Ok(())
     }
 
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let record = {
+            let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+            update.apply_to(&mut r);
+            r.clone()
+        };
+        self.changes.publish(&KeyChange::Updated(id));
+        Ok(record)
+    }
+
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        // The shard lock makes refill-and-spend atomic.
+        let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+        Ok(match &mut r.credits {
+            Some(credits) => credits.spend(now),
+            None => CreditSpend::Unlimited,
+        })
+    }
+
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
         r.hash = hash.to_owned();
@@ -126,11 +149,14 @@ impl KeyStore for MemoryKeyStore {
         Ok(())
     }
 
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
-        for (id, at) in uses {
-            if let Some(mut r) = self.keys.get_mut(id) {
-                if r.last_used_at.is_none_or(|t| t < *at) {
-                    r.last_used_at = Some(*at);
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
+        for u in uses {
+            if let Some(mut r) = self.keys.get_mut(&u.id) {
+                if r.last_used_at.is_none_or(|t| t < u.at) {
+                    r.last_used_at = Some(u.at);
+                    if u.ip.is_some() {
+                        r.last_used_ip = u.ip;
+                    }
                 }
             }
         }

@@ -14,6 +14,8 @@ mod audit_writer;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod change_payload;
 mod changes;
+mod key_state;
+mod key_update;
 mod memory;
 mod open;
 #[cfg(feature = "postgres")]
@@ -44,6 +46,9 @@ use time::OffsetDateTime;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use audit_writer::AuditBatching;
 pub use changes::{ChangeFeed, ChangeListener, KeyChange};
+pub use key_state::KeyState;
+pub(crate) use key_update::later_use;
+pub use key_update::{KeyUpdate, KeyUse};
 pub use memory::MemoryKeyStore;
 pub use open::{open_store, OpenedStore};
 #[cfg(feature = "postgres")]
@@ -52,7 +57,7 @@ pub use postgres::{PostgresKeyStore, PostgresOptions};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres_audit::PostgresAuditLog;
-pub use record::{KeyMetadata, KeyRecord};
+pub use record::{KeyMetadata, KeyRecord, DEFAULT_EXPIRING_WITHIN};
 pub use retention::spawn_audit_retention;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -61,7 +66,7 @@ pub use sqlite::SqliteKeyStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite_audit::SqliteAuditLog;
 
-use crate::{KeyId, SecretCheck};
+use crate::{CreditSpend, KeyId, SecretCheck};
 
 /// A store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,9 +87,11 @@ pub enum StoreError {
 
 /// Where key records live.
 ///
-/// Implementations publish every successful `insert`, `revoke` and `rotate`
-/// on [`KeyStore::changes`] before returning. `update_hash` and
-/// `record_use` do not change whether a key works and publish nothing.
+/// Implementations publish every successful `insert`, `update`, `revoke` and
+/// `rotate` on [`KeyStore::changes`] before returning, and stores shared by
+/// several processes carry them to the others. `update_hash`, `record_use`
+/// and `spend_credit` do not change what a verifier caches and publish
+/// nothing.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Stores a new key. Durable when it returns.
@@ -114,6 +121,22 @@ pub trait KeyStore: Send + Sync + 'static {
         new: &KeyRecord,
     ) -> Result<(), StoreError>;
 
+    /// Applies a partial edit and returns the record as stored
+    /// ([`StoreError::NotFound`] if there is no such key). Publishes
+    /// [`KeyChange::Updated`] before returning, so every verifier drops the
+    /// key from its cache and reads the new record on its next use (a
+    /// disabled key is refused on the very next request).
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError>;
+
+    /// Spends one of the key's credits at `now`, atomically across every
+    /// instance sharing the store: first refilled if a refill period began
+    /// since the last refill (`remaining = amount`, `refilled_at` = the
+    /// period's start), then decremented unless it is zero.
+    /// [`CreditSpend::Unlimited`] for a key without credits;
+    /// [`StoreError::NotFound`] if there is no such key. Publishes nothing.
+    async fn spend_credit(&self, id: KeyId, now: OffsetDateTime)
+        -> Result<CreditSpend, StoreError>;
+
     /// Replaces the hash after a re-hash with other parameters.
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError>;
 
@@ -134,8 +157,9 @@ pub trait KeyStore: Send + Sync + 'static {
         self.update_hash(id, hash).await
     }
 
-    /// Records last uses, batched. Later times win.
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError>;
+    /// Records last uses, batched. Later times win, and bring their address
+    /// with them (a use without an address keeps the one stored).
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError>;
 
     /// The feed of changes for caches.
     fn changes(&self) -> &ChangeFeed;

@@ -11,17 +11,20 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
+    change_payload,
     postgres_audit::PostgresAuditLog,
     postgres_listener::{self, ListenerHandle, CHANNEL},
     sql::{self, store_error},
-    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError,
+    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError,
 };
-use crate::{KeyId, Principal, SecretCheck};
+use crate::{CreditSpend, KeyId, Principal, SecretCheck};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by, \
+    meta, external_id, disabled_at, ip_allowlist, last_used_ip, rate_limit, rate_limit_period_seconds, \
+    credits_remaining, credits_refill_amount, credits_refill_every, credits_refilled_at";
 
 /// Settings for [`PostgresKeyStore::connect_with`].
 ///
@@ -285,12 +288,32 @@ fn decode(row: &PgRow) -> Result<KeyRecord, StoreError> {
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(get)?)?,
         check: sql::check(row.try_get("secret_check").map_err(get)?)?,
         created_by: sql::opt_key_id(row.try_get("created_by").map_err(get)?)?,
+        meta: sql::meta(row.try_get("meta").map_err(get)?)?,
+        external_id: row.try_get("external_id").map_err(get)?,
+        disabled_at: row.try_get("disabled_at").map_err(get)?,
+        ip_allowlist: sql::ip_allowlist(
+            row.try_get::<Vec<String>, _>("ip_allowlist").map_err(get)?,
+        )?,
+        last_used_ip: sql::last_used_ip(row.try_get("last_used_ip").map_err(get)?)?,
+        rate_limit: sql::rate_limit(
+            row.try_get("rate_limit").map_err(get)?,
+            row.try_get("rate_limit_period_seconds").map_err(get)?,
+        )?,
+        credits: sql::credits(
+            row.try_get("credits_remaining").map_err(get)?,
+            row.try_get("credits_refill_amount").map_err(get)?,
+            row.try_get("credits_refill_every").map_err(get)?,
+            row.try_get("credits_refilled_at").map_err(get)?,
+        )?,
     })
 }
 
 async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), StoreError> {
+    let (rate_limit, rate_limit_period) = sql::rate_limit_columns(r.rate_limit);
+    let credits = sql::credit_columns(r.credits);
     sqlx::query(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
@@ -306,6 +329,17 @@ async fn insert_record(conn: &mut PgConnection, r: &KeyRecord) -> Result<(), Sto
     .bind(r.replaced_by.map(|k| k.to_string()))
     .bind(r.check.map(|c| i64::from(c.as_u32())))
     .bind(r.created_by.map(|k| k.to_string()))
+    .bind(sql::meta_text(&r.meta))
+    .bind(&r.external_id)
+    .bind(r.disabled_at)
+    .bind(sql::ip_allowlist_text(&r.ip_allowlist))
+    .bind(r.last_used_ip.map(|ip| ip.to_string()))
+    .bind(rate_limit)
+    .bind(rate_limit_period)
+    .bind(credits.remaining)
+    .bind(credits.refill_amount)
+    .bind(credits.refill_every)
+    .bind(credits.refilled_at)
     .execute(conn)
     .await
     .map_err(store_error)?;
@@ -376,7 +410,7 @@ impl KeyStore for PostgresKeyStore {
         // then re-checks the condition and matches nothing.
         let updated = sqlx::query(
             "UPDATE api_keys SET revoked_at = LEAST(revoked_at, $1), replaced_by = $2 \
-             WHERE id = $3 AND replaced_by IS NULL \
+             WHERE id = $3 AND replaced_by IS NULL AND disabled_at IS NULL \
              AND (revoked_at IS NULL OR revoked_at > $4) AND (expires_at IS NULL OR expires_at > $4)",
         )
         .bind(old_ends_at)
@@ -395,7 +429,7 @@ impl KeyStore for PostgresKeyStore {
                 .map_err(store_error)?
                 .is_some();
             return Err(if exists {
-                StoreError::Conflict("key is revoked, expired or already rotated".into())
+                StoreError::Conflict("key is revoked, expired, disabled or already rotated".into())
             } else {
                 StoreError::NotFound
             });
@@ -411,6 +445,83 @@ impl KeyStore for PostgresKeyStore {
         self.changes.publish(&KeyChange::Revoked(old));
         self.changes.publish(&KeyChange::Updated(new.id));
         Ok(())
+    }
+
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let (rate_limit, rate_limit_period) = sql::rate_limit_columns(update.rate_limit.flatten());
+        let credits = sql::credit_columns(update.credits.flatten());
+        // One statement: the notification goes out exactly when the edit commits.
+        let statement = format!(
+            "WITH u AS ({}) SELECT {COLUMNS}, pg_notify($24, $25) FROM u",
+            sql::update_statement('$', COLUMNS)
+        );
+        let row = sqlx::query(&statement)
+            .bind(update.name.is_some())
+            .bind(&update.name)
+            .bind(update.scopes.is_some())
+            .bind(update.scopes.as_ref().map(|s| s.iter().collect::<Vec<_>>()))
+            .bind(update.expires_at.is_some())
+            .bind(update.expires_at.flatten())
+            .bind(update.meta.is_some())
+            .bind(update.meta.as_ref().map(sql::meta_text))
+            .bind(update.external_id.is_some())
+            .bind(update.external_id.clone().flatten())
+            .bind(update.disabled_at.is_some())
+            .bind(update.disabled_at.flatten())
+            .bind(update.ip_allowlist.is_some())
+            .bind(update.ip_allowlist.as_deref().map(sql::ip_allowlist_text))
+            .bind(update.rate_limit.is_some())
+            .bind(rate_limit)
+            .bind(rate_limit_period)
+            .bind(update.credits.is_some())
+            .bind(credits.remaining)
+            .bind(credits.refill_amount)
+            .bind(credits.refill_every)
+            .bind(credits.refilled_at)
+            .bind(id.to_string())
+            .bind(CHANNEL)
+            .bind(change_payload::updated(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+        let record = decode(&row)?;
+        self.changes.publish(&KeyChange::Updated(id));
+        Ok(record)
+    }
+
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        let [hour, day, week, month] = sql::period_starts(now);
+        // The row lock serialises concurrent spends across instances.
+        let spent: Option<i64> = sqlx::query_scalar(&sql::spend_credit_statement('$'))
+            .bind(id.to_string())
+            .bind(hour)
+            .bind(day)
+            .bind(week)
+            .bind(month)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if let Some(remaining) = spent {
+            let remaining =
+                u64::try_from(remaining).map_err(|_| sql::corrupt("negative credits"))?;
+            return Ok(CreditSpend::Spent { remaining });
+        }
+        let unlimited: Option<bool> =
+            sqlx::query_scalar("SELECT credits_remaining IS NULL FROM api_keys WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+        match unlimited {
+            None => Err(StoreError::NotFound),
+            Some(true) => Ok(CreditSpend::Unlimited),
+            Some(false) => Ok(CreditSpend::Exhausted),
+        }
     }
 
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
@@ -447,22 +558,26 @@ impl KeyStore for PostgresKeyStore {
         Ok(())
     }
 
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         if uses.is_empty() {
             return Ok(());
         }
-        let (ids, times): (Vec<String>, Vec<OffsetDateTime>) = sql::latest_uses(uses)
-            .into_iter()
-            .map(|(id, at)| (id.to_string(), at))
-            .unzip();
+        let latest = sql::latest_uses(uses);
+        let ids: Vec<String> = latest.iter().map(|u| u.id.to_string()).collect();
+        let times: Vec<OffsetDateTime> = latest.iter().map(|u| u.at).collect();
+        let ips: Vec<Option<String>> = latest
+            .iter()
+            .map(|u| u.ip.map(|ip| ip.to_string()))
+            .collect();
         // The whole batch in one statement.
         sqlx::query(
-            "UPDATE api_keys AS k SET last_used_at = u.at \
-             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(id, at) \
+            "UPDATE api_keys AS k SET last_used_at = u.at, last_used_ip = coalesce(u.ip, k.last_used_ip) \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS u(id, at, ip) \
              WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)",
         )
         .bind(ids)
         .bind(times)
+        .bind(ips)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;

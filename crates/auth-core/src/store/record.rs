@@ -1,11 +1,18 @@
 //! What a store keeps about a key: metadata and an argon2 hash, never the plaintext.
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
 
+use ipnet::IpNet;
 use serde::Serialize;
-use time::OffsetDateTime;
+use serde_json::{Map, Value};
+use time::{Duration, OffsetDateTime};
 
-use crate::{KeyId, Principal, RejectReason, ScopeSet, SecretCheck};
+use super::KeyState;
+use crate::{Credits, KeyId, KeyRateLimit, Principal, RejectReason, ScopeSet, SecretCheck};
+
+/// How long before its end a key counts as "expiring" in
+/// [`KeyRecord::metadata`]: 7 days.
+pub const DEFAULT_EXPIRING_WITHIN: Duration = Duration::days(7);
 
 /// A stored key.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,6 +47,23 @@ pub struct KeyRecord {
     /// rotation); `None` for keys made from the command line or by a
     /// session-backed owner.
     pub created_by: Option<KeyId>,
+    /// The application's metadata, a JSON object (empty: none; at most
+    /// [`MAX_META_BYTES`](crate::MAX_META_BYTES) serialised).
+    pub meta: Map<String, Value>,
+    /// The application's own id for the key (at most
+    /// [`MAX_EXTERNAL_ID_LEN`](crate::MAX_EXTERNAL_ID_LEN) bytes).
+    pub external_id: Option<String>,
+    /// When the owner disabled the key; `None` while it is enabled. A
+    /// disabled key is refused like an unknown one until enabled again.
+    pub disabled_at: Option<OffsetDateTime>,
+    /// Client networks the key may be used from (empty: any address).
+    pub ip_allowlist: Vec<IpNet>,
+    /// The client address of the last recorded use.
+    pub last_used_ip: Option<IpAddr>,
+    /// The key's own quota, if it has one.
+    pub rate_limit: Option<KeyRateLimit>,
+    /// Uses left, for a usage-limited key; `None`: unlimited.
+    pub credits: Option<Credits>,
 }
 
 impl KeyRecord {
@@ -51,7 +75,35 @@ impl KeyRecord {
         if self.expires_at.is_some_and(|t| t <= now) {
             return Err(RejectReason::Expired);
         }
+        if self.disabled_at.is_some() {
+            return Err(RejectReason::Disabled);
+        }
         Ok(())
+    }
+
+    /// The key's state at `now`; `expiring_within` is the "expiring soon"
+    /// window.
+    pub fn state(&self, now: OffsetDateTime, expiring_within: Duration) -> KeyState {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            return if self.replaced_by.is_some() {
+                KeyState::Replaced
+            } else {
+                KeyState::Revoked
+            };
+        }
+        if self.expires_at.is_some_and(|t| t <= now) {
+            return KeyState::Expired;
+        }
+        if self.disabled_at.is_some() {
+            return KeyState::Disabled;
+        }
+        if self.replaced_by.is_some() {
+            return KeyState::Replaced;
+        }
+        match self.ends() {
+            Some((t, _)) if t - now <= expiring_within => KeyState::Expiring,
+            _ => KeyState::Active,
+        }
     }
 
     /// The first moment the key stops working, and why.
@@ -70,9 +122,16 @@ impl KeyRecord {
         self.hint.split_once('…').map(|(p, _)| p)
     }
 
-    /// The public view: everything but the hash.
+    /// The public view: everything but the hash, with the state at the
+    /// system clock's now and [`DEFAULT_EXPIRING_WITHIN`].
     pub fn metadata(&self) -> KeyMetadata {
+        self.metadata_at(OffsetDateTime::now_utc(), DEFAULT_EXPIRING_WITHIN)
+    }
+
+    /// The public view, with the state at `now`.
+    pub fn metadata_at(&self, now: OffsetDateTime, expiring_within: Duration) -> KeyMetadata {
         KeyMetadata {
+            state: self.state(now, expiring_within),
             id: self.id,
             name: self.name.clone(),
             owner: self.owner.user_id().to_owned(),
@@ -85,6 +144,13 @@ impl KeyRecord {
             revoked_at: self.revoked_at,
             replaced_by: self.replaced_by,
             created_by: self.created_by,
+            meta: self.meta.clone(),
+            external_id: self.external_id.clone(),
+            disabled_at: self.disabled_at,
+            ip_allowlist: self.ip_allowlist.clone(),
+            last_used_ip: self.last_used_ip,
+            rate_limit: self.rate_limit,
+            credits: self.credits,
         }
     }
 }
@@ -105,6 +171,13 @@ impl fmt::Debug for KeyRecord {
             .field("replaced_by", &self.replaced_by)
             .field("check", &self.check.map(|_| "[set]"))
             .field("created_by", &self.created_by)
+            .field("meta", &self.meta)
+            .field("external_id", &self.external_id)
+            .field("disabled_at", &self.disabled_at)
+            .field("ip_allowlist", &self.ip_allowlist)
+            .field("last_used_ip", &self.last_used_ip)
+            .field("rate_limit", &self.rate_limit)
+            .field("credits", &self.credits)
             .finish()
     }
 }
@@ -114,6 +187,9 @@ impl fmt::Debug for KeyRecord {
 pub struct KeyMetadata {
     /// Public id.
     pub id: KeyId,
+    /// Where the key stands: `active`, `expiring`, `expired`, `revoked`,
+    /// `disabled` or `replaced`.
+    pub state: KeyState,
     /// Label.
     pub name: String,
     /// Owner's user id.
@@ -143,4 +219,125 @@ pub struct KeyMetadata {
     /// The key that created this one; `null` for keys made from the command
     /// line or by a session-backed owner.
     pub created_by: Option<KeyId>,
+    /// The application's metadata (`{}`: none).
+    pub meta: Map<String, Value>,
+    /// The application's own id for the key.
+    pub external_id: Option<String>,
+    /// When the key was disabled; `null` while enabled.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub disabled_at: Option<OffsetDateTime>,
+    /// Client networks the key may be used from (`[]`: any).
+    pub ip_allowlist: Vec<IpNet>,
+    /// The client address of the last recorded use.
+    pub last_used_ip: Option<IpAddr>,
+    /// The key's own quota.
+    pub rate_limit: Option<KeyRateLimit>,
+    /// Uses left, for a usage-limited key (`null`: unlimited).
+    pub credits: Option<Credits>,
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    fn key() -> KeyRecord {
+        KeyRecord {
+            id: KeyId::random(),
+            owner: Principal::user("alice"),
+            name: "ci".into(),
+            scopes: ScopeSet::empty(),
+            created_at: NOW - Duration::days(30),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            hint: "st_…abcd".into(),
+            hash: "$argon2id$".into(),
+            replaced_by: None,
+            check: None,
+            created_by: None,
+            meta: Map::new(),
+            external_id: None,
+            disabled_at: None,
+            ip_allowlist: Vec::new(),
+            last_used_ip: None,
+            rate_limit: None,
+            credits: None,
+        }
+    }
+
+    #[test]
+    fn states() {
+        let week = DEFAULT_EXPIRING_WITHIN;
+        let state = |r: KeyRecord| r.state(NOW, week);
+        assert_eq!(state(key()), KeyState::Active);
+        let expiring = KeyRecord {
+            expires_at: Some(NOW + Duration::days(7)),
+            ..key()
+        };
+        assert_eq!(state(expiring.clone()), KeyState::Expiring);
+        assert_eq!(expiring.state(NOW, Duration::days(6)), KeyState::Active);
+        assert_eq!(
+            state(KeyRecord {
+                expires_at: Some(NOW + Duration::days(8)),
+                ..key()
+            }),
+            KeyState::Active
+        );
+        assert_eq!(
+            state(KeyRecord {
+                expires_at: Some(NOW),
+                ..key()
+            }),
+            KeyState::Expired
+        );
+        assert_eq!(
+            state(KeyRecord {
+                revoked_at: Some(NOW - Duration::seconds(1)),
+                disabled_at: Some(NOW - Duration::days(1)),
+                ..key()
+            }),
+            KeyState::Revoked
+        );
+        let disabled = KeyRecord {
+            disabled_at: Some(NOW - Duration::days(1)),
+            ..key()
+        };
+        assert_eq!(state(disabled.clone()), KeyState::Disabled);
+        assert_eq!(disabled.check_active(NOW), Err(RejectReason::Disabled));
+        assert_eq!(disabled.metadata_at(NOW, week).state, KeyState::Disabled);
+        // Rotated: replaced during the grace period and after it.
+        let rotated = KeyRecord {
+            revoked_at: Some(NOW + Duration::hours(1)),
+            replaced_by: Some(KeyId::random()),
+            ..key()
+        };
+        assert_eq!(state(rotated.clone()), KeyState::Replaced);
+        assert_eq!(
+            rotated.state(NOW + Duration::hours(2), week),
+            KeyState::Replaced
+        );
+        // A revocation set in the future without a rotation is an end too.
+        assert_eq!(
+            state(KeyRecord {
+                revoked_at: Some(NOW + Duration::days(1)),
+                ..key()
+            }),
+            KeyState::Expiring
+        );
+        for s in [
+            KeyState::Active,
+            KeyState::Expiring,
+            KeyState::Expired,
+            KeyState::Revoked,
+            KeyState::Disabled,
+            KeyState::Replaced,
+        ] {
+            assert_eq!(KeyState::from_name(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }

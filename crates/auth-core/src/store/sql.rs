@@ -6,9 +6,15 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::{AuditOutcome, KeyId, RejectReason, ScopeSet, SecretCheck, StoreError};
+use super::KeyUse;
+use crate::{
+    AuditOutcome, Credits, KeyId, KeyRateLimit, Refill, RefillEvery, RejectReason, ScopeSet,
+    SecretCheck, StoreError,
+};
 
 /// Longest request path kept in an audit row; longer ones are cut.
 pub(crate) const MAX_AUDIT_PATH: usize = 1024;
@@ -110,16 +116,193 @@ pub(crate) fn opt_from_micros(us: Option<i64>) -> Result<Option<OffsetDateTime>,
     us.map(from_micros).transpose()
 }
 
-/// Dedupes a batch of uses, keeping the latest time per key: one UPDATE per key.
-pub(crate) fn latest_uses(uses: &[(KeyId, OffsetDateTime)]) -> Vec<(KeyId, OffsetDateTime)> {
+/// Dedupes a batch of uses, keeping the latest per key (with an address,
+/// if any use had one): one UPDATE per key.
+pub(crate) fn latest_uses(uses: &[KeyUse]) -> Vec<KeyUse> {
     let mut latest = std::collections::HashMap::with_capacity(uses.len());
-    for &(id, at) in uses {
-        let t = latest.entry(id).or_insert(at);
-        if at > *t {
-            *t = at;
-        }
+    for &u in uses {
+        let l = latest.entry(u.id).or_insert(u);
+        *l = super::later_use(*l, u);
     }
-    latest.into_iter().collect()
+    latest.into_values().collect()
+}
+
+/// `meta` as stored: a JSON object.
+pub(crate) fn meta_text(meta: &Map<String, Value>) -> String {
+    Value::Object(meta.clone()).to_string()
+}
+
+pub(crate) fn meta(text: &str) -> Result<Map<String, Value>, StoreError> {
+    serde_json::from_str(text).map_err(|_| corrupt("invalid meta"))
+}
+
+/// An allowlist as stored: CIDR strings (`203.0.113.0/24`, `2001:db8::/32`).
+pub(crate) fn ip_allowlist_text(list: &[IpNet]) -> Vec<String> {
+    list.iter().map(IpNet::to_string).collect()
+}
+
+pub(crate) fn ip_allowlist<S: AsRef<str>>(
+    list: impl IntoIterator<Item = S>,
+) -> Result<Vec<IpNet>, StoreError> {
+    list.into_iter()
+        .map(|s| {
+            s.as_ref()
+                .parse()
+                .map_err(|_| corrupt("invalid ip_allowlist entry"))
+        })
+        .collect()
+}
+
+pub(crate) fn last_used_ip(text: Option<String>) -> Result<Option<IpAddr>, StoreError> {
+    text.map(|ip| ip.parse().map_err(|_| corrupt("invalid last_used_ip")))
+        .transpose()
+}
+
+/// A key's own quota as stored: `rate_limit` and `rate_limit_period_seconds`.
+pub(crate) fn rate_limit_columns(r: Option<KeyRateLimit>) -> (Option<i64>, Option<i64>) {
+    (
+        r.map(|r| i64::from(r.limit.get())),
+        r.map(|r| i64::from(r.period_seconds.get())),
+    )
+}
+
+pub(crate) fn rate_limit(
+    limit: Option<i64>,
+    period: Option<i64>,
+) -> Result<Option<KeyRateLimit>, StoreError> {
+    let positive = |v: i64| {
+        u32::try_from(v)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .ok_or_else(|| corrupt("invalid rate limit"))
+    };
+    match (limit, period) {
+        (None, None) => Ok(None),
+        (Some(l), Some(p)) => Ok(Some(KeyRateLimit {
+            limit: positive(l)?,
+            period_seconds: positive(p)?,
+        })),
+        _ => Err(corrupt("incomplete rate limit")),
+    }
+}
+
+/// Credits as stored: four nullable columns, all `NULL` for an unlimited key.
+pub(crate) struct CreditColumns {
+    pub remaining: Option<i64>,
+    pub refill_amount: Option<i64>,
+    pub refill_every: Option<&'static str>,
+    pub refilled_at: Option<OffsetDateTime>,
+}
+
+/// Counts above [`MAX_CREDITS`](crate::MAX_CREDITS) are kept as it.
+fn count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn credit_columns(c: Option<Credits>) -> CreditColumns {
+    CreditColumns {
+        remaining: c.map(|c| count(c.remaining)),
+        refill_amount: c.and_then(|c| c.refill).map(|r| count(r.amount)),
+        refill_every: c.and_then(|c| c.refill).map(|r| r.every.as_str()),
+        refilled_at: c.map(|c| c.refilled_at),
+    }
+}
+
+pub(crate) fn credits(
+    remaining: Option<i64>,
+    refill_amount: Option<i64>,
+    refill_every: Option<String>,
+    refilled_at: Option<OffsetDateTime>,
+) -> Result<Option<Credits>, StoreError> {
+    let count = |v: i64| u64::try_from(v).map_err(|_| corrupt("negative credits"));
+    let (Some(remaining), Some(refilled_at)) = (remaining, refilled_at) else {
+        return match (remaining, refill_amount, refill_every, refilled_at) {
+            (None, None, None, None) => Ok(None),
+            _ => Err(corrupt("incomplete credits")),
+        };
+    };
+    let refill = match (refill_amount, refill_every) {
+        (None, None) => None,
+        (Some(amount), Some(every)) => Some(Refill {
+            amount: count(amount)?,
+            every: RefillEvery::from_name(&every)
+                .ok_or_else(|| corrupt("invalid refill period"))?,
+        }),
+        _ => return Err(corrupt("incomplete refill")),
+    };
+    Ok(Some(Credits {
+        remaining: count(remaining)?,
+        refill,
+        refilled_at,
+    }))
+}
+
+/// The start of the current hour, day, week and month: the refill times
+/// [`KeyStore::spend_credit`](super::KeyStore::spend_credit) binds, so one
+/// statement refills any key.
+pub(crate) fn period_starts(now: OffsetDateTime) -> [OffsetDateTime; 4] {
+    [
+        RefillEvery::Hour,
+        RefillEvery::Day,
+        RefillEvery::Week,
+        RefillEvery::Month,
+    ]
+    .map(|e| e.period_start(now))
+}
+
+/// The columns [`KeyStore::update`](super::KeyStore::update) may change,
+/// each with the parameter numbers of its "change it" flag and its value.
+/// Both backends bind in this order, then the key id (parameter 23).
+const UPDATABLE: [(&str, usize, usize); 13] = [
+    ("name", 1, 2),
+    ("scopes", 3, 4),
+    ("expires_at", 5, 6),
+    ("meta", 7, 8),
+    ("external_id", 9, 10),
+    ("disabled_at", 11, 12),
+    ("ip_allowlist", 13, 14),
+    ("rate_limit", 15, 16),
+    ("rate_limit_period_seconds", 15, 17),
+    ("credits_remaining", 18, 19),
+    ("credits_refill_amount", 18, 20),
+    ("credits_refill_every", 18, 21),
+    ("credits_refilled_at", 18, 22),
+];
+
+/// One `UPDATE … RETURNING` applying a [`KeyUpdate`](super::KeyUpdate):
+/// `col = CASE WHEN <flag> THEN <value> ELSE col END` for every column,
+/// `mark` being the backend's parameter sigil (`?` or `$`).
+pub(crate) fn update_statement(mark: char, returning: &str) -> String {
+    let set: Vec<String> = UPDATABLE
+        .iter()
+        .map(|(col, flag, value)| {
+            format!("{col} = CASE WHEN {mark}{flag} THEN {mark}{value} ELSE {col} END")
+        })
+        .collect();
+    format!(
+        "UPDATE api_keys SET {} WHERE id = {mark}23 RETURNING {returning}",
+        set.join(", ")
+    )
+}
+
+/// One statement spending a credit: refill first if the period (bound as
+/// parameters 2-5: hour, day, week, month starts) began after the last
+/// refill, then decrement unless zero. Key id is parameter 1. Returns the
+/// credits left; no row when the key is unknown, unlimited or exhausted.
+pub(crate) fn spend_credit_statement(mark: char) -> String {
+    let start = format!(
+        "(CASE credits_refill_every WHEN 'hour' THEN {mark}2 WHEN 'day' THEN {mark}3 \
+         WHEN 'week' THEN {mark}4 WHEN 'month' THEN {mark}5 END)"
+    );
+    let due = format!("({start} > credits_refilled_at)");
+    let current =
+        format!("(CASE WHEN {due} THEN credits_refill_amount ELSE credits_remaining END)");
+    format!(
+        "UPDATE api_keys SET credits_remaining = {current} - 1, \
+         credits_refilled_at = CASE WHEN {due} THEN {start} ELSE credits_refilled_at END \
+         WHERE id = {mark}1 AND credits_remaining IS NOT NULL AND {current} > 0 \
+         RETURNING credits_remaining"
+    )
 }
 
 #[cfg(test)]
@@ -134,11 +317,39 @@ mod tests {
     }
 
     #[test]
-    fn latest_use_wins() {
+    fn latest_use_wins_and_keeps_an_address() {
         let id = KeyId::random();
         let t0 = OffsetDateTime::UNIX_EPOCH;
         let t1 = t0 + time::Duration::seconds(5);
-        assert_eq!(latest_uses(&[(id, t1), (id, t0)]), vec![(id, t1)]);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            latest_uses(&[KeyUse::new(id, t1), KeyUse::new(id, t0).from_ip(ip)]),
+            vec![KeyUse::new(id, t1).from_ip(ip)]
+        );
+    }
+
+    #[test]
+    fn credits_round_trip_and_refuse_half_rows() {
+        let t = time::macros::datetime!(2026-03-01 12:00 UTC);
+        let c = Credits::new(7, t).with_refill(Refill {
+            amount: 10,
+            every: RefillEvery::Week,
+        });
+        let cols = credit_columns(Some(c));
+        assert_eq!(
+            credits(
+                cols.remaining,
+                cols.refill_amount,
+                cols.refill_every.map(str::to_owned),
+                cols.refilled_at
+            ),
+            Ok(Some(c))
+        );
+        assert_eq!(credits(None, None, None, None), Ok(None));
+        assert!(credits(Some(1), None, None, None).is_err());
+        assert!(credits(Some(-1), None, None, Some(t)).is_err());
+        assert!(rate_limit(Some(5), None).is_err());
+        assert!(rate_limit(Some(0), Some(5)).is_err());
     }
 
     #[cfg(feature = "sqlite")]

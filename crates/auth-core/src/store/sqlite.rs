@@ -14,12 +14,13 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
+    change_payload,
     sql::{self, corrupt, micros, opt_from_micros, store_error},
     sqlite_audit::SqliteAuditLog,
     sqlite_watch::{self, Watcher},
-    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, StoreError,
+    AuditBatching, ChangeFeed, KeyChange, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError,
 };
-use crate::{KeyId, Principal, SecretCheck};
+use crate::{CreditSpend, KeyId, Principal, SecretCheck};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -29,7 +30,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 
 const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
-    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by";
+    created_at, expires_at, revoked_at, last_used_at, replaced_by, secret_check, created_by, \
+    meta, external_id, disabled_at, ip_allowlist, last_used_ip, rate_limit, rate_limit_period_seconds, \
+    credits_remaining, credits_refill_amount, credits_refill_every, credits_refilled_at";
 
 /// Keys in a SQLite file (sqlx, WAL mode): survives restarts, and several
 /// processes may share the file.
@@ -128,6 +131,10 @@ fn decode(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
     let scopes: Vec<String> =
         serde_json::from_str(&scopes).map_err(|_| corrupt("invalid scopes"))?;
     let created_at: i64 = row.try_get("created_at").map_err(store_error)?;
+    let meta: String = row.try_get("meta").map_err(store_error)?;
+    let ip_allowlist: String = row.try_get("ip_allowlist").map_err(store_error)?;
+    let ip_allowlist: Vec<String> =
+        serde_json::from_str(&ip_allowlist).map_err(|_| corrupt("invalid ip_allowlist"))?;
     Ok(KeyRecord {
         id: sql::key_id(row.try_get("id").map_err(store_error)?)?,
         owner: match org_id {
@@ -145,20 +152,48 @@ fn decode(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         replaced_by: sql::opt_key_id(row.try_get("replaced_by").map_err(store_error)?)?,
         check: sql::check(row.try_get("secret_check").map_err(store_error)?)?,
         created_by: sql::opt_key_id(row.try_get("created_by").map_err(store_error)?)?,
+        meta: sql::meta(&meta)?,
+        external_id: row.try_get("external_id").map_err(store_error)?,
+        disabled_at: opt_from_micros(row.try_get("disabled_at").map_err(store_error)?)?,
+        ip_allowlist: sql::ip_allowlist(ip_allowlist)?,
+        last_used_ip: sql::last_used_ip(row.try_get("last_used_ip").map_err(store_error)?)?,
+        rate_limit: sql::rate_limit(
+            row.try_get("rate_limit").map_err(store_error)?,
+            row.try_get("rate_limit_period_seconds")
+                .map_err(store_error)?,
+        )?,
+        credits: sql::credits(
+            row.try_get("credits_remaining").map_err(store_error)?,
+            row.try_get("credits_refill_amount").map_err(store_error)?,
+            row.try_get("credits_refill_every").map_err(store_error)?,
+            opt_from_micros(row.try_get("credits_refilled_at").map_err(store_error)?)?,
+        )?,
     })
 }
 
+/// A JSON array of strings, as SQLite keeps scopes and allowlists.
+fn json_list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String {
+    serde_json::Value::Array(
+        items
+            .into_iter()
+            .map(|s| serde_json::Value::String(s.as_ref().to_owned()))
+            .collect(),
+    )
+    .to_string()
+}
+
 async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(), StoreError> {
-    let scopes = serde_json::to_string(&r.scopes.iter().collect::<Vec<_>>())
-        .map_err(|e| corrupt(&e.to_string()))?;
+    let (rate_limit, rate_limit_period) = sql::rate_limit_columns(r.rate_limit);
+    let credits = sql::credit_columns(r.credits);
     sqlx::query::<Sqlite>(&format!(
-        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO api_keys ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+         ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(r.id.to_string())
     .bind(r.owner.user_id())
     .bind(r.owner.org_id())
     .bind(&r.name)
-    .bind(scopes)
+    .bind(json_list(r.scopes.iter()))
     .bind(&r.hint)
     .bind(&r.hash)
     .bind(micros(r.created_at))
@@ -168,14 +203,26 @@ async fn insert_record(conn: &mut SqliteConnection, r: &KeyRecord) -> Result<(),
     .bind(r.replaced_by.map(|k| k.to_string()))
     .bind(r.check.map(|c| i64::from(c.as_u32())))
     .bind(r.created_by.map(|k| k.to_string()))
+    .bind(sql::meta_text(&r.meta))
+    .bind(&r.external_id)
+    .bind(r.disabled_at.map(micros))
+    .bind(json_list(sql::ip_allowlist_text(&r.ip_allowlist)))
+    .bind(r.last_used_ip.map(|ip| ip.to_string()))
+    .bind(rate_limit)
+    .bind(rate_limit_period)
+    .bind(credits.remaining)
+    .bind(credits.refill_amount)
+    .bind(credits.refill_every)
+    .bind(credits.refilled_at.map(micros))
     .execute(conn)
     .await
     .map_err(store_error)?;
     Ok(())
 }
 
-/// Logs a revocation for other processes, and prunes old log rows.
-async fn log_change(conn: &mut SqliteConnection, id: KeyId) -> Result<(), StoreError> {
+/// Logs a change (a key id for a revocation, see `change_payload`) for
+/// other processes, and prunes old log rows.
+async fn log_change(conn: &mut SqliteConnection, payload: &str) -> Result<(), StoreError> {
     let now = OffsetDateTime::now_utc();
     sqlx::query("DELETE FROM key_changes WHERE at < ?")
         .bind(micros(now - CHANGE_LOG_RETENTION))
@@ -183,7 +230,7 @@ async fn log_change(conn: &mut SqliteConnection, id: KeyId) -> Result<(), StoreE
         .await
         .map_err(store_error)?;
     sqlx::query("INSERT INTO key_changes (key_id, at) VALUES (?, ?)")
-        .bind(id.to_string())
+        .bind(payload)
         .bind(micros(now))
         .execute(&mut *conn)
         .await
@@ -240,7 +287,7 @@ impl KeyStore for SqliteKeyStore {
         if updated == 0 {
             return Ok(false);
         }
-        log_change(&mut tx, id).await?;
+        log_change(&mut tx, &id.to_string()).await?;
         tx.commit().await.map_err(store_error)?;
         self.changes.publish(&KeyChange::Revoked(id));
         Ok(true)
@@ -257,7 +304,7 @@ impl KeyStore for SqliteKeyStore {
         // Conditional update: of two concurrent rotations only one matches.
         let updated = sqlx::query(
             "UPDATE api_keys SET revoked_at = min(coalesce(revoked_at, ?1), ?1), replaced_by = ?2 \
-             WHERE id = ?3 AND replaced_by IS NULL \
+             WHERE id = ?3 AND replaced_by IS NULL AND disabled_at IS NULL \
              AND (revoked_at IS NULL OR revoked_at > ?4) AND (expires_at IS NULL OR expires_at > ?4)",
         )
         .bind(micros(old_ends_at))
@@ -276,17 +323,93 @@ impl KeyStore for SqliteKeyStore {
                 .map_err(store_error)?
                 .is_some();
             return Err(if exists {
-                StoreError::Conflict("key is revoked, expired or already rotated".into())
+                StoreError::Conflict("key is revoked, expired, disabled or already rotated".into())
             } else {
                 StoreError::NotFound
             });
         }
         insert_record(&mut tx, new).await?;
-        log_change(&mut tx, old).await?;
+        log_change(&mut tx, &old.to_string()).await?;
         tx.commit().await.map_err(store_error)?;
         self.changes.publish(&KeyChange::Revoked(old));
         self.changes.publish(&KeyChange::Updated(new.id));
         Ok(())
+    }
+
+    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        let (rate_limit, rate_limit_period) = sql::rate_limit_columns(update.rate_limit.flatten());
+        let credits = sql::credit_columns(update.credits.flatten());
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let row = sqlx::query(&sql::update_statement('?', COLUMNS))
+            .bind(update.name.is_some())
+            .bind(&update.name)
+            .bind(update.scopes.is_some())
+            .bind(update.scopes.as_ref().map(|s| json_list(s.iter())))
+            .bind(update.expires_at.is_some())
+            .bind(update.expires_at.flatten().map(micros))
+            .bind(update.meta.is_some())
+            .bind(update.meta.as_ref().map(sql::meta_text))
+            .bind(update.external_id.is_some())
+            .bind(update.external_id.clone().flatten())
+            .bind(update.disabled_at.is_some())
+            .bind(update.disabled_at.flatten().map(micros))
+            .bind(update.ip_allowlist.is_some())
+            .bind(
+                update
+                    .ip_allowlist
+                    .as_deref()
+                    .map(|l| json_list(sql::ip_allowlist_text(l))),
+            )
+            .bind(update.rate_limit.is_some())
+            .bind(rate_limit)
+            .bind(rate_limit_period)
+            .bind(update.credits.is_some())
+            .bind(credits.remaining)
+            .bind(credits.refill_amount)
+            .bind(credits.refill_every)
+            .bind(credits.refilled_at.map(micros))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+        let record = decode(&row)?;
+        log_change(&mut tx, &change_payload::updated(id)).await?;
+        tx.commit().await.map_err(store_error)?;
+        self.changes.publish(&KeyChange::Updated(id));
+        Ok(record)
+    }
+
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        let [hour, day, week, month] = sql::period_starts(now).map(micros);
+        let spent: Option<i64> = sqlx::query_scalar(&sql::spend_credit_statement('?'))
+            .bind(id.to_string())
+            .bind(hour)
+            .bind(day)
+            .bind(week)
+            .bind(month)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if let Some(remaining) = spent {
+            let remaining = u64::try_from(remaining).map_err(|_| corrupt("negative credits"))?;
+            return Ok(CreditSpend::Spent { remaining });
+        }
+        let unlimited: Option<bool> =
+            sqlx::query_scalar("SELECT credits_remaining IS NULL FROM api_keys WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+        match unlimited {
+            None => Err(StoreError::NotFound),
+            Some(true) => Ok(CreditSpend::Unlimited),
+            Some(false) => Ok(CreditSpend::Exhausted),
+        }
     }
 
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
@@ -323,18 +446,20 @@ impl KeyStore for SqliteKeyStore {
         Ok(())
     }
 
-    async fn record_use(&self, uses: &[(KeyId, OffsetDateTime)]) -> Result<(), StoreError> {
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
         if uses.is_empty() {
             return Ok(());
         }
         // One transaction (one fsync) for the whole batch.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        for (id, at) in sql::latest_uses(uses) {
+        for u in sql::latest_uses(uses) {
             sqlx::query(
-                "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                "UPDATE api_keys SET last_used_at = ?1, last_used_ip = coalesce(?2, last_used_ip) \
+                 WHERE id = ?3 AND (last_used_at IS NULL OR last_used_at < ?1)",
             )
-            .bind(micros(at))
-            .bind(id.to_string())
+            .bind(micros(u.at))
+            .bind(u.ip.map(|ip| ip.to_string()))
+            .bind(u.id.to_string())
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;

@@ -85,7 +85,7 @@ impl KeyCache {
 pub(crate) struct CacheInvalidator {
     pub cache: Arc<KeyCache>,
     pub guard: Arc<super::guard::AttackGuard>,
-    /// Tells long-lived connections: `Some(id)` revoked or rotated, `None` anything.
+    /// Tells long-lived connections: `Some(id)` revoked, rotated or edited, `None` anything.
     pub ended: tokio::sync::broadcast::Sender<Option<KeyId>>,
 }
 
@@ -102,6 +102,8 @@ impl ChangeListener for CacheInvalidator {
             KeyChange::Updated(id) => {
                 self.cache.entries.remove(id);
                 self.guard.forget(*id);
+                // Open connections re-check the key: it may be disabled now.
+                let _ = self.ended.send(Some(*id));
             }
             KeyChange::All => {
                 // Confirm every entry on its next use instead of dropping it

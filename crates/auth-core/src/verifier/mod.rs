@@ -43,7 +43,7 @@ use self::{
     usage::UsageRecorder,
 };
 use crate::{
-    clock::nanos, AuthContext, AuthError, Clock, HashError, KeyId, KeyRecord, KeyStore,
+    clock::nanos, AuthContext, AuthError, Clock, HashError, KeyId, KeyPolicy, KeyRecord, KeyStore,
     ParsedToken, RejectReason, ScopePolicy, SecretCheck, SecretHasher, SystemClock, TokenError,
     TokenPrefix,
 };
@@ -218,8 +218,8 @@ impl VerifierBuilder {
 enum Cached {
     Hit(Result<AuthContext, AuthError>),
     Miss,
-    /// A hit to confirm against the store: the context and the hash it was verified with.
-    Confirm(AuthContext, Arc<str>),
+    /// A hit to confirm against the store: the hash it was verified with.
+    Confirm(Arc<str>),
 }
 
 fn token_reason(e: TokenError) -> RejectReason {
@@ -521,7 +521,7 @@ impl Verifier {
         match self.check_cached_now(id, digest) {
             Cached::Hit(result) => Some(result),
             Cached::Miss => None,
-            Cached::Confirm(ctx, hash) => self.confirm(id, digest, ctx, &hash).await,
+            Cached::Confirm(hash) => self.confirm(id, digest, &hash).await,
         }
     }
 
@@ -545,7 +545,7 @@ impl Verifier {
         if !inner.store.changes().is_in_sync()
             || entry.confirmed.load(Relaxed) != inner.cache.resync.load(Relaxed)
         {
-            return Cached::Confirm(entry.ctx.clone(), entry.hash.clone());
+            return Cached::Confirm(entry.hash.clone());
         }
         self.report_use(id, &entry, now);
         Cached::Hit(Ok(entry.ctx.clone()))
@@ -559,7 +559,6 @@ impl Verifier {
         &self,
         id: KeyId,
         digest: &[u8; 32],
-        ctx: AuthContext,
         hash: &str,
     ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
@@ -582,11 +581,15 @@ impl Verifier {
                 if *r.hash != *hash {
                     return None;
                 }
+                // An edit made elsewhere (scopes, policy) may have been
+                // missed too: the context is rebuilt from the record.
+                let ctx = self.context_for(&r);
                 if let Some(mut entry) = inner.cache.entries.get_mut(&id) {
                     if entry.digest == *digest {
                         // A revocation time set elsewhere (a rotation's
                         // grace) may have been missed: take the record's.
                         entry.ends = r.ends().map(|(t, why)| (nanos(t), why));
+                        entry.ctx = ctx.clone();
                         if inner.store.changes().is_in_sync() {
                             entry.confirmed.store(resync, Relaxed);
                         }
@@ -606,7 +609,9 @@ impl Verifier {
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
-            self.inner.usage.report(id, self.inner.clock.now());
+            self.inner
+                .usage
+                .report(crate::KeyUse::new(id, self.inner.clock.now()));
         }
     }
 
@@ -687,12 +692,16 @@ impl Verifier {
     }
 
     fn context_for(&self, record: &KeyRecord) -> AuthContext {
-        AuthContext::for_key(
+        let ctx = AuthContext::for_key(
             record.id,
             record.name.as_str(),
             record.owner.clone(),
             self.inner.policy.expand(&record.scopes),
-        )
+        );
+        match KeyPolicy::of(record) {
+            Some(policy) => ctx.with_key_policy(policy),
+            None => ctx,
+        }
     }
 
     /// Re-hashes with the current parameters and fills the secret check:

@@ -1,4 +1,4 @@
-//! `last_used_at` bookkeeping: at most one report per key per interval,
+//! `last_used_at` / `last_used_ip` bookkeeping: at most one report per key per interval,
 //! written in batches by a background task, never on the request path.
 
 use std::{
@@ -7,16 +7,15 @@ use std::{
     time::Duration,
 };
 
-use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{KeyId, KeyStore};
+use crate::{KeyId, KeyStore, KeyUse};
 
 const QUEUE: usize = 4096;
 const BATCH: usize = 512;
 
 enum Msg {
-    Use(KeyId, OffsetDateTime),
+    Use(KeyUse),
     Flush(oneshot::Sender<()>),
 }
 
@@ -41,10 +40,10 @@ impl UsageRecorder {
     }
 
     /// Queues a use; dropped (with a debug log) if the queue is full.
-    pub fn report(&self, id: KeyId, at: OffsetDateTime) {
+    pub fn report(&self, used: KeyUse) {
         self.ensure_started();
-        if self.tx.try_send(Msg::Use(id, at)).is_err() {
-            tracing::debug!(key_id = %id, "last-used queue full; use not recorded");
+        if self.tx.try_send(Msg::Use(used)).is_err() {
+            tracing::debug!(key_id = %used.id, "last-used queue full; use not recorded");
         }
     }
 
@@ -68,16 +67,16 @@ impl UsageRecorder {
 }
 
 async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn KeyStore>) {
-    let mut pending: HashMap<KeyId, OffsetDateTime> = HashMap::new();
+    let mut pending: HashMap<KeyId, KeyUse> = HashMap::new();
     while let Some(msg) = rx.recv().await {
         let mut acks = Vec::new();
         let mut next = Some(msg);
         // Take whatever else is queued, up to a batch.
         while let Some(m) = next {
             match m {
-                Msg::Use(id, at) => {
-                    let t = pending.entry(id).or_insert(at);
-                    *t = (*t).max(at);
+                Msg::Use(used) => {
+                    let latest = pending.entry(used.id).or_insert(used);
+                    *latest = crate::store::later_use(*latest, used);
                 }
                 Msg::Flush(ack) => acks.push(ack),
             }
@@ -88,7 +87,7 @@ async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn KeyStore>) {
             };
         }
         if !pending.is_empty() {
-            let batch: Vec<_> = pending.drain().collect();
+            let batch: Vec<_> = pending.drain().map(|(_, u)| u).collect();
             if let Err(e) = store.record_use(&batch).await {
                 tracing::warn!(error = %e, keys = batch.len(), "could not record key last use");
             }

@@ -1,0 +1,117 @@
+//! Partial edits of a key, and the uses recorded against it.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::{Credits, KeyId, KeyRateLimit, ScopeSet};
+
+/// What [`KeyStore::update`](crate::KeyStore::update) changes: every `None`
+/// field is left as it is. For the optional fields, `Some(None)` clears.
+///
+/// The store applies what it is given; who may change what (scopes only
+/// narrowed, expiry only earlier) is decided by the caller, e.g. the key
+/// router.
+///
+/// ```
+/// use auth_core::store::KeyUpdate;
+/// let disable = KeyUpdate { disabled_at: Some(Some(time::OffsetDateTime::now_utc())), ..KeyUpdate::default() };
+/// let rename = KeyUpdate { name: Some("deploy bot".into()), ..KeyUpdate::default() };
+/// assert!(!disable.is_empty() && !rename.is_empty());
+/// assert!(KeyUpdate::default().is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyUpdate {
+    /// A new label.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<ScopeSet>,
+    /// A new expiry, or none.
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// New metadata (an empty object clears it).
+    pub meta: Option<Map<String, Value>>,
+    /// A new external id, or none.
+    pub external_id: Option<Option<String>>,
+    /// `Some(Some(t))` disables the key as of `t`; `Some(None)` enables it.
+    pub disabled_at: Option<Option<OffsetDateTime>>,
+    /// A new allowlist (empty: any address).
+    pub ip_allowlist: Option<Vec<IpNet>>,
+    /// A new quota of the key's own, or none.
+    pub rate_limit: Option<Option<KeyRateLimit>>,
+    /// New credits, or none (unlimited).
+    pub credits: Option<Option<Credits>>,
+}
+
+impl KeyUpdate {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `record` with the update applied (what every store stores).
+    pub fn apply_to(&self, record: &mut crate::KeyRecord) {
+        if let Some(v) = &self.name {
+            record.name.clone_from(v);
+        }
+        if let Some(v) = &self.scopes {
+            record.scopes = v.clone();
+        }
+        if let Some(v) = self.expires_at {
+            record.expires_at = v;
+        }
+        if let Some(v) = &self.meta {
+            record.meta.clone_from(v);
+        }
+        if let Some(v) = &self.external_id {
+            record.external_id.clone_from(v);
+        }
+        if let Some(v) = self.disabled_at {
+            record.disabled_at = v;
+        }
+        if let Some(v) = &self.ip_allowlist {
+            record.ip_allowlist.clone_from(v);
+        }
+        if let Some(v) = self.rate_limit {
+            record.rate_limit = v;
+        }
+        if let Some(v) = self.credits {
+            record.credits = v;
+        }
+    }
+}
+
+/// One successful use of a key, for [`KeyStore::record_use`](crate::KeyStore::record_use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyUse {
+    /// The key.
+    pub id: KeyId,
+    /// When.
+    pub at: OffsetDateTime,
+    /// The client's address, if known.
+    pub ip: Option<IpAddr>,
+}
+
+impl KeyUse {
+    /// A use of `id` at `at` from an unknown address.
+    pub fn new(id: KeyId, at: OffsetDateTime) -> Self {
+        Self { id, at, ip: None }
+    }
+
+    /// The same use, from `ip`.
+    pub fn from_ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+}
+
+/// The later of two uses of one key; the address is kept from the earlier
+/// one when the later has none.
+pub(crate) fn later_use(a: KeyUse, b: KeyUse) -> KeyUse {
+    let (earlier, later) = if b.at >= a.at { (a, b) } else { (b, a) };
+    KeyUse {
+        ip: later.ip.or(earlier.ip),
+        ..later
+    }
+}
