@@ -79,6 +79,7 @@
 
 mod client_ip;
 mod clock;
+pub mod credits;
 mod decision;
 mod error;
 pub mod failed_auth;
@@ -92,6 +93,8 @@ mod memory;
 mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
+mod redis_credits;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod rule;
 mod store;
@@ -100,6 +103,7 @@ pub mod ws;
 
 pub use client_ip::{ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
 pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use credits::{CreditLedger, DEFAULT_WRITE_BACK};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};
 pub use failed_auth::{

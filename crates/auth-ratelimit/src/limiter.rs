@@ -11,13 +11,17 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthContext, AuthError, ErrorFormat};
+use auth_core::{
+    store::KeyStore, AuthContext, AuthError, CreditSpend, ErrorFormat, RefusedFor, RejectReason,
+};
+use time::OffsetDateTime;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 
 use smallvec::SmallVec;
 
 use crate::{
+    credits::{refill_in, CreditLedger, DEFAULT_WRITE_BACK},
     error::check_rule_name,
     fallback::{LimiterMemory, Stores},
     headers::{Checked, RateHeaders},
@@ -57,6 +61,8 @@ struct Inner {
     stores: Stores,
     /// The quota resolver and its cache, for rules with `key_quota`.
     tiers: Option<Arc<Tiers>>,
+    /// Where usage-limited keys spend their credits, when enabled.
+    credits: Option<CreditLedger>,
     headers: HeaderStyle,
     format: ErrorFormat,
     proxies: TrustedProxies,
@@ -77,6 +83,10 @@ pub struct RateLimiterBuilder {
     store: Option<Arc<dyn RateLimitStore>>,
     on_store_error: OnStoreError,
     tiers: Option<TiersConfig>,
+    credits: Option<Arc<dyn KeyStore>>,
+    write_back: Duration,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::RedisStore>,
 }
 
 /// The resolver given to the builder, made into [`Tiers`] with the clock.
@@ -135,6 +145,10 @@ impl RateLimiter {
             store: None,
             on_store_error: OnStoreError::default(),
             tiers: None,
+            credits: None,
+            write_back: DEFAULT_WRITE_BACK,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -152,6 +166,12 @@ impl RateLimiter {
     /// down), e.g. to watch [`MemoryStore::len`].
     pub fn memory(&self) -> &LimiterMemory {
         &self.inner.stores.memory
+    }
+
+    /// Where credits are spent, when [`RateLimiterBuilder::credits`] enabled
+    /// them (e.g. to [`flush`](CreditLedger::flush) Redis counts at shutdown).
+    pub fn credits(&self) -> Option<&CreditLedger> {
+        self.inner.credits.as_ref()
     }
 
     /// Checks `req` against every rule that covers it, outside the layer
@@ -212,16 +232,29 @@ impl RateLimiter {
         if !ready {
             return self.resolving(info.auth());
         }
+        let evaluation = self.check_buckets(&buckets);
+        // Looked up only when credits are enabled: the hot path pays nothing.
+        if let Some(ledger) = &inner.credits {
+            if let Some(ctx) = info.auth().filter(|c| c.credits().is_some()) {
+                return self.then_spend(ledger, ctx, evaluation);
+            }
+        }
+        evaluation
+    }
+
+    /// Takes the buckets' tokens from the store.
+    #[inline]
+    fn check_buckets(&self, buckets: &[Bucket<'_>]) -> Evaluation {
         if buckets.is_empty() {
             return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
         }
-        match inner.stores.store.check_all(&buckets).now() {
+        match self.inner.stores.store.check_all(buckets).now() {
             Ok(Ok(decisions)) => {
                 Evaluation::Ready(self.decided(buckets.iter().map(|b| b.rule), decisions))
             }
-            Ok(Err(err)) => Evaluation::Ready(self.store_failed(&err, &owned(&buckets))),
+            Ok(Err(err)) => Evaluation::Ready(self.store_failed(&err, &owned(buckets))),
             Err(pending) => {
-                let owned = owned(&buckets);
+                let owned = owned(buckets);
                 let this = self.clone();
                 Evaluation::Pending(Box::pin(async move {
                     match pending.await {
@@ -231,6 +264,43 @@ impl RateLimiter {
                 }))
             }
         }
+    }
+
+    /// After the rate limits let the request through, spends one of the
+    /// key's credits: 429 `usage_exceeded` when none is left, 503 when the
+    /// ledger cannot answer.
+    #[cold]
+    fn then_spend(&self, ledger: &CreditLedger, ctx: &AuthContext, rated: Evaluation) -> Evaluation {
+        let Some(spending) = ledger.spend(ctx) else {
+            return rated;
+        };
+        let credits = ctx.credits().copied();
+        let this = self.clone();
+        Evaluation::Pending(Box::pin(async move {
+            let verdict = match rated {
+                Evaluation::Ready(v) => v,
+                Evaluation::Pending(f) => f.await,
+                Evaluation::Resolve(_) => return this.unavailable(),
+            };
+            let Verdict::Allow(headers) = verdict else {
+                return verdict;
+            };
+            match spending.await {
+                Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Verdict::Allow(headers),
+                Ok(CreditSpend::Exhausted) => {
+                    let retry = credits.and_then(|c| refill_in(&c, OffsetDateTime::now_utc()));
+                    let mut res = this.render(&AuthError::usage_exceeded(retry));
+                    res.extensions_mut()
+                        .insert(RefusedFor(RejectReason::UsageExceeded));
+                    headers.apply(res.headers_mut());
+                    Verdict::Deny(res)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "spending a credit failed; refusing with 503");
+                    this.unavailable()
+                }
+            }
+        }))
     }
 
     /// The verdict on the store's decisions, one per bucket of `rules`.
@@ -351,7 +421,7 @@ impl RateLimiter {
         }
         match tiers.lookup(ctx) {
             Lookup::Hit(q) => Ok(q),
-            Lookup::Miss(_) => Err(()),
+            Lookup::Miss => Err(()),
         }
     }
 
@@ -366,6 +436,8 @@ impl RateLimiter {
             .and_then(|d| d.retry_after())
             .unwrap_or(Duration::from_secs(1));
         let mut res = self.render(&AuthError::rate_limited(retry));
+        res.extensions_mut()
+            .insert(RefusedFor(RejectReason::RateLimited));
         headers.apply(res.headers_mut());
         Verdict::Deny(res)
     }
@@ -470,8 +542,26 @@ impl RateLimiterBuilder {
     /// [`store`](Self::store) with a `RedisStore`.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(self, store: crate::RedisStore) -> Self {
+    pub fn redis(mut self, store: crate::RedisStore) -> Self {
+        self.redis = Some(store.clone());
         self.store(store)
+    }
+
+    /// Spends a credit of every usage-limited key (one with `credits`) per
+    /// request that passes the rate limits, and answers 429
+    /// `usage_exceeded` when none is left: in Redis when the limiter keeps
+    /// its buckets there (written back to `store`), else with
+    /// [`KeyStore::spend_credit`]. See the [`credits`](crate::credits) module.
+    pub fn credits(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.credits = Some(store);
+        self
+    }
+
+    /// How often Redis credit counts are written back to the key store
+    /// (default 5 s).
+    pub fn credits_write_back(mut self, every: Duration) -> Self {
+        self.write_back = every;
+        self
     }
 
     /// Asks `resolver` for the quota of keys without their own rate limit
@@ -522,6 +612,15 @@ impl RateLimiterBuilder {
         let tiers = self
             .tiers
             .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
+        #[cfg(feature = "redis")]
+        let credits = match (self.credits, self.redis) {
+            (Some(store), Some(redis)) => {
+                Some(CreditLedger::redis(redis, store, self.write_back))
+            }
+            (store, _) => store.map(CreditLedger::key_store),
+        };
+        #[cfg(not(feature = "redis"))]
+        let credits = self.credits.map(CreditLedger::key_store);
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 decisions: self
@@ -532,6 +631,7 @@ impl RateLimiterBuilder {
                 rules: self.rules,
                 stores: Stores::new(memory, self.store, self.on_store_error),
                 tiers,
+                credits,
                 headers: self.headers,
                 format: self.format,
                 proxies: self.proxies,

@@ -317,6 +317,35 @@ impl RedisStore {
         .await
     }
 
+    /// Runs one script invocation (another module's script, e.g. credits).
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))
+        })
+        .await
+    }
+
+    /// Runs one command.
+    pub(crate) async fn run_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            cmd.query_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))
+        })
+        .await
+    }
+
     /// Bounds `op` by the timeout, and answers [`StoreError::Down`] at once
     /// during the retry interval after a failure.
     async fn guarded<T>(

@@ -96,10 +96,10 @@ pub(crate) struct Tiers {
     clearing: AtomicBool,
 }
 
-/// A cached answer, or the key to resolve.
+/// A cached answer, or none (ask the resolver).
 pub(crate) enum Lookup {
     Hit(Option<Quota>),
-    Miss(LimitKey),
+    Miss,
 }
 
 impl Tiers {
@@ -133,7 +133,7 @@ impl Tiers {
         let key = Self::key_of(ctx);
         match self.cache.get(&key) {
             Some(c) if self.clock.now() < c.expires => Lookup::Hit(c.quota),
-            _ => Lookup::Miss(key),
+            _ => Lookup::Miss,
         }
     }
 
@@ -221,21 +221,21 @@ mod tests {
             Arc::new(clock.clone()),
         );
         let pro = ctx(1, "pro");
-        assert!(matches!(tiers.lookup(&pro), Lookup::Miss(_)));
+        assert!(matches!(tiers.lookup(&pro), Lookup::Miss));
         assert_eq!(
             tiers.resolve(&pro).await.unwrap(),
             Some(Quota::per_minute(100))
         );
         clock.advance(Duration::from_secs(59));
         assert!(matches!(tiers.lookup(&pro), Lookup::Hit(Some(_))));
-        assert!(matches!(tiers.lookup(&ctx(2, "free")), Lookup::Miss(_)));
+        assert!(matches!(tiers.lookup(&ctx(2, "free")), Lookup::Miss));
         clock.advance(Duration::from_secs(1));
-        assert!(matches!(tiers.lookup(&pro), Lookup::Miss(_)), "expired");
+        assert!(matches!(tiers.lookup(&pro), Lookup::Miss), "expired");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A failure is not cached.
         let down = ctx(3, "down");
         assert_eq!(tiers.resolve(&down).await, Err(StoreError::Down));
-        assert!(matches!(tiers.lookup(&down), Lookup::Miss(_)));
+        assert!(matches!(tiers.lookup(&down), Lookup::Miss));
     }
 
     #[tokio::test]

@@ -11,8 +11,6 @@ use std::{
 
 use auth_ratelimit::{FakeClock, MemoryStore, Quota};
 
-const SEC: Duration = Duration::from_secs(1);
-
 #[test]
 fn many_threads_one_key_admit_exactly_the_quota() {
     let store = Arc::new(MemoryStore::<&str>::with_clock(FakeClock::new()));
