@@ -83,6 +83,19 @@ pub struct AuditEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyCreated(pub KeyId);
 
+/// Left in a response's extensions by a layer inside the auth layer that
+/// refused an authenticated request (a rate limit, exhausted credits): the
+/// auth layer records the request's event as a failure with this reason.
+///
+/// ```
+/// use auth_core::{RefusedFor, RejectReason};
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(RefusedFor(RejectReason::UsageExceeded));
+/// assert_eq!(res.extensions().get::<RefusedFor>().unwrap().0.as_str(), "usage_exceeded");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedFor(pub RejectReason);
+
 /// Longest `User-Agent` kept in an event.
 pub const MAX_USER_AGENT: usize = 256;
 

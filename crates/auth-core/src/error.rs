@@ -130,6 +130,8 @@ pub enum RejectReason {
     IpNotAllowed,
     /// A rate limit was exceeded.
     RateLimited,
+    /// A usage-limited key has no credits left.
+    UsageExceeded,
     /// The store or another dependency failed.
     StoreUnavailable,
     /// The request is invalid in another way.
@@ -162,6 +164,7 @@ impl RejectReason {
             Self::WorkspaceDenied => "workspace_denied",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::RateLimited => "rate_limited",
+            Self::UsageExceeded => "usage_exceeded",
             Self::StoreUnavailable => "store_unavailable",
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",
@@ -190,6 +193,7 @@ impl RejectReason {
             WorkspaceDenied,
             IpNotAllowed,
             RateLimited,
+            UsageExceeded,
             StoreUnavailable,
             InvalidRequest,
             NotFound,
@@ -263,6 +267,18 @@ impl AuthError {
     pub fn rate_limited(retry_after: Duration) -> Self {
         let mut e = Self::new(ErrorCode::RateLimited, RejectReason::RateLimited);
         e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 429 `usage_exceeded`: the key has used up its credits. `retry_after`
+    /// is when they are refilled, if they are.
+    pub fn usage_exceeded(retry_after: Option<Duration>) -> Self {
+        let mut e = Self::new(
+            ErrorCode::Custom("usage_exceeded", StatusCode::TOO_MANY_REQUESTS),
+            RejectReason::UsageExceeded,
+        )
+        .with_message("Usage limit of this API key exceeded");
+        e.retry_after = retry_after;
         e
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Run: `REDIS_URL=redis://127.0.0.1:6379 cargo bench -p auth-ratelimit --features redis --bench redis_latency`
 //!
-//! * `store`: `RedisStore::check` of one key (one `EVALSHA` round trip).
+//! * `store`: `RateLimitStore::check_all` of one key (one `EVALSHA` round trip).
 //! * `layer, 2 rules`: `RateLimiter::check` of a request matching a per-user
 //!   and a per-IP rule: still one round trip for both.
 //! * `concurrent`: 64 tasks × 2,000 checks sharing the connection.
@@ -15,7 +15,9 @@ use std::{
 };
 
 use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
-use auth_ratelimit::{OnStoreError, Quota, RateLimiter, RedisStore, Rule};
+use auth_ratelimit::{
+    Bucket, OnStoreError, Quota, RateLimitStore, RateLimiter, RedisStore, Rule,
+};
 use axum::extract::ConnectInfo;
 
 const N: usize = 20_000;
@@ -52,14 +54,20 @@ async fn main() {
     let q = Quota::per_second(1_000_000).with_burst(u32::MAX);
 
     for _ in 0..2_000 {
-        store.check("warm", &q, 1).await.unwrap();
+        store
+            .check_all(&[Bucket::new("bench", "warm", q, 1)])
+            .await
+            .unwrap();
     }
     let mut samples = Vec::with_capacity(N);
     for _ in 0..N {
         let t = Instant::now();
-        let d = store.check("k", &q, 1).await.unwrap();
+        let d = store
+            .check_all(&[Bucket::new("bench", "k", q, 1)])
+            .await
+            .unwrap();
         samples.push(t.elapsed());
-        assert!(d.is_allowed());
+        assert!(d[0].is_allowed());
     }
     percentiles("store", samples);
 
@@ -95,7 +103,10 @@ async fn main() {
             let store = store.clone();
             tokio::spawn(async move {
                 for _ in 0..2_000 {
-                    store.check(&format!("c{i}"), &q, 1).await.unwrap();
+                    store
+                        .check_all(&[Bucket::new("bench", format!("c{i}"), q, 1)])
+                        .await
+                        .unwrap();
                 }
             })
         })

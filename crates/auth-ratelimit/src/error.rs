@@ -11,6 +11,9 @@ pub enum ConfigError {
     /// digits, `-`, `_`, `.` and `:`.
     #[error("rule name {0:?} must be 1-64 ASCII letters, digits, '-', '_', '.' or ':'")]
     InvalidRuleName(String),
+    /// A quota of zero requests, or over a zero period.
+    #[error("a quota needs {0}")]
+    InvalidQuota(&'static str),
 }
 
 /// A rate-limit store that could not answer (Redis down, slow or refusing).

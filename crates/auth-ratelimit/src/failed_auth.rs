@@ -82,17 +82,16 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-#[cfg(feature = "redis")]
-use crate::RedisStore;
 use crate::{
-    fallback::WarnThrottle,
-    key::{KeyValue, LimitKey, LimitKeyHasher},
+    fallback::{LimiterMemory, Stores},
+    key::KeyValue,
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    ClientIp, Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RequestInfo, TrustedProxies,
+    store::{Bucket, StoreFuture},
+    ClientIp, Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitStore,
+    RequestInfo, StoreError, TrustedProxies,
 };
 
-/// The bucket name of failed authentications (in Redis keys).
-#[cfg(feature = "redis")]
+/// The bucket name of failed authentications (in shared stores' keys).
 const BUCKET: &str = "auth-failures";
 
 /// Failed authentications per client address. Build it once
@@ -107,13 +106,7 @@ struct Inner {
     quota: Quota,
     /// Most debt failures may build: two windows.
     max_debt: Duration,
-    memory: MemoryStore<LimitKey, LimitKeyHasher>,
-    #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    on_store_error: OnStoreError,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    warn: WarnThrottle,
+    stores: Stores,
     format: ErrorFormat,
     proxies: TrustedProxies,
     ipv6_prefix: u8,
@@ -129,8 +122,7 @@ pub struct FailedAuthLimiterBuilder {
     ipv6_prefix: u8,
     clock: Option<Arc<dyn Clock>>,
     max_keys: usize,
-    #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
+    store: Option<Arc<dyn RateLimitStore>>,
     on_store_error: OnStoreError,
 }
 
@@ -179,15 +171,23 @@ impl FailedAuthLimiterBuilder {
         self
     }
 
-    /// Keeps the buckets in Redis, shared by every instance using the same
-    /// prefix (memory is the fallback while Redis is down).
-    #[cfg(feature = "redis")]
-    pub fn redis(mut self, store: RedisStore) -> Self {
-        self.redis = Some(store);
+    /// Keeps the buckets in `store`, for instance one shared by every
+    /// instance (memory is the fallback while it is down).
+    pub fn store(mut self, store: impl RateLimitStore) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
-    /// What to do when Redis cannot answer (default: fall back to memory).
+    /// Keeps the buckets in Redis, shared by every instance using the same
+    /// prefix: [`store`](Self::store) with a `RedisStore`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(self, store: crate::RedisStore) -> Self {
+        self.store(store)
+    }
+
+    /// What to do when the shared store cannot answer (default: fall back
+    /// to memory).
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
         self
@@ -196,8 +196,8 @@ impl FailedAuthLimiterBuilder {
     /// The limiter.
     pub fn build(self) -> FailedAuthLimiter {
         let memory = match self.clock {
-            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher::new()),
-            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher::new()),
+            Some(clock) => MemoryStore::for_limiter(clock),
+            None => MemoryStore::for_limiter(MonotonicClock),
         }
         .max_keys(self.max_keys)
         .sweep_interval(DEFAULT_SWEEP_INTERVAL);
@@ -205,11 +205,7 @@ impl FailedAuthLimiterBuilder {
             inner: Arc::new(Inner {
                 quota: self.quota,
                 max_debt: self.quota.window().saturating_mul(2),
-                memory,
-                #[cfg(feature = "redis")]
-                redis: self.redis,
-                on_store_error: self.on_store_error,
-                warn: WarnThrottle::new(),
+                stores: Stores::new(memory, self.store, self.on_store_error),
                 format: self.format,
                 proxies: self.proxies,
                 ipv6_prefix: self.ipv6_prefix,
@@ -230,8 +226,7 @@ impl FailedAuthLimiter {
             ipv6_prefix: 64,
             clock: None,
             max_keys: DEFAULT_MAX_KEYS,
-            #[cfg(feature = "redis")]
-            redis: None,
+            store: None,
             on_store_error: OnStoreError::default(),
         }
     }
@@ -242,8 +237,8 @@ impl FailedAuthLimiter {
     }
 
     /// The in-memory buckets (the only ones, or the fallback when Redis is down).
-    pub fn memory(&self) -> &MemoryStore<LimitKey, LimitKeyHasher> {
-        &self.inner.memory
+    pub fn memory(&self) -> &LimiterMemory {
+        &self.inner.stores.memory
     }
 
     /// A layer applying this limiter; put it outside the auth layer.
@@ -283,72 +278,50 @@ impl FailedAuthLimiter {
     /// What one more failure from `ip` would meet, after charging `charge`
     /// failures.
     async fn read(&self, ip: IpAddr, charge: u32) -> Reading {
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &self.inner.redis {
-            let key = self.redis_key(redis, ip);
-            let inner = &*self.inner;
-            return match redis
-                .failures(&key, &inner.quota, charge, inner.max_debt)
-                .await
-            {
-                Ok(d) => Reading::Bucket(d),
-                Err(err) => {
-                    inner.warn.warn(&err, inner.on_store_error);
-                    match inner.on_store_error {
-                        OnStoreError::FallBackToMemory => {
-                            Reading::Bucket(self.read_memory(ip, charge))
-                        }
-                        OnStoreError::FailClosed => Reading::StoreDown,
-                        OnStoreError::FailOpen => Reading::Unlimited,
-                    }
-                }
-            };
-        }
-        Reading::Bucket(self.read_memory(ip, charge))
+        self.reading(ip, charge, self.start(ip, charge).await)
     }
 
-    #[cfg(feature = "redis")]
-    fn redis_key(&self, redis: &RedisStore, ip: IpAddr) -> String {
-        let mut key = format!("{}:{BUCKET}:", redis.prefix());
-        KeyValue::ip(ip, self.inner.ipv6_prefix).write_to(&mut key);
-        key
-    }
-
-    fn memory_key(&self, ip: IpAddr) -> LimitKey {
-        LimitKey::new(0, &KeyValue::ip(ip, self.inner.ipv6_prefix))
-    }
-
-    fn read_memory(&self, ip: IpAddr, charge: u32) -> Decision {
+    /// Asks the store to charge `charge` failures to `ip` (0 to read).
+    fn start(&self, ip: IpAddr, charge: u32) -> StoreFuture<Decision> {
         let inner = &*self.inner;
-        let key = self.memory_key(ip);
-        if charge == 0 {
-            inner.memory.peek(&key, &inner.quota, 1)
-        } else {
-            inner
-                .memory
-                .charge(&key, &inner.quota, charge, inner.max_debt)
+        inner
+            .stores
+            .store
+            .charge(&self.bucket(ip, charge), inner.max_debt)
+    }
+
+    fn bucket(&self, ip: IpAddr, charge: u32) -> Bucket<'static> {
+        let value = KeyValue::ip(ip, self.inner.ipv6_prefix);
+        Bucket::for_rule(0, BUCKET, value, self.inner.quota, charge)
+    }
+
+    /// The store's answer to [`Self::start`], with the policy applied when
+    /// it could not answer.
+    fn reading(&self, ip: IpAddr, charge: u32, answer: Result<Decision, StoreError>) -> Reading {
+        let stores = &self.inner.stores;
+        match answer {
+            Ok(d) => Reading::Bucket(d),
+            Err(err) => match stores.failed(&err) {
+                OnStoreError::FallBackToMemory => Reading::Bucket(
+                    stores
+                        .memory
+                        .charge_bucket(&self.bucket(ip, charge), self.inner.max_debt),
+                ),
+                OnStoreError::FailClosed => Reading::StoreDown,
+                OnStoreError::FailOpen => Reading::Unlimited,
+            },
         }
     }
 
-    /// The synchronous check of the in-memory store, when there is no Redis.
-    fn check_now(&self, ip: IpAddr) -> Option<Result<(), Response<Bytes>>> {
-        #[cfg(feature = "redis")]
-        if self.inner.redis.is_some() {
-            return None;
+    /// Charges one failure to `ip` after a 401: at once when the store
+    /// answers at once, else in a task.
+    fn charge_failure(&self, ip: IpAddr) {
+        if let Err(pending) = self.start(ip, 1).now() {
+            let this = self.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { this.reading(ip, 1, pending.await) });
+            }
         }
-        let refusal = self.refusal(Reading::Bucket(self.read_memory(ip, 0)));
-        Some(refusal.map_or(Ok(()), Err))
-    }
-
-    /// The synchronous charge of the in-memory store; `false` if it must be
-    /// done asynchronously.
-    fn charge_now(&self, ip: IpAddr) -> bool {
-        #[cfg(feature = "redis")]
-        if self.inner.redis.is_some() {
-            return false;
-        }
-        self.read_memory(ip, 1);
-        true
     }
 
     /// The answer to send instead of calling the service, if any.
@@ -373,10 +346,8 @@ enum Reading {
     /// Whether one more failure fits.
     Bucket(Decision),
     /// The store is down and the policy is to fail open.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Unlimited,
     /// The store is down and the policy is to fail closed (503).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     StoreDown,
 }
 
@@ -386,11 +357,8 @@ impl fmt::Debug for FailedAuthLimiter {
         d.field("quota", &self.inner.quota)
             .field("format", &self.inner.format)
             .field("proxies", &self.inner.proxies)
-            .field("memory", &self.inner.memory);
-        #[cfg(feature = "redis")]
-        d.field("redis", &self.inner.redis);
-        d.field("on_store_error", &self.inner.on_store_error)
-            .finish()
+            .field("stores", &self.inner.stores);
+        d.finish()
     }
 }
 
@@ -448,19 +416,23 @@ where
         };
         // Resolved once: the auth layer and the rate limiter inside read it.
         req.extensions_mut().insert(ClientIp(ip));
-        match self.limiter.check_now(ip) {
-            Some(Ok(())) => {
-                let charge = Some((self.limiter.clone(), ip));
-                FailedAuthFuture::inner(self.inner.call(req), charge)
-            }
-            Some(Err(res)) => FailedAuthFuture::denied(res.map(ResBody::from)),
-            None => {
-                // Redis: read the bucket, then call the service that was made ready.
+        match self.limiter.start(ip, 0).now() {
+            Ok(answer) => match self.limiter.refusal(self.limiter.reading(ip, 0, answer)) {
+                None => {
+                    let charge = Some((self.limiter.clone(), ip));
+                    FailedAuthFuture::inner(self.inner.call(req), charge)
+                }
+                Some(res) => FailedAuthFuture::denied(res.map(ResBody::from)),
+            },
+            Err(pending) => {
+                // A shared store: read the bucket, then call the service
+                // that was made ready.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let limiter = self.limiter.clone();
                 FailedAuthFuture::boxed(Box::pin(async move {
-                    if let Err(res) = limiter.check(ip).await {
+                    let reading = limiter.reading(ip, 0, pending.await);
+                    if let Some(res) = limiter.refusal(reading) {
                         return Ok(res.map(ResBody::from));
                     }
                     let res = inner.call(req).await?;
@@ -490,7 +462,7 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            // Who to charge if the answer is 401 (in-memory store).
+            // Who to charge if the answer is 401.
             charge: Option<(FailedAuthLimiter, IpAddr)>,
         },
         Denied {
@@ -536,8 +508,7 @@ where
                 let res = ready!(future.poll(cx))?;
                 if res.status() == StatusCode::UNAUTHORIZED {
                     if let Some((limiter, ip)) = charge.take() {
-                        let charged = limiter.charge_now(ip);
-                        debug_assert!(charged, "the in-memory path charges synchronously");
+                        limiter.charge_failure(ip);
                     }
                 }
                 Poll::Ready(Ok(res))

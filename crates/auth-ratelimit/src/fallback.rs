@@ -1,8 +1,17 @@
-//! What to do when the shared store (Redis) cannot answer.
+//! What to do when the shared store (Redis) cannot answer, and the store a
+//! limiter holds with its in-memory fallback.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
-use crate::{Clock, MonotonicClock, StoreError};
+use crate::{
+    key::LimitKey, Clock, LimitKeyHasher, MemoryStore, MonotonicClock, RateLimitStore, StoreError,
+};
 
 /// What the limiter does when its shared store cannot answer a check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,27 +28,71 @@ pub enum OnStoreError {
     FailOpen,
 }
 
+/// The in-memory store of a limiter.
+pub(crate) type LimiterMemory = MemoryStore<LimitKey, LimitKeyHasher>;
+
+/// A limiter's store, the in-memory store it falls back to, and what to do
+/// when the store cannot answer. Without a shared store, the memory store
+/// is the store (and never fails).
+pub(crate) struct Stores {
+    pub(crate) store: Arc<dyn RateLimitStore>,
+    pub(crate) memory: Arc<LimiterMemory>,
+    policy: OnStoreError,
+    warn: WarnThrottle,
+}
+
+impl Stores {
+    pub(crate) fn new(
+        memory: LimiterMemory,
+        store: Option<Arc<dyn RateLimitStore>>,
+        policy: OnStoreError,
+    ) -> Self {
+        let memory = Arc::new(memory);
+        Self {
+            store: store.unwrap_or_else(|| memory.clone()),
+            memory,
+            policy,
+            warn: WarnThrottle::new(),
+        }
+    }
+
+    /// The store failed with `err`: warns (at most once per interval) and
+    /// returns the policy to apply.
+    #[cold]
+    pub(crate) fn failed(&self, err: &StoreError) -> OnStoreError {
+        self.warn.warn(err, self.policy);
+        self.policy
+    }
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores")
+            .field("store", &self.store)
+            .field("memory", &self.memory)
+            .field("on_store_error", &self.policy)
+            .finish()
+    }
+}
+
 /// Logs store failures at most once per interval, counting the rest.
 #[derive(Debug)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) struct WarnThrottle {
+struct WarnThrottle {
     next: AtomicU64,
     suppressed: AtomicU64,
 }
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 const WARN_EVERY_NANOS: u64 = 10_000_000_000;
 
 impl WarnThrottle {
-    pub(crate) const fn new() -> Self {
+    const fn new() -> Self {
         Self {
             next: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
         }
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn warn(&self, err: &StoreError, policy: OnStoreError) {
+    fn warn(&self, err: &StoreError, policy: OnStoreError) {
         let now = MonotonicClock.now();
         let next = self.next.load(Ordering::Relaxed);
         if now < next

@@ -4,11 +4,9 @@ use std::{fmt::Write, sync::OnceLock};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{
-    inline_vec::{InlineVec, RULES_INLINE},
-    quota::ceil_secs,
-    Decision,
-};
+use smallvec::SmallVec;
+
+use crate::{quota::ceil_secs, store::RULES_INLINE, Decision};
 
 /// `RateLimit-Limit`.
 pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -64,7 +62,7 @@ impl HeaderStyle {
 /// The decisions of every rule that applied to a request, by rule index.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Checked {
-    pub(crate) items: InlineVec<(usize, Decision), RULES_INLINE>,
+    pub(crate) items: SmallVec<[(usize, Decision); RULES_INLINE]>,
 }
 
 impl Checked {

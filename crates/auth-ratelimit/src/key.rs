@@ -227,7 +227,6 @@ impl KeyValue<'_> {
 
     /// The key as a string, for Redis: a type tag, then the value (a user id
     /// is length-prefixed so `user@org` cannot collide with another user).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn write_to(&self, out: &mut String) {
         use fmt::Write;
         let _ = match self {
@@ -246,21 +245,25 @@ impl KeyValue<'_> {
     }
 }
 
-/// Per-process random keys: two SipHash instances (together a 128-bit keyed
-/// digest of strings) and two seeds for the map hash.
+/// Per-process random keys: two SipHash instances, together a 128-bit keyed
+/// digest of strings.
 struct Keys {
     a: RandomState,
     b: RandomState,
-    seeds: [u64; 2],
 }
 
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let (a, b) = (RandomState::new(), RandomState::new());
-        let seeds = [a.hash_one(0x5EED_u64) | 1, b.hash_one(0x5EED_u64) | 1];
-        Keys { a, b, seeds }
+    KEYS.get_or_init(|| Keys {
+        a: RandomState::new(),
+        b: RandomState::new(),
     })
+}
+
+/// The 128-bit keyed digest of `v`.
+fn digest(v: impl Hash) -> [u64; 2] {
+    let k = keys();
+    [k.a.hash_one(&v), k.b.hash_one(&v)]
 }
 
 /// The key of one bucket in the layer's in-memory store: the rule, and
@@ -281,10 +284,6 @@ pub struct LimitKey {
 impl LimitKey {
     #[inline]
     pub(crate) fn new(rule: usize, value: &KeyValue<'_>) -> Self {
-        let digest = |v: &str| {
-            let k = keys();
-            [k.a.hash_one(v), k.b.hash_one(v)]
-        };
         let (kind, value) = match value {
             KeyValue::Global => (0, [0, 0]),
             KeyValue::ApiKey(id) => (1, [id.as_u64(), 0]),
@@ -302,6 +301,18 @@ impl LimitKey {
             value,
         }
     }
+
+    /// The key of the application's own bucket `value` of the limit `name`
+    /// (outside any limiter's rules).
+    pub(crate) fn named(name: &str, value: &KeyValue<'_>) -> Self {
+        let mut text = String::new();
+        value.write_to(&mut text);
+        Self {
+            rule: u32::MAX,
+            kind: 6,
+            value: digest((name, text)),
+        }
+    }
 }
 
 impl Hash for LimitKey {
@@ -311,74 +322,11 @@ impl Hash for LimitKey {
     }
 }
 
-/// The map hash of the layer's store: a folded multiply with per-process
-/// random seeds (the construction of `foldhash`/`ahash`), a few times faster
-/// than SipHash on the 16 bytes of a [`LimitKey`]. Client-chosen parts of a
-/// key (IPv6 networks) cannot be aimed at collisions without the seeds.
-#[derive(Clone, Copy, Debug)]
-pub struct LimitKeyHasher {
-    seeds: [u64; 2],
-}
-
-impl LimitKeyHasher {
-    /// A hasher with this process's random seeds.
-    pub fn new() -> Self {
-        Self {
-            seeds: keys().seeds,
-        }
-    }
-}
-
-impl Default for LimitKeyHasher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl BuildHasher for LimitKeyHasher {
-    type Hasher = DigestHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher {
-            state: self.seeds[0],
-            seed: self.seeds[1],
-        }
-    }
-}
-
-/// The [`Hasher`] of [`LimitKeyHasher`].
-#[derive(Clone, Copy, Debug)]
-pub struct DigestHasher {
-    state: u64,
-    seed: u64,
-}
-
-#[inline]
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let p = u128::from(a).wrapping_mul(u128::from(b));
-    (p as u64) ^ ((p >> 64) as u64)
-}
-
-impl Hasher for DigestHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        folded_multiply(self.state, self.seed)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.state = folded_multiply(self.state ^ n, self.seed ^ 0x9E37_79B9_7F4A_7C15);
-    }
-}
+/// The map hash of the limiter's in-memory store: `foldhash`'s fast hash
+/// with a random seed per store, a few times faster than SipHash on the
+/// 24 bytes of a [`LimitKey`]. Client-chosen parts of a key (IPv6 networks)
+/// cannot be aimed at collisions without the seed.
+pub type LimitKeyHasher = foldhash::fast::RandomState;
 
 #[cfg(test)]
 mod tests {

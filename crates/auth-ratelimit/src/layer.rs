@@ -123,14 +123,25 @@ where
             Evaluation::Ready(Verdict::Deny(res)) => Kind::Denied {
                 response: Some(res.map(ResBody::from)),
             },
-            #[cfg(feature = "redis")]
-            Evaluation::Pending(verdict) => {
+            waiting => {
                 // The inner service was made ready; take that instance.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
+                let limiter = self.limiter.clone();
                 Kind::Pending {
                     future: Box::pin(async move {
-                        match verdict.await {
+                        let verdict = match waiting {
+                            Evaluation::Ready(v) => v,
+                            Evaluation::Pending(verdict) => verdict.await,
+                            Evaluation::Resolve(resolving) => match resolving.await {
+                                Ok(resolved) => {
+                                    let verdict = limiter.evaluate_resolved(&req, &resolved);
+                                    verdict.await
+                                }
+                                Err(v) => v,
+                            },
+                        };
+                        match verdict {
                             Verdict::Allow(headers) => {
                                 let mut res = inner.call(req).await?;
                                 headers.apply(res.headers_mut());

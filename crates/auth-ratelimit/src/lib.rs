@@ -23,10 +23,11 @@
 //!   auth layer and counts 401 answers per client address; past its quota
 //!   the address gets 429 before authentication runs ([`failed_auth`]
 //!   module docs).
-//! * **Stores**: [`MemoryStore`] (sharded map, no global lock, bounded
-//!   memory) or, with the `redis` feature, `RedisStore` (one atomic Lua round
-//!   trip per request, shared by all instances, with an [`OnStoreError`]
-//!   policy for when Redis is down).
+//! * **Stores**: one [`RateLimitStore`] per limiter: [`MemoryStore`]
+//!   (sharded map, no global lock, bounded memory) or, with the `redis`
+//!   feature, `RedisStore` (one atomic Lua round trip per request, shared by
+//!   all instances), with the memory store as the fallback and an
+//!   [`OnStoreError`] policy for when the shared store is down.
 //!
 //! # Example
 //!
@@ -77,13 +78,13 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod credits;
 mod decision;
 mod error;
 pub mod failed_auth;
 mod fallback;
 mod gcra;
 mod headers;
-mod inline_vec;
 mod key;
 mod layer;
 mod limiter;
@@ -91,13 +92,18 @@ mod memory;
 mod metrics;
 mod quota;
 #[cfg(feature = "redis")]
+mod redis_credits;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod rule;
+mod store;
+pub mod tiers;
 pub mod ws;
 
 // The client-address resolver is auth-core's, shared with the auth layer.
 pub use auth_core::{ClientIp, ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
 pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use credits::{CreditLedger, DEFAULT_WRITE_BACK};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};
 pub use failed_auth::{
@@ -108,7 +114,7 @@ pub use fallback::OnStoreError;
 pub use headers::{
     HeaderStyle, RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
 };
-pub use key::{DigestHasher, KeyBy, KeyFn, LimitKey, LimitKeyHasher, RequestInfo};
+pub use key::{KeyBy, KeyFn, LimitKey, LimitKeyHasher, RequestInfo};
 pub use layer::{RateLimitLayer, RateLimitService, ResponseFuture};
 pub use limiter::{RateLimiter, RateLimiterBuilder};
 pub use memory::{MemoryStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
@@ -117,4 +123,6 @@ pub use quota::Quota;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
 pub use rule::{QuotaFn, Rule};
+pub use store::{Bucket, Decisions, RateLimitStore, StoreFuture};
+pub use tiers::{QuotaResolver, DEFAULT_TIER_CACHE_SIZE};
 pub use ws::{MessageLimiter, RateLimitedEvent};

@@ -2,7 +2,8 @@
 
 use std::{
     fmt,
-    ops::ControlFlow,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -10,24 +11,26 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthError, ErrorFormat};
+use auth_core::{
+    store::KeyStore, AuthContext, AuthError, CreditSpend, ErrorFormat, RefusedFor, RejectReason,
+};
+use time::OffsetDateTime;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 
+use smallvec::SmallVec;
+
 use crate::{
+    credits::{refill_in, CreditLedger, DEFAULT_WRITE_BACK},
     error::check_rule_name,
-    fallback::WarnThrottle,
-    headers::{more_restrictive, Checked, RateHeaders},
-    key::{KeyBy, KeyValue, LimitKey, LimitKeyHasher},
+    fallback::{LimiterMemory, Stores},
+    headers::{Checked, RateHeaders},
+    key::{KeyBy, KeyValue, LimitKey},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    Clock, ConfigError, Decision, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
-    RateLimitLayer, RequestInfo, Rule, TrustedProxies,
-};
-#[cfg(feature = "redis")]
-use crate::{
-    inline_vec::{InlineVec, RULES_INLINE},
-    redis_store::RedisCheck,
-    RedisStore,
+    store::{Bucket, Decisions, RULES_INLINE},
+    tiers::{Lookup, Tiers, DEFAULT_TIER_CACHE_SIZE},
+    Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
+    QuotaResolver, RateLimitLayer, RateLimitStore, RequestInfo, Rule, TrustedProxies,
 };
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
@@ -55,13 +58,11 @@ struct Inner {
     rules: Vec<Rule>,
     /// Each rule's decision counters, by rule index.
     decisions: Vec<crate::metrics::DecisionKeys>,
-    memory: MemoryStore<LimitKey, LimitKeyHasher>,
-    #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    on_store_error: OnStoreError,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    warn: WarnThrottle,
+    stores: Stores,
+    /// The quota resolver and its cache, for rules with `key_quota`.
+    tiers: Option<Arc<Tiers>>,
+    /// Where usage-limited keys spend their credits, when enabled.
+    credits: Option<CreditLedger>,
     headers: HeaderStyle,
     format: ErrorFormat,
     proxies: TrustedProxies,
@@ -79,15 +80,26 @@ pub struct RateLimiterBuilder {
     clock: Option<Arc<dyn Clock>>,
     max_keys: usize,
     sweep_interval: Duration,
-    #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
+    store: Option<Arc<dyn RateLimitStore>>,
     on_store_error: OnStoreError,
+    tiers: Option<TiersConfig>,
+    credits: Option<Arc<dyn KeyStore>>,
+    write_back: Duration,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::RedisStore>,
 }
 
-/// One rule's bucket to check for a request.
-#[cfg(feature = "redis")]
+/// The resolver given to the builder, made into [`Tiers`] with the clock.
+struct TiersConfig {
+    make: Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+/// What the in-memory fallback needs of a bucket once the request is gone:
+/// its rule, key, quota and cost.
 #[derive(Clone, Copy)]
-struct Prepared {
+struct Owned {
     rule: usize,
     key: LimitKey,
     quota: Quota,
@@ -105,8 +117,16 @@ pub(crate) enum Verdict {
 /// A verdict now, or after a round trip to the shared store.
 pub(crate) enum Evaluation {
     Ready(Verdict),
-    #[cfg(feature = "redis")]
-    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>),
+    Pending(Pin<Box<dyn Future<Output = Verdict> + Send>>),
+    /// A key's quota must first be asked of the resolver; then evaluate
+    /// again with the answer ([`RateLimiter::evaluate_with`]).
+    Resolve(Pin<Box<dyn Future<Output = Result<Resolved, Verdict>> + Send>>),
+}
+
+/// The resolver's answer for one key, for the evaluation that follows it.
+pub(crate) struct Resolved {
+    key: LimitKey,
+    quota: Option<Quota>,
 }
 
 impl RateLimiter {
@@ -122,9 +142,13 @@ impl RateLimiter {
             clock: None,
             max_keys: DEFAULT_MAX_KEYS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            store: None,
+            on_store_error: OnStoreError::default(),
+            tiers: None,
+            credits: None,
+            write_back: DEFAULT_WRITE_BACK,
             #[cfg(feature = "redis")]
             redis: None,
-            on_store_error: OnStoreError::default(),
         }
     }
 
@@ -140,20 +164,27 @@ impl RateLimiter {
 
     /// The in-memory store (the only store, or the fallback when Redis is
     /// down), e.g. to watch [`MemoryStore::len`].
-    pub fn memory(&self) -> &MemoryStore<LimitKey, LimitKeyHasher> {
-        &self.inner.memory
+    pub fn memory(&self) -> &LimiterMemory {
+        &self.inner.stores.memory
+    }
+
+    /// Where credits are spent, when [`RateLimiterBuilder::credits`] enabled
+    /// them (e.g. to [`flush`](CreditLedger::flush) Redis counts at shutdown).
+    pub fn credits(&self) -> Option<&CreditLedger> {
+        self.inner.credits.as_ref()
     }
 
     /// Checks `req` against every rule that covers it, outside the layer
     /// (in a handler, for instance). `Ok` holds the rate-limit headers for
     /// the response; `Err` the 429 (or 503) to send instead.
     pub async fn check<B>(&self, req: &Request<B>) -> Result<HeaderMap, Response<Bytes>> {
-        // Without the `redis` feature the match has one arm.
-        #[allow(clippy::infallible_destructuring_match)]
         let verdict = match self.evaluate(req) {
             Evaluation::Ready(v) => v,
-            #[cfg(feature = "redis")]
             Evaluation::Pending(f) => f.await,
+            Evaluation::Resolve(resolving) => match resolving.await {
+                Ok(resolved) => self.evaluate_resolved(req, &resolved).await,
+                Err(v) => v,
+            },
         };
         match verdict {
             Verdict::Allow(rate_headers) => {
@@ -165,83 +196,180 @@ impl RateLimiter {
         }
     }
 
-    /// Decides `req`, synchronously for the memory store.
+    /// Decides `req`: at once when the store answers at once (memory),
+    /// else after its round trip (or first the quota resolver's).
+    #[inline]
     pub(crate) fn evaluate<B>(&self, req: &Request<B>) -> Evaluation {
-        let inner = &*self.inner;
-        let info = RequestInfo::new(req, &inner.proxies);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &inner.redis {
-            return self.evaluate_redis(redis, &info);
-        }
-        Evaluation::Ready(self.evaluate_memory(&info))
+        self.evaluate_with(req, None)
     }
 
-    /// The memory store's fast path: each bucket is checked as its rule is
-    /// reached, and only what the headers need is kept. A refusal goes to
-    /// [`Self::refuse_memory`].
-    fn evaluate_memory(&self, info: &RequestInfo<'_>) -> Verdict {
-        let inner = &*self.inner;
-        let (legacy, draft) = (inner.headers.legacy(), inner.headers.draft());
-        let mem = &inner.memory;
-        let mut most: Option<Decision> = None;
-        let mut all: Option<Checked> = None;
-        let mut refused = None;
-        self.prepare(info, |i, value, quota, cost| {
-            let d = mem.check(&LimitKey::new(i, &value), &quota, cost);
-            inner.decisions[i].record(d.is_allowed());
-            if !d.is_allowed() {
-                refused = Some((i, d));
-                return ControlFlow::Break(());
+    /// After the resolver answered: decides `req` with `resolved`.
+    pub(crate) fn evaluate_resolved<B>(
+        &self,
+        req: &Request<B>,
+        resolved: &Resolved,
+    ) -> impl Future<Output = Verdict> + Send + 'static {
+        let evaluation = self.evaluate_with(req, Some(resolved));
+        let this = self.clone();
+        async move {
+            match evaluation {
+                Evaluation::Ready(v) => v,
+                Evaluation::Pending(f) => f.await,
+                // The answer was just given; only a racing cache reset can
+                // ask again. Fail closed rather than loop.
+                Evaluation::Resolve(_) => this.unavailable(),
             }
-            if legacy {
-                match &most {
-                    Some(m) if !more_restrictive(&d, m) => {}
-                    _ => most = Some(d),
+        }
+    }
+
+    fn evaluate_with<B>(&self, req: &Request<B>, resolved: Option<&Resolved>) -> Evaluation {
+        let inner = &*self.inner;
+        let info = RequestInfo::new(req, &inner.proxies);
+        let mut buckets = SmallVec::<[Bucket<'_>; RULES_INLINE]>::new();
+        let ready = self.prepare(&info, resolved, |i, value, quota, cost| {
+            buckets.push(Bucket::for_rule(i, &inner.rules[i].name, value, quota, cost));
+        });
+        if !ready {
+            return self.resolving(info.auth());
+        }
+        let evaluation = self.check_buckets(&buckets);
+        // Looked up only when credits are enabled: the hot path pays nothing.
+        if let Some(ledger) = &inner.credits {
+            if let Some(ctx) = info.auth().filter(|c| c.credits().is_some()) {
+                return self.then_spend(ledger, ctx, evaluation);
+            }
+        }
+        evaluation
+    }
+
+    /// Takes the buckets' tokens from the store.
+    #[inline]
+    fn check_buckets(&self, buckets: &[Bucket<'_>]) -> Evaluation {
+        if buckets.is_empty() {
+            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
+        }
+        match self.inner.stores.store.check_all(buckets).now() {
+            Ok(Ok(decisions)) => {
+                Evaluation::Ready(self.decided(buckets.iter().map(|b| b.rule), decisions))
+            }
+            Ok(Err(err)) => Evaluation::Ready(self.store_failed(&err, &owned(buckets))),
+            Err(pending) => {
+                let owned = owned(buckets);
+                let this = self.clone();
+                Evaluation::Pending(Box::pin(async move {
+                    match pending.await {
+                        Ok(decisions) => this.decided(owned.iter().map(|o| o.rule), decisions),
+                        Err(err) => this.store_failed(&err, &owned),
+                    }
+                }))
+            }
+        }
+    }
+
+    /// After the rate limits let the request through, spends one of the
+    /// key's credits: 429 `usage_exceeded` when none is left, 503 when the
+    /// ledger cannot answer.
+    #[cold]
+    fn then_spend(&self, ledger: &CreditLedger, ctx: &AuthContext, rated: Evaluation) -> Evaluation {
+        let Some(spending) = ledger.spend(ctx) else {
+            return rated;
+        };
+        let credits = ctx.credits().copied();
+        let this = self.clone();
+        Evaluation::Pending(Box::pin(async move {
+            let verdict = match rated {
+                Evaluation::Ready(v) => v,
+                Evaluation::Pending(f) => f.await,
+                Evaluation::Resolve(_) => return this.unavailable(),
+            };
+            let Verdict::Allow(headers) = verdict else {
+                return verdict;
+            };
+            match spending.await {
+                Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Verdict::Allow(headers),
+                Ok(CreditSpend::Exhausted) => {
+                    let retry = credits.and_then(|c| refill_in(&c, OffsetDateTime::now_utc()));
+                    let mut res = this.render(&AuthError::usage_exceeded(retry));
+                    res.extensions_mut()
+                        .insert(RefusedFor(RejectReason::UsageExceeded));
+                    headers.apply(res.headers_mut());
+                    Verdict::Deny(res)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "spending a credit failed; refusing with 503");
+                    this.unavailable()
                 }
             }
-            if draft {
-                all.get_or_insert_with(Checked::default).push(i, d);
-            }
-            ControlFlow::Continue(())
-        });
-        if let Some((i, d)) = refused {
-            return self.refuse_memory(info, i, d);
-        }
-        let rules = &inner.rules;
-        Verdict::Allow(RateHeaders::new(most.as_ref(), all.as_ref(), |i| {
-            &rules[i].name
         }))
     }
 
-    /// Rule `refused` refused the request with `decision`: gives back what
-    /// the rules before it took, and reads the ones after it without taking.
-    #[cold]
-    fn refuse_memory(&self, info: &RequestInfo<'_>, refused: usize, decision: Decision) -> Verdict {
-        let mem = &self.inner.memory;
+    /// The verdict on the store's decisions, one per bucket of `rules`.
+    #[inline]
+    fn decided(&self, rules: impl Iterator<Item = usize>, decisions: Decisions) -> Verdict {
         let mut checked = Checked::default();
-        self.prepare(info, |i, value, quota, cost| {
-            let key = LimitKey::new(i, &value);
-            let d = match i.cmp(&refused) {
-                std::cmp::Ordering::Less => {
-                    mem.refund(&key, &quota, cost);
-                    mem.peek(&key, &quota, 0)
-                }
-                std::cmp::Ordering::Equal => decision,
-                std::cmp::Ordering::Greater => mem.peek(&key, &quota, cost),
-            };
+        for (i, d) in rules.zip(decisions) {
+            self.inner.decisions[i].record(d.is_allowed());
             checked.push(i, d);
-            ControlFlow::Continue(())
-        });
+        }
         self.verdict(&checked)
     }
 
-    /// Calls `f` with each rule that covers the request and its key, until
-    /// `f` breaks.
+    /// The store could not answer: the policy decides.
+    #[cold]
+    fn store_failed(&self, err: &crate::StoreError, owned: &[Owned]) -> Verdict {
+        let stores = &self.inner.stores;
+        match stores.failed(err) {
+            OnStoreError::FallBackToMemory => {
+                let decisions = stores
+                    .memory
+                    .take_all(owned, |o| (&o.key, &o.quota, o.cost));
+                self.decided(owned.iter().map(|o| o.rule), decisions)
+            }
+            OnStoreError::FailClosed => self.unavailable(),
+            OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
+        }
+    }
+
+    /// 503: the limiter cannot decide (fail closed).
+    #[cold]
+    fn unavailable(&self) -> Verdict {
+        Verdict::Deny(self.render(&AuthError::unavailable(
+            "Rate limiting is temporarily unavailable",
+        )))
+    }
+
+    /// Asks the resolver for `ctx`'s quota.
+    #[cold]
+    fn resolving(&self, ctx: Option<&AuthContext>) -> Evaluation {
+        let (Some(ctx), Some(tiers)) = (ctx, &self.inner.tiers) else {
+            // `prepare` only waits for the resolver when both exist.
+            return Evaluation::Ready(self.unavailable());
+        };
+        let ctx = ctx.clone();
+        let (this, tiers) = (self.clone(), tiers.clone());
+        Evaluation::Resolve(Box::pin(async move {
+            match tiers.resolve(&ctx).await {
+                Ok(quota) => Ok(Resolved {
+                    key: Tiers::key_of(&ctx),
+                    quota,
+                }),
+                Err(err) => {
+                    tracing::warn!(error = %err, "quota resolver failed; refusing with 503");
+                    Err(this.unavailable())
+                }
+            }
+        }))
+    }
+
+    /// Calls `f` with each rule that covers the request, its key, quota and
+    /// cost. `false` when a key's quota must first be asked of the resolver.
+    #[inline]
     fn prepare<'a>(
-        &self,
+        &'a self,
         info: &RequestInfo<'a>,
-        mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32) -> ControlFlow<()>,
-    ) {
+        resolved: Option<&Resolved>,
+        mut f: impl FnMut(usize, KeyValue<'a>, Quota, u32),
+    ) -> bool {
         let inner = &*self.inner;
         for (i, rule) in inner.rules.iter().enumerate() {
             if !rule.matches(info) {
@@ -249,9 +377,16 @@ impl RateLimiter {
             }
             match rule.key.extract(info, inner.ipv6_prefix) {
                 Some(value) => {
-                    if f(i, value, rule.quota_for(info), rule.cost).is_break() {
-                        return;
-                    }
+                    let quota = if rule.key_quota {
+                        match self.key_quota(info.auth(), resolved) {
+                            Ok(Some(q)) => q,
+                            Ok(None) => rule.quota_for(info),
+                            Err(()) => return false,
+                        }
+                    } else {
+                        rule.quota_for(info)
+                    };
+                    f(i, value, quota, rule.cost);
                 }
                 None => {
                     if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none()
@@ -261,83 +396,32 @@ impl RateLimiter {
                 }
             }
         }
+        true
     }
 
-    #[cfg(feature = "redis")]
-    fn evaluate_redis(&self, redis: &RedisStore, info: &RequestInfo<'_>) -> Evaluation {
-        let mut prepared = InlineVec::<Prepared, RULES_INLINE>::default();
-        let mut checks = Vec::new();
-        self.prepare(info, |i, value, quota, cost| {
-            let mut key = format!("{}:{}:", redis.prefix(), self.inner.rules[i].name);
-            value.write_to(&mut key);
-            checks.push(RedisCheck { key, quota, cost });
-            prepared.push(Prepared {
-                rule: i,
-                key: LimitKey::new(i, &value),
-                quota,
-                cost,
-            });
-            ControlFlow::Continue(())
-        });
-        if prepared.is_empty() {
-            return Evaluation::Ready(Verdict::Allow(RateHeaders::default()));
+    /// The quota `ctx`'s key carries: its own rate limit, else its tier
+    /// (`Err` when the resolver must be asked), else none.
+    #[inline]
+    fn key_quota(
+        &self,
+        ctx: Option<&AuthContext>,
+        resolved: Option<&Resolved>,
+    ) -> Result<Option<Quota>, ()> {
+        let Some(ctx) = ctx else { return Ok(None) };
+        if let Some(own) = ctx.key_rate_limit() {
+            return Ok(Some(Quota::per_seconds(own.limit, own.period_seconds)));
         }
-        let this = self.clone();
-        let redis = redis.clone();
-        Evaluation::Pending(Box::pin(async move {
-            match redis.check_all(&checks).await {
-                Ok(decisions) => {
-                    let mut checked = Checked::default();
-                    for (p, d) in prepared.iter().zip(decisions) {
-                        this.inner.decisions[p.rule].record(d.is_allowed());
-                        checked.push(p.rule, d);
-                    }
-                    this.verdict(&checked)
-                }
-                Err(err) => {
-                    let policy = this.inner.on_store_error;
-                    this.inner.warn.warn(&err, policy);
-                    match policy {
-                        OnStoreError::FallBackToMemory => {
-                            let mut checked = Checked::default();
-                            this.check_memory(&prepared, &mut checked);
-                            this.verdict(&checked)
-                        }
-                        OnStoreError::FailClosed => Verdict::Deny(this.render(
-                            &AuthError::unavailable("Rate limiting is temporarily unavailable"),
-                        )),
-                        OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
-                    }
-                }
-            }
-        }))
-    }
-
-    /// Checks the buckets in order; on a refusal, gives back what the earlier
-    /// ones took and reads the later ones without taking.
-    #[cfg(feature = "redis")]
-    fn check_memory(&self, prepared: &InlineVec<Prepared, RULES_INLINE>, checked: &mut Checked) {
-        let mem = &self.inner.memory;
-        let mut refused = None;
-        for (i, p) in prepared.iter().enumerate() {
-            if refused.is_some() {
-                checked.push(p.rule, mem.peek(&p.key, &p.quota, p.cost));
-                continue;
-            }
-            let d = mem.check(&p.key, &p.quota, p.cost);
-            self.inner.decisions[p.rule].record(d.is_allowed());
-            checked.push(p.rule, d);
-            if !d.is_allowed() {
-                refused = Some(i);
+        let Some(tiers) = &self.inner.tiers else {
+            return Ok(None);
+        };
+        if let Some(r) = resolved {
+            if r.key == Tiers::key_of(ctx) {
+                return Ok(r.quota);
             }
         }
-        if let Some(n) = refused {
-            for (i, p) in prepared.iter().take(n).enumerate() {
-                mem.refund(&p.key, &p.quota, p.cost);
-                if let Some(slot) = checked.items.get_mut(i) {
-                    slot.1 = mem.peek(&p.key, &p.quota, 0);
-                }
-            }
+        match tiers.lookup(ctx) {
+            Lookup::Hit(q) => Ok(q),
+            Lookup::Miss => Err(()),
         }
     }
 
@@ -352,6 +436,8 @@ impl RateLimiter {
             .and_then(|d| d.retry_after())
             .unwrap_or(Duration::from_secs(1));
         let mut res = self.render(&AuthError::rate_limited(retry));
+        res.extensions_mut()
+            .insert(RefusedFor(RejectReason::RateLimited));
         headers.apply(res.headers_mut());
         Verdict::Deny(res)
     }
@@ -377,11 +463,8 @@ impl fmt::Debug for RateLimiter {
             .field("headers", &self.inner.headers)
             .field("format", &self.inner.format)
             .field("proxies", &self.inner.proxies)
-            .field("memory", &self.inner.memory);
-        #[cfg(feature = "redis")]
-        d.field("redis", &self.inner.redis);
-        d.field("on_store_error", &self.inner.on_store_error)
-            .finish()
+            .field("stores", &self.inner.stores);
+        d.finish()
     }
 }
 
@@ -429,7 +512,8 @@ impl RateLimiterBuilder {
     }
 
     /// The in-memory store's clock (default the real one); tests pass a
-    /// [`FakeClock`](crate::FakeClock). The Redis store uses the server's time.
+    /// [`FakeClock`](crate::FakeClock). A shared store has its own (Redis:
+    /// the server's time unless `RedisStore::with_clock` says otherwise).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -448,16 +532,64 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// Keeps the buckets in Redis, shared by every instance (the in-memory
-    /// store then serves as the fallback).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(mut self, store: RedisStore) -> Self {
-        self.redis = Some(store);
+    /// Keeps the buckets in `store`, for instance one shared by every
+    /// instance; the in-memory store then serves as the fallback (see
+    /// [`on_store_error`](Self::on_store_error)).
+    pub fn store(mut self, store: impl RateLimitStore) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
-    /// What to do when Redis cannot answer (default: fall back to memory).
+    /// Keeps the buckets in Redis, shared by every instance:
+    /// [`store`](Self::store) with a `RedisStore`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, store: crate::RedisStore) -> Self {
+        self.redis = Some(store.clone());
+        self.store(store)
+    }
+
+    /// Spends a credit of every usage-limited key (one with `credits`) per
+    /// request that passes the rate limits, and answers 429
+    /// `usage_exceeded` when none is left: in Redis when the limiter keeps
+    /// its buckets there (written back to `store`), else with
+    /// [`KeyStore::spend_credit`]. See the [`credits`](crate::credits) module.
+    pub fn credits(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.credits = Some(store);
+        self
+    }
+
+    /// How often Redis credit counts are written back to the key store
+    /// (default 5 s).
+    pub fn credits_write_back(mut self, every: Duration) -> Self {
+        self.write_back = every;
+        self
+    }
+
+    /// Asks `resolver` for the quota of keys without their own rate limit
+    /// (typically their owner's tier), for rules marked
+    /// [`Rule::key_quota`]. Answers are kept `ttl` on the limiter's clock
+    /// (see [`tier_cache_size`](Self::tier_cache_size)).
+    pub fn quota_resolver(mut self, resolver: impl QuotaResolver, ttl: Duration) -> Self {
+        let capacity = self.tiers.as_ref().map_or(DEFAULT_TIER_CACHE_SIZE, |t| t.capacity);
+        self.tiers = Some(TiersConfig {
+            make: Box::new(move |ttl, capacity, clock| Tiers::new(resolver, ttl, capacity, clock)),
+            ttl,
+            capacity,
+        });
+        self
+    }
+
+    /// How many resolver answers are kept at most (default 100,000).
+    pub fn tier_cache_size(mut self, capacity: usize) -> Self {
+        if let Some(t) = &mut self.tiers {
+            t.capacity = capacity;
+        }
+        self
+    }
+
+    /// What to do when the shared store cannot answer (default: fall back
+    /// to memory).
     pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
         self.on_store_error = policy;
         self
@@ -471,12 +603,26 @@ impl RateLimiterBuilder {
                 return Err(ConfigError::DuplicateRule(rule.name.to_string()));
             }
         }
-        let memory = match self.clock {
-            Some(clock) => MemoryStore::with_clock_and_hasher(clock, LimitKeyHasher::new()),
-            None => MemoryStore::with_clock_and_hasher(MonotonicClock, LimitKeyHasher::new()),
+        // The real clock is passed as itself, so the store calls it directly.
+        let memory = match &self.clock {
+            Some(clock) => MemoryStore::for_limiter(clock.clone()),
+            None => MemoryStore::for_limiter(MonotonicClock),
         }
         .max_keys(self.max_keys)
         .sweep_interval(self.sweep_interval);
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(MonotonicClock));
+        let tiers = self
+            .tiers
+            .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
+        #[cfg(feature = "redis")]
+        let credits = match (self.credits, self.redis) {
+            (Some(store), Some(redis)) => {
+                Some(CreditLedger::redis(redis, store, self.write_back))
+            }
+            (store, _) => store.map(CreditLedger::key_store),
+        };
+        #[cfg(not(feature = "redis"))]
+        let credits = self.credits.map(CreditLedger::key_store);
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 decisions: self
@@ -485,11 +631,9 @@ impl RateLimiterBuilder {
                     .map(|r| crate::metrics::DecisionKeys::new(&r.name))
                     .collect(),
                 rules: self.rules,
-                memory,
-                #[cfg(feature = "redis")]
-                redis: self.redis,
-                on_store_error: self.on_store_error,
-                warn: WarnThrottle::new(),
+                stores: Stores::new(memory, self.store, self.on_store_error),
+                tiers,
+                credits,
                 headers: self.headers,
                 format: self.format,
                 proxies: self.proxies,
@@ -498,6 +642,19 @@ impl RateLimiterBuilder {
             }),
         })
     }
+}
+
+/// What the fallback needs of `buckets` once the request is gone.
+fn owned(buckets: &[Bucket<'_>]) -> SmallVec<[Owned; RULES_INLINE]> {
+    buckets
+        .iter()
+        .map(|b| Owned {
+            rule: b.rule,
+            key: b.key,
+            quota: b.quota,
+            cost: b.cost,
+        })
+        .collect()
 }
 
 impl fmt::Debug for RateLimiterBuilder {

@@ -44,7 +44,12 @@ use std::{
 
 use dashmap::{mapref::entry::Entry, DashMap};
 
-use crate::{gcra, Clock, Decision, MonotonicClock, Quota};
+use crate::{
+    gcra,
+    key::LimitKey,
+    store::{Bucket, Decisions, RateLimitStore, StoreFuture},
+    Clock, Decision, LimitKeyHasher, MonotonicClock, Quota,
+};
 
 /// Default for [`MemoryStore::max_keys`].
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -91,6 +96,15 @@ impl<K: Hash + Eq + Clone> MemoryStore<K> {
     /// A store on `clock` with the default limits.
     pub fn with_clock(clock: impl Clock) -> Self {
         Self::with_clock_and_hasher(clock, RandomState::new())
+    }
+}
+
+impl MemoryStore<LimitKey, LimitKeyHasher> {
+    /// The store a [`RateLimiter`](crate::RateLimiter) keeps in memory, on
+    /// `clock`, with the default limits: keyed by [`LimitKey`], hashed by
+    /// `foldhash` with a random seed per store.
+    pub fn for_limiter(clock: impl Clock) -> Self {
+        Self::with_clock_and_hasher(clock, LimitKeyHasher::default())
     }
 }
 
@@ -203,6 +217,59 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
                 Some(gcra::give_back(tat, quota, cost))
             });
         }
+    }
+
+    /// Takes each item's cost if every bucket holds it, else nothing; the
+    /// answers are those of [`RateLimitStore::check_all`]. `parts` gives an
+    /// item's key, quota and cost.
+    #[inline]
+    pub(crate) fn take_all<T>(
+        &self,
+        items: &[T],
+        parts: impl Fn(&T) -> (&K, &Quota, u32),
+    ) -> Decisions {
+        let mut out = Decisions::new();
+        for (i, item) in items.iter().enumerate() {
+            let (key, quota, cost) = parts(item);
+            let d = self.check(key, quota, cost);
+            out.push(d);
+            if !d.is_allowed() {
+                return self.undo(items, i, out, parts);
+            }
+        }
+        out
+    }
+
+    /// Item `refused` was refused: gives back what the items before it took,
+    /// and reads the ones after it without taking.
+    #[cold]
+    #[inline(never)]
+    fn undo<T>(
+        &self,
+        items: &[T],
+        refused: usize,
+        mut out: Decisions,
+        parts: impl Fn(&T) -> (&K, &Quota, u32),
+    ) -> Decisions {
+        for (i, item) in items.iter().enumerate() {
+            let (key, quota, cost) = parts(item);
+            match i.cmp(&refused) {
+                std::cmp::Ordering::Less => {
+                    self.refund(key, quota, cost);
+                    out[i] = self.peek(key, quota, 0);
+                }
+                std::cmp::Ordering::Equal => {}
+                std::cmp::Ordering::Greater => {
+                    let d = self.peek(key, quota, cost);
+                    out.push(if d.is_allowed() {
+                        self.peek(key, quota, 0)
+                    } else {
+                        d
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// How many keys are tracked.
@@ -323,8 +390,33 @@ impl<K, S> fmt::Debug for MemoryStore<K, S> {
     }
 }
 
-/// The compare-and-swap loop on one bucket.
-#[inline]
+impl<S: BuildHasher + Clone> MemoryStore<LimitKey, S> {
+    /// [`RateLimitStore::charge`], answered at once.
+    pub(crate) fn charge_bucket(&self, bucket: &Bucket<'_>, max_debt: Duration) -> Decision {
+        if bucket.cost == 0 {
+            self.peek(&bucket.key, &bucket.quota, 1)
+        } else {
+            self.charge(&bucket.key, &bucket.quota, bucket.cost, max_debt)
+        }
+    }
+}
+
+impl<S> RateLimitStore for MemoryStore<LimitKey, S>
+where
+    S: BuildHasher + Clone + Send + Sync + 'static,
+{
+    #[inline]
+    fn check_all(&self, buckets: &[Bucket<'_>]) -> StoreFuture<Decisions> {
+        StoreFuture::ready(Ok(
+            self.take_all(buckets, |b| (&b.key, &b.quota, b.cost))
+        ))
+    }
+
+    fn charge(&self, bucket: &Bucket<'_>, max_debt: Duration) -> StoreFuture<Decision> {
+        StoreFuture::ready(Ok(self.charge_bucket(bucket, max_debt)))
+    }
+}
+
 /// Applies `update` to the cell atomically; returns the new state.
 fn apply(cell: &AtomicU64, update: impl Fn(u64) -> Option<u64>) -> u64 {
     let old = cell
@@ -333,6 +425,8 @@ fn apply(cell: &AtomicU64, update: impl Fn(u64) -> Option<u64>) -> u64 {
     update(old).unwrap_or(old)
 }
 
+/// The compare-and-swap loop on one bucket.
+#[inline]
 fn take(cell: &AtomicU64, now: u64, quota: &Quota, cost: u32) -> Decision {
     let mut tat = cell.load(Ordering::Acquire);
     loop {

@@ -1,6 +1,8 @@
 //! How much may pass: a token bucket's capacity and refill interval.
 
-use std::{fmt, time::Duration};
+use std::{fmt, num::NonZeroU32, time::Duration};
+
+use crate::ConfigError;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -36,7 +38,9 @@ impl Quota {
     /// `count` requests per `period`, all of which may come at once.
     ///
     /// # Panics
-    /// If `count` is 0 or `period` is zero (a configuration error).
+    /// If `count` is 0 or `period` is zero (a configuration error); see
+    /// [`Quota::try_new`] and [`Quota::per_seconds`] for values read at run
+    /// time.
     pub const fn new(count: u32, period: Duration) -> Self {
         assert!(count > 0, "a quota needs at least one request");
         let period = period.as_nanos();
@@ -48,6 +52,43 @@ impl Quota {
         };
         let interval = period / count as u64;
         Self::from_interval(count, if interval == 0 { 1 } else { interval })
+    }
+
+    /// `count` requests per `period`, or why not: for numbers read from
+    /// configuration, where [`Quota::new`] would panic.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use auth_ratelimit::{ConfigError, Quota};
+    /// let q = Quota::try_new(100, Duration::from_secs(60)).unwrap();
+    /// assert_eq!(q, Quota::per_minute(100));
+    /// assert!(matches!(Quota::try_new(0, Duration::from_secs(60)), Err(ConfigError::InvalidQuota(_))));
+    /// assert!(Quota::try_new(1, Duration::ZERO).is_err());
+    /// ```
+    pub fn try_new(count: u32, period: Duration) -> Result<Self, ConfigError> {
+        if count == 0 {
+            return Err(ConfigError::InvalidQuota("at least one request"));
+        }
+        if period.is_zero() {
+            return Err(ConfigError::InvalidQuota("a non-zero period"));
+        }
+        Ok(Self::new(count, period))
+    }
+
+    /// `limit` requests per `period_seconds` seconds; both are non-zero, so
+    /// this never panics (an API key's own rate limit is stored this way).
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use auth_ratelimit::Quota;
+    /// let q = Quota::per_seconds(NonZeroU32::new(100).unwrap(), NonZeroU32::new(60).unwrap());
+    /// assert_eq!(q, Quota::per_minute(100));
+    /// ```
+    pub const fn per_seconds(limit: NonZeroU32, period_seconds: NonZeroU32) -> Self {
+        Self::new(
+            limit.get(),
+            Duration::from_secs(period_seconds.get() as u64),
+        )
     }
 
     /// A bucket of `burst` tokens refilled one every `interval_nanos`.
@@ -138,7 +179,7 @@ impl Quota {
 
     /// The same bucket with the interval rounded down to whole microseconds
     /// (at least one), as the Redis store keeps it.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) const fn rounded_to_micros(&self) -> Self {
         let micros = self.interval / 1000;
         Self::from_interval(self.burst, if micros == 0 { 1000 } else { micros * 1000 })

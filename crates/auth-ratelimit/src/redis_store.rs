@@ -5,9 +5,13 @@
 //! its SHA) reads the buckets of every rule that applies, decides with the
 //! same GCRA arithmetic as the in-memory store, and writes them back only if
 //! all allow the request. Scripts run atomically, so any number of limiters
-//! sharing one Redis together admit no more than the quota. Time is the Redis
-//! server's (`TIME`), in microseconds, so instance clocks don't matter; the
-//! refill interval is rounded down to whole microseconds. Each bucket key
+//! sharing one Redis together admit no more than the quota. Time is an
+//! argument of the script, in microseconds: by default it is left empty and
+//! the script reads the Redis server's `TIME`, so instance clocks don't
+//! matter; [`RedisStore::with_clock`] passes a clock's time instead (a fake
+//! one in tests, which is how the Lua arithmetic is checked against the
+//! token-bucket model). The refill interval is rounded down to whole
+//! microseconds. Each bucket key
 //! expires (`PX`) when the bucket would be full again, so Redis holds only
 //! buckets in debt.
 //!
@@ -37,24 +41,38 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{Clock, Decision, MonotonicClock, Quota, StoreError};
+use crate::{
+    store::{Bucket, Decisions, RateLimitStore, StoreFuture},
+    Clock, Decision, MonotonicClock, Quota, StoreError,
+};
 
 /// Default for [`RedisStore::with_timeout`].
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Default for [`RedisStore::with_retry_interval`].
 pub const DEFAULT_REDIS_RETRY: Duration = Duration::from_secs(1);
 
-const SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+/// Now, in microseconds: ARGV[1], or the server's time when it is empty.
+const NOW: &str = r"
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+";
+
+/// Every bucket of a request (see [`RateLimitStore::check_all`]). ARGV: now
+/// (see [`NOW`]), then per key its refill interval and tau in microseconds
+/// and its cost. Returns per key: allowed (1 or 0), microseconds until full,
+/// microseconds until it could pass.
+const CHECK_ALL: &str = r"
 local out = {}
 local new = {}
 local cur = {}
 local all = true
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i - 2])
-  local tau = tonumber(ARGV[3 * i - 1])
-  local cost = tonumber(ARGV[3 * i])
+  local interval = tonumber(ARGV[3 * i - 1])
+  local tau = tonumber(ARGV[3 * i])
+  local cost = tonumber(ARGV[3 * i + 1])
   local tat = tonumber(redis.call('GET', KEYS[i]) or 0) or 0
   if tat < now then tat = now end
   local next_tat = tat + cost * interval
@@ -88,18 +106,16 @@ end
 return out
 ";
 
-/// One bucket of failed authentications (see `failed_auth.rs`). ARGV: refill
-/// interval and tau in microseconds, the number of failures to charge (0 to
-/// only read), and the most debt charges may build. Charges count whether or
-/// not the bucket holds tokens. Returns whether one more failure would fit,
+/// One bucket charged whether or not it holds the tokens (see
+/// [`RateLimitStore::charge`]). ARGV: now (see [`NOW`]), the refill interval
+/// and tau in microseconds, the tokens to charge (0 to only read), and the
+/// most debt charges may build. Returns whether one more token would fit,
 /// the debt, and how long until it would.
-const FAILURES_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local charge = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
+const CHARGE: &str = r"
+local interval = tonumber(ARGV[2])
+local tau = tonumber(ARGV[3])
+local charge = tonumber(ARGV[4])
+local cap = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
 if tat < now then tat = now end
 if charge > 0 then
@@ -119,14 +135,14 @@ end
 return {1, tat - now, 0}
 ";
 
-fn failures_script() -> &'static Script {
+fn charge_script() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
-    S.get_or_init(|| Script::new(FAILURES_SCRIPT))
+    S.get_or_init(|| Script::new(&format!("{NOW}{CHARGE}")))
 }
 
-fn script() -> &'static Script {
+fn check_all_script() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
-    S.get_or_init(|| Script::new(SCRIPT))
+    S.get_or_init(|| Script::new(&format!("{NOW}{CHECK_ALL}")))
 }
 
 /// Token buckets in Redis, shared by every instance that uses the same
@@ -149,6 +165,8 @@ pub struct RedisStore {
     prefix: Arc<str>,
     timeout: Duration,
     retry_interval: Duration,
+    /// The script's time source; `None` for the server's `TIME`.
+    clock: Option<Arc<dyn Clock>>,
     shared: Arc<Shared>,
 }
 
@@ -159,10 +177,10 @@ struct Shared {
 }
 
 /// One bucket to check: its full Redis key, quota and cost.
-pub(crate) struct RedisCheck {
-    pub(crate) key: String,
-    pub(crate) quota: Quota,
-    pub(crate) cost: u32,
+struct RedisCheck {
+    key: String,
+    quota: Quota,
+    cost: u32,
 }
 
 impl RedisStore {
@@ -195,6 +213,7 @@ impl RedisStore {
             prefix: "rl".into(),
             timeout: DEFAULT_REDIS_TIMEOUT,
             retry_interval: DEFAULT_REDIS_RETRY,
+            clock: None,
             shared: Arc::new(Shared {
                 conn: OnceCell::new(),
                 down_until: AtomicU64::new(0),
@@ -230,39 +249,44 @@ impl RedisStore {
         self
     }
 
+    /// Reads the time from `clock` and passes it to the scripts, instead of
+    /// the server's `TIME`. Every instance sharing the buckets must then read
+    /// the same time: meant for tests with a [`FakeClock`](crate::FakeClock).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// Takes `cost` tokens from the bucket `key` (under the prefix).
-    pub async fn check(&self, key: &str, quota: &Quota, cost: u32) -> Result<Decision, StoreError> {
-        let one = [RedisCheck {
-            key: format!("{}:{key}", self.prefix),
-            quota: *quota,
-            cost,
-        }];
-        let mut d = self.check_all(&one).await?;
-        d.pop()
-            .ok_or_else(|| StoreError::Backend("empty script reply".into()))
+    /// The Redis key of `bucket`: `prefix:name:value`.
+    fn key_of(&self, bucket: &Bucket<'_>) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 48);
+        key.push_str(&self.prefix);
+        key.push(':');
+        bucket.write_key(&mut key);
+        key
     }
 
-    /// Checks every bucket in one atomic round trip: takes the tokens from
-    /// all of them if all hold enough, else from none.
-    pub(crate) async fn check_all(
-        &self,
-        checks: &[RedisCheck],
-    ) -> Result<Vec<Decision>, StoreError> {
-        self.guarded(self.run(checks)).await
+    /// The scripts' first argument: now in microseconds, or empty for the
+    /// server's time.
+    fn now_arg(&self) -> String {
+        match &self.clock {
+            Some(c) => (c.now() / 1000).to_string(),
+            None => String::new(),
+        }
     }
 
-    /// Charges (`charge > 0`) or reads (`charge == 0`) one bucket of failures
-    /// in one round trip; see [`FAILURES_SCRIPT`]. The answer is what a check
-    /// of one token would get afterwards.
-    pub(crate) async fn failures(
+    /// Charges (`charge > 0`) or reads (`charge == 0`) one bucket in one
+    /// round trip; see [`CHARGE`].
+    async fn charge_one(
         &self,
-        key: &str,
-        quota: &Quota,
+        key: String,
+        now: String,
+        quota: Quota,
         charge: u32,
         max_debt: Duration,
     ) -> Result<Decision, StoreError> {
@@ -270,8 +294,9 @@ impl RedisStore {
             let mut conn = self.connection().await?;
             let q = quota.rounded_to_micros();
             let max_debt = u64::try_from(max_debt.as_micros()).unwrap_or(u64::MAX / 2);
-            let reply: Vec<i64> = failures_script()
+            let reply: Vec<i64> = charge_script()
                 .key(key)
+                .arg(now)
                 .arg(q.interval_nanos() / 1000)
                 .arg(q.tau_nanos() / 1000)
                 .arg(charge)
@@ -288,6 +313,35 @@ impl RedisStore {
                     reply.len()
                 ))),
             }
+        })
+        .await
+    }
+
+    /// Runs one script invocation (another module's script, e.g. credits).
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))
+        })
+        .await
+    }
+
+    /// Runs one command.
+    pub(crate) async fn run_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            cmd.query_async(&mut conn)
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))
         })
         .await
     }
@@ -317,9 +371,11 @@ impl RedisStore {
         result
     }
 
-    async fn run(&self, checks: &[RedisCheck]) -> Result<Vec<Decision>, StoreError> {
+    /// Checks every bucket in one atomic round trip; see [`CHECK_ALL`].
+    async fn run(&self, checks: &[RedisCheck], now: String) -> Result<Decisions, StoreError> {
         let mut conn = self.connection().await?;
-        let mut inv = script().prepare_invoke();
+        let mut inv = check_all_script().prepare_invoke();
+        inv.arg(now);
         let mut quotas = Vec::with_capacity(checks.len());
         for c in checks {
             let q = c.quota.rounded_to_micros();
@@ -382,6 +438,29 @@ impl RedisStore {
     }
 }
 
+impl RateLimitStore for RedisStore {
+    fn check_all(&self, buckets: &[Bucket<'_>]) -> StoreFuture<Decisions> {
+        let checks: Vec<RedisCheck> = buckets
+            .iter()
+            .map(|b| RedisCheck {
+                key: self.key_of(b),
+                quota: b.quota,
+                cost: b.cost,
+            })
+            .collect();
+        let now = self.now_arg();
+        let this = self.clone();
+        StoreFuture::pending(async move { this.guarded(this.run(&checks, now)).await })
+    }
+
+    fn charge(&self, bucket: &Bucket<'_>, max_debt: Duration) -> StoreFuture<Decision> {
+        let (key, now) = (self.key_of(bucket), self.now_arg());
+        let (quota, cost) = (bucket.quota, bucket.cost);
+        let this = self.clone();
+        StoreFuture::pending(async move { this.charge_one(key, now, quota, cost, max_debt).await })
+    }
+}
+
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -389,6 +468,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("retry_interval", &self.retry_interval)
+            .field("clock", &self.clock)
             .finish()
     }
 }

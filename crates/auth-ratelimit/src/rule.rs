@@ -43,6 +43,8 @@ pub struct Rule {
     pub(crate) quota: Quota,
     pub(crate) key: KeyBy,
     pub(crate) quota_fn: Option<Arc<QuotaFn>>,
+    /// The quota comes from the key first (see [`Rule::key_quota`]).
+    pub(crate) key_quota: bool,
     pub(crate) cost: u32,
     methods: Vec<Method>,
     paths: Vec<PathMatch>,
@@ -87,6 +89,7 @@ impl Rule {
             quota,
             key: KeyBy::default(),
             quota_fn: None,
+            key_quota: false,
             cost: 1,
             methods: Vec::new(),
             paths: Vec::new(),
@@ -135,6 +138,22 @@ impl Rule {
         F: Fn(&AuthContext) -> Option<Quota> + Send + Sync + 'static,
     {
         self.quota_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Takes the quota of requests made with an API key from the key: its
+    /// own rate limit, else its owner's tier from the limiter's
+    /// [`QuotaResolver`](crate::QuotaResolver) (cached), else this rule's
+    /// quota. See the [`tiers`](crate::tiers) module.
+    ///
+    /// ```
+    /// use auth_ratelimit::{Quota, Rule};
+    /// // 1000 per hour unless the key or its owner's tier says otherwise.
+    /// let rule = Rule::per_key("key", Quota::per_hour(1000)).key_quota();
+    /// # let _ = rule;
+    /// ```
+    pub fn key_quota(mut self) -> Self {
+        self.key_quota = true;
         self
     }
 
@@ -222,6 +241,7 @@ impl fmt::Debug for Rule {
             .field("quota", &self.quota)
             .field("key", &self.key)
             .field("cost", &self.cost)
+            .field("key_quota", &self.key_quota)
             .field("methods", &self.methods)
             .field("paths", &self.paths)
             .field("except", &self.except)

@@ -2,7 +2,9 @@
 //! process (`oneshot`), and shared through Redis when `REDIS_URL` is set
 //! (unset: the Redis test says so on stderr and passes).
 
-use std::{io::Write, net::SocketAddr, sync::Arc, time::Duration};
+mod support;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_core::{
     AuditLog, AuditQuery, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
@@ -292,30 +294,18 @@ async fn the_audit_log_and_the_rate_limiter_use_the_limiters_resolution() {
 
 #[cfg(feature = "redis")]
 mod redis_shared {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
     use auth_ratelimit::RedisStore;
 
     use super::*;
-
-    fn redis_url() -> Option<String> {
-        match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ => {
-                let _ = writeln!(std::io::stderr(), "skipped: REDIS_URL not set");
-                None
-            }
-        }
-    }
+    use crate::support::{redis_url, unique_prefix};
 
     #[tokio::test]
     async fn two_instances_share_the_count_through_redis() {
         let Some(url) = redis_url() else { return };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let prefix = format!("fatest:{}:{nanos}", std::process::id());
+        if crate::support::redis_store("probe").await.is_none() {
+            return;
+        }
+        let prefix = unique_prefix("failed-auth");
         let limiter = || {
             let store = RedisStore::open(&url)
                 .unwrap()

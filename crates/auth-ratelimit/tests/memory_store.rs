@@ -1,4 +1,5 @@
-//! The in-memory store: refill, burst, Retry-After, concurrency, eviction.
+//! What only the in-memory store has: OS threads on one bucket, bounded
+//! memory, sweeping. What every store does is in `stores.rs`.
 
 use std::{
     sync::{
@@ -9,58 +10,6 @@ use std::{
 };
 
 use auth_ratelimit::{FakeClock, MemoryStore, Quota};
-
-const SEC: Duration = Duration::from_secs(1);
-
-#[test]
-fn seed_quota_burst_then_one_per_18_seconds() {
-    let clock = FakeClock::new();
-    let store = MemoryStore::<&str>::with_clock(clock.clone());
-    let q = Quota::per_hour(200);
-    for i in 0..200 {
-        let d = store.check(&"alice", &q, 1);
-        assert!(d.is_allowed(), "request {i}");
-        assert_eq!(d.remaining(), 199 - i);
-    }
-    let d = store.check(&"alice", &q, 1);
-    assert!(!d.is_allowed());
-    assert_eq!(d.retry_after(), Some(18 * SEC));
-    assert_eq!(d.reset(), 3600 * SEC);
-    // Other users are untouched.
-    assert_eq!(store.check(&"bob", &q, 1).remaining(), 199);
-    // 17.999 s later: still refused, with the exact remaining wait.
-    clock.advance(17 * SEC + Duration::from_millis(999));
-    assert_eq!(
-        store.check(&"alice", &q, 1).retry_after(),
-        Some(Duration::from_millis(1))
-    );
-    clock.advance(Duration::from_millis(1));
-    assert!(store.check(&"alice", &q, 1).is_allowed());
-    assert!(!store.check(&"alice", &q, 1).is_allowed());
-    // After an hour of silence, the whole burst is back.
-    clock.advance(3600 * SEC);
-    assert_eq!(store.check(&"alice", &q, 1).remaining(), 199);
-}
-
-#[test]
-fn weighted_requests() {
-    let clock = FakeClock::new();
-    let store = MemoryStore::<u8>::with_clock(clock.clone());
-    let q = Quota::per_minute(10); // a token every 6 s
-    assert_eq!(store.check(&1, &q, 5).remaining(), 5);
-    assert_eq!(store.check(&1, &q, 5).remaining(), 0);
-    let d = store.check(&1, &q, 5);
-    assert!(!d.is_allowed());
-    assert_eq!(d.retry_after(), Some(30 * SEC), "five tokens take 30 s");
-    clock.advance(12 * SEC);
-    let d = store.check(&1, &q, 5);
-    assert_eq!(d.retry_after(), Some(18 * SEC));
-    assert_eq!(d.remaining(), 2);
-    assert!(
-        store.check(&1, &q, 2).is_allowed(),
-        "cheaper requests still fit"
-    );
-}
 
 #[test]
 fn many_threads_one_key_admit_exactly_the_quota() {
@@ -83,32 +32,6 @@ fn many_threads_one_key_admit_exactly_the_quota() {
         t.join().unwrap();
     }
     assert_eq!(admitted.load(Ordering::Relaxed), 1000);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_tasks_one_key_admit_exactly_the_quota() {
-    let store = Arc::new(MemoryStore::<&str>::with_clock(FakeClock::new()));
-    let q = Quota::per_minute(500).with_burst(777);
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut n = 0u32;
-                for i in 0..100 {
-                    n += u32::from(store.check(&"shared", &q, 1).is_allowed());
-                    if i % 10 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                n
-            })
-        })
-        .collect();
-    let mut admitted = 0;
-    for t in tasks {
-        admitted += t.await.unwrap();
-    }
-    assert_eq!(admitted, 777);
 }
 
 /// A million distinct keys (a spray of random IPs) never grow the store past

@@ -1,72 +1,22 @@
-//! The Redis store. Tests needing a server read `REDIS_URL`: unset, they say
-//! so on stderr and pass; set but unreachable, they fail. The fallback tests
-//! use a closed port and need no server. Every test uses its own key prefix.
+//! The Redis store behind the limiter. Tests needing a server read
+//! `REDIS_URL` (see `support`: skipped with a reason when it is missing,
+//! failed under `CI=true`). The fallback tests use a closed port and need no
+//! server. Every test uses its own key prefix. The bucket arithmetic is
+//! checked against the model, with the other stores, in `stores.rs`.
 
-use std::{
-    io::Write,
-    net::SocketAddr,
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
 
 use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
 use auth_ratelimit::{
-    FakeClock, HeaderStyle, OnStoreError, Quota, RateLimiter, RedisStore, Rule, StoreError,
+    Bucket, FakeClock, HeaderStyle, OnStoreError, Quota, RateLimitStore, RateLimiter, RedisStore,
+    Rule, StoreError,
 };
 use axum::{body::Body, extract::connect_info::MockConnectInfo, routing::get, Router};
 use http::{Request, StatusCode};
+use support::{cleanup, redis_store, unique_prefix};
 use tower::ServiceExt;
-
-fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            // Straight to the stderr handle: the test harness captures eprintln!.
-            let _ = writeln!(std::io::stderr(), "skipping: REDIS_URL not set");
-            None
-        }
-    }
-}
-
-fn unique_prefix(test: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "rltest:{test}:{}:{nanos}:{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn store(url: &str, test: &str) -> RedisStore {
-    RedisStore::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("REDIS_URL={url} is set but Redis is unreachable: {e}"))
-        .with_prefix(unique_prefix(test))
-        .with_timeout(Duration::from_secs(5))
-}
-
-/// Deletes the keys a test left (most would expire by themselves, some only
-/// after a day).
-async fn cleanup(url: &str, prefix: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-}
 
 fn app(limiter: &RateLimiter, peer: &str) -> Router {
     Router::new()
@@ -93,40 +43,39 @@ async fn status(app: &Router, user: Option<&str>) -> StatusCode {
     app.clone().oneshot(request(user)).await.unwrap().status()
 }
 
+/// On the server's clock (no clock given), the wait counts down in real time.
 #[tokio::test]
-async fn burst_then_refused_with_the_wait() {
-    let Some(url) = redis_url() else { return };
-    let store = store(&url, "burst").await;
+async fn server_time_by_default() {
+    let Some(store) = redis_store("burst").await else {
+        return;
+    };
     let q = Quota::per_hour(5);
     for left in (0..5).rev() {
-        let d = store.check("k", &q, 1).await.unwrap();
+        let d = store.check_all(&[Bucket::new("t", "k", q, 1)]).await.unwrap()[0];
         assert!(d.is_allowed());
         assert_eq!((d.limit(), d.remaining()), (5, left));
     }
-    let d = store.check("k", &q, 1).await.unwrap();
+    let d = store.check_all(&[Bucket::new("t", "k", q, 1)]).await.unwrap()[0];
     assert!(!d.is_allowed());
-    assert_eq!(d.remaining(), 0);
     // One token every 720 s; a little of it has passed on the server's clock.
     let wait = d.retry_after().unwrap();
     assert!(
         wait <= Duration::from_secs(720) && wait > Duration::from_secs(600),
         "{wait:?}"
     );
-    // Weighted: a fresh key, cost 3 of 5.
-    let d = store.check("w", &q, 3).await.unwrap();
-    assert_eq!(d.remaining(), 2);
-    assert!(!store.check("w", &q, 3).await.unwrap().is_allowed());
-    cleanup(&url, store.prefix()).await;
+    cleanup(store.prefix()).await;
 }
 
 #[tokio::test]
 async fn buckets_expire_when_full_again() {
-    let Some(url) = redis_url() else { return };
-    let store = store(&url, "expire").await;
-    store.check("k", &Quota::per_minute(10), 2).await.unwrap();
-    let client = redis::Client::open(url.as_str()).unwrap();
+    let Some(store) = redis_store("expire").await else {
+        return;
+    };
+    let bucket = Bucket::new("t", "k", Quota::per_minute(10), 2);
+    store.check_all(&[bucket]).await.unwrap();
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:k", store.prefix());
+    let key = format!("{}:t:c:k", store.prefix());
     let pttl: i64 = redis::cmd("PTTL")
         .arg(&key)
         .query_async(&mut conn)
@@ -134,18 +83,20 @@ async fn buckets_expire_when_full_again() {
         .unwrap();
     // Two tokens at 6 s each: full again within 12 s, and then gone.
     assert!(pttl > 0 && pttl <= 12_000, "PTTL {pttl}");
-    cleanup(&url, store.prefix()).await;
+    cleanup(store.prefix()).await;
 }
 
 /// Two service instances (two limiters, two connections) sharing one Redis
 /// admit exactly the quota together, under concurrency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_limiters_sharing_redis_admit_no_more_than_the_quota() {
-    let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("shared");
     let mut apps = Vec::new();
     for _ in 0..2 {
-        let store = store(&url, "unused").await.with_prefix(prefix.clone());
+        let Some(store) = redis_store("unused").await else {
+            return;
+        };
+        let store = store.with_prefix(prefix.clone());
         let limiter = RateLimiter::builder()
             .rule(Rule::per_user("default", Quota::per_day(50)))
             .redis(store)
@@ -175,15 +126,16 @@ async fn two_limiters_sharing_redis_admit_no_more_than_the_quota() {
         admitted += t.await.unwrap();
     }
     assert_eq!(admitted, 50);
-    cleanup(&url, &prefix).await;
+    cleanup(&prefix).await;
 }
 
 /// All rules of a request are decided in one script: a refusal by one takes
 /// nothing from the others.
 #[tokio::test]
 async fn several_rules_in_one_atomic_check() {
-    let Some(url) = redis_url() else { return };
-    let store = store(&url, "rules").await;
+    let Some(store) = redis_store("rules").await else {
+        return;
+    };
     let prefix = store.prefix().to_owned();
     let limiter = RateLimiter::builder()
         .rule(Rule::per_user("user", Quota::per_minute(5)))
@@ -210,7 +162,7 @@ async fn several_rules_in_one_atomic_check() {
     let state = res.headers()["ratelimit"].to_str().unwrap();
     assert!(state.starts_with(r#""user";r=4;"#), "{state}");
     assert!(state.contains(r#""ip";r=0;"#), "{state}");
-    cleanup(&url, &prefix).await;
+    cleanup(&prefix).await;
 }
 
 // ---- Redis unreachable -------------------------------------------------------
@@ -235,13 +187,13 @@ async fn unreachable_redis_fails_fast_then_reports_down() {
     let store = RedisStore::open(CLOSED)
         .unwrap()
         .with_retry_interval(Duration::from_secs(3600));
-    let q = Quota::per_minute(1);
+    let check = || store.check_all(&[Bucket::new("t", "k", Quota::per_minute(1), 1)]);
     assert!(matches!(
-        store.check("k", &q, 1).await,
+        check().await,
         Err(StoreError::Backend(_) | StoreError::Timeout)
     ));
     // Within the retry interval, no new attempt: an immediate Down.
-    assert_eq!(store.check("k", &q, 1).await, Err(StoreError::Down));
+    assert_eq!(check().await, Err(StoreError::Down));
     assert!(RedisStore::connect(CLOSED).await.is_err());
     assert!(RedisStore::open("not a url").is_err());
 }

@@ -3,7 +3,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
-    AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RejectReason,
+    AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RefusedFor, RejectReason,
     MAX_USER_AGENT,
 };
 use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
@@ -99,12 +99,22 @@ struct Pending {
 
 impl PendingAudit {
     pub(crate) fn finish(self, status: Option<StatusCode>) {
-        self.finish_with(status, None);
+        self.finish_refused(status, None, None);
     }
 
-    /// As [`finish`](Self::finish), noting the key the request created.
-    pub(crate) fn finish_with(mut self, status: Option<StatusCode>, created: Option<KeyCreated>) {
+    /// As [`finish`](Self::finish), noting the key the request created and,
+    /// when a layer inside refused the request, why (see [`RefusedFor`]).
+    pub(crate) fn finish_refused(
+        mut self,
+        status: Option<StatusCode>,
+        created: Option<KeyCreated>,
+        refused: Option<RefusedFor>,
+    ) {
         if let Some(mut event) = self.0.event.take() {
+            if let Some(RefusedFor(reason)) = refused {
+                event.outcome = AuditOutcome::Failure;
+                event.reason = Some(reason);
+            }
             event.status = status.map(|s| s.as_u16());
             event.created_key = created.map(|k| k.0);
             self.0.sink.record(event);

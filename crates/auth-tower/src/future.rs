@@ -6,7 +6,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use auth_core::KeyCreated;
+use auth_core::{KeyCreated, RefusedFor};
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -104,9 +104,10 @@ where
                     let result = ready!(future.poll(cx));
                     if let Some(audit) = this.audit.take() {
                         let res = result.as_ref().ok();
-                        audit.finish_with(
+                        audit.finish_refused(
                             res.map(Response::status),
                             res.and_then(|r| r.extensions().get::<KeyCreated>().copied()),
+                            res.and_then(|r| r.extensions().get::<RefusedFor>().copied()),
                         );
                     }
                     return Poll::Ready(result);

@@ -1,0 +1,255 @@
+//! Quotas per key: the key's own rate limit, or its owner's tier through the
+//! application's [`QuotaResolver`], cached so the hot path does not wait.
+//!
+//! A rule marked with [`Rule::key_quota`](crate::Rule::key_quota) takes its
+//! quota, for a request made with an API key, from:
+//!
+//! 1. the key's own rate limit (`AuthContext::key_rate_limit`, set on the
+//!    key record), else
+//! 2. the limiter's [`QuotaResolver`] (typically the owner's plan or tier),
+//!    whose answer is cached per key for a time to live read on the
+//!    limiter's clock, else
+//! 3. the rule's own quota ([`Rule::quota_by`](crate::Rule::quota_by), then
+//!    the quota it was made with).
+//!
+//! Only a cache miss waits for the resolver; hits are a map read. A resolver
+//! that fails refuses the request with 503 (fail closed), and is asked again
+//! by the next request. The cache is bounded: past its capacity, expired
+//! answers are dropped first, then all of them.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use auth_core::AuthContext;
+use dashmap::DashMap;
+
+use crate::{
+    key::{KeyValue, LimitKey},
+    Clock, LimitKeyHasher, Quota, StoreError,
+};
+
+/// Default number of answers kept.
+pub const DEFAULT_TIER_CACHE_SIZE: usize = 100_000;
+
+/// The application's lookup of a key's quota, typically its owner's tier
+/// or plan. Its answers are cached (see the [module docs](crate::tiers)).
+///
+/// ```
+/// use auth_core::AuthContext;
+/// use auth_ratelimit::{Quota, QuotaResolver, StoreError};
+///
+/// /// Pro users get 10x the default.
+/// struct Plans;
+///
+/// impl QuotaResolver for Plans {
+///     async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+///         // A database lookup by ctx.actor().user_id() in real life.
+///         let pro = ctx.actor().user_id().ends_with("-pro");
+///         Ok(pro.then(|| Quota::per_minute(600)))
+///     }
+/// }
+/// ```
+pub trait QuotaResolver: Send + Sync + 'static {
+    /// The quota of requests made with `ctx`'s key, or `None` for the
+    /// rule's own. An error refuses the request with 503.
+    fn quota(
+        &self,
+        ctx: &AuthContext,
+    ) -> impl Future<Output = Result<Option<Quota>, StoreError>> + Send;
+}
+
+type Resolving<'a> = Pin<Box<dyn Future<Output = Result<Option<Quota>, StoreError>> + Send + 'a>>;
+
+/// [`QuotaResolver`] behind a pointer.
+trait DynResolver: Send + Sync {
+    fn quota<'a>(&'a self, ctx: &'a AuthContext) -> Resolving<'a>;
+}
+
+impl<R: QuotaResolver> DynResolver for R {
+    fn quota<'a>(&'a self, ctx: &'a AuthContext) -> Resolving<'a> {
+        Box::pin(QuotaResolver::quota(self, ctx))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Cached {
+    quota: Option<Quota>,
+    /// Clock time after which the answer is asked again.
+    expires: u64,
+}
+
+/// The resolver and its cache.
+pub(crate) struct Tiers {
+    resolver: Arc<dyn DynResolver>,
+    cache: DashMap<LimitKey, Cached, LimitKeyHasher>,
+    ttl: u64,
+    capacity: usize,
+    clock: Arc<dyn Clock>,
+    clearing: AtomicBool,
+}
+
+/// A cached answer, or none (ask the resolver).
+pub(crate) enum Lookup {
+    Hit(Option<Quota>),
+    Miss,
+}
+
+impl Tiers {
+    pub(crate) fn new(
+        resolver: impl QuotaResolver,
+        ttl: Duration,
+        capacity: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            resolver: Arc::new(resolver),
+            cache: DashMap::with_hasher(LimitKeyHasher::default()),
+            ttl: u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
+            capacity: capacity.max(1),
+            clock,
+            clearing: AtomicBool::new(false),
+        }
+    }
+
+    /// The cache key of `ctx`: its API key, else its effective user.
+    pub(crate) fn key_of(ctx: &AuthContext) -> LimitKey {
+        match ctx.key_id() {
+            Some(id) => LimitKey::new(usize::MAX, &KeyValue::ApiKey(id)),
+            None => LimitKey::new(usize::MAX, &KeyValue::User(ctx)),
+        }
+    }
+
+    /// The cached answer for `ctx`, if it is still fresh.
+    #[inline]
+    pub(crate) fn lookup(&self, ctx: &AuthContext) -> Lookup {
+        let key = Self::key_of(ctx);
+        match self.cache.get(&key) {
+            Some(c) if self.clock.now() < c.expires => Lookup::Hit(c.quota),
+            _ => Lookup::Miss,
+        }
+    }
+
+    /// Asks the resolver about `ctx` and caches the answer.
+    pub(crate) async fn resolve(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+        let quota = self.resolver.quota(ctx).await?;
+        let expires = self.clock.now().saturating_add(self.ttl);
+        if self.cache.len() >= self.capacity {
+            self.make_room();
+        }
+        self.cache
+            .insert(Self::key_of(ctx), Cached { quota, expires });
+        Ok(quota)
+    }
+
+    /// Drops expired answers; if that is not enough, all of them (they are
+    /// asked again on the next request of each key).
+    #[cold]
+    fn make_room(&self) {
+        if self.clearing.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let now = self.clock.now();
+        self.cache.retain(|_, c| now < c.expires);
+        if self.cache.len() >= self.capacity {
+            self.cache.clear();
+        }
+        self.clearing.store(false, Ordering::Release);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+impl fmt::Debug for Tiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tiers")
+            .field("cached", &self.cache.len())
+            .field("capacity", &self.capacity)
+            .field("ttl", &Duration::from_nanos(self.ttl))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use auth_core::{KeyId, Principal, ScopeSet};
+
+    use super::*;
+    use crate::FakeClock;
+
+    struct Counting(Arc<AtomicU32>);
+
+    impl QuotaResolver for Counting {
+        async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            if ctx.actor().user_id() == "down" {
+                return Err(StoreError::Down);
+            }
+            Ok((ctx.actor().user_id() == "pro").then(|| Quota::per_minute(100)))
+        }
+    }
+
+    fn ctx(key: u64, user: &str) -> AuthContext {
+        AuthContext::for_key(
+            KeyId::from_u64(key),
+            "k",
+            Principal::user(user),
+            ScopeSet::empty(),
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_until_the_ttl_then_asked_again() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let clock = FakeClock::new();
+        let tiers = Tiers::new(
+            Counting(calls.clone()),
+            Duration::from_secs(60),
+            10,
+            Arc::new(clock.clone()),
+        );
+        let pro = ctx(1, "pro");
+        assert!(matches!(tiers.lookup(&pro), Lookup::Miss));
+        assert_eq!(
+            tiers.resolve(&pro).await.unwrap(),
+            Some(Quota::per_minute(100))
+        );
+        clock.advance(Duration::from_secs(59));
+        assert!(matches!(tiers.lookup(&pro), Lookup::Hit(Some(_))));
+        assert!(matches!(tiers.lookup(&ctx(2, "free")), Lookup::Miss));
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(tiers.lookup(&pro), Lookup::Miss), "expired");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A failure is not cached.
+        let down = ctx(3, "down");
+        assert_eq!(tiers.resolve(&down).await, Err(StoreError::Down));
+        assert!(matches!(tiers.lookup(&down), Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_bounded() {
+        let clock = FakeClock::new();
+        let tiers = Tiers::new(
+            Counting(Arc::default()),
+            Duration::from_secs(60),
+            100,
+            Arc::new(clock.clone()),
+        );
+        for k in 0..1000 {
+            tiers.resolve(&ctx(k, "free")).await.unwrap();
+            assert!(tiers.len() <= 100);
+        }
+    }
+}

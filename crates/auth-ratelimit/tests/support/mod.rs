@@ -1,0 +1,96 @@
+//! Shared by the test binaries: the Redis server under test and unique key
+//! prefixes.
+//!
+//! Tests needing Redis read `REDIS_URL`. Under `CI=true` a missing or
+//! unreachable server fails the test; elsewhere the test says why on stderr
+//! and passes without running.
+
+#![allow(dead_code)] // Each test binary uses part of it.
+
+use std::{
+    io::Write,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+#[cfg(feature = "redis")]
+use auth_ratelimit::RedisStore;
+#[cfg(feature = "redis")]
+use std::time::Duration;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Fails under CI, else prints why the test is skipped.
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "CI=true and {reason}");
+    // Straight to the stderr handle: the test harness captures eprintln!.
+    let _ = writeln!(std::io::stderr(), "skipping: {reason}");
+}
+
+/// The server's URL, or `None` (after [`skip`]) when `REDIS_URL` is unset.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            skip("REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// A prefix no other test (or run) uses.
+pub fn unique_prefix(test: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "rltest:{test}:{}:{nanos}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A connected store under a unique prefix, or `None` (after [`skip`])
+/// when there is no server to test.
+#[cfg(feature = "redis")]
+pub async fn redis_store(test: &str) -> Option<RedisStore> {
+    let url = redis_url()?;
+    match RedisStore::connect(&url).await {
+        Ok(store) => Some(
+            store
+                .with_prefix(unique_prefix(test))
+                .with_timeout(Duration::from_secs(5)),
+        ),
+        Err(e) => {
+            skip(&format!("Redis at REDIS_URL={url} is unreachable: {e}"));
+            None
+        }
+    }
+}
+
+/// Deletes the keys under `prefix` (most would expire by themselves, some
+/// only much later).
+#[cfg(feature = "redis")]
+pub async fn cleanup(prefix: &str) {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return;
+    };
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
