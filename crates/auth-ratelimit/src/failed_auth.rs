@@ -88,7 +88,8 @@ use crate::{
     fallback::WarnThrottle,
     key::{KeyValue, LimitKey, LimitKeyHasher},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
-    ClientIp, Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RequestInfo, TrustedProxies,
+    ClientIp, Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RequestInfo,
+    TrustedProxies,
 };
 
 /// The bucket name of failed authentications (in Redis keys).

@@ -205,7 +205,9 @@ async fn decide<'r>(
 /// it (or unknown: no peer address, which fails closed).
 fn ip_not_allowed(ctx: &AuthContext, client: Option<IpAddr>) -> AuthError {
     match client {
-        Some(ip) => tracing::info!(key_id = ?ctx.key_id(), client_ip = %ip, "key used from outside its IP allowlist"),
+        Some(ip) => {
+            tracing::info!(key_id = ?ctx.key_id(), client_ip = %ip, "key used from outside its IP allowlist")
+        }
         None => tracing::warn!(
             key_id = ?ctx.key_id(),
             "key with an IP allowlist refused: no client address (configure AuthLayerBuilder::client_ip)"
