@@ -196,6 +196,29 @@ fn every_example_explains_its_command_line() {
             "--user is required"
         );
         assert!(cli::try_parse(spec, [spec.name, "--rate-limit", "0"]).is_err());
+
+        // --trusted-proxy: repeatable, a network or a single address.
+        let parsed = cli::try_parse(
+            spec,
+            [
+                spec.name,
+                "--trusted-proxy",
+                "10.1.2.3/8",
+                "--trusted-proxy",
+                "fd00::1",
+            ],
+        )
+        .unwrap();
+        let proxies = parsed.serve.proxies();
+        let nets: Vec<String> = proxies.nets().iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "fd00::1/128"]);
+        assert!(proxies.contains("10.200.0.1".parse().unwrap()));
+        assert!(cli::try_parse(spec, [spec.name, "--trusted-proxy", "10.0.0.0/33"]).is_err());
+        assert!(cli::try_parse(spec, [spec.name])
+            .unwrap()
+            .serve
+            .trusted_proxies
+            .is_empty());
     }
 }
 

@@ -47,7 +47,11 @@ async fn the_last_used_address_is_the_resolved_client_and_is_listed() {
             .unwrap(),
     );
     let hasher = SecretHasher::for_tests();
-    let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+    let issuer = KeyIssuer::new(
+        store.clone(),
+        hasher.clone(),
+        TokenPrefix::new("st_").unwrap(),
+    );
     let verifier = Verifier::builder(store.clone())
         .hasher(hasher)
         // Every use is reported, so each request below is visible.
@@ -72,17 +76,29 @@ async fn the_last_used_address_is_the_resolved_client_and_is_listed() {
 
     // Through the load balancer: the client it names, not the balancer.
     assert_eq!(status(&app, &token, "10.0.0.1", "203.0.113.9").await, 200);
-    assert_eq!(last_used_ip(&store, &verifier, id).await, Some(ip("203.0.113.9")));
+    assert_eq!(
+        last_used_ip(&store, &verifier, id).await,
+        Some(ip("203.0.113.9"))
+    );
     let record = store.get(id).await.unwrap().unwrap();
     assert!(record.last_used_at.is_some());
 
     // A refused use (outside the allowlist) is not the last use.
-    assert_eq!(status(&app, &token, "198.51.100.1", "203.0.113.50").await, 403);
-    assert_eq!(last_used_ip(&store, &verifier, id).await, Some(ip("203.0.113.9")));
+    assert_eq!(
+        status(&app, &token, "198.51.100.1", "203.0.113.50").await,
+        403
+    );
+    assert_eq!(
+        last_used_ip(&store, &verifier, id).await,
+        Some(ip("203.0.113.9"))
+    );
 
     // The next accepted use replaces it (the cached path records too).
     assert_eq!(status(&app, &token, "10.0.0.2", "203.0.113.10").await, 200);
-    assert_eq!(last_used_ip(&store, &verifier, id).await, Some(ip("203.0.113.10")));
+    assert_eq!(
+        last_used_ip(&store, &verifier, id).await,
+        Some(ip("203.0.113.10"))
+    );
 
     let listed = issuer.list("alice").await.unwrap();
     let json = serde_json::to_value(listed[0].metadata()).unwrap();

@@ -321,10 +321,7 @@ mod tests {
             ip("2001:db8::1")
         );
         assert_eq!(p.client_ip(peer, &xff(&["3.3.3.3:1234"])), ip("3.3.3.3"));
-        assert_eq!(
-            p.client_ip(peer, &xff(&["::ffff:3.3.3.3"])),
-            ip("3.3.3.3")
-        );
+        assert_eq!(p.client_ip(peer, &xff(&["::ffff:3.3.3.3"])), ip("3.3.3.3"));
     }
 
     #[test]

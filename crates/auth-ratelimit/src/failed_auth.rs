@@ -248,8 +248,9 @@ impl FailedAuthLimiter {
         }
     }
 
-    /// The client address `req` is counted under: the socket peer (axum's
-    /// `ConnectInfo<SocketAddr>`), or what the trusted proxies forwarded.
+    /// The client address `req` is counted under: the [`ClientIp`] an
+    /// earlier component left, else the socket peer (axum's
+    /// `ConnectInfo<SocketAddr>`) or what the trusted proxies forwarded.
     /// `None` without a peer address: such a request is not limited.
     pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let ip = RequestInfo::new(req, &self.inner.proxies).client_ip();

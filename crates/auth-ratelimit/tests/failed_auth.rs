@@ -259,7 +259,11 @@ async fn the_audit_log_and_the_rate_limiter_use_the_limiters_resolution() {
     let app = Router::new()
         .route("/items", get(|| async { "items" }))
         .layer(limiter.layer())
-        .layer(AuthLayer::builder(f.verifier.clone()).audit(audit.clone()).build())
+        .layer(
+            AuthLayer::builder(f.verifier.clone())
+                .audit(audit.clone())
+                .build(),
+        )
         .layer(failures.layer());
     let via_proxy = |client: &str, forged: &str| {
         let mut req = Request::get("/items")

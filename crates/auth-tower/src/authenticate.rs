@@ -100,7 +100,7 @@ fn early<B>(
         // Checked here, on the synchronous path: one pointer test for keys
         // without an allowlist.
         Some(Ok(ctx)) if !ctx.allows_ip(client) => {
-            let refusal = ip_not_allowed(&ctx, client);
+            let refusal = ip_not_allowed();
             if config.audit.is_some() {
                 attempt.verified = Some(ctx);
             }
@@ -194,7 +194,7 @@ async fn decide<'r>(
         attempt.verified = Some(ctx.clone());
     }
     if !ctx.allows_ip(client) {
-        return Err(ip_not_allowed(&ctx, client));
+        return Err(ip_not_allowed());
     }
     let ctx = impersonate(config, &req.headers, ctx, attempt).await?;
     let ctx = select_workspace(config, &req.headers, ctx).await?;
@@ -202,15 +202,10 @@ async fn decide<'r>(
 }
 
 /// 403 `ip_not_allowed`: the key has an IP allowlist and `client` is not on
-/// it (or unknown: no peer address, which fails closed).
-fn ip_not_allowed(ctx: &AuthContext, client: Option<IpAddr>) -> AuthError {
-    match client {
-        Some(ip) => tracing::info!(key_id = ?ctx.key_id(), client_ip = %ip, "key used from outside its IP allowlist"),
-        None => tracing::warn!(
-            key_id = ?ctx.key_id(),
-            "key with an IP allowlist refused: no client address (configure AuthLayerBuilder::client_ip)"
-        ),
-    }
+/// it (or unknown: no peer address, which fails closed). The address and the
+/// key go to the audit event; a log line per refusal would let a stolen key
+/// flood the logs.
+fn ip_not_allowed() -> AuthError {
     AuthError::new(ErrorCode::IpNotAllowed, RejectReason::IpNotAllowed)
 }
 

@@ -29,6 +29,7 @@
 //! | unknown, revoked, expired, wrong or malformed credential; two `Authorization` headers | 401 | `Bearer realm="api", error="invalid_token"` |
 //! | impersonation without the `sudo` scope | 403 | `error="insufficient_scope", scope="sudo"` |
 //! | impersonation refused, unknown subject, workspace not a member | 403 | |
+//! | key used from outside its IP allowlist (code `ip_not_allowed`) | 403 | |
 //! | malformed subject or workspace header | 400 | |
 //! | store or resolver unreachable | 503 | |
 //!

@@ -49,7 +49,10 @@ impl Fixture {
     /// A key usable only from `allowlist` (empty: from anywhere).
     async fn token_for(&self, allowlist: &[&str]) -> String {
         let policy = KeyPolicy {
-            ip_allowlist: allowlist.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+            ip_allowlist: allowlist
+                .iter()
+                .map(|n| n.parse::<IpNet>().unwrap())
+                .collect(),
             ..KeyPolicy::default()
         };
         let issued = self
@@ -115,9 +118,14 @@ fn request(from: &str, headers: &[(&str, &str)]) -> Request {
 
 /// Status and body text.
 async fn send(app: Router, req: Request) -> (u16, String) {
-    let res = app.oneshot(req).await.unwrap_or_else(|e: Infallible| match e {});
+    let res = app
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e: Infallible| match e {});
     let status = res.status().as_u16();
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -147,7 +155,10 @@ async fn the_audit_log_names_the_client_behind_trusted_proxies() {
         app.clone(),
         request(
             "10.0.0.1",
-            &[("authorization", "Bearer nope"), ("x-forwarded-for", "198.51.100.4")],
+            &[
+                ("authorization", "Bearer nope"),
+                ("x-forwarded-for", "198.51.100.4"),
+            ],
         ),
     )
     .await;
@@ -194,7 +205,10 @@ async fn without_trusted_proxies_the_peer_is_the_client() {
         app,
         request(
             "10.0.0.1",
-            &[("authorization", &bearer), ("x-forwarded-for", "203.0.113.9")],
+            &[
+                ("authorization", &bearer),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
         ),
     )
     .await;
@@ -247,8 +261,14 @@ async fn a_key_works_only_from_its_allowlist() {
     let token = f.token_for(&["203.0.113.0/24", "2001:db8::/32"]).await;
     let app = app(f.layer().build());
 
-    assert_eq!(twice(&app, &token, "203.0.113.9", &[]).await, (200, "203.0.113.9".into()));
-    assert_eq!(twice(&app, &token, "2001:db8:5::1", &[]).await, (200, "2001:db8:5::1".into()));
+    assert_eq!(
+        twice(&app, &token, "203.0.113.9", &[]).await,
+        (200, "203.0.113.9".into())
+    );
+    assert_eq!(
+        twice(&app, &token, "2001:db8:5::1", &[]).await,
+        (200, "2001:db8:5::1".into())
+    );
     // An IPv4 client on a dual-stack socket shows up as mapped IPv6.
     assert_eq!(
         twice(&app, &token, "::ffff:203.0.113.10", &[]).await,
@@ -272,9 +292,11 @@ async fn a_key_works_only_from_its_allowlist() {
         .filter(|e| e.reason.is_some())
         .collect();
     assert_eq!(refused.len(), 6);
-    assert!(refused.iter().all(|e| e.reason == Some(RejectReason::IpNotAllowed)
-        && e.status == Some(403)
-        && e.actor.as_deref() == Some("alice")));
+    assert!(refused
+        .iter()
+        .all(|e| e.reason == Some(RejectReason::IpNotAllowed)
+            && e.status == Some(403)
+            && e.actor.as_deref() == Some("alice")));
     assert_eq!(RejectReason::IpNotAllowed.as_str(), "ip_not_allowed");
 }
 
@@ -287,16 +309,31 @@ async fn a_spoofed_forwarded_header_cannot_bypass_the_allowlist() {
 
     // From an untrusted peer, the header is the attacker's own words.
     let spoof = [("x-forwarded-for", "203.0.113.9")];
-    assert_eq!(twice(&app, &token, "198.51.100.1", &spoof).await, (403, "ip_not_allowed".into()));
+    assert_eq!(
+        twice(&app, &token, "198.51.100.1", &spoof).await,
+        (403, "ip_not_allowed".into())
+    );
     // Through the trusted proxy, the client it names is checked...
-    assert_eq!(twice(&app, &token, "10.0.0.1", &spoof).await, (200, "203.0.113.9".into()));
+    assert_eq!(
+        twice(&app, &token, "10.0.0.1", &spoof).await,
+        (200, "203.0.113.9".into())
+    );
     // ...and what the client wrote to the left of it is not.
     let chained = [("x-forwarded-for", "203.0.113.9, 198.51.100.1")];
-    assert_eq!(twice(&app, &token, "10.0.0.1", &chained).await, (403, "ip_not_allowed".into()));
+    assert_eq!(
+        twice(&app, &token, "10.0.0.1", &chained).await,
+        (403, "ip_not_allowed".into())
+    );
     // The proxy's own address is not the client's.
     let open_net = f.token_for(&["10.0.0.0/8"]).await;
     assert_eq!(
-        twice(&app, &open_net, "10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]).await,
+        twice(
+            &app,
+            &open_net,
+            "10.0.0.1",
+            &[("x-forwarded-for", "198.51.100.1")]
+        )
+        .await,
         (403, "ip_not_allowed".into())
     );
 }
@@ -307,7 +344,10 @@ async fn without_a_client_address_an_allowlisted_key_is_refused() {
     let token = f.token_for(&["0.0.0.0/0", "::/0"]).await;
     // No peer function: the layer cannot know the address, so it fails closed.
     let app = app(AuthLayer::builder(f.verifier.clone()).build());
-    assert_eq!(twice(&app, &token, "203.0.113.9", &[]).await, (403, "ip_not_allowed".into()));
+    assert_eq!(
+        twice(&app, &token, "203.0.113.9", &[]).await,
+        (403, "ip_not_allowed".into())
+    );
 }
 
 #[tokio::test]

@@ -737,7 +737,9 @@ mod tests {
         };
         let token = f
             .issuer
-            .issue(NewKey::new(Principal::user("alice"), "socket", ScopeSet::empty()).policy(policy))
+            .issue(
+                NewKey::new(Principal::user("alice"), "socket", ScopeSet::empty()).policy(policy),
+            )
             .await
             .unwrap()
             .token
@@ -755,21 +757,40 @@ mod tests {
             .await
             .unwrap();
         let r = direct
-            .authenticate(&handshake([198, 51, 100, 1], &[("x-forwarded-for", "203.0.113.7")]), Some(&token))
+            .authenticate(
+                &handshake([198, 51, 100, 1], &[("x-forwarded-for", "203.0.113.7")]),
+                Some(&token),
+            )
             .await
             .unwrap_err();
-        assert_eq!((r.status().as_u16(), error_code(&r).as_str()), (403, "ip_not_allowed"));
+        assert_eq!(
+            (r.status().as_u16(), error_code(&r).as_str()),
+            (403, "ip_not_allowed")
+        );
 
         // The failed-authentication limiter resolves the address first; the
         // layer (no peer function of its own) checks the same client.
         let behind_proxy = SocketIoAuth::new(AuthLayer::builder(f.verifier.clone()).build())
-            .failed_auth_limits(FailedAuthLimiter::builder(Quota::per_minute(3)).trusted_proxies(proxies).build());
+            .failed_auth_limits(
+                FailedAuthLimiter::builder(Quota::per_minute(3))
+                    .trusted_proxies(proxies)
+                    .build(),
+            );
         behind_proxy
-            .authenticate(&handshake([10, 0, 0, 1], &[("x-forwarded-for", "203.0.113.7")]), Some(&token))
+            .authenticate(
+                &handshake([10, 0, 0, 1], &[("x-forwarded-for", "203.0.113.7")]),
+                Some(&token),
+            )
             .await
             .unwrap();
         let r = behind_proxy
-            .authenticate(&handshake([10, 0, 0, 1], &[("x-forwarded-for", "203.0.113.7, 198.51.100.1")]), Some(&token))
+            .authenticate(
+                &handshake(
+                    [10, 0, 0, 1],
+                    &[("x-forwarded-for", "203.0.113.7, 198.51.100.1")],
+                ),
+                Some(&token),
+            )
             .await
             .unwrap_err();
         assert_eq!(error_code(&r), "ip_not_allowed");

@@ -625,7 +625,14 @@ async fn login(
                     &user,
                 );
             }
-            accounts.audit_attempt(&user, known, client, &headers, Ok(()), StatusCode::SEE_OTHER);
+            accounts.audit_attempt(
+                &user,
+                known,
+                client,
+                &headers,
+                Ok(()),
+                StatusCode::SEE_OTHER,
+            );
             Redirect::to(SETTINGS).into_response()
         }
         Ok(false) => {
