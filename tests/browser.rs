@@ -415,6 +415,45 @@ async fn create_use_rotate_revoke_and_activity_in_a_browser() {
     assert!(label.as_str().unwrap().contains("2 success"), "{label}");
     screenshot(&c, "activity").await;
 
+    // Disable: the token is refused from its next request; enable again.
+    click(&c, &format!("{key} [data-action=\"toggle\"]")).await;
+    until(&c, "document.getElementById('confirm-dialog').open").await;
+    click(&c, "#confirm-ok").await;
+    until(
+        &c,
+        &format!("document.querySelector('{key} .badge').textContent === 'Disabled'"),
+    )
+    .await;
+    assert_eq!(app.api("/api/nodes", &token).await.0, 401);
+    assert_eq!(
+        text_of(&c, &format!("{key} [data-action=\"toggle\"]")).await,
+        "Enable"
+    );
+    click(&c, &format!("{key} [data-action=\"toggle\"]")).await;
+    until(
+        &c,
+        &format!("document.querySelector('{key} .badge').textContent === 'Active'"),
+    )
+    .await;
+    assert_eq!(app.api("/api/nodes", &token).await.0, 200);
+
+    // Rename through the edit dialog.
+    click(&c, &format!("{key} [data-action=\"edit\"]")).await;
+    until(&c, "document.getElementById('edit-dialog').open").await;
+    js(
+        &c,
+        "document.getElementById('edit-name').value = 'renamed in the browser';",
+    )
+    .await;
+    click(&c, "#edit-submit").await;
+    until(
+        &c,
+        &format!(
+            "document.querySelector('{key} .key-name').textContent === 'renamed in the browser'"
+        ),
+    )
+    .await;
+
     // Rotate with the default grace (1 hour): both tokens work for now.
     c.find(Locator::Css(&format!("{key} [data-action=\"rotate\"]")))
         .await

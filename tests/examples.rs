@@ -635,6 +635,45 @@ async fn server_manages_tokens_at_api_tokens() {
         .all(|e| e["method"] == "GET" && e["path"] == "/api/nodes"));
 }
 
+/// Seed 000: a token has the rights of the user who made it, unless the
+/// request names its scopes.
+#[tokio::test]
+async fn server_tokens_made_without_scopes_have_their_users_rights() {
+    let backend = memory();
+    let (api, app) = start_server(&backend, server::Options::default()).await;
+    let admin = app
+        .bootstrap_admin()
+        .await
+        .unwrap()
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned();
+    let r = api
+        .post("/api/tokens")
+        .token(&admin)
+        .json(r#"{"name":"ci"}"#)
+        .send()
+        .await;
+    r.expect(201);
+    assert_eq!(
+        r.json["scopes"],
+        json!(["nodes:read", "nodes:write", "tokens:manage"])
+    );
+    let token = r.json["token"].as_str().unwrap().to_owned();
+    api.get("/api/nodes").token(&token).send().await.expect(200);
+
+    let r = api
+        .post("/api/tokens")
+        .token(&admin)
+        .json(r#"{"name":"bare","scopes":[]}"#)
+        .send()
+        .await;
+    r.expect(201);
+    let bare = r.json["token"].as_str().unwrap().to_owned();
+    api.get("/api/nodes").token(&bare).send().await.expect(403);
+}
+
 #[tokio::test]
 async fn server_rate_limits_rest_per_user_and_websocket_connects_per_ip() {
     let backend = memory();

@@ -12,11 +12,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use auth_axum::{keys_router, AllowedOrigins, Auth, KeyManager, KeyOwner, RequireScopeLayer};
+use auth_axum::{
+    keys_router, AllowedOrigins, Auth, DefaultScopes, KeyManager, KeyOwner, RequireScopeLayer,
+};
 use auth_core::{
-    AuditLog, ChangeFeed, CreditSpend, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore,
-    KeyUpdate, KeyUse, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
-    StoreError, TokenPrefix, Verifier,
+    mint_token, AuditLog, AuditQuery, ChangeFeed, CreditSpend, ErrorFormat, KeyId, KeyIssuer,
+    KeyRecord, KeyStore, KeyUpdate, KeyUse, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
+    RejectReason, ScopeSet, SecretHasher, StoreError, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -133,6 +135,7 @@ struct Fixture {
     base: String,
     issuer: KeyIssuer,
     store: Arc<FlakyStore>,
+    audit: Arc<MemoryAuditLog>,
     http: reqwest::Client,
 }
 
@@ -168,10 +171,19 @@ impl Fixture {
                 keys_router::<Auth, _>(manager.clone())
                     .route_layer(RequireScopeLayer::one("tokens:manage")),
             )
+            .nest(
+                "/inherit-api/tokens",
+                keys_router::<Auth, _>(
+                    manager
+                        .clone()
+                        .default_scopes(DefaultScopes::OwnerGrantable),
+                )
+                .route_layer(RequireScopeLayer::one("tokens:manage")),
+            )
             .layer(
                 AuthLayer::builder(verifier)
                     .error_format(format)
-                    .audit(audit)
+                    .audit(audit.clone())
                     .build(),
             );
         let app = Router::new()
@@ -179,6 +191,15 @@ impl Fixture {
                 "/strict/tokens",
                 keys_router::<HeaderUser, _>(
                     manager.clone().check_origin(AllowedOrigins::same_host()),
+                ),
+            )
+            .nest(
+                "/inherit/tokens",
+                keys_router::<HeaderUser, _>(
+                    manager
+                        .clone()
+                        .default_scopes(DefaultScopes::OwnerGrantable)
+                        .expiring_within(Duration::from_secs(90 * 86_400)),
                 ),
             )
             .nest("/session/tokens", keys_router::<HeaderUser, _>(manager))
@@ -190,6 +211,7 @@ impl Fixture {
             base: format!("http://{addr}"),
             issuer,
             store,
+            audit,
             http: reqwest::Client::new(),
         }
     }
@@ -1331,4 +1353,518 @@ async fn usage_counts_the_keys_requests_per_bucket() {
             ("write".to_owned(), false)
         ]
     );
+}
+
+// ---- Issue 14: default scopes, policy fields, edits, disable ---------------
+
+#[tokio::test]
+async fn omitted_scopes_follow_the_managers_policy() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let create =
+        |path: &'static str, body: &'static str| f.session(Method::POST, path, "alice", Some(body));
+    // OwnerGrantable: the user's rights (HeaderUser may grant read and write).
+    let r = create("/inherit/tokens", r#"{"name":"ci"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["scopes"], json!(["read", "write"]));
+    // An explicit empty list still means none.
+    let r = create("/inherit/tokens", r#"{"name":"ci","scopes":[]}"#).await;
+    assert_eq!(r.json["scopes"], json!([]));
+    // The default policy: none.
+    let r = create("/session/tokens", r#"{"name":"ci"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.json["scopes"], json!([]));
+    // A key owner inherits the calling key's scopes (within the known ones).
+    let (_, reader) = f.key("bob", &["read", "tokens:manage"]).await;
+    let r = f
+        .call(
+            Method::POST,
+            "/inherit-api/tokens",
+            &reader,
+            Some(r#"{"name":"ci"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["scopes"], json!(["read", "tokens:manage"]));
+}
+
+#[tokio::test]
+async fn policy_fields_are_set_at_creation_and_listed() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let body = r#"{"name":"billing","scopes":["read"],
+        "meta":{"plan":"pro","seats":3},"external_id":"cust_42",
+        "ip_allowlist":["203.0.113.7/24","2001:db8::/32","198.51.100.1"],
+        "rate_limit":{"limit":100,"period_seconds":60},
+        "remaining":1000,"refill":{"amount":1000,"every":"day"}}"#;
+    let r = f
+        .session(Method::POST, "/session/tokens", "alice", Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let list = f
+        .session(Method::GET, "/session/tokens", "alice", None)
+        .await;
+    let key = &list.json["keys"][0];
+    assert_eq!(key["id"], id.as_str());
+    assert_eq!(key["state"], "active");
+    assert_eq!(key["meta"], json!({"plan": "pro", "seats": 3}));
+    assert_eq!(key["external_id"], "cust_42");
+    assert_eq!(
+        key["ip_allowlist"],
+        json!(["203.0.113.0/24", "2001:db8::/32", "198.51.100.1/32"])
+    );
+    assert_eq!(
+        key["rate_limit"],
+        json!({"limit": 100, "period_seconds": 60})
+    );
+    assert_eq!(key["credits"]["remaining"], 1000);
+    assert_eq!(
+        key["credits"]["refill"],
+        json!({"amount": 1000, "every": "day"})
+    );
+    assert_eq!(key["disabled_at"], Value::Null);
+    assert_eq!(key["last_used_ip"], Value::Null);
+    // Without them: empty, null.
+    let r = f
+        .session(
+            Method::POST,
+            "/session/tokens",
+            "alice",
+            Some(r#"{"name":"plain"}"#),
+        )
+        .await;
+    assert_eq!(r.json["meta"], json!({}));
+    assert_eq!(r.json["ip_allowlist"], json!([]));
+    assert_eq!(r.json["credits"], Value::Null);
+    assert_eq!(r.json["external_id"], Value::Null);
+}
+
+#[tokio::test]
+async fn bad_policy_fields_are_422_with_codes_naming_them() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let big = format!(r#"{{"name":"ci","meta":{{"x":"{}"}}}}"#, "y".repeat(4096));
+    let long_id = format!(r#"{{"name":"ci","external_id":"{}"}}"#, "x".repeat(257));
+    let many = format!(
+        r#"{{"name":"ci","ip_allowlist":[{}]}}"#,
+        vec![r#""10.0.0.1""#; 65].join(",")
+    );
+    let cases: Vec<(String, &str, &str)> = vec![
+        (big, "meta_too_large", "4096"),
+        (
+            r#"{"name":"ci","meta":[1,2]}"#.into(),
+            "unprocessable_entity",
+            "map",
+        ),
+        (long_id, "invalid_external_id", "external_id"),
+        (
+            r#"{"name":"ci","external_id":""}"#.into(),
+            "invalid_external_id",
+            "external_id",
+        ),
+        (
+            r#"{"name":"ci","ip_allowlist":["10.0.0.0/8","300.1.1.1/8"]}"#.into(),
+            "invalid_ip_allowlist",
+            "300.1.1.1/8",
+        ),
+        (
+            r#"{"name":"ci","ip_allowlist":["evil.example.com"]}"#.into(),
+            "invalid_ip_allowlist",
+            "evil.example.com",
+        ),
+        (many, "invalid_ip_allowlist", "64"),
+        (
+            r#"{"name":"ci","rate_limit":{"limit":0,"period_seconds":60}}"#.into(),
+            "invalid_rate_limit",
+            "positive",
+        ),
+        (
+            r#"{"name":"ci","refill":{"amount":5,"every":"day"}}"#.into(),
+            "invalid_credits",
+            "remaining",
+        ),
+        (
+            r#"{"name":"ci","remaining":5,"refill":{"amount":5,"every":"year"}}"#.into(),
+            "unprocessable_entity",
+            "year",
+        ),
+        (
+            r#"{"name":"ci","remaining":9223372036854775808}"#.into(),
+            "invalid_credits",
+            "at most",
+        ),
+    ];
+    for (body, code, needle) in cases {
+        let r = f
+            .session(Method::POST, "/session/tokens", "alice", Some(&body))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"], code, "{body}");
+        let message = r.json["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    assert!(f.issuer.list("alice").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn patch_edits_what_it_is_given() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let r = f
+        .call(
+            Method::POST,
+            "/api/tokens",
+            &admin,
+            Some(r#"{"name":"ci","scopes":["read","write"],"expires_at":"2999-01-01T00:00:00Z","remaining":7}"#),
+        )
+        .await;
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let token = r.json["token"].as_str().unwrap().to_owned();
+    let path = format!("/api/tokens/{id}");
+    let patch = |body: &'static str| f.call(Method::PATCH, &path, &admin, Some(body));
+
+    let r = patch(
+        r#"{"name":"deploy","scopes":["read"],"expires_at":"2998-01-01T00:00:00Z",
+            "meta":{"team":"infra"},"external_id":"svc-9","ip_allowlist":["127.0.0.1"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.json["name"], "deploy");
+    assert_eq!(r.json["scopes"], json!(["read"]));
+    assert_eq!(r.json["expires_at"], "2998-01-01T00:00:00Z");
+    assert_eq!(r.json["meta"], json!({"team": "infra"}));
+    assert_eq!(r.json["external_id"], "svc-9");
+    assert_eq!(r.json["ip_allowlist"], json!(["127.0.0.1/32"]));
+    // Untouched fields stay, and nothing secret is in the answer.
+    assert_eq!(r.json["credits"]["remaining"], 7);
+    assert!(!r.text.contains(&token) && !r.text.contains("hash"));
+    let shown = f.call(Method::GET, &path, &admin, None).await;
+    assert_eq!(shown.json["name"], "deploy");
+    // The key works with its narrowed scopes at once.
+    assert_eq!(
+        f.call(Method::GET, "/me", &token, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        f.store
+            .inner
+            .get(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .scopes,
+        ScopeSet::parse(["read"]).unwrap()
+    );
+
+    // Clearing: null and empty values.
+    let r = patch(r#"{"meta":null,"external_id":null,"ip_allowlist":[]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (
+            &r.json["meta"],
+            &r.json["external_id"],
+            &r.json["ip_allowlist"]
+        ),
+        (&json!({}), &Value::Null, &json!([]))
+    );
+    let r = patch("{}").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json["error"], "nothing_to_change");
+}
+
+#[tokio::test]
+async fn patch_cannot_widen_extend_or_reach_other_keys() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let r = f
+        .call(
+            Method::POST,
+            "/api/tokens",
+            &admin,
+            Some(r#"{"name":"ci","scopes":["read"],"expires_at":"2999-01-01T00:00:00Z"}"#),
+        )
+        .await;
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/tokens/{id}");
+    let before = f
+        .store
+        .inner
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    for (body, status, code) in [
+        // Widening, even within what the caller could grant.
+        (r#"{"scopes":["read","write"]}"#, 422, "scopes_not_narrowed"),
+        (r#"{"scopes":["nope"]}"#, 422, "unprocessable_entity"),
+        // Extending or removing the expiry.
+        (
+            r#"{"expires_at":"3000-01-01T00:00:00Z"}"#,
+            422,
+            "expiry_not_shortened",
+        ),
+        (r#"{"expires_at":null}"#, 422, "expiry_not_shortened"),
+        (
+            r#"{"expires_at":"2001-01-01T00:00:00Z"}"#,
+            422,
+            "unprocessable_entity",
+        ),
+        (r#"{"expires_at":"soon"}"#, 422, "unprocessable_entity"),
+        (r#"{"name":""}"#, 422, "unprocessable_entity"),
+        (r#"{"owner":"bob"}"#, 422, "unprocessable_entity"),
+        (r#"{"revoked_at":null}"#, 422, "unprocessable_entity"),
+        (
+            r#"{"ip_allowlist":["1.2.3.4/40"]}"#,
+            422,
+            "invalid_ip_allowlist",
+        ),
+    ] {
+        let r = f.call(Method::PATCH, &path, &admin, Some(body)).await;
+        assert_eq!(r.status.as_u16(), status, "{body}: {}", r.text);
+        assert_eq!(r.json["error"], code, "{body}");
+    }
+    let big = format!(r#"{{"meta":{{"x":"{}"}}}}"#, "y".repeat(5000));
+    let r = f.call(Method::PATCH, &path, &admin, Some(&big)).await;
+    assert_eq!(r.json["error"], "meta_too_large");
+    // Nothing changed.
+    assert_eq!(
+        f.store.inner.get(id.parse().unwrap()).await.unwrap(),
+        Some(before)
+    );
+
+    // Another user's key is "no such key", whatever the body.
+    let (_, bob) = f.key("bob", ALL).await;
+    let r = f
+        .call(Method::PATCH, &path, &bob, Some(r#"{"enabled":false}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.json,
+        json!({"error": "not_found", "message": "No such key"})
+    );
+    let r = f
+        .session(
+            Method::PATCH,
+            &format!("/session/tokens/{id}"),
+            "bob",
+            Some(r#"{"name":"x"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // A narrow key cannot steer a broader one (disable, enable or rename it).
+    let (broad_id, _) = f.key("alice", &["read", "write"]).await;
+    let (_, narrow) = f.key("alice", &["read", "tokens:manage"]).await;
+    let r = f
+        .call(
+            Method::PATCH,
+            &format!("/api/tokens/{broad_id}"),
+            &narrow,
+            Some(r#"{"enabled":false}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(r.json["message"].as_str().unwrap().contains("'write'"));
+
+    // Revoked and replaced keys cannot be edited.
+    assert_eq!(
+        f.call(Method::DELETE, &path, &admin, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = f
+        .call(Method::PATCH, &path, &admin, Some(r#"{"enabled":true}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let (old, _) = f.key("alice", &["read"]).await;
+    f.call(
+        Method::POST,
+        &format!("/api/tokens/{old}/rotate"),
+        &admin,
+        None,
+    )
+    .await;
+    let r = f
+        .call(
+            Method::PATCH,
+            &format!("/api/tokens/{old}"),
+            &admin,
+            Some(r#"{"name":"x"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // Same CSRF rules as the other mutating routes.
+    let r = f
+        .http
+        .patch(format!("{}/session/tokens/{broad_id}", f.base))
+        .header("x-user", "alice")
+        .header("content-type", "text/plain")
+        .body(r#"{"enabled":false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let r = f
+        .http
+        .patch(format!("{}/strict/tokens/{broad_id}", f.base))
+        .header("x-user", "alice")
+        .header("content-type", "application/json")
+        .header("origin", "https://evil.example")
+        .body(r#"{"enabled":false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(
+        f.store
+            .inner
+            .get(broad_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_key_is_refused_like_an_unknown_one_until_enabled() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let (id, victim) = f.key("alice", &["read"]).await;
+    // Cached by the layer's verifier.
+    assert_eq!(
+        f.call(Method::GET, "/me", &victim, None).await.status,
+        StatusCode::OK
+    );
+
+    let path = format!("/api/tokens/{id}");
+    let r = f
+        .call(Method::PATCH, &path, &admin, Some(r#"{"enabled":false}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "disabled");
+    assert!(r.json["disabled_at"].is_string());
+
+    // The very next request is refused, exactly as a key that never existed.
+    let disabled = f.call(Method::GET, "/me", &victim, None).await;
+    let (unknown_id, unknown) = mint_token(&TokenPrefix::new("st_").unwrap());
+    assert!(f.store.inner.get(unknown_id).await.unwrap().is_none());
+    let never = f
+        .call(Method::GET, "/me", unknown.expose_secret(), None)
+        .await;
+    assert_eq!(disabled.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(disabled.status, never.status);
+    assert_eq!(disabled.text, never.text);
+    let headers = |r: &Reply| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| *k != "date")
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(headers(&disabled), headers(&never));
+
+    // Only the audit log says why.
+    f.audit.flush().await.unwrap();
+    let page = f
+        .audit
+        .query(&AuditQuery {
+            key_id: Some(id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events[0].reason, Some(RejectReason::Disabled));
+    assert_eq!(RejectReason::Disabled.as_str(), "disabled");
+
+    // Listed as disabled; enabling again works at once.
+    let list = f.call(Method::GET, "/api/tokens", &admin, None).await;
+    let listed = list.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["state"], "disabled");
+    let r = f
+        .call(Method::PATCH, &path, &admin, Some(r#"{"enabled":true}"#))
+        .await;
+    assert_eq!(r.json["state"], "active");
+    assert_eq!(r.json["disabled_at"], Value::Null);
+    assert_eq!(
+        f.call(Method::GET, "/me", &victim, None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn listings_show_each_keys_state() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let soon = rfc3339(in_(time::Duration::days(2)));
+    let later = rfc3339(in_(time::Duration::days(60)));
+    let (f, admin) = (&f, &admin);
+    let create = |name: &str, expires: &str| {
+        let body = format!(r#"{{"name":"{name}","scopes":["read"],"expires_at":"{expires}"}}"#);
+        async move {
+            let r = f
+                .call(Method::POST, "/api/tokens", admin, Some(&body))
+                .await;
+            r.json["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let expiring = create("expiring", &soon).await;
+    let active = create("active", &later).await;
+    let revoked = create("revoked", &later).await;
+    let rotated = create("rotated", &later).await;
+    f.call(
+        Method::DELETE,
+        &format!("/api/tokens/{revoked}"),
+        admin,
+        None,
+    )
+    .await;
+    f.call(
+        Method::POST,
+        &format!("/api/tokens/{rotated}/rotate"),
+        admin,
+        Some(r#"{"grace_seconds":0}"#),
+    )
+    .await;
+    let list = f.call(Method::GET, "/api/tokens", admin, None).await;
+    let state = |id: &str| {
+        list.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .map(|k| k["state"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(state(&expiring), "expiring");
+    assert_eq!(state(&active), "active");
+    assert_eq!(state(&revoked), "revoked");
+    assert_eq!(state(&rotated), "replaced");
+    // The window is the manager's: 90 days on this route.
+    let wide = f
+        .session(Method::GET, "/inherit/tokens", "alice", None)
+        .await;
+    let wide_state = wide.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == active.as_str())
+        .map(|k| k["state"].clone())
+        .unwrap();
+    assert_eq!(wide_state, "expiring");
 }

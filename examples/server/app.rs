@@ -16,7 +16,9 @@ mod ws;
 
 use std::sync::Arc;
 
-use auth_axum::{connect_info_ip, keys_router, Auth, Grants, KeyManager, RequireScopeLayer};
+use auth_axum::{
+    connect_info_ip, keys_router, Auth, DefaultScopes, Grants, KeyManager, RequireScopeLayer,
+};
 use auth_core::{
     AuditLog, ErrorFormat, IssuedKey, KeyIssuer, NewKey, Principal, ScopeSet, Verifier,
 };
@@ -178,8 +180,10 @@ impl Server {
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
-        let keys =
-            KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(all_scopes());
+        // A token made without naming scopes has the rights of its user.
+        let keys = KeyManager::new(self.issuer.clone(), self.audit.clone())
+            .known_scopes(all_scopes())
+            .default_scopes(DefaultScopes::OwnerGrantable);
         let node_routes = Router::new()
             .route("/api/nodes", get(nodes::list).post(nodes::create))
             .route(

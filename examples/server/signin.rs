@@ -25,7 +25,7 @@ use argon2::{
     password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
 };
-use auth_axum::{AllowedOrigins, KeyManager, KeyOwner, SettingsPage};
+use auth_axum::{AllowedOrigins, DefaultScopes, KeyManager, KeyOwner, SettingsPage};
 use auth_core::{AuditEvent, AuditLog, AuditOutcome, Principal, RejectReason, ScopeSet};
 use auth_ratelimit::{KeyBy, Quota, RateLimiter, Rule};
 use axum::{
@@ -449,6 +449,7 @@ fn json_error(status: StatusCode, code: &'static str, message: &'static str) -> 
 pub async fn routes(server: &Server, accounts: &Accounts) -> Result<Router, String> {
     let keys = KeyManager::new(server.issuer.clone(), server.audit.clone())
         .known_scopes(all_scopes())
+        .default_scopes(DefaultScopes::OwnerGrantable)
         .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied())
         .check_origin(AllowedOrigins::same_host());
     let page = SettingsPage::new("Settings · API tokens")

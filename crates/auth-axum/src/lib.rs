@@ -60,7 +60,9 @@ mod websocket;
 pub use access::{Access, GrantResolver, Grants};
 pub use auth::Auth;
 pub use client_ip::connect_info_ip;
-pub use keys::{admin_keys_router, keys_router, AllowedOrigins, KeyAdmin, KeyManager, KeyOwner};
+pub use keys::{
+    admin_keys_router, keys_router, AllowedOrigins, DefaultScopes, KeyAdmin, KeyManager, KeyOwner,
+};
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};

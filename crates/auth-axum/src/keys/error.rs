@@ -28,6 +28,15 @@ impl KeyApiError {
         Self::Auth(AuthError::unprocessable(message.into()))
     }
 
+    /// 422 with a code of its own naming what is wrong, e.g. `meta_too_large`.
+    pub(crate) fn field(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Auth(AuthError::custom(
+            code,
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            message.into(),
+        ))
+    }
+
     /// 400 with `message`.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::Auth(AuthError::bad_request(message.into()))

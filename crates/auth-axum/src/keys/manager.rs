@@ -6,13 +6,15 @@ use auth_core::{AuditLog, AuthError, ErrorCode, KeyId, KeyIssuer, RejectReason, 
 use axum::Router;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{error::KeyApiError, routes, AllowedOrigins, KeyOwner};
+use super::{error::KeyApiError, routes, AllowedOrigins, DefaultScopes, KeyOwner};
 
 /// Default longest grace period of a rotation: 7 days.
 pub(crate) const DEFAULT_MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// Default and largest page of the activity route.
 pub(crate) const DEFAULT_PAGE: usize = 50;
 pub(crate) const MAX_PAGE: usize = 200;
+/// Default "expiring soon" window of listings: 7 days.
+pub(crate) const DEFAULT_EXPIRING_WITHIN: Duration = Duration::from_secs(7 * 86_400);
 
 /// The configuration of the key-management router: the [`KeyIssuer`] (its
 /// store, hasher and token prefix), the audit log behind the activity route,
@@ -29,6 +31,8 @@ pub struct KeyManager {
     pub(crate) origins: Option<AllowedOrigins>,
     pub(crate) descriptions: Vec<(String, String)>,
     pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) default_scopes: DefaultScopes,
+    pub(crate) expiring_within: Duration,
 }
 
 impl fmt::Debug for KeyManager {
@@ -40,6 +44,8 @@ impl fmt::Debug for KeyManager {
             .field("mint_as_subject", &self.mint_as_subject)
             .field("origins", &self.origins)
             .field("max_lifetime", &self.max_lifetime)
+            .field("default_scopes", &self.default_scopes)
+            .field("expiring_within", &self.expiring_within)
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +63,23 @@ impl KeyManager {
             origins: None,
             descriptions: Vec::new(),
             max_lifetime: None,
+            default_scopes: DefaultScopes::None,
+            expiring_within: DEFAULT_EXPIRING_WITHIN,
         }
+    }
+
+    /// What a key created without `scopes` gets (default
+    /// [`DefaultScopes::None`]). `"scopes": []` always means none.
+    pub fn default_scopes(mut self, default: DefaultScopes) -> Self {
+        self.default_scopes = default;
+        self
+    }
+
+    /// How long before its end a key is listed as `"state": "expiring"`
+    /// (default 7 days).
+    pub fn expiring_within(mut self, window: Duration) -> Self {
+        self.expiring_within = window;
+        self
     }
 
     /// A service-wide maximum lifetime, like GitLab's enforced maximum:
@@ -212,7 +234,7 @@ impl Caller {
 /// What the caller is about to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// List, show, revoke, read activity.
+    /// List, show, edit, revoke, read activity.
     Manage,
     /// Create or rotate: makes a new key.
     Mint,

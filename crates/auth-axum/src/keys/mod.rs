@@ -2,23 +2,57 @@
 //!
 //! | Route | Answer |
 //! |---|---|
-//! | `POST /` `{"name", "scopes", "expires_at"}` | 201: the key's metadata and its `token`, shown this once |
+//! | `POST /` `{"name", "scopes", "expires_at", "meta", "external_id", "ip_allowlist", "rate_limit", "remaining", "refill"}` | 201: the key's metadata and its `token`, shown this once |
 //! | `GET /` | 200 `{"keys": [...]}`: the owner's keys, newest first, without secrets or hashes |
 //! | `GET /options` | 200 `{"scopes": [{"name", "description", "grantable"}], "max_grace_seconds"}`: what a "New key" form offers this owner |
 //! | `GET /{id}` | 200: one key's metadata |
+//! | `PATCH /{id}` with any of `{"name", "scopes", "expires_at", "meta", "external_id", "enabled", "ip_allowlist"}` | 200: the key's metadata after the edit |
 //! | `DELETE /{id}` | 204: revoked, effective on the next request |
 //! | `POST /{id}/rotate` `{"grace_seconds": N}` (body optional) | 201: the replacement key and its `token`; the old one works for N more seconds |
 //! | `GET /{id}/activity?limit=&before=` | 200 `{"events": [...], "next_cursor"}`: the key's audit events, newest first |
 //! | `GET /{id}/usage?bucket=hour\|day&since=<RFC 3339>` | 200 `{"bucket", "buckets": [{"start", "success", "refused", "rate_limited"}]}`: requests per bucket and outcome, every bucket from `since` (default 7 days of hours, 30 of days) to now, oldest first |
+//!
+//! Only `name` is required on `POST /`. Without `scopes` the key gets the
+//! manager's [`DefaultScopes`] (none, or everything the owner may grant);
+//! `"scopes": []` always means none. The policy fields:
+//!
+//! * `meta`: a JSON object of at most 4 KiB, the application's own data;
+//! * `external_id`: the application's id for the key, 1-256 bytes;
+//! * `ip_allowlist`: CIDR blocks or addresses (at most 64), e.g.
+//!   `["203.0.113.0/24", "2001:db8::/32"]`; empty: any address;
+//! * `rate_limit`: `{"limit": 100, "period_seconds": 60}`, the key's own quota;
+//! * `remaining` and `refill` (`{"amount": N, "every": "hour"|"day"|"week"|"month"}`):
+//!   a usage-limited key's credits.
+//!
+//! Listings show each of them, and `state`: `active`, `expiring` (ends within
+//! [`KeyManager::expiring_within`], default 7 days), `expired`, `revoked`,
+//! `disabled` or `replaced`; `last_used_ip` is the address of the latest
+//! recorded use.
+//!
+//! `PATCH /{id}` edits a key in place: `scopes` only narrows (a scope the key
+//! does not hold is 422 `scopes_not_narrowed`), `expires_at` only moves
+//! earlier and stays in the future (422 `expiry_not_shortened`), `"enabled":
+//! false` disables the key and `true` enables it again, `meta: null` /
+//! `external_id: null` / `ip_allowlist: []` clear. The edit goes through
+//! `KeyStore::update`, whose change feed makes every instance's cache drop
+//! the key: a disabled key is refused from its next request, with the same
+//! 401 as a key that does not exist (the audit log says `disabled`). A key
+//! that is revoked, expired or replaced cannot be edited (409); a key-backed
+//! caller cannot edit a key holding a scope it may not grant (403), as for
+//! rotation.
 //!
 //! Refusals, in the error format of the `AuthLayer` in front: 415
 //! `unsupported_media_type` for a create or rotate body not declared
 //! `application/json` (or `+json`), 403 `cross_origin_request` from another
 //! origin when [`KeyManager::check_origin`] is on (both against CSRF; see
 //! the `csrf` module); 400 for a body that is not JSON; 422 for an empty or too long name, a malformed or
-//! unknown scope, a past expiry or too long a grace period, and, with a
-//! [`KeyManager::max_key_lifetime`], 422 `expiry_required` or
-//! `lifetime_exceeded` for a key without or beyond it; 403 for a scope
+//! unknown scope, a past expiry or too long a grace period, with a
+//! [`KeyManager::max_key_lifetime`] 422 `expiry_required` or
+//! `lifetime_exceeded` for a key without or beyond it, and with codes of
+//! their own for bad policy fields (`meta_too_large`, `invalid_external_id`,
+//! `invalid_ip_allowlist` naming the entry, `invalid_rate_limit`,
+//! `invalid_credits`) and edits (`scopes_not_narrowed`,
+//! `expiry_not_shortened`, `nothing_to_change`); 403 for a scope
 //! beyond the owner's [`KeyOwner::grantable_scopes`]; 404 for a key that does
 //! not exist *or belongs to someone else*; 409 `conflict` for rotating a
 //! revoked, expired or already rotated key; 503 when the store is down.
@@ -40,9 +74,12 @@
 
 mod admin;
 mod csrf;
+mod default_scopes;
+mod edit;
 mod error;
 mod manager;
 mod owner;
+mod policy_input;
 mod request;
 mod response;
 mod routes;
@@ -52,6 +89,7 @@ use axum::{extract::FromRequestParts, Router};
 
 pub use admin::{admin_keys_router, KeyAdmin};
 pub use csrf::AllowedOrigins;
+pub use default_scopes::DefaultScopes;
 pub use manager::KeyManager;
 pub use owner::KeyOwner;
 

@@ -1,24 +1,45 @@
 //! Request bodies of the key-management routes, parsed strictly.
 
+use auth_core::KeyPolicy;
 use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::error::KeyApiError;
+use super::{
+    error::KeyApiError,
+    policy_input::{self, RateLimitInput, RefillInput},
+};
 
 /// Most scopes one key may list.
 pub(crate) const MAX_SCOPES_PER_KEY: usize = 64;
 
-/// `POST /`: `{"name": "...", "scopes": [...], "expires_at": null}`.
+/// `POST /`: `{"name": "...", "scopes": [...], "expires_at": null}` and
+/// optionally `meta`, `external_id`, `ip_allowlist`, `rate_limit`,
+/// `remaining` and `refill`.
 /// (`Default` only for `parse_json`'s bound: an empty body is refused.)
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     pub(crate) name: String,
+    /// Absent: the manager's [`DefaultScopes`](super::DefaultScopes).
     #[serde(default)]
-    pub(crate) scopes: Vec<String>,
+    pub(crate) scopes: Option<Vec<String>>,
     /// RFC 3339, checked by [`CreateKey::expiry`] to name the field in errors.
     #[serde(default)]
     pub(crate) expires_at: Option<String>,
+    #[serde(default)]
+    pub(crate) meta: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub(crate) external_id: Option<String>,
+    #[serde(default)]
+    pub(crate) ip_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) rate_limit: Option<RateLimitInput>,
+    /// Uses the key starts with (absent: unlimited).
+    #[serde(default)]
+    pub(crate) remaining: Option<u64>,
+    #[serde(default)]
+    pub(crate) refill: Option<RefillInput>,
 }
 
 impl CreateKey {
@@ -34,6 +55,37 @@ impl CreateKey {
                 })
             })
             .transpose()
+    }
+}
+
+impl CreateKey {
+    /// The new key's policy, every field checked; credits are set at `now`.
+    pub(crate) fn policy(&mut self, now: OffsetDateTime) -> Result<KeyPolicy, KeyApiError> {
+        Ok(KeyPolicy {
+            meta: self
+                .meta
+                .take()
+                .map(policy_input::meta)
+                .transpose()?
+                .unwrap_or_default(),
+            external_id: self
+                .external_id
+                .take()
+                .map(policy_input::external_id)
+                .transpose()?,
+            ip_allowlist: self
+                .ip_allowlist
+                .take()
+                .map(policy_input::ip_allowlist)
+                .transpose()?
+                .unwrap_or_default(),
+            rate_limit: self
+                .rate_limit
+                .take()
+                .map(RateLimitInput::checked)
+                .transpose()?,
+            credits: policy_input::credits(self.remaining.take(), self.refill.take(), now)?,
+        })
     }
 }
 
@@ -83,7 +135,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.name, "ci");
-        assert_eq!(ok.scopes, ["read"]);
+        assert_eq!(ok.scopes.as_deref(), Some(&["read".to_owned()][..]));
         assert_eq!(ok.expiry().unwrap().unwrap().year(), 2999);
 
         let typo = parse_json::<CreateKey>(br#"{"nmae":"ci"}"#, false).unwrap_err();
@@ -100,6 +152,11 @@ mod tests {
         assert!(
             matches!(err, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("expires_at"))
         );
+
+        let omitted: CreateKey = parse_json(br#"{"name":"ci"}"#, false).unwrap();
+        assert_eq!(omitted.scopes, None);
+        let none: CreateKey = parse_json(br#"{"name":"ci","scopes":[]}"#, false).unwrap();
+        assert_eq!(none.scopes, Some(vec![]));
 
         let rotate: RotateKey = parse_json(b"  ", true).unwrap();
         assert_eq!(rotate.grace_seconds, 0);

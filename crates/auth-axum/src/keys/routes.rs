@@ -18,12 +18,13 @@ use serde::Serialize;
 
 use super::{
     csrf,
+    edit::{editable, within_ceiling, EditKey},
     error::{ErrorStyle, KeyApiError},
     manager::{Action, DEFAULT_PAGE, MAX_PAGE},
     request::{parse_json, ActivityQuery, CreateKey, RotateKey, MAX_SCOPES_PER_KEY},
     response::{CreatedKey, KeyList},
     usage::{dense, UsageParams},
-    KeyManager, KeyOwner,
+    DefaultScopes, KeyManager, KeyOwner,
 };
 
 type Manager = Extension<Arc<KeyManager>>;
@@ -37,7 +38,7 @@ where
     Router::new()
         .route("/", get(list::<O>).post(create::<O>))
         .route("/options", get(options::<O>))
-        .route("/{id}", get(show::<O>).delete(revoke::<O>))
+        .route("/{id}", get(show::<O>).patch(edit::<O>).delete(revoke::<O>))
         .route("/{id}/rotate", post(rotate::<O>))
         .route("/{id}/activity", get(activity::<O>))
         .route("/{id}/usage", get(usage::<O>))
@@ -81,21 +82,37 @@ async fn create_key<O: KeyOwner>(
     body: &[u8],
 ) -> Result<Response, KeyApiError> {
     let caller = m.caller(owner, Action::Mint).await?;
-    let req: CreateKey = parse_json(body, false)?;
+    let mut req: CreateKey = parse_json(body, false)?;
     auth_core::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
     m.check_lifetime(expires_at)?;
     caller.check_end(expires_at)?;
-    let scopes = checked_scopes(m, owner, &req.scopes)?;
-    let mut new = NewKey::new(owner.principal().clone(), req.name, scopes);
+    let scopes = match &req.scopes {
+        Some(asked) => checked_scopes(m, owner, asked)?,
+        None => default_scopes(m, owner),
+    };
+    let policy = req.policy(time::OffsetDateTime::now_utc())?;
+    let mut new = NewKey::new(owner.principal().clone(), req.name, scopes).policy(policy);
     new.expires_at = expires_at;
     new.created_by = caller.key;
     let issued = m.issuer.issue(new).await?;
     Ok(created(&issued, CreatedKey::new(&issued)))
 }
 
+/// The scopes of a key created without `scopes`: none, or everything the
+/// owner may grant that the service knows.
+fn default_scopes<O: KeyOwner>(m: &KeyManager, owner: &O) -> ScopeSet {
+    match m.default_scopes {
+        DefaultScopes::None => ScopeSet::empty(),
+        DefaultScopes::OwnerGrantable => match &m.known_scopes {
+            Some(known) => owner.grantable_scopes().intersect(known),
+            None => owner.grantable_scopes().clone(),
+        },
+    }
+}
+
 /// 422 for a malformed or unknown scope, then 403 for one beyond the owner's ceiling.
-fn checked_scopes<O: KeyOwner>(
+pub(crate) fn checked_scopes<O: KeyOwner>(
     m: &KeyManager,
     owner: &O,
     asked: &[String],
@@ -128,13 +145,14 @@ async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -
     let result = async {
         m.caller(&owner, Action::Manage).await?;
         let who = owner.principal();
+        let now = time::OffsetDateTime::now_utc();
         let keys = m
             .issuer
             .list(who.user_id())
             .await?
             .into_iter()
             .filter(|r| r.owner == *who)
-            .map(|r| r.metadata())
+            .map(|r| r.metadata_at(now, expiring(&m)))
             .collect();
         Ok(json(StatusCode::OK, &KeyList { keys }))
     };
@@ -166,9 +184,50 @@ async fn show<O: KeyOwner>(
     let result = async {
         m.caller(&owner, Action::Manage).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
-        Ok(json(StatusCode::OK, &record.metadata()))
+        let now = time::OffsetDateTime::now_utc();
+        Ok(json(StatusCode::OK, &record.metadata_at(now, expiring(&m))))
     };
     respond(&style, result.await)
+}
+
+/// The "expiring soon" window, as listings take it.
+pub(crate) fn expiring(m: &KeyManager) -> time::Duration {
+    time::Duration::try_from(m.expiring_within).unwrap_or(time::Duration::MAX)
+}
+
+async fn edit<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    path: KeyPath,
+    body: Bytes,
+) -> Response {
+    respond(&style, edit_key(&m, &owner, path, &body).await)
+}
+
+async fn edit_key<O: KeyOwner>(
+    m: &KeyManager,
+    owner: &O,
+    path: KeyPath,
+    body: &[u8],
+) -> Result<Response, KeyApiError> {
+    m.caller(owner, Action::Manage).await?;
+    let record = owned_key(m, owner.principal(), path).await?;
+    let req: EditKey = parse_json(body, false)?;
+    if req.is_empty() {
+        return Err(KeyApiError::field(
+            "nothing_to_change",
+            "Give at least one of name, scopes, expires_at, meta, external_id, enabled, ip_allowlist",
+        ));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    editable(&record, now)?;
+    within_ceiling(&record, owner.grantable_scopes())?;
+    let update = req.checked(m, owner, &record, now)?;
+    // Every instance's cache drops the key before this returns here, and
+    // within the change feed's propagation time elsewhere.
+    let updated = m.issuer.store().update(record.id, &update).await?;
+    Ok(json(StatusCode::OK, &updated.metadata_at(now, expiring(m))))
 }
 
 async fn revoke<O: KeyOwner>(

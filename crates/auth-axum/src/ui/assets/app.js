@@ -104,8 +104,10 @@
     return el;
   }
 
-  /** active, expiring, grace, expired, rotated or revoked, with a label. */
+  /** active, expiring, grace, expired, rotated, revoked or disabled, with a label. */
   function status(key, now) {
+    // The server says so only while the key is neither revoked nor expired.
+    if (key.state === "disabled") return { cls: "disabled", label: "Disabled" };
     if (key.revoked_at) {
       const ends = Date.parse(key.revoked_at);
       if (ends > now) {
@@ -194,12 +196,24 @@
       used.append(key.last_used_at ? timeEl(key.last_used_at) : document.createTextNode("Never"));
       const expires = li.querySelector(".expires");
       expires.append(key.expires_at ? timeEl(key.expires_at, "date") : document.createTextNode("Never"));
+      if (key.external_id) {
+        const ext = li.querySelector(".external");
+        ext.hidden = false;
+        ext.querySelector("code").textContent = key.external_id;
+      }
+      if (key.meta && Object.keys(key.meta).length > 0) {
+        const meta = li.querySelector(".meta");
+        meta.hidden = false;
+        meta.querySelector("pre").textContent = JSON.stringify(key.meta, null, 2);
+      }
       const ended = st.cls === "revoked" || st.cls === "expired" || st.cls === "rotated";
       for (const b of li.querySelectorAll("button[data-action]")) {
         const action = b.dataset.action;
+        if (action === "toggle") b.textContent = st.cls === "disabled" ? "Enable" : "Disable";
         b.setAttribute("aria-label", b.textContent + " " + key.name);
         if (ended && action !== "activity") b.hidden = true;
-        if (action === "rotate" && st.cls === "grace") b.hidden = true;
+        if ((action === "rotate" || action === "edit" || action === "toggle") && st.cls === "grace") b.hidden = true;
+        if (action === "rotate" && st.cls === "disabled") b.hidden = true;
         b.addEventListener("click", () => onAction(action, key, b));
       }
       list.append(li);
@@ -211,6 +225,8 @@
     if (action === "activity") openActivity(key);
     if (action === "rotate") confirmRotate(key, button);
     if (action === "revoke") confirmRevoke(key, button);
+    if (action === "edit") openEdit(key);
+    if (action === "toggle") toggle(key);
   }
 
   // ---- Dialogs ------------------------------------------------------------
@@ -458,6 +474,85 @@
       },
       false
     );
+  }
+
+  // ---- Edit, disable and enable -------------------------------------------
+
+  let editing = null;
+
+  function openEdit(key) {
+    editing = key;
+    $("edit-title").textContent = "Edit “" + key.name + "”";
+    $("edit-name").value = key.name;
+    $("edit-error").textContent = "";
+    const box = $("edit-scopes");
+    box.replaceChildren();
+    if (key.scopes.length === 0) box.append(text("p", "This key has no scopes.", "help"));
+    for (const s of key.scopes) {
+      const label = document.createElement("label");
+      label.className = "scope";
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.value = s;
+      input.checked = true;
+      label.append(input, text("code", s));
+      box.append(label);
+    }
+    openDialog($("edit-dialog"), $("edit-name"));
+  }
+
+  async function submitEdit(ev) {
+    ev.preventDefault();
+    const key = editing;
+    const name = $("edit-name").value.trim();
+    if (!name) {
+      $("edit-error").textContent = "Give the key a name.";
+      $("edit-name").focus();
+      return;
+    }
+    const scopes = [...$("edit-scopes").querySelectorAll("input:checked")].map((i) => i.value);
+    const body = {};
+    if (name !== key.name) body.name = name;
+    if (scopes.length !== key.scopes.length) body.scopes = scopes;
+    const submit = $("edit-submit");
+    submit.disabled = true;
+    try {
+      if (Object.keys(body).length > 0) {
+        await api("PATCH", "/" + encodeURIComponent(key.id), body);
+        setStatus("Key “" + name + "” saved.");
+      }
+      closeDialog($("edit-dialog"));
+      await loadKeys();
+    } catch (e) {
+      $("edit-error").textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  async function toggle(key) {
+    const enable = key.state === "disabled";
+    const patch = async () => {
+      await api("PATCH", "/" + encodeURIComponent(key.id), { enabled: enable });
+      setStatus("Key “" + key.name + "” " + (enable ? "enabled." : "disabled."));
+      return null;
+    };
+    if (!enable) {
+      openConfirm(
+        "Disable “" + key.name + "”?",
+        "Anything using this key is refused from its next request, until you enable it again.",
+        "Disable key",
+        patch,
+        false
+      );
+      return;
+    }
+    try {
+      await patch();
+      await loadKeys();
+    } catch (e) {
+      setStatus("The key could not be enabled: " + e.message);
+    }
   }
 
   async function submitConfirm(ev) {
@@ -728,6 +823,8 @@
     $("token-dialog").addEventListener("cancel", forgetToken);
     $("token-dialog").addEventListener("close", forgetToken);
     $("confirm-form").addEventListener("submit", submitConfirm);
+    $("edit-form").addEventListener("submit", submitEdit);
+    $("edit-dialog").addEventListener("close", () => { editing = null; });
     $("confirm-dialog").addEventListener("close", () => { confirmAction = null; });
     $("activity-close").addEventListener("click", closeActivity);
     $("range").addEventListener("change", loadChart);

@@ -1,0 +1,168 @@
+//! `PATCH /{id}`: renaming, narrowing, shortening, disabling and enabling
+//! a key, and editing its metadata and address allowlist.
+
+use auth_core::{AuthError, ErrorCode, KeyRecord, KeyUpdate, RejectReason, ScopeSet};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use super::{error::KeyApiError, policy_input, KeyManager, KeyOwner};
+
+/// `PATCH /{id}`: any of these; absent fields are left as they are.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditKey {
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+    /// RFC 3339; `null` asks for no expiry (refused when the key has one).
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<String>>,
+    /// `{}` or `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    meta: Option<Option<Map<String, Value>>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    external_id: Option<Option<String>>,
+    enabled: Option<bool>,
+    /// `[]` allows any address again.
+    ip_allowlist: Option<Vec<String>>,
+}
+
+/// Tells `"field": null` (`Some(None)`) from an absent field (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl EditKey {
+    /// The store update for `record`, with every rule checked: scopes only
+    /// narrowed (never beyond the key's nor the caller's), expiry only
+    /// earlier and in the future, metadata and allowlist bounded.
+    pub(crate) fn checked<O: KeyOwner>(
+        self,
+        m: &KeyManager,
+        owner: &O,
+        record: &KeyRecord,
+        now: OffsetDateTime,
+    ) -> Result<KeyUpdate, KeyApiError> {
+        let mut update = KeyUpdate::default();
+        if let Some(name) = self.name {
+            auth_core::validate_name(&name)?;
+            update.name = Some(name);
+        }
+        if let Some(asked) = self.scopes {
+            let scopes = super::routes::checked_scopes(m, owner, &asked)?;
+            if let Some(wider) = scopes.iter().find(|s| !record.scopes.has(s)) {
+                return Err(KeyApiError::field(
+                    "scopes_not_narrowed",
+                    format!(
+                        "An edit can only remove scopes: the key does not hold '{wider}' \
+                         (create a new key instead)"
+                    ),
+                ));
+            }
+            update.scopes = Some(scopes);
+        }
+        if let Some(expiry) = self.expires_at {
+            update.expires_at = Some(Some(earlier_expiry(expiry, record, now)?));
+        }
+        if let Some(meta) = self.meta {
+            update.meta = Some(policy_input::meta(meta.unwrap_or_default())?);
+        }
+        if let Some(id) = self.external_id {
+            update.external_id = Some(id.map(policy_input::external_id).transpose()?);
+        }
+        if let Some(list) = self.ip_allowlist {
+            update.ip_allowlist = Some(policy_input::ip_allowlist(list)?);
+        }
+        match self.enabled {
+            Some(true) if record.disabled_at.is_some() => update.disabled_at = Some(None),
+            Some(false) if record.disabled_at.is_none() => update.disabled_at = Some(Some(now)),
+            _ => {}
+        }
+        Ok(update)
+    }
+
+    /// Whether the body names no field at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.scopes.is_none()
+            && self.expires_at.is_none()
+            && self.meta.is_none()
+            && self.external_id.is_none()
+            && self.enabled.is_none()
+            && self.ip_allowlist.is_none()
+    }
+}
+
+/// A new expiry: in the future, and no later than the key's current one.
+fn earlier_expiry(
+    asked: Option<String>,
+    record: &KeyRecord,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, KeyApiError> {
+    let not_later = |current: OffsetDateTime| {
+        let current = current.format(&Rfc3339).unwrap_or_default();
+        KeyApiError::field(
+            "expiry_not_shortened",
+            format!("An edit can only bring the expiry forward: the key expires at {current}"),
+        )
+    };
+    let Some(asked) = asked else {
+        return Err(match record.expires_at {
+            Some(current) => not_later(current),
+            None => KeyApiError::field(
+                "expiry_not_shortened",
+                "The key never expires; give expires_at a date-time to make it expire",
+            ),
+        });
+    };
+    let at = OffsetDateTime::parse(&asked, &Rfc3339).map_err(|_| {
+        KeyApiError::invalid(
+            "expires_at must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z",
+        )
+    })?;
+    // Stores keep microseconds: compare what will be stored.
+    let at = at
+        .replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at);
+    if at <= now {
+        return Err(KeyApiError::invalid("expires_at must be in the future"));
+    }
+    match record.expires_at {
+        Some(current) if at > current => Err(not_later(current)),
+        _ => Ok(at),
+    }
+}
+
+/// 409 unless the key may still be edited: not revoked, expired or replaced.
+/// (A disabled key may: enabling it is an edit.)
+pub(crate) fn editable(record: &KeyRecord, now: OffsetDateTime) -> Result<(), KeyApiError> {
+    let ended =
+        record.revoked_at.is_some_and(|t| t <= now) || record.expires_at.is_some_and(|t| t <= now);
+    if ended || record.replaced_by.is_some() {
+        return Err(KeyApiError::Conflict(
+            "A revoked, expired or replaced key cannot be edited".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// 403 when a key-backed caller edits a key holding a scope it may not
+/// grant itself (as for rotation): a narrow key cannot re-enable, rename or
+/// otherwise steer a broader one.
+pub(crate) fn within_ceiling(record: &KeyRecord, ceiling: &ScopeSet) -> Result<(), KeyApiError> {
+    match record.scopes.iter().find(|s| !ceiling.has(s)) {
+        Some(beyond) => Err(KeyApiError::Auth(
+            AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess).with_message(
+                format!(
+                    "You may not edit a key holding the scope '{beyond}', which you may not grant"
+                ),
+            ),
+        )),
+        None => Ok(()),
+    }
+}
