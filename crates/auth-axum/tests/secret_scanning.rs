@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use auth_axum::SecretScanning;
 use auth_core::{
-    AuditLog, AuditQuery, IssuedKey, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
-    RejectReason, ScopeSet, SecretHasher, TokenPrefix,
+    AuditLog, AuditQuery, ChangeFeed, CreditSpend, IssuedKey, KeyId, KeyIssuer, KeyRecord,
+    KeyStore, KeyUpdate, KeyUse, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason,
+    ScopeSet, SecretHasher, StoreError, TokenPrefix,
 };
 use axum::{body::Body, http::Request, Router};
 use base64::Engine;
@@ -16,6 +17,7 @@ use p256::{
     pkcs8::{EncodePublicKey, LineEnding},
 };
 use serde_json::{json, Value};
+use time::OffsetDateTime;
 use tower::ServiceExt;
 
 const KEY_A: &str = "a1b2c3";
@@ -288,4 +290,82 @@ async fn oversized_and_overfull_reports_are_refused() {
     )
     .await;
     assert_eq!(status, 400);
+}
+
+/// A store whose reads fail: the key store is down.
+struct DownStore(MemoryKeyStore);
+
+#[async_trait::async_trait]
+impl KeyStore for DownStore {
+    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.0.insert(r).await
+    }
+    async fn get(&self, _: KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Err(StoreError::Unavailable("db.internal:5432 refused".into()))
+    }
+    async fn list_by_owner(&self, u: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.0.list_by_owner(u).await
+    }
+    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.0.revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: KeyId,
+        ends: OffsetDateTime,
+        now: OffsetDateTime,
+        new: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        self.0.rotate(old, ends, now, new).await
+    }
+    async fn update(&self, id: KeyId, u: &KeyUpdate) -> Result<KeyRecord, StoreError> {
+        self.0.update(id, u).await
+    }
+    async fn spend_credit(
+        &self,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        self.0.spend_credit(id, now).await
+    }
+    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
+        self.0.update_hash(id, hash).await
+    }
+    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
+        self.0.record_use(uses).await
+    }
+    fn changes(&self) -> &ChangeFeed {
+        self.0.changes()
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_is_503_and_labels_nothing() {
+    let store = Arc::new(DownStore(MemoryKeyStore::new()));
+    let issuer = KeyIssuer::new(
+        store,
+        SecretHasher::for_tests(),
+        TokenPrefix::new("st_").unwrap(),
+    );
+    let signer = SigningKey::random(&mut rand::rngs::OsRng);
+    let app = Router::new().nest(
+        "/github/secret-scanning",
+        SecretScanning::new(issuer.clone(), Arc::new(MemoryAuditLog::default()))
+            .public_key_pem(KEY_A, &pem(&signer))
+            .unwrap()
+            .router(),
+    );
+    let key = issuer
+        .issue(NewKey::new(Principal::user("ana"), "ci", ScopeSet::empty()))
+        .await
+        .unwrap();
+    let body = body_for(&[key.token.expose_secret()]);
+    let (status, answer) = send(
+        &app,
+        report(Some(KEY_A), Some(&sign(&signer, body.as_bytes())), &body),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(answer["error"], "unavailable");
+    assert!(!answer.to_string().contains("db.internal"), "{answer}");
 }

@@ -20,7 +20,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use super::{
     csrf,
     error::{ErrorStyle, KeyApiError},
-    routes::{json, respond},
+    routes::{expiring, json, respond},
     KeyManager,
 };
 
@@ -219,7 +219,7 @@ async fn list<A: KeyAdmin>(
             keys: page
                 .keys
                 .iter()
-                .map(|r| r.metadata_at(now, auth_core::DEFAULT_EXPIRING_WITHIN))
+                .map(|r| r.metadata_at(now, expiring(&m)))
                 .collect(),
             next_cursor: page.next.map(|c| c.to_string()),
         };
@@ -260,7 +260,8 @@ async fn show<A: KeyAdmin>(
     let result = async {
         check_admin(&m, &admin).await?;
         let record = visible_key(&m, &admin, path).await?;
-        Ok(json(StatusCode::OK, &record.metadata()))
+        let now = m.issuer.clock().now();
+        Ok(json(StatusCode::OK, &record.metadata_at(now, expiring(&m))))
     };
     respond(&style, result.await)
 }

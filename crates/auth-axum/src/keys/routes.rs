@@ -191,7 +191,7 @@ async fn show<O: KeyOwner>(
 }
 
 /// The "expiring soon" window, as listings take it.
-fn expiring(m: &KeyManager) -> time::Duration {
+pub(crate) fn expiring(m: &KeyManager) -> time::Duration {
     time::Duration::try_from(m.expiring_within).unwrap_or(time::Duration::MAX)
 }
 
