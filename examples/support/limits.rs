@@ -2,7 +2,7 @@
 //! (`--redis`) so that several instances of one example share them.
 
 use auth_core::ErrorFormat;
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 
 /// Failed authentications (401 answers) allowed per client address, on by
 /// default in every example: 30 at once, then one every 6 seconds (10 per
@@ -25,6 +25,16 @@ pub fn describe_failed_auth(quota: Quota) -> String {
 /// (instances sharing limits use the same prefix), with memory as the
 /// fallback while Redis is down.
 pub fn limiter(rules: Vec<Rule>, redis: Option<&str>, prefix: &str) -> Result<RateLimiter, String> {
+    limiter_with(rules, redis, prefix, |b| b)
+}
+
+/// [`limiter`], with `more` of the builder (tiers, credits).
+pub fn limiter_with(
+    rules: Vec<Rule>,
+    redis: Option<&str>,
+    prefix: &str,
+    more: impl FnOnce(RateLimiterBuilder) -> RateLimiterBuilder,
+) -> Result<RateLimiter, String> {
     let mut builder = RateLimiter::builder().rules(rules);
     if let Some(url) = redis {
         #[cfg(feature = "redis")]
@@ -34,7 +44,7 @@ pub fn limiter(rules: Vec<Rule>, redis: Option<&str>, prefix: &str) -> Result<Ra
         #[cfg(not(feature = "redis"))]
         return Err(no_redis(url, prefix));
     }
-    builder
+    more(builder)
         .build()
         .map_err(|e| format!("invalid rate limits: {e}"))
 }

@@ -84,8 +84,8 @@ use crate::{
     key::KeyValue,
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
     store::{Bucket, StoreFuture},
-    Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitStore,
-    RequestInfo, StoreError, TrustedProxies,
+    Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitStore, RequestInfo,
+    StoreError, TrustedProxies,
 };
 
 /// The bucket name of failed authentications (in shared stores' keys).
