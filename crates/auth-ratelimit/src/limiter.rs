@@ -89,9 +89,12 @@ pub struct RateLimiterBuilder {
     redis: Option<crate::RedisStore>,
 }
 
+/// Makes the [`Tiers`] from the TTL, the capacity and the limiter's clock.
+type MakeTiers = Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>;
+
 /// The resolver given to the builder, made into [`Tiers`] with the clock.
 struct TiersConfig {
-    make: Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>,
+    make: MakeTiers,
     ttl: Duration,
     capacity: usize,
 }

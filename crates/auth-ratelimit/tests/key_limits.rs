@@ -246,6 +246,29 @@ async fn a_rate_limited_request_spends_no_credit() {
     assert_eq!(seen, [200, 200, 429, 429, 429]);
     let record = f.store.get(id).await.unwrap().unwrap();
     assert_eq!(record.credits.unwrap().remaining, 8);
+    // The audit log tells the refusals from the successes.
+    f.audit.flush().await.unwrap();
+    let query = AuditQuery {
+        key_id: Some(id),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let events = f.audit.query(&query).await.unwrap().events;
+    let mut reasons: Vec<_> = events
+        .iter()
+        .map(|e| e.reason.map_or("success", |r| r.as_str()))
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        [
+            "rate_limited",
+            "rate_limited",
+            "rate_limited",
+            "success",
+            "success"
+        ]
+    );
 }
 
 #[cfg(feature = "redis")]
