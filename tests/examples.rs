@@ -786,6 +786,35 @@ async fn server_websocket_echoes_and_answers_floods_with_rate_limited() {
 
 // ---------------------------------------------------------------- pod (seed 001)
 
+/// "Keys are rate-limited per pod tier": a free-tier key gets 429 before a
+/// pro-tier key does.
+#[tokio::test]
+async fn pod_rate_limits_keys_per_tier() {
+    let backend = memory();
+    let options = pod::Options {
+        free_per_hour: 3,
+        pro_per_hour: 6,
+        pro_users: vec!["bob".into()],
+        ..pod::Options::default()
+    };
+    let api = start_pod(&backend, options).await;
+    let free = issue(&backend, &pod::RULES, "alice", &["skills.invoke"]).await;
+    let pro = issue(&backend, &pod::RULES, "bob", &["skills.invoke"]).await;
+    let mut passed = [0, 0];
+    for _ in 0..8 {
+        for (i, token) in [&free, &pro].into_iter().enumerate() {
+            let r = api.get("/api/me").token(token).send().await;
+            if r.status == 429 {
+                r.expect_error(429, "rate_limited");
+            } else {
+                r.expect(200);
+                passed[i] += 1;
+            }
+        }
+    }
+    assert_eq!(passed, [3, 6], "free, then pro");
+}
+
 #[tokio::test]
 async fn pod_scopes_are_additive_and_enforced_per_surface() {
     let backend = memory();

@@ -18,7 +18,7 @@ use auth_core::{
     KeyIssuer, NewKey, PostgresKeyStore, PostgresOptions, Principal, ScopeSet, SecretHasher,
     TokenPrefix,
 };
-use auth_ratelimit::{Quota, RedisStore};
+use auth_ratelimit::{Bucket, Quota, RateLimitStore, RedisStore};
 use client::skip;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
@@ -387,24 +387,30 @@ async fn redis_over_tls_with_the_right_ca_only() {
     };
     let url = format!("rediss://localhost:{}/", redis.port);
     let quota = Quota::per_minute(5);
+    let check = |store: RedisStore| async move {
+        store
+            .check_all(&[Bucket::new("tls", "k", quota, 1)])
+            .await
+            .map(|d| d[0])
+    };
 
     let store = RedisStore::open_with_ca(&url, pki.ca_pem.as_bytes())
         .unwrap()
         .with_prefix("keygate_tls_test")
         .with_timeout(Duration::from_secs(2));
-    let d = store.check("k", &quota, 1).await.expect("a check over TLS");
+    let d = check(store).await.expect("a check over TLS");
     assert!(d.is_allowed());
 
     let wrong = RedisStore::open_with_ca(&url, wrong_ca_pem().as_bytes())
         .unwrap()
         .with_timeout(Duration::from_secs(2));
     assert!(
-        wrong.check("k", &quota, 1).await.is_err(),
+        check(wrong).await.is_err(),
         "a server certificate from another CA is refused"
     );
     // Plain `rediss://` trusts only public CAs (webpki roots): refused too.
     let public_only = RedisStore::open(&url)
         .unwrap()
         .with_timeout(Duration::from_secs(2));
-    assert!(public_only.check("k", &quota, 1).await.is_err());
+    assert!(check(public_only).await.is_err());
 }

@@ -25,8 +25,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     };
     let pod = app::Pod::new(&backend, &options)?;
     println!(
-        "rate limits: {} requests/hour per user, in {}",
+        "rate limits: {} requests/hour per user, {} per key on the free tier, {} on pro, in {}",
         options.requests_per_hour,
+        options.free_per_hour,
+        options.pro_per_hour,
         if options.redis.is_some() {
             "Redis"
         } else {

@@ -63,7 +63,8 @@ mod verifier;
 pub use access::{AccessLevel, InvalidAccessLevel};
 pub use audit::{
     count_usage, page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery,
-    AuditSink, KeyCreated, MemoryAuditLog, RefusedFor, UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
+    AuditSink, KeyCreated, MemoryAuditLog, RefusedFor, UsageBucket, UsageCount, UsageQuery,
+    MAX_USER_AGENT,
 };
 pub use check::SecretCheck;
 pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};

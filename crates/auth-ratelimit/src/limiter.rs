@@ -14,9 +14,9 @@ use std::{
 use auth_core::{
     store::KeyStore, AuthContext, AuthError, CreditSpend, ErrorFormat, RefusedFor, RejectReason,
 };
-use time::OffsetDateTime;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
+use time::OffsetDateTime;
 
 use smallvec::SmallVec;
 
@@ -89,9 +89,12 @@ pub struct RateLimiterBuilder {
     redis: Option<crate::RedisStore>,
 }
 
+/// Makes the [`Tiers`] from the TTL, the capacity and the limiter's clock.
+type MakeTiers = Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>;
+
 /// The resolver given to the builder, made into [`Tiers`] with the clock.
 struct TiersConfig {
-    make: Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>,
+    make: MakeTiers,
     ttl: Duration,
     capacity: usize,
 }
@@ -227,7 +230,13 @@ impl RateLimiter {
         let info = RequestInfo::new(req, &inner.proxies);
         let mut buckets = SmallVec::<[Bucket<'_>; RULES_INLINE]>::new();
         let ready = self.prepare(&info, resolved, |i, value, quota, cost| {
-            buckets.push(Bucket::for_rule(i, &inner.rules[i].name, value, quota, cost));
+            buckets.push(Bucket::for_rule(
+                i,
+                &inner.rules[i].name,
+                value,
+                quota,
+                cost,
+            ));
         });
         if !ready {
             return self.resolving(info.auth());
@@ -270,7 +279,12 @@ impl RateLimiter {
     /// key's credits: 429 `usage_exceeded` when none is left, 503 when the
     /// ledger cannot answer.
     #[cold]
-    fn then_spend(&self, ledger: &CreditLedger, ctx: &AuthContext, rated: Evaluation) -> Evaluation {
+    fn then_spend(
+        &self,
+        ledger: &CreditLedger,
+        ctx: &AuthContext,
+        rated: Evaluation,
+    ) -> Evaluation {
         let Some(spending) = ledger.spend(ctx) else {
             return rated;
         };
@@ -571,7 +585,10 @@ impl RateLimiterBuilder {
     /// [`Rule::key_quota`]. Answers are kept `ttl` on the limiter's clock
     /// (see [`tier_cache_size`](Self::tier_cache_size)).
     pub fn quota_resolver(mut self, resolver: impl QuotaResolver, ttl: Duration) -> Self {
-        let capacity = self.tiers.as_ref().map_or(DEFAULT_TIER_CACHE_SIZE, |t| t.capacity);
+        let capacity = self
+            .tiers
+            .as_ref()
+            .map_or(DEFAULT_TIER_CACHE_SIZE, |t| t.capacity);
         self.tiers = Some(TiersConfig {
             make: Box::new(move |ttl, capacity, clock| Tiers::new(resolver, ttl, capacity, clock)),
             ttl,
@@ -616,9 +633,7 @@ impl RateLimiterBuilder {
             .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
         #[cfg(feature = "redis")]
         let credits = match (self.credits, self.redis) {
-            (Some(store), Some(redis)) => {
-                Some(CreditLedger::redis(redis, store, self.write_back))
-            }
+            (Some(store), Some(redis)) => Some(CreditLedger::redis(redis, store, self.write_back)),
             (store, _) => store.map(CreditLedger::key_store),
         };
         #[cfg(not(feature = "redis"))]

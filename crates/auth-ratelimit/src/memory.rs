@@ -407,9 +407,7 @@ where
 {
     #[inline]
     fn check_all(&self, buckets: &[Bucket<'_>]) -> StoreFuture<Decisions> {
-        StoreFuture::ready(Ok(
-            self.take_all(buckets, |b| (&b.key, &b.quota, b.cost))
-        ))
+        StoreFuture::ready(Ok(self.take_all(buckets, |b| (&b.key, &b.quota, b.cost))))
     }
 
     fn charge(&self, bucket: &Bucket<'_>, max_debt: Duration) -> StoreFuture<Decision> {

@@ -142,7 +142,11 @@ async fn a_free_key_is_limited_before_a_pro_key_and_a_key_s_own_limit_wins() {
     let (own, _) = f.key("pro-dave", own_limit(5)).await;
     assert_eq!(passes(&app, &free, 20).await, 3, "the rule's quota");
     assert_eq!(passes(&app, &pro, 20).await, 10, "the pro tier's");
-    assert_eq!(passes(&app, &own, 20).await, 5, "the key's own, over its tier");
+    assert_eq!(
+        passes(&app, &own, 20).await,
+        5,
+        "the key's own, over its tier"
+    );
     // One resolver call per key that has no limit of its own; hits are cached.
     assert_eq!(tiers.0.load(Ordering::SeqCst), 2);
 }
@@ -159,7 +163,11 @@ async fn tier_answers_expire_on_the_limiter_s_clock() {
     assert_eq!(tiers.0.load(Ordering::SeqCst), 1);
     clock.advance(Duration::from_secs(1));
     assert_eq!(status(&app, &free).await, StatusCode::OK);
-    assert_eq!(tiers.0.load(Ordering::SeqCst), 2, "asked again after the TTL");
+    assert_eq!(
+        tiers.0.load(Ordering::SeqCst),
+        2,
+        "asked again after the TTL"
+    );
 }
 
 #[tokio::test]
@@ -196,7 +204,9 @@ async fn credits_run_out_with_429_usage_exceeded_and_an_audit_reason() {
     let res = app.clone().oneshot(request(&token)).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(!res.headers().contains_key("retry-after"), "never refilled");
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"], "usage_exceeded");
     // The store holds the count; keys without credits are not limited.
@@ -236,6 +246,29 @@ async fn a_rate_limited_request_spends_no_credit() {
     assert_eq!(seen, [200, 200, 429, 429, 429]);
     let record = f.store.get(id).await.unwrap().unwrap();
     assert_eq!(record.credits.unwrap().remaining, 8);
+    // The audit log tells the refusals from the successes.
+    f.audit.flush().await.unwrap();
+    let query = AuditQuery {
+        key_id: Some(id),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let events = f.audit.query(&query).await.unwrap().events;
+    let mut reasons: Vec<_> = events
+        .iter()
+        .map(|e| e.reason.map_or("success", |r| r.as_str()))
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        [
+            "rate_limited",
+            "rate_limited",
+            "rate_limited",
+            "success",
+            "success"
+        ]
+    );
 }
 
 #[cfg(feature = "redis")]

@@ -51,11 +51,17 @@ async fn server_time_by_default() {
     };
     let q = Quota::per_hour(5);
     for left in (0..5).rev() {
-        let d = store.check_all(&[Bucket::new("t", "k", q, 1)]).await.unwrap()[0];
+        let d = store
+            .check_all(&[Bucket::new("t", "k", q, 1)])
+            .await
+            .unwrap()[0];
         assert!(d.is_allowed());
         assert_eq!((d.limit(), d.remaining()), (5, left));
     }
-    let d = store.check_all(&[Bucket::new("t", "k", q, 1)]).await.unwrap()[0];
+    let d = store
+        .check_all(&[Bucket::new("t", "k", q, 1)])
+        .await
+        .unwrap()[0];
     assert!(!d.is_allowed());
     // One token every 720 s; a little of it has passed on the server's clock.
     let wait = d.retry_after().unwrap();

@@ -254,7 +254,10 @@ async fn weighted_requests(h: Harness) {
     let d = h.check("w", q, 5).await;
     assert_eq!(d.retry_after(), Some(h.secs(18)));
     assert_eq!(d.remaining(), 2);
-    assert!(h.check("w", q, 2).await.is_allowed(), "cheaper requests fit");
+    assert!(
+        h.check("w", q, 2).await.is_allowed(),
+        "cheaper requests fit"
+    );
     // A cost above the capacity needs a full bucket rather than never passing.
     h.advance(60);
     assert!(h.check("w", q, 1000).await.is_allowed());

@@ -8,9 +8,10 @@
 //! itself is at `/settings/api-keys`: the person pastes such a key into it.
 
 mod api;
+mod tiers;
 mod workspace;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
 use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, TrustedProxies, Verifier};
@@ -21,6 +22,7 @@ use axum::{
     Router,
 };
 
+pub use self::tiers::Plans;
 pub use self::workspace::{Entities, MEMBERSHIPS};
 use crate::support::{
     cli::CliSpec,
@@ -132,6 +134,12 @@ fn all_scopes() -> ScopeSet {
 pub struct Options {
     /// Requests per hour per user.
     pub requests_per_hour: u32,
+    /// Requests per hour per key on the free tier.
+    pub free_per_hour: u32,
+    /// Requests per hour per key on the pro tier.
+    pub pro_per_hour: u32,
+    /// Users on the pro tier.
+    pub pro_users: Vec<String>,
     /// Failed authentications (401s) per client address before 429
     /// (default [`limits::FAILED_AUTH`]).
     pub failed_auth: Quota,
@@ -148,6 +156,9 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
+            free_per_hour: 100,
+            pro_per_hour: 1000,
+            pro_users: Vec::new(),
             failed_auth: limits::FAILED_AUTH,
             redis: None,
             redis_prefix: "keygate:pod".into(),
@@ -183,14 +194,25 @@ impl Pod {
             .client_ip(connect_info_ip)
             .trusted_proxies(options.trusted_proxies.clone())
             .build();
-        let limiter = limits::limiter(
-            vec![Rule::per_user(
-                "default",
-                Quota::per_hour(options.requests_per_hour.max(1)),
-            )],
+        // Per user, and per key by the owner's tier (or the key's own
+        // limit); usage-limited keys spend their credits.
+        let plans = Plans::new(
+            options.pro_users.iter().cloned(),
+            Quota::per_hour(options.pro_per_hour.max(1)),
+        );
+        let limiter = limits::limiter_with(
+            vec![
+                Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),
+                Rule::per_key("tier", Quota::per_hour(options.free_per_hour.max(1))).key_quota(),
+            ],
             options.redis.as_deref(),
             &options.redis_prefix,
             &options.trusted_proxies,
+            |limiter| {
+                limiter
+                    .quota_resolver(plans, Duration::from_secs(60))
+                    .credits(backend.keys.clone())
+            },
         )?;
         let failures = limits::failed_auth(
             options.failed_auth,

@@ -2,7 +2,7 @@
 //! (`--redis`) so that several instances of one example share them.
 
 use auth_core::{ErrorFormat, TrustedProxies};
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 
 /// Failed authentications (401 answers) allowed per client address, on by
 /// default in every example: 30 at once, then one every 6 seconds (10 per
@@ -31,6 +31,17 @@ pub fn limiter(
     prefix: &str,
     proxies: &TrustedProxies,
 ) -> Result<RateLimiter, String> {
+    limiter_with(rules, redis, prefix, proxies, |b| b)
+}
+
+/// [`limiter`], with `more` of the builder (tiers, credits).
+pub fn limiter_with(
+    rules: Vec<Rule>,
+    redis: Option<&str>,
+    prefix: &str,
+    proxies: &TrustedProxies,
+    more: impl FnOnce(RateLimiterBuilder) -> RateLimiterBuilder,
+) -> Result<RateLimiter, String> {
     let mut builder = RateLimiter::builder()
         .rules(rules)
         .trusted_proxies(proxies.clone());
@@ -42,7 +53,7 @@ pub fn limiter(
         #[cfg(not(feature = "redis"))]
         return Err(no_redis(url, prefix));
     }
-    builder
+    more(builder)
         .build()
         .map_err(|e| format!("invalid rate limits: {e}"))
 }
