@@ -11,7 +11,7 @@ use http::{request::Parts, Extensions};
 use crate::{auth::required, rejection::misconfigured, AuthRejection};
 
 /// The application's record of grants: a principal's [`AccessLevel`] on a
-/// resource (seed 000: Owner 0, Admin 1, Editor 2, Viewer 3), or `None` for
+/// resource (Owner 0, Admin 1, Editor 2, Viewer 3), or `None` for
 /// no access.
 ///
 /// ```

@@ -23,7 +23,7 @@ pub enum Match {
 /// ```
 /// use auth_axum::{Match, ScopeRule};
 ///
-/// /// Seed 001: either the new or the legacy read scope.
+/// /// Either the new or the legacy read scope.
 /// struct ReadEntities;
 /// impl ScopeRule for ReadEntities {
 ///     const SCOPES: &'static [&'static str] = &["hub-protocol.read", "read:entities"];

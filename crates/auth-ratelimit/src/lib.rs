@@ -41,7 +41,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let limiter = RateLimiter::builder()
-//!     // Seed: 200 requests per hour per user...
+//!     // 200 requests per hour per user...
 //!     .rule(Rule::per_user("default", Quota::per_hour(200)))
 //!     // ...and the graph endpoint at most 2 per minute.
 //!     .rule(Rule::per_user("graph", Quota::per_minute(2)).path_prefix("/graph"))

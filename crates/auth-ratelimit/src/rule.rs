@@ -24,7 +24,7 @@ pub type QuotaFn = dyn Fn(&AuthContext) -> Option<Quota> + Send + Sync;
 /// use auth_ratelimit::{KeyBy, Quota, Rule};
 /// use http::Method;
 ///
-/// // Seed: 200 requests per hour per user on REST.
+/// // 200 requests per hour per user on REST.
 /// let default = Rule::per_user("default", Quota::per_hour(200));
 /// // Login attempts: 5 per minute per client IP.
 /// let login = Rule::per_ip("login", Quota::per_minute(5)).method(Method::POST).path("/login");
@@ -119,7 +119,7 @@ impl Rule {
     }
 
     /// WebSocket handshakes per client IP: a per-IP rule that only counts
-    /// requests asking for a WebSocket upgrade (seed: 10 per minute).
+    /// requests asking for a WebSocket upgrade (e.g. 10 per minute).
     pub fn websocket_connects(name: impl Into<Arc<str>>, quota: Quota) -> Self {
         Self::per_ip(name, quota).websocket_upgrades()
     }

@@ -2,12 +2,12 @@
 //!
 //! **Connects** are HTTP requests (the upgrade handshake), so they go through
 //! the [`RateLimitLayer`](crate::RateLimitLayer) like any other: add
-//! [`Rule::websocket_connects`](crate::Rule::websocket_connects) (seed: 10
+//! [`Rule::websocket_connects`](crate::Rule::websocket_connects) (e.g. 10
 //! per minute per IP) and an over-limit handshake is answered 429 before the
 //! upgrade.
 //!
 //! **Messages** flow inside the upgraded socket, out of reach of any HTTP
-//! layer. Give each connection a [`MessageLimiter`] (seed: about one message
+//! layer. Give each connection a [`MessageLimiter`] (e.g. about one message
 //! per second) and, for a message over the limit, send the
 //! [`RateLimitedEvent`] frame `{"event":"rate_limited","retry_after_ms":…}`
 //! instead of handling it. The socket stays open.

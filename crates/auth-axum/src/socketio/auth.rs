@@ -31,15 +31,15 @@ use super::throttle::EventLimiter;
 ///
 /// A Socket.IO client connects in two steps: an HTTP handshake (engine.io,
 /// possibly a WebSocket upgrade), then a `CONNECT` packet carrying the
-/// client's `auth` payload, e.g. `io(url, { auth: { api_token } })` (seed
-/// 000). The token usually travels in that payload, out of reach of HTTP
+/// client's `auth` payload, e.g. `io(url, { auth: { api_token } })`.
+/// The token usually travels in that payload, out of reach of HTTP
 /// layers, so this is a socketioxide connect middleware
 /// (`handler.with(auth)`), run at the `CONNECT`:
 ///
 /// 1. **connect limits** ([`SocketIoAuth::connect_limits`]): the limiter
 ///    checks the handshake request as a WebSocket connect, whatever the
 ///    transport, so [`Rule::websocket_connects`](auth_ratelimit::Rule::websocket_connects)
-///    counts every Socket.IO connect (seed 000: 10 per minute per IP). This
+///    counts every Socket.IO connect (e.g. 10 per minute per IP). This
 ///    comes before any token is looked at.
 /// 2. **the token**: `auth.api_token` when the payload has one (presented
 ///    to the layer as `Authorization: Bearer`, so the layer must read that

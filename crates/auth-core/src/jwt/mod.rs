@@ -1,4 +1,4 @@
-//! JWT credentials signed with per-user secrets (HS256), seed 002's style:
+//! JWT credentials signed with per-user secrets (HS256):
 //! claims `sub`, `iat`, `iss`; no expiry unless the service asks for one;
 //! regenerating a user's secret invalidates every token signed with the old one.
 //!
@@ -173,7 +173,7 @@ pub struct JwtAuthorityBuilder {
 }
 
 impl JwtAuthorityBuilder {
-    /// Scopes every JWT grants (seed 002: full access). Default: none.
+    /// Scopes every JWT grants (e.g. all of them, for full access). Default: none.
     pub fn scopes(mut self, scopes: ScopeSet) -> Self {
         self.scopes = scopes;
         self
