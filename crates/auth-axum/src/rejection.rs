@@ -81,6 +81,6 @@ pub(crate) fn layer_missing() -> AuthError {
 /// generic message.
 pub(crate) fn misconfigured(what: &'static str) -> AuthError {
     tracing::error!("{what}");
-    AuthError::new(ErrorCode::Internal, RejectReason::InvalidRequest)
+    AuthError::new(ErrorCode::Internal, RejectReason::Internal)
         .with_message("Authentication is not configured for this route")
 }

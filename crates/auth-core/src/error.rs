@@ -90,118 +90,91 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// Why a request was refused. For logs and audit only: never sent to clients,
-/// since telling "unknown key" from "wrong secret" would help an attacker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RejectReason {
-    /// No credential in the request.
-    Missing,
-    /// Not a well-formed token (length, characters, duplicate headers, …).
-    Malformed,
-    /// A well-formed token with a prefix this service does not issue.
-    WrongPrefix,
-    /// The checksum does not match.
-    BadChecksum,
-    /// No key with this id.
-    UnknownKey,
-    /// The key was revoked (or rotated and its grace period is over).
-    Revoked,
-    /// The key expired.
-    Expired,
-    /// The key is disabled by its owner (answered like an unknown key).
-    Disabled,
-    /// The key exists but the secret is wrong.
-    WrongSecret,
-    /// Too many wrong secrets for this key id lately; not checked.
-    Throttled,
-    /// The credential lacks a required scope.
-    InsufficientScope,
-    /// The principal's access level on the resource is too low.
-    InsufficientAccess,
-    /// The key may not act on behalf of another user, or not of this one.
-    ImpersonationDenied,
-    /// The subject user named in the request does not exist.
-    UnknownSubject,
-    /// The principal does not belong to the requested workspace.
-    WorkspaceDenied,
-    /// The key has an IP allowlist and the client address is not on it
-    /// (or is unknown).
-    IpNotAllowed,
-    /// A rate limit was exceeded.
-    RateLimited,
-    /// A usage-limited key has no credits left.
-    UsageExceeded,
-    /// The store or another dependency failed.
-    StoreUnavailable,
-    /// The request is invalid in another way.
-    InvalidRequest,
-    /// The resource does not exist.
-    NotFound,
-    /// The key was revoked because its token was reported leaked (e.g. by
-    /// a secret scanner): the reason of the revocation's own audit event.
-    Leaked,
+/// Declares [`RejectReason`] with its audit names, so that the enum, its
+/// names and the reverse lookup cannot drift apart (as axum-core declares
+/// its rejections with a macro).
+macro_rules! reject_reasons {
+    ($($(#[doc = $doc:literal])+ $variant:ident => $name:literal,)+) => {
+        /// Why a request was refused. For logs and audit only: never sent to clients,
+        /// since telling "unknown key" from "wrong secret" would help an attacker.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum RejectReason {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl RejectReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [RejectReason] = &[$(Self::$variant,)+];
+
+            /// A short snake_case name for logs and audit rows.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+
+            /// The reason named by [`RejectReason::as_str`].
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s {
+                    $($name => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl RejectReason {
-    /// A short snake_case name for logs and audit rows.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Malformed => "malformed",
-            Self::WrongPrefix => "wrong_prefix",
-            Self::BadChecksum => "bad_checksum",
-            Self::UnknownKey => "unknown_key",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-            Self::Disabled => "disabled",
-            Self::WrongSecret => "wrong_secret",
-            Self::Throttled => "throttled",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::InsufficientAccess => "insufficient_access",
-            Self::ImpersonationDenied => "impersonation_denied",
-            Self::UnknownSubject => "unknown_subject",
-            Self::WorkspaceDenied => "workspace_denied",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::RateLimited => "rate_limited",
-            Self::UsageExceeded => "usage_exceeded",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::InvalidRequest => "invalid_request",
-            Self::NotFound => "not_found",
-            Self::Leaked => "leaked",
-        }
-    }
-
-    /// The reason named by [`RejectReason::as_str`].
-    pub fn from_name(s: &str) -> Option<Self> {
-        use RejectReason::*;
-        [
-            Missing,
-            Malformed,
-            WrongPrefix,
-            BadChecksum,
-            UnknownKey,
-            Revoked,
-            Expired,
-            Disabled,
-            WrongSecret,
-            Throttled,
-            InsufficientScope,
-            InsufficientAccess,
-            ImpersonationDenied,
-            UnknownSubject,
-            WorkspaceDenied,
-            IpNotAllowed,
-            RateLimited,
-            UsageExceeded,
-            StoreUnavailable,
-            InvalidRequest,
-            NotFound,
-            Leaked,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
-    }
+reject_reasons! {
+    /// No credential in the request.
+    Missing => "missing",
+    /// Not a well-formed token (length, characters, duplicate headers, …).
+    Malformed => "malformed",
+    /// A well-formed token with a prefix this service does not issue.
+    WrongPrefix => "wrong_prefix",
+    /// The checksum does not match.
+    BadChecksum => "bad_checksum",
+    /// No key with this id.
+    UnknownKey => "unknown_key",
+    /// The key was revoked (or rotated and its grace period is over).
+    Revoked => "revoked",
+    /// The key expired.
+    Expired => "expired",
+    /// The key is disabled by its owner (answered like an unknown key).
+    Disabled => "disabled",
+    /// The key exists but the secret is wrong.
+    WrongSecret => "wrong_secret",
+    /// Too many wrong secrets for this key id lately; not checked.
+    Throttled => "throttled",
+    /// The credential lacks a required scope.
+    InsufficientScope => "insufficient_scope",
+    /// The principal's access level on the resource is too low.
+    InsufficientAccess => "insufficient_access",
+    /// The key may not act on behalf of another user, or not of this one.
+    ImpersonationDenied => "impersonation_denied",
+    /// The subject user named in the request does not exist.
+    UnknownSubject => "unknown_subject",
+    /// The principal does not belong to the requested workspace.
+    WorkspaceDenied => "workspace_denied",
+    /// The key has an IP allowlist and the client address is not on it
+    /// (or is unknown).
+    IpNotAllowed => "ip_not_allowed",
+    /// A rate limit was exceeded.
+    RateLimited => "rate_limited",
+    /// A usage-limited key has no credits left.
+    UsageExceeded => "usage_exceeded",
+    /// The store or another dependency failed.
+    StoreUnavailable => "store_unavailable",
+    /// The server failed in a way it did not expect (a misconfiguration,
+    /// a hashing failure): answered 500.
+    Internal => "internal",
+    /// The request is invalid in another way.
+    InvalidRequest => "invalid_request",
+    /// The resource does not exist.
+    NotFound => "not_found",
+    /// The key was revoked because its token was reported leaked (e.g. by
+    /// a secret scanner): the reason of the revocation's own audit event.
+    Leaked => "leaked",
 }
 
 impl fmt::Display for RejectReason {
@@ -385,3 +358,19 @@ impl fmt::Display for AuthError {
 }
 
 impl std::error::Error for AuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_unique_name_that_reads_back() {
+        let mut names = std::collections::HashSet::new();
+        for &reason in RejectReason::ALL {
+            assert!(names.insert(reason.as_str()), "{reason:?} repeats a name");
+            assert_eq!(RejectReason::from_name(reason.as_str()), Some(reason));
+        }
+        assert_eq!(RejectReason::from_name("no_such_reason"), None);
+        assert_eq!(RejectReason::Internal.as_str(), "internal");
+    }
+}

@@ -75,7 +75,7 @@ impl From<IssueError> for KeyApiError {
             IssueError::Hash(h) => {
                 tracing::error!(error = %h, "hashing a new key failed");
                 Self::Auth(
-                    AuthError::new(ErrorCode::Internal, RejectReason::InvalidRequest)
+                    AuthError::new(ErrorCode::Internal, RejectReason::Internal)
                         .with_message("The key could not be issued"),
                 )
             }
