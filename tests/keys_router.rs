@@ -16,9 +16,10 @@ use auth_axum::{
     keys_router, AllowedOrigins, Auth, DefaultScopes, KeyManager, KeyOwner, RequireScopeLayer,
 };
 use auth_core::{
-    mint_token, AuditLog, AuditQuery, ChangeFeed, CreditSpend, ErrorFormat, KeyId, KeyIssuer,
-    KeyRecord, KeyStore, KeyUpdate, KeyUse, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
-    RejectReason, ScopeSet, SecretHasher, StoreError, TokenPrefix, Verifier,
+    mint_token, AuditLog, AuditQuery, ChangeFeed, CreditSpend, Credits, ErrorFormat, KeyId,
+    KeyIssuer, KeyPolicy, KeyRateLimit, KeyRecord, KeyStore, KeyUpdate, KeyUse, MemoryAuditLog,
+    MemoryKeyStore, NewKey, Principal, Refill, RefillEvery, RejectReason, ScopeSet, SecretHasher,
+    StoreError, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -184,6 +185,7 @@ impl Fixture {
                 AuthLayer::builder(verifier)
                     .error_format(format)
                     .audit(audit.clone())
+                    .client_ip(auth_axum::connect_info_ip)
                     .build(),
             );
         let app = Router::new()
@@ -206,6 +208,8 @@ impl Fixture {
             .merge(api);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
+        // Peer addresses known, so keys with an allowlist can be used.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             base: format!("http://{addr}"),
@@ -1560,8 +1564,16 @@ async fn patch_edits_what_it_is_given() {
         ScopeSet::parse(["read"]).unwrap()
     );
 
-    // Clearing: null and empty values.
-    let r = patch(r#"{"meta":null,"external_id":null,"ip_allowlist":[]}"#).await;
+    // Clearing: null and empty values (the allowlist from a session: an
+    // API key may only narrow it).
+    let r = f
+        .session(
+            Method::PATCH,
+            &format!("/session/tokens/{id}"),
+            "alice",
+            Some(r#"{"meta":null,"external_id":null,"ip_allowlist":[]}"#),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
         (
@@ -1796,8 +1808,14 @@ async fn a_disabled_key_is_refused_like_an_unknown_one_until_enabled() {
         .unwrap()
         .clone();
     assert_eq!(listed["state"], "disabled");
+    // (From a session: an API key may not re-enable a key.)
     let r = f
-        .call(Method::PATCH, &path, &admin, Some(r#"{"enabled":true}"#))
+        .session(
+            Method::PATCH,
+            &format!("/session/tokens/{id}"),
+            "alice",
+            Some(r#"{"enabled":true}"#),
+        )
         .await;
     assert_eq!(r.json["state"], "active");
     assert_eq!(r.json["disabled_at"], Value::Null);
@@ -1867,4 +1885,257 @@ async fn listings_show_each_keys_state() {
         .map(|k| k["state"].clone())
         .unwrap();
     assert_eq!(wide_state, "expiring");
+}
+
+// ------------------------------------------------- policy of key-backed callers
+
+impl Fixture {
+    /// A key of `user` with `scopes` and `policy`.
+    async fn key_with(&self, user: &str, scopes: &[&str], policy: KeyPolicy) -> (KeyId, String) {
+        let k = self
+            .issuer
+            .issue(
+                NewKey::new(
+                    Principal::user(user),
+                    "limited",
+                    ScopeSet::parse(scopes).unwrap(),
+                )
+                .policy(policy),
+            )
+            .await
+            .unwrap();
+        (k.record.id, k.token.expose_secret().to_owned())
+    }
+}
+
+fn refused(r: &Reply, status: StatusCode, code: &str, names: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(r.json["error"], code, "{}", r.text);
+    assert!(r.text.contains(names), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_key_cannot_mint_a_key_with_a_looser_policy_than_its_own() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let limited = KeyPolicy {
+        ip_allowlist: vec!["127.0.0.0/8".parse().unwrap()],
+        rate_limit: Some(KeyRateLimit {
+            limit: 10.try_into().unwrap(),
+            period_seconds: 60.try_into().unwrap(),
+        }),
+        credits: Some(
+            Credits::new(100, OffsetDateTime::now_utc()).with_refill(Refill {
+                amount: 100,
+                every: RefillEvery::Day,
+            }),
+        ),
+        ..Default::default()
+    };
+    let (_, key) = f.key_with("alice", ALL, limited).await;
+    let ok_rest = r#""rate_limit":{"limit":5,"period_seconds":60},"remaining":10,
+        "refill":{"amount":50,"every":"week"}"#;
+    let ok_nets = r#""ip_allowlist":["127.0.0.1"]"#;
+    let (f, key) = (&f, &key);
+    let create = |fields: String| {
+        let body = format!(r#"{{"name":"child","scopes":["read"],{fields}}}"#);
+        async move { f.call(Method::POST, "/api/tokens", key, Some(&body)).await }
+    };
+    for (fields, names) in [
+        // No allowlist at all, one reaching outside, none of each limit.
+        (ok_rest.to_owned(), "ip_allowlist"),
+        (
+            format!(r#""ip_allowlist":["10.0.0.0/8"],{ok_rest}"#),
+            "10.0.0.0/8",
+        ),
+        (
+            format!(r#""ip_allowlist":["0.0.0.0/0"],{ok_rest}"#),
+            "ip_allowlist",
+        ),
+        (format!(r#"{ok_nets},"remaining":10"#), "rate_limit"),
+        (
+            format!(r#"{ok_nets},"rate_limit":{{"limit":11,"period_seconds":60}},"remaining":1"#),
+            "rate_limit",
+        ),
+        (
+            format!(r#"{ok_nets},"rate_limit":{{"limit":1,"period_seconds":5}},"remaining":1"#),
+            "rate_limit",
+        ),
+        (
+            format!(r#"{ok_nets},"rate_limit":{{"limit":5,"period_seconds":60}}"#),
+            "remaining",
+        ),
+        (
+            format!(r#"{ok_nets},"rate_limit":{{"limit":5,"period_seconds":60}},"remaining":1000"#),
+            "remaining",
+        ),
+        (
+            format!(
+                r#"{ok_nets},"rate_limit":{{"limit":5,"period_seconds":60}},"remaining":1,
+                "refill":{{"amount":100,"every":"hour"}}"#
+            ),
+            "refill",
+        ),
+    ] {
+        let r = create(fields.clone()).await;
+        refused(&r, StatusCode::FORBIDDEN, "policy_exceeds_caller", names);
+        assert!(!r.text.contains("\"token\""), "{fields}: {}", r.text);
+    }
+    // As tight or tighter: made.
+    let r = create(format!("{ok_nets},{ok_rest}")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let child_id = r.json["id"].as_str().unwrap().to_owned();
+
+    // Rotation copies the rotated key's policy: a limited key cannot rotate
+    // an unlimited sibling into a fresh unlimited key.
+    let (sibling, _) = f.key("alice", &["read"]).await;
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{sibling}/rotate"),
+            key,
+            None,
+        )
+        .await;
+    refused(
+        &r,
+        StatusCode::FORBIDDEN,
+        "policy_exceeds_caller",
+        "ip_allowlist",
+    );
+    // Its own child is within its limits.
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/api/tokens/{child_id}/rotate"),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // A session is bounded by its scopes only.
+    let r = f
+        .session(
+            Method::POST,
+            "/session/tokens",
+            "alice",
+            Some(r#"{"name":"free","scopes":["read"]}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn rotating_a_key_with_credits_moves_them_and_allows_no_grace() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let r = f
+        .call(
+            Method::POST,
+            "/api/tokens",
+            &admin,
+            Some(r#"{"name":"metered","scopes":["read"],"remaining":5}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let old = r.json["token"].as_str().unwrap().to_owned();
+    let rotate = format!("/api/tokens/{id}/rotate");
+
+    // With grace, both keys would spend their own 5 credits: refused.
+    let r = f
+        .call(
+            Method::POST,
+            &rotate,
+            &admin,
+            Some(r#"{"grace_seconds":60}"#),
+        )
+        .await;
+    refused(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "grace_not_allowed_with_credits",
+        "grace_seconds",
+    );
+    assert_eq!(
+        f.call(Method::GET, "/me", &old, None).await.status,
+        StatusCode::OK
+    );
+
+    // Without: the credits move as stored, and the old key ends at once.
+    let stored = f
+        .store
+        .inner
+        .get(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let r = f.call(Method::POST, &rotate, &admin, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        r.json["credits"]["remaining"],
+        stored.credits.unwrap().remaining,
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        f.call(Method::GET, "/me", &old, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_key_can_only_narrow_allowlists_and_cannot_re_enable_keys() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let (id, _) = f
+        .key_with(
+            "alice",
+            &["read"],
+            KeyPolicy {
+                ip_allowlist: vec!["10.0.0.0/8".parse().unwrap()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let path = format!("/api/tokens/{id}");
+    let patch = |body: &'static str| f.call(Method::PATCH, &path, &admin, Some(body));
+
+    // Widening, escaping or clearing: refused.
+    for (body, names) in [
+        (r#"{"ip_allowlist":[]}"#, "empty"),
+        (r#"{"ip_allowlist":["0.0.0.0/0"]}"#, "0.0.0.0/0"),
+        (
+            r#"{"ip_allowlist":["10.1.0.0/16","192.0.2.1"]}"#,
+            "192.0.2.1/32",
+        ),
+    ] {
+        let r = patch(body).await;
+        refused(&r, StatusCode::FORBIDDEN, "policy_exceeds_caller", names);
+    }
+    // Narrowing is fine.
+    let r = patch(r#"{"ip_allowlist":["10.1.0.0/16"]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["ip_allowlist"], json!(["10.1.0.0/16"]));
+
+    // Disabling is fine; enabling again is for a session.
+    let r = patch(r#"{"enabled":false}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = patch(r#"{"enabled":true}"#).await;
+    refused(&r, StatusCode::FORBIDDEN, "forbidden", "re-enable");
+    let stored = f.store.inner.get(id).await.unwrap().unwrap();
+    assert!(stored.disabled_at.is_some());
+
+    // A session may widen, clear and enable.
+    let r = f
+        .session(
+            Method::PATCH,
+            &format!("/session/tokens/{id}"),
+            "alice",
+            Some(r#"{"ip_allowlist":[],"enabled":true}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["state"], "active");
+    assert_eq!(r.json["ip_allowlist"], json!([]));
 }

@@ -224,7 +224,13 @@ impl KeyIssuer {
 
     /// Replaces a key with a new one (same owner, name, scopes, expiry and
     /// policy; its credits carry over as they stand, so rotating never
-    /// refills them).
+    /// refills them). With a Redis credit ledger "as they stand" is the
+    /// count in the key store, at most one write-back interval behind.
+    ///
+    /// The old key keeps its own credits during a grace period, so a grace
+    /// period on a key with credits lets both spend them: the key router
+    /// refuses that (422 `grace_not_allowed_with_credits`); callers of this
+    /// method should pass `Duration::ZERO` for such keys.
     ///
     /// The old key keeps working for `grace` (never past its own expiry);
     /// with `Duration::ZERO` it stops at once. Of two concurrent rotations of

@@ -86,6 +86,42 @@ impl EditKey {
         Ok(update)
     }
 
+    /// For a key-backed caller: 403 `policy_exceeds_caller` unless a new
+    /// `ip_allowlist` only narrows the key's (every net inside one it has;
+    /// never emptied when it has one), and 403 `forbidden` for re-enabling
+    /// a disabled key. A session may do both.
+    pub(crate) fn check_tightening(&self, record: &KeyRecord) -> Result<(), KeyApiError> {
+        if let Some(list) = &self.ip_allowlist {
+            if !record.ip_allowlist.is_empty() {
+                let nets = policy_input::ip_allowlist(list.clone())?;
+                let outside = nets
+                    .iter()
+                    .find(|n| !record.ip_allowlist.iter().any(|mine| mine.contains(*n)));
+                if nets.is_empty() || outside.is_some() {
+                    let what = match outside {
+                        Some(net) => format!("{net} is outside the key's current list"),
+                        None => "an empty list would allow any address".to_owned(),
+                    };
+                    return Err(super::manager::exceeds(
+                        "ip_allowlist",
+                        format!(
+                            "an API key may only narrow a key's ip_allowlist ({what}); widen it \
+                             from a signed-in session"
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.enabled == Some(true) && record.disabled_at.is_some() {
+            return Err(KeyApiError::Auth(
+                AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess).with_message(
+                    "An API key cannot re-enable a disabled key: enable it from a signed-in session",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the body names no field at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.name.is_none()

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use auth_core::{
-    validate_scope, AuditQuery, IssuedKey, KeyCreated, KeyId, KeyRecord, NewKey, Principal,
-    ScopeSet,
+    validate_scope, AuditQuery, IssuedKey, KeyCreated, KeyId, KeyPolicy, KeyRecord, NewKey,
+    Principal, ScopeSet,
 };
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
@@ -92,6 +92,7 @@ async fn create_key<O: KeyOwner>(
         None => default_scopes(m, owner),
     };
     let policy = req.policy(time::OffsetDateTime::now_utc())?;
+    caller.check_policy(&policy)?;
     let mut new = NewKey::new(owner.principal().clone(), req.name, scopes).policy(policy);
     new.expires_at = expires_at;
     new.created_by = caller.key;
@@ -223,6 +224,11 @@ async fn edit_key<O: KeyOwner>(
     let now = time::OffsetDateTime::now_utc();
     editable(&record, now)?;
     within_ceiling(&record, owner.grantable_scopes())?;
+    // Key-backed callers may not loosen a key's address limit nor undo a
+    // disabling (a leaked key could otherwise free itself or a sibling).
+    if owner.acting_key().is_some() {
+        req.check_tightening(&record)?;
+    }
     let update = req.checked(m, owner, &record, now)?;
     // Every instance's cache drops the key before this returns here, and
     // within the change feed's propagation time elsewhere.
@@ -271,6 +277,9 @@ async fn rotate<O: KeyOwner>(
             (e, l) => e.or(l),
         };
         caller.check_end(expires_at)?;
+        // The replacement copies the old key's policy: it must be within
+        // the caller's too.
+        caller.check_policy(&KeyPolicy::of(&record).unwrap_or_default())?;
         let req: RotateKey = parse_json(&body, true)?;
         let grace = Duration::from_secs(req.grace_seconds);
         if grace > m.max_grace {
@@ -278,6 +287,15 @@ async fn rotate<O: KeyOwner>(
                 "grace_seconds may be at most {}",
                 m.max_grace.as_secs()
             )));
+        }
+        // The replacement gets the credits as they stand; an old key still
+        // working would spend its own copy too, doubling them per rotation.
+        if record.credits.is_some() && !grace.is_zero() {
+            return Err(KeyApiError::field(
+                "grace_not_allowed_with_credits",
+                "A key with credits is rotated without grace: its credits move to the \
+                 replacement and it stops at once (send grace_seconds 0 or no body)",
+            ));
         }
         let issued = m
             .issuer
