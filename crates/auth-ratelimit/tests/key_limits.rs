@@ -145,10 +145,33 @@ async fn a_free_key_is_limited_before_a_pro_key_and_a_key_s_own_limit_wins() {
     assert_eq!(
         passes(&app, &own, 20).await,
         5,
-        "the key's own, over its tier"
+        "the key's own, tighter than its tier"
     );
-    // One resolver call per key that has no limit of its own; hits are cached.
-    assert_eq!(tiers.0.load(Ordering::SeqCst), 2);
+    // One resolver call per key; hits are cached.
+    assert_eq!(tiers.0.load(Ordering::SeqCst), 3);
+}
+
+/// A limit that would let anything through: `u32::MAX` a second.
+fn huge_limit() -> KeyPolicy {
+    KeyPolicy {
+        rate_limit: Some(KeyRateLimit {
+            limit: NonZeroU32::MAX,
+            period_seconds: NonZeroU32::MIN,
+        }),
+        ..KeyPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn a_key_s_own_limit_only_tightens_its_tier_or_the_rule() {
+    let f = Fixture::new();
+    let app = f.app(&tiered(Tiers::default(), FakeClock::new()));
+    let (pro_huge, _) = f.key("pro-erin", huge_limit()).await;
+    let (free_huge, _) = f.key("frank", huge_limit()).await;
+    let (pro_small, _) = f.key("pro-gina", own_limit(2)).await;
+    assert_eq!(passes(&app, &pro_huge, 20).await, 10, "held to the tier");
+    assert_eq!(passes(&app, &free_huge, 20).await, 3, "held to the rule");
+    assert_eq!(passes(&app, &pro_small, 20).await, 2, "held to its own");
 }
 
 #[tokio::test]
