@@ -375,4 +375,45 @@ mod shared {
         assert_eq!(spent, CreditSpend::Spent { remaining: 5 });
         cleanup(&prefix).await;
     }
+
+    /// Records the key changes a store publishes.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<auth_core::store::KeyChange>>);
+
+    impl auth_core::store::ChangeListener for Seen {
+        fn on_change(&self, change: &auth_core::store::KeyChange) {
+            self.0.lock().unwrap().push(change.clone());
+        }
+    }
+
+    /// A write-back publishes no key change (every instance would drop its
+    /// cached key and pay a store read and argon2) and never raises the
+    /// stored count.
+    #[tokio::test]
+    async fn a_write_back_publishes_nothing_and_never_raises_the_count() {
+        let f = Fixture::new();
+        let Some(redis) = redis_store("writeback").await else {
+            return;
+        };
+        let prefix = redis.prefix().to_owned();
+        let (_, id) = f.key("alice", credits(10)).await;
+        let ledger = CreditLedger::redis(redis, f.store.clone(), Duration::from_secs(3600));
+        let stored = || async { f.store.get(id).await.unwrap().unwrap().credits.unwrap() };
+        let initial = stored().await;
+        let seen = Arc::new(Seen::default());
+        let listener: Arc<dyn auth_core::store::ChangeListener> = seen.clone();
+        f.store.changes().subscribe(Arc::downgrade(&listener));
+        ledger.spend_for(id, initial).await.unwrap();
+        ledger.flush().await.unwrap();
+        assert_eq!(stored().await.remaining, 9);
+        assert!(seen.0.lock().unwrap().is_empty(), "published a change");
+        // Lowered meanwhile by another writer: a higher Redis count does not
+        // raise it back.
+        f.store.lower_credits(id, 2).await.unwrap();
+        ledger.spend_for(id, initial).await.unwrap();
+        ledger.flush().await.unwrap();
+        assert_eq!(stored().await.remaining, 2);
+        assert!(seen.0.lock().unwrap().is_empty(), "published a change");
+        cleanup(&prefix).await;
+    }
 }
