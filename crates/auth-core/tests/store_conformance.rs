@@ -117,6 +117,7 @@ macro_rules! suite {
             last_used_ip_comes_with_the_latest_use,
             credits_spend_down_and_refill,
             concurrent_spends_never_overspend,
+            lower_credits_never_raises_and_publishes_nothing,
         );
     };
 }
@@ -1383,6 +1384,42 @@ mod cases {
             CreditSpend::Spent { remaining: 0 }
         );
         assert!(changes.seen().is_empty());
+    }
+
+    pub async fn lower_credits_never_raises_and_publishes_nothing(b: &Backend) {
+        let k = KeyRecord {
+            credits: Some(Credits::new(5, T0)),
+            ..record("alice", T0)
+        };
+        let unlimited = record("bob", T0);
+        b.keys.insert(&k).await.unwrap();
+        b.keys.insert(&unlimited).await.unwrap();
+        let changes = Recorder::subscribe(&*b.keys);
+        let remaining = |id| {
+            let keys = b.keys.clone();
+            async move {
+                keys.get(id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .credits
+                    .map(|c| c.remaining)
+            }
+        };
+        b.keys.lower_credits(k.id, 3).await.unwrap();
+        assert_eq!(remaining(k.id).await, Some(3));
+        // A stale, higher count from another instance does not raise it.
+        b.keys.lower_credits(k.id, 4).await.unwrap();
+        b.keys.lower_credits(k.id, u64::MAX).await.unwrap();
+        assert_eq!(remaining(k.id).await, Some(3));
+        // A key without credits stays unlimited.
+        b.keys.lower_credits(unlimited.id, 0).await.unwrap();
+        assert_eq!(remaining(unlimited.id).await, None);
+        assert_eq!(
+            b.keys.lower_credits(KeyId::random(), 1).await,
+            Err(StoreError::NotFound)
+        );
+        assert!(changes.seen().is_empty(), "{:?}", changes.seen());
     }
 
     pub async fn concurrent_spends_never_overspend(b: &Backend) {

@@ -16,12 +16,17 @@
 //!   `refilled_at`), refills it when a period began, and decrements it, so
 //!   instances sharing Redis never overspend. The counts reach the store by
 //!   **batched write-back**: the keys spent since the last write-back are
-//!   written with [`KeyStore::update`] at most once per write-back interval
-//!   (default 5 s) per limiter, so listings lag by at most that interval, and
+//!   written with [`KeyStore::lower_credits`] at most once per write-back
+//!   interval (default 5 s) per limiter, so listings lag by at most that
+//!   interval, and
 //!   [`CreditLedger::flush`] writes at once (e.g. at shutdown). A Redis that
 //!   loses its data starts again from the stored counts: at most the credits
 //!   spent since the last write-back are handed out again, never the key's
-//!   initial credits. Credits changed in the store while Redis holds a
+//!   initial credits. The write-back only lowers the stored count and
+//!   publishes no key change (so no verifier drops its cached key); after a
+//!   refill in Redis the row keeps its lower count and its own refill time
+//!   (a store spend or a restarted counter refills it from that). Credits
+//!   changed in the store while Redis holds a
 //!   counter for the key apply once that counter expires (after 30 idle
 //!   days).
 //!

@@ -28,7 +28,7 @@ use crate::{
     key::{KeyBy, KeyValue, LimitKey},
     memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
     store::{Bucket, Decisions, RULES_INLINE},
-    tiers::{Lookup, Tiers, DEFAULT_TIER_CACHE_SIZE},
+    tiers::{Lookup, TierKey, Tiers, DEFAULT_TIER_CACHE_SIZE},
     Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
     QuotaResolver, RateLimitLayer, RateLimitStore, RequestInfo, Rule, TrustedProxies,
 };
@@ -128,7 +128,7 @@ pub(crate) enum Evaluation {
 
 /// The resolver's answer for one key, for the evaluation that follows it.
 pub(crate) struct Resolved {
-    key: LimitKey,
+    key: TierKey,
     quota: Option<Quota>,
 }
 
@@ -393,8 +393,11 @@ impl RateLimiter {
                 Some(value) => {
                     let quota = if rule.key_quota {
                         match self.key_quota(info.auth(), resolved) {
-                            Ok(Some(q)) => q,
-                            Ok(None) => rule.quota_for(info),
+                            Ok((tier, own)) => {
+                                let base = tier.unwrap_or_else(|| rule.quota_for(info));
+                                // The key's own limit only tightens.
+                                own.map_or(base, |own| base.tighter(own))
+                            }
                             Err(()) => return false,
                         }
                     } else {
@@ -413,28 +416,30 @@ impl RateLimiter {
         true
     }
 
-    /// The quota `ctx`'s key carries: its own rate limit, else its tier
-    /// (`Err` when the resolver must be asked), else none.
+    /// The quotas `ctx`'s key carries: its tier (`Err` when the resolver
+    /// must be asked; `None` for the rule's own) and its own rate limit.
     #[inline]
     fn key_quota(
         &self,
         ctx: Option<&AuthContext>,
         resolved: Option<&Resolved>,
-    ) -> Result<Option<Quota>, ()> {
-        let Some(ctx) = ctx else { return Ok(None) };
-        if let Some(own) = ctx.key_rate_limit() {
-            return Ok(Some(Quota::per_seconds(own.limit, own.period_seconds)));
-        }
+    ) -> Result<(Option<Quota>, Option<Quota>), ()> {
+        let Some(ctx) = ctx else {
+            return Ok((None, None));
+        };
+        let own = ctx
+            .key_rate_limit()
+            .map(|own| Quota::per_seconds(own.limit, own.period_seconds));
         let Some(tiers) = &self.inner.tiers else {
-            return Ok(None);
+            return Ok((None, own));
         };
         if let Some(r) = resolved {
             if r.key == Tiers::key_of(ctx) {
-                return Ok(r.quota);
+                return Ok((r.quota, own));
             }
         }
         match tiers.lookup(ctx) {
-            Lookup::Hit(q) => Ok(q),
+            Lookup::Hit(q) => Ok((q, own)),
             Lookup::Miss => Err(()),
         }
     }

@@ -192,6 +192,18 @@ impl Quota {
     pub(crate) const fn tau_nanos(&self) -> u64 {
         self.tau
     }
+
+    /// The stricter of two quotas: the lower sustained rate (the longer
+    /// refill interval), ties broken by the smaller burst.
+    pub(crate) fn tighter(self, other: Self) -> Self {
+        if (other.interval, std::cmp::Reverse(other.burst))
+            > (self.interval, std::cmp::Reverse(self.burst))
+        {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 impl fmt::Debug for Quota {
@@ -250,5 +262,20 @@ mod tests {
         assert_eq!(ceil_secs(1), 1);
         assert_eq!(ceil_secs(NANOS_PER_SEC), 1);
         assert_eq!(ceil_secs(NANOS_PER_SEC + 1), 2);
+    }
+
+    #[test]
+    fn tighter_is_the_lower_sustained_rate_then_the_smaller_burst() {
+        let huge = Quota::per_seconds(NonZeroU32::MAX, NonZeroU32::MIN);
+        let tier = Quota::per_minute(10);
+        assert_eq!(tier.tighter(huge), tier);
+        assert_eq!(huge.tighter(tier), tier);
+        let slow = Quota::per_minute(2);
+        assert_eq!(tier.tighter(slow), slow);
+        // Same rate (one a minute), smaller burst wins.
+        let small = Quota::per_minute(1);
+        let burst = Quota::per_minute(1).with_burst(5);
+        assert_eq!(burst.tighter(small), small);
+        assert_eq!(small.tighter(burst), small);
     }
 }

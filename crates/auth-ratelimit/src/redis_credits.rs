@@ -2,7 +2,7 @@
 //! (see the [`credits`](crate::credits) module for the design).
 
 use std::{
-    collections::HashMap,
+    collections::HashSet,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, OnceLock, Weak,
@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{store::KeyStore, CreditSpend, Credits, KeyId, KeyUpdate, Refill};
+use auth_core::{store::KeyStore, CreditSpend, Credits, KeyId};
 use redis::Script;
 use time::OffsetDateTime;
 
@@ -66,8 +66,8 @@ pub(crate) struct RedisCredits {
 struct Inner {
     redis: RedisStore,
     store: Arc<dyn KeyStore>,
-    /// Keys spent since the last write-back, with their refill policy.
-    dirty: Mutex<HashMap<KeyId, Option<Refill>>>,
+    /// Keys spent since the last write-back.
+    dirty: Mutex<HashSet<KeyId>>,
     write_back: Duration,
     task_started: AtomicBool,
 }
@@ -81,7 +81,7 @@ impl RedisCredits {
             inner: Arc::new(Inner {
                 redis,
                 store,
-                dirty: Mutex::new(HashMap::new()),
+                dirty: Mutex::new(HashSet::new()),
                 write_back,
                 task_started: AtomicBool::new(false),
             }),
@@ -120,7 +120,7 @@ impl RedisCredits {
                     reply.len()
                 )));
             };
-            this.mark(id, credits.refill);
+            this.mark(id);
             Ok(if spent == 1 {
                 CreditSpend::Spent {
                     remaining: u64::try_from(remaining).unwrap_or(0),
@@ -133,13 +133,13 @@ impl RedisCredits {
 
     /// Notes `id` for the next write-back, starting the write-back task on
     /// the first spend.
-    fn mark(&self, id: KeyId, refill: Option<Refill>) {
+    fn mark(&self, id: KeyId) {
         let inner = &self.inner;
         inner
             .dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, refill);
+            .insert(id);
         if !inner.task_started.swap(true, Ordering::AcqRel) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(write_back_loop(Arc::downgrade(inner)));
@@ -171,11 +171,11 @@ async fn flush(inner: &Inner) -> Result<(), StoreError> {
     let dirty = std::mem::take(&mut *inner.dirty.lock().unwrap_or_else(|e| e.into_inner()));
     let mut failed = Vec::new();
     let mut result = Ok(());
-    for (id, refill) in dirty {
-        match write_back(inner, id, refill).await {
+    for id in dirty {
+        match write_back(inner, id).await {
             Ok(()) => {}
             Err(err) => {
-                failed.push((id, refill));
+                failed.push(id);
                 result = Err(err);
             }
         }
@@ -183,34 +183,24 @@ async fn flush(inner: &Inner) -> Result<(), StoreError> {
     if !failed.is_empty() {
         // Kept for the next write-back, unless spent again meanwhile.
         let mut dirty = inner.dirty.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, refill) in failed {
-            dirty.entry(id).or_insert(refill);
-        }
+        dirty.extend(failed);
     }
     result
 }
 
-/// Copies key `id`'s counter to the store.
-async fn write_back(inner: &Inner, id: KeyId, refill: Option<Refill>) -> Result<(), StoreError> {
+/// Copies key `id`'s count to the store, only ever lowering it and
+/// publishing nothing: a `KeyChange` per key per interval would drop every
+/// instance's cached key (a store read and argon2 on its next request).
+async fn write_back(inner: &Inner, id: KeyId) -> Result<(), StoreError> {
     let key = RedisCredits::counter_key(&inner.redis, id);
-    let mut cmd = redis::cmd("HMGET");
-    cmd.arg(key).arg("remaining").arg("period");
-    let (remaining, period): (Option<u64>, Option<i64>) = inner.redis.run_cmd(&cmd).await?;
-    let (Some(remaining), Some(period)) = (remaining, period) else {
+    let mut cmd = redis::cmd("HGET");
+    cmd.arg(key).arg("remaining");
+    let remaining: Option<u64> = inner.redis.run_cmd(&cmd).await?;
+    let Some(remaining) = remaining else {
         return Ok(()); // expired meanwhile: the store's count stands
     };
-    let refilled_at = OffsetDateTime::from_unix_timestamp(period)
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-    let update = KeyUpdate {
-        credits: Some(Some(Credits {
-            remaining,
-            refill,
-            refilled_at,
-        })),
-        ..KeyUpdate::default()
-    };
-    match inner.store.update(id, &update).await {
-        Ok(_) | Err(auth_core::store::StoreError::NotFound) => Ok(()),
+    match inner.store.lower_credits(id, remaining).await {
+        Ok(()) | Err(auth_core::store::StoreError::NotFound) => Ok(()),
         Err(e) => Err(StoreError::Backend(e.to_string())),
     }
 }

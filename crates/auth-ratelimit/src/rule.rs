@@ -142,13 +142,16 @@ impl Rule {
     }
 
     /// Takes the quota of requests made with an API key from the key: its
-    /// own rate limit, else its owner's tier from the limiter's
-    /// [`QuotaResolver`](crate::QuotaResolver) (cached), else this rule's
-    /// quota. See the [`tiers`](crate::tiers) module.
+    /// owner's tier from the limiter's [`QuotaResolver`](crate::QuotaResolver)
+    /// (cached per key and effective principal), else this rule's quota.
+    /// The key's own rate limit can then only tighten that quota, never
+    /// loosen it: the lower sustained rate (count per period) applies, ties
+    /// broken by the lower burst. See the [`tiers`](crate::tiers) module.
     ///
     /// ```
     /// use auth_ratelimit::{Quota, Rule};
-    /// // 1000 per hour unless the key or its owner's tier says otherwise.
+    /// // 1000 per hour unless the owner's tier says otherwise; a key's own
+    /// // limit may lower it.
     /// let rule = Rule::per_key("key", Quota::per_hour(1000)).key_quota();
     /// # let _ = rule;
     /// ```

@@ -1,16 +1,20 @@
-//! Quotas per key: the key's own rate limit, or its owner's tier through the
-//! application's [`QuotaResolver`], cached so the hot path does not wait.
+//! Quotas per key: the owner's tier through the application's
+//! [`QuotaResolver`], cached so the hot path does not wait, tightened by the
+//! key's own rate limit.
 //!
 //! A rule marked with [`Rule::key_quota`](crate::Rule::key_quota) takes its
 //! quota, for a request made with an API key, from:
 //!
-//! 1. the key's own rate limit (`AuthContext::key_rate_limit`, set on the
-//!    key record), else
-//! 2. the limiter's [`QuotaResolver`] (typically the owner's plan or tier),
-//!    whose answer is cached per key for a time to live read on the
-//!    limiter's clock, else
-//! 3. the rule's own quota ([`Rule::quota_by`](crate::Rule::quota_by), then
-//!    the quota it was made with).
+//! 1. the limiter's [`QuotaResolver`] (typically the owner's plan or tier),
+//!    whose answer is cached per key and effective principal for a time to
+//!    live read on the limiter's clock, else
+//! 2. the rule's own quota ([`Rule::quota_by`](crate::Rule::quota_by), then
+//!    the quota it was made with);
+//!
+//! then the key's own rate limit (`AuthContext::key_rate_limit`, set on the
+//! key record) can only tighten that quota: the tighter of the two applies
+//! (lower sustained rate, ties by lower burst). A key owner cannot raise
+//! their own limit past their tier.
 //!
 //! Only a cache miss waits for the resolver; hits are a map read. A resolver
 //! that fails refuses the request with 503 (fail closed), and is asked again
@@ -31,10 +35,16 @@ use std::{
 use auth_core::AuthContext;
 use dashmap::DashMap;
 
-use crate::{
-    key::{KeyValue, LimitKey},
-    Clock, LimitKeyHasher, Quota, StoreError,
-};
+use crate::{Clock, LimitKeyHasher, Quota, StoreError};
+
+/// What a cached answer is for: the API key (if any) and the effective
+/// principal. Both, because one key may act for several subjects (impersonation)
+/// whose tiers differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TierKey {
+    key: Option<u64>,
+    principal: [u64; 2],
+}
 
 /// Default number of answers kept.
 pub const DEFAULT_TIER_CACHE_SIZE: usize = 100_000;
@@ -89,7 +99,7 @@ struct Cached {
 /// The resolver and its cache.
 pub(crate) struct Tiers {
     resolver: Arc<dyn DynResolver>,
-    cache: DashMap<LimitKey, Cached, LimitKeyHasher>,
+    cache: DashMap<TierKey, Cached, LimitKeyHasher>,
     ttl: u64,
     capacity: usize,
     clock: Arc<dyn Clock>,
@@ -119,11 +129,11 @@ impl Tiers {
         }
     }
 
-    /// The cache key of `ctx`: its API key, else its effective user.
-    pub(crate) fn key_of(ctx: &AuthContext) -> LimitKey {
-        match ctx.key_id() {
-            Some(id) => LimitKey::new(usize::MAX, &KeyValue::ApiKey(id)),
-            None => LimitKey::new(usize::MAX, &KeyValue::User(ctx)),
+    /// The cache key of `ctx`: its API key and its effective principal.
+    pub(crate) fn key_of(ctx: &AuthContext) -> TierKey {
+        TierKey {
+            key: ctx.key_id().map(|id| id.as_u64()),
+            principal: ctx.principal_digest(),
         }
     }
 
@@ -236,6 +246,38 @@ mod tests {
         let down = ctx(3, "down");
         assert_eq!(tiers.resolve(&down).await, Err(StoreError::Down));
         assert!(matches!(tiers.lookup(&down), Lookup::Miss));
+    }
+
+    /// Tiers by the effective principal, as an impersonation-aware app does.
+    struct BySubject;
+
+    impl QuotaResolver for BySubject {
+        async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+            let pro = ctx.effective_principal().user_id() == "pro";
+            Ok(pro.then(|| Quota::per_minute(100)))
+        }
+    }
+
+    #[tokio::test]
+    async fn one_key_acting_for_two_subjects_gets_each_subject_s_tier() {
+        let tiers = Tiers::new(
+            BySubject,
+            Duration::from_secs(60),
+            10,
+            Arc::new(FakeClock::new()),
+        );
+        let admin = ctx(1, "admin");
+        let as_pro = admin.with_subject(Principal::user("pro"), &ScopeSet::empty());
+        let as_free = admin.with_subject(Principal::user("free"), &ScopeSet::empty());
+        assert_eq!(
+            tiers.resolve(&as_pro).await.unwrap(),
+            Some(Quota::per_minute(100))
+        );
+        // Same key id, other subject: not the pro answer cached above.
+        assert!(matches!(tiers.lookup(&as_free), Lookup::Miss));
+        assert_eq!(tiers.resolve(&as_free).await.unwrap(), None);
+        assert!(matches!(tiers.lookup(&as_free), Lookup::Hit(None)));
+        assert!(matches!(tiers.lookup(&as_pro), Lookup::Hit(Some(_))));
     }
 
     #[tokio::test]

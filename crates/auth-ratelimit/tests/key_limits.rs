@@ -145,10 +145,33 @@ async fn a_free_key_is_limited_before_a_pro_key_and_a_key_s_own_limit_wins() {
     assert_eq!(
         passes(&app, &own, 20).await,
         5,
-        "the key's own, over its tier"
+        "the key's own, tighter than its tier"
     );
-    // One resolver call per key that has no limit of its own; hits are cached.
-    assert_eq!(tiers.0.load(Ordering::SeqCst), 2);
+    // One resolver call per key; hits are cached.
+    assert_eq!(tiers.0.load(Ordering::SeqCst), 3);
+}
+
+/// A limit that would let anything through: `u32::MAX` a second.
+fn huge_limit() -> KeyPolicy {
+    KeyPolicy {
+        rate_limit: Some(KeyRateLimit {
+            limit: NonZeroU32::MAX,
+            period_seconds: NonZeroU32::MIN,
+        }),
+        ..KeyPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn a_key_s_own_limit_only_tightens_its_tier_or_the_rule() {
+    let f = Fixture::new();
+    let app = f.app(&tiered(Tiers::default(), FakeClock::new()));
+    let (pro_huge, _) = f.key("pro-erin", huge_limit()).await;
+    let (free_huge, _) = f.key("frank", huge_limit()).await;
+    let (pro_small, _) = f.key("pro-gina", own_limit(2)).await;
+    assert_eq!(passes(&app, &pro_huge, 20).await, 10, "held to the tier");
+    assert_eq!(passes(&app, &free_huge, 20).await, 3, "held to the rule");
+    assert_eq!(passes(&app, &pro_small, 20).await, 2, "held to its own");
 }
 
 #[tokio::test]
@@ -350,6 +373,47 @@ mod shared {
         let after = stored().await;
         let spent = ledger.spend_for(id, after).await.unwrap();
         assert_eq!(spent, CreditSpend::Spent { remaining: 5 });
+        cleanup(&prefix).await;
+    }
+
+    /// Records the key changes a store publishes.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<auth_core::store::KeyChange>>);
+
+    impl auth_core::store::ChangeListener for Seen {
+        fn on_change(&self, change: &auth_core::store::KeyChange) {
+            self.0.lock().unwrap().push(change.clone());
+        }
+    }
+
+    /// A write-back publishes no key change (every instance would drop its
+    /// cached key and pay a store read and argon2) and never raises the
+    /// stored count.
+    #[tokio::test]
+    async fn a_write_back_publishes_nothing_and_never_raises_the_count() {
+        let f = Fixture::new();
+        let Some(redis) = redis_store("writeback").await else {
+            return;
+        };
+        let prefix = redis.prefix().to_owned();
+        let (_, id) = f.key("alice", credits(10)).await;
+        let ledger = CreditLedger::redis(redis, f.store.clone(), Duration::from_secs(3600));
+        let stored = || async { f.store.get(id).await.unwrap().unwrap().credits.unwrap() };
+        let initial = stored().await;
+        let seen = Arc::new(Seen::default());
+        let listener: Arc<dyn auth_core::store::ChangeListener> = seen.clone();
+        f.store.changes().subscribe(Arc::downgrade(&listener));
+        ledger.spend_for(id, initial).await.unwrap();
+        ledger.flush().await.unwrap();
+        assert_eq!(stored().await.remaining, 9);
+        assert!(seen.0.lock().unwrap().is_empty(), "published a change");
+        // Lowered meanwhile by another writer: a higher Redis count does not
+        // raise it back.
+        f.store.lower_credits(id, 2).await.unwrap();
+        ledger.spend_for(id, initial).await.unwrap();
+        ledger.flush().await.unwrap();
+        assert_eq!(stored().await.remaining, 2);
+        assert!(seen.0.lock().unwrap().is_empty(), "published a change");
         cleanup(&prefix).await;
     }
 }

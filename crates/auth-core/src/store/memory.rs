@@ -135,6 +135,14 @@ impl KeyStore for MemoryKeyStore {
         })
     }
 
+    async fn lower_credits(&self, id: KeyId, remaining: u64) -> Result<(), StoreError> {
+        let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+        if let Some(credits) = &mut r.credits {
+            credits.remaining = credits.remaining.min(remaining);
+        }
+        Ok(())
+    }
+
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
         r.hash = hash.to_owned();

@@ -139,6 +139,23 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn spend_credit(&self, id: KeyId, now: OffsetDateTime)
         -> Result<CreditSpend, StoreError>;
 
+    /// Lowers the key's remaining credits to `remaining` when that is below
+    /// the stored count (`remaining = MIN(remaining, ?)`), never raising it
+    /// and touching no other column: the batched write-back of credits
+    /// counted elsewhere (Redis). Publishes nothing, so verifiers keep their
+    /// cached keys (a [`KeyChange::Updated`] per key per interval would cost
+    /// every instance a store read and an argon2 run). Does nothing for a key
+    /// without credits; [`StoreError::NotFound`] if there is no such key.
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it; wrappers
+    /// should delegate. The default fails.
+    async fn lower_credits(&self, id: KeyId, remaining: u64) -> Result<(), StoreError> {
+        let _ = (id, remaining);
+        Err(StoreError::Unavailable(
+            "this key store cannot write credit counts back".into(),
+        ))
+    }
+
     /// Replaces the hash after a re-hash with other parameters.
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError>;
 

@@ -413,6 +413,26 @@ impl KeyStore for SqliteKeyStore {
         }
     }
 
+    async fn lower_credits(&self, id: KeyId, remaining: u64) -> Result<(), StoreError> {
+        // Counts above i64::MAX cannot be stored, so they lower nothing.
+        let remaining = i64::try_from(remaining).unwrap_or(i64::MAX);
+        let updated = sqlx::query(
+            "UPDATE api_keys SET credits_remaining = \
+             CASE WHEN credits_remaining > ?1 THEN ?1 ELSE credits_remaining END \
+             WHERE id = ?2",
+        )
+        .bind(remaining)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
         let updated = sqlx::query("UPDATE api_keys SET hash = ? WHERE id = ?")
             .bind(hash)
