@@ -117,9 +117,8 @@ impl KeyIssuer {
         // A revoked key cannot be revoked harder: the constant-time check
         // answers "ours" without argon2, so replayed reports stay cheap.
         // Records without a check still need argon2.
-        if !(already_revoked && checked)
-            && !self.hasher().verify(parsed.secret(), &record.hash).await?
-        {
+        let argon2_needed = !already_revoked || !checked;
+        if argon2_needed && !self.hasher().verify(parsed.secret(), &record.hash).await? {
             return Ok(TokenRevocation::NotOurs);
         }
         if !self.store().revoke(id, now).await? {
