@@ -25,12 +25,19 @@
 //! | 422 | `too_many_tokens` | more than [`SecretScanning::max_tokens`] (default 1000) |
 //! | 503 | `unavailable` | the key store failed: nothing is labelled, GitHub retries |
 //!
-//! A replayed request revokes nothing new (revocation is idempotent) and
-//! only repeats labels its sender already had.
+//! A token repeated in one report is checked and audited once, and every
+//! occurrence gets its label. A replayed request revokes nothing new
+//! (revocation is idempotent), only repeats labels its sender already had,
+//! and costs no argon2 (a revoked key's token is confirmed by its
+//! constant-time secret check). The audit event's client address is the
+//! [`ClientIp`] an outer layer resolved through the trusted proxies, else
+//! the socket peer.
 
 use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
 
-use auth_core::{AuditSink, AuthError, IssueError, KeyIssuer, RevocationSource, TokenRevocation};
+use auth_core::{
+    AuditSink, AuthError, ClientIp, IssueError, KeyIssuer, RevocationSource, TokenRevocation,
+};
 use auth_tower::RenderAuthError;
 use axum::{
     body::{to_bytes, Body},
@@ -276,10 +283,14 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
             .get::<OriginalUri>()
             .map_or(parts.uri.path(), |OriginalUri(u)| u.path())
             .to_owned(),
-        client_ip: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip()),
+        // The address an outer layer resolved through the trusted proxies,
+        // as in every other audit row; the socket peer only without one.
+        client_ip: ClientIp::of(&parts.extensions).or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip())
+        }),
         user_agent: parts
             .headers
             .get(header::USER_AGENT)
@@ -288,17 +299,27 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
     };
     let mut labels = Vec::with_capacity(reports.len());
     let mut revoked = 0usize;
+    // A token repeated in one report is checked (and audited) once; every
+    // occurrence gets the same label.
+    let mut verdicts: HashMap<&str, TokenRevocation> = HashMap::new();
     for r in &reports {
-        let verdict = cfg
-            .issuer
-            .revoke_by_token(&r.token, cfg.audit.as_ref(), &source)
-            .await
-            .map_err(store_failed)?;
-        let label = match verdict {
-            TokenRevocation::Revoked { .. } => {
-                revoked += 1;
-                "true_positive"
+        let verdict = match verdicts.get(r.token.as_str()) {
+            Some(v) => *v,
+            None => {
+                let v = cfg
+                    .issuer
+                    .revoke_by_token(&r.token, cfg.audit.as_ref(), &source)
+                    .await
+                    .map_err(store_failed)?;
+                verdicts.insert(&r.token, v);
+                if let TokenRevocation::Revoked { .. } = v {
+                    revoked += 1;
+                }
+                v
             }
+        };
+        let label = match verdict {
+            TokenRevocation::Revoked { .. } => "true_positive",
             TokenRevocation::NotOurs => "false_positive",
         };
         // Where it leaked, for the operator; never the token.

@@ -369,3 +369,72 @@ async fn a_store_outage_is_503_and_labels_nothing() {
     assert_eq!(answer["error"], "unavailable");
     assert!(!answer.to_string().contains("db.internal"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_token_repeated_in_one_report_is_verified_once_and_labelled_each_time() {
+    let s = setup().await;
+    let real = s.key.token.expose_secret();
+    let runs = s.issuer.hasher().runs();
+    let body = body_for(&[real, real, "ghp_other", real, "ghp_other"]);
+    let sig = sign(&s.signer_a, body.as_bytes());
+    let (status, answer) = send(&s.app, report(Some(KEY_A), Some(&sig), &body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let labels: Vec<&str> = answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "true_positive",
+            "true_positive",
+            "false_positive",
+            "true_positive",
+            "false_positive"
+        ]
+    );
+    assert_eq!(s.issuer.hasher().runs(), runs + 1, "one argon2 run");
+    assert_eq!(s.leak_events().await, 1, "one audit event");
+
+    // The same signed report replayed: the key is already revoked, so the
+    // secret check answers without argon2.
+    let runs = s.issuer.hasher().runs();
+    let (status, _) = send(&s.app, report(Some(KEY_A), Some(&sig), &body)).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.issuer.hasher().runs(), runs);
+}
+
+#[tokio::test]
+async fn the_audit_names_the_resolved_client_not_the_proxy() {
+    let s = setup().await;
+    let real = s.key.token.expose_secret();
+    let body = body_for(&[real]);
+    let mut req = report(
+        Some(KEY_A),
+        Some(&sign(&s.signer_a, body.as_bytes())),
+        &body,
+    );
+    // The proxy is the socket peer; an outer layer resolved the client.
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [10, 0, 0, 1],
+            40_000,
+        ))));
+    let client: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    req.extensions_mut().insert(auth_core::ClientIp(client));
+    let (status, _) = send(&s.app, req).await;
+    assert_eq!(status, 200);
+    let events = s
+        .audit
+        .query(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].client_ip, Some(client));
+}

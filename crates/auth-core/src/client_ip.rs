@@ -14,7 +14,7 @@
 //! than resolving again.
 
 use std::{
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     str::FromStr,
     sync::Arc,
 };
@@ -158,16 +158,26 @@ impl TrustedProxies {
     ///
     /// Walks the forwarding header from the right while hops are trusted
     /// proxies, and returns the first untrusted hop. If every hop is trusted,
-    /// the leftmost is returned. If a hop cannot be parsed (`unknown`, an
-    /// obfuscated name, garbage), the walk stops there and the proxy that
-    /// wrote it is returned. Never panics, whatever the headers hold.
-    /// IPv4-mapped IPv6 addresses come back as IPv4.
+    /// the leftmost is returned. Each comma-separated hop is parsed on its
+    /// own, from the raw header bytes, so client-written garbage to the left
+    /// of the hop a proxy appended does not hide that hop. If the hop that
+    /// must be used cannot be parsed (`unknown`, an obfuscated name, bytes
+    /// that are not text) or lies beyond the first 32 hops, the client is
+    /// unknown and the unspecified address (`0.0.0.0`, or `::` for an IPv6
+    /// peer) is returned: never the proxy's own address, which an allowlist
+    /// of internal networks would accept. The unspecified address matches
+    /// no allowlist network narrower than `/0`. Never panics, whatever the
+    /// headers hold. IPv4-mapped IPv6 addresses come back as IPv4.
     #[inline]
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if self.nets.is_empty() || !self.contains(peer) {
             return peer;
         }
+        let unknown = match peer {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
         let name = match self.header {
             ForwardedHeader::XForwardedFor => &X_FORWARDED_FOR,
             ForwardedHeader::Forwarded => &FORWARDED,
@@ -175,22 +185,24 @@ impl TrustedProxies {
         let mut client = peer;
         let mut seen = 0;
         for value in headers.get_all(name).iter().rev() {
-            let Ok(value) = value.to_str() else {
-                return client;
-            };
-            for element in value.rsplit(',') {
+            // Raw bytes: `to_str()` fails on any non-ASCII byte anywhere in
+            // the line, and the client controls everything left of the last
+            // comma.
+            for element in value.as_bytes().rsplit(|&b| b == b',') {
                 seen += 1;
                 if seen > MAX_HOPS {
-                    return client;
+                    return unknown;
                 }
-                let hop = match self.header {
-                    ForwardedHeader::XForwardedFor => parse_node(element),
-                    ForwardedHeader::Forwarded => forwarded_for(element).and_then(parse_node),
-                };
+                let hop = std::str::from_utf8(element)
+                    .ok()
+                    .and_then(|element| match self.header {
+                        ForwardedHeader::XForwardedFor => parse_node(element),
+                        ForwardedHeader::Forwarded => forwarded_for(element).and_then(parse_node),
+                    });
                 match hop {
                     Some(ip) if self.contains(ip) => client = ip,
                     Some(ip) => return ip,
-                    None => return client,
+                    None => return unknown,
                 }
             }
         }
@@ -310,11 +322,13 @@ mod tests {
         );
         // No header: the proxy itself.
         assert_eq!(p.client_ip(peer, &HeaderMap::new()), peer);
-        // Garbage stops the walk at the proxy that wrote it.
+        // Garbage where the client should be: unknown, never the proxy.
         assert_eq!(
             p.client_ip(peer, &xff(&["1.1.1.1, unknown, 10.0.0.5"])),
-            ip("10.0.0.5")
+            ip("0.0.0.0")
         );
+        let v6 = TrustedProxies::new(["fd00::/8"]).unwrap();
+        assert_eq!(v6.client_ip(ip("fd00::1"), &xff(&["unknown"])), ip("::"));
         // Ports, brackets and quotes are tolerated; mapped v4 comes back as v4.
         assert_eq!(
             p.client_ip(peer, &xff(&["[2001:db8::1]:443"])),
@@ -357,21 +371,81 @@ mod tests {
         h.insert("x-forwarded-for", "7.7.7.7".parse().unwrap());
         assert_eq!(p.client_ip(ip("192.0.2.1"), &h), ip("2001:db8:cafe::17"));
         h.insert(FORWARDED, "for=_hidden, for=192.0.2.43".parse().unwrap());
-        assert_eq!(p.client_ip(ip("192.0.2.1"), &h), ip("192.0.2.43"));
+        assert_eq!(p.client_ip(ip("192.0.2.1"), &h), ip("0.0.0.0"));
+        // Non-ASCII bytes in a client-written element do not hide the hop
+        // the proxy appended, nor make the proxy the client.
+        h.insert(
+            FORWARDED,
+            http::HeaderValue::from_bytes(b"for=\x80\xff, for=198.51.100.7").unwrap(),
+        );
+        assert_eq!(p.client_ip(ip("192.0.2.1"), &h), ip("198.51.100.7"));
+        h.insert(
+            FORWARDED,
+            http::HeaderValue::from_bytes(b"for=\x80, for=192.0.2.43").unwrap(),
+        );
+        assert_eq!(p.client_ip(ip("192.0.2.1"), &h), ip("0.0.0.0"));
     }
 
     #[test]
     fn bounded_work_on_huge_headers() {
         let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        // The client is beyond the hops examined: unknown.
         let long = vec!["10.0.0.9"; 10_000].join(",");
         let got = p.client_ip(ip("10.0.0.1"), &xff(&[&long]));
-        assert_eq!(got, ip("10.0.0.9"));
+        assert_eq!(got, ip("0.0.0.0"));
+        let within = vec!["10.0.0.9"; MAX_HOPS].join(",");
+        assert_eq!(
+            p.client_ip(ip("10.0.0.1"), &xff(&[&within])),
+            ip("10.0.0.9")
+        );
+    }
+
+    fn raw_xff(bytes: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
             "x-forwarded-for",
-            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+            http::HeaderValue::from_bytes(bytes).unwrap(),
         );
-        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        h
+    }
+
+    #[test]
+    fn non_ascii_garbage_left_of_the_proxy_hop_resolves_to_the_real_client() {
+        // nginx's `$proxy_add_x_forwarded_for` appends the real address to
+        // whatever the client sent, on the same line.
+        let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let peer = ip("10.0.0.1");
+        assert_eq!(
+            p.client_ip(peer, &raw_xff(b"\x80, 203.0.113.9")),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            p.client_ip(
+                peer,
+                &raw_xff(b"1.1.1.1, \xff\xfe\x80,203.0.113.9, 10.0.0.7")
+            ),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn an_unparsable_hop_never_resolves_to_the_proxy() {
+        let p = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let peer = ip("10.0.0.1");
+        for bad in [
+            &b"\x80"[..],
+            b"\xff\xfe",
+            b"\x80, 10.0.0.7",
+            b"",
+            b"  ",
+            b",",
+            b"unknown, 10.0.0.7",
+            b"1.1.1.1, \xc3\xa9, 10.0.0.7",
+        ] {
+            let got = p.client_ip(peer, &raw_xff(bad));
+            assert!(got.is_unspecified(), "{bad:?} -> {got}");
+            assert!(!p.contains(got), "{bad:?} -> {got}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 
 /// Default notice period: 7 days before the key expires.
 pub const DEFAULT_EXPIRY_NOTICE: Duration = Duration::from_secs(7 * 86_400);
+/// The shortest interval [`ExpiryNotifier::spawn`] runs passes at.
+pub const MIN_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys read per store query during a pass.
 const BATCH: usize = 100;
 
@@ -128,15 +130,22 @@ impl ExpiryNotifier {
         // Listed keys say "expiring" within the same period.
         let window = time::Duration::try_from(self.notice).unwrap_or(time::Duration::MAX);
         let mut pass = NoticePass::default();
+        // Cursor past the last key tried, so keys whose notice keeps failing
+        // (they come first in `(expires_at, id)` order) do not block the
+        // ones after them; they are retried on the next pass.
+        let (mut after, mut after_id) = (now, None);
         loop {
-            let due = self.store.expiring_unnoticed(now, until, BATCH).await?;
+            let due = self
+                .store
+                .expiring_unnoticed(after, after_id, until, BATCH)
+                .await?;
             let full = due.len() == BATCH;
-            let failed_before = pass.failed;
             for record in due {
                 let Some(expires_at) = record.expires_at else {
                     continue;
                 };
                 let id = record.id;
+                (after, after_id) = (expires_at, Some(id));
                 match self
                     .listener
                     .key_expiring(record.metadata_at(now, window))
@@ -152,16 +161,18 @@ impl ExpiryNotifier {
                     }
                 }
             }
-            // A failed notice would come back first: stop, retry next pass.
-            if !full || pass.failed > failed_before {
+            if !full {
                 return Ok(pass);
             }
         }
     }
 
     /// Runs a pass every `every` on the tokio runtime, until the handle is
-    /// aborted. Failures are logged; the next pass retries.
+    /// aborted. Failures are logged; the next pass retries. An interval
+    /// shorter than [`MIN_NOTICE_INTERVAL`] (one second), including zero, is
+    /// raised to it rather than panicking or spinning on the store.
     pub fn spawn(self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let every = every.max(MIN_NOTICE_INTERVAL);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,5 +191,31 @@ impl ExpiryNotifier {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ManualClock, MemoryKeyStore};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_interval_is_clamped_not_a_panic() {
+        let clock = Arc::new(ManualClock::new(
+            time::macros::datetime!(2026-03-01 0:00 UTC),
+        ));
+        let notifier =
+            ExpiryNotifier::new(Arc::new(MemoryKeyStore::new()), |_k: KeyMetadata| async {
+                Ok::<(), NoticeError>(())
+            })
+            .clock(clock);
+        let handle = notifier.spawn(Duration::ZERO);
+        // Let the task start and run its first passes on the paused clock.
+        tokio::time::advance(MIN_NOTICE_INTERVAL * 3).await;
+        tokio::task::yield_now().await;
+        assert!(!handle.is_finished(), "the task did not panic");
+        handle.abort();
+        let err = handle.await.unwrap_err();
+        assert!(err.is_cancelled(), "{err}");
     }
 }

@@ -74,6 +74,7 @@ pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
 pub use expiry_notice::{
     ExpiryListener, ExpiryNotifier, NoticeError, NoticePass, DEFAULT_EXPIRY_NOTICE,
+    MIN_NOTICE_INTERVAL,
 };
 pub use hasher::{HashError, HashParams, SecretHasher};
 /// IP networks (`203.0.113.0/24`), as trusted proxies and allowlists take them.

@@ -63,7 +63,10 @@ impl KeyIssuer {
     /// The secret is checked like the verifier checks it: the record's
     /// secret check in constant time (a wrong secret costs no argon2), then
     /// argon2. Expired or already revoked keys still count as ours (the
-    /// token is real), and are revoked with their earlier time kept.
+    /// token is real), and are revoked with their earlier time kept. For a
+    /// key already revoked, a matching secret check is enough and argon2 is
+    /// not run: the key is dead either way, and a replayed report then costs
+    /// no argon2.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -100,16 +103,24 @@ impl KeyIssuer {
         if record.token_prefix() != Some(parsed.prefix()) {
             return Ok(TokenRevocation::NotOurs);
         }
-        if let Some(stored) = record.check {
-            if !stored.matches(SecretCheck::compute(id, parsed.prefix(), parsed.secret())) {
-                return Ok(TokenRevocation::NotOurs);
+        let checked = match record.check {
+            Some(stored) => {
+                if !stored.matches(SecretCheck::compute(id, parsed.prefix(), parsed.secret())) {
+                    return Ok(TokenRevocation::NotOurs);
+                }
+                true
             }
-        }
-        if !self.hasher().verify(parsed.secret(), &record.hash).await? {
-            return Ok(TokenRevocation::NotOurs);
-        }
+            None => false,
+        };
         let now = self.now();
         let already_revoked = record.revoked_at.is_some_and(|t| t <= now);
+        // A revoked key cannot be revoked harder: the constant-time check
+        // answers "ours" without argon2, so replayed reports stay cheap.
+        // Records without a check still need argon2.
+        let argon2_needed = !already_revoked || !checked;
+        if argon2_needed && !self.hasher().verify(parsed.secret(), &record.hash).await? {
+            return Ok(TokenRevocation::NotOurs);
+        }
         if !self.store().revoke(id, now).await? {
             // Deleted between the read and the revocation: nothing to revoke.
             return Ok(TokenRevocation::NotOurs);
@@ -260,6 +271,39 @@ mod tests {
         let record = issuer.get(key.record.id).await.unwrap().unwrap();
         assert_eq!(record.revoked_at, None);
         assert!(events(&audit).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reporting_an_already_revoked_key_costs_no_argon2() {
+        let (issuer, audit, key) = setup().await;
+        let source = RevocationSource::default();
+        issuer
+            .revoke_by_token(key.token.expose_secret(), &audit, &source)
+            .await
+            .unwrap();
+        let runs = issuer.hasher().runs();
+        for _ in 0..3 {
+            assert_eq!(
+                issuer
+                    .revoke_by_token(key.token.expose_secret(), &audit, &source)
+                    .await
+                    .unwrap(),
+                TokenRevocation::Revoked {
+                    key_id: key.record.id,
+                    already_revoked: true
+                }
+            );
+        }
+        assert_eq!(issuer.hasher().runs(), runs);
+        // A wrong secret for the revoked key is still not ours.
+        let forged = encode_token(&TokenPrefix::new("st_").unwrap(), key.record.id, &[3u8; 32]);
+        assert_eq!(
+            issuer
+                .revoke_by_token(forged.expose_secret(), &audit, &source)
+                .await
+                .unwrap(),
+            TokenRevocation::NotOurs
+        );
     }
 
     #[tokio::test]

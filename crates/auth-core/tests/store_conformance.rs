@@ -109,6 +109,7 @@ macro_rules! suite {
             audit_query_and_purge,
             audit_usage_per_bucket,
             expiry_notices,
+            failing_expiry_notices_do_not_block_later_ones,
             list_keys_filters_and_pages,
             policy_fields_round_trip,
             update_changes_only_what_is_given,
@@ -362,11 +363,15 @@ mod cases {
         let ids = |v: Vec<KeyRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
         let until = T0 + day * 7;
         assert_eq!(
-            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            ids(b
+                .keys
+                .expiring_unnoticed(T0, None, until, 100)
+                .await
+                .unwrap()),
             [soon.id, rotated_after.id, later.id]
         );
         assert_eq!(
-            ids(b.keys.expiring_unnoticed(T0, until, 1).await.unwrap()),
+            ids(b.keys.expiring_unnoticed(T0, None, until, 1).await.unwrap()),
             [soon.id]
         );
         assert!(b
@@ -380,7 +385,11 @@ mod cases {
             .await
             .unwrap());
         assert_eq!(
-            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            ids(b
+                .keys
+                .expiring_unnoticed(T0, None, until, 100)
+                .await
+                .unwrap()),
             [rotated_after.id, later.id]
         );
         // Noticed for another expiry (it was moved): due again.
@@ -390,7 +399,11 @@ mod cases {
             .await
             .unwrap());
         assert_eq!(
-            ids(b.keys.expiring_unnoticed(T0, until, 100).await.unwrap()),
+            ids(b
+                .keys
+                .expiring_unnoticed(T0, None, until, 100)
+                .await
+                .unwrap()),
             [rotated_after.id, later.id]
         );
 
@@ -426,6 +439,70 @@ mod cases {
         clock.advance(Duration::from_secs(5 * 86_400));
         assert_eq!(restarted.run_once().await.unwrap().delivered, 1);
         assert_eq!(seen.lock().unwrap().last(), Some(&outside.id));
+    }
+
+    /// More keys than one store batch whose notices always fail, all
+    /// expiring at the same instant, ahead of one that works: the pass moves
+    /// past them (a `(expires_at, id)` cursor) and delivers it; the failing
+    /// ones are tried again on every pass.
+    pub async fn failing_expiry_notices_do_not_block_later_ones(b: &Backend) {
+        let day = time::Duration::days(1);
+        let expiring = |at: OffsetDateTime| {
+            let mut r = record("nora", T0 - day);
+            r.expires_at = Some(at);
+            r
+        };
+        let mut poisoned = std::collections::HashSet::new();
+        for _ in 0..130 {
+            let r = expiring(T0 + day * 2);
+            poisoned.insert(r.id);
+            b.keys.insert(&r).await.unwrap();
+        }
+        let good = expiring(T0 + day * 3);
+        b.keys.insert(&good).await.unwrap();
+
+        // The cursor includes keys at the same instant after its id only.
+        let until = T0 + day * 7;
+        let first = b
+            .keys
+            .expiring_unnoticed(T0, None, until, 100)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 100);
+        let last = first.last().unwrap();
+        let rest = b
+            .keys
+            .expiring_unnoticed(last.expires_at.unwrap(), Some(last.id), until, 100)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 31);
+        assert_eq!(rest.last().unwrap().id, good.id);
+        assert!(rest.iter().all(|r| first.iter().all(|f| f.id != r.id)));
+
+        let poisoned = Arc::new(poisoned);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = {
+            let (poisoned, seen) = (poisoned.clone(), seen.clone());
+            move |key: KeyMetadata| {
+                let (poisoned, seen) = (poisoned.clone(), seen.clone());
+                async move {
+                    if poisoned.contains(&key.id) {
+                        return Err::<(), NoticeError>("mailbox rejected".into());
+                    }
+                    seen.lock().unwrap().push(key.id);
+                    Ok(())
+                }
+            }
+        };
+        let clock = Arc::new(ManualClock::new(T0));
+        let notifier = ExpiryNotifier::new(b.keys.clone(), listener).clock(clock.clone());
+        let pass = notifier.run_once().await.unwrap();
+        assert_eq!((pass.delivered, pass.failed), (1, 130));
+        assert_eq!(*seen.lock().unwrap(), [good.id]);
+        // Next pass: the failing ones are retried, the delivered one is not.
+        clock.advance(Duration::from_secs(3600));
+        let pass = notifier.run_once().await.unwrap();
+        assert_eq!((pass.delivered, pass.failed), (0, 130));
     }
 
     pub async fn insert_and_get(b: &Backend) {

@@ -374,3 +374,38 @@ async fn a_websocket_upgrade_is_checked_against_the_allowlist() {
     // From inside the allowlist the layer lets the handshake through.
     assert_eq!(send(app, upgrade("203.0.113.1")).await.0, 200);
 }
+
+#[tokio::test]
+async fn non_ascii_forwarding_garbage_does_not_make_the_proxy_the_client() {
+    let f = Fixture::new();
+    let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+    let app = app(f.layer().trusted_proxies(proxies).build());
+    // A key meant for internal callers only: the proxy's own range.
+    let internal = f.token_for(&["10.0.0.0/8"]).await;
+    let open = f.token().await;
+    // What nginx's `$proxy_add_x_forwarded_for` forwards when the client
+    // sent `X-Forwarded-For: \x80` (the raw bytes, kept on one line).
+    let send_raw = |token: &str, xff: &'static [u8]| {
+        let mut req = request("10.0.0.1", &[]);
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(xff).unwrap(),
+        );
+        send(app.clone(), req)
+    };
+    // The real client, appended by the proxy, is still found...
+    assert_eq!(
+        send_raw(&open, b"\x80, 198.51.100.1").await,
+        (200, "198.51.100.1".into())
+    );
+    let (status, body) = send_raw(&internal, b"\x80, 198.51.100.1").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ip_not_allowed"), "{body}");
+    // ...and a hop that cannot be read is never the proxy's address.
+    assert_eq!(send_raw(&open, b"\x80").await, (200, "0.0.0.0".into()));
+    let (status, body) = send_raw(&internal, b"\x80").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ip_not_allowed"), "{body}");
+}

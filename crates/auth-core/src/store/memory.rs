@@ -195,6 +195,7 @@ impl KeyStore for MemoryKeyStore {
     async fn expiring_unnoticed(
         &self,
         after: OffsetDateTime,
+        after_id: Option<KeyId>,
         until: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
@@ -203,7 +204,7 @@ impl KeyStore for MemoryKeyStore {
             .iter()
             .filter(|r| {
                 r.expires_at.is_some_and(|e| {
-                    e > after
+                    (e > after || (e == after && after_id.is_some_and(|a| r.id > a)))
                         && e <= until
                         && r.revoked_at.is_none_or(|rev| rev > e)
                         && self.expiry_notices.get(&r.id).is_none_or(|n| *n != e)

@@ -200,7 +200,10 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Keys whose expiry lies in `(after, until]`, that will expire before
     /// they are revoked, and whose "expiring soon" notice has not been
     /// delivered for their current expiry ([`KeyStore::mark_expiry_noticed`]):
-    /// soonest first, at most `limit`. Read by
+    /// ordered by `(expires_at, id)`, at most `limit`. With `after_id`, keys
+    /// expiring exactly at `after` with an id after it are included too: a
+    /// cursor `(after, after_id)` past the last key of the previous batch,
+    /// so a pass moves on past keys whose notice failed. Read by
     /// [`ExpiryNotifier`](crate::ExpiryNotifier).
     ///
     /// The memory, SQLite and PostgreSQL stores implement it (an index on
@@ -209,10 +212,11 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn expiring_unnoticed(
         &self,
         after: OffsetDateTime,
+        after_id: Option<KeyId>,
         until: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        let _ = (after, until, limit);
+        let _ = (after, after_id, until, limit);
         Err(StoreError::Unavailable(
             "this key store keeps no expiry notices".into(),
         ))

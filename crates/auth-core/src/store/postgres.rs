@@ -674,12 +674,14 @@ impl KeyStore for PostgresKeyStore {
     async fn expiring_unnoticed(
         &self,
         after: OffsetDateTime,
+        after_id: Option<KeyId>,
         until: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM api_keys \
-             WHERE expires_at > $1 AND expires_at <= $2 \
+             WHERE (expires_at > $1 OR (expires_at = $1 AND $4::text IS NOT NULL AND id > $4::text)) \
+             AND expires_at <= $2 \
              AND (revoked_at IS NULL OR revoked_at > expires_at) \
              AND expiry_notified_for IS DISTINCT FROM expires_at \
              ORDER BY expires_at, id LIMIT $3"
@@ -687,6 +689,7 @@ impl KeyStore for PostgresKeyStore {
         .bind(after)
         .bind(until)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(after_id.map(|id| id.to_string()))
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?
