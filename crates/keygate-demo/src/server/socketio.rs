@@ -15,7 +15,7 @@
 //! `rate_limited` event instead. A socket whose key is revoked or expires is
 //! sent a `revoked` event and disconnected.
 
-use auth_axum::{
+use auth_socketio::{
     socketioxide::{
         extract::{AckSender, Data, SocketRef},
         handler::ConnectHandler,
