@@ -1,25 +1,60 @@
 //! # keygate
 //!
 //! API-key authentication for axum and tower services, in one dependency:
+//! each crate of the workspace is re-exported under its own name, behind the
+//! cargo feature named after it, so `keygate::auth_axum::Auth` is the
+//! `auth_axum::Auth` of the crate itself.
 //!
-//! - [`auth_core`]: token format and minting, argon2id hashing, key stores
-//!   (memory, SQLite, PostgreSQL), the verifier, scopes, access levels,
-//!   `AuthContext`, errors, audit events, JWTs with per-user secrets.
-//! - [`auth_tower`]: the `AuthLayer` that authenticates requests.
-//! - [`auth_axum`]: extractors, scope guards, access levels, WebSocket helpers,
-//!   the key-management router.
-//! - [`auth_ratelimit`]: token-bucket rate limits, in memory or on Redis.
+//! | module | feature | what it holds |
+//! |---|---|---|
+//! | [`auth_core`] | always | token format and minting, argon2id hashing, key stores (memory; SQLite, PostgreSQL), the verifier, scopes, access levels, `AuthContext`, errors, audit events, JWTs with per-user secrets |
+//! | `auth_tower` | `tower` | the `AuthLayer` that authenticates requests |
+//! | `auth_axum` | `axum` (with `tower`) | extractors, scope guards, access levels, WebSocket helpers, the key-management router |
+//! | `auth_ratelimit` | `ratelimit` | token-bucket rate limits, in memory or on Redis |
+//! | `auth_socketio` | `socketio` (with `tower`, `ratelimit`) | Socket.IO (socketioxide) connects authenticated like the HTTP routes |
+//!
+//! The other features switch on what those crates can do: `sqlite`,
+//! `postgres`, `jwt` and `tls` (auth-core; `tls` also for `rediss://`),
+//! `redis` (auth-ratelimit), `ui` and `secret-scanning` (auth-axum). `axum`
+//! together with `ratelimit` turns on auth-ratelimit's `axum` feature, so
+//! the limiters read axum's `ConnectInfo`. Every feature is on by default;
+//! a tower service without axum can take
+//! `default-features = false, features = ["tower", "ratelimit", "sqlite"]`.
 //!
 //! Start with the README and `cargo run --example server`.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-pub use auth_axum;
+/// The framework-free core (crate `auth-core`): tokens, hashing, key
+/// stores, the verifier, scopes, access levels, audit events.
 pub use auth_core;
-pub use auth_ratelimit;
+
+/// Tower middleware (crate `auth-tower`): the `AuthLayer`.
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use auth_tower;
 
-// The README's example is compiled as a doc test, so it cannot rot.
-#[cfg(doctest)]
+/// axum integration (crate `auth-axum`): extractors, guards, WebSocket
+/// upgrades, the key-management router.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use auth_axum;
+
+/// Rate limits (crate `auth-ratelimit`): per user, key, IP and route, in
+/// memory or on Redis.
+#[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
+pub use auth_ratelimit;
+
+/// Socket.IO (crate `auth-socketio`): connects authenticated by the HTTP
+/// routes' `AuthLayer`, connect and event limits.
+#[cfg(feature = "socketio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "socketio")))]
+pub use auth_socketio;
+
+// The README's example is compiled as a doc test, so it cannot rot. It uses
+// the axum integration and the rate limiter.
+#[cfg(all(doctest, feature = "axum", feature = "ratelimit"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -51,8 +51,6 @@ mod scope;
 mod scope_layer;
 #[cfg(feature = "secret-scanning")]
 mod secret_scanning;
-#[cfg(feature = "socketio")]
-mod socketio;
 #[cfg(feature = "ui")]
 pub mod ui;
 mod websocket;
@@ -71,9 +69,6 @@ pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
 pub use secret_scanning::{
     InvalidPublicKey, SecretScanning, KEY_IDENTIFIER_HEADER, SIGNATURE_HEADER,
 };
-#[cfg(feature = "socketio")]
-#[cfg_attr(docsrs, doc(cfg(feature = "socketio")))]
-pub use socketio::*;
 #[cfg(feature = "ui")]
 pub use ui::{settings_page, SettingsPage};
 pub use websocket::{AuthenticatedUpgrade, WebSocketAuthRejection};

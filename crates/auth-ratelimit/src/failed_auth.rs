@@ -30,13 +30,13 @@
 //!   [`OnStoreError`] policies as the rate limiter.
 //!
 //! Socket.IO connects authenticate inside the upgraded connection, out of
-//! reach of HTTP layers: `auth_axum::SocketIoAuth::failed_auth_limits` calls
+//! reach of HTTP layers: `auth_socketio::SocketIoAuth::failed_auth_limits` calls
 //! [`FailedAuthLimiter::check`] and [`FailedAuthLimiter::record_failure`] itself.
 //!
 //! ```
 //! use std::net::SocketAddr;
 //! use auth_ratelimit::{FailedAuthLimiter, Quota};
-//! use axum::{body::Body, extract::ConnectInfo, http::{Request, StatusCode}, routing::get, Router};
+//! use axum::{body::Body, http::{Request, StatusCode}, routing::get, Router};
 //! use tower::ServiceExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -49,7 +49,9 @@
 //!     .layer(failures.layer()); // outside (after) the auth layer
 //! let from = |ip: [u8; 4]| {
 //!     let mut req = Request::get("/").body(Body::empty()).unwrap();
-//!     req.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 4000))));
+//!     // The peer, as a server records it: a `SocketAddr` extension (or, with
+//!     // the `axum` feature, axum's `ConnectInfo<SocketAddr>`).
+//!     req.extensions_mut().insert(SocketAddr::from((ip, 4000)));
 //!     req
 //! };
 //! for _ in 0..3 {
@@ -80,7 +82,8 @@ use auth_core::{AuthError, ErrorFormat};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::{
     fallback::{LimiterMemory, Stores},
@@ -249,15 +252,16 @@ impl FailedAuthLimiter {
     }
 
     /// The client address `req` is counted under: the [`ClientIp`] an
-    /// earlier component left, else the socket peer (axum's
-    /// `ConnectInfo<SocketAddr>`) or what the trusted proxies forwarded.
+    /// earlier component left, else the socket peer
+    /// ([`RequestInfo::peer_addr`]) or what the trusted proxies forwarded.
     /// `None` without a peer address: such a request is not limited.
     pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let ip = RequestInfo::new(req, &self.inner.proxies).client_ip();
         if ip.is_none() && !self.inner.warned_no_peer.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "failed-authentication limit skipped: no ConnectInfo<SocketAddr> in the request; \
-                 serve the router with into_make_service_with_connect_info::<SocketAddr>()"
+                "failed-authentication limit skipped: no client address in the request (a ClientIp or SocketAddr \
+                 extension; with axum, auth-ratelimit's `axum` feature and \
+                 into_make_service_with_connect_info::<SocketAddr>())"
             );
         }
         ip

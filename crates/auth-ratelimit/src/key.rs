@@ -10,7 +10,8 @@ use std::{
 };
 
 use auth_core::{AuthContext, KeyId};
-use axum::extract::{connect_info::MockConnectInfo, ConnectInfo};
+#[cfg(feature = "axum")]
+use axum::extract::{connect_info::MockConnectInfo, ConnectInfo, OriginalUri};
 use http::{Extensions, HeaderMap, Method, Uri};
 
 use auth_core::{ClientIp, TrustedProxies};
@@ -128,13 +129,15 @@ impl<'a> RequestInfo<'a> {
         self.uri
     }
 
-    /// The request path, as the client sent it (before any `nest` stripped
-    /// a prefix).
+    /// The request path, as the client sent it: with the `axum` feature,
+    /// from axum's `OriginalUri` (before any `nest` stripped a prefix), else
+    /// the URI's.
     pub fn path(&self) -> &'a str {
-        match self.extensions.get::<axum::extract::OriginalUri>() {
-            Some(orig) => orig.0.path(),
-            None => self.uri.path(),
+        #[cfg(feature = "axum")]
+        if let Some(orig) = self.extensions.get::<OriginalUri>() {
+            return orig.0.path();
         }
+        self.uri.path()
     }
 
     /// The request headers.
@@ -154,17 +157,32 @@ impl<'a> RequestInfo<'a> {
         self.extensions.get::<AuthContext>()
     }
 
-    /// The socket peer, from axum's `ConnectInfo<SocketAddr>` (or, as axum's
-    /// own extractor does, `MockConnectInfo<SocketAddr>` in tests).
+    /// The socket peer, from the request extensions: with the `axum`
+    /// feature, axum's `ConnectInfo<SocketAddr>` (or, as axum's own
+    /// extractor does, `MockConnectInfo<SocketAddr>` in tests); else, and
+    /// failing those, a plain [`SocketAddr`], which a server built on hyper
+    /// or tower puts there itself.
+    ///
+    /// Only the server writes extensions, never the client, so any of them
+    /// is the real peer. The plain `SocketAddr` is read with or without the
+    /// feature: turning `axum` on (which any crate in the build can do)
+    /// never hides an address the limiter saw without it.
     #[inline]
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        match self.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(c) => Some(c.0),
-            None => self
-                .extensions
-                .get::<MockConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
+        #[cfg(feature = "axum")]
+        if let Some(addr) = self
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .or_else(|| {
+                self.extensions
+                    .get::<MockConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+            })
+        {
+            return Some(addr);
         }
+        self.extensions.get::<SocketAddr>().copied()
     }
 
     /// The client address: the [`ClientIp`] an earlier component (the auth
@@ -357,9 +375,8 @@ mod tests {
         assert_eq!(KeyBy::UserOrIp.extract(&info, 64), None);
         assert_eq!(KeyBy::Global.extract(&info, 64), Some(KeyValue::Global));
 
-        r.extensions_mut().insert(ConnectInfo::<SocketAddr>(
-            "[2001:db8:1:2:3:4:5:6]:9".parse().unwrap(),
-        ));
+        r.extensions_mut()
+            .insert("[2001:db8:1:2:3:4:5:6]:9".parse::<SocketAddr>().unwrap());
         let info = RequestInfo::new(&r, &proxies);
         assert_eq!(
             KeyBy::UserOrIp.extract(&info, 64),
@@ -392,6 +409,43 @@ mod tests {
                 .map(str::to_owned)
         });
         assert_eq!(custom.extract(&info, 64), None);
+    }
+
+    #[test]
+    fn the_peer_is_a_socket_addr_extension_without_axum() {
+        let proxies = TrustedProxies::none();
+        let mut r = req();
+        let peer: SocketAddr = "198.51.100.7:4000".parse().unwrap();
+        r.extensions_mut().insert(peer);
+        let info = RequestInfo::new(&r, &proxies);
+        assert_eq!(info.peer_addr(), Some(peer));
+        assert_eq!(info.client_ip(), Some(peer.ip()));
+        // A client address an earlier component resolved wins over the peer.
+        let resolved: IpAddr = "203.0.113.9".parse().unwrap();
+        r.extensions_mut().insert(ClientIp(resolved));
+        let info = RequestInfo::new(&r, &proxies);
+        assert_eq!(info.client_ip(), Some(resolved));
+        assert_eq!(info.peer_addr(), Some(peer));
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn axum_connect_info_comes_first() {
+        let proxies = TrustedProxies::none();
+        let mut r = req();
+        let mock: SocketAddr = "192.0.2.2:2".parse().unwrap();
+        r.extensions_mut().insert(MockConnectInfo(mock));
+        assert_eq!(RequestInfo::new(&r, &proxies).peer_addr(), Some(mock));
+        let plain: SocketAddr = "192.0.2.3:3".parse().unwrap();
+        r.extensions_mut().insert(plain);
+        assert_eq!(RequestInfo::new(&r, &proxies).peer_addr(), Some(mock));
+        let real: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        r.extensions_mut().insert(ConnectInfo(real));
+        assert_eq!(RequestInfo::new(&r, &proxies).peer_addr(), Some(real));
+        // The path before `nest` stripped its prefix.
+        r.extensions_mut()
+            .insert(OriginalUri("/api/x".parse().unwrap()));
+        assert_eq!(RequestInfo::new(&r, &proxies).path(), "/api/x");
     }
 
     #[test]

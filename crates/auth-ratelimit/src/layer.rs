@@ -31,7 +31,8 @@
 //!     .layer(limiter.layer());
 //!     // .layer(auth_layer) — added after, so it runs before the limiter.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-//! // ConnectInfo gives the limiter the client's socket address.
+//! // ConnectInfo gives the limiter the client's socket address (read with
+//! // auth-ratelimit's `axum` feature).
 //! let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>());
 //! # let _ = serve; }
 //! ```
@@ -48,7 +49,8 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::{
     headers::RateHeaders,

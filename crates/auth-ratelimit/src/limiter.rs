@@ -468,8 +468,9 @@ impl RateLimiter {
     fn warn_no_peer(&self) {
         if !self.inner.warned_no_peer.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "rate limit by client IP skipped: no ConnectInfo<SocketAddr> in the request; serve the \
-                 router with into_make_service_with_connect_info::<SocketAddr>()"
+                "rate limit by client IP skipped: no client address in the request (a ClientIp or SocketAddr \
+                 extension; with axum, auth-ratelimit's `axum` feature and \
+                 into_make_service_with_connect_info::<SocketAddr>())"
             );
         }
     }

@@ -10,7 +10,10 @@
 //! layer. Give each connection a [`MessageLimiter`] (e.g. about one message
 //! per second) and, for a message over the limit, send the
 //! [`RateLimitedEvent`] frame `{"event":"rate_limited","retry_after_ms":…}`
-//! instead of handling it. The socket stays open.
+//! instead of handling it. The socket stays open. The limiter knows no
+//! WebSocket library: send [`RateLimitedEvent::to_json`] as a text frame
+//! (with the `axum` feature, [`RateLimitedEvent::message`] is that frame
+//! for axum).
 //!
 //! ```
 //! use auth_ratelimit::{MessageLimiter, Quota};
@@ -20,7 +23,7 @@
 //!     let mut limiter = MessageLimiter::new(Quota::per_second(1).with_burst(3));
 //!     while let Some(Ok(msg)) = socket.recv().await {
 //!         if let Err(limited) = limiter.check() {
-//!             if socket.send(limited.message()).await.is_err() {
+//!             if socket.send(Message::text(limited.to_json())).await.is_err() {
 //!                 break;
 //!             }
 //!             continue;
@@ -33,6 +36,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+#[cfg(feature = "axum")]
 use axum::extract::ws::{Message, Utf8Bytes};
 
 use crate::{gcra, Clock, Decision, MonotonicClock, Quota};
@@ -121,6 +125,8 @@ impl RateLimitedEvent {
     }
 
     /// The event as an axum WebSocket text frame.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn message(&self) -> Message {
         Message::Text(Utf8Bytes::from(self.to_json()))
     }
@@ -155,6 +161,7 @@ mod tests {
         assert!(l.check().is_ok());
     }
 
+    #[cfg(feature = "axum")]
     #[test]
     fn event_frame_is_text_json() {
         let ev = RateLimitedEvent {

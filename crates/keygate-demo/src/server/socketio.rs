@@ -15,7 +15,8 @@
 //! `rate_limited` event instead. A socket whose key is revoked or expires is
 //! sent a `revoked` event and disconnected.
 
-use auth_axum::{
+use auth_core::Verifier;
+use auth_socketio::{
     socketioxide::{
         extract::{AckSender, Data, SocketRef},
         handler::ConnectHandler,
@@ -23,7 +24,6 @@ use auth_axum::{
     },
     SocketAuth, SocketIoAuth, Throttle,
 };
-use auth_core::Verifier;
 use axum::Router;
 
 use super::{ws::MESSAGES, Server};

@@ -42,8 +42,8 @@ impl EventLimiter {
 /// Without a quota configured, every event passes.
 ///
 /// ```
-/// use auth_axum::Throttle;
-/// use auth_axum::socketioxide::extract::{Data, SocketRef};
+/// use auth_socketio::Throttle;
+/// use auth_socketio::socketioxide::extract::{Data, SocketRef};
 ///
 /// fn on_connect(socket: SocketRef) {
 ///     socket.on("echo", |socket: SocketRef, _: Throttle, Data(text): Data<String>| {

@@ -61,7 +61,7 @@ use super::throttle::EventLimiter;
 /// socketioxide's `Debug` output of the handshake hides credential headers.
 ///
 /// ```
-/// use auth_axum::{
+/// use auth_socketio::{
 ///     socketioxide::{extract::{Data, SocketRef}, handler::ConnectHandler, SocketIo},
 ///     SocketAuth, SocketIoAuth, Throttle,
 /// };
@@ -314,7 +314,7 @@ impl Service<Request<()>> for Capture {
 /// the error body, sent to the client as the `connect_error` message.
 ///
 /// ```
-/// use auth_axum::ConnectRefusal;
+/// use auth_socketio::ConnectRefusal;
 /// use auth_core::{AuthError, ErrorFormat, RejectReason};
 ///
 /// let res = ErrorFormat::Flat.render(&AuthError::unauthorized(RejectReason::Missing));
@@ -748,7 +748,8 @@ mod tests {
         let proxies = auth_ratelimit::TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         let direct = SocketIoAuth::new(
             AuthLayer::builder(f.verifier.clone())
-                .client_ip(crate::connect_info_ip)
+                // What `auth_axum::connect_info_ip` does.
+                .client_ip(|_, ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.ip()))
                 .trusted_proxies(proxies.clone())
                 .build(),
         );

@@ -18,8 +18,8 @@ use socketioxide_core::Value;
 /// call the handler: a forgotten middleware fails closed.
 ///
 /// ```
-/// use auth_axum::SocketAuth;
-/// use auth_axum::socketioxide::extract::{AckSender, SocketRef};
+/// use auth_socketio::SocketAuth;
+/// use auth_socketio::socketioxide::extract::{AckSender, SocketRef};
 ///
 /// fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth) {
 ///     let user = ctx.effective_user().to_owned();
