@@ -51,6 +51,7 @@ mod issuer;
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
 mod key_policy;
+mod keys;
 mod metrics;
 mod plaintext;
 mod response;
@@ -68,7 +69,7 @@ pub use audit::{
 };
 pub use check::SecretCheck;
 pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{ManualClock, SystemClock, WallClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
@@ -81,6 +82,7 @@ pub use hasher::{HashError, HashParams, SecretHasher};
 pub use ipnet::IpNet;
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
 pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
+pub use keys::{Keys, KeysBuilder};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
 pub use revoke_by_token::{RevocationSource, TokenRevocation};
