@@ -34,7 +34,7 @@ async fn fixture() -> Fixture {
         hasher.clone(),
         TokenPrefix::new("st_").unwrap(),
     )
-    .with_clock(clock.clone());
+    .clock(clock.clone());
     let verifier = Verifier::builder(store).hasher(hasher).clock(clock).build();
     let audit = Arc::new(MemoryAuditLog::default());
     let manager =

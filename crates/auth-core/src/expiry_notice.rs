@@ -65,7 +65,7 @@ pub struct NoticePass {
 /// let clock = Arc::new(ManualClock::new(time::macros::datetime!(2026-03-01 0:00 UTC)));
 /// let store = Arc::new(MemoryKeyStore::new());
 /// let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap())
-///     .with_clock(clock.clone());
+///     .clock(clock.clone());
 /// let key = NewKey::new(Principal::user("ana"), "ci", ScopeSet::empty())
 ///     .expires_at(time::macros::datetime!(2026-03-05 0:00 UTC));
 /// issuer.issue(key).await.unwrap();

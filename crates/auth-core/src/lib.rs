@@ -12,13 +12,15 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use auth_core::{KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier};
+//! use auth_core::{Keys, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix};
 //!
 //! let store = Arc::new(MemoryKeyStore::new());
 //! let hasher = SecretHasher::default(); // argon2id m=256 KiB, t=1, p=1 (random 256-bit secrets)
 //! # let hasher = SecretHasher::for_tests();
-//! let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
-//! let verifier = Verifier::builder(store).hasher(hasher).build();
+//! // The issuer and the verifier, from one hasher and one prefix.
+//! let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+//!     .hasher(hasher)
+//!     .build();
 //!
 //! let key = issuer
 //!     .issue(NewKey::new(Principal::user("admin"), "laptop", ScopeSet::parse(["read"]).unwrap()))

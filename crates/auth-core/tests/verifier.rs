@@ -111,8 +111,7 @@ fn fixture_with(hasher: SecretHasher) -> Fixture {
     let store = Arc::new(CountingStore::default());
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
     let prefix = TokenPrefix::new("st_").unwrap();
-    let issuer =
-        KeyIssuer::new(store.clone(), hasher.clone(), prefix.clone()).with_clock(clock.clone());
+    let issuer = KeyIssuer::new(store.clone(), hasher.clone(), prefix.clone()).clock(clock.clone());
     let verifier = Verifier::builder(store.clone())
         .hasher(hasher)
         .prefix(prefix)

@@ -83,8 +83,9 @@ impl Verifier {
     /// # use std::sync::Arc;
     /// # use auth_core::*;
     /// # let store = Arc::new(MemoryKeyStore::new());
-    /// # let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
-    /// # let verifier = Verifier::builder(store).hasher(SecretHasher::for_tests()).build();
+    /// # let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+    /// #     .hasher(SecretHasher::for_tests())
+    /// #     .build();
     /// # let key = issuer.issue(NewKey::new(Principal::user("a"), "ws", ScopeSet::empty())).await.unwrap();
     /// let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
     /// let ended = verifier.key_ended(ctx.key_id().unwrap());

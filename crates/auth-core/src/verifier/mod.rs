@@ -57,8 +57,8 @@ use crate::{
 /// let store = Arc::new(MemoryKeyStore::new());
 /// let hasher = SecretHasher::for_tests();
 /// let prefix = TokenPrefix::new("sk_live_").unwrap();
-/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), prefix.clone());
-/// let verifier = Verifier::builder(store).hasher(hasher).prefix(prefix).build();
+/// // Or `Verifier::builder(store).hasher(..).prefix(..)` with a separate `KeyIssuer`.
+/// let Keys { issuer, verifier } = Keys::builder(store, prefix).hasher(hasher).build();
 ///
 /// let key = issuer
 ///     .issue(NewKey::new(Principal::user("alice"), "n8n", ScopeSet::parse(["skills.invoke"]).unwrap()))
