@@ -111,3 +111,41 @@ impl KeysBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::{ManualClock, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet};
+
+    #[tokio::test]
+    async fn issuer_and_verifier_share_the_hasher_prefix_and_clock() {
+        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let store = Arc::new(MemoryKeyStore::new());
+        let keys = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+            .hasher(SecretHasher::for_tests())
+            .clock(clock.clone())
+            .verifier(|v| v.cache_capacity(10))
+            .build();
+        assert_eq!(keys.verifier.prefixes(), [keys.issuer.prefix().clone()]);
+        assert_eq!(keys.issuer.hasher().params(), SecretHasher::for_tests().params());
+
+        let key = keys
+            .issuer
+            .issue(
+                NewKey::new(Principal::user("a"), "k", ScopeSet::empty())
+                    .expires_at(datetime!(2026-01-01 0:01 UTC)),
+            )
+            .await
+            .unwrap();
+        let token = key.token.expose_secret();
+        keys.verifier.verify(token).await.unwrap();
+        // The verifier reads the clock the issuer was given.
+        clock.advance(Duration::from_secs(60));
+        let err = keys.verifier.verify(token).await.unwrap_err();
+        assert_eq!(err.reason(), RejectReason::Expired);
+    }
+}
