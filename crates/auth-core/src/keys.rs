@@ -59,15 +59,6 @@ pub struct KeysBuilder {
     verifier: VerifierBuilder,
 }
 
-impl std::fmt::Debug for KeysBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeysBuilder")
-            .field("prefix", &self.prefix)
-            .field("hasher", &self.hasher)
-            .finish_non_exhaustive()
-    }
-}
-
 impl KeysBuilder {
     /// The hasher keys are hashed and verified with. Default: argon2id
     /// defaults ([`SecretHasher::default`]).
@@ -131,7 +122,10 @@ mod tests {
             .verifier(|v| v.cache_capacity(10))
             .build();
         assert_eq!(keys.verifier.prefixes(), [keys.issuer.prefix().clone()]);
-        assert_eq!(keys.issuer.hasher().params(), SecretHasher::for_tests().params());
+        assert_eq!(
+            keys.issuer.hasher().params(),
+            SecretHasher::for_tests().params()
+        );
 
         let key = keys
             .issuer
