@@ -14,9 +14,7 @@
 use std::net::SocketAddr;
 
 use auth_axum::Auth;
-use auth_core::{
-    store::open_store, KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
-};
+use auth_core::{store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix};
 use auth_ratelimit::{Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
 use axum::{routing::get, Json, Router};
@@ -40,10 +38,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = open_store(&args.db).await?;
 
-    // The issuer and the verifier must agree on the prefix and the hasher.
-    let prefix = TokenPrefix::new("mk_")?;
-    let issuer = KeyIssuer::new(store.keys.clone(), SecretHasher::default(), prefix.clone());
-    let verifier = Verifier::builder(store.keys.clone()).prefix(prefix).build();
+    // The issuer and the verifier, from one hasher (argon2id defaults) and
+    // one prefix, so they cannot disagree.
+    let Keys { issuer, verifier } =
+        Keys::builder(store.keys.clone(), TokenPrefix::new("mk_")?).build();
 
     let key = issuer
         .issue(NewKey::new(

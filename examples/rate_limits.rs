@@ -20,9 +20,7 @@
 
 use std::net::SocketAddr;
 
-use auth_core::{
-    store::open_store, KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
-};
+use auth_core::{store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix};
 use auth_ratelimit::{FailedAuthLimiter, HeaderStyle, Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
 use axum::{
@@ -49,9 +47,10 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = open_store(&args.db).await?;
-    let prefix = TokenPrefix::new("rl_")?;
-    let issuer = KeyIssuer::new(store.keys.clone(), SecretHasher::default(), prefix.clone());
-    let verifier = Verifier::builder(store.keys.clone()).prefix(prefix).build();
+    // The issuer and the verifier, from one hasher (argon2id defaults) and
+    // one prefix, so they cannot disagree.
+    let Keys { issuer, verifier } =
+        Keys::builder(store.keys.clone(), TokenPrefix::new("rl_")?).build();
     let key = issuer
         .issue(NewKey::new(
             Principal::user("alice"),

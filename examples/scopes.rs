@@ -22,10 +22,7 @@ use async_trait::async_trait;
 use auth_axum::{
     Access, AuthRejection, GrantResolver, Grants, Match, RequireScopeLayer, ScopeRule, Scoped,
 };
-use auth_core::{
-    store::open_store, AccessLevel, KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher,
-    TokenPrefix, Verifier,
-};
+use auth_core::{store::open_store, AccessLevel, Keys, NewKey, Principal, ScopeSet, TokenPrefix};
 use auth_ratelimit::{Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::{AuthLayer, ResolveError};
 use axum::{extract::Path, routing::get, Extension, Router};
@@ -90,9 +87,10 @@ async fn edit_note(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = open_store(&args.db).await?;
-    let prefix = TokenPrefix::new("sc_")?;
-    let issuer = KeyIssuer::new(store.keys.clone(), SecretHasher::default(), prefix.clone());
-    let verifier = Verifier::builder(store.keys.clone()).prefix(prefix).build();
+    // The issuer and the verifier, from one hasher (argon2id defaults) and
+    // one prefix, so they cannot disagree.
+    let Keys { issuer, verifier } =
+        Keys::builder(store.keys.clone(), TokenPrefix::new("sc_")?).build();
 
     let read_write = ScopeSet::parse(["notes:read", "notes:write"])?;
     for (name, user, scopes) in [

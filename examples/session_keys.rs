@@ -19,9 +19,7 @@
 use std::net::SocketAddr;
 
 use auth_axum::{AllowedOrigins, Auth, KeyManager, KeyOwner};
-use auth_core::{
-    store::open_store, KeyIssuer, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
-};
+use auth_core::{store::open_store, Keys, Principal, ScopeSet, TokenPrefix};
 use auth_ratelimit::{Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
 use axum::{
@@ -89,9 +87,10 @@ struct Login {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = open_store(&args.db).await?;
-    let prefix = TokenPrefix::new("sk_")?;
-    let issuer = KeyIssuer::new(store.keys.clone(), SecretHasher::default(), prefix.clone());
-    let verifier = Verifier::builder(store.keys.clone()).prefix(prefix).build();
+    // The issuer and the verifier, from one hasher (argon2id defaults) and
+    // one prefix, so they cannot disagree.
+    let Keys { issuer, verifier } =
+        Keys::builder(store.keys.clone(), TokenPrefix::new("sk_")?).build();
 
     let password: String = rand::thread_rng()
         .sample_iter(Alphanumeric)

@@ -19,9 +19,7 @@
 use std::net::SocketAddr;
 
 use auth_axum::AuthenticatedUpgrade;
-use auth_core::{
-    store::open_store, KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
-};
+use auth_core::{store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix, Verifier};
 use auth_ratelimit::{MessageLimiter, Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
 use axum::{
@@ -79,9 +77,10 @@ async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verifier>
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = open_store(&args.db).await?;
-    let prefix = TokenPrefix::new("ws_")?;
-    let issuer = KeyIssuer::new(store.keys.clone(), SecretHasher::default(), prefix.clone());
-    let verifier = Verifier::builder(store.keys.clone()).prefix(prefix).build();
+    // The issuer and the verifier, from one hasher (argon2id defaults) and
+    // one prefix, so they cannot disagree.
+    let Keys { issuer, verifier } =
+        Keys::builder(store.keys.clone(), TokenPrefix::new("ws_")?).build();
 
     let key = issuer
         .issue(NewKey::new(

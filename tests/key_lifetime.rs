@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
 use auth_core::{
-    AuditLog, KeyIssuer, ManualClock, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
-    SecretHasher, TokenPrefix, Verifier,
+    AuditLog, KeyIssuer, Keys, ManualClock, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
+    ScopeSet, SecretHasher, TokenPrefix,
 };
 use auth_tower::AuthLayer;
 use axum::{body::Body, http::Request, Router};
@@ -28,14 +28,10 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(NOW));
     let store = Arc::new(MemoryKeyStore::new());
-    let hasher = SecretHasher::for_tests();
-    let issuer = KeyIssuer::new(
-        store.clone(),
-        hasher.clone(),
-        TokenPrefix::new("st_").unwrap(),
-    )
-    .with_clock(clock.clone());
-    let verifier = Verifier::builder(store).hasher(hasher).clock(clock).build();
+    let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+        .hasher(SecretHasher::for_tests())
+        .clock(clock)
+        .build();
     let audit = Arc::new(MemoryAuditLog::default());
     let manager =
         KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>).max_key_lifetime(MAX);

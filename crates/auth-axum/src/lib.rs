@@ -19,8 +19,9 @@
 //! use tower::ServiceExt;
 //!
 //! let store = Arc::new(MemoryKeyStore::new());
-//! let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
-//! let verifier = Verifier::builder(store).hasher(SecretHasher::for_tests()).build();
+//! let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+//!     .hasher(SecretHasher::for_tests())
+//!     .build();
 //! let key = issuer
 //!     .issue(NewKey::new(Principal::user("alice"), "cli", ScopeSet::parse(["read"]).unwrap()))
 //!     .await

@@ -2,13 +2,18 @@
 
 use std::{
     fmt,
-    sync::atomic::{AtomicI64, Ordering},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
 };
 
 use time::OffsetDateTime;
 
-/// A source of the current time.
-pub trait Clock: Send + Sync + fmt::Debug + 'static {
+/// A source of the current wall-clock time: what expiry, grace periods and
+/// `last_used_at` are measured against. Injected with a `clock(..)` builder
+/// method ([`SystemClock`] by default; tests pass a [`ManualClock`]).
+pub trait WallClock: Send + Sync + fmt::Debug + 'static {
     /// Now, as nanoseconds since the Unix epoch.
     fn now_nanos(&self) -> i64;
 
@@ -19,11 +24,17 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+impl<C: WallClock + ?Sized> WallClock for Arc<C> {
+    fn now_nanos(&self) -> i64 {
+        (**self).now_nanos()
+    }
+}
+
 /// The system clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
-impl Clock for SystemClock {
+impl WallClock for SystemClock {
     fn now_nanos(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -35,7 +46,7 @@ impl Clock for SystemClock {
 /// A clock that moves only when told to: for tests.
 ///
 /// ```
-/// use auth_core::{Clock, ManualClock};
+/// use auth_core::{WallClock, ManualClock};
 /// let c = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
 /// c.advance(std::time::Duration::from_secs(60));
 /// assert_eq!(c.now(), time::macros::datetime!(2026-01-01 0:01 UTC));
@@ -61,7 +72,7 @@ impl ManualClock {
     }
 }
 
-impl Clock for ManualClock {
+impl WallClock for ManualClock {
     fn now_nanos(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }

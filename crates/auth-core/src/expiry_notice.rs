@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::{Clock, KeyMetadata, KeyStore, StoreError, SystemClock};
+use crate::{KeyMetadata, KeyStore, StoreError, SystemClock, WallClock};
 use async_trait::async_trait;
 
 /// Default notice period: 7 days before the key expires.
@@ -65,7 +65,7 @@ pub struct NoticePass {
 /// let clock = Arc::new(ManualClock::new(time::macros::datetime!(2026-03-01 0:00 UTC)));
 /// let store = Arc::new(MemoryKeyStore::new());
 /// let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap())
-///     .with_clock(clock.clone());
+///     .clock(clock.clone());
 /// let key = NewKey::new(Principal::user("ana"), "ci", ScopeSet::empty())
 ///     .expires_at(time::macros::datetime!(2026-03-05 0:00 UTC));
 /// issuer.issue(key).await.unwrap();
@@ -84,7 +84,7 @@ pub struct NoticePass {
 pub struct ExpiryNotifier {
     store: Arc<dyn KeyStore>,
     listener: Arc<dyn ExpiryListener>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     notice: Duration,
 }
 
@@ -115,8 +115,8 @@ impl ExpiryNotifier {
     }
 
     /// The clock deciding what "soon" is (tests use a manual one).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+    pub fn clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 

@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use crate::{
-    mint_token, token::display_hint, Clock, KeyId, KeyPolicy, KeyRecord, KeyStore, ParsedToken,
+    mint_token, token::display_hint, KeyId, KeyPolicy, KeyRecord, KeyStore, ParsedToken,
     PlaintextToken, Principal, ScopeSet, SecretCheck, SecretHasher, StoreError, SystemClock,
-    TokenPrefix,
+    TokenPrefix, WallClock,
 };
 
 /// Longest key name accepted.
@@ -111,7 +111,7 @@ pub struct KeyIssuer {
     store: Arc<dyn KeyStore>,
     hasher: SecretHasher,
     prefix: TokenPrefix,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn WallClock>,
 }
 
 impl std::fmt::Debug for KeyIssuer {
@@ -134,9 +134,10 @@ impl KeyIssuer {
         }
     }
 
-    /// Uses `clock` for created/expiry/revocation times.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+    /// Uses `clock` for created/expiry/revocation times (default
+    /// [`SystemClock`]; tests pass a [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -150,8 +151,9 @@ impl KeyIssuer {
         &self.store
     }
 
-    /// The clock behind created, expiry and revocation times.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
+    /// The clock behind created, expiry and revocation times (named apart
+    /// from the [`clock`](Self::clock) setter).
+    pub fn wall_clock(&self) -> &Arc<dyn WallClock> {
         &self.clock
     }
 

@@ -12,13 +12,15 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use auth_core::{KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier};
+//! use auth_core::{Keys, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix};
 //!
 //! let store = Arc::new(MemoryKeyStore::new());
 //! let hasher = SecretHasher::default(); // argon2id m=256 KiB, t=1, p=1 (random 256-bit secrets)
 //! # let hasher = SecretHasher::for_tests();
-//! let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
-//! let verifier = Verifier::builder(store).hasher(hasher).build();
+//! // The issuer and the verifier, from one hasher and one prefix.
+//! let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+//!     .hasher(hasher)
+//!     .build();
 //!
 //! let key = issuer
 //!     .issue(NewKey::new(Principal::user("admin"), "laptop", ScopeSet::parse(["read"]).unwrap()))
@@ -51,6 +53,7 @@ mod issuer;
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
 mod key_policy;
+mod keys;
 mod metrics;
 mod plaintext;
 mod response;
@@ -68,7 +71,7 @@ pub use audit::{
 };
 pub use check::SecretCheck;
 pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{ManualClock, SystemClock, WallClock};
 pub use context::{AuthContext, CredentialKind, Principal};
 pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
@@ -81,6 +84,7 @@ pub use hasher::{HashError, HashParams, SecretHasher};
 pub use ipnet::IpNet;
 pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
 pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
+pub use keys::{Keys, KeysBuilder};
 pub use plaintext::PlaintextToken;
 pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
 pub use revoke_by_token::{RevocationSource, TokenRevocation};

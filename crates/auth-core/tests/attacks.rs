@@ -122,7 +122,7 @@ fn fixture() -> Fixture {
     let store = Arc::new(Store::default());
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
     let hasher = SecretHasher::for_tests();
-    let issuer = KeyIssuer::new(store.clone(), hasher.clone(), prefix()).with_clock(clock.clone());
+    let issuer = KeyIssuer::new(store.clone(), hasher.clone(), prefix()).clock(clock.clone());
     Fixture {
         store,
         clock,
@@ -162,7 +162,7 @@ impl Fixture {
         .unwrap();
         let elsewhere = Arc::new(MemoryKeyStore::new());
         let mut key = KeyIssuer::new(elsewhere, old_hasher, prefix())
-            .with_clock(self.clock.clone())
+            .clock(self.clock.clone())
             .issue(NewKey::new(Principal::user(user), "old", ScopeSet::empty()))
             .await
             .unwrap();

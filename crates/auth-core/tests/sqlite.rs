@@ -388,7 +388,7 @@ async fn an_expiry_notice_is_not_repeated_after_reopening_the_file() {
     let store: Arc<dyn KeyStore> = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
     let key = new_key("alice").expires_at(clock.now() + time::Duration::days(3));
     issuer(store.clone())
-        .with_clock(clock.clone())
+        .clock(clock.clone())
         .issue(key)
         .await
         .unwrap();

@@ -157,7 +157,7 @@ fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
 /// An issuer and a verifier on `keys` sharing a manual clock at [`T0`].
 fn issuing(keys: &Arc<dyn KeyStore>) -> (KeyIssuer, Verifier, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0));
-    let issuer = issuer(keys.clone()).with_clock(clock.clone());
+    let issuer = issuer(keys.clone()).clock(clock.clone());
     let verifier = Verifier::builder(keys.clone())
         .hasher(SecretHasher::for_tests())
         .clock(clock.clone())

@@ -110,12 +110,8 @@ fn fixture() -> Fixture {
 fn fixture_with(hasher: SecretHasher) -> Fixture {
     let store = Arc::new(CountingStore::default());
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
-    let prefix = TokenPrefix::new("st_").unwrap();
-    let issuer =
-        KeyIssuer::new(store.clone(), hasher.clone(), prefix.clone()).with_clock(clock.clone());
-    let verifier = Verifier::builder(store.clone())
+    let Keys { issuer, verifier } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
         .hasher(hasher)
-        .prefix(prefix)
         .clock(clock.clone())
         .build();
     Fixture {

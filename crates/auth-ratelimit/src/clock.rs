@@ -19,18 +19,18 @@ use std::{
 /// Implementations should not go backwards (a small step back is harmless:
 /// it reads as no time having passed); the origin is arbitrary but must not
 /// change during the life of a limiter.
-pub trait Clock: Send + Sync + fmt::Debug + 'static {
+pub trait MonotonicClock: Send + Sync + fmt::Debug + 'static {
     /// Now, in nanoseconds since this clock's origin.
     fn now(&self) -> u64;
 }
 
-impl<C: Clock + ?Sized> Clock for Arc<C> {
+impl<C: MonotonicClock + ?Sized> MonotonicClock for Arc<C> {
     fn now(&self) -> u64 {
         (**self).now()
     }
 }
 
-/// The real clock, counted from the first time any `MonotonicClock` is read
+/// The real clock, counted from the first time any `QuantaClock` is read
 /// in this process.
 ///
 /// It reads the CPU's time-stamp counter through `quanta` (as `governor`'s
@@ -39,7 +39,7 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// usable, `quanta` falls back to the OS monotonic clock. The first read in a
 /// process calibrates (up to ~200 ms, once). `u64` nanoseconds last 584 years.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct MonotonicClock;
+pub struct QuantaClock;
 
 struct Source {
     clock: quanta::Clock,
@@ -55,7 +55,7 @@ fn source() -> &'static Source {
     })
 }
 
-impl Clock for MonotonicClock {
+impl MonotonicClock for QuantaClock {
     #[inline]
     fn now(&self) -> u64 {
         let s = source();
@@ -69,7 +69,7 @@ impl Clock for MonotonicClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use auth_ratelimit::{Clock, FakeClock};
+/// use auth_ratelimit::{MonotonicClock, FakeClock};
 /// let clock = FakeClock::new();
 /// assert_eq!(clock.now(), 0);
 /// clock.advance(Duration::from_millis(1500));
@@ -105,7 +105,7 @@ impl FakeClock {
     }
 }
 
-impl Clock for FakeClock {
+impl MonotonicClock for FakeClock {
     fn now(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn monotonic_never_goes_back() {
-        let c = MonotonicClock;
+        let c = QuantaClock;
         let mut last = c.now();
         for _ in 0..1000 {
             let t = c.now();

@@ -9,7 +9,7 @@ use crate::Quota;
 /// ```
 /// use std::time::Duration;
 /// use auth_ratelimit::{FakeClock, MemoryStore, Quota};
-/// let store = MemoryStore::<&str>::with_clock(FakeClock::new());
+/// let store = MemoryStore::<&str>::new().clock(FakeClock::new());
 /// let q = Quota::per_minute(2);
 /// let d = store.check(&"alice", &q, 1);
 /// assert!(d.is_allowed());

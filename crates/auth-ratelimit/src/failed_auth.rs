@@ -85,13 +85,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::options::{limiter_setters, LimiterOptions};
 use crate::{
     fallback::{LimiterMemory, Stores},
     key::KeyValue,
-    memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
     store::{Bucket, StoreFuture},
-    ClientIp, Clock, Decision, MemoryStore, MonotonicClock, OnStoreError, Quota, RateLimitStore,
-    RequestInfo, StoreError, TrustedProxies,
+    ClientIp, Decision, OnStoreError, Quota, RequestInfo, StoreError, TrustedProxies,
 };
 
 /// The bucket name of failed authentications (in shared stores' keys).
@@ -120,13 +119,7 @@ struct Inner {
 #[must_use]
 pub struct FailedAuthLimiterBuilder {
     quota: Quota,
-    format: ErrorFormat,
-    proxies: TrustedProxies,
-    ipv6_prefix: u8,
-    clock: Option<Arc<dyn Clock>>,
-    max_keys: usize,
-    store: Option<Arc<dyn RateLimitStore>>,
-    on_store_error: OnStoreError,
+    options: LimiterOptions,
 }
 
 impl fmt::Debug for FailedAuthLimiterBuilder {
@@ -138,48 +131,7 @@ impl fmt::Debug for FailedAuthLimiterBuilder {
 }
 
 impl FailedAuthLimiterBuilder {
-    /// The JSON error format of the 429 (and 503) answers; use the auth
-    /// layer's, so clients see one format. Default [`ErrorFormat::Flat`].
-    pub fn error_format(mut self, format: ErrorFormat) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// Proxies whose forwarding headers name the client; give the same
-    /// [`TrustedProxies`] as the auth layer's and the rate limiter's. This
-    /// limiter runs first and leaves the address it resolved in the request
-    /// ([`ClientIp`]) for them. Default: none (the socket peer is the client).
-    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
-        self.proxies = proxies;
-        self
-    }
-
-    /// IPv6 clients share a bucket per network of this prefix length
-    /// (default 64, as one subscriber usually holds a /64).
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.ipv6_prefix = bits.min(128);
-        self
-    }
-
-    /// The in-memory buckets' clock (tests pass a [`FakeClock`](crate::FakeClock)).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Arc::new(clock));
-        self
-    }
-
-    /// Cap on addresses tracked in memory (default 1,000,000); addresses
-    /// deepest in debt are forgotten last (see [`MemoryStore`]).
-    pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = max_keys;
-        self
-    }
-
-    /// Keeps the buckets in `store`, for instance one shared by every
-    /// instance (memory is the fallback while it is down).
-    pub fn store(mut self, store: impl RateLimitStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
+    limiter_setters!();
 
     /// Keeps the buckets in Redis, shared by every instance using the same
     /// prefix: [`store`](Self::store) with a `RedisStore`.
@@ -189,29 +141,16 @@ impl FailedAuthLimiterBuilder {
         self.store(store)
     }
 
-    /// What to do when the shared store cannot answer (default: fall back
-    /// to memory).
-    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
-        self.on_store_error = policy;
-        self
-    }
-
     /// The limiter.
     pub fn build(self) -> FailedAuthLimiter {
-        let memory = match self.clock {
-            Some(clock) => MemoryStore::for_limiter(clock),
-            None => MemoryStore::for_limiter(MonotonicClock),
-        }
-        .max_keys(self.max_keys)
-        .sweep_interval(DEFAULT_SWEEP_INTERVAL);
         FailedAuthLimiter {
             inner: Arc::new(Inner {
                 quota: self.quota,
                 max_debt: self.quota.window().saturating_mul(2),
-                stores: Stores::new(memory, self.store, self.on_store_error),
-                format: self.format,
-                proxies: self.proxies,
-                ipv6_prefix: self.ipv6_prefix,
+                stores: self.options.stores(),
+                format: self.options.format,
+                proxies: self.options.proxies,
+                ipv6_prefix: self.options.ipv6_prefix,
                 warned_no_peer: AtomicBool::new(false),
             }),
         }
@@ -224,13 +163,7 @@ impl FailedAuthLimiter {
     pub fn builder(quota: Quota) -> FailedAuthLimiterBuilder {
         FailedAuthLimiterBuilder {
             quota,
-            format: ErrorFormat::default(),
-            proxies: TrustedProxies::none(),
-            ipv6_prefix: 64,
-            clock: None,
-            max_keys: DEFAULT_MAX_KEYS,
-            store: None,
-            on_store_error: OnStoreError::default(),
+            options: LimiterOptions::default(),
         }
     }
 

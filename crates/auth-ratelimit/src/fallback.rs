@@ -10,7 +10,8 @@ use std::{
 };
 
 use crate::{
-    key::LimitKey, Clock, LimitKeyHasher, MemoryStore, MonotonicClock, RateLimitStore, StoreError,
+    key::LimitKey, LimitKeyHasher, MemoryStore, MonotonicClock, QuantaClock, RateLimitStore,
+    StoreError,
 };
 
 /// What the limiter does when its shared store cannot answer a check.
@@ -93,7 +94,7 @@ impl WarnThrottle {
     }
 
     fn warn(&self, err: &StoreError, policy: OnStoreError) {
-        let now = MonotonicClock.now();
+        let now = QuantaClock.now();
         let next = self.next.load(Ordering::Relaxed);
         if now < next
             || self

@@ -5,7 +5,7 @@
 //!   interval ([`Quota`]), kept as one integer per key (GCRA, which is the
 //!   same bucket): `burst` requests pass at once, then one per interval,
 //!   exactly, with no float drift. Requests may cost several tokens. The
-//!   clock is injectable ([`Clock`], [`FakeClock`]) for tests without sleeps.
+//!   clock is injectable ([`MonotonicClock`], [`FakeClock`]) for tests without sleeps.
 //! * **Layer**: [`RateLimitLayer`] goes inside the auth layer and counts by
 //!   what [`KeyBy`] says: the effective user of the `AuthContext`, the API
 //!   key, the client IP (socket peer, or [`TrustedProxies`]' forwarding
@@ -104,6 +104,7 @@ mod layer;
 mod limiter;
 mod memory;
 mod metrics;
+mod options;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis_credits;
@@ -116,7 +117,7 @@ pub mod ws;
 
 // The client-address resolver is auth-core's, shared with the auth layer.
 pub use auth_core::{ClientIp, ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
-pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use clock::{FakeClock, MonotonicClock, QuantaClock};
 pub use credits::{CreditLedger, DEFAULT_WRITE_BACK};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};

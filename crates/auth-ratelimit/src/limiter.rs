@@ -20,17 +20,17 @@ use time::OffsetDateTime;
 
 use smallvec::SmallVec;
 
+use crate::options::{limiter_setters, LimiterOptions};
 use crate::{
     credits::{refill_in, CreditLedger, DEFAULT_WRITE_BACK},
     error::check_rule_name,
     fallback::{LimiterMemory, Stores},
     headers::{Checked, RateHeaders},
     key::{KeyBy, KeyValue, LimitKey},
-    memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL},
     store::{Bucket, Decisions, RULES_INLINE},
     tiers::{Lookup, TierKey, Tiers, DEFAULT_TIER_CACHE_SIZE},
-    Clock, ConfigError, HeaderStyle, MemoryStore, MonotonicClock, OnStoreError, Quota,
-    QuotaResolver, RateLimitLayer, RateLimitStore, RequestInfo, Rule, TrustedProxies,
+    ConfigError, HeaderStyle, MonotonicClock, OnStoreError, Quota, QuotaResolver, RateLimitLayer,
+    RequestInfo, Rule, TrustedProxies,
 };
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
@@ -74,14 +74,7 @@ struct Inner {
 pub struct RateLimiterBuilder {
     rules: Vec<Rule>,
     headers: HeaderStyle,
-    format: ErrorFormat,
-    proxies: TrustedProxies,
-    ipv6_prefix: u8,
-    clock: Option<Arc<dyn Clock>>,
-    max_keys: usize,
-    sweep_interval: Duration,
-    store: Option<Arc<dyn RateLimitStore>>,
-    on_store_error: OnStoreError,
+    options: LimiterOptions,
     tiers: Option<TiersConfig>,
     credits: Option<Arc<dyn KeyStore>>,
     write_back: Duration,
@@ -90,7 +83,7 @@ pub struct RateLimiterBuilder {
 }
 
 /// Makes the [`Tiers`] from the TTL, the capacity and the limiter's clock.
-type MakeTiers = Box<dyn FnOnce(Duration, usize, Arc<dyn Clock>) -> Tiers + Send>;
+type MakeTiers = Box<dyn FnOnce(Duration, usize, Arc<dyn MonotonicClock>) -> Tiers + Send>;
 
 /// The resolver given to the builder, made into [`Tiers`] with the clock.
 struct TiersConfig {
@@ -139,14 +132,7 @@ impl RateLimiter {
         RateLimiterBuilder {
             rules: Vec::new(),
             headers: HeaderStyle::default(),
-            format: ErrorFormat::default(),
-            proxies: TrustedProxies::none(),
-            ipv6_prefix: 64,
-            clock: None,
-            max_keys: DEFAULT_MAX_KEYS,
-            sweep_interval: DEFAULT_SWEEP_INTERVAL,
-            store: None,
-            on_store_error: OnStoreError::default(),
+            options: LimiterOptions::default(),
             tiers: None,
             credits: None,
             write_back: DEFAULT_WRITE_BACK,
@@ -508,57 +494,7 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// The JSON error format of 429 and 503 responses; use the auth layer's
-    /// so clients see one format.
-    pub fn error_format(mut self, format: ErrorFormat) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// Proxies whose forwarding headers name the client (default: none, the
-    /// socket peer is the client). Used when no earlier component (the auth
-    /// layer, the failed-authentication limiter) left a [`ClientIp`](crate::ClientIp) in the
-    /// request; give all of them the same [`TrustedProxies`].
-    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
-        self.proxies = proxies;
-        self
-    }
-
-    /// IPv6 clients share a bucket per network of this prefix length
-    /// (default 64; 128 for one bucket per address).
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.ipv6_prefix = bits.min(128);
-        self
-    }
-
-    /// The in-memory store's clock (default the real one); tests pass a
-    /// [`FakeClock`](crate::FakeClock). A shared store has its own (Redis:
-    /// the server's time unless `RedisStore::with_clock` says otherwise).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Arc::new(clock));
-        self
-    }
-
-    /// Cap on keys tracked in memory (default 1,000,000); see
-    /// [`MemoryStore`] for what happens at the cap.
-    pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = max_keys;
-        self
-    }
-
-    /// How often, at most, full in-memory buckets are swept (default 60 s).
-    pub fn sweep_interval(mut self, every: Duration) -> Self {
-        self.sweep_interval = every;
-        self
-    }
-
-    /// Keeps the buckets in `store`, for instance one shared by every
-    /// instance; the in-memory store then serves as the fallback (see
-    /// [`on_store_error`](Self::on_store_error)).
-    pub fn store(mut self, store: impl RateLimitStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
+    limiter_setters!();
 
     /// Keeps the buckets in Redis, shared by every instance:
     /// [`store`](Self::store) with a `RedisStore`.
@@ -611,13 +547,6 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// What to do when the shared store cannot answer (default: fall back
-    /// to memory).
-    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
-        self.on_store_error = policy;
-        self
-    }
-
     /// The limiter, or why the rules cannot work.
     pub fn build(self) -> Result<RateLimiter, ConfigError> {
         for (i, rule) in self.rules.iter().enumerate() {
@@ -626,14 +555,7 @@ impl RateLimiterBuilder {
                 return Err(ConfigError::DuplicateRule(rule.name.to_string()));
             }
         }
-        // The real clock is passed as itself, so the store calls it directly.
-        let memory = match &self.clock {
-            Some(clock) => MemoryStore::for_limiter(clock.clone()),
-            None => MemoryStore::for_limiter(MonotonicClock),
-        }
-        .max_keys(self.max_keys)
-        .sweep_interval(self.sweep_interval);
-        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(MonotonicClock));
+        let clock = self.options.clock();
         let tiers = self
             .tiers
             .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
@@ -652,13 +574,13 @@ impl RateLimiterBuilder {
                     .map(|r| crate::metrics::DecisionKeys::new(&r.name))
                     .collect(),
                 rules: self.rules,
-                stores: Stores::new(memory, self.store, self.on_store_error),
+                stores: self.options.stores(),
                 tiers,
                 credits,
                 headers: self.headers,
-                format: self.format,
-                proxies: self.proxies,
-                ipv6_prefix: self.ipv6_prefix,
+                format: self.options.format,
+                proxies: self.options.proxies,
+                ipv6_prefix: self.options.ipv6_prefix,
                 warned_no_peer: AtomicBool::new(false),
             }),
         })

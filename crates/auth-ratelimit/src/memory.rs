@@ -48,7 +48,7 @@ use crate::{
     gcra,
     key::LimitKey,
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Clock, Decision, LimitKeyHasher, MonotonicClock, Quota,
+    Decision, LimitKeyHasher, MonotonicClock, QuantaClock, Quota,
 };
 
 /// Default for [`MemoryStore::max_keys`].
@@ -66,7 +66,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// use auth_ratelimit::{FakeClock, MemoryStore, Quota};
 ///
 /// let clock = FakeClock::new();
-/// let store = MemoryStore::<u64>::with_clock(clock.clone()).max_keys(10_000);
+/// let store = MemoryStore::<u64>::new().clock(clock.clone()).max_keys(10_000);
 /// let q = Quota::per_second(2);
 /// assert!(store.check(&7, &q, 1).is_allowed());
 /// assert!(store.check(&7, &q, 1).is_allowed());
@@ -90,21 +90,16 @@ pub struct MemoryStore<K, S = RandomState> {
 impl<K: Hash + Eq + Clone> MemoryStore<K> {
     /// A store on the real clock with the default limits.
     pub fn new() -> Self {
-        Self::with_clock(MonotonicClock)
-    }
-
-    /// A store on `clock` with the default limits.
-    pub fn with_clock(clock: impl Clock) -> Self {
-        Self::with_clock_and_hasher(clock, RandomState::new())
+        Self::with_hasher(RandomState::new())
     }
 }
 
 impl MemoryStore<LimitKey, LimitKeyHasher> {
     /// The store a [`RateLimiter`](crate::RateLimiter) keeps in memory, on
-    /// `clock`, with the default limits: keyed by [`LimitKey`], hashed by
-    /// `foldhash` with a random seed per store.
-    pub fn for_limiter(clock: impl Clock) -> Self {
-        Self::with_clock_and_hasher(clock, LimitKeyHasher::default())
+    /// the real clock, with the default limits: keyed by [`LimitKey`],
+    /// hashed by `foldhash` with a random seed per store.
+    pub fn for_limiter() -> Self {
+        Self::with_hasher(LimitKeyHasher::default())
     }
 }
 
@@ -115,19 +110,26 @@ impl<K: Hash + Eq + Clone> Default for MemoryStore<K> {
 }
 
 impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
-    /// A store on `clock` hashing keys with `hasher`. Keys often come from
-    /// clients (IP addresses), so keep a randomly seeded hasher.
-    pub fn with_clock_and_hasher(clock: impl Clock, hasher: S) -> Self {
+    /// A store on the real clock hashing keys with `hasher`. Keys often
+    /// come from clients (IP addresses), so keep a randomly seeded hasher.
+    pub fn with_hasher(hasher: S) -> Self {
         Self {
             map: DashMap::with_hasher_and_shard_amount(hasher, shard_amount()),
             tracked: AtomicUsize::new(0),
-            clock: StoreClock::new(clock),
+            clock: StoreClock::Quanta(QuantaClock),
             max_keys: DEFAULT_MAX_KEYS,
             sweep_interval: nanos(DEFAULT_SWEEP_INTERVAL),
             next_sweep: AtomicU64::new(0),
             sweeping: Mutex::new(()),
             evicted: AtomicU64::new(0),
         }
+    }
+
+    /// Reads the time from `clock` instead of the real clock (tests pass a
+    /// [`FakeClock`](crate::FakeClock)). Set it before the first check.
+    pub fn clock(mut self, clock: impl MonotonicClock) -> Self {
+        self.clock = StoreClock::new(clock);
+        self
     }
 
     /// Sets the cap on tracked keys (at least 4). See the module docs for
@@ -141,11 +143,6 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     pub fn sweep_interval(mut self, every: Duration) -> Self {
         self.sweep_interval = nanos(every);
         self
-    }
-
-    /// The clock this store reads.
-    pub fn clock(&self) -> &dyn Clock {
-        &self.clock
     }
 
     /// Takes `cost` tokens from `key`'s bucket if it holds them.
@@ -443,25 +440,25 @@ fn take(cell: &AtomicU64, now: u64, quota: &Quota, cost: u32) -> Decision {
 /// The store's clock, with the real clock as a direct (inlined) call.
 #[derive(Debug)]
 enum StoreClock {
-    Monotonic(MonotonicClock),
-    Other(Arc<dyn Clock>),
+    Quanta(QuantaClock),
+    Other(Arc<dyn MonotonicClock>),
 }
 
 impl StoreClock {
-    fn new<C: Clock>(clock: C) -> Self {
+    fn new<C: MonotonicClock>(clock: C) -> Self {
         let any: &dyn Any = &clock;
-        match any.downcast_ref::<MonotonicClock>() {
-            Some(&m) => Self::Monotonic(m),
+        match any.downcast_ref::<QuantaClock>() {
+            Some(&m) => Self::Quanta(m),
             None => Self::Other(Arc::new(clock)),
         }
     }
 }
 
-impl Clock for StoreClock {
+impl MonotonicClock for StoreClock {
     #[inline]
     fn now(&self) -> u64 {
         match self {
-            Self::Monotonic(c) => c.now(),
+            Self::Quanta(c) => c.now(),
             Self::Other(c) => c.now(),
         }
     }
@@ -488,7 +485,9 @@ mod tests {
     #[test]
     fn idle_full_buckets_are_swept_on_insert_after_the_interval() {
         let clock = FakeClock::new();
-        let store = MemoryStore::<u32>::with_clock(clock.clone()).sweep_interval(10 * S);
+        let store = MemoryStore::<u32>::new()
+            .clock(clock.clone())
+            .sweep_interval(10 * S);
         let q = Quota::per_second(1);
         // The first insert sweeps (nothing) and schedules the next at t=10s.
         for k in 0..100 {
@@ -508,7 +507,7 @@ mod tests {
     #[test]
     fn cap_forgets_the_least_indebted_first() {
         let clock = FakeClock::new();
-        let store = MemoryStore::<u32>::with_clock(clock.clone()).max_keys(100);
+        let store = MemoryStore::<u32>::new().clock(clock.clone()).max_keys(100);
         let q = Quota::per_hour(10);
         // Key 0 is deep in debt.
         for _ in 0..10 {
@@ -529,7 +528,11 @@ mod tests {
     #[test]
     fn concurrent_spray_keeps_the_count_exact_and_bounded() {
         let clock = FakeClock::new();
-        let store = Arc::new(MemoryStore::<u64>::with_clock(clock.clone()).max_keys(1000));
+        let store = Arc::new(
+            MemoryStore::<u64>::new()
+                .clock(clock.clone())
+                .max_keys(1000),
+        );
         let q = Quota::per_minute(10);
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
@@ -553,7 +556,7 @@ mod tests {
 
     #[test]
     fn refund_and_peek() {
-        let store = MemoryStore::<&str>::with_clock(FakeClock::new());
+        let store = MemoryStore::<&str>::new().clock(FakeClock::new());
         let q = Quota::per_minute(5);
         store.check(&"a", &q, 3);
         // Cost 0 peeks at what the bucket holds; cost 3 would not fit.

@@ -8,7 +8,7 @@
 //! sharing one Redis together admit no more than the quota. Time is an
 //! argument of the script, in microseconds: by default it is left empty and
 //! the script reads the Redis server's `TIME`, so instance clocks don't
-//! matter; [`RedisStore::with_clock`] passes a clock's time instead (a fake
+//! matter; [`RedisStore::clock`] passes a clock's time instead (a fake
 //! one in tests, which is how the Lua arithmetic is checked against the
 //! token-bucket model). The refill interval is rounded down to whole
 //! microseconds. Each bucket key
@@ -43,7 +43,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Clock, Decision, MonotonicClock, Quota, StoreError,
+    Decision, MonotonicClock, QuantaClock, Quota, StoreError,
 };
 
 /// Default for [`RedisStore::with_timeout`].
@@ -166,13 +166,13 @@ pub struct RedisStore {
     timeout: Duration,
     retry_interval: Duration,
     /// The script's time source; `None` for the server's `TIME`.
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<Arc<dyn MonotonicClock>>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
     conn: OnceCell<ConnectionManager>,
-    /// `MonotonicClock` time before which no attempt is made after a failure.
+    /// `QuantaClock` time before which no attempt is made after a failure.
     down_until: AtomicU64,
 }
 
@@ -252,7 +252,7 @@ impl RedisStore {
     /// Reads the time from `clock` and passes it to the scripts, instead of
     /// the server's `TIME`. Every instance sharing the buckets must then read
     /// the same time: meant for tests with a [`FakeClock`](crate::FakeClock).
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+    pub fn clock(mut self, clock: impl MonotonicClock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
     }
@@ -352,7 +352,7 @@ impl RedisStore {
         &self,
         op: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let now = MonotonicClock.now();
+        let now = QuantaClock.now();
         if now < self.shared.down_until.load(Ordering::Relaxed) {
             return Err(StoreError::Down);
         }
@@ -363,10 +363,9 @@ impl RedisStore {
         };
         if result.is_err() {
             let retry = u64::try_from(self.retry_interval.as_nanos()).unwrap_or(u64::MAX);
-            self.shared.down_until.store(
-                MonotonicClock.now().saturating_add(retry),
-                Ordering::Relaxed,
-            );
+            self.shared
+                .down_until
+                .store(QuantaClock.now().saturating_add(retry), Ordering::Relaxed);
         }
         result
     }

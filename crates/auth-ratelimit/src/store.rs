@@ -61,7 +61,7 @@ pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let store = MemoryStore::for_limiter(FakeClock::new());
+/// let store = MemoryStore::for_limiter().clock(FakeClock::new());
 /// let q = Quota::per_minute(2);
 /// let alice = Bucket::new("exports", "alice", q, 1);
 /// assert!(store.check_all(&[alice.clone()]).await.unwrap()[0].is_allowed());

@@ -35,7 +35,7 @@ use std::{
 use auth_core::AuthContext;
 use dashmap::DashMap;
 
-use crate::{Clock, LimitKeyHasher, Quota, StoreError};
+use crate::{LimitKeyHasher, MonotonicClock, Quota, StoreError};
 
 /// What a cached answer is for: the API key (if any) and the effective
 /// principal. Both, because one key may act for several subjects (impersonation)
@@ -92,7 +92,7 @@ impl<R: QuotaResolver> DynResolver for R {
 #[derive(Clone, Copy)]
 struct Cached {
     quota: Option<Quota>,
-    /// Clock time after which the answer is asked again.
+    /// MonotonicClock time after which the answer is asked again.
     expires: u64,
 }
 
@@ -102,7 +102,7 @@ pub(crate) struct Tiers {
     cache: DashMap<TierKey, Cached, LimitKeyHasher>,
     ttl: u64,
     capacity: usize,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn MonotonicClock>,
     clearing: AtomicBool,
 }
 
@@ -117,7 +117,7 @@ impl Tiers {
         resolver: impl QuotaResolver,
         ttl: Duration,
         capacity: usize,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn MonotonicClock>,
     ) -> Self {
         Self {
             resolver: Arc::new(resolver),

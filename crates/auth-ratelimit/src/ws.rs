@@ -39,29 +39,30 @@ use std::{fmt, sync::Arc, time::Duration};
 #[cfg(feature = "axum")]
 use axum::extract::ws::{Message, Utf8Bytes};
 
-use crate::{gcra, Clock, Decision, MonotonicClock, Quota};
+use crate::{gcra, Decision, MonotonicClock, QuantaClock, Quota};
 
 /// A token bucket for one WebSocket connection (owned by the task serving
 /// it, so no locking).
 pub struct MessageLimiter {
     quota: Quota,
     tat: u64,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn MonotonicClock>,
 }
 
 impl MessageLimiter {
     /// A limiter on the real clock.
     pub fn new(quota: Quota) -> Self {
-        Self::with_clock(quota, MonotonicClock)
-    }
-
-    /// A limiter on `clock` (a [`FakeClock`](crate::FakeClock) in tests).
-    pub fn with_clock(quota: Quota, clock: impl Clock) -> Self {
         Self {
             quota,
             tat: 0,
-            clock: Arc::new(clock),
+            clock: Arc::new(QuantaClock),
         }
+    }
+
+    /// Reads the time from `clock` instead (a [`FakeClock`](crate::FakeClock) in tests).
+    pub fn clock(mut self, clock: impl MonotonicClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Takes one token: `Ok` to handle the message, `Err` with the event to
@@ -146,7 +147,7 @@ mod tests {
     #[test]
     fn about_one_message_per_second() {
         let clock = FakeClock::new();
-        let mut l = MessageLimiter::with_clock(Quota::per_second(1), clock.clone());
+        let mut l = MessageLimiter::new(Quota::per_second(1)).clock(clock.clone());
         assert!(l.check().is_ok());
         let ev = l.check().unwrap_err();
         assert_eq!(ev.retry_after(), Duration::from_secs(1));

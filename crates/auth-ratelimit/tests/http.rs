@@ -469,7 +469,7 @@ fn ws_router(clock: FakeClock) -> Router {
             let clock = clock.clone();
             async move {
                 ws.on_upgrade(move |mut socket| async move {
-                    let mut limiter = MessageLimiter::with_clock(Quota::per_second(1), clock);
+                    let mut limiter = MessageLimiter::new(Quota::per_second(1)).clock(clock);
                     while let Some(Ok(msg)) = socket.recv().await {
                         let reply = match limiter.check() {
                             Ok(_) => msg,

@@ -13,7 +13,7 @@ use auth_ratelimit::{FakeClock, MemoryStore, Quota};
 
 #[test]
 fn many_threads_one_key_admit_exactly_the_quota() {
-    let store = Arc::new(MemoryStore::<&str>::with_clock(FakeClock::new()));
+    let store = Arc::new(MemoryStore::<&str>::new().clock(FakeClock::new()));
     let q = Quota::per_hour(1000);
     let admitted = Arc::new(AtomicU32::new(0));
     let threads: Vec<_> = (0..8)
@@ -40,7 +40,7 @@ fn many_threads_one_key_admit_exactly_the_quota() {
 fn spray_of_a_million_keys_stays_bounded() {
     const CAP: usize = 10_000;
     let clock = FakeClock::new();
-    let store = MemoryStore::<u64>::with_clock(clock.clone()).max_keys(CAP);
+    let store = MemoryStore::<u64>::new().clock(clock.clone()).max_keys(CAP);
     let q = Quota::per_minute(10);
     for _ in 0..10 {
         assert!(store.check(&u64::MAX, &q, 1).is_allowed());
@@ -70,7 +70,7 @@ fn spray_of_a_million_keys_stays_bounded() {
 #[test]
 fn full_buckets_are_swept_and_sweeping_loses_nothing() {
     let clock = FakeClock::new();
-    let store = MemoryStore::<u32>::with_clock(clock.clone());
+    let store = MemoryStore::<u32>::new().clock(clock.clone());
     let q = Quota::per_second(10);
     for k in 0..1000 {
         store.check(&k, &q, 1);

@@ -69,7 +69,7 @@ impl Harness {
 async fn memory() -> Option<Harness> {
     let clock = FakeClock::new();
     Some(Harness {
-        store: Arc::new(MemoryStore::for_limiter(clock.clone())),
+        store: Arc::new(MemoryStore::for_limiter().clock(clock.clone())),
         clock,
         unit: 1,
         cleanup: None,
@@ -79,9 +79,7 @@ async fn memory() -> Option<Harness> {
 #[cfg(feature = "redis")]
 async fn redis() -> Option<Harness> {
     let clock = FakeClock::new();
-    let store = support::redis_store("suite")
-        .await?
-        .with_clock(clock.clone());
+    let store = support::redis_store("suite").await?.clock(clock.clone());
     Some(Harness {
         cleanup: Some(store.prefix().to_owned()),
         store: Arc::new(store),

@@ -14,7 +14,9 @@ mod workspace;
 use std::{sync::Arc, time::Duration};
 
 use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
-use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Principal, ScopeSet, TrustedProxies, Verifier};
+use auth_core::{
+    AuditLog, ErrorFormat, KeyIssuer, Keys, Principal, ScopeSet, TrustedProxies, Verifier,
+};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
@@ -185,7 +187,7 @@ pub struct Pod {
 impl Pod {
     /// The pod over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
-        let verifier = backend.verifier(PREFIX);
+        let Keys { issuer, verifier } = backend.keys(PREFIX);
         let auth = AuthLayer::builder(verifier.clone())
             .error_format(ErrorFormat::Flat)
             .realm("pod")
@@ -222,7 +224,7 @@ impl Pod {
             &options.trusted_proxies,
         )?;
         Ok(Self {
-            issuer: backend.issuer(PREFIX),
+            issuer,
             verifier,
             audit: backend.audit.clone(),
             entities: Arc::new(Entities::demo()),

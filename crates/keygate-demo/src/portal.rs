@@ -12,7 +12,7 @@ use std::sync::Arc;
 use auth_axum::{
     admin_keys_router, connect_info_ip, keys_router, KeyManager, RequireScopeLayer, SettingsPage,
 };
-use auth_core::{AuditLog, ErrorFormat, KeyIssuer, ScopeSet, TrustedProxies, Verifier};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Keys, ScopeSet, TrustedProxies, Verifier};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{routing::get, Extension, Router};
@@ -144,7 +144,7 @@ pub struct Portal {
 impl Portal {
     /// The portal over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
-        let verifier = backend.verifier(PREFIX);
+        let Keys { issuer, verifier } = backend.keys(PREFIX);
         let directory = Arc::new(Directory::demo());
         let auth = AuthLayer::builder(verifier.clone())
             .error_format(ErrorFormat::Flat)
@@ -173,7 +173,7 @@ impl Portal {
             &options.trusted_proxies,
         )?;
         Ok(Self {
-            issuer: backend.issuer(PREFIX),
+            issuer,
             verifier,
             audit: backend.audit.clone(),
             directory,

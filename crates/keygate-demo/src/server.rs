@@ -20,7 +20,7 @@ use auth_axum::{
     connect_info_ip, keys_router, Auth, DefaultScopes, Grants, KeyManager, RequireScopeLayer,
 };
 use auth_core::{
-    AuditLog, ErrorFormat, IssuedKey, KeyIssuer, NewKey, Principal, ScopeSet, TrustedProxies,
+    AuditLog, ErrorFormat, IssuedKey, KeyIssuer, Keys, NewKey, Principal, ScopeSet, TrustedProxies,
     Verifier,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
@@ -149,7 +149,7 @@ pub struct Server {
 impl Server {
     /// The server over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
-        let verifier = backend.verifier(PREFIX);
+        let Keys { issuer, verifier } = backend.keys(PREFIX);
         let auth = AuthLayer::builder(verifier.clone())
             .error_format(ErrorFormat::Flat)
             .audit(backend.audit_sink())
@@ -176,7 +176,7 @@ impl Server {
             &options.trusted_proxies,
         )?;
         Ok(Self {
-            issuer: backend.issuer(PREFIX),
+            issuer,
             verifier,
             audit: backend.audit.clone(),
             nodes: Arc::new(Nodes::new(USERS)),

@@ -213,7 +213,7 @@ async fn list<A: KeyAdmin>(
             ));
         };
         let query = params.query(&admin)?;
-        let now = m.issuer.clock().now();
+        let now = m.issuer.wall_clock().now();
         let page = m.issuer.store().list_keys(&query, now).await?;
         let body = AdminKeyList {
             keys: page
@@ -260,7 +260,7 @@ async fn show<A: KeyAdmin>(
     let result = async {
         check_admin(&m, &admin).await?;
         let record = visible_key(&m, &admin, path).await?;
-        let now = m.issuer.clock().now();
+        let now = m.issuer.wall_clock().now();
         Ok(json(StatusCode::OK, &record.metadata_at(now, expiring(&m))))
     };
     respond(&style, result.await)

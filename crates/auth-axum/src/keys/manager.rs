@@ -168,7 +168,7 @@ impl KeyManager {
     /// lifetime (to the microsecond, as stores keep it).
     pub(crate) fn latest_expiry(&self) -> Option<OffsetDateTime> {
         let max = time::Duration::try_from(self.max_lifetime?).ok()?;
-        let now = self.issuer.clock().now();
+        let now = self.issuer.wall_clock().now();
         let now = now
             .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
             .unwrap_or(now);

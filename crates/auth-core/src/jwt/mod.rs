@@ -31,8 +31,8 @@ pub use master_key::{MasterKey, MasterKeyError};
 pub use secrets::{MemoryUserSecrets, SealedSecret, UserSecretStore};
 
 use crate::{
-    AuthContext, AuthError, ChangeListener, Clock, CredentialKind, KeyChange, Principal,
-    RejectReason, ScopeSet, StoreError, SystemClock,
+    AuthContext, AuthError, ChangeListener, CredentialKind, KeyChange, Principal, RejectReason,
+    ScopeSet, StoreError, SystemClock, WallClock,
 };
 
 /// Longest JWT looked at.
@@ -102,7 +102,7 @@ struct Inner {
     issuer: String,
     scopes: ScopeSet,
     expires_after: Option<Duration>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     digest_key: [u8; 32],
     /// Seeds the 64-bit check of a cached token's header and payload.
     signed_hasher: foldhash::fast::RandomState,
@@ -169,7 +169,7 @@ pub struct JwtAuthorityBuilder {
     issuer: String,
     scopes: ScopeSet,
     expires_after: Option<Duration>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl JwtAuthorityBuilder {
@@ -186,8 +186,8 @@ impl JwtAuthorityBuilder {
     }
 
     /// The clock for `iat` and `exp`.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+    pub fn clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 

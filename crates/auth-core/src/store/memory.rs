@@ -15,11 +15,11 @@ use crate::{CreditSpend, KeyId, SecretCheck};
 /// ```
 /// # tokio_test_block_on(async {
 /// use std::sync::Arc;
-/// use auth_core::{KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier};
+/// use auth_core::{Keys, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix};
 /// let store = Arc::new(MemoryKeyStore::new());
-/// let hasher = SecretHasher::for_tests();
-/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
-/// let verifier = Verifier::builder(store).hasher(hasher).build();
+/// let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+///     .hasher(SecretHasher::for_tests())
+///     .build();
 /// let issued = issuer.issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty())).await.unwrap();
 /// let ctx = verifier.verify(issued.token.expose_secret()).await.unwrap();
 /// assert_eq!(ctx.effective_user(), "alice");

@@ -47,12 +47,12 @@ const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use auth_core::{KeyIssuer, NewKey, Principal, ScopeSet, SecretHasher, SqliteKeyStore, TokenPrefix, Verifier};
+/// use auth_core::{Keys, NewKey, Principal, ScopeSet, SecretHasher, SqliteKeyStore, TokenPrefix};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).await.unwrap());
-/// let hasher = SecretHasher::for_tests();
-/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
-/// let verifier = Verifier::builder(store).hasher(hasher).build();
+/// let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+///     .hasher(SecretHasher::for_tests())
+///     .build();
 /// let key = issuer.issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty())).await.unwrap();
 /// assert_eq!(verifier.verify(key.token.expose_secret()).await.unwrap().effective_user(), "alice");
 /// # });

@@ -3,8 +3,8 @@
 use std::{io, path::Path, sync::Arc};
 
 use auth_core::{
-    store::open_store, AuditLog, AuditSink, KeyIssuer, KeyStore, MemoryAuditLog, MemoryKeyStore,
-    SecretHasher, TokenPrefix, Verifier,
+    store::open_store, AuditLog, AuditSink, KeyIssuer, KeyStore, Keys, MemoryAuditLog,
+    MemoryKeyStore, SecretHasher, TokenPrefix, Verifier,
 };
 
 /// Where an example keeps its keys and audit events.
@@ -55,11 +55,10 @@ impl Backend {
         KeyIssuer::new(self.keys.clone(), self.hasher.clone(), token_prefix(prefix))
     }
 
-    /// A verifier accepting only `prefix` tokens.
-    pub fn verifier(&self, prefix: &str) -> Verifier {
-        Verifier::builder(self.keys.clone())
+    /// An issuer of `prefix` tokens and a verifier accepting only those.
+    pub fn keys(&self, prefix: &str) -> Keys {
+        Keys::builder(self.keys.clone(), token_prefix(prefix))
             .hasher(self.hasher.clone())
-            .prefix(token_prefix(prefix))
             .build()
     }
 
