@@ -6,7 +6,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{error::KeyApiError, policy_input, KeyManager, KeyOwner};
+use super::{
+    caller::exceeds, error::KeyApiError, manager::KeyManager, owner::KeyOwner, policy_input,
+};
 
 /// `PATCH /{id}`: any of these; absent fields are left as they are.
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +56,7 @@ impl EditKey {
             update.name = Some(name);
         }
         if let Some(asked) = self.scopes {
-            let scopes = super::routes::checked_scopes(m, owner, &asked)?;
+            let scopes = m.checked_scopes(owner, &asked)?;
             if let Some(wider) = scopes.iter().find(|s| !record.scopes.has(s)) {
                 return Err(KeyApiError::field(
                     "scopes_not_narrowed",
@@ -102,7 +104,7 @@ impl EditKey {
                         Some(net) => format!("{net} is outside the key's current list"),
                         None => "an empty list would allow any address".to_owned(),
                     };
-                    return Err(super::manager::exceeds(
+                    return Err(exceeds(
                         "ip_allowlist",
                         format!(
                             "an API key may only narrow a key's ip_allowlist ({what}); widen it \
