@@ -46,15 +46,13 @@ async fn open_postgres(db: &str, hasher: SecretHasher) -> Result<Opened, String>
             .await
             .map_err(|e| failed(db, e))?,
     );
-    Ok(Opened {
-        backend: Backend {
-            keys: store.clone(),
-            audit: Arc::new(store.audit_log()),
-            hasher,
-            location: format!("{} (PostgreSQL)", describe(db)),
-        },
-        secrets: store,
-    })
+    let audit = Arc::new(store.audit_log());
+    Ok(opened(
+        store,
+        audit,
+        hasher,
+        format!("{} (PostgreSQL)", describe(db)),
+    ))
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -73,20 +71,40 @@ async fn open_sqlite(db: &str, hasher: SecretHasher) -> Result<Opened, String> {
             .await
             .map_err(|e| failed(db, e))?,
     );
-    Ok(Opened {
-        backend: Backend {
-            keys: store.clone(),
-            audit: Arc::new(store.audit_log()),
-            hasher,
-            location: format!("{} (SQLite)", describe(db)),
-        },
-        secrets: store,
-    })
+    let audit = Arc::new(store.audit_log());
+    Ok(opened(
+        store,
+        audit,
+        hasher,
+        format!("{} (SQLite)", describe(db)),
+    ))
 }
 
 #[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(_db: &str, _hasher: SecretHasher) -> Result<Opened, String> {
     Err("SQLite support is not compiled in (cargo feature `sqlite`)".into())
+}
+
+/// Keys and secrets in `store`, events in `audit` (the same database).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn opened<S>(
+    store: Arc<S>,
+    audit: Arc<dyn auth_core::AuditLog>,
+    hasher: SecretHasher,
+    location: String,
+) -> Opened
+where
+    S: auth_core::KeyStore + UserSecretStore + 'static,
+{
+    Opened {
+        backend: Backend {
+            keys: store.clone(),
+            audit,
+            hasher,
+            location,
+        },
+        secrets: store,
+    }
 }
 
 fn failed(db: &str, e: auth_core::StoreError) -> String {
