@@ -26,7 +26,7 @@ pub use self::tiers::Plans;
 pub use self::workspace::{Entities, MEMBERSHIPS};
 use crate::support::{
     cli::CliSpec,
-    commands::{Holder, KeyRules},
+    commands::{unknown_user, Holder, KeyRules},
     http::me,
     limits::SharedLimits,
     stack::Protection,
@@ -116,10 +116,7 @@ pub const RULES: KeyRules = KeyRules {
 fn holder(user: &str) -> Result<Holder, String> {
     if workspace::workspaces_of(user).is_none() {
         let users: Vec<&str> = MEMBERSHIPS.iter().map(|(u, _)| *u).collect();
-        return Err(format!(
-            "unknown user '{user}'; users: {}",
-            users.join(", ")
-        ));
+        return Err(unknown_user(user, &users));
     }
     Ok(Holder {
         principal: Principal::user(user),

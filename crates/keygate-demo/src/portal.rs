@@ -18,7 +18,7 @@ use axum::{routing::get, Extension, Router};
 pub use self::directory::{Directory, Role, USERS};
 use crate::support::{
     cli::CliSpec,
-    commands::{Holder, KeyRules},
+    commands::{unknown_user, Holder, KeyRules},
     http::me,
     limits::SharedLimits,
     stack::Protection,
@@ -79,10 +79,7 @@ pub const RULES: KeyRules = KeyRules {
 fn holder(user: &str) -> Result<Holder, String> {
     let Some((org, role)) = directory::find(user) else {
         let users: Vec<&str> = USERS.iter().map(|(u, _, _)| *u).collect();
-        return Err(format!(
-            "unknown user '{user}'; users: {}",
-            users.join(", ")
-        ));
+        return Err(unknown_user(user, &users));
     };
     if role != Role::Administrator {
         return Err(format!(

@@ -31,7 +31,7 @@ use self::nodes::NodeGrants;
 pub use self::nodes::Nodes;
 use crate::support::{
     cli::CliSpec,
-    commands::{Holder, KeyRules},
+    commands::{unknown_user, Holder, KeyRules},
     http::me,
     limits::SharedLimits,
     stack::Protection,
@@ -83,10 +83,7 @@ pub const RULES: KeyRules = KeyRules {
 
 fn holder(user: &str) -> Result<Holder, String> {
     if !USERS.contains(&user) {
-        return Err(format!(
-            "unknown user '{user}'; users: {}",
-            USERS.join(", ")
-        ));
+        return Err(unknown_user(user, USERS));
     }
     Ok(Holder {
         principal: Principal::user(user),

@@ -308,6 +308,24 @@ async fn rotate<O: KeyOwner>(
     respond(&style, result.await)
 }
 
+/// What the activity route's query string takes.
+const ACTIVITY_QUERY: &str =
+    "Query parameters: limit (1-200) and before (a next_cursor), both integers";
+/// What the usage route's query string takes.
+const USAGE_QUERY: &str = "Query parameters: bucket (hour or day) and since (RFC 3339)";
+
+/// [`managed_key`], then the query string (400 naming what it takes).
+async fn managed_key_and_query<O: KeyOwner, T>(
+    m: &KeyManager,
+    owner: &O,
+    path: KeyPath,
+    query: Result<Query<T>, QueryRejection>,
+    takes: &'static str,
+) -> Result<(KeyRecord, T), KeyApiError> {
+    let record = managed_key(m, owner, path).await?;
+    Ok((record, query_or(query, takes)?))
+}
+
 async fn activity<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
@@ -316,11 +334,7 @@ async fn activity<O: KeyOwner>(
     query: Result<Query<ActivityQuery>, QueryRejection>,
 ) -> Response {
     let result = async {
-        let record = managed_key(&m, &owner, path).await?;
-        let q = query_or(
-            query,
-            "Query parameters: limit (1-200) and before (a next_cursor), both integers",
-        )?;
+        let (record, q) = managed_key_and_query(&m, &owner, path, query, ACTIVITY_QUERY).await?;
         let page = m
             .activity
             .query(&AuditQuery {
@@ -343,11 +357,7 @@ async fn usage<O: KeyOwner>(
     query: Result<Query<UsageParams>, QueryRejection>,
 ) -> Response {
     let result = async {
-        let record = managed_key(&m, &owner, path).await?;
-        let params = query_or(
-            query,
-            "Query parameters: bucket (hour or day) and since (RFC 3339)",
-        )?;
+        let (record, params) = managed_key_and_query(&m, &owner, path, query, USAGE_QUERY).await?;
         let now = time::OffsetDateTime::now_utc();
         let q = params.query(record.id, now)?;
         let counted = m.activity.usage(&q).await?;
