@@ -51,24 +51,18 @@ impl Caller {
         if self.key.is_none() {
             return Ok(());
         }
-        if !self.ip_allowlist.is_empty() {
-            let outside = policy
-                .ip_allowlist
-                .iter()
-                .find(|net| !self.ip_allowlist.iter().any(|mine| mine.contains(*net)));
-            if policy.ip_allowlist.is_empty() || outside.is_some() {
-                let what = match outside {
-                    Some(net) => format!("{net} is outside it"),
-                    None => "an empty list allows any address".to_owned(),
-                };
-                return Err(exceeds(
-                    "ip_allowlist",
-                    format!(
-                        "the calling key is limited to {}, so the new key's ip_allowlist must be                          within it ({what})",
-                        nets(&self.ip_allowlist)
-                    ),
-                ));
-            }
+        if let Some(wider) = widening(&self.ip_allowlist, &policy.ip_allowlist) {
+            let what = match wider {
+                Some(net) => format!("{net} is outside it"),
+                None => "an empty list allows any address".to_owned(),
+            };
+            return Err(exceeds(
+                "ip_allowlist",
+                format!(
+                    "the calling key is limited to {}, so the new key's ip_allowlist must be                          within it ({what})",
+                    nets(&self.ip_allowlist)
+                ),
+            ));
         }
         if let Some(mine) = self.rate_limit {
             let (limit, period) = (mine.limit.get(), mine.period_seconds.get());
@@ -128,6 +122,22 @@ fn rank(every: RefillEvery) -> u8 {
         RefillEvery::Week => 2,
         RefillEvery::Month => 3,
     }
+}
+
+/// How `asked` would reach beyond `limit`, a non-empty allowlist:
+/// `Some(Some(net))` for a net outside it, `Some(None)` for an empty list
+/// (any address); `None` when it stays within, or `limit` is empty.
+pub(crate) fn widening(limit: &[IpNet], asked: &[IpNet]) -> Option<Option<IpNet>> {
+    if limit.is_empty() {
+        return None;
+    }
+    if asked.is_empty() {
+        return Some(None);
+    }
+    asked
+        .iter()
+        .find(|net| !limit.iter().any(|mine| mine.contains(*net)))
+        .map(|net| Some(*net))
 }
 
 /// The calling key's nets, for messages.

@@ -72,6 +72,10 @@
 //! * a key acting on behalf of another user (`X-Subject-User`) may not create
 //!   or rotate keys (403) unless [`KeyManager::allow_minting_as_subject`].
 
+// Dependencies flow one way: the request, response, error and policy
+// modules and `manager` (configuration and the rules) know no routes;
+// `caller`, `edit` and `csrf` build on `manager`; `routes` (`keys_router`)
+// and `admin` (`admin_keys_router`) are the two routers on top.
 mod admin;
 mod caller;
 mod csrf;
