@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 
-use auth_axum::{AllowedOrigins, Auth, KeyManager, KeyOwner};
+use auth_axum::{keys_router, AllowedOrigins, Auth, KeyManager, KeyOwner};
 use auth_core::{store::open_store, Keys, Principal, ScopeSet, TokenPrefix};
 use auth_ratelimit::{Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
@@ -121,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .check_origin(AllowedOrigins::same_host());
     let account = Router::new()
         .route("/login", post(login))
-        .nest("/account/keys", keys.router::<SessionUser, _>())
+        .nest("/account/keys", keys_router::<SessionUser, _>(keys))
         .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false));
     let mut limits = RateLimiter::builder().rule(Rule::per_user("api", Quota::per_minute(60)));
     if let Some(url) = &args.redis {

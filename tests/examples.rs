@@ -1495,8 +1495,10 @@ async fn two_pods_on_one_redis_share_rate_limits() {
     let backend = memory();
     let options = pod::Options {
         requests_per_hour: 3,
-        redis: Some(url),
-        redis_prefix: unique("keygate_test"),
+        limits: support::limits::SharedLimits {
+            redis: Some(url),
+            ..support::limits::SharedLimits::new(&unique("keygate_test"))
+        },
         ..pod::Options::default()
     };
     let a = start_pod(&backend, options.clone()).await;

@@ -3,13 +3,9 @@
 //! Starts on 127.0.0.1:3000 with a SQLite file under ./data/; on the first
 //! start it prints a token for `admin` with every scope, once.
 
-use keygate_demo::{server as app, support};
-
 use std::process::ExitCode;
 
-use auth_core::SecretHasher;
-
-use support::cli;
+use keygate_demo::{server as app, support, support::cli};
 
 /// `server passwd --user <id> [--db <PATH|URL>]`: sets a demo user's
 /// password, read from standard input.
@@ -26,8 +22,8 @@ struct PasswdArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    support::serve::init_tracing();
     if std::env::args().nth(1).as_deref() == Some("passwd") {
+        support::serve::init_tracing();
         let args = <PasswdArgs as clap::Parser>::parse_from(std::env::args().skip(1));
         return match app::signin::passwd_command(&args.db, &args.user).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -37,17 +33,16 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let cli = cli::parse(&app::CLI);
-    cli::run(cli, &app::RULES, serve).await
+    cli::main(&app::CLI, &app::RULES, serve).await
 }
 
 async fn serve(args: cli::ServeArgs) -> Result<(), String> {
-    let backend = support::Backend::open(&args.db.db, SecretHasher::default()).await?;
+    let backend = args.db.open().await?;
+    let defaults = app::Options::default();
     let options = app::Options {
         requests_per_hour: args.rate_limit,
-        redis: args.redis.clone(),
-        trusted_proxies: args.proxies(),
-        ..app::Options::default()
+        limits: args.limits(defaults.limits),
+        ..defaults
     };
     let server = app::Server::new(&backend, &options)?;
     let sign_in = app::signin::SignInOptions {
@@ -67,19 +62,10 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         println!("    {}", key.token.expose_secret());
         println!();
     }
-    println!(
-        "rate limits: {} requests/hour per user, 10 WebSocket connects/minute per IP, in {}",
-        options.requests_per_hour,
-        if options.redis.is_some() {
-            "Redis"
-        } else {
-            "memory"
-        }
-    );
-    println!(
-        "{}",
-        support::limits::describe_failed_auth(options.failed_auth)
-    );
+    options.limits.print_banner(&format!(
+        "{} requests/hour per user, {} WebSocket connects/minute per IP",
+        options.requests_per_hour, options.ws_connects_per_minute
+    ));
     #[cfg(feature = "socketio")]
     println!("socket.io:   path /ext-socket.io, auth: {{ api_token }}; events whoami, echo");
     println!(

@@ -13,11 +13,9 @@ mod workspace;
 
 use std::{sync::Arc, time::Duration};
 
-use auth_axum::{connect_info_ip, keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
-use auth_core::{
-    AuditLog, ErrorFormat, KeyIssuer, Keys, Principal, ScopeSet, TrustedProxies, Verifier,
-};
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
+use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Keys, Principal, ScopeSet, Verifier};
+use auth_ratelimit::{Quota, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     routing::{get, post},
@@ -28,9 +26,11 @@ pub use self::tiers::Plans;
 pub use self::workspace::{Entities, MEMBERSHIPS};
 use crate::support::{
     cli::CliSpec,
-    commands::{Holder, KeyRules},
+    commands::{unknown_user, Holder, KeyRules},
     http::me,
-    limits, stack, Backend,
+    limits::SharedLimits,
+    stack::Protection,
+    Backend,
 };
 
 /// The command line: name, help and defaults.
@@ -116,10 +116,7 @@ pub const RULES: KeyRules = KeyRules {
 fn holder(user: &str) -> Result<Holder, String> {
     if workspace::workspaces_of(user).is_none() {
         let users: Vec<&str> = MEMBERSHIPS.iter().map(|(u, _)| *u).collect();
-        return Err(format!(
-            "unknown user '{user}'; users: {}",
-            users.join(", ")
-        ));
+        return Err(unknown_user(user, &users));
     }
     Ok(Holder {
         principal: Principal::user(user),
@@ -142,16 +139,8 @@ pub struct Options {
     pub pro_per_hour: u32,
     /// Users on the pro tier.
     pub pro_users: Vec<String>,
-    /// Failed authentications (401s) per client address before 429
-    /// (default [`limits::FAILED_AUTH`]).
-    pub failed_auth: Quota,
-    /// Keep rate limits in this Redis, shared by every instance.
-    pub redis: Option<String>,
-    /// Key prefix in Redis: instances that share limits use the same one.
-    pub redis_prefix: String,
-    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
-    /// for the audit log, the rate limits and the IP allowlists.
-    pub trusted_proxies: TrustedProxies,
+    /// Failed-authentication limit, Redis and trusted proxies.
+    pub limits: SharedLimits,
 }
 
 impl Default for Options {
@@ -161,10 +150,7 @@ impl Default for Options {
             free_per_hour: 100,
             pro_per_hour: 1000,
             pro_users: Vec::new(),
-            failed_auth: limits::FAILED_AUTH,
-            redis: None,
-            redis_prefix: "keygate:pod".into(),
-            trusted_proxies: TrustedProxies::none(),
+            limits: SharedLimits::new("keygate:pod"),
         }
     }
 }
@@ -179,9 +165,7 @@ pub struct Pod {
     pub audit: Arc<dyn AuditLog>,
     /// The entities (in memory).
     pub entities: Arc<Entities>,
-    auth: AuthLayer,
-    limiter: RateLimiter,
-    failures: FailedAuthLimiter,
+    protection: Protection,
 }
 
 impl Pod {
@@ -189,48 +173,33 @@ impl Pod {
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
         let Keys { issuer, verifier } = backend.keys(PREFIX);
         let auth = AuthLayer::builder(verifier.clone())
-            .error_format(ErrorFormat::Flat)
             .realm("pod")
-            .workspace_resolver(workspace::Memberships)
-            .audit(backend.audit_sink())
-            .client_ip(connect_info_ip)
-            .trusted_proxies(options.trusted_proxies.clone())
-            .build();
+            .workspace_resolver(workspace::Memberships);
         // Per user, and per key by the owner's tier (or the key's own
         // limit); usage-limited keys spend their credits.
         let plans = Plans::new(
             options.pro_users.iter().cloned(),
             Quota::per_hour(options.pro_per_hour.max(1)),
         );
-        let limiter = limits::limiter_with(
+        let limiter = options.limits.limiter_with(
             vec![
                 Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),
                 Rule::per_key("tier", Quota::per_hour(options.free_per_hour.max(1))).key_quota(),
             ],
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
             |limiter| {
                 limiter
                     .quota_resolver(plans, Duration::from_secs(60))
                     .credits(backend.keys.clone())
             },
         )?;
-        let failures = limits::failed_auth(
-            options.failed_auth,
-            ErrorFormat::Flat,
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
-        )?;
+        let protection =
+            Protection::new(auth, ErrorFormat::Flat, backend, &options.limits, limiter)?;
         Ok(Self {
             issuer,
             verifier,
             audit: backend.audit.clone(),
             entities: Arc::new(Entities::demo()),
-            auth,
-            limiter,
-            failures,
+            protection,
         })
     }
 
@@ -268,7 +237,7 @@ impl Pod {
 
     /// `routes` behind authentication (flat errors, workspaces, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
+        self.protection.protect(routes)
     }
 
     /// The whole app, with the settings page at [`SETTINGS`] (outside the

@@ -9,20 +9,20 @@ mod directory;
 
 use std::sync::Arc;
 
-use auth_axum::{
-    admin_keys_router, connect_info_ip, keys_router, KeyManager, RequireScopeLayer, SettingsPage,
-};
-use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Keys, ScopeSet, TrustedProxies, Verifier};
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
+use auth_axum::{admin_keys_router, keys_router, KeyManager, RequireScopeLayer, SettingsPage};
+use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Keys, ScopeSet, Verifier};
+use auth_ratelimit::{Quota, Rule};
 use auth_tower::AuthLayer;
 use axum::{routing::get, Extension, Router};
 
 pub use self::directory::{Directory, Role, USERS};
 use crate::support::{
     cli::CliSpec,
-    commands::{Holder, KeyRules},
+    commands::{unknown_user, Holder, KeyRules},
     http::me,
-    limits, stack, Backend,
+    limits::SharedLimits,
+    stack::Protection,
+    Backend,
 };
 
 /// The command line: name, help and defaults.
@@ -79,10 +79,7 @@ pub const RULES: KeyRules = KeyRules {
 fn holder(user: &str) -> Result<Holder, String> {
     let Some((org, role)) = directory::find(user) else {
         let users: Vec<&str> = USERS.iter().map(|(u, _, _)| *u).collect();
-        return Err(format!(
-            "unknown user '{user}'; users: {}",
-            users.join(", ")
-        ));
+        return Err(unknown_user(user, &users));
     };
     if role != Role::Administrator {
         return Err(format!(
@@ -102,26 +99,15 @@ fn holder(user: &str) -> Result<Holder, String> {
 pub struct Options {
     /// Requests per hour per effective user.
     pub requests_per_hour: u32,
-    /// Failed authentications (401s) per client address before 429
-    /// (default [`limits::FAILED_AUTH`]).
-    pub failed_auth: Quota,
-    /// Keep rate limits in this Redis, shared by every instance.
-    pub redis: Option<String>,
-    /// Key prefix in Redis: instances that share limits use the same one.
-    pub redis_prefix: String,
-    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
-    /// for the audit log, the rate limits and the IP allowlists.
-    pub trusted_proxies: TrustedProxies,
+    /// Failed-authentication limit, Redis and trusted proxies.
+    pub limits: SharedLimits,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
-            failed_auth: limits::FAILED_AUTH,
-            redis: None,
-            redis_prefix: "keygate:portal".into(),
-            trusted_proxies: TrustedProxies::none(),
+            limits: SharedLimits::new("keygate:portal"),
         }
     }
 }
@@ -136,9 +122,7 @@ pub struct Portal {
     pub audit: Arc<dyn AuditLog>,
     /// Users and portal settings (in memory).
     pub directory: Arc<Directory>,
-    auth: AuthLayer,
-    limiter: RateLimiter,
-    failures: FailedAuthLimiter,
+    protection: Protection,
 }
 
 impl Portal {
@@ -147,39 +131,22 @@ impl Portal {
         let Keys { issuer, verifier } = backend.keys(PREFIX);
         let directory = Arc::new(Directory::demo());
         let auth = AuthLayer::builder(verifier.clone())
-            .error_format(ErrorFormat::Flat)
             .realm("portal")
             .subject_resolver(directory::SameOrganisation {
                 directory: directory.clone(),
-            })
-            .audit(backend.audit_sink())
-            .client_ip(connect_info_ip)
-            .trusted_proxies(options.trusted_proxies.clone())
-            .build();
-        let limiter = limits::limiter(
-            vec![Rule::per_user(
-                "default",
-                Quota::per_hour(options.requests_per_hour.max(1)),
-            )],
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
-        )?;
-        let failures = limits::failed_auth(
-            options.failed_auth,
-            ErrorFormat::Flat,
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
-        )?;
+            });
+        let limiter = options.limits.limiter(vec![Rule::per_user(
+            "default",
+            Quota::per_hour(options.requests_per_hour.max(1)),
+        )])?;
+        let protection =
+            Protection::new(auth, ErrorFormat::Flat, backend, &options.limits, limiter)?;
         Ok(Self {
             issuer,
             verifier,
             audit: backend.audit.clone(),
             directory,
-            auth,
-            limiter,
-            failures,
+            protection,
         })
     }
 
@@ -218,7 +185,7 @@ impl Portal {
 
     /// `routes` behind authentication (flat errors, subject users, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
+        self.protection.protect(routes)
     }
 
     /// The whole app, with the settings page at [`SETTINGS`] (outside the

@@ -16,14 +16,11 @@ mod ws;
 
 use std::sync::Arc;
 
-use auth_axum::{
-    connect_info_ip, keys_router, Auth, DefaultScopes, Grants, KeyManager, RequireScopeLayer,
-};
+use auth_axum::{keys_router, Auth, DefaultScopes, Grants, KeyManager, RequireScopeLayer};
 use auth_core::{
-    AuditLog, ErrorFormat, IssuedKey, KeyIssuer, Keys, NewKey, Principal, ScopeSet, TrustedProxies,
-    Verifier,
+    AuditLog, ErrorFormat, IssuedKey, KeyIssuer, Keys, NewKey, Principal, ScopeSet, Verifier,
 };
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
+use auth_ratelimit::{Quota, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     routing::{get, put},
@@ -34,9 +31,11 @@ use self::nodes::NodeGrants;
 pub use self::nodes::Nodes;
 use crate::support::{
     cli::CliSpec,
-    commands::{Holder, KeyRules},
+    commands::{unknown_user, Holder, KeyRules},
     http::me,
-    limits, stack, Backend,
+    limits::SharedLimits,
+    stack::Protection,
+    Backend,
 };
 
 /// The command line: name, help and defaults.
@@ -84,10 +83,7 @@ pub const RULES: KeyRules = KeyRules {
 
 fn holder(user: &str) -> Result<Holder, String> {
     if !USERS.contains(&user) {
-        return Err(format!(
-            "unknown user '{user}'; users: {}",
-            USERS.join(", ")
-        ));
+        return Err(unknown_user(user, USERS));
     }
     Ok(Holder {
         principal: Principal::user(user),
@@ -106,16 +102,8 @@ pub struct Options {
     pub requests_per_hour: u32,
     /// WebSocket connects per minute per IP (seed: 10).
     pub ws_connects_per_minute: u32,
-    /// Failed authentications (401s) per client address before 429
-    /// (default [`limits::FAILED_AUTH`]).
-    pub failed_auth: Quota,
-    /// Keep rate limits in this Redis, shared by every instance.
-    pub redis: Option<String>,
-    /// Key prefix in Redis: instances that share limits use the same one.
-    pub redis_prefix: String,
-    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
-    /// for the audit log, the rate limits and the IP allowlists.
-    pub trusted_proxies: TrustedProxies,
+    /// Failed-authentication limit, Redis and trusted proxies.
+    pub limits: SharedLimits,
 }
 
 impl Default for Options {
@@ -123,10 +111,7 @@ impl Default for Options {
         Self {
             requests_per_hour: 200,
             ws_connects_per_minute: 10,
-            failed_auth: limits::FAILED_AUTH,
-            redis: None,
-            redis_prefix: "keygate:server".into(),
-            trusted_proxies: TrustedProxies::none(),
+            limits: SharedLimits::new("keygate:server"),
         }
     }
 }
@@ -141,48 +126,29 @@ pub struct Server {
     pub audit: Arc<dyn AuditLog>,
     /// The nodes (in memory).
     pub nodes: Arc<Nodes>,
-    auth: AuthLayer,
-    limiter: RateLimiter,
-    failures: FailedAuthLimiter,
+    protection: Protection,
 }
 
 impl Server {
     /// The server over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
         let Keys { issuer, verifier } = backend.keys(PREFIX);
-        let auth = AuthLayer::builder(verifier.clone())
-            .error_format(ErrorFormat::Flat)
-            .audit(backend.audit_sink())
-            .client_ip(connect_info_ip)
-            .trusted_proxies(options.trusted_proxies.clone())
-            .build();
-        let limiter = limits::limiter(
-            vec![
-                Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),
-                Rule::websocket_connects(
-                    "ws-connect",
-                    Quota::per_minute(options.ws_connects_per_minute.max(1)),
-                ),
-            ],
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
-        )?;
-        let failures = limits::failed_auth(
-            options.failed_auth,
-            ErrorFormat::Flat,
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
-        )?;
+        let auth = AuthLayer::builder(verifier.clone());
+        let limiter = options.limits.limiter(vec![
+            Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),
+            Rule::websocket_connects(
+                "ws-connect",
+                Quota::per_minute(options.ws_connects_per_minute.max(1)),
+            ),
+        ])?;
+        let protection =
+            Protection::new(auth, ErrorFormat::Flat, backend, &options.limits, limiter)?;
         Ok(Self {
             issuer,
             verifier,
             audit: backend.audit.clone(),
             nodes: Arc::new(Nodes::new(USERS)),
-            auth,
-            limiter,
-            failures,
+            protection,
         })
     }
 
@@ -216,7 +182,7 @@ impl Server {
 
     /// `routes` behind authentication (flat errors, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
+        self.protection.protect(routes)
     }
 
     /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).

@@ -15,12 +15,12 @@ pub mod store;
 
 use std::sync::Arc;
 
-use auth_axum::{connect_info_ip, Auth};
+use auth_axum::Auth;
 use auth_core::{
     jwt::{JwtAuthority, MasterKey, UserSecretStore},
-    AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, TrustedProxies, Verifier,
+    AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, Verifier,
 };
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
+use auth_ratelimit::{Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     body::{Body, Bytes},
@@ -33,7 +33,7 @@ use axum::{
 use serde_json::Value;
 
 pub use self::catalog::{may_use, USERS};
-use crate::support::{http::me, limits, stack, Backend};
+use crate::support::{http::me, limits::SharedLimits, stack::Protection, Backend};
 
 /// The `iss` claim of every token (seed 002).
 pub const ISSUER: &str = "syncello";
@@ -50,26 +50,15 @@ pub const FORBIDDEN_MESSAGE: &str = "Token does not have access to this resource
 pub struct Options {
     /// Tool calls per hour per user.
     pub requests_per_hour: u32,
-    /// Failed authentications (401s) per client address before 429
-    /// (default [`limits::FAILED_AUTH`]).
-    pub failed_auth: Quota,
-    /// Keep rate limits in this Redis, shared by every instance.
-    pub redis: Option<String>,
-    /// Key prefix in Redis.
-    pub redis_prefix: String,
-    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
-    /// for the audit log, the rate limits and the IP allowlists.
-    pub trusted_proxies: TrustedProxies,
+    /// Failed-authentication limit, Redis and trusted proxies.
+    pub limits: SharedLimits,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             requests_per_hour: 200,
-            failed_auth: limits::FAILED_AUTH,
-            redis: None,
-            redis_prefix: "keygate:tools".into(),
-            trusted_proxies: TrustedProxies::none(),
+            limits: SharedLimits::new("keygate:tools"),
         }
     }
 }
@@ -80,9 +69,7 @@ pub struct Tools {
     pub jwt: JwtAuthority,
     /// The verifier behind the `AuthLayer`: JWTs go to `jwt`, by their shape.
     pub verifier: Verifier,
-    auth: AuthLayer,
-    limiter: RateLimiter,
-    failures: FailedAuthLimiter,
+    protection: Protection,
 }
 
 impl Tools {
@@ -98,27 +85,13 @@ impl Tools {
             .hasher(backend.hasher.clone())
             .jwt(jwt.clone())
             .build();
-        let auth = AuthLayer::builder(verifier.clone())
-            .error_format(error_format())
-            .realm(ISSUER)
-            .audit(backend.audit_sink())
-            .client_ip(connect_info_ip)
-            .trusted_proxies(options.trusted_proxies.clone())
-            .build();
+        let auth = AuthLayer::builder(verifier.clone()).realm(ISSUER);
         let limiter = limiter(options)?;
-        let failures = limits::failed_auth(
-            options.failed_auth,
-            error_format(),
-            options.redis.as_deref(),
-            &options.redis_prefix,
-            &options.trusted_proxies,
-        )?;
+        let protection = Protection::new(auth, error_format(), backend, &options.limits, limiter)?;
         Ok(Self {
             jwt,
             verifier,
-            auth,
-            limiter,
-            failures,
+            protection,
         })
     }
 
@@ -135,7 +108,7 @@ impl Tools {
 
     /// `routes` behind authentication (envelope errors, audit) and rate limits.
     pub fn protect(&self, routes: Router) -> Router {
-        stack::protect(routes, &self.auth, &self.limiter, &self.failures)
+        self.protection.protect(routes)
     }
 
     /// The whole app, with the "API Access" page at [`page::PATH`] (outside
@@ -186,42 +159,14 @@ fn refuse(err: AuthError) -> Response<Body> {
 }
 
 fn limiter(options: &Options) -> Result<RateLimiter, String> {
-    let builder = RateLimiter::builder()
-        .rule(Rule::per_user(
+    options.limits.limiter_with(
+        vec![Rule::per_user(
             "tools",
             Quota::per_hour(options.requests_per_hour.max(1)),
-        ))
+        )],
         // 429s in the same envelope as every other error.
-        .error_format(error_format())
-        .trusted_proxies(options.trusted_proxies.clone());
-    let builder = match &options.redis {
-        Some(url) => with_redis(builder, url, &options.redis_prefix)?,
-        None => builder,
-    };
-    builder
-        .build()
-        .map_err(|e| format!("invalid rate limits: {e}"))
-}
-
-#[cfg(feature = "redis")]
-fn with_redis(
-    builder: RateLimiterBuilder,
-    url: &str,
-    prefix: &str,
-) -> Result<RateLimiterBuilder, String> {
-    let store = auth_ratelimit::RedisStore::open(url)
-        .map_err(|e| format!("invalid Redis URL: {e}"))?
-        .with_prefix(prefix.to_owned());
-    Ok(builder.redis(store))
-}
-
-#[cfg(not(feature = "redis"))]
-fn with_redis(
-    _builder: RateLimiterBuilder,
-    _url: &str,
-    _prefix: &str,
-) -> Result<RateLimiterBuilder, String> {
-    Err("--redis needs the `redis` cargo feature".into())
+        |builder| builder.error_format(error_format()),
+    )
 }
 
 /// `POST /v1/tools/{app}/{tool}` with a JSON object body: `{"success":true,"data":…}`.

@@ -20,8 +20,9 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use super::{
     csrf,
     error::{ErrorStyle, KeyApiError},
-    routes::{expiring, json, respond},
-    KeyManager,
+    manager::KeyManager,
+    request::query_or,
+    response::{json, respond},
 };
 
 /// Default page of the admin listing.
@@ -206,12 +207,11 @@ async fn list<A: KeyAdmin>(
 ) -> Response {
     let result = async {
         check_admin(&m, &admin).await?;
-        let Ok(Query(params)) = params else {
-            return Err(KeyApiError::bad_request(
-                "Query parameters: owner, org, state (active, disabled, revoked or expired), \
-                 last_used_before (RFC 3339), created_by (key id), limit (1-500), after (a next_cursor)",
-            ));
-        };
+        let params = query_or(
+            params,
+            "Query parameters: owner, org, state (active, disabled, revoked or expired), \
+             last_used_before (RFC 3339), created_by (key id), limit (1-500), after (a next_cursor)",
+        )?;
         let query = params.query(&admin)?;
         let now = m.issuer.wall_clock().now();
         let page = m.issuer.store().list_keys(&query, now).await?;
@@ -219,7 +219,7 @@ async fn list<A: KeyAdmin>(
             keys: page
                 .keys
                 .iter()
-                .map(|r| r.metadata_at(now, expiring(&m)))
+                .map(|r| r.metadata_at(now, m.expiring()))
                 .collect(),
             next_cursor: page.next.map(|c| c.to_string()),
         };
@@ -261,7 +261,7 @@ async fn show<A: KeyAdmin>(
         check_admin(&m, &admin).await?;
         let record = visible_key(&m, &admin, path).await?;
         let now = m.issuer.wall_clock().now();
-        Ok(json(StatusCode::OK, &record.metadata_at(now, expiring(&m))))
+        Ok(json(StatusCode::OK, &record.metadata_at(now, m.expiring())))
     };
     respond(&style, result.await)
 }

@@ -25,53 +25,10 @@ use http::{header, HeaderMap, Method, StatusCode};
 
 use super::{
     error::{ErrorStyle, KeyApiError},
-    KeyManager,
+    manager::KeyManager,
+    origins::AllowedOrigins,
+    response::respond,
 };
-
-/// The origins a session-backed key router accepts state-changing requests
-/// from: always the service's own host (the `Host` header), plus the listed
-/// origins (e.g. `https://app.example.com`). See
-/// [`KeyManager::check_origin`](super::KeyManager::check_origin).
-#[derive(Clone, Debug, Default)]
-pub struct AllowedOrigins {
-    origins: Vec<String>,
-}
-
-impl AllowedOrigins {
-    /// Only the service's own host.
-    pub fn same_host() -> Self {
-        Self::default()
-    }
-
-    /// The service's own host and `origins` (`scheme://host[:port]`,
-    /// compared case-insensitively, a trailing `/` ignored).
-    pub fn with<I, T>(origins: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        Self {
-            origins: origins.into_iter().map(|o| normalise(&o.into())).collect(),
-        }
-    }
-
-    /// Whether `origin` (an `Origin` header value) is allowed for a request
-    /// whose `Host` is `host`.
-    fn allows(&self, origin: &str, host: Option<&str>) -> bool {
-        let origin = normalise(origin);
-        if self.origins.contains(&origin) {
-            return true;
-        }
-        let Some((_, authority)) = origin.split_once("://") else {
-            return false;
-        };
-        host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
-    }
-}
-
-fn normalise(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
 
 /// Methods that change state (everything but GET, HEAD and OPTIONS).
 fn changes_state(method: &Method) -> bool {
@@ -161,12 +118,7 @@ pub(crate) async fn guard(
         }
         .and_then(|()| check_content_type(req.headers()));
         if let Err(e) = checked {
-            let mut res = style.render(e);
-            res.headers_mut().insert(
-                header::CACHE_CONTROL,
-                http::HeaderValue::from_static("no-store"),
-            );
-            return res;
+            return respond(&style, Err(e));
         }
     }
     next.run(req).await

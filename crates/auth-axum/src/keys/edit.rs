@@ -6,7 +6,13 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{error::KeyApiError, policy_input, KeyManager, KeyOwner};
+use super::{
+    caller::{exceeds, widening},
+    error::KeyApiError,
+    manager::KeyManager,
+    owner::KeyOwner,
+    policy_input,
+};
 
 /// `PATCH /{id}`: any of these; absent fields are left as they are.
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +60,7 @@ impl EditKey {
             update.name = Some(name);
         }
         if let Some(asked) = self.scopes {
-            let scopes = super::routes::checked_scopes(m, owner, &asked)?;
+            let scopes = m.checked_scopes(owner, &asked)?;
             if let Some(wider) = scopes.iter().find(|s| !record.scopes.has(s)) {
                 return Err(KeyApiError::field(
                     "scopes_not_narrowed",
@@ -91,25 +97,22 @@ impl EditKey {
     /// never emptied when it has one), and 403 `forbidden` for re-enabling
     /// a disabled key. A session may do both.
     pub(crate) fn check_tightening(&self, record: &KeyRecord) -> Result<(), KeyApiError> {
-        if let Some(list) = &self.ip_allowlist {
-            if !record.ip_allowlist.is_empty() {
-                let nets = policy_input::ip_allowlist(list.clone())?;
-                let outside = nets
-                    .iter()
-                    .find(|n| !record.ip_allowlist.iter().any(|mine| mine.contains(*n)));
-                if nets.is_empty() || outside.is_some() {
-                    let what = match outside {
-                        Some(net) => format!("{net} is outside the key's current list"),
-                        None => "an empty list would allow any address".to_owned(),
-                    };
-                    return Err(super::manager::exceeds(
-                        "ip_allowlist",
-                        format!(
-                            "an API key may only narrow a key's ip_allowlist ({what}); widen it \
-                             from a signed-in session"
-                        ),
-                    ));
-                }
+        // Parsed here only when it matters; `checked` refuses a bad list.
+        let limited = !record.ip_allowlist.is_empty();
+        if let Some(list) = self.ip_allowlist.as_ref().filter(|_| limited) {
+            let nets = policy_input::ip_allowlist(list.clone())?;
+            if let Some(wider) = widening(&record.ip_allowlist, &nets) {
+                let what = match wider {
+                    Some(net) => format!("{net} is outside the key's current list"),
+                    None => "an empty list would allow any address".to_owned(),
+                };
+                return Err(exceeds(
+                    "ip_allowlist",
+                    format!(
+                        "an API key may only narrow a key's ip_allowlist ({what}); widen it \
+                         from a signed-in session"
+                    ),
+                ));
             }
         }
         if self.enabled == Some(true) && record.disabled_at.is_some() {

@@ -72,12 +72,18 @@
 //! * a key acting on behalf of another user (`X-Subject-User`) may not create
 //!   or rotate keys (403) unless [`KeyManager::allow_minting_as_subject`].
 
+// Dependencies flow one way: the request, response, error and policy
+// modules and `manager` (configuration and the rules) know no routes;
+// `caller`, `edit` and `csrf` build on `manager`; `routes` (`keys_router`)
+// and `admin` (`admin_keys_router`) are the two routers on top.
 mod admin;
+mod caller;
 mod csrf;
 mod default_scopes;
 mod edit;
 mod error;
 mod manager;
+mod origins;
 mod owner;
 mod policy_input;
 mod request;
@@ -85,62 +91,9 @@ mod response;
 mod routes;
 mod usage;
 
-use axum::{extract::FromRequestParts, Router};
-
 pub use admin::{admin_keys_router, KeyAdmin};
-pub use csrf::AllowedOrigins;
 pub use default_scopes::DefaultScopes;
 pub use manager::KeyManager;
+pub use origins::AllowedOrigins;
 pub use owner::KeyOwner;
-
-/// The key-management router, with the account owner identified by the
-/// extractor `O` (see [`KeyOwner`]). Nest it where the application wants it.
-///
-/// ```
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use std::sync::Arc;
-/// use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
-/// use auth_core::*;
-/// use auth_tower::AuthLayer;
-/// use axum::{body::Body, http::Request, Router};
-/// use tower::ServiceExt;
-///
-/// let store = Arc::new(MemoryKeyStore::new());
-/// let audit = Arc::new(MemoryAuditLog::default());
-/// let hasher = SecretHasher::default();
-/// # let hasher = SecretHasher::for_tests();
-/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
-/// let verifier = Verifier::builder(store).hasher(hasher).build();
-///
-/// let keys = KeyManager::new(issuer.clone(), audit.clone())
-///     .known_scopes(ScopeSet::parse(["nodes:read", "nodes:write", "tokens:manage"]).unwrap());
-/// let app: Router = Router::new()
-///     // The owner is the caller's effective user; a key may only grant what it holds.
-///     .nest("/api/tokens", keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("tokens:manage")))
-///     .layer(AuthLayer::builder(verifier).audit(audit).build());
-///
-/// let admin = issuer
-///     .issue(NewKey::new(Principal::user("admin"), "bootstrap", ScopeSet::parse(["nodes:read", "tokens:manage"]).unwrap()))
-///     .await
-///     .unwrap();
-/// let create = |scopes: &str| {
-///     Request::post("/api/tokens")
-///         .header("authorization", format!("Bearer {}", admin.token.expose_secret()))
-///         .header("content-type", "application/json")
-///         .body(Body::from(format!(r#"{{"name":"ci","scopes":{scopes}}}"#)))
-///         .unwrap()
-/// };
-/// assert_eq!(app.clone().oneshot(create(r#"["nodes:read"]"#)).await.unwrap().status(), 201);
-/// // Beyond what the calling key holds:
-/// assert_eq!(app.clone().oneshot(create(r#"["nodes:write"]"#)).await.unwrap().status(), 403);
-/// // Not a scope of this service:
-/// assert_eq!(app.oneshot(create(r#"["nodes:delete"]"#)).await.unwrap().status(), 422);
-/// # });
-/// ```
-pub fn keys_router<O, S>(manager: KeyManager) -> Router<S>
-where
-    O: KeyOwner + FromRequestParts<S>,
-    S: Clone + Send + Sync + 'static,
-{
-    manager.router::<O, S>()
-}
+pub use routes::keys_router;

@@ -1,6 +1,8 @@
-//! Request bodies of the key-management routes, parsed strictly.
+//! Request bodies and query strings of the key-management routes, parsed
+//! strictly.
 
 use auth_core::KeyPolicy;
+use axum::extract::{rejection::QueryRejection, Query};
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -9,9 +11,6 @@ use super::{
     error::KeyApiError,
     policy_input::{self, RateLimitInput, RefillInput},
 };
-
-/// Most scopes one key may list.
-pub(crate) const MAX_SCOPES_PER_KEY: usize = 64;
 
 /// `POST /`: `{"name": "...", "scopes": [...], "expires_at": null}` and
 /// optionally `meta`, `external_id`, `ip_allowlist`, `rate_limit`,
@@ -62,31 +61,22 @@ impl CreateKey {
     /// The new key's policy, every field checked; credits are set at `now`.
     pub(crate) fn policy(&mut self, now: OffsetDateTime) -> Result<KeyPolicy, KeyApiError> {
         Ok(KeyPolicy {
-            meta: self
-                .meta
-                .take()
-                .map(policy_input::meta)
-                .transpose()?
+            meta: checked(self.meta.take(), policy_input::meta)?.unwrap_or_default(),
+            external_id: checked(self.external_id.take(), policy_input::external_id)?,
+            ip_allowlist: checked(self.ip_allowlist.take(), policy_input::ip_allowlist)?
                 .unwrap_or_default(),
-            external_id: self
-                .external_id
-                .take()
-                .map(policy_input::external_id)
-                .transpose()?,
-            ip_allowlist: self
-                .ip_allowlist
-                .take()
-                .map(policy_input::ip_allowlist)
-                .transpose()?
-                .unwrap_or_default(),
-            rate_limit: self
-                .rate_limit
-                .take()
-                .map(RateLimitInput::checked)
-                .transpose()?,
+            rate_limit: checked(self.rate_limit.take(), RateLimitInput::checked)?,
             credits: policy_input::credits(self.remaining.take(), self.refill.take(), now)?,
         })
     }
+}
+
+/// A field given in the body, checked by `check`; an absent one stays absent.
+fn checked<T, U>(
+    field: Option<T>,
+    check: impl FnOnce(T) -> Result<U, KeyApiError>,
+) -> Result<Option<U>, KeyApiError> {
+    field.map(check).transpose()
 }
 
 /// `POST /{id}/rotate`: `{"grace_seconds": N}`, or no body at all.
@@ -121,6 +111,16 @@ pub(crate) fn parse_json<T: DeserializeOwned + Default>(
         }
         _ => KeyApiError::bad_request("The request body must be a JSON object"),
     })
+}
+
+/// The parsed query string, or 400 with `usage`, which says what it takes.
+pub(crate) fn query_or<T>(
+    query: Result<Query<T>, QueryRejection>,
+    usage: &'static str,
+) -> Result<T, KeyApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|_| KeyApiError::bad_request(usage))
 }
 
 #[cfg(test)]

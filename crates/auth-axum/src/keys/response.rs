@@ -1,9 +1,30 @@
-//! Response bodies of the key-management routes. None holds a hash; only a
-//! freshly issued key's body holds its token.
+//! Responses of the key-management routes: their bodies, and how they are
+//! sent. No body holds a hash; only a freshly issued key's holds its token.
 
 use auth_core::{IssuedKey, KeyId, KeyMetadata};
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
+
+use super::error::{ErrorStyle, KeyApiError};
+
+/// Answers `result`, or its refusal in the configured error format. Nothing
+/// here may be cached: metadata is private and a token is shown once.
+pub(crate) fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
+    let mut res = result.unwrap_or_else(|e| style.render(e));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `body` as JSON with `status`.
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    (status, Json(body)).into_response()
+}
 
 /// A new key: its metadata and the token, shown this once.
 #[derive(Serialize)]

@@ -1,36 +1,80 @@
-//! The routes and their handlers.
+//! [`keys_router`]: the key-management routes and their handlers.
 
 use std::{sync::Arc, time::Duration};
 
 use auth_core::{
-    validate_scope, AuditQuery, IssuedKey, KeyCreated, KeyId, KeyPolicy, KeyRecord, NewKey,
-    Principal, ScopeSet,
+    AuditQuery, IssuedKey, KeyCreated, KeyId, KeyPolicy, KeyRecord, NewKey, Principal,
 };
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
-    http::{header, HeaderValue, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
-    Extension, Json, Router,
+    Extension, Router,
 };
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::{
+    caller::Action,
     csrf,
     edit::{editable, within_ceiling, EditKey},
     error::{ErrorStyle, KeyApiError},
-    manager::{Action, DEFAULT_PAGE, MAX_PAGE},
-    request::{parse_json, ActivityQuery, CreateKey, RotateKey, MAX_SCOPES_PER_KEY},
-    response::{CreatedKey, KeyList},
+    manager::{KeyManager, DEFAULT_PAGE, MAX_PAGE},
+    owner::KeyOwner,
+    request::{parse_json, query_or, ActivityQuery, CreateKey, RotateKey},
+    response::{json, respond, CreatedKey, KeyList},
     usage::{dense, UsageParams},
-    DefaultScopes, KeyManager, KeyOwner,
 };
 
 type Manager = Extension<Arc<KeyManager>>;
 type KeyPath = Result<Path<String>, PathRejection>;
 
-pub(crate) fn router<O, S>(manager: KeyManager) -> Router<S>
+/// The key-management router, with the account owner identified by the
+/// extractor `O` (see [`KeyOwner`]). Nest it where the application wants it.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
+/// use auth_core::*;
+/// use auth_tower::AuthLayer;
+/// use axum::{body::Body, http::Request, Router};
+/// use tower::ServiceExt;
+///
+/// let store = Arc::new(MemoryKeyStore::new());
+/// let audit = Arc::new(MemoryAuditLog::default());
+/// let hasher = SecretHasher::default();
+/// # let hasher = SecretHasher::for_tests();
+/// let issuer = KeyIssuer::new(store.clone(), hasher.clone(), TokenPrefix::new("st_").unwrap());
+/// let verifier = Verifier::builder(store).hasher(hasher).build();
+///
+/// let keys = KeyManager::new(issuer.clone(), audit.clone())
+///     .known_scopes(ScopeSet::parse(["nodes:read", "nodes:write", "tokens:manage"]).unwrap());
+/// let app: Router = Router::new()
+///     // The owner is the caller's effective user; a key may only grant what it holds.
+///     .nest("/api/tokens", keys_router::<Auth, _>(keys).route_layer(RequireScopeLayer::one("tokens:manage")))
+///     .layer(AuthLayer::builder(verifier).audit(audit).build());
+///
+/// let admin = issuer
+///     .issue(NewKey::new(Principal::user("admin"), "bootstrap", ScopeSet::parse(["nodes:read", "tokens:manage"]).unwrap()))
+///     .await
+///     .unwrap();
+/// let create = |scopes: &str| {
+///     Request::post("/api/tokens")
+///         .header("authorization", format!("Bearer {}", admin.token.expose_secret()))
+///         .header("content-type", "application/json")
+///         .body(Body::from(format!(r#"{{"name":"ci","scopes":{scopes}}}"#)))
+///         .unwrap()
+/// };
+/// assert_eq!(app.clone().oneshot(create(r#"["nodes:read"]"#)).await.unwrap().status(), 201);
+/// // Beyond what the calling key holds:
+/// assert_eq!(app.clone().oneshot(create(r#"["nodes:write"]"#)).await.unwrap().status(), 403);
+/// // Not a scope of this service:
+/// assert_eq!(app.oneshot(create(r#"["nodes:delete"]"#)).await.unwrap().status(), 422);
+/// # });
+/// ```
+pub fn keys_router<O, S>(manager: KeyManager) -> Router<S>
 where
     O: KeyOwner + FromRequestParts<S>,
     S: Clone + Send + Sync + 'static,
@@ -44,19 +88,6 @@ where
         .route("/{id}/usage", get(usage::<O>))
         .layer(axum::middleware::from_fn(csrf::guard))
         .layer(Extension(Arc::new(manager)))
-}
-
-/// Answers `result`, or its refusal in the configured error format. Nothing
-/// here may be cached: metadata is private and a token is shown once.
-pub(crate) fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>) -> Response {
-    let mut res = result.unwrap_or_else(|e| style.render(e));
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
-    (status, Json(body)).into_response()
 }
 
 /// 201 with the new key, marked so that the request's audit event names it
@@ -88,8 +119,8 @@ async fn create_key<O: KeyOwner>(
     m.check_lifetime(expires_at)?;
     caller.check_end(expires_at)?;
     let scopes = match &req.scopes {
-        Some(asked) => checked_scopes(m, owner, asked)?,
-        None => default_scopes(m, owner),
+        Some(asked) => m.checked_scopes(owner, asked)?,
+        None => m.default_scopes_for(owner),
     };
     let policy = req.policy(time::OffsetDateTime::now_utc())?;
     caller.check_policy(&policy)?;
@@ -98,48 +129,6 @@ async fn create_key<O: KeyOwner>(
     new.created_by = caller.key;
     let issued = m.issuer.issue(new).await?;
     Ok(created(&issued, CreatedKey::new(&issued)))
-}
-
-/// The scopes of a key created without `scopes`: none, or everything the
-/// owner may grant that the service knows.
-fn default_scopes<O: KeyOwner>(m: &KeyManager, owner: &O) -> ScopeSet {
-    match m.default_scopes {
-        DefaultScopes::None => ScopeSet::empty(),
-        DefaultScopes::OwnerGrantable => match &m.known_scopes {
-            Some(known) => owner.grantable_scopes().intersect(known),
-            None => owner.grantable_scopes().clone(),
-        },
-    }
-}
-
-/// 422 for a malformed or unknown scope, then 403 for one beyond the owner's ceiling.
-pub(crate) fn checked_scopes<O: KeyOwner>(
-    m: &KeyManager,
-    owner: &O,
-    asked: &[String],
-) -> Result<ScopeSet, KeyApiError> {
-    if asked.len() > MAX_SCOPES_PER_KEY {
-        return Err(KeyApiError::invalid(format!(
-            "A key may have at most {MAX_SCOPES_PER_KEY} scopes"
-        )));
-    }
-    for scope in asked {
-        validate_scope(scope).map_err(|e| KeyApiError::invalid(e.to_string()))?;
-        if let Some(known) = &m.known_scopes {
-            if !known.has(scope) {
-                let list: Vec<&str> = known.iter().collect();
-                return Err(KeyApiError::invalid(format!(
-                    "Unknown scope '{scope}'; known scopes: {}",
-                    list.join(", ")
-                )));
-            }
-        }
-    }
-    let ceiling = owner.grantable_scopes();
-    if let Some(beyond) = asked.iter().find(|s| !ceiling.has(s)) {
-        return Err(KeyApiError::beyond_ceiling(beyond));
-    }
-    ScopeSet::parse(asked).map_err(|e| KeyApiError::invalid(e.to_string()))
 }
 
 async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
@@ -153,7 +142,7 @@ async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -
             .await?
             .into_iter()
             .filter(|r| r.owner == *who)
-            .map(|r| r.metadata_at(now, expiring(&m)))
+            .map(|r| r.metadata_at(now, m.expiring()))
             .collect();
         Ok(json(StatusCode::OK, &KeyList { keys }))
     };
@@ -176,6 +165,16 @@ async fn owned_key(
     }
 }
 
+/// The owner's key named by the path, once the caller may manage keys.
+async fn managed_key<O: KeyOwner>(
+    m: &KeyManager,
+    owner: &O,
+    path: KeyPath,
+) -> Result<KeyRecord, KeyApiError> {
+    m.caller(owner, Action::Manage).await?;
+    owned_key(m, owner.principal(), path).await
+}
+
 async fn show<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
@@ -183,17 +182,11 @@ async fn show<O: KeyOwner>(
     path: KeyPath,
 ) -> Response {
     let result = async {
-        m.caller(&owner, Action::Manage).await?;
-        let record = owned_key(&m, owner.principal(), path).await?;
+        let record = managed_key(&m, &owner, path).await?;
         let now = time::OffsetDateTime::now_utc();
-        Ok(json(StatusCode::OK, &record.metadata_at(now, expiring(&m))))
+        Ok(json(StatusCode::OK, &record.metadata_at(now, m.expiring())))
     };
     respond(&style, result.await)
-}
-
-/// The "expiring soon" window, as listings take it.
-pub(crate) fn expiring(m: &KeyManager) -> time::Duration {
-    time::Duration::try_from(m.expiring_within).unwrap_or(time::Duration::MAX)
 }
 
 async fn edit<O: KeyOwner>(
@@ -212,8 +205,7 @@ async fn edit_key<O: KeyOwner>(
     path: KeyPath,
     body: &[u8],
 ) -> Result<Response, KeyApiError> {
-    m.caller(owner, Action::Manage).await?;
-    let record = owned_key(m, owner.principal(), path).await?;
+    let record = managed_key(m, owner, path).await?;
     let req: EditKey = parse_json(body, false)?;
     if req.is_empty() {
         return Err(KeyApiError::field(
@@ -233,7 +225,10 @@ async fn edit_key<O: KeyOwner>(
     // Every instance's cache drops the key before this returns here, and
     // within the change feed's propagation time elsewhere.
     let updated = m.issuer.store().update(record.id, &update).await?;
-    Ok(json(StatusCode::OK, &updated.metadata_at(now, expiring(m))))
+    Ok(json(
+        StatusCode::OK,
+        &updated.metadata_at(now, m.expiring()),
+    ))
 }
 
 async fn revoke<O: KeyOwner>(
@@ -243,8 +238,7 @@ async fn revoke<O: KeyOwner>(
     path: KeyPath,
 ) -> Response {
     let result = async {
-        m.caller(&owner, Action::Manage).await?;
-        let record = owned_key(&m, owner.principal(), path).await?;
+        let record = managed_key(&m, &owner, path).await?;
         if !m.issuer.revoke(record.id).await? {
             return Err(KeyApiError::no_such_key());
         }
@@ -314,6 +308,24 @@ async fn rotate<O: KeyOwner>(
     respond(&style, result.await)
 }
 
+/// What the activity route's query string takes.
+const ACTIVITY_QUERY: &str =
+    "Query parameters: limit (1-200) and before (a next_cursor), both integers";
+/// What the usage route's query string takes.
+const USAGE_QUERY: &str = "Query parameters: bucket (hour or day) and since (RFC 3339)";
+
+/// [`managed_key`], then the query string (400 naming what it takes).
+async fn managed_key_and_query<O: KeyOwner, T>(
+    m: &KeyManager,
+    owner: &O,
+    path: KeyPath,
+    query: Result<Query<T>, QueryRejection>,
+    takes: &'static str,
+) -> Result<(KeyRecord, T), KeyApiError> {
+    let record = managed_key(m, owner, path).await?;
+    Ok((record, query_or(query, takes)?))
+}
+
 async fn activity<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
@@ -322,13 +334,7 @@ async fn activity<O: KeyOwner>(
     query: Result<Query<ActivityQuery>, QueryRejection>,
 ) -> Response {
     let result = async {
-        m.caller(&owner, Action::Manage).await?;
-        let record = owned_key(&m, owner.principal(), path).await?;
-        let Ok(Query(q)) = query else {
-            return Err(KeyApiError::bad_request(
-                "Query parameters: limit (1-200) and before (a next_cursor), both integers",
-            ));
-        };
+        let (record, q) = managed_key_and_query(&m, &owner, path, query, ACTIVITY_QUERY).await?;
         let page = m
             .activity
             .query(&AuditQuery {
@@ -351,13 +357,7 @@ async fn usage<O: KeyOwner>(
     query: Result<Query<UsageParams>, QueryRejection>,
 ) -> Response {
     let result = async {
-        m.caller(&owner, Action::Manage).await?;
-        let record = owned_key(&m, owner.principal(), path).await?;
-        let Ok(Query(params)) = query else {
-            return Err(KeyApiError::bad_request(
-                "Query parameters: bucket (hour or day) and since (RFC 3339)",
-            ));
-        };
+        let (record, params) = managed_key_and_query(&m, &owner, path, query, USAGE_QUERY).await?;
         let now = time::OffsetDateTime::now_utc();
         let q = params.query(record.id, now)?;
         let counted = m.activity.usage(&q).await?;

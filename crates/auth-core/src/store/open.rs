@@ -90,9 +90,7 @@ async fn open_postgres(url: &str) -> Result<OpenedStore, StoreError> {
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(_url: &str) -> Result<OpenedStore, StoreError> {
-    Err(StoreError::Unavailable(
-        "PostgreSQL support is not compiled in (cargo feature `postgres`)".into(),
-    ))
+    Err(not_compiled("PostgreSQL", "postgres"))
 }
 
 #[cfg(feature = "sqlite")]
@@ -109,7 +107,13 @@ async fn open_sqlite(path: &str) -> Result<OpenedStore, StoreError> {
 
 #[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(_path: &str) -> Result<OpenedStore, StoreError> {
-    Err(StoreError::Unavailable(
-        "SQLite support is not compiled in (cargo feature `sqlite`)".into(),
+    Err(not_compiled("SQLite", "sqlite"))
+}
+
+/// The refusal for a backend whose cargo feature is off.
+#[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+fn not_compiled(backend: &str, feature: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "{backend} support is not compiled in (cargo feature `{feature}`)"
     ))
 }

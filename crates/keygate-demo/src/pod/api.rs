@@ -3,7 +3,7 @@
 
 use std::{convert::Infallible, sync::Arc};
 
-use auth_axum::{Match, ScopeRule, Scoped};
+use auth_axum::Scoped;
 use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
@@ -17,19 +17,8 @@ use serde_json::json;
 
 use super::workspace::{invoke, Entities, SKILLS};
 use crate::support::http::{
-    bad_request, json, not_found, unprocessable, Answer, ApiError, JsonBody,
+    bad_request, json, not_found, scope, unprocessable, Answer, ApiError, JsonBody,
 };
-
-macro_rules! scope {
-    ($name:ident, $scope:literal) => {
-        #[doc = concat!("`", $scope, "`.")]
-        pub struct $name;
-        impl ScopeRule for $name {
-            const SCOPES: &'static [&'static str] = &[$scope];
-            const MATCH: Match = Match::All;
-        }
-    };
-}
 
 scope!(ReadEntities, "read:entities");
 scope!(WriteEntities, "write:entities");

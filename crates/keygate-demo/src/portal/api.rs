@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use auth_axum::{Auth, AuthRejection, KeyAdmin, KeyOwner, Match, ScopeRule, Scoped};
+use auth_axum::{Auth, AuthRejection, KeyAdmin, KeyOwner, Scoped};
 use auth_core::{AuthContext, AuthError, ErrorCode, KeyId, Principal, RejectReason, ScopeSet};
 use axum::{
     extract::{FromRequestParts, Path, State},
@@ -13,18 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::directory::{Directory, Role};
-use crate::support::http::{forbidden, json, not_found, unprocessable, Answer, ApiError, JsonBody};
-
-macro_rules! scope {
-    ($name:ident, $scope:literal) => {
-        #[doc = concat!("`", $scope, "`.")]
-        pub struct $name;
-        impl ScopeRule for $name {
-            const SCOPES: &'static [&'static str] = &[$scope];
-            const MATCH: Match = Match::All;
-        }
-    };
-}
+use crate::support::http::{
+    forbidden, json, not_found, scope, unprocessable, Answer, ApiError, JsonBody,
+};
 
 scope!(ReadUsers, "users:read");
 scope!(WriteUsers, "users:write");

@@ -288,25 +288,17 @@ impl Accounts {
         Ok(match &self.db {
             Db::Sqlite(pool) => {
                 let store = SqliteStore::new(pool.clone())
-                    .with_table_name("server_sessions")
+                    .with_table_name(SESSION_TABLE)
                     .map_err(|e| e.to_string())?;
-                store
-                    .migrate()
-                    .await
-                    .map_err(|e| format!("cannot create the session table: {e}"))?;
-                spawn_cleanup(store.clone());
-                router.layer(configure(SessionManagerLayer::new(store), options))
+                store.migrate().await.map_err(no_session_table)?;
+                persistent_sessions(router, store, options)
             }
             Db::Postgres(pool) => {
                 let store = PostgresStore::new(pool.clone())
-                    .with_table_name("server_sessions")
+                    .with_table_name(SESSION_TABLE)
                     .map_err(|e| e.to_string())?;
-                store
-                    .migrate()
-                    .await
-                    .map_err(|e| format!("cannot create the session table: {e}"))?;
-                spawn_cleanup(store.clone());
-                router.layer(configure(SessionManagerLayer::new(store), options))
+                store.migrate().await.map_err(no_session_table)?;
+                persistent_sessions(router, store, options)
             }
             Db::Memory(_) => router.layer(configure(
                 SessionManagerLayer::new(MemoryStore::default()),
@@ -366,15 +358,26 @@ fn configure<St: tower_sessions::SessionStore + Clone>(
         .with_expiry(Expiry::OnInactivity(options.idle_timeout))
 }
 
-fn spawn_cleanup<S>(store: S)
+/// The sessions' table in the account database.
+const SESSION_TABLE: &str = "server_sessions";
+
+fn no_session_table(e: impl std::fmt::Display) -> String {
+    format!("cannot create the session table: {e}")
+}
+
+/// `router` with sessions in `store`, whose expired sessions are deleted
+/// every hour in the background.
+fn persistent_sessions<S>(router: Router, store: S, options: &SignInOptions) -> Router
 where
-    S: tower_sessions::ExpiredDeletion + Clone + 'static,
+    S: tower_sessions::SessionStore + tower_sessions::ExpiredDeletion + Clone + 'static,
 {
+    let cleanup = store.clone();
     tokio::spawn(async move {
-        let _ = store
+        let _ = cleanup
             .continuously_delete_expired(tokio::time::Duration::from_secs(3600))
             .await;
     });
+    router.layer(configure(SessionManagerLayer::new(store), options))
 }
 
 async fn hash_password(password: &str) -> Result<String, String> {

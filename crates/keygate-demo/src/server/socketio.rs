@@ -33,10 +33,10 @@ pub const PATH: &str = "/ext-socket.io";
 
 /// `router` with Socket.IO at [`PATH`] in front of it.
 pub fn mount(server: &Server, router: Router) -> Router {
-    let auth = SocketIoAuth::new(server.auth.clone())
-        .connect_limits(server.limiter.clone())
+    let auth = SocketIoAuth::new(server.protection.auth.clone())
+        .connect_limits(server.protection.limiter.clone())
         // Refused connects count per address, with the HTTP routes' 401s.
-        .failed_auth_limits(server.failures.clone())
+        .failed_auth_limits(server.protection.failures.clone())
         .event_quota(MESSAGES);
     let (layer, io) = SocketIo::builder().req_path(PATH).build_layer();
     let verifier = server.verifier.clone();
@@ -48,7 +48,7 @@ pub fn mount(server: &Server, router: Router) -> Router {
         .layer(layer)
         // Outermost, so the handshake's credential headers are hidden in
         // every Debug output of socketioxide too.
-        .layer(server.auth.sensitive_headers())
+        .layer(server.protection.auth.sensitive_headers())
 }
 
 fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth, verifier: &Verifier) {

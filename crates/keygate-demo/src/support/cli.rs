@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::{
     commands::{self, KeyRules},
+    limits::SharedLimits,
     Backend,
 };
 
@@ -91,6 +92,22 @@ impl ServeArgs {
     pub fn proxies(&self) -> TrustedProxies {
         TrustedProxies::from_nets(self.trusted_proxies.iter().copied())
     }
+
+    /// `defaults` (the example's own) with `--redis` and `--trusted-proxy`.
+    pub fn limits(&self, defaults: SharedLimits) -> SharedLimits {
+        SharedLimits {
+            redis: self.redis.clone(),
+            trusted_proxies: self.proxies(),
+            ..defaults
+        }
+    }
+}
+
+impl DbArgs {
+    /// Opens `--db` with the default (production) argon2 parameters.
+    pub async fn open(&self) -> Result<Backend, String> {
+        Backend::open(&self.db, SecretHasher::default()).await
+    }
 }
 
 /// `issue`.
@@ -163,6 +180,17 @@ pub fn parse(spec: &CliSpec) -> Cli {
     try_parse(spec, std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
+/// An example's `main`: logging, then its command line (see [`parse`]) run
+/// by [`run`]; `serve` is the example's own.
+pub async fn main<F, Fut>(spec: &CliSpec, rules: &KeyRules, serve: F) -> ExitCode
+where
+    F: FnOnce(ServeArgs) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    super::serve::init_tracing();
+    run(parse(spec), rules, serve).await
+}
+
 /// Runs the command; `serve` is the example's own.
 pub async fn run<F, Fut>(cli: Cli, rules: &KeyRules, serve: F) -> ExitCode
 where
@@ -172,18 +200,18 @@ where
     let (mut out, mut log) = (std::io::stdout(), std::io::stderr());
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args).await,
-        Command::Issue(a) => match open(&a.db).await {
+        Command::Issue(a) => match a.db.open().await {
             Ok(b) => {
                 commands::issue_command(&b, rules, &a.user, &a.scopes, &a.name, &mut out, &mut log)
                     .await
             }
             Err(e) => Err(e),
         },
-        Command::List(a) => match open(&a.db).await {
+        Command::List(a) => match a.db.open().await {
             Ok(b) => commands::list_command(&b, rules, &a.user, &mut out, &mut log).await,
             Err(e) => Err(e),
         },
-        Command::Revoke(a) => match open(&a.db).await {
+        Command::Revoke(a) => match a.db.open().await {
             Ok(b) => commands::revoke_command(&b, rules, &a.key_id, &mut log).await,
             Err(e) => Err(e),
         },
@@ -195,9 +223,4 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// Opens `--db` with the default (production) argon2 parameters.
-async fn open(db: &DbArgs) -> Result<Backend, String> {
-    Backend::open(&db.db, SecretHasher::default()).await
 }

@@ -17,6 +17,11 @@ pub struct Holder {
     pub ceiling: ScopeSet,
 }
 
+/// The refusal for a user the example does not know, naming those it does.
+pub fn unknown_user(user: &str, users: &[&str]) -> String {
+    format!("unknown user '{user}'; users: {}", users.join(", "))
+}
+
 /// An example's key rules.
 pub struct KeyRules {
     /// The token prefix, e.g. `st_`.

@@ -11,6 +11,20 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
+/// `scope!(Name, "a:scope")`: a unit type whose [`ScopeRule`](auth_axum::ScopeRule)
+/// asks for that one scope, for `Scoped<Name>` in a handler's arguments.
+macro_rules! scope {
+    ($name:ident, $scope:literal) => {
+        #[doc = concat!("`", $scope, "`.")]
+        pub struct $name;
+        impl auth_axum::ScopeRule for $name {
+            const SCOPES: &'static [&'static str] = &[$scope];
+            const MATCH: auth_axum::Match = auth_axum::Match::All;
+        }
+    };
+}
+pub(crate) use scope;
+
 /// `GET /api/me`: the authenticated context: `key_id`, `actor` (the key's
 /// owner), `user` (the effective user), `scopes`, `workspace`, …
 pub async fn me(Auth(ctx): Auth) -> Json<AuthContext> {

@@ -4,6 +4,78 @@
 use auth_core::{ErrorFormat, TrustedProxies};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 
+/// The options every demo's limits share: the failed-authentication quota,
+/// where the buckets are kept, and which proxies name the client.
+#[derive(Clone, Debug)]
+pub struct SharedLimits {
+    /// Failed authentications (401s) per client address before 429
+    /// (default [`FAILED_AUTH`]).
+    pub failed_auth: Quota,
+    /// Keep rate limits in this Redis, shared by every instance.
+    pub redis: Option<String>,
+    /// Key prefix in Redis: instances that share limits use the same one.
+    pub redis_prefix: String,
+    /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`),
+    /// for the audit log, the rate limits and the IP allowlists.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl SharedLimits {
+    /// The defaults: [`FAILED_AUTH`], in memory, no trusted proxy; Redis
+    /// keys (with `--redis`) under `redis_prefix`.
+    pub fn new(redis_prefix: &str) -> Self {
+        Self {
+            failed_auth: FAILED_AUTH,
+            redis: None,
+            redis_prefix: redis_prefix.to_owned(),
+            trusted_proxies: TrustedProxies::none(),
+        }
+    }
+
+    /// A limiter with `rules`, kept where these options say: see [`limiter`].
+    pub fn limiter(&self, rules: Vec<Rule>) -> Result<RateLimiter, String> {
+        self.limiter_with(rules, |b| b)
+    }
+
+    /// [`SharedLimits::limiter`], with `more` of the builder (tiers, credits).
+    pub fn limiter_with(
+        &self,
+        rules: Vec<Rule>,
+        more: impl FnOnce(RateLimiterBuilder) -> RateLimiterBuilder,
+    ) -> Result<RateLimiter, String> {
+        limiter_with(
+            rules,
+            self.redis.as_deref(),
+            &self.redis_prefix,
+            &self.trusted_proxies,
+            more,
+        )
+    }
+
+    /// The failed-authentication limiter, answering in `format`: see [`failed_auth`].
+    pub fn failed_auth_limiter(&self, format: ErrorFormat) -> Result<FailedAuthLimiter, String> {
+        failed_auth(
+            self.failed_auth,
+            format,
+            self.redis.as_deref(),
+            &self.redis_prefix,
+            &self.trusted_proxies,
+        )
+    }
+
+    /// Prints the startup banner's limits: `rates` (what the demo allows),
+    /// where they are kept, and the failed-authentication limit.
+    pub fn print_banner(&self, rates: &str) {
+        let kept = if self.redis.is_some() {
+            "Redis"
+        } else {
+            "memory"
+        };
+        println!("rate limits: {rates}, in {kept}");
+        println!("{}", describe_failed_auth(self.failed_auth));
+    }
+}
+
 /// Failed authentications (401 answers) allowed per client address, on by
 /// default in every example: 30 at once, then one every 6 seconds (10 per
 /// minute). A person mistyping a token or a misconfigured client never gets

@@ -206,17 +206,7 @@ pub async fn token_command(
     out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<(), String> {
-    let (jwt, location) = user_authority(args, env_key, log).await?;
-    let token = jwt
-        .token_for(&args.user)
-        .await
-        .map_err(|e| format!("cannot make the token: {e}"))?;
-    let _ = writeln!(
-        log,
-        "token of {} (secret in {location}); valid until `regenerate --user {}`:",
-        args.user, args.user
-    );
-    writeln!(out, "{token}").map_err(|e| format!("cannot print the token: {e}"))
+    print_token(args, env_key, false, out, log).await
 }
 
 /// `regenerate`: a new secret for the user; the new JWT, alone, on `out`.
@@ -226,28 +216,52 @@ pub async fn regenerate_command(
     out: &mut dyn Write,
     log: &mut dyn Write,
 ) -> Result<(), String> {
+    print_token(args, env_key, true, out, log).await
+}
+
+/// The user's token on `out`, after a `regenerate`d secret or not; what
+/// it is on `log`.
+async fn print_token(
+    args: &UserArgs,
+    env_key: Option<String>,
+    regenerate: bool,
+    out: &mut dyn Write,
+    log: &mut dyn Write,
+) -> Result<(), String> {
     let (jwt, location) = user_authority(args, env_key, log).await?;
-    let token = jwt
-        .regenerate(&args.user)
-        .await
-        .map_err(|e| format!("cannot regenerate the secret: {e}"))?;
-    let _ = writeln!(
-        log,
-        "regenerated the secret of {} in {location}: every earlier token of {} is refused \
-         from now on, also by running servers; the new token:",
-        args.user, args.user
-    );
+    let user = &args.user;
+    let token = if regenerate {
+        let token = jwt
+            .regenerate(user)
+            .await
+            .map_err(|e| format!("cannot regenerate the secret: {e}"))?;
+        let _ = writeln!(
+            log,
+            "regenerated the secret of {user} in {location}: every earlier token of {user} is \
+             refused from now on, also by running servers; the new token:"
+        );
+        token
+    } else {
+        let token = jwt
+            .token_for(user)
+            .await
+            .map_err(|e| format!("cannot make the token: {e}"))?;
+        let _ = writeln!(
+            log,
+            "token of {user} (secret in {location}); valid until `regenerate --user {user}`:"
+        );
+        token
+    };
     writeln!(out, "{token}").map_err(|e| format!("cannot print the token: {e}"))
 }
 
 async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String> {
     let (opened, master, source) =
         open(&args.http.db.db, &args.key, env_key, &mut std::io::stderr()).await?;
+    let defaults = Options::default();
     let options = Options {
         requests_per_hour: args.http.rate_limit,
-        redis: args.http.redis.clone(),
-        trusted_proxies: args.http.proxies(),
-        ..Options::default()
+        limits: args.http.limits(defaults.limits),
     };
     let tools = Tools::new(&opened.backend, opened.secrets, master, &options)?;
     println!("master key:  {}", source.describe());
@@ -257,19 +271,10 @@ async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String
         .collect();
     println!("users:       {}", users.join(", "));
     println!("a token:     cargo run -q --example tools -- token --user u1");
-    println!(
-        "rate limits: {} tool calls/hour per user, in {}",
-        options.requests_per_hour,
-        if options.redis.is_some() {
-            "Redis"
-        } else {
-            "memory"
-        }
-    );
-    println!(
-        "{}",
-        crate::support::limits::describe_failed_auth(options.failed_auth)
-    );
+    options.limits.print_banner(&format!(
+        "{} tool calls/hour per user",
+        options.requests_per_hour
+    ));
     support::serve::serve(
         tools.router(),
         args.http.addr,

@@ -46,20 +46,13 @@ async fn open_postgres(db: &str, hasher: SecretHasher) -> Result<Opened, String>
             .await
             .map_err(|e| failed(db, e))?,
     );
-    Ok(Opened {
-        backend: Backend {
-            keys: store.clone(),
-            audit: Arc::new(store.audit_log()),
-            hasher,
-            location: format!("{} (PostgreSQL)", describe(db)),
-        },
-        secrets: store,
-    })
+    let audit = Arc::new(store.audit_log());
+    Ok(opened(store, audit, hasher, db, "PostgreSQL"))
 }
 
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres(_db: &str, _hasher: SecretHasher) -> Result<Opened, String> {
-    Err("PostgreSQL support is not compiled in (cargo feature `postgres`)".into())
+    Err(not_compiled("PostgreSQL", "postgres"))
 }
 
 #[cfg(feature = "sqlite")]
@@ -73,20 +66,42 @@ async fn open_sqlite(db: &str, hasher: SecretHasher) -> Result<Opened, String> {
             .await
             .map_err(|e| failed(db, e))?,
     );
-    Ok(Opened {
-        backend: Backend {
-            keys: store.clone(),
-            audit: Arc::new(store.audit_log()),
-            hasher,
-            location: format!("{} (SQLite)", describe(db)),
-        },
-        secrets: store,
-    })
+    let audit = Arc::new(store.audit_log());
+    Ok(opened(store, audit, hasher, db, "SQLite"))
 }
 
 #[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(_db: &str, _hasher: SecretHasher) -> Result<Opened, String> {
-    Err("SQLite support is not compiled in (cargo feature `sqlite`)".into())
+    Err(not_compiled("SQLite", "sqlite"))
+}
+
+/// Keys and secrets in `store`, events in `audit`: the `kind` database `db`.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn opened<S>(
+    store: Arc<S>,
+    audit: Arc<dyn auth_core::AuditLog>,
+    hasher: SecretHasher,
+    db: &str,
+    kind: &str,
+) -> Opened
+where
+    S: auth_core::KeyStore + UserSecretStore + 'static,
+{
+    Opened {
+        backend: Backend {
+            keys: store.clone(),
+            audit,
+            hasher,
+            location: format!("{} ({kind})", describe(db)),
+        },
+        secrets: store,
+    }
+}
+
+/// The refusal for a database whose cargo feature is off.
+#[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+fn not_compiled(kind: &str, feature: &str) -> String {
+    format!("{kind} support is not compiled in (cargo feature `{feature}`)")
 }
 
 fn failed(db: &str, e: auth_core::StoreError) -> String {
