@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    io,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -25,6 +24,7 @@ use axum::{
     Extension, Json, Router,
 };
 use futures_util::{SinkExt, StreamExt};
+use keygate_test_support::logs::CapturedLogs;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
@@ -450,26 +450,6 @@ async fn access_levels_and_impersonation() {
     assert_eq!(refused.status, Some(403));
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// A browser-style WebSocket request: the token as a subprotocol.
 fn ws_request(addr: SocketAddr, protocols: &str) -> tungstenite::handshake::client::Request {
     let mut req = format!("ws://{addr}/chat").into_client_request().unwrap();
@@ -481,13 +461,7 @@ fn ws_request(addr: SocketAddr, protocols: &str) -> tungstenite::handshake::clie
 #[tokio::test]
 async fn websocket_authenticates_from_the_subprotocol() {
     // Everything runs on this thread: the capture sees server and client logs.
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::on_this_thread();
 
     let keys = Keys::new();
     let alice = keys.key(Principal::user("alice"), &[]).await;
@@ -559,7 +533,7 @@ async fn websocket_authenticates_from_the_subprotocol() {
         other => panic!("expected a 401 handshake, got {other:?}"),
     }
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let debug = server.debug_seen.lock().unwrap().clone();
     assert!(
         debug.contains("AuthenticatedUpgrade") && debug.contains("\"Bearer\""),

@@ -331,17 +331,13 @@ mod storage {
             let q = "SELECT count(*) FROM audit_events";
             match self {
                 #[cfg(feature = "sqlite")]
-                Storage::Sqlite { store, .. } => sqlx::query(q)
-                    .fetch_one(store.pool())
-                    .await
-                    .unwrap()
-                    .get(0),
+                Storage::Sqlite { store, .. } => {
+                    sqlx::query(q).fetch_one(store.pool()).await.unwrap().get(0)
+                }
                 #[cfg(feature = "postgres")]
-                Storage::Postgres { store, .. } => sqlx::query(q)
-                    .fetch_one(store.pool())
-                    .await
-                    .unwrap()
-                    .get(0),
+                Storage::Postgres { store, .. } => {
+                    sqlx::query(q).fetch_one(store.pool()).await.unwrap().get(0)
+                }
                 Storage::Memory => unreachable!("memory is not a durable store"),
             }
         }
@@ -1840,7 +1836,10 @@ mod durable {
     }
 
     pub async fn keys_and_audit_outlive_the_instance_that_wrote_them(b: &Backend) {
-        let key = issuer(b.keys.clone()).issue(new_key("alice")).await.unwrap();
+        let key = issuer(b.keys.clone())
+            .issue(new_key("alice"))
+            .await
+            .unwrap();
         b.audit.record(audit_event(
             Some(key.record.id),
             Some("alice"),
@@ -1851,7 +1850,8 @@ mod durable {
         // Nothing shared but the storage: no cache, no feed.
         let (keys, audit) = b.storage.another_instance().await;
         // Times are kept to the microsecond.
-        let micros = |t: OffsetDateTime| t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap();
+        let micros =
+            |t: OffsetDateTime| t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap();
         let expected = KeyRecord {
             created_at: micros(key.record.created_at),
             ..key.record.clone()
@@ -1875,7 +1875,10 @@ mod durable {
     }
 
     pub async fn nothing_stored_can_be_used_as_a_token(b: &Backend) {
-        let key = issuer(b.keys.clone()).issue(new_key("alice")).await.unwrap();
+        let key = issuer(b.keys.clone())
+            .issue(new_key("alice"))
+            .await
+            .unwrap();
         let rotated = issuer(b.keys.clone())
             .rotate(key.record.id, Duration::from_secs(60))
             .await
@@ -1914,7 +1917,10 @@ mod durable {
     pub async fn edits_reach_another_instance(b: &Backend) {
         let (other, _) = b.storage.another_instance().await;
         let v = verifier(other.clone());
-        let key = issuer(b.keys.clone()).issue(new_key("alice")).await.unwrap();
+        let key = issuer(b.keys.clone())
+            .issue(new_key("alice"))
+            .await
+            .unwrap();
         v.verify(key.token.expose_secret()).await.unwrap();
         let heard = Recorder::subscribe(&*other);
         let disable = KeyUpdate {

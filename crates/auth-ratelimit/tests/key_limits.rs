@@ -15,13 +15,13 @@ use std::{
 
 use auth_core::{
     store::KeyStore, AuditLog, AuditQuery, AuthContext, CreditSpend, Credits, KeyIssuer, KeyPolicy,
-    KeyRateLimit, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
-    TokenPrefix, Verifier,
+    KeyRateLimit, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FakeClock, Quota, QuotaResolver, RateLimiter, Rule, StoreError};
 use auth_tower::AuthLayer;
 use axum::{body::Body, routing::get, Router};
 use http::{Request, StatusCode};
+use keygate_test_support::fixtures;
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -35,14 +35,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let store = Arc::new(MemoryKeyStore::new());
-        let hasher = SecretHasher::for_tests();
         Self {
-            issuer: KeyIssuer::new(
-                store.clone(),
-                hasher.clone(),
-                TokenPrefix::new("st_").unwrap(),
-            ),
-            verifier: Verifier::builder(store.clone()).hasher(hasher).build(),
+            issuer: fixtures::issuer(store.clone()),
+            verifier: fixtures::verifier(store.clone()),
             store,
             audit: Arc::new(MemoryAuditLog::default()),
         }

@@ -73,7 +73,11 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 /// The paths of `programs`, or `None` after [`skip`] naming the missing
 /// ones and `hint` (how to install them).
 #[track_caller]
-pub fn programs<const N: usize>(test: &str, programs: [&str; N], hint: &str) -> Option<[PathBuf; N]> {
+pub fn programs<const N: usize>(
+    test: &str,
+    programs: [&str; N],
+    hint: &str,
+) -> Option<[PathBuf; N]> {
     let found = programs.map(find_program);
     let missing: Vec<&str> = programs
         .iter()
