@@ -1250,7 +1250,7 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
     // API keys: the same rule.
     let (_, admin) = f.key("bob", &["read", "tokens:manage"]).await;
     let r = f
-        .request(Method::POST, &format!("/api/tokens"))
+        .request(Method::POST, "/api/tokens")
         .bearer_auth(&admin)
         .header("content-type", "text/plain")
         .body(body)
@@ -1285,7 +1285,7 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
         .revoked_at
         .is_none());
     let r = f
-        .request(Method::GET, &format!("/strict/tokens"))
+        .request(Method::GET, "/strict/tokens")
         .header("x-user", "alice")
         .header("origin", "https://evil.example")
         .send()
