@@ -26,7 +26,7 @@ use axum::{body::Body, extract::Request, response::Response, routing::get, Json,
 use bytes::Bytes;
 use http::{header, HeaderName, StatusCode};
 use http_body_util::BodyExt;
-use keygate_test_support::logs::CapturedLogs;
+use keygate_test_support::{fixtures, logs::CapturedLogs};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -43,11 +43,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let store = Arc::new(MemoryKeyStore::new());
-        let hasher = SecretHasher::for_tests();
-        let prefix = TokenPrefix::new("st_").unwrap();
         Self {
-            issuer: KeyIssuer::new(store.clone(), hasher.clone(), prefix),
-            verifier: Verifier::builder(store).hasher(hasher).build(),
+            issuer: fixtures::issuer(store.clone()),
+            verifier: fixtures::verifier(store),
             audit: Arc::new(MemoryAuditLog::new(100)),
         }
     }
