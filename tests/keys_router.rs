@@ -30,6 +30,7 @@ use axum::{
     Router,
 };
 use http_body_util::BodyExt;
+use keygate_test_support::fixtures;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tower::ServiceExt;
@@ -193,13 +194,8 @@ impl Fixture {
             down: AtomicBool::new(false),
         });
         let audit = Arc::new(MemoryAuditLog::default());
-        let hasher = SecretHasher::for_tests();
-        let issuer = KeyIssuer::new(
-            store.clone(),
-            hasher.clone(),
-            TokenPrefix::new("st_").unwrap(),
-        );
-        let verifier = Verifier::builder(store.clone()).hasher(hasher).build();
+        let issuer = fixtures::issuer(store.clone());
+        let verifier = fixtures::verifier(store.clone());
         let manager = KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>)
             .known_scopes(ScopeSet::parse(SCOPES).unwrap())
             .max_rotation_grace(Duration::from_secs(86_400));
