@@ -311,7 +311,7 @@ mod shared {
     async fn two_limiters_on_one_redis_never_overspend() {
         const N: u64 = 40;
         let f = Fixture::new();
-        let Some(redis) = redis_store("credits").await else {
+        let Some(redis) = redis_store("two_limiters_on_one_redis_never_overspend").await else {
             return;
         };
         let prefix = redis.prefix().to_owned();
@@ -348,7 +348,8 @@ mod shared {
     #[tokio::test]
     async fn a_redis_restart_does_not_hand_out_fresh_credits() {
         let f = Fixture::new();
-        let Some(redis) = redis_store("restart").await else {
+        let Some(redis) = redis_store("a_redis_restart_does_not_hand_out_fresh_credits").await
+        else {
             return;
         };
         let prefix = redis.prefix().to_owned();
@@ -387,7 +388,9 @@ mod shared {
     #[tokio::test]
     async fn a_write_back_publishes_nothing_and_never_raises_the_count() {
         let f = Fixture::new();
-        let Some(redis) = redis_store("writeback").await else {
+        let Some(redis) =
+            redis_store("a_write_back_publishes_nothing_and_never_raises_the_count").await
+        else {
             return;
         };
         let prefix = redis.prefix().to_owned();
