@@ -2,8 +2,8 @@
 //! WebDriver (fantoccini + Debian's `chromium-driver`), against the `server`
 //! example with sign-in, on a SQLite file.
 //!
-//! Without `chromedriver` the tests print "skipped: ..." and pass, unless
-//! `CI=true`, where they fail. With `SAVE_SCREENSHOTS=1` they write
+//! Without `chromium` and `chromedriver` the tests print "skipping ..." and
+//! return, unless `CI=true`, where they fail. With `SAVE_SCREENSHOTS=1` they write
 //! docs/screenshots/{list,new-token,activity}.png.
 
 use keygate_demo::support;
@@ -14,7 +14,6 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::Duration,
 };
 
 use auth_core::SecretHasher;
@@ -23,6 +22,7 @@ use fantoccini::{
     key::Key,
     Client, ClientBuilder, Locator,
 };
+use keygate_test_support::{eventually, services};
 use serde_json::{json, Value};
 use server::signin::{Accounts, SignInOptions};
 use support::{serve::spawn, Backend};
@@ -42,24 +42,14 @@ impl Drop for Driver {
     }
 }
 
-fn find(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(binary))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Starts chromedriver, or says why not: `None` means skip.
+/// Starts chromedriver, or says why not: `None` means skip (a failure
+/// under `CI=true`).
 async fn driver(test: &str) -> Option<Driver> {
-    let (Some(chromedriver), Some(_)) = (find("chromedriver"), find("chromium")) else {
-        let why = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: {why}");
-        }
-        println!("skipped: {test}: {why}");
-        return None;
-    };
+    let [chromedriver, _] = services::programs(
+        test,
+        ["chromedriver", "chromium"],
+        "apt-get install chromium chromium-driver",
+    )?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -76,7 +66,7 @@ async fn driver(test: &str) -> Option<Driver> {
     };
     // Ready when its status says so.
     let http = reqwest::Client::new();
-    support_eventually("chromedriver ready", || async {
+    eventually("chromedriver ready", || async {
         match http.get(format!("{}/status", driver.url)).send().await {
             Ok(r) => r
                 .json::<Value>()
@@ -89,26 +79,11 @@ async fn driver(test: &str) -> Option<Driver> {
     Some(driver)
 }
 
-/// Polls `cond` until true (10 s at most), then panics naming `what`.
-async fn support_eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn browser(driver: &Driver) -> Client {
     let caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
-            "binary": find("chromium").unwrap(),
+            "binary": services::find_program("chromium").unwrap(),
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1200,900", "--force-prefers-reduced-motion",
@@ -174,7 +149,7 @@ async fn js(c: &Client, script: &str) -> Value {
 /// Waits until `script` (an expression) is truthy in the page.
 async fn until(c: &Client, script: &str) {
     let body = format!("return !!({script});");
-    support_eventually(script, || async { js(c, &body).await == Value::Bool(true) }).await;
+    eventually(script, || async { js(c, &body).await == Value::Bool(true) }).await;
 }
 
 /// Clicks the element `css` selects.

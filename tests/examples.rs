@@ -14,8 +14,9 @@ use keygate_demo::portal;
 mod client;
 
 use auth_core::SecretHasher;
-use client::{eventually, Api};
+use client::Api;
 use futures_util::{SinkExt, StreamExt};
+use keygate_test_support::eventually;
 use serde_json::{json, Value};
 use support::{
     cli::{self, Command},
@@ -1405,13 +1406,10 @@ async fn two_pods_on_one_postgres_share_keys_and_revocations() {
     use std::sync::Arc;
 
     use auth_core::PostgresKeyStore;
-    use client::skip;
-
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        return skip(
-            "two_pods_on_one_postgres_share_keys_and_revocations",
-            "DATABASE_URL not set",
-        );
+    let Some(url) = keygate_test_support::services::database_url(
+        "two_pods_on_one_postgres_share_keys_and_revocations",
+    ) else {
+        return;
     };
     let schema = unique("keygate_examples");
     let open = || async {
@@ -1480,13 +1478,12 @@ async fn two_pods_on_one_postgres_share_keys_and_revocations() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn two_pods_on_one_redis_share_rate_limits() {
-    use client::{skip, Reply};
+    use client::Reply;
 
-    let Ok(url) = std::env::var("REDIS_URL") else {
-        return skip(
-            "two_pods_on_one_redis_share_rate_limits",
-            "REDIS_URL not set",
-        );
+    let Some(url) =
+        keygate_test_support::services::redis_url("two_pods_on_one_redis_share_rate_limits")
+    else {
+        return;
     };
     // Fail, not skip, when the variable is set but the server is down.
     auth_ratelimit::RedisStore::connect(&url)

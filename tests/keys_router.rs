@@ -1,6 +1,6 @@
-//! The key-management router of auth-axum over real HTTP on 127.0.0.1:
-//! create, list, show, revoke, rotate with grace, activity, validation,
-//! ownership, error formats and store outages.
+//! The key-management router of auth-axum, called in process (`oneshot`,
+//! no socket): create, list, show, revoke, rotate with grace, activity,
+//! validation, ownership, error formats and store outages.
 
 use std::{
     net::SocketAddr,
@@ -23,13 +23,17 @@ use auth_core::{
 };
 use auth_tower::AuthLayer;
 use axum::{
-    extract::FromRequestParts,
-    http::{request::Parts, StatusCode},
+    body::Body,
+    extract::{ConnectInfo, FromRequestParts},
+    http::{request::Parts, HeaderMap, Method, Request, StatusCode},
+    response::Response,
     Router,
 };
-use reqwest::Method;
+use http_body_util::BodyExt;
+use keygate_test_support::fixtures;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tower::ServiceExt;
 
 const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
 
@@ -133,11 +137,51 @@ impl KeyOwner for HeaderUser {
 }
 
 struct Fixture {
-    base: String,
+    app: Router,
     issuer: KeyIssuer,
     store: Arc<FlakyStore>,
     audit: Arc<MemoryAuditLog>,
-    http: reqwest::Client,
+}
+
+/// The host the requests name, and so the origin of same-host requests.
+const HOST: &str = "keys.test";
+const BASE: &str = "http://keys.test";
+
+/// A request being built, sent in process to the fixture's app.
+struct Call<'f> {
+    app: &'f Router,
+    req: axum::http::request::Builder,
+    body: String,
+}
+
+impl Call<'_> {
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.req = self.req.header(name, value);
+        self
+    }
+
+    fn bearer_auth(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
+
+    /// Sent as a client over TCP would: with its length, from 127.0.0.1
+    /// (what the server reads from the connection, so keys with an
+    /// allowlist can be used).
+    async fn send(self) -> Reply {
+        let mut req = self.req;
+        if !self.body.is_empty() {
+            req = req.header("content-length", self.body.len());
+        }
+        let mut req = req.body(Body::from(self.body)).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50_000))));
+        Reply::from(self.app.clone().oneshot(req).await.unwrap()).await
+    }
 }
 
 impl Fixture {
@@ -150,13 +194,8 @@ impl Fixture {
             down: AtomicBool::new(false),
         });
         let audit = Arc::new(MemoryAuditLog::default());
-        let hasher = SecretHasher::for_tests();
-        let issuer = KeyIssuer::new(
-            store.clone(),
-            hasher.clone(),
-            TokenPrefix::new("st_").unwrap(),
-        );
-        let verifier = Verifier::builder(store.clone()).hasher(hasher).build();
+        let issuer = fixtures::issuer(store.clone());
+        let verifier = fixtures::verifier(store.clone());
         let manager = KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>)
             .known_scopes(ScopeSet::parse(SCOPES).unwrap())
             .max_rotation_grace(Duration::from_secs(86_400));
@@ -206,17 +245,23 @@ impl Fixture {
             )
             .nest("/session/tokens", keys_router::<HeaderUser, _>(manager))
             .merge(api);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        // Peer addresses known, so keys with an allowlist can be used.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
-            base: format!("http://{addr}"),
+            app,
             issuer,
             store,
             audit,
-            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `method path`, with `Host` as a client would send it.
+    fn request(&self, method: Method, path: &str) -> Call<'_> {
+        Call {
+            app: &self.app,
+            req: Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", HOST),
+            body: String::new(),
         }
     }
 
@@ -234,44 +279,35 @@ impl Fixture {
     }
 
     async fn call(&self, method: Method, path: &str, token: &str, body: Option<&str>) -> Reply {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
+        let mut req = self.request(method, path).bearer_auth(token);
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_owned());
+            req = req.header("content-type", "application/json").body(b);
         }
-        Reply::from(req.send().await.unwrap()).await
+        req.send().await
     }
 
     async fn session(&self, method: Method, path: &str, user: &str, body: Option<&str>) -> Reply {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-user", user);
+        let mut req = self.request(method, path).header("x-user", user);
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_owned());
+            req = req.header("content-type", "application/json").body(b);
         }
-        Reply::from(req.send().await.unwrap()).await
+        req.send().await
     }
 }
 
 struct Reply {
     status: StatusCode,
-    headers: reqwest::header::HeaderMap,
+    headers: HeaderMap,
     text: String,
     json: Value,
 }
 
 impl Reply {
-    async fn from(res: reqwest::Response) -> Self {
-        let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+    async fn from(res: Response) -> Self {
+        let status = res.status();
         let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Self {
             status,
@@ -1162,8 +1198,7 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
     let body = r#"{"name":"csrf","scopes":["read"]}"#;
     let send = |path: &str, ct: Option<&'static str>, origin: Option<&'static str>| {
         let mut req = f
-            .http
-            .post(format!("{}{path}", f.base))
+            .request(Method::POST, path)
             .header("x-user", "alice")
             .body(body);
         if let Some(ct) = ct {
@@ -1172,7 +1207,7 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
         if let Some(o) = origin {
             req = req.header("origin", o);
         }
-        async move { Reply::from(req.send().await.unwrap()).await }
+        req.send()
     };
     for ct in [
         Some("text/plain"),
@@ -1198,14 +1233,12 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
     // A form posting nothing to rotate is refused too (it declares a type).
     let (id, _) = f.key("alice", &["read"]).await;
     let r = f
-        .http
-        .post(format!("{}/session/tokens/{id}/rotate", f.base))
+        .request(Method::POST, &format!("/session/tokens/{id}/rotate"))
         .header("x-user", "alice")
         .header("content-type", "application/x-www-form-urlencoded")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
+        .await;
+    assert_eq!(r.status.as_u16(), 415);
     // The same request declared as JSON works; nothing else was issued.
     assert_eq!(f.issuer.list("alice").await.unwrap().len(), 1);
     let r = send("/session/tokens", Some("application/json"), None).await;
@@ -1213,18 +1246,16 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
     // API keys: the same rule.
     let (_, admin) = f.key("bob", &["read", "tokens:manage"]).await;
     let r = f
-        .http
-        .post(format!("{}/api/tokens", f.base))
+        .request(Method::POST, "/api/tokens")
         .bearer_auth(&admin)
         .header("content-type", "text/plain")
         .body(body)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
+        .await;
+    assert_eq!(r.status.as_u16(), 415);
 
     // With the Origin check: a foreign origin is 403, this host passes.
-    let host_origin: &'static str = Box::leak(f.base.clone().into_boxed_str());
+    let host_origin: &'static str = BASE;
     let json = Some("application/json");
     let r = send("/strict/tokens", json, Some("https://evil.example")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
@@ -1235,14 +1266,12 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     // Revoking cross-origin is refused as well; reading is not a change.
     let r = f
-        .http
-        .delete(format!("{}/strict/tokens/{id}", f.base))
+        .request(Method::DELETE, &format!("/strict/tokens/{id}"))
         .header("x-user", "alice")
         .header("origin", "https://evil.example")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+        .await;
+    assert_eq!(r.status.as_u16(), 403);
     assert!(f
         .issuer
         .get(id)
@@ -1252,14 +1281,12 @@ async fn key_api_refuses_non_json_bodies_and_foreign_origins() {
         .revoked_at
         .is_none());
     let r = f
-        .http
-        .get(format!("{}/strict/tokens", f.base))
+        .request(Method::GET, "/strict/tokens")
         .header("x-user", "alice")
         .header("origin", "https://evil.example")
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
 }
 
 /// The chart's route: counts per bucket and outcome for the owner's key only.
@@ -1711,26 +1738,22 @@ async fn patch_cannot_widen_extend_or_reach_other_keys() {
 
     // Same CSRF rules as the other mutating routes.
     let r = f
-        .http
-        .patch(format!("{}/session/tokens/{broad_id}", f.base))
+        .request(Method::PATCH, &format!("/session/tokens/{broad_id}"))
         .header("x-user", "alice")
         .header("content-type", "text/plain")
         .body(r#"{"enabled":false}"#)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 415);
+        .await;
+    assert_eq!(r.status.as_u16(), 415);
     let r = f
-        .http
-        .patch(format!("{}/strict/tokens/{broad_id}", f.base))
+        .request(Method::PATCH, &format!("/strict/tokens/{broad_id}"))
         .header("x-user", "alice")
         .header("content-type", "application/json")
         .header("origin", "https://evil.example")
         .body(r#"{"enabled":false}"#)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
+        .await;
+    assert_eq!(r.status.as_u16(), 403);
     assert_eq!(
         f.store
             .inner

@@ -29,7 +29,8 @@ use std::{
 };
 
 use auth_core::{jwt::MasterKey, PostgresKeyStore, PostgresOptions, SecretHasher};
-use client::{eventually, skip, Api};
+use client::Api;
+use keygate_test_support::{eventually, logs::CapturedLogs, services::database_url};
 use support::{serve::spawn, Backend};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -222,11 +223,9 @@ fn through(url: &str, relay: SocketAddr) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_follows_postgres_behind_a_relay_that_is_cut_and_restored() {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        return skip(
-            "ready_follows_postgres_behind_a_relay_that_is_cut_and_restored",
-            "DATABASE_URL not set",
-        );
+    let Some(url) = database_url("ready_follows_postgres_behind_a_relay_that_is_cut_and_restored")
+    else {
+        return;
     };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -285,32 +284,11 @@ async fn ready_follows_postgres_behind_a_relay_that_is_cut_and_restored() {
         .unwrap();
 }
 
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'w self) -> Buffer {
-        self.clone()
-    }
-}
-
 /// Logs one event inside the request span `AuthMakeSpan` makes for
 /// `GET /api/me?token=…`, with the user recorded as the layer does.
 fn log_a_request(format: support::ops::LogFormat, ansi: bool) -> String {
     use tower_http::trace::MakeSpan;
-    let buffer = Buffer::default();
+    let buffer = CapturedLogs::default();
     let dispatch = support::ops::subscriber(
         format,
         ansi,
@@ -326,8 +304,7 @@ fn log_a_request(format: support::ops::LogFormat, ansi: bool) -> String {
         let _entered = span.enter();
         tracing::info!(status = 200, "finished processing request");
     });
-    let bytes = buffer.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    buffer.text()
 }
 
 #[test]

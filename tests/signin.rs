@@ -366,8 +366,9 @@ async fn the_session_key_api_refuses_cross_origin_and_non_json_and_api_keys_stil
 /// and the session is found by a second server on the same database.
 #[tokio::test]
 async fn sessions_live_in_postgres_and_are_shared_by_instances() {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        println!("skipped: sessions_live_in_postgres_and_are_shared_by_instances: DATABASE_URL is not set");
+    let Some(url) = keygate_test_support::services::database_url(
+        "sessions_live_in_postgres_and_are_shared_by_instances",
+    ) else {
         return;
     };
     let backend = Backend::memory(SecretHasher::for_tests());

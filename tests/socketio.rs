@@ -3,7 +3,8 @@
 //! `tests/js/package.json` and installed with `npm ci`, connecting with
 //! `transports: ["websocket"]` and `auth: { api_token }` as the seed shows.
 //!
-//! Needs `node` and `npm`; without them every test says it is skipped.
+//! Needs `node` and `npm`; without them every test says it is skipped (and
+//! fails under `CI=true`).
 #![cfg(feature = "socketio")]
 
 use keygate_demo::support;
@@ -11,7 +12,6 @@ use keygate_demo::support;
 use keygate_demo::server;
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -29,23 +29,16 @@ fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
 }
 
-fn runs(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Installs the pinned client once per test binary. `false` (after saying
-/// the test is skipped) when `node` or `npm` is missing; a failed install
+/// the test is skipped; a failure under `CI=true`) when `node` or `npm` is
+/// missing; a failed install
 /// with both present fails the test.
 fn client_installed(test: &str) -> bool {
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    if !runs("node") || !runs("npm") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping {test}: node and npm are needed to run socket.io-client"
-        );
+    // node and npm run socket.io-client.
+    if keygate_test_support::services::programs(test, ["node", "npm"], "install Node.js and npm")
+        .is_none()
+    {
         return false;
     }
     let installed = INSTALLED.get_or_init(|| {

@@ -2,10 +2,8 @@
 //! certificate from a CA the test makes, and `redis-server --tls-port`.
 //! The right CA is accepted (URL `sslrootcert`, `PostgresOptions::ca_file`,
 //! `RedisStore::open_with_ca`); a wrong CA is refused. Skipped, with the
-//! reason printed, when the binaries are missing.
+//! reason printed, when the binaries are missing (failed under `CI=true`).
 #![cfg(all(feature = "postgres", feature = "redis", feature = "tls"))]
-
-mod client;
 
 use std::{
     net::TcpListener,
@@ -19,7 +17,7 @@ use auth_core::{
     TokenPrefix,
 };
 use auth_ratelimit::{Bucket, Quota, RateLimitStore, RedisStore};
-use client::skip;
+use keygate_test_support::services::skip;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";

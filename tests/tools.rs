@@ -16,7 +16,8 @@ use auth_core::{
     jwt::{JwtAuthority, MasterKey, MemoryUserSecrets},
     SecretHasher,
 };
-use client::{eventually, Api};
+use client::Api;
+use keygate_test_support::eventually;
 use serde_json::json;
 use support::serve::spawn;
 use tools::{

@@ -1,7 +1,8 @@
-//! A small HTTP client for the integration tests, and waiting helpers.
+//! A small HTTP client for the integration tests (waiting and skipping are
+//! in `keygate-test-support`).
 #![allow(dead_code)]
 
-use std::{future::Future, io::Write, net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -120,25 +121,4 @@ impl Reply {
         assert!(!self.message().is_empty(), "no message: {}", self.text);
         self
     }
-}
-
-/// Waits until `cond` holds, polling; fails the test after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Prints a skip line that libtest's capture does not swallow.
-pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
 }

@@ -1,9 +1,9 @@
-//! auth-axum over real HTTP on 127.0.0.1: reqwest for requests,
-//! tokio-tungstenite for WebSockets. Real verifier, store and keys.
+//! auth-axum behind a real `AuthLayer`: HTTP requests in process
+//! (`oneshot`, from 127.0.0.1 as a socket would give), WebSockets over a real
+//! socket on 127.0.0.1 with tokio-tungstenite. Real verifier, store and keys.
 
 use std::{
     collections::HashMap,
-    io,
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
@@ -19,14 +19,19 @@ use auth_core::{
 };
 use auth_tower::{AuthLayer, ResolveError, Subject, SubjectDecision, SubjectResolver};
 use axum::{
-    extract::{ws::Message, Path},
+    body::Body,
+    extract::{ws::Message, ConnectInfo, Path},
+    http::Request,
     response::Response,
     routing::{get, post, put},
     Extension, Json, Router,
 };
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use keygate_test_support::logs::CapturedLogs;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+use tower::ServiceExt;
 
 // ---------------------------------------------------------------- fixtures
 
@@ -150,10 +155,9 @@ async fn chat(
 }
 
 struct Server {
-    addr: SocketAddr,
+    router: Router,
     audit: Arc<MemoryAuditLog>,
     debug_seen: Arc<Mutex<String>>,
-    http: reqwest::Client,
 }
 
 impl Server {
@@ -190,8 +194,18 @@ impl Server {
             .layer(Extension(grants))
             .layer(Extension(debug_seen.clone()))
             .layer(layer);
+        Self {
+            router: app,
+            audit,
+            debug_seen,
+        }
+    }
+
+    /// Serves the same app on 127.0.0.1:0, for WebSocket clients.
+    async fn serve(&self) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = self.router.clone();
         tokio::spawn(async move {
             axum::serve(
                 listener,
@@ -200,35 +214,45 @@ impl Server {
             .await
             .unwrap();
         });
-        Self {
-            addr,
-            audit,
-            debug_seen,
-            http: reqwest::Client::new(),
-        }
+        addr
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    /// Status, `WWW-Authenticate` and body of `method path`, sent in
+    /// process from 127.0.0.1.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<String>, String) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50_000))));
+        answer(self.router.clone().oneshot(req).await.unwrap()).await
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> (u16, Option<String>, String) {
-        let mut req = self.http.get(self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        answer(req.send().await.unwrap()).await
+        self.send("GET", path, token, &[]).await
     }
 }
 
 /// Status, `WWW-Authenticate` and body.
-async fn answer(res: reqwest::Response) -> (u16, Option<String>, String) {
+async fn answer(res: Response) -> (u16, Option<String>, String) {
     let status = res.status().as_u16();
     let www = res
         .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
-    (status, www, res.text().await.unwrap())
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, www, String::from_utf8(body.to_vec()).unwrap())
 }
 
 fn json(body: &str) -> Value {
@@ -300,13 +324,11 @@ async fn missing_layer_fails_closed() {
     let app = Router::new()
         .route("/me", get(me))
         .route("/hello", get(hello));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     for path in ["/me", "/hello"] {
-        let res = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-        assert_eq!(res.status(), 500, "{path}");
-        assert_eq!(json(&res.text().await.unwrap())["error"], "internal");
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let (status, _, body) = answer(app.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(status, 500, "{path}");
+        assert_eq!(json(&body)["error"], "internal");
     }
 }
 
@@ -343,16 +365,10 @@ async fn scope_guards_as_extractors_and_route_layers() {
     );
     assert_eq!(server.get("/entities", None).await.0, 401);
 
-    let invoke = |token: &str| {
-        server
-            .http
-            .post(server.url("/skills/invoke"))
-            .bearer_auth(token)
-            .send()
-    };
-    let (status, _, body) = answer(invoke(&modern).await.unwrap()).await;
+    let invoke = |token| server.send("POST", "/skills/invoke", Some(token), &[]);
+    let (status, _, body) = invoke(&modern).await;
     assert_eq!((status, body.as_str()), (200, "invoked"));
-    let (status, www, body) = answer(invoke(&legacy).await.unwrap()).await;
+    let (status, www, body) = invoke(&legacy).await;
     assert_eq!(status, 403);
     assert_eq!(
         json(&body)["error"]["message"],
@@ -382,47 +398,50 @@ async fn access_levels_and_impersonation() {
         )
         .await;
     let server = Server::start(&keys).await;
-    let edit = |doc: &str, token: &str, subject: Option<&str>| {
-        let mut req = server
-            .http
-            .put(server.url(&format!("/docs/{doc}")))
-            .bearer_auth(token);
-        if let Some(s) = subject {
-            req = req.header("x-subject-user", s);
+    let server = &server;
+    let edit = |doc: &'static str, token: &str, subject: Option<&'static str>| {
+        let token = token.to_owned();
+        async move {
+            let headers: &[(&str, &str)] = match subject {
+                Some(s) => &[("x-subject-user", s)],
+                None => &[],
+            };
+            server
+                .send("PUT", &format!("/docs/{doc}"), Some(&token), headers)
+                .await
         }
-        req.send()
     };
 
-    let (status, _, body) = answer(edit("doc_1", &alice, None).await.unwrap()).await;
+    let (status, _, body) = edit("doc_1", &alice, None).await;
     assert_eq!(
         (status, body.as_str()),
         (200, "alice edits doc_1 as editor")
     );
 
-    let (status, _, body) = answer(edit("doc_1", &bob, None).await.unwrap()).await;
+    let (status, _, body) = edit("doc_1", &bob, None).await;
     assert_eq!(status, 403, "a viewer may not edit");
     assert_eq!(
         json(&body)["error"]["message"],
         "This action needs editor access to the resource; you have viewer access"
     );
-    let (status, _, body) = answer(edit("doc_2", &alice, None).await.unwrap()).await;
+    let (status, _, body) = edit("doc_2", &alice, None).await;
     assert_eq!(
         (status, json(&body)["error"]["message"].as_str()),
         (403, Some("No access to this resource"))
     );
-    let (status, _, body) = answer(edit("doc_boom", &alice, None).await.unwrap()).await;
+    let (status, _, body) = edit("doc_boom", &alice, None).await;
     assert_eq!(
         (status, json(&body)["error"]["code"].as_str()),
         (503, Some("UNAVAILABLE"))
     );
 
     // The admin has no grant on doc_1, but acting as stu1 (its owner) it is stu1's level that counts.
-    let (status, _, _) = answer(edit("doc_1", &admin, None).await.unwrap()).await;
+    let (status, _, _) = edit("doc_1", &admin, None).await;
     assert_eq!(status, 403);
-    let (status, _, body) = answer(edit("doc_1", &admin, Some("stu1")).await.unwrap()).await;
+    let (status, _, body) = edit("doc_1", &admin, Some("stu1")).await;
     assert_eq!((status, body.as_str()), (200, "stu1 edits doc_1 as owner"));
     // Bob may not act as anyone.
-    let (status, _, _) = answer(edit("doc_1", &bob, Some("stu1")).await.unwrap()).await;
+    let (status, _, _) = edit("doc_1", &bob, Some("stu1")).await;
     assert_eq!(status, 403);
 
     let events = server
@@ -450,26 +469,6 @@ async fn access_levels_and_impersonation() {
     assert_eq!(refused.status, Some(403));
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// A browser-style WebSocket request: the token as a subprotocol.
 fn ws_request(addr: SocketAddr, protocols: &str) -> tungstenite::handshake::client::Request {
     let mut req = format!("ws://{addr}/chat").into_client_request().unwrap();
@@ -481,20 +480,15 @@ fn ws_request(addr: SocketAddr, protocols: &str) -> tungstenite::handshake::clie
 #[tokio::test]
 async fn websocket_authenticates_from_the_subprotocol() {
     // Everything runs on this thread: the capture sees server and client logs.
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::on_this_thread();
 
     let keys = Keys::new();
     let alice = keys.key(Principal::user("alice"), &[]).await;
     let server = Server::start(&keys).await;
+    let addr = server.serve().await;
 
     let (mut socket, res) =
-        tokio_tungstenite::connect_async(ws_request(server.addr, &format!("Bearer, {alice}")))
+        tokio_tungstenite::connect_async(ws_request(addr, &format!("Bearer, {alice}")))
             .await
             .expect("handshake accepted: the server selected a protocol the client offered");
     assert_eq!(
@@ -517,18 +511,14 @@ async fn websocket_authenticates_from_the_subprotocol() {
     socket.close(None).await.unwrap();
 
     // The client's spelling is kept: a browser compares exactly.
-    let (_, res) = tokio_tungstenite::connect_async(ws_request(
-        server.addr,
-        &format!("chat, bearer, {alice}"),
-    ))
-    .await
-    .unwrap();
+    let (_, res) =
+        tokio_tungstenite::connect_async(ws_request(addr, &format!("chat, bearer, {alice}")))
+            .await
+            .unwrap();
     assert_eq!(res.headers()["sec-websocket-protocol"], "bearer");
 
     // Non-browser clients may use Authorization; no protocol is selected then.
-    let mut req = format!("ws://{}/chat", server.addr)
-        .into_client_request()
-        .unwrap();
+    let mut req = format!("ws://{}/chat", addr).into_client_request().unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {alice}").parse().unwrap());
     let (mut socket, res) = tokio_tungstenite::connect_async(req).await.unwrap();
@@ -539,11 +529,8 @@ async fn websocket_authenticates_from_the_subprotocol() {
     );
 
     let revoked_like = format!("{alice}x");
-    match tokio_tungstenite::connect_async(ws_request(
-        server.addr,
-        &format!("Bearer, {revoked_like}"),
-    ))
-    .await
+    match tokio_tungstenite::connect_async(ws_request(addr, &format!("Bearer, {revoked_like}")))
+        .await
     {
         Err(tungstenite::Error::Http(res)) => {
             assert_eq!(res.status(), 401);
@@ -552,14 +539,14 @@ async fn websocket_authenticates_from_the_subprotocol() {
         }
         other => panic!("expected a 401 handshake, got {other:?}"),
     }
-    match tokio_tungstenite::connect_async(format!("ws://{}/chat", server.addr)).await {
+    match tokio_tungstenite::connect_async(format!("ws://{}/chat", addr)).await {
         Err(tungstenite::Error::Http(res)) => {
             assert_eq!(res.status(), 401, "an anonymous upgrade is refused")
         }
         other => panic!("expected a 401 handshake, got {other:?}"),
     }
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let debug = server.debug_seen.lock().unwrap().clone();
     assert!(
         debug.contains("AuthenticatedUpgrade") && debug.contains("\"Bearer\""),

@@ -146,6 +146,13 @@ impl SecretHasher {
     }
 
     /// Cheap parameters (m=64 KiB, t=1): for tests and doc examples only.
+    ///
+    /// **Not for production.** Behind the `test-util` feature, which only
+    /// `[dev-dependencies]` should enable: a production build that reaches
+    /// for this constructor does not compile. Use [`SecretHasher::default`]
+    /// or [`SecretHasher::new`].
+    #[cfg(any(test, feature = "test-util"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn for_tests() -> Self {
         Self::new(HashParams {
             m_cost: 64,

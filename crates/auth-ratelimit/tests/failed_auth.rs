@@ -1,6 +1,7 @@
 //! The failed-authentication limiter in front of a real `AuthLayer`, in
 //! process (`oneshot`), and shared through Redis when `REDIS_URL` is set
-//! (unset: the Redis test says so on stderr and passes).
+//! (unset: the Redis test says so on stderr and returns, or fails under
+//! `CI=true`).
 
 mod support;
 
@@ -8,12 +9,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_core::{
     AuditLog, AuditQuery, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
-    Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
+    Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule, TrustedProxies};
 use auth_tower::AuthLayer;
 use axum::{body::Body, extract::ConnectInfo, http::StatusCode, routing::get, Router};
 use http::Request;
+use keygate_test_support::fixtures;
 use tower::ServiceExt;
 
 const ALICE_IP: [u8; 4] = [192, 0, 2, 10];
@@ -27,14 +29,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let store = Arc::new(MemoryKeyStore::new());
-        let hasher = SecretHasher::for_tests();
         Self {
-            issuer: KeyIssuer::new(
-                store.clone(),
-                hasher.clone(),
-                TokenPrefix::new("st_").unwrap(),
-            ),
-            verifier: Verifier::builder(store).hasher(hasher).build(),
+            issuer: fixtures::issuer(store.clone()),
+            verifier: fixtures::verifier(store),
         }
     }
 
@@ -301,12 +298,15 @@ mod redis_shared {
     use auth_ratelimit::RedisStore;
 
     use super::*;
-    use crate::support::{redis_url, unique_prefix};
+    use crate::support::unique_prefix;
 
     #[tokio::test]
     async fn two_instances_share_the_count_through_redis() {
-        let Some(url) = redis_url() else { return };
-        if crate::support::redis_store("probe").await.is_none() {
+        let test = "two_instances_share_the_count_through_redis";
+        let Some(url) = keygate_test_support::services::redis_url(test) else {
+            return;
+        };
+        if crate::support::redis_store(test).await.is_none() {
             return;
         }
         let prefix = unique_prefix("failed-auth");

@@ -1,4 +1,6 @@
-//! Real HTTP: axum on 127.0.0.1:0, reqwest and tokio-tungstenite as clients.
+//! The limiter behind axum: plain HTTP requests in process (`oneshot`, from
+//! 127.0.0.1 as a socket would give), WebSocket connects and messages over a
+//! real socket on 127.0.0.1:0 with tokio-tungstenite.
 //! Time is a `FakeClock`: nothing sleeps, nothing depends on speed.
 
 use std::{
@@ -16,16 +18,19 @@ use auth_ratelimit::{
     TrustedProxies,
 };
 use axum::{
-    extract::{ws::WebSocketUpgrade, Request},
+    body::Body,
+    extract::{ws::WebSocketUpgrade, ConnectInfo, Request},
     middleware::{self, Next},
     response::Response,
     routing::{get, post},
     Router,
 };
 use futures_util::{SinkExt, StreamExt};
-use reqwest::StatusCode;
+use http::StatusCode;
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite;
+use tower::ServiceExt;
 
 /// Stands in for the auth layer: `x-user` names the user, `x-scopes` the
 /// key's scopes (space-separated), `x-key` its id.
@@ -51,10 +56,12 @@ async fn fake_auth(mut req: Request, next: Next) -> Response {
 }
 
 struct App {
-    base: String,
+    router: Router,
     hits: Arc<AtomicUsize>,
-    client: reqwest::Client,
 }
+
+/// The peer address of in-process requests: what a local socket would give.
+const PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 50_000);
 
 impl App {
     async fn start(limiter: RateLimiter, extra: Router) -> App {
@@ -67,15 +74,22 @@ impl App {
                 "ok"
             }
         };
-        let app = Router::new()
+        let router = Router::new()
             .route("/items", get(handler.clone()))
             .route("/graph", get(handler.clone()))
             .route("/login", post(handler))
             .merge(extra)
             .layer(limiter.layer())
             .layer(middleware::from_fn(fake_auth));
+        App { router, hits }
+    }
+
+    /// Serves the same app (same limiter) on 127.0.0.1:0, for WebSocket
+    /// clients; its `ws://` base.
+    async fn serve(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = self.router.clone();
         tokio::spawn(async move {
             axum::serve(
                 listener,
@@ -84,34 +98,38 @@ impl App {
             .await
             .unwrap();
         });
-        App {
-            base: format!("http://{addr}"),
-            hits,
-            client: reqwest::Client::new(),
-        }
+        format!("ws://{addr}")
     }
 
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.get(format!("{}{path}", self.base));
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = Request::builder().method(method).uri(path);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        req.send().await.unwrap()
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(PEER)));
+        self.router.clone().oneshot(req).await.unwrap()
     }
 
-    async fn post(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.post(format!("{}{path}", self.base));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().await.unwrap()
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send("GET", path, headers).await
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send("POST", path, headers).await
     }
 }
 
-fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+fn header(res: &Response, name: &str) -> Option<String> {
     res.headers()
         .get(name)
         .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn json(res: Response) -> Value {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 fn builder(clock: &FakeClock) -> RateLimiterBuilder {
@@ -151,7 +169,7 @@ async fn over_the_limit_gets_429_in_the_auth_format_with_headers() {
         header(&res, "content-type").as_deref(),
         Some("application/json")
     );
-    let body: Value = res.json().await.unwrap();
+    let body = json(res).await;
     assert_eq!(
         body,
         serde_json::json!({"error": "rate_limited", "message": "Rate limit exceeded"})
@@ -211,7 +229,7 @@ async fn envelope_format_and_draft_structured_fields() {
         header(&res, "ratelimit").as_deref(),
         Some(r#""default";r=197;t=54, "graph";r=0;t=60"#)
     );
-    let body: Value = res.json().await.unwrap();
+    let body = json(res).await;
     assert_eq!(body["success"], false);
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
 }
@@ -493,7 +511,7 @@ async fn websocket_connects_are_limited_per_ip() {
         .build()
         .unwrap();
     let app = App::start(limiter, ws_router(clock.clone())).await;
-    let url = app.base.replace("http://", "ws://") + "/ws";
+    let url = app.serve().await + "/ws";
     let mut open = Vec::new();
     for _ in 0..2 {
         let (socket, res) = tokio_tungstenite::connect_async(&url).await.unwrap();
@@ -524,7 +542,7 @@ async fn websocket_messages_over_the_limit_get_a_rate_limited_event() {
     let clock = FakeClock::new();
     let limiter = builder(&clock).build().unwrap();
     let app = App::start(limiter, ws_router(clock.clone())).await;
-    let url = app.base.replace("http://", "ws://") + "/ws";
+    let url = app.serve().await + "/ws";
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     assert_eq!(roundtrip(&mut socket, "one").await, "one");
     let event: Value = serde_json::from_str(&roundtrip(&mut socket, "two").await).unwrap();

@@ -15,13 +15,13 @@ use std::{
 
 use auth_core::{
     store::KeyStore, AuditLog, AuditQuery, AuthContext, CreditSpend, Credits, KeyIssuer, KeyPolicy,
-    KeyRateLimit, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
-    TokenPrefix, Verifier,
+    KeyRateLimit, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FakeClock, Quota, QuotaResolver, RateLimiter, Rule, StoreError};
 use auth_tower::AuthLayer;
 use axum::{body::Body, routing::get, Router};
 use http::{Request, StatusCode};
+use keygate_test_support::fixtures;
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -35,14 +35,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let store = Arc::new(MemoryKeyStore::new());
-        let hasher = SecretHasher::for_tests();
         Self {
-            issuer: KeyIssuer::new(
-                store.clone(),
-                hasher.clone(),
-                TokenPrefix::new("st_").unwrap(),
-            ),
-            verifier: Verifier::builder(store.clone()).hasher(hasher).build(),
+            issuer: fixtures::issuer(store.clone()),
+            verifier: fixtures::verifier(store.clone()),
             store,
             audit: Arc::new(MemoryAuditLog::default()),
         }
@@ -316,7 +311,7 @@ mod shared {
     async fn two_limiters_on_one_redis_never_overspend() {
         const N: u64 = 40;
         let f = Fixture::new();
-        let Some(redis) = redis_store("credits").await else {
+        let Some(redis) = redis_store("two_limiters_on_one_redis_never_overspend").await else {
             return;
         };
         let prefix = redis.prefix().to_owned();
@@ -353,7 +348,8 @@ mod shared {
     #[tokio::test]
     async fn a_redis_restart_does_not_hand_out_fresh_credits() {
         let f = Fixture::new();
-        let Some(redis) = redis_store("restart").await else {
+        let Some(redis) = redis_store("a_redis_restart_does_not_hand_out_fresh_credits").await
+        else {
             return;
         };
         let prefix = redis.prefix().to_owned();
@@ -392,7 +388,9 @@ mod shared {
     #[tokio::test]
     async fn a_write_back_publishes_nothing_and_never_raises_the_count() {
         let f = Fixture::new();
-        let Some(redis) = redis_store("writeback").await else {
+        let Some(redis) =
+            redis_store("a_write_back_publishes_nothing_and_never_raises_the_count").await
+        else {
             return;
         };
         let prefix = redis.prefix().to_owned();

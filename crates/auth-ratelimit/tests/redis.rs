@@ -46,7 +46,7 @@ async fn status(app: &Router, user: Option<&str>) -> StatusCode {
 /// On the server's clock (no clock given), the wait counts down in real time.
 #[tokio::test]
 async fn server_time_by_default() {
-    let Some(store) = redis_store("burst").await else {
+    let Some(store) = redis_store("server_time_by_default").await else {
         return;
     };
     let q = Quota::per_hour(5);
@@ -74,7 +74,7 @@ async fn server_time_by_default() {
 
 #[tokio::test]
 async fn buckets_expire_when_full_again() {
-    let Some(store) = redis_store("expire").await else {
+    let Some(store) = redis_store("buckets_expire_when_full_again").await else {
         return;
     };
     let bucket = Bucket::new("t", "k", Quota::per_minute(10), 2);
@@ -99,7 +99,9 @@ async fn two_limiters_sharing_redis_admit_no_more_than_the_quota() {
     let prefix = unique_prefix("shared");
     let mut apps = Vec::new();
     for _ in 0..2 {
-        let Some(store) = redis_store("unused").await else {
+        let Some(store) =
+            redis_store("two_limiters_sharing_redis_admit_no_more_than_the_quota").await
+        else {
             return;
         };
         let store = store.with_prefix(prefix.clone());
@@ -139,7 +141,7 @@ async fn two_limiters_sharing_redis_admit_no_more_than_the_quota() {
 /// nothing from the others.
 #[tokio::test]
 async fn several_rules_in_one_atomic_check() {
-    let Some(store) = redis_store("rules").await else {
+    let Some(store) = redis_store("several_rules_in_one_atomic_check").await else {
         return;
     };
     let prefix = store.prefix().to_owned();

@@ -11,8 +11,7 @@ use std::{
 
 use auth_core::{
     AuditEvent, AuditLog, AuditQuery, ClientIp, IpNet, KeyIssuer, KeyPolicy, MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix,
-    TrustedProxies, Verifier,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, TrustedProxies, Verifier,
 };
 use auth_tower::{AuthLayer, AuthLayerBuilder};
 use axum::{
@@ -22,6 +21,7 @@ use axum::{
     Router,
 };
 use http::{Extensions, HeaderMap};
+use keygate_test_support::fixtures;
 use tower::ServiceExt;
 
 struct Fixture {
@@ -33,11 +33,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let store = Arc::new(MemoryKeyStore::new());
-        let hasher = SecretHasher::for_tests();
-        let prefix = TokenPrefix::new("st_").unwrap();
         Self {
-            issuer: KeyIssuer::new(store.clone(), hasher.clone(), prefix),
-            verifier: Verifier::builder(store).hasher(hasher).build(),
+            issuer: fixtures::issuer(store.clone()),
+            verifier: fixtures::verifier(store),
             audit: Arc::new(MemoryAuditLog::new(100)),
         }
     }

@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    io,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -27,6 +26,7 @@ use axum::{body::Body, extract::Request, response::Response, routing::get, Json,
 use bytes::Bytes;
 use http::{header, HeaderName, StatusCode};
 use http_body_util::BodyExt;
+use keygate_test_support::{fixtures, logs::CapturedLogs};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -43,11 +43,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let store = Arc::new(MemoryKeyStore::new());
-        let hasher = SecretHasher::for_tests();
-        let prefix = TokenPrefix::new("st_").unwrap();
         Self {
-            issuer: KeyIssuer::new(store.clone(), hasher.clone(), prefix),
-            verifier: Verifier::builder(store).hasher(hasher).build(),
+            issuer: fixtures::issuer(store.clone()),
+            verifier: fixtures::verifier(store),
             audit: Arc::new(MemoryAuditLog::new(100)),
         }
     }
@@ -942,35 +940,9 @@ async fn readiness_is_the_inner_services() {
 
 // ---------------------------------------------------------------- secrecy
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn no_log_line_body_or_debug_output_contains_the_token() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::on_this_thread();
 
     let f = Fixture::new();
     let (token, id) = f.key(Principal::user("alice"), &["read"]).await;
@@ -1035,7 +1007,7 @@ async fn no_log_line_body_or_debug_output_contains_the_token() {
     let res = send(query_app, get_with(&format!("/me?api_key={token}"), &[])).await;
     assert_eq!(res.status, 200);
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let handler_debug = debug_seen.lock().unwrap().clone();
     let debug = format!(
         "{handler_debug} {layer:?} {:?} {:?}",

@@ -1,16 +1,17 @@
 //! The `keygate` binary, run as a process against a SQLite file and against
-//! the real PostgreSQL (`DATABASE_URL`; skipped with a message when unset).
+//! the real PostgreSQL (`DATABASE_URL`; skipped with a message when unset,
+//! failed when unset under `CI=true`).
 
 use std::{
     path::Path,
     process::{Command, Output},
     sync::Arc,
-    time::Duration,
 };
 
 use auth_core::{
     AuditEvent, AuditOutcome, KeyStore, RejectReason, SecretHasher, SqliteKeyStore, Verifier,
 };
+use keygate_test_support::{eventually, services::database_url};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -56,22 +57,6 @@ fn keygate_env(db: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         code: status.code().expect("exit code"),
         stdout: String::from_utf8(stdout).unwrap(),
         stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
-
-/// Waits (bounded) until `check` holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -322,8 +307,7 @@ async fn manages_keys_in_a_sqlite_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manages_keys_in_postgres() {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        eprintln!("skipped: manages_keys_in_postgres: DATABASE_URL not set");
+    let Some(url) = database_url("manages_keys_in_postgres") else {
         return;
     };
     let nanos = std::time::SystemTime::now()

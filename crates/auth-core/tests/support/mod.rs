@@ -1,41 +1,19 @@
-//! Helpers shared by the store test binaries.
+//! Helpers of auth-core's test binaries; what other crates' tests use too
+//! is in `keygate-test-support`, re-exported here.
 #![allow(dead_code)]
 
-use std::{
-    future::Future,
-    io::Write,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
 };
+
+#[allow(unused_imports)] // Each test binary uses part of it.
+pub use keygate_test_support::{eventually, fixtures::*};
 
 use async_trait::async_trait;
 use auth_core::*;
 use parking_lot::Mutex;
 use time::OffsetDateTime;
-
-/// Waits until `cond` holds, polling; fails the test after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Prints a skip line that libtest's capture does not swallow.
-pub fn skip(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
-}
 
 /// Records every change published on a feed.
 #[derive(Default)]
@@ -133,55 +111,9 @@ impl KeyStore for CountingStore {
     }
 }
 
-pub fn prefix() -> TokenPrefix {
-    TokenPrefix::new("st_").unwrap()
-}
-
-pub fn issuer(store: Arc<dyn KeyStore>) -> KeyIssuer {
-    KeyIssuer::new(store, SecretHasher::for_tests(), prefix())
-}
-
-pub fn verifier(store: Arc<dyn KeyStore>) -> Verifier {
-    Verifier::builder(store)
-        .hasher(SecretHasher::for_tests())
-        .build()
-}
-
-pub fn new_key(owner: &str) -> NewKey {
-    NewKey::new(
-        Principal::user(owner),
-        "ci",
-        ScopeSet::parse(["read"]).unwrap(),
-    )
-}
-
-/// The 44-character secret part of a token (between the key id and the checksum).
-pub fn secret_text(token: &str) -> &str {
-    let body = &token[token.len() - BODY_LEN..];
-    &body[11..55]
-}
-
-pub fn audit_event(key: Option<KeyId>, actor: Option<&str>, at: OffsetDateTime) -> AuditEvent {
-    AuditEvent {
-        id: None,
-        at,
-        key_id: key,
-        actor: actor.map(str::to_owned),
-        subject: None,
-        outcome: AuditOutcome::Success,
-        reason: None,
-        method: "GET".into(),
-        path: "/api/entities".into(),
-        status: Some(200),
-        client_ip: Some("203.0.113.7".parse().unwrap()),
-        user_agent: Some("curl/8.5".into()),
-        created_key: None,
-    }
-}
-
 #[cfg(feature = "postgres")]
 pub mod pg {
-    use std::str::FromStr;
+    use std::{str::FromStr, time::Duration};
 
     use rand::RngCore;
     use sqlx::{
@@ -191,16 +123,7 @@ pub mod pg {
 
     use super::*;
 
-    /// `DATABASE_URL`, or `None` after printing that `test` is skipped.
-    pub fn database_url(test: &str) -> Option<String> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ => {
-                skip(test, "DATABASE_URL not set");
-                None
-            }
-        }
-    }
+    pub use keygate_test_support::services::database_url;
 
     /// A schema of its own for one test, so tests run in parallel.
     pub struct TestSchema {
@@ -209,7 +132,7 @@ pub mod pg {
     }
 
     impl TestSchema {
-        /// `None` (test skipped) without DATABASE_URL; panics if PostgreSQL is unreachable.
+        /// `None` (test skipped, or failed under CI) without DATABASE_URL; panics if PostgreSQL is unreachable.
         pub async fn new(test: &str) -> Option<Self> {
             let url = database_url(test)?;
             let name = format!("kgt_{:016x}", rand::rngs::OsRng.next_u64());

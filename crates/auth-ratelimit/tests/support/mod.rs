@@ -1,14 +1,14 @@
 //! Shared by the test binaries: the Redis server under test and unique key
 //! prefixes.
 //!
-//! Tests needing Redis read `REDIS_URL`. Under `CI=true` a missing or
+//! Tests needing Redis read `REDIS_URL`, under the skip rule of
+//! `keygate_test_support::services`: under `CI=true` a missing or
 //! unreachable server fails the test; elsewhere the test says why on stderr
-//! and passes without running.
+//! and returns without running.
 
 #![allow(dead_code)] // Each test binary uses part of it.
 
 use std::{
-    io::Write,
     sync::atomic::{AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -16,29 +16,9 @@ use std::{
 #[cfg(feature = "redis")]
 use auth_ratelimit::RedisStore;
 #[cfg(feature = "redis")]
+use keygate_test_support::services;
+#[cfg(feature = "redis")]
 use std::time::Duration;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Fails under CI, else prints why the test is skipped.
-pub fn skip(reason: &str) {
-    assert!(!in_ci(), "CI=true and {reason}");
-    // Straight to the stderr handle: the test harness captures eprintln!.
-    let _ = writeln!(std::io::stderr(), "skipping: {reason}");
-}
-
-/// The server's URL, or `None` (after [`skip`]) when `REDIS_URL` is unset.
-pub fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            skip("REDIS_URL is not set");
-            None
-        }
-    }
-}
 
 /// A prefix no other test (or run) uses.
 pub fn unique_prefix(test: &str) -> String {
@@ -54,11 +34,11 @@ pub fn unique_prefix(test: &str) -> String {
     )
 }
 
-/// A connected store under a unique prefix, or `None` (after [`skip`])
-/// when there is no server to test.
+/// A connected store under a unique prefix, or `None` (after
+/// `services::skip`) when there is no server to test.
 #[cfg(feature = "redis")]
 pub async fn redis_store(test: &str) -> Option<RedisStore> {
-    let url = redis_url()?;
+    let url = services::redis_url(test)?;
     match RedisStore::connect(&url).await {
         Ok(store) => Some(
             store
@@ -66,7 +46,10 @@ pub async fn redis_store(test: &str) -> Option<RedisStore> {
                 .with_timeout(Duration::from_secs(5)),
         ),
         Err(e) => {
-            skip(&format!("Redis at REDIS_URL={url} is unreachable: {e}"));
+            services::skip(
+                test,
+                &format!("Redis at REDIS_URL={url} is unreachable: {e}"),
+            );
             None
         }
     }
