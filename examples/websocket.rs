@@ -63,7 +63,7 @@ async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verifier>
                     Ok(_) => Message::Text(format!("{}: {text}", ctx.effective_user()).into()),
                     Err(limited) => limited.message(),
                 },
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 Some(Ok(_)) => continue,
             };
             if socket.send(reply).await.is_err() {

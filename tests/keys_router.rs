@@ -38,6 +38,7 @@ use tower::ServiceExt;
 const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
 
 /// A store that fails every call while `down` is set.
+#[derive(Debug)]
 struct FlakyStore {
     inner: MemoryKeyStore,
     down: AtomicBool,

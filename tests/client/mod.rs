@@ -9,14 +9,14 @@ use serde_json::Value;
 
 /// A server under test.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub addr: SocketAddr,
     base: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    pub fn at(addr: SocketAddr) -> Self {
+    pub(crate) fn at(addr: SocketAddr) -> Self {
         Self {
             addr,
             base: format!("http://{addr}"),
@@ -24,44 +24,44 @@ impl Api {
         }
     }
 
-    pub fn call(&self, method: Method, path: &str) -> Call {
+    pub(crate) fn call(&self, method: Method, path: &str) -> Call {
         Call(self.http.request(method, format!("{}{path}", self.base)))
     }
 
-    pub fn get(&self, path: &str) -> Call {
+    pub(crate) fn get(&self, path: &str) -> Call {
         self.call(Method::GET, path)
     }
 
-    pub fn post(&self, path: &str) -> Call {
+    pub(crate) fn post(&self, path: &str) -> Call {
         self.call(Method::POST, path)
     }
 
-    pub fn patch(&self, path: &str) -> Call {
+    pub(crate) fn patch(&self, path: &str) -> Call {
         self.call(Method::PATCH, path)
     }
 
-    pub fn put(&self, path: &str) -> Call {
+    pub(crate) fn put(&self, path: &str) -> Call {
         self.call(Method::PUT, path)
     }
 
-    pub fn delete(&self, path: &str) -> Call {
+    pub(crate) fn delete(&self, path: &str) -> Call {
         self.call(Method::DELETE, path)
     }
 }
 
 /// A request being built.
-pub struct Call(reqwest::RequestBuilder);
+pub(crate) struct Call(reqwest::RequestBuilder);
 
 impl Call {
-    pub fn token(self, token: &str) -> Self {
+    pub(crate) fn token(self, token: &str) -> Self {
         Self(self.0.bearer_auth(token))
     }
 
-    pub fn header(self, name: &str, value: &str) -> Self {
+    pub(crate) fn header(self, name: &str, value: &str) -> Self {
         Self(self.0.header(name, value))
     }
 
-    pub fn json(self, body: &str) -> Self {
+    pub(crate) fn json(self, body: &str) -> Self {
         Self(
             self.0
                 .header("content-type", "application/json")
@@ -69,13 +69,13 @@ impl Call {
         )
     }
 
-    pub async fn send(self) -> Reply {
+    pub(crate) async fn send(self) -> Reply {
         Reply::from(self.0.send().await.expect("request sent")).await
     }
 }
 
 /// A response, read whole.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: reqwest::header::HeaderMap,
     pub text: String,
@@ -84,7 +84,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub async fn from(res: reqwest::Response) -> Self {
+    pub(crate) async fn from(res: reqwest::Response) -> Self {
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.expect("body read");
@@ -97,25 +97,25 @@ impl Reply {
         }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The `message` of an error body.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         self.json["message"].as_str().unwrap_or_default()
     }
 
     /// Asserts the status, showing the body when it differs.
     #[track_caller]
-    pub fn expect(&self, status: u16) -> &Self {
+    pub(crate) fn expect(&self, status: u16) -> &Self {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
         self
     }
 
     /// Asserts a flat error body: `{"error": code, "message": ...}`.
     #[track_caller]
-    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+    pub(crate) fn expect_error(&self, status: u16, code: &str) -> &Self {
         self.expect(status);
         assert_eq!(self.json["error"], code, "body: {}", self.text);
         assert!(!self.message().is_empty(), "no message: {}", self.text);

@@ -293,6 +293,7 @@ async fn oversized_and_overfull_reports_are_refused() {
 }
 
 /// A store whose reads fail: the key store is down.
+#[derive(Debug)]
 struct DownStore(MemoryKeyStore);
 
 #[async_trait::async_trait]

@@ -101,7 +101,7 @@ pub const MAX_USER_AGENT: usize = 256;
 
 /// Receives audit events. `record` must never block on I/O or wait for a
 /// lock held across I/O: it runs on the request path.
-pub trait AuditSink: Send + Sync + 'static {
+pub trait AuditSink: std::fmt::Debug + Send + Sync + 'static {
     /// Takes one event.
     fn record(&self, event: AuditEvent);
 }

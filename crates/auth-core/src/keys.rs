@@ -59,6 +59,16 @@ pub struct KeysBuilder {
     verifier: VerifierBuilder,
 }
 
+// By hand: the store is a trait object.
+impl std::fmt::Debug for KeysBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysBuilder")
+            .field("prefix", &self.prefix)
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
 impl KeysBuilder {
     /// The hasher keys are hashed and verified with. Default: argon2id
     /// defaults ([`SecretHasher::default`]).

@@ -17,7 +17,7 @@ use time::{macros::datetime, OffsetDateTime};
 /// A memory store that counts reads and, when `silent`, makes changes
 /// without announcing them (as another instance would, whose notification
 /// this instance missed).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Store {
     inner: MemoryKeyStore,
     feed: ChangeFeed,

@@ -235,6 +235,7 @@ async fn the_verifier_tells_kinds_apart_by_shape() {
 
 /// A view of a shared store whose change feed hears nothing from the others,
 /// as an instance whose notification connection dropped.
+#[derive(Debug)]
 struct Detached {
     inner: Arc<MemoryUserSecrets>,
     feed: ChangeFeed,
@@ -291,6 +292,7 @@ async fn out_of_sync_feed_checks_every_token_against_the_store() {
 
 /// A shared store that counts reads and can make the first `hold` readers
 /// wait for each other (so two first `token_for` calls both see no secret).
+#[derive(Debug)]
 struct Racy {
     inner: Arc<MemoryUserSecrets>,
     gets: std::sync::atomic::AtomicUsize,

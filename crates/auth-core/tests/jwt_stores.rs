@@ -22,6 +22,7 @@ use support::*;
 const MASTER: [u8; 32] = [42; 32];
 
 /// Delegates to a store and counts reads: proves the cached path does none.
+#[derive(Debug)]
 struct CountingSecrets<S> {
     inner: Arc<S>,
     gets: AtomicUsize,

@@ -100,7 +100,7 @@ mod storage {
     use super::*;
 
     /// An audit log with small batches, and its count of dropped events.
-    pub enum BatchedAudit {
+    pub(crate) enum BatchedAudit {
         #[cfg(feature = "sqlite")]
         Sqlite(SqliteAuditLog),
         #[cfg(feature = "postgres")]
@@ -108,7 +108,7 @@ mod storage {
     }
 
     impl BatchedAudit {
-        pub fn log(&self) -> &dyn AuditLog {
+        pub(crate) fn log(&self) -> &dyn AuditLog {
             match self {
                 #[cfg(feature = "sqlite")]
                 Self::Sqlite(a) => a,
@@ -117,7 +117,7 @@ mod storage {
             }
         }
 
-        pub fn dropped(&self) -> u64 {
+        pub(crate) fn dropped(&self) -> u64 {
             match self {
                 #[cfg(feature = "sqlite")]
                 Self::Sqlite(a) => a.dropped_events(),
@@ -128,7 +128,7 @@ mod storage {
     }
 
     /// A transaction holding the audit table: inserts wait until released.
-    pub enum HeldAuditWrites {
+    pub(crate) enum HeldAuditWrites {
         #[cfg(feature = "sqlite")]
         Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
         #[cfg(feature = "postgres")]
@@ -136,7 +136,7 @@ mod storage {
     }
 
     impl HeldAuditWrites {
-        pub async fn release(self) {
+        pub(crate) async fn release(self) {
             match self {
                 #[cfg(feature = "sqlite")]
                 Self::Sqlite(tx) => tx.commit().await.unwrap(),
@@ -152,7 +152,7 @@ mod storage {
         /// A second instance on the same file or database: its own
         /// connections, cache and change feed, as another server (or an
         /// admin command) would have.
-        pub async fn another_instance(&self) -> (Arc<dyn KeyStore>, Arc<dyn AuditLog>) {
+        pub(crate) async fn another_instance(&self) -> (Arc<dyn KeyStore>, Arc<dyn AuditLog>) {
             match self {
                 #[cfg(feature = "sqlite")]
                 Storage::Sqlite { path, .. } => {
@@ -169,7 +169,7 @@ mod storage {
         }
 
         /// The spellings `open_store` takes for this storage.
-        pub fn locations(&self) -> Vec<String> {
+        pub(crate) fn locations(&self) -> Vec<String> {
             match self {
                 #[cfg(feature = "sqlite")]
                 Storage::Sqlite { path, .. } => vec![
@@ -190,7 +190,7 @@ mod storage {
         }
 
         /// `open_store`'s name for this backend.
-        pub fn name(&self) -> &'static str {
+        pub(crate) fn name(&self) -> &'static str {
             match self {
                 #[cfg(feature = "sqlite")]
                 Storage::Sqlite { .. } => "sqlite",
@@ -202,7 +202,7 @@ mod storage {
 
         /// Every row of every table as text, and the raw bytes of the
         /// storage's files (none for PostgreSQL, whose files are not ours).
-        pub async fn dump(&self) -> (String, Vec<u8>) {
+        pub(crate) async fn dump(&self) -> (String, Vec<u8>) {
             use sqlx::Row;
             let mut text = String::new();
             match self {
@@ -283,7 +283,7 @@ mod storage {
         }
 
         /// An audit log writing in batches of 4 through a queue of 8.
-        pub fn small_batched_audit(&self) -> BatchedAudit {
+        pub(crate) fn small_batched_audit(&self) -> BatchedAudit {
             let batching = store::AuditBatching::new().queue_capacity(8).max_batch(4);
             match self {
                 #[cfg(feature = "sqlite")]
@@ -299,7 +299,7 @@ mod storage {
         }
 
         /// Holds the audit table until [`HeldAuditWrites::release`].
-        pub async fn hold_audit_writes(&self) -> HeldAuditWrites {
+        pub(crate) async fn hold_audit_writes(&self) -> HeldAuditWrites {
             match self {
                 #[cfg(feature = "sqlite")]
                 Storage::Sqlite { store, .. } => {
@@ -326,7 +326,7 @@ mod storage {
         }
 
         /// Rows in the audit table.
-        pub async fn audit_rows(&self) -> i64 {
+        pub(crate) async fn audit_rows(&self) -> i64 {
             use sqlx::Row;
             let q = "SELECT count(*) FROM audit_events";
             match self {
@@ -493,7 +493,7 @@ mod cases {
 
     /// The administrators' listing: every filter, alone, and pages that
     /// together hold every key once, newest first.
-    pub async fn list_keys_filters_and_pages(b: &Backend) {
+    pub(crate) async fn list_keys_filters_and_pages(b: &Backend) {
         let day = time::Duration::days(1);
         let hour = time::Duration::hours(1);
         let mut a = record("alice", T0 - day * 5);
@@ -616,7 +616,7 @@ mod cases {
     /// Keys expiring soon are found once each, soonest first; revoked and
     /// already noticed ones are not; a notice is remembered only once the
     /// listener took it, and a new notifier (a restart) does not repeat it.
-    pub async fn expiry_notices(b: &Backend) {
+    pub(crate) async fn expiry_notices(b: &Backend) {
         let day = time::Duration::days(1);
         let expiring = |days: i64| {
             let mut r = record("nora", T0 - day);
@@ -729,7 +729,7 @@ mod cases {
     /// expiring at the same instant, ahead of one that works: the pass moves
     /// past them (a `(expires_at, id)` cursor) and delivers it; the failing
     /// ones are tried again on every pass.
-    pub async fn failing_expiry_notices_do_not_block_later_ones(b: &Backend) {
+    pub(crate) async fn failing_expiry_notices_do_not_block_later_ones(b: &Backend) {
         let day = time::Duration::days(1);
         let expiring = |at: OffsetDateTime| {
             let mut r = record("nora", T0 - day);
@@ -789,7 +789,7 @@ mod cases {
         assert_eq!((pass.delivered, pass.failed), (0, 130));
     }
 
-    pub async fn insert_and_get(b: &Backend) {
+    pub(crate) async fn insert_and_get(b: &Backend) {
         let changes = Recorder::subscribe(&*b.keys);
         let mut r = record("alice", T0);
         r.owner = Principal::user("alice");
@@ -817,7 +817,7 @@ mod cases {
         ));
     }
 
-    pub async fn list_by_owner_newest_first(b: &Backend) {
+    pub(crate) async fn list_by_owner_newest_first(b: &Backend) {
         let mut ids = Vec::new();
         for i in 0..3 {
             let r = record("alice", T0 + time::Duration::seconds(i));
@@ -839,7 +839,7 @@ mod cases {
         assert!(b.keys.list_by_owner("carol").await.unwrap().is_empty());
     }
 
-    pub async fn revoke_keeps_the_earliest_time(b: &Backend) {
+    pub(crate) async fn revoke_keeps_the_earliest_time(b: &Backend) {
         let r = record("alice", T0);
         b.keys.insert(&r).await.unwrap();
         let changes = Recorder::subscribe(&*b.keys);
@@ -869,7 +869,7 @@ mod cases {
         assert!(!b.keys.revoke(KeyId::random(), T0).await.unwrap());
     }
 
-    pub async fn rotate_without_grace(b: &Backend) {
+    pub(crate) async fn rotate_without_grace(b: &Backend) {
         let (issuer, verifier, _clock) = issuing(&b.keys);
         let old = issuer.issue(new_key("alice")).await.unwrap();
         verifier.verify(old.token.expose_secret()).await.unwrap();
@@ -896,7 +896,7 @@ mod cases {
         );
     }
 
-    pub async fn created_by_is_kept(b: &Backend) {
+    pub(crate) async fn created_by_is_kept(b: &Backend) {
         let (issuer, _verifier, _clock) = issuing(&b.keys);
         let cli = issuer.issue(new_key("alice")).await.unwrap();
         assert_eq!(cli.record.created_by, None);
@@ -925,7 +925,7 @@ mod cases {
             .any(|r| r.id == rotated.record.id && r.created_by == Some(minted.record.id)));
     }
 
-    pub async fn rotate_with_grace(b: &Backend) {
+    pub(crate) async fn rotate_with_grace(b: &Backend) {
         let (issuer, verifier, clock) = issuing(&b.keys);
         let old = issuer.issue(new_key("alice")).await.unwrap();
         let new = issuer
@@ -953,7 +953,7 @@ mod cases {
         ));
     }
 
-    pub async fn rotate_refusals_change_nothing(b: &Backend) {
+    pub(crate) async fn rotate_refusals_change_nothing(b: &Backend) {
         let now = T0 + time::Duration::hours(1);
         let replacement = record("alice", now);
         let refused =
@@ -996,7 +996,7 @@ mod cases {
         assert_eq!(b.keys.get(replacement.id).await.unwrap(), None);
     }
 
-    pub async fn expiry(b: &Backend) {
+    pub(crate) async fn expiry(b: &Backend) {
         let (issuer, verifier, clock) = issuing(&b.keys);
         let expires = T0 + time::Duration::hours(1);
         let key = issuer
@@ -1022,7 +1022,7 @@ mod cases {
         );
     }
 
-    pub async fn last_used(b: &Backend) {
+    pub(crate) async fn last_used(b: &Backend) {
         let (x, y) = (record("alice", T0), record("alice", T0));
         b.keys.insert(&x).await.unwrap();
         b.keys.insert(&y).await.unwrap();
@@ -1069,7 +1069,7 @@ mod cases {
         );
     }
 
-    pub async fn concurrent_rotations_exactly_one_wins(b: &Backend) {
+    pub(crate) async fn concurrent_rotations_exactly_one_wins(b: &Backend) {
         let (issuer, verifier, _clock) = issuing(&b.keys);
         let key = issuer.issue(new_key("alice")).await.unwrap();
         let attempts: Vec<_> = (0..8)
@@ -1102,7 +1102,7 @@ mod cases {
         verifier.verify(winner.token.expose_secret()).await.unwrap();
     }
 
-    pub async fn update_hash(b: &Backend) {
+    pub(crate) async fn update_hash(b: &Backend) {
         let r = record("alice", T0);
         b.keys.insert(&r).await.unwrap();
         b.keys
@@ -1119,7 +1119,7 @@ mod cases {
         );
     }
 
-    pub async fn update_hash_and_check(b: &Backend) {
+    pub(crate) async fn update_hash_and_check(b: &Backend) {
         let changes = Recorder::subscribe(&*b.keys);
         let r = record("alice", T0);
         b.keys.insert(&r).await.unwrap();
@@ -1143,7 +1143,7 @@ mod cases {
 
     /// The activity chart's counts: per hour or day, by outcome, only the
     /// key asked for, only since the start of `since`'s bucket.
-    pub async fn audit_usage_per_bucket(b: &Backend) {
+    pub(crate) async fn audit_usage_per_bucket(b: &Backend) {
         let (a, other) = (KeyId::random(), KeyId::random());
         let at = |minutes: i64, outcome, reason| AuditEvent {
             outcome,
@@ -1253,7 +1253,7 @@ mod cases {
         assert!(none.is_empty());
     }
 
-    pub async fn audit_query_and_purge(b: &Backend) {
+    pub(crate) async fn audit_query_and_purge(b: &Backend) {
         let (a, other) = (KeyId::random(), KeyId::random());
         for i in 0..7 {
             b.audit.record(audit_event(
@@ -1368,7 +1368,7 @@ mod cases {
         assert!(b.audit.query(&q).await.unwrap().events.is_empty());
     }
 
-    pub async fn policy_fields_round_trip(b: &Backend) {
+    pub(crate) async fn policy_fields_round_trip(b: &Backend) {
         let full = with_policy("alice", T0);
         b.keys.insert(&full).await.unwrap();
         assert_eq!(b.keys.get(full.id).await.unwrap(), Some(full.clone()));
@@ -1404,7 +1404,7 @@ mod cases {
         assert!(json.get("hash").is_none());
     }
 
-    pub async fn update_changes_only_what_is_given(b: &Backend) {
+    pub(crate) async fn update_changes_only_what_is_given(b: &Backend) {
         let original = record("alice", T0);
         b.keys.insert(&original).await.unwrap();
         let changes = Recorder::subscribe(&*b.keys);
@@ -1489,7 +1489,7 @@ mod cases {
         );
     }
 
-    pub async fn disabled_keys_are_refused_until_enabled(b: &Backend) {
+    pub(crate) async fn disabled_keys_are_refused_until_enabled(b: &Backend) {
         let (issuer, verifier, _clock) = issuing(&b.keys);
         let key = issuer.issue(new_key("alice")).await.unwrap();
         verifier.verify(key.token.expose_secret()).await.unwrap();
@@ -1539,7 +1539,7 @@ mod cases {
         cold.verify(key.token.expose_secret()).await.unwrap();
     }
 
-    pub async fn edits_reach_the_verifiers_context(b: &Backend) {
+    pub(crate) async fn edits_reach_the_verifiers_context(b: &Backend) {
         let (issuer, verifier, _clock) = issuing(&b.keys);
         let key = issuer
             .issue(new_key("alice").policy(KeyPolicy {
@@ -1587,7 +1587,7 @@ mod cases {
         assert_eq!(stored.external_id.as_deref(), Some("cust_2"));
     }
 
-    pub async fn last_used_ip_comes_with_the_latest_use(b: &Backend) {
+    pub(crate) async fn last_used_ip_comes_with_the_latest_use(b: &Backend) {
         let x = record("alice", T0);
         b.keys.insert(&x).await.unwrap();
         let t = |s| T0 + time::Duration::seconds(s);
@@ -1630,7 +1630,7 @@ mod cases {
         );
     }
 
-    pub async fn credits_spend_down_and_refill(b: &Backend) {
+    pub(crate) async fn credits_spend_down_and_refill(b: &Backend) {
         let unlimited = record("alice", T0);
         b.keys.insert(&unlimited).await.unwrap();
         assert_eq!(
@@ -1747,7 +1747,7 @@ mod cases {
         assert!(changes.seen().is_empty());
     }
 
-    pub async fn lower_credits_never_raises_and_publishes_nothing(b: &Backend) {
+    pub(crate) async fn lower_credits_never_raises_and_publishes_nothing(b: &Backend) {
         let k = KeyRecord {
             credits: Some(Credits::new(5, T0)),
             ..record("alice", T0)
@@ -1783,7 +1783,7 @@ mod cases {
         assert!(changes.seen().is_empty(), "{:?}", changes.seen());
     }
 
-    pub async fn concurrent_spends_never_overspend(b: &Backend) {
+    pub(crate) async fn concurrent_spends_never_overspend(b: &Backend) {
         let k = KeyRecord {
             credits: Some(Credits::new(5, T0)),
             ..record("alice", T0)
@@ -1835,7 +1835,7 @@ mod durable {
         matches!(r, Err(e) if e.reason() == reason)
     }
 
-    pub async fn keys_and_audit_outlive_the_instance_that_wrote_them(b: &Backend) {
+    pub(crate) async fn keys_and_audit_outlive_the_instance_that_wrote_them(b: &Backend) {
         let key = issuer(b.keys.clone())
             .issue(new_key("alice"))
             .await
@@ -1874,7 +1874,7 @@ mod durable {
         assert_eq!(page.events[0].actor.as_deref(), Some("alice"));
     }
 
-    pub async fn nothing_stored_can_be_used_as_a_token(b: &Backend) {
+    pub(crate) async fn nothing_stored_can_be_used_as_a_token(b: &Backend) {
         let key = issuer(b.keys.clone())
             .issue(new_key("alice"))
             .await
@@ -1914,7 +1914,7 @@ mod durable {
         }
     }
 
-    pub async fn edits_reach_another_instance(b: &Backend) {
+    pub(crate) async fn edits_reach_another_instance(b: &Backend) {
         let (other, _) = b.storage.another_instance().await;
         let v = verifier(other.clone());
         let key = issuer(b.keys.clone())
@@ -1947,7 +1947,7 @@ mod durable {
         v.verify(key.token.expose_secret()).await.unwrap();
     }
 
-    pub async fn revocation_and_rotation_reach_another_instance_without_reads_per_request(
+    pub(crate) async fn revocation_and_rotation_reach_another_instance_without_reads_per_request(
         b: &Backend,
     ) {
         let (other, _) = b.storage.another_instance().await;
@@ -1986,7 +1986,7 @@ mod durable {
         assert!(other.changes().is_in_sync());
     }
 
-    pub async fn audit_overload_drops_and_counts_and_flush_keeps_the_rest(b: &Backend) {
+    pub(crate) async fn audit_overload_drops_and_counts_and_flush_keeps_the_rest(b: &Backend) {
         let audit = b.storage.small_batched_audit();
         // The writer gets stuck on its first batch.
         let held = b.storage.hold_audit_writes().await;
@@ -2007,7 +2007,7 @@ mod durable {
         assert_eq!(written as u64 + audit.dropped(), 100);
     }
 
-    pub async fn open_store_finds_the_backend_from_its_location(b: &Backend) {
+    pub(crate) async fn open_store_finds_the_backend_from_its_location(b: &Backend) {
         let locations = b.storage.locations();
         let opened = open_store(&locations[0]).await.unwrap();
         assert_eq!(opened.backend(), b.storage.name());

@@ -13,7 +13,7 @@ use auth_core::*;
 use time::{macros::datetime, OffsetDateTime};
 
 /// A real memory store that counts reads and can be switched off.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct CountingStore {
     inner: MemoryKeyStore,
     gets: AtomicUsize,

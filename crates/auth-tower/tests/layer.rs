@@ -290,7 +290,7 @@ async fn bearer_scheme_is_case_insensitive() {
 }
 
 /// A store whose backend is down: every call fails.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct DownStore {
     changes: ChangeFeed,
     reads: AtomicUsize,

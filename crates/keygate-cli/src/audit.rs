@@ -106,7 +106,7 @@ fn render(events: &[AuditEvent], json: bool, header: bool) -> Result<(), CliErro
 }
 
 /// `audit`.
-pub async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, CliError> {
     let key_id = a
         .key
         .as_deref()

@@ -28,7 +28,7 @@ Examples:
 /// Manage the API keys of a keygate deployment.
 #[derive(Parser, Debug)]
 #[command(name = "keygate", version, about, after_help = AFTER_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Machine-readable output: JSON (`audit`: one object per line)
@@ -40,7 +40,7 @@ pub struct Cli {
 
 /// Where the keys are.
 #[derive(Args, Debug, Clone)]
-pub struct DbArgs {
+pub(crate) struct DbArgs {
     /// The key store: a SQLite file or a postgres:// URL (sslmode and
     /// sslrootcert in the URL are honoured)
     #[arg(
@@ -62,7 +62,7 @@ pub struct DbArgs {
 
 /// The commands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Issue, list, show, revoke and rotate keys
     Keys {
         #[command(subcommand)]
@@ -82,7 +82,7 @@ pub enum Command {
 
 /// `keys …`.
 #[derive(Subcommand, Debug)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Issue a key; prints the token alone on stdout (shown once)
     Issue(IssueArgs),
     /// List keys (never a secret: the hint shows prefix and last four characters)
@@ -97,7 +97,7 @@ pub enum KeysCommand {
 
 /// `keys issue`.
 #[derive(Args, Debug)]
-pub struct IssueArgs {
+pub(crate) struct IssueArgs {
     /// The user who will own the key
     #[arg(long, value_name = "USER")]
     pub user: String,
@@ -120,7 +120,7 @@ pub struct IssueArgs {
 
 /// Key states for `keys list --state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum State {
+pub(crate) enum State {
     /// Works now (including a rotated key in its grace period)
     Active,
     /// Revoked (or its rotation grace is over)
@@ -131,7 +131,7 @@ pub enum State {
 
 /// `keys list`.
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Only this user's keys
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -145,14 +145,14 @@ pub struct ListArgs {
 
 /// A key id.
 #[derive(Args, Debug)]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     /// The key's id (11 letters and digits, as `keys list` shows it)
     pub id: String,
 }
 
 /// `keys rotate`.
 #[derive(Args, Debug)]
-pub struct RotateArgs {
+pub(crate) struct RotateArgs {
     /// The key's id
     pub id: String,
     /// How long the old key keeps working (never past its expiry)
@@ -165,7 +165,7 @@ pub struct RotateArgs {
 
 /// Outcomes for `audit --outcome`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Let through
     Success,
     /// Refused
@@ -174,7 +174,7 @@ pub enum Outcome {
 
 /// `audit`.
 #[derive(Args, Debug)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Only this key's events
     #[arg(long = "key", value_name = "ID")]
     pub key: Option<String>,
@@ -197,7 +197,7 @@ pub struct AuditArgs {
 
 /// `stats`.
 #[derive(Args, Debug)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     /// Uses per day over this many days (today included)
     #[arg(long, default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=366))]
@@ -206,7 +206,7 @@ pub struct StatsArgs {
 
 /// `purge`.
 #[derive(Args, Debug)]
-pub struct PurgeArgs {
+pub(crate) struct PurgeArgs {
     /// Delete audit events older than this
     #[arg(long, value_name = "DURATION", required = true)]
     pub audit_older_than: Span,
@@ -214,7 +214,7 @@ pub struct PurgeArgs {
 
 /// `scan`.
 #[derive(Args, Debug)]
-pub struct ScanArgs {
+pub(crate) struct ScanArgs {
     /// Files or directories (searched recursively; .git and target skipped)
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

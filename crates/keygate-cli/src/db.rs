@@ -14,13 +14,13 @@ use sqlx::{
 use crate::{cli::DbArgs, error::CliError, output};
 
 /// The connection pool under the store.
-pub enum Pool {
+pub(crate) enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
 /// An open database.
-pub struct Db {
+pub(crate) struct Db {
     pub keys: Arc<dyn KeyStore>,
     pub audit: Arc<dyn AuditLog>,
     pub pool: Pool,
@@ -65,7 +65,7 @@ fn pg_options(args: &DbArgs) -> PostgresOptions {
 
 impl Db {
     /// Opens the store (bringing its schema up to date, as the services do).
-    pub async fn open(args: &DbArgs) -> Result<Self, CliError> {
+    pub(crate) async fn open(args: &DbArgs) -> Result<Self, CliError> {
         match locate(args)? {
             Location::Sqlite(path) => {
                 let store = Arc::new(SqliteKeyStore::open(path).await.map_err(|e| {
@@ -98,7 +98,7 @@ impl Db {
     }
 
     /// Lets go of the connections (a SQLite file is checkpointed).
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         match &self.pool {
             Pool::Sqlite(p) => p.close().await,
             Pool::Postgres(p) => p.close().await,
@@ -114,7 +114,7 @@ struct Migration {
 }
 
 /// `migrate`: applies what is missing and lists every migration.
-pub async fn migrate(args: &DbArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn migrate(args: &DbArgs, json: bool) -> Result<ExitCode, CliError> {
     let before = applied_before(args).await?;
     let db = Db::open(args).await?;
     let rows = match &db.pool {

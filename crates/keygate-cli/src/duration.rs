@@ -4,16 +4,16 @@ use std::{fmt, str::FromStr};
 
 /// A non-negative span of time given as a number and a unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Span(pub time::Duration);
+pub(crate) struct Span(pub time::Duration);
 
 impl Span {
     /// As a std duration (never negative).
-    pub fn std(self) -> std::time::Duration {
+    pub(crate) fn std(self) -> std::time::Duration {
         std::time::Duration::try_from(self.0).unwrap_or_default()
     }
 
     /// `now - self`, clamped to the epoch.
-    pub fn ago(self, now: time::OffsetDateTime) -> time::OffsetDateTime {
+    pub(crate) fn ago(self, now: time::OffsetDateTime) -> time::OffsetDateTime {
         now.checked_sub(self.0)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     }
@@ -21,7 +21,7 @@ impl Span {
 
 /// Why a duration was refused.
 #[derive(Debug, PartialEq, Eq)]
-pub struct InvalidSpan(String);
+pub(crate) struct InvalidSpan(String);
 
 impl fmt::Display for InvalidSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

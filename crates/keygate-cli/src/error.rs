@@ -5,7 +5,7 @@ use auth_core::{IssueError, StoreError};
 /// Exit codes. Documented in `--help` and the README; never renumber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// `scan` found at least one well-formed token.
     Found = 1,
     /// Usage error or invalid argument (clap uses 2 as well).
@@ -22,28 +22,28 @@ pub enum Exit {
 
 /// A failed command: what to print (one line) and how to exit.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     pub exit: Exit,
     pub message: String,
 }
 
 impl CliError {
-    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> Self {
         Self {
             exit,
             message: message.into(),
         }
     }
 
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::new(Exit::Usage, message)
     }
 
-    pub fn io(message: impl Into<String>) -> Self {
+    pub(crate) fn io(message: impl Into<String>) -> Self {
         Self::new(Exit::Io, message)
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(Exit::Unavailable, message)
     }
 }

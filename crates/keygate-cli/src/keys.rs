@@ -62,7 +62,7 @@ fn not_found(id: KeyId) -> CliError {
 }
 
 /// Where a key stands at `now`.
-pub fn state(k: &KeyRecord, now: OffsetDateTime) -> &'static str {
+pub(crate) fn state(k: &KeyRecord, now: OffsetDateTime) -> &'static str {
     match k.check_active(now) {
         Err(auth_core::RejectReason::Expired) => "expired",
         Err(_) => "revoked",
@@ -81,7 +81,7 @@ fn matches_state(k: &KeyRecord, wanted: State, now: OffsetDateTime) -> bool {
 }
 
 /// Every key in the store, newest first: one indexed listing per owner.
-pub async fn all_keys(db: &Db) -> Result<Vec<KeyRecord>, CliError> {
+pub(crate) async fn all_keys(db: &Db) -> Result<Vec<KeyRecord>, CliError> {
     let owners: Vec<String> = match &db.pool {
         Pool::Sqlite(p) => {
             sqlx::query_scalar("SELECT DISTINCT owner_id FROM api_keys")
@@ -152,7 +152,7 @@ fn print_created(
 }
 
 /// `keys issue`.
-pub async fn issue(db: &Db, a: &IssueArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn issue(db: &Db, a: &IssueArgs, json: bool) -> Result<ExitCode, CliError> {
     let scopes = ScopeSet::parse(&a.scopes).map_err(|e| CliError::usage(e.to_string()))?;
     let owner = match &a.org {
         Some(org) => Principal::in_org(a.user.clone(), org.clone()),
@@ -181,7 +181,7 @@ pub async fn issue(db: &Db, a: &IssueArgs, json: bool) -> Result<ExitCode, CliEr
 }
 
 /// `keys list`.
-pub async fn list(db: &Db, a: &ListArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn list(db: &Db, a: &ListArgs, json: bool) -> Result<ExitCode, CliError> {
     let now = OffsetDateTime::now_utc();
     let mut keys = match &a.user {
         Some(user) => db.keys.list_by_owner(user).await?,
@@ -212,7 +212,7 @@ async fn get(db: &Db, id: &str) -> Result<KeyRecord, CliError> {
 }
 
 /// `keys show`.
-pub async fn show(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn show(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError> {
     let k = get(db, &a.id).await?;
     if json {
         output::print_json(&k.metadata())?;
@@ -246,7 +246,7 @@ pub async fn show(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError>
 
 /// `keys revoke`: takes effect at once here and, through the store's change
 /// announcement, in every server on the same database.
-pub async fn revoke(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn revoke(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError> {
     let before = get(db, &a.id).await?;
     let now = OffsetDateTime::now_utc();
     if before.revoked_at.is_some_and(|t| t <= now) {
@@ -277,7 +277,7 @@ pub async fn revoke(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliErro
 }
 
 /// `keys rotate`.
-pub async fn rotate(db: &Db, a: &RotateArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn rotate(db: &Db, a: &RotateArgs, json: bool) -> Result<ExitCode, CliError> {
     let old = get(db, &a.id).await?;
     // The old key's prefix is the part of its hint before the ellipsis.
     let prefix = match &a.prefix {

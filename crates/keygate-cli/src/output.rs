@@ -9,7 +9,7 @@ use crate::error::CliError;
 
 /// Writes `text` to stdout. A closed pipe (`| head`) is not an error worth
 /// a panic: it ends the output quietly.
-pub fn print(text: &str) -> Result<(), CliError> {
+pub(crate) fn print(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
@@ -19,33 +19,33 @@ pub fn print(text: &str) -> Result<(), CliError> {
 }
 
 /// One JSON document (pretty) on stdout.
-pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::io(format!("cannot encode JSON: {e}")))?;
     print(&format!("{text}\n"))
 }
 
 /// One JSON object on one line (for streams).
-pub fn print_json_line<T: Serialize>(value: &T) -> Result<(), CliError> {
+pub(crate) fn print_json_line<T: Serialize>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string(value)
         .map_err(|e| CliError::io(format!("cannot encode JSON: {e}")))?;
     print(&format!("{text}\n"))
 }
 
 /// A line for the human on stderr.
-pub fn note(text: &str) {
+pub(crate) fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// A time to the second, RFC 3339; `-` for none.
-pub fn when(t: Option<OffsetDateTime>) -> String {
+pub(crate) fn when(t: Option<OffsetDateTime>) -> String {
     t.and_then(|t| t.replace_nanosecond(0).ok())
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| "-".into())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn hide_password(url: &str) -> String {
+pub(crate) fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -59,18 +59,18 @@ pub fn hide_password(url: &str) -> String {
 }
 
 /// A plain text table with a header row and columns padded to fit.
-pub struct Table {
+pub(crate) struct Table {
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new<const N: usize>(header: [&str; N]) -> Self {
+    pub(crate) fn new<const N: usize>(header: [&str; N]) -> Self {
         Self {
             rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
         }
     }
 
-    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+    pub(crate) fn row<const N: usize>(&mut self, cells: [String; N]) {
         // Control characters (a key name is user input) would garble the terminal.
         self.rows.push(
             cells
@@ -84,7 +84,7 @@ impl Table {
         );
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
             .map(|i| {

@@ -19,7 +19,7 @@ const BAR_FROM: i64 = 20_000;
 const SLICES: i64 = 100;
 
 /// `purge`.
-pub async fn run(db: &Db, a: &PurgeArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn run(db: &Db, a: &PurgeArgs, json: bool) -> Result<ExitCode, CliError> {
     let cutoff = a.audit_older_than.ago(OffsetDateTime::now_utc());
     let (count, oldest): (i64, Option<OffsetDateTime>) = match &db.pool {
         Pool::Sqlite(p) => {

@@ -21,7 +21,7 @@ const MAX_FILE: u64 = 16 * 1024 * 1024;
 
 /// One thing that looks like a token.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub path: String,
     pub line: usize,
     pub column: usize,
@@ -44,7 +44,7 @@ fn is_prefix_char(b: u8) -> bool {
 
 /// The findings in `text`. With `prefixes`, only tokens of those; without,
 /// any well-formed prefix (2-16 characters ending in `_` or `:`).
-pub fn scan_text(text: &[u8], prefixes: &[TokenPrefix]) -> Vec<(usize, Finding)> {
+pub(crate) fn scan_text(text: &[u8], prefixes: &[TokenPrefix]) -> Vec<(usize, Finding)> {
     let mut found = Vec::new();
     // A prefix ends with `_` or `:`; the body after it is exactly BODY_LEN
     // base62 characters, not followed by another one.
@@ -156,7 +156,7 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
 }
 
 /// `scan`.
-pub fn run(a: &ScanArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) fn run(a: &ScanArgs, json: bool) -> Result<ExitCode, CliError> {
     let prefixes = a
         .prefixes
         .iter()

@@ -38,7 +38,7 @@ struct Stats {
 const DAY_SECONDS: i64 = 86_400;
 
 /// `stats`.
-pub async fn run(db: &Db, a: &StatsArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn run(db: &Db, a: &StatsArgs, json: bool) -> Result<ExitCode, CliError> {
     let now = OffsetDateTime::now_utc();
     let mut counts = KeyCounts::default();
     for k in keys::all_keys(db).await? {

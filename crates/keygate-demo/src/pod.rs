@@ -156,6 +156,7 @@ impl Default for Options {
 }
 
 /// The pod's parts.
+#[derive(Debug)]
 pub struct Pod {
     /// Issues `sk_live_` keys into the store.
     pub issuer: KeyIssuer,

@@ -113,6 +113,7 @@ impl Default for Options {
 }
 
 /// The portal's parts.
+#[derive(Debug)]
 pub struct Portal {
     /// Issues `p:` tokens into the store.
     pub issuer: KeyIssuer,

@@ -117,6 +117,7 @@ impl Default for Options {
 }
 
 /// The server's parts.
+#[derive(Debug)]
 pub struct Server {
     /// Issues `st_` keys into the store.
     pub issuer: KeyIssuer,

@@ -64,6 +64,7 @@ impl Default for Options {
 }
 
 /// The service's parts.
+#[derive(Debug)]
 pub struct Tools {
     /// Signs and verifies the users' JWTs.
     pub jwt: JwtAuthority,

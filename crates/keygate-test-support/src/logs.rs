@@ -9,7 +9,7 @@ use tracing::subscriber::DefaultGuard;
 
 /// A `MakeWriter` into a shared buffer: every line a subscriber writes
 /// through it can be read back with [`CapturedLogs::text`].
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {

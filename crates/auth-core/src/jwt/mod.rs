@@ -172,6 +172,17 @@ pub struct JwtAuthorityBuilder {
     clock: Arc<dyn WallClock>,
 }
 
+// By hand: the secret store is a trait object, and the master key stays out.
+impl std::fmt::Debug for JwtAuthorityBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthorityBuilder")
+            .field("issuer", &self.issuer)
+            .field("scopes", &self.scopes)
+            .field("expires_after", &self.expires_after)
+            .finish_non_exhaustive()
+    }
+}
+
 impl JwtAuthorityBuilder {
     /// Scopes every JWT grants (e.g. all of them, for full access). Default: none.
     pub fn scopes(mut self, scopes: ScopeSet) -> Self {

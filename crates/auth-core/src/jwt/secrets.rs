@@ -22,7 +22,7 @@ pub struct SealedSecret {
 /// before returning (and, for shared stores, to other instances), so
 /// verifiers drop cached tokens of that user at once.
 #[async_trait]
-pub trait UserSecretStore: Send + Sync + 'static {
+pub trait UserSecretStore: std::fmt::Debug + Send + Sync + 'static {
     /// The user's sealed secret, if one was made.
     async fn get_secret(&self, user_id: &str) -> Result<Option<SealedSecret>, StoreError>;
     /// Replaces the user's secret.

@@ -104,7 +104,7 @@ pub(crate) struct AuditWriter {
 
 impl AuditWriter {
     /// Starts the writer task. Must be called from within a Tokio runtime.
-    pub fn spawn(sink: impl BatchSink, batching: &AuditBatching) -> Self {
+    pub(crate) fn spawn(sink: impl BatchSink, batching: &AuditBatching) -> Self {
         let (tx, rx) = mpsc::channel(batching.queue_capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(sink, rx, batching.clone(), dropped.clone()));
@@ -117,7 +117,7 @@ impl AuditWriter {
     }
 
     /// Queues an event without waiting; drops and counts it if the queue is full.
-    pub fn record(&self, event: AuditEvent) {
+    pub(crate) fn record(&self, event: AuditEvent) {
         if self.tx.try_send(Msg::Event(Box::new(event))).is_err() {
             let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             crate::metrics::audit_dropped("queue_full", 1);
@@ -146,7 +146,7 @@ impl AuditWriter {
     /// Waits until every event queued before this call is written.
     ///
     /// `Err` if a batch could not be written since the previous flush.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Msg::Flush(ack))
@@ -157,12 +157,12 @@ impl AuditWriter {
     }
 
     /// Events dropped so far: queue full, or a batch that could not be written.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
     /// The shared drop counter (for handles that outlive a borrow of the log).
-    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn dropped_counter(&self) -> Arc<AtomicU64> {
         self.dropped.clone()
     }
 }

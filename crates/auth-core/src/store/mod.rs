@@ -95,7 +95,7 @@ pub enum StoreError {
 /// and `spend_credit` do not change what a verifier caches and publish
 /// nothing.
 #[async_trait]
-pub trait KeyStore: Send + Sync + 'static {
+pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// Stores a new key. Durable when it returns.
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError>;
 

@@ -28,6 +28,19 @@ pub struct VerifierBuilder {
     jwt: Option<crate::jwt::JwtAuthority>,
 }
 
+// By hand: the store is a trait object.
+impl std::fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("prefixes", &self.prefixes)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("failure_backoff", &self.failure_backoff)
+            .field("usage_interval", &self.usage_interval)
+            .finish_non_exhaustive()
+    }
+}
+
 impl VerifierBuilder {
     /// Also accept JWTs signed with per-user secrets. The kind of a token is
     /// told from its shape (`eyJ…` with two dots), never by trying both.

@@ -44,7 +44,7 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             entries: FastMap::default(),
             epoch: AtomicU64::new(0),
@@ -54,7 +54,7 @@ impl KeyCache {
     }
 
     /// Inserts unless a change happened since `epoch` was read.
-    pub fn insert_if_unchanged(&self, id: KeyId, entry: CacheEntry, epoch: u64, now: i64) {
+    pub(super) fn insert_if_unchanged(&self, id: KeyId, entry: CacheEntry, epoch: u64, now: i64) {
         if self.entries.len() >= self.capacity {
             self.make_room(now);
         }

@@ -44,7 +44,7 @@ pub(crate) enum Verdict {
 }
 
 impl AttackGuard {
-    pub fn new(ttl_nanos: i64, backoff_nanos: i64, capacity: usize) -> Self {
+    pub(super) fn new(ttl_nanos: i64, backoff_nanos: i64, capacity: usize) -> Self {
         Self {
             unknown: DashMap::new(),
             failures: DashMap::new(),
@@ -55,7 +55,7 @@ impl AttackGuard {
         }
     }
 
-    pub fn check(&self, id: KeyId, digest: &[u8; 32], now: i64) -> Verdict {
+    pub(super) fn check(&self, id: KeyId, digest: &[u8; 32], now: i64) -> Verdict {
         if let Some(until) = self.unknown.get(&id) {
             if *until > now {
                 return Verdict::NoSuchKey;
@@ -76,14 +76,14 @@ impl AttackGuard {
         Verdict::Unknown
     }
 
-    pub fn record_unknown(&self, id: KeyId, now: i64) {
+    pub(super) fn record_unknown(&self, id: KeyId, now: i64) {
         Self::bound(&self.unknown, self.capacity, |until| *until > now);
         self.unknown.insert(id, now.saturating_add(self.ttl));
     }
 
     /// A secret failed argon2 for `id`. With `throttle` (a legacy record
     /// without a check), other secrets for `id` wait for the backoff.
-    pub fn record_wrong(&self, id: KeyId, digest: [u8; 32], now: i64, throttle: bool) {
+    pub(super) fn record_wrong(&self, id: KeyId, digest: [u8; 32], now: i64, throttle: bool) {
         let ttl = self.ttl;
         Self::bound(&self.failures, self.capacity, |f| now - f.last_at < ttl);
         let mut f = self.failures.entry(id).or_insert(Failures {
@@ -100,23 +100,23 @@ impl AttackGuard {
     }
 
     /// The stored check of `id`, if it was read before.
-    pub fn known_check(&self, id: KeyId) -> Option<SecretCheck> {
+    pub(super) fn known_check(&self, id: KeyId) -> Option<SecretCheck> {
         self.checks.get(&id).map(|c| *c)
     }
 
-    pub fn remember_check(&self, id: KeyId, check: SecretCheck) {
+    pub(super) fn remember_check(&self, id: KeyId, check: SecretCheck) {
         // Forgetting checks costs store reads, never safety.
         Self::bound(&self.checks, self.capacity, |_| false);
         self.checks.insert(id, check);
     }
 
-    pub fn forget(&self, id: KeyId) {
+    pub(super) fn forget(&self, id: KeyId) {
         self.unknown.remove(&id);
         self.failures.remove(&id);
     }
 
     /// Forgets failures (a resync): checks stay, since they never go stale.
-    pub fn clear(&self) {
+    pub(super) fn clear(&self) {
         self.unknown.clear();
         self.failures.clear();
     }

@@ -28,7 +28,7 @@ pub(crate) struct UsageRecorder {
 }
 
 impl UsageRecorder {
-    pub fn new(store: Arc<dyn KeyStore>, interval: Duration) -> Self {
+    pub(super) fn new(store: Arc<dyn KeyStore>, interval: Duration) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         Self {
             tx,
@@ -40,7 +40,7 @@ impl UsageRecorder {
     }
 
     /// Queues a use; dropped (with a debug log) if the queue is full.
-    pub fn report(&self, used: KeyUse) {
+    pub(super) fn report(&self, used: KeyUse) {
         self.ensure_started();
         if self.tx.try_send(Msg::Use(used)).is_err() {
             tracing::debug!(key_id = %used.id, "last-used queue full; use not recorded");
@@ -48,7 +48,7 @@ impl UsageRecorder {
     }
 
     /// Writes out everything queued so far.
-    pub async fn flush(&self) {
+    pub(super) async fn flush(&self) {
         self.ensure_started();
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Flush(ack)).await.is_ok() {

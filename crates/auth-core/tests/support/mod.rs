@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 #[allow(unused_imports)] // Each test binary uses part of it.
-pub use keygate_test_support::{eventually, fixtures::*};
+pub(crate) use keygate_test_support::{eventually, fixtures::*};
 
 use async_trait::async_trait;
 use auth_core::*;
@@ -17,10 +17,10 @@ use time::OffsetDateTime;
 
 /// Records every change published on a feed.
 #[derive(Default)]
-pub struct Recorder(Mutex<Vec<KeyChange>>);
+pub(crate) struct Recorder(Mutex<Vec<KeyChange>>);
 
 impl Recorder {
-    pub fn subscribe(store: &dyn KeyStore) -> Arc<Self> {
+    pub(crate) fn subscribe(store: &dyn KeyStore) -> Arc<Self> {
         let r = Arc::new(Self::default());
         let weak: std::sync::Weak<dyn ChangeListener> =
             Arc::downgrade(&(r.clone() as Arc<dyn ChangeListener>));
@@ -28,7 +28,7 @@ impl Recorder {
         r
     }
 
-    pub fn seen(&self) -> Vec<KeyChange> {
+    pub(crate) fn seen(&self) -> Vec<KeyChange> {
         self.0.lock().clone()
     }
 }
@@ -40,20 +40,21 @@ impl ChangeListener for Recorder {
 }
 
 /// Delegates to a store and counts reads: proves the cached path does none.
-pub struct CountingStore {
+#[derive(Debug)]
+pub(crate) struct CountingStore {
     pub inner: Arc<dyn KeyStore>,
     gets: AtomicUsize,
 }
 
 impl CountingStore {
-    pub fn new(inner: Arc<dyn KeyStore>) -> Arc<Self> {
+    pub(crate) fn new(inner: Arc<dyn KeyStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             gets: AtomicUsize::new(0),
         })
     }
 
-    pub fn gets(&self) -> usize {
+    pub(crate) fn gets(&self) -> usize {
         self.gets.load(Ordering::SeqCst)
     }
 }
@@ -112,7 +113,7 @@ impl KeyStore for CountingStore {
 }
 
 #[cfg(feature = "postgres")]
-pub mod pg {
+pub(crate) mod pg {
     use std::{str::FromStr, time::Duration};
 
     use rand::RngCore;
@@ -123,17 +124,17 @@ pub mod pg {
 
     use super::*;
 
-    pub use keygate_test_support::services::database_url;
+    pub(crate) use keygate_test_support::services::database_url;
 
     /// A schema of its own for one test, so tests run in parallel.
-    pub struct TestSchema {
+    pub(crate) struct TestSchema {
         pub url: String,
         pub name: String,
     }
 
     impl TestSchema {
         /// `None` (test skipped, or failed under CI) without DATABASE_URL; panics if PostgreSQL is unreachable.
-        pub async fn new(test: &str) -> Option<Self> {
+        pub(crate) async fn new(test: &str) -> Option<Self> {
             let url = database_url(test)?;
             let name = format!("kgt_{:016x}", rand::rngs::OsRng.next_u64());
             let mut conn = PgConnection::connect(&url).await.unwrap_or_else(|e| {
@@ -146,20 +147,20 @@ pub mod pg {
             Some(Self { url, name })
         }
 
-        pub fn options(&self) -> PgConnectOptions {
+        pub(crate) fn options(&self) -> PgConnectOptions {
             PgConnectOptions::from_str(&self.url)
                 .unwrap()
                 .options([("search_path", &self.name)])
         }
 
-        pub async fn store(&self) -> PostgresKeyStore {
+        pub(crate) async fn store(&self) -> PostgresKeyStore {
             PostgresKeyStore::connect_with_schema(&self.url, &self.name)
                 .await
                 .unwrap()
         }
 
         /// A pool on this schema, tagged so the test can find its connections.
-        pub fn pool(&self, options: PgConnectOptions, application_name: &str) -> PgPool {
+        pub(crate) fn pool(&self, options: PgConnectOptions, application_name: &str) -> PgPool {
             PgPoolOptions::new()
                 .max_connections(5)
                 .acquire_timeout(Duration::from_millis(500))
@@ -170,11 +171,11 @@ pub mod pg {
                 )
         }
 
-        pub async fn connection(&self) -> PgConnection {
+        pub(crate) async fn connection(&self) -> PgConnection {
             PgConnection::connect_with(&self.options()).await.unwrap()
         }
 
-        pub async fn drop_schema(self) {
+        pub(crate) async fn drop_schema(self) {
             let mut conn = PgConnection::connect(&self.url).await.unwrap();
             sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
                 .execute(&mut conn)

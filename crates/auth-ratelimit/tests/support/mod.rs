@@ -21,7 +21,7 @@ use keygate_test_support::services;
 use std::time::Duration;
 
 /// A prefix no other test (or run) uses.
-pub fn unique_prefix(test: &str) -> String {
+pub(crate) fn unique_prefix(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -37,7 +37,7 @@ pub fn unique_prefix(test: &str) -> String {
 /// A connected store under a unique prefix, or `None` (after
 /// `services::skip`) when there is no server to test.
 #[cfg(feature = "redis")]
-pub async fn redis_store(test: &str) -> Option<RedisStore> {
+pub(crate) async fn redis_store(test: &str) -> Option<RedisStore> {
     let url = services::redis_url(test)?;
     match RedisStore::connect(&url).await {
         Ok(store) => Some(
@@ -58,7 +58,7 @@ pub async fn redis_store(test: &str) -> Option<RedisStore> {
 /// Deletes the keys under `prefix` (most would expire by themselves, some
 /// only much later).
 #[cfg(feature = "redis")]
-pub async fn cleanup(prefix: &str) {
+pub(crate) async fn cleanup(prefix: &str) {
     let Ok(url) = std::env::var("REDIS_URL") else {
         return;
     };

@@ -48,7 +48,7 @@ fn workspace(ctx: &auth_core::AuthContext) -> Result<String, ApiError> {
 }
 
 /// `GET /api/external/skills`.
-pub async fn list_skills(Scoped(ctx, _): Scoped<InvokeSkills>) -> Answer {
+pub(super) async fn list_skills(Scoped(ctx, _): Scoped<InvokeSkills>) -> Answer {
     Ok(json(
         StatusCode::OK,
         json!({ "workspace": workspace(&ctx)?, "skills": SKILLS }),
@@ -58,13 +58,13 @@ pub async fn list_skills(Scoped(ctx, _): Scoped<InvokeSkills>) -> Answer {
 /// `POST /api/external/skills/{id}/invoke` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InvokeBody {
+pub(super) struct InvokeBody {
     #[serde(default)]
     input: String,
 }
 
 /// `POST /api/external/skills/{id}/invoke`.
-pub async fn invoke_skill(
+pub(super) async fn invoke_skill(
     Scoped(ctx, _): Scoped<InvokeSkills>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<InvokeBody>,
@@ -80,13 +80,13 @@ pub async fn invoke_skill(
 /// `POST /api/external/chat/stream` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChatBody {
+pub(super) struct ChatBody {
     message: String,
 }
 
 /// `POST /api/external/chat/stream`: a server-sent event stream, one
 /// `delta` event per word of the answer, then `done`.
-pub async fn chat_stream(
+pub(super) async fn chat_stream(
     Scoped(ctx, _): Scoped<StreamChat>,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Answer {
@@ -123,7 +123,7 @@ fn require_workspace_header(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `GET /trpc/entities.list`.
-pub async fn trpc_list(
+pub(super) async fn trpc_list(
     Scoped(ctx, _): Scoped<ReadEntities>,
     State(entities): State<Arc<Entities>>,
     headers: HeaderMap,
@@ -139,7 +139,7 @@ pub async fn trpc_list(
 /// `POST /trpc/entities.create` and `POST /api/hub/entities` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewEntity {
+pub(super) struct NewEntity {
     title: String,
     #[serde(default = "note")]
     kind: String,
@@ -164,7 +164,7 @@ fn create(
 }
 
 /// `POST /trpc/entities.create`.
-pub async fn trpc_create(
+pub(super) async fn trpc_create(
     Scoped(ctx, _): Scoped<WriteEntities>,
     State(entities): State<Arc<Entities>>,
     headers: HeaderMap,
@@ -179,7 +179,7 @@ pub async fn trpc_create(
 }
 
 /// `GET /api/hub/entities`: `hub-protocol.read` alone is enough.
-pub async fn hub_list(
+pub(super) async fn hub_list(
     Scoped(ctx, _): Scoped<HubRead>,
     State(entities): State<Arc<Entities>>,
 ) -> Answer {
@@ -191,7 +191,7 @@ pub async fn hub_list(
 }
 
 /// `POST /api/hub/entities`.
-pub async fn hub_create(
+pub(super) async fn hub_create(
     Scoped(ctx, _): Scoped<HubWrite>,
     State(entities): State<Arc<Entities>>,
     JsonBody(body): JsonBody<NewEntity>,
@@ -201,7 +201,7 @@ pub async fn hub_create(
 }
 
 /// `GET /mcp/resources`: the workspace's entities as MCP resources.
-pub async fn mcp_resources(
+pub(super) async fn mcp_resources(
     Scoped(ctx, _): Scoped<McpRead>,
     State(entities): State<Arc<Entities>>,
 ) -> Answer {

@@ -12,7 +12,7 @@ pub const MEMBERSHIPS: &[(&str, &[&str])] =
     &[("alice", &["ws_alpha", "ws_beta"]), ("bob", &["ws_gamma"])];
 
 /// The workspaces of `user`, default first.
-pub fn workspaces_of(user: &str) -> Option<&'static [&'static str]> {
+pub(super) fn workspaces_of(user: &str) -> Option<&'static [&'static str]> {
     MEMBERSHIPS
         .iter()
         .find(|(u, _)| *u == user)
@@ -21,7 +21,7 @@ pub fn workspaces_of(user: &str) -> Option<&'static [&'static str]> {
 
 /// Membership checks for the `AuthLayer`: the header's workspace must be
 /// one of the effective user's; without the header, the user's default.
-pub struct Memberships;
+pub(super) struct Memberships;
 
 #[async_trait]
 impl WorkspaceResolver for Memberships {
@@ -46,6 +46,7 @@ pub struct Entity {
 }
 
 /// Entities by workspace.
+#[derive(Debug)]
 pub struct Entities {
     by_workspace: RwLock<HashMap<String, Vec<Entity>>>,
 }
@@ -98,14 +99,14 @@ impl Entities {
 
 /// A skill that can be invoked through the external API.
 #[derive(Clone, Copy, Debug, Serialize)]
-pub struct Skill {
+pub(super) struct Skill {
     pub id: &'static str,
     pub name: &'static str,
     pub description: &'static str,
 }
 
 /// The pod's skills.
-pub const SKILLS: &[Skill] = &[
+pub(super) const SKILLS: &[Skill] = &[
     Skill {
         id: "summarize",
         name: "Summarize",
@@ -119,7 +120,7 @@ pub const SKILLS: &[Skill] = &[
 ];
 
 /// Runs skill `id` on `input`.
-pub fn invoke(id: &str, input: &str) -> Option<String> {
+pub(super) fn invoke(id: &str, input: &str) -> Option<String> {
     match id {
         "summarize" => Some(
             input

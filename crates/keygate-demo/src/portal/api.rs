@@ -42,7 +42,7 @@ fn same_org_user(
 }
 
 /// `GET /api/users`: the organisation's users.
-pub async fn list_users(
+pub(super) async fn list_users(
     Scoped(ctx, _): Scoped<ReadUsers>,
     State(dir): State<Arc<Directory>>,
 ) -> Answer {
@@ -53,7 +53,7 @@ pub async fn list_users(
 }
 
 /// `GET /api/users/{id}`.
-pub async fn show_user(
+pub(super) async fn show_user(
     Scoped(ctx, _): Scoped<ReadUsers>,
     State(dir): State<Arc<Directory>>,
     Path(id): Path<String>,
@@ -64,13 +64,13 @@ pub async fn show_user(
 /// `PATCH /api/users/{id}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UserPatch {
+pub(super) struct UserPatch {
     avatar_url: String,
 }
 
 /// `PATCH /api/users/{id}`: the user themself, or an administrator of their
 /// organisation (also when an administrator's PAT acts as that user).
-pub async fn update_user(
+pub(super) async fn update_user(
     Scoped(ctx, _): Scoped<WriteUsers>,
     State(dir): State<Arc<Directory>>,
     Path(id): Path<String>,
@@ -97,7 +97,7 @@ pub async fn update_user(
 }
 
 /// `GET /api/portal`.
-pub async fn show_portal(Auth(ctx): Auth, State(dir): State<Arc<Directory>>) -> Answer {
+pub(super) async fn show_portal(Auth(ctx): Auth, State(dir): State<Arc<Directory>>) -> Answer {
     let org = org_of(&ctx)?;
     Ok(json(
         StatusCode::OK,
@@ -108,12 +108,12 @@ pub async fn show_portal(Auth(ctx): Auth, State(dir): State<Arc<Directory>>) -> 
 /// `PATCH /api/portal` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PortalPatch {
+pub(super) struct PortalPatch {
     name: String,
 }
 
 /// `PATCH /api/portal`: administrators only.
-pub async fn update_portal(
+pub(super) async fn update_portal(
     Scoped(ctx, _): Scoped<WritePortal>,
     State(dir): State<Arc<Directory>>,
     JsonBody(patch): JsonBody<PortalPatch>,
@@ -141,7 +141,7 @@ pub async fn update_portal(
 /// The owner of personal access tokens: an administrator (the effective
 /// user, by their current role in the [`Directory`] the router carries as an
 /// extension), who may grant what the calling token holds.
-pub struct PortalAdmin {
+pub(super) struct PortalAdmin {
     principal: Principal,
     scopes: ScopeSet,
     key: Option<KeyId>,

@@ -44,7 +44,7 @@ impl Role {
 }
 
 /// The organisations: id and portal name.
-pub const ORGS: &[(&str, &str)] = &[
+pub(super) const ORGS: &[(&str, &str)] = &[
     ("org_north", "North Academy"),
     ("org_south", "South College"),
 ];
@@ -60,7 +60,7 @@ pub const USERS: &[(&str, &str, Role)] = &[
 ];
 
 /// A user's organisation and starting role.
-pub fn find(user: &str) -> Option<(&'static str, Role)> {
+pub(super) fn find(user: &str) -> Option<(&'static str, Role)> {
     USERS
         .iter()
         .find(|(u, _, _)| *u == user)
@@ -75,7 +75,7 @@ pub fn find(user: &str) -> Option<(&'static str, Role)> {
 /// An unknown user and a user of another organisation get the same answer
 /// (`Deny`: 403 "may not act on behalf of the requested user"), so a PAT
 /// cannot be used to find out which user ids exist elsewhere.
-pub struct SameOrganisation {
+pub(super) struct SameOrganisation {
     /// Where the current roles are.
     pub directory: Arc<Directory>,
 }
@@ -115,6 +115,7 @@ pub struct Profile {
 }
 
 /// What can change: avatars and portal names.
+#[derive(Debug)]
 pub struct Directory {
     avatars: RwLock<HashMap<String, String>>,
     portal_names: RwLock<HashMap<String, String>>,

@@ -31,14 +31,14 @@ const MAX_TITLE: usize = 200;
 const MAX_CONTENT: usize = 64 * 1024;
 
 /// `nodes:read`: listing and reading nodes.
-pub struct ReadNodes;
+pub(super) struct ReadNodes;
 impl ScopeRule for ReadNodes {
     const SCOPES: &'static [&'static str] = &["nodes:read"];
     const MATCH: Match = Match::All;
 }
 
 /// `nodes:write`: creating, editing, deleting nodes and managing grants.
-pub struct WriteNodes;
+pub(super) struct WriteNodes;
 impl ScopeRule for WriteNodes {
     const SCOPES: &'static [&'static str] = &["nodes:write"];
     const MATCH: Match = Match::All;
@@ -46,7 +46,7 @@ impl ScopeRule for WriteNodes {
 
 /// One node.
 #[derive(Clone, Debug, Serialize)]
-pub struct Node {
+pub(super) struct Node {
     pub id: String,
     pub title: String,
     pub content: String,
@@ -66,6 +66,7 @@ struct NodeView<'a> {
 }
 
 /// All nodes. Users are the example's fixed demo users.
+#[derive(Debug)]
 pub struct Nodes {
     nodes: RwLock<HashMap<String, Node>>,
     next_id: AtomicU64,
@@ -96,7 +97,7 @@ impl Nodes {
 }
 
 /// Levels come from the nodes' grants.
-pub struct NodeGrants(pub Arc<Nodes>);
+pub(super) struct NodeGrants(pub Arc<Nodes>);
 
 #[async_trait]
 impl GrantResolver for NodeGrants {
@@ -137,7 +138,10 @@ fn check_content(content: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /api/nodes`: the nodes the effective user may view.
-pub async fn list(Scoped(ctx, _): Scoped<ReadNodes>, State(nodes): State<Arc<Nodes>>) -> Answer {
+pub(super) async fn list(
+    Scoped(ctx, _): Scoped<ReadNodes>,
+    State(nodes): State<Arc<Nodes>>,
+) -> Answer {
     let user = ctx.effective_user();
     let all = nodes.read();
     let mut mine: Vec<NodeView<'_>> = all
@@ -151,14 +155,14 @@ pub async fn list(Scoped(ctx, _): Scoped<ReadNodes>, State(nodes): State<Arc<Nod
 /// `POST /api/nodes` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewNode {
+pub(super) struct NewNode {
     title: String,
     #[serde(default)]
     content: String,
 }
 
 /// `POST /api/nodes`: the creator becomes the Owner.
-pub async fn create(
+pub(super) async fn create(
     Scoped(ctx, _): Scoped<WriteNodes>,
     State(nodes): State<Arc<Nodes>>,
     JsonBody(body): JsonBody<NewNode>,
@@ -195,7 +199,7 @@ async fn node_with(
 }
 
 /// `GET /api/nodes/{id}`: Viewer or better.
-pub async fn show(
+pub(super) async fn show(
     _: Scoped<ReadNodes>,
     access: Access,
     State(nodes): State<Arc<Nodes>>,
@@ -208,14 +212,14 @@ pub async fn show(
 /// `PATCH /api/nodes/{id}` body: the version read, and what to change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NodePatch {
+pub(super) struct NodePatch {
     version: u64,
     title: Option<String>,
     content: Option<String>,
 }
 
 /// `PATCH /api/nodes/{id}`: Editor or better; a stale version is 409.
-pub async fn update(
+pub(super) async fn update(
     _: Scoped<WriteNodes>,
     access: Access,
     State(nodes): State<Arc<Nodes>>,
@@ -255,7 +259,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/nodes/{id}`: Admin or better.
-pub async fn delete(
+pub(super) async fn delete(
     _: Scoped<WriteNodes>,
     access: Access,
     State(nodes): State<Arc<Nodes>>,
@@ -269,7 +273,7 @@ pub async fn delete(
 /// `PUT /api/nodes/{id}/grants/{user}` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GrantBody {
+pub(super) struct GrantBody {
     level: AccessLevel,
 }
 
@@ -285,7 +289,7 @@ fn grantee(nodes: &Nodes, node: &Node, user: &str) -> Result<(), ApiError> {
 }
 
 /// `PUT /api/nodes/{id}/grants/{user}`: Admin or better; `level` 1-3.
-pub async fn put_grant(
+pub(super) async fn put_grant(
     _: Scoped<WriteNodes>,
     access: Access,
     State(nodes): State<Arc<Nodes>>,
@@ -311,7 +315,7 @@ pub async fn put_grant(
 }
 
 /// `DELETE /api/nodes/{id}/grants/{user}`: Admin or better; never the Owner's.
-pub async fn delete_grant(
+pub(super) async fn delete_grant(
     _: Scoped<WriteNodes>,
     access: Access,
     State(nodes): State<Arc<Nodes>>,

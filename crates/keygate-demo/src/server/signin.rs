@@ -98,7 +98,7 @@ impl Default for SignInOptions {
 }
 
 /// Where passwords and sessions live: the same database as the keys.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -106,7 +106,7 @@ enum Db {
 }
 
 /// The demo users' passwords, the session store and the sign-in limiter.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Accounts {
     db: Db,
     dummy_hash: Arc<str>,
@@ -397,6 +397,7 @@ async fn hash_password(password: &str) -> Result<String, String> {
 
 /// The signed-in user: the owner of the keys on the settings page, who may
 /// grant every scope (a token has the same rights as its user).
+#[derive(Debug)]
 pub struct SessionUser {
     principal: Principal,
     scopes: ScopeSet,

@@ -29,10 +29,10 @@ use axum::Router;
 use super::{ws::MESSAGES, Server};
 
 /// Where Socket.IO is served (seed 000).
-pub const PATH: &str = "/ext-socket.io";
+pub(super) const PATH: &str = "/ext-socket.io";
 
 /// `router` with Socket.IO at [`PATH`] in front of it.
-pub fn mount(server: &Server, router: Router) -> Router {
+pub(super) fn mount(server: &Server, router: Router) -> Router {
     let auth = SocketIoAuth::new(server.protection.auth.clone())
         .connect_limits(server.protection.limiter.clone())
         // Refused connects count per address, with the HTTP routes' 401s.

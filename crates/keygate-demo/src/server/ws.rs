@@ -14,10 +14,13 @@ use axum::{
 };
 
 /// About one message per second per connection.
-pub const MESSAGES: Quota = Quota::per_second(1);
+pub(super) const MESSAGES: Quota = Quota::per_second(1);
 
 /// The upgrade; connects per IP are limited by the rate-limit layer.
-pub async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verifier>) -> Response {
+pub(super) async fn echo(
+    ws: AuthenticatedUpgrade,
+    Extension(verifier): Extension<Verifier>,
+) -> Response {
     ws.on_upgrade(move |mut socket, ctx| async move {
         let mut limiter = MessageLimiter::new(MESSAGES);
         tracing::debug!(user = ctx.effective_user(), "websocket open");

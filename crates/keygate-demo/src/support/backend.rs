@@ -8,6 +8,7 @@ use auth_core::{
 };
 
 /// Where an example keeps its keys and audit events.
+#[derive(Debug)]
 pub struct Backend {
     /// The keys (hashes and metadata only).
     pub keys: Arc<dyn KeyStore>,

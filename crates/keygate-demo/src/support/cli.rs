@@ -13,6 +13,7 @@ use super::{
 };
 
 /// What differs between the examples' command lines.
+#[derive(Debug)]
 pub struct CliSpec {
     /// The example's name.
     pub name: &'static str,

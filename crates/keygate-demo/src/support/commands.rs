@@ -23,6 +23,7 @@ pub fn unknown_user(user: &str, users: &[&str]) -> String {
 }
 
 /// An example's key rules.
+#[derive(Debug)]
 pub struct KeyRules {
     /// The token prefix, e.g. `st_`.
     pub prefix: &'static str,

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 macro_rules! scope {
     ($name:ident, $scope:literal) => {
         #[doc = concat!("`", $scope, "`.")]
-        pub struct $name;
+        pub(crate) struct $name;
         impl auth_axum::ScopeRule for $name {
             const SCOPES: &'static [&'static str] = &[$scope];
             const MATCH: auth_axum::Match = auth_axum::Match::All;
@@ -111,6 +111,7 @@ pub fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
 
 /// A JSON request body whose refusals are JSON too: 400 when the body is not
 /// JSON, 422 (naming the field) when it has the wrong shape.
+#[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {

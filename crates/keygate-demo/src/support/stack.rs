@@ -9,6 +9,7 @@ use tower_http::trace::TraceLayer;
 use super::{limits::SharedLimits, Backend};
 
 /// The layers of [`protect`], built once per app.
+#[derive(Debug)]
 pub struct Protection {
     pub(crate) auth: AuthLayer,
     pub(crate) limiter: RateLimiter,

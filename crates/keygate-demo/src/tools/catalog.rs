@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 
 /// A tool: what it answers for a request body. Demo data, computed from the
 /// input so that clients can see their request went through.
-pub type Tool = fn(&serde_json::Map<String, Value>) -> Value;
+pub(super) type Tool = fn(&serde_json::Map<String, Value>) -> Value;
 
 /// One connected platform.
-pub struct App {
+pub(super) struct App {
     /// The path segment, e.g. `tape`.
     pub name: &'static str,
     /// Its tools by name, e.g. `listApps`.
@@ -16,7 +16,7 @@ pub struct App {
 }
 
 /// Every platform of the demo.
-pub const APPS: &[App] = &[
+pub(super) const APPS: &[App] = &[
     App {
         name: "tape",
         tools: &[("listApps", list_apps), ("listRecords", list_records)],
@@ -35,19 +35,19 @@ pub const APPS: &[App] = &[
 pub const USERS: &[(&str, &[&str])] = &[("u1", &["tape", "podio"]), ("u2", &["sharefile"])];
 
 /// The platform named `name`.
-pub fn app(name: &str) -> Option<&'static App> {
+pub(super) fn app(name: &str) -> Option<&'static App> {
     APPS.iter().find(|a| a.name == name)
 }
 
 impl App {
     /// The tool named `name`.
-    pub fn tool(&self, name: &str) -> Option<Tool> {
+    pub(super) fn tool(&self, name: &str) -> Option<Tool> {
         self.tools.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
     }
 }
 
 /// Whether `user` is a demo user.
-pub fn is_user(user: &str) -> bool {
+pub(super) fn is_user(user: &str) -> bool {
     USERS.iter().any(|(u, _)| *u == user)
 }
 

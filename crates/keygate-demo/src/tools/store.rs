@@ -11,6 +11,7 @@ use auth_core::{
 use crate::support::{backend::describe, Backend};
 
 /// The backend of the examples, and where the secrets are.
+#[derive(Debug)]
 pub struct Opened {
     /// Keys (unused by this JWT-only service, but the verifier needs a
     /// store) and the audit log.
