@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The issuer and the verifier, from one hasher (argon2id defaults) and
     // one prefix, so they cannot disagree.
-    let Keys { issuer, verifier } =
+    let Keys { issuer, verifier, .. } =
         Keys::builder(store.keys.clone(), TokenPrefix::new("mk_")?).build();
 
     let key = issuer

@@ -110,7 +110,7 @@ fn fixture() -> Fixture {
 fn fixture_with(hasher: SecretHasher) -> Fixture {
     let store = Arc::new(CountingStore::default());
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
-    let Keys { issuer, verifier } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
+    let Keys { issuer, verifier, .. } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
         .hasher(hasher)
         .clock(clock.clone())
         .build();
