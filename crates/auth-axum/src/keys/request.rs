@@ -63,8 +63,8 @@ impl CreateKey {
         let mut policy = KeyPolicy::default();
         policy.meta = checked(self.meta.take(), policy_input::meta)?.unwrap_or_default();
         policy.external_id = checked(self.external_id.take(), policy_input::external_id)?;
-        policy.ip_allowlist = checked(self.ip_allowlist.take(), policy_input::ip_allowlist)?
-            .unwrap_or_default();
+        policy.ip_allowlist =
+            checked(self.ip_allowlist.take(), policy_input::ip_allowlist)?.unwrap_or_default();
         policy.rate_limit = checked(self.rate_limit.take(), RateLimitInput::checked)?;
         policy.credits = policy_input::credits(self.remaining.take(), self.refill.take(), now)?;
         Ok(policy)
