@@ -86,7 +86,7 @@ impl AuditEvent {
     /// ```
     /// use auth_core::{AuditEvent, AuditOutcome, RejectReason};
     /// let mut event = AuditEvent::new(time::OffsetDateTime::now_utc(), AuditOutcome::Failure, "POST", "/login");
-    /// event.reason = Some(RejectReason::Unknown);
+    /// event.reason = Some(RejectReason::WrongSecret);
     /// event.status = Some(401);
     /// assert!(event.key_id.is_none());
     /// ```
