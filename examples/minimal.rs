@@ -40,8 +40,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The issuer and the verifier, from one hasher (argon2id defaults) and
     // one prefix, so they cannot disagree.
-    let Keys { issuer, verifier } =
-        Keys::builder(store.keys.clone(), TokenPrefix::new("mk_")?).build();
+    let Keys {
+        issuer, verifier, ..
+    } = Keys::builder(store.keys.clone(), TokenPrefix::new("mk_")?).build();
 
     let key = issuer
         .issue(NewKey::new(

@@ -89,8 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = open_store(&args.db).await?;
     // The issuer and the verifier, from one hasher (argon2id defaults) and
     // one prefix, so they cannot disagree.
-    let Keys { issuer, verifier } =
-        Keys::builder(store.keys.clone(), TokenPrefix::new("sc_")?).build();
+    let Keys {
+        issuer, verifier, ..
+    } = Keys::builder(store.keys.clone(), TokenPrefix::new("sc_")?).build();
 
     let read_write = ScopeSet::parse(["notes:read", "notes:write"])?;
     for (name, user, scopes) in [

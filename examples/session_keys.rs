@@ -89,8 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = open_store(&args.db).await?;
     // The issuer and the verifier, from one hasher (argon2id defaults) and
     // one prefix, so they cannot disagree.
-    let Keys { issuer, verifier } =
-        Keys::builder(store.keys.clone(), TokenPrefix::new("sk_")?).build();
+    let Keys {
+        issuer, verifier, ..
+    } = Keys::builder(store.keys.clone(), TokenPrefix::new("sk_")?).build();
 
     let password: String = rand::thread_rng()
         .sample_iter(Alphanumeric)

@@ -28,7 +28,9 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let clock = Arc::new(ManualClock::new(NOW));
     let store = Arc::new(MemoryKeyStore::new());
-    let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+    let Keys {
+        issuer, verifier, ..
+    } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
         .hasher(SecretHasher::for_tests())
         .clock(clock)
         .build();

@@ -1084,10 +1084,10 @@ impl auth_tower::SubjectResolver for AliceAsBob {
         user_id: &str,
     ) -> Result<auth_tower::SubjectDecision, auth_tower::ResolveError> {
         Ok(if actor.actor().user_id() == "alice" && user_id == "bob" {
-            auth_tower::SubjectDecision::Allow(auth_tower::Subject {
-                principal: Principal::user("bob"),
-                ceiling: ScopeSet::parse(["read", "tokens:manage", "sudo"]).unwrap(),
-            })
+            auth_tower::SubjectDecision::Allow(auth_tower::Subject::new(
+                Principal::user("bob"),
+                ScopeSet::parse(["read", "tokens:manage", "sudo"]).unwrap(),
+            ))
         } else {
             auth_tower::SubjectDecision::Deny
         })
@@ -1812,11 +1812,7 @@ async fn a_disabled_key_is_refused_like_an_unknown_one_until_enabled() {
     f.audit.flush().await.unwrap();
     let page = f
         .audit
-        .query(&AuditQuery {
-            key_id: Some(id),
-            limit: 10,
-            ..Default::default()
-        })
+        .query(&AuditQuery::default().key_id(id).limit(10))
         .await
         .unwrap();
     assert_eq!(page.events[0].reason, Some(RejectReason::Disabled));
@@ -1941,20 +1937,16 @@ fn refused(r: &Reply, status: StatusCode, code: &str, names: &str) {
 #[tokio::test]
 async fn a_key_cannot_mint_a_key_with_a_looser_policy_than_its_own() {
     let f = Fixture::start(ErrorFormat::Flat).await;
-    let limited = KeyPolicy {
-        ip_allowlist: vec!["127.0.0.0/8".parse().unwrap()],
-        rate_limit: Some(KeyRateLimit {
-            limit: 10.try_into().unwrap(),
-            period_seconds: 60.try_into().unwrap(),
-        }),
-        credits: Some(
-            Credits::new(100, OffsetDateTime::now_utc()).with_refill(Refill {
-                amount: 100,
-                every: RefillEvery::Day,
-            }),
-        ),
-        ..Default::default()
-    };
+    let limited = KeyPolicy::default()
+        .ip_allowlist(vec!["127.0.0.0/8".parse().unwrap()])
+        .rate_limit(KeyRateLimit::new(
+            10.try_into().unwrap(),
+            60.try_into().unwrap(),
+        ))
+        .credits(
+            Credits::new(100, OffsetDateTime::now_utc())
+                .with_refill(Refill::new(100, RefillEvery::Day)),
+        );
     let (_, key) = f.key_with("alice", ALL, limited).await;
     let ok_rest = r#""rate_limit":{"limit":5,"period_seconds":60},"remaining":10,
         "refill":{"amount":50,"every":"week"}"#;
@@ -2116,10 +2108,7 @@ async fn a_key_can_only_narrow_allowlists_and_cannot_re_enable_keys() {
         .key_with(
             "alice",
             &["read"],
-            KeyPolicy {
-                ip_allowlist: vec!["10.0.0.0/8".parse().unwrap()],
-                ..Default::default()
-            },
+            KeyPolicy::default().ip_allowlist(vec!["10.0.0.0/8".parse().unwrap()]),
         )
         .await;
     let path = format!("/api/tokens/{id}");

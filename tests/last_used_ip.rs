@@ -57,10 +57,7 @@ async fn the_last_used_address_is_the_resolved_client_and_is_listed() {
         // Every use is reported, so each request below is visible.
         .last_used_interval(Duration::ZERO)
         .build();
-    let policy = KeyPolicy {
-        ip_allowlist: vec!["203.0.113.0/24".parse().unwrap()],
-        ..KeyPolicy::default()
-    };
+    let policy = KeyPolicy::default().ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
     let issued = issuer
         .issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty()).policy(policy))
         .await

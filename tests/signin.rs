@@ -64,10 +64,7 @@ impl App {
         self.backend.audit.flush().await.unwrap();
         self.backend
             .audit
-            .query(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().limit(100))
             .await
             .unwrap()
     }

@@ -13,14 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let header = if selector & 1 == 0 {
-        ForwardedHeader::XForwardedFor
+    // `ForwardedHeader` is non-exhaustive: no `match` on it out here.
+    let (header, name) = if selector & 1 == 0 {
+        (ForwardedHeader::XForwardedFor, "x-forwarded-for")
     } else {
-        ForwardedHeader::Forwarded
-    };
-    let name = match header {
-        ForwardedHeader::XForwardedFor => "x-forwarded-for",
-        ForwardedHeader::Forwarded => "forwarded",
+        (ForwardedHeader::Forwarded, "forwarded")
     };
     let mut headers = HeaderMap::new();
     // Up to three header lines, split at 0xff bytes.

@@ -19,7 +19,7 @@
 //! use tower::ServiceExt;
 //!
 //! let store = Arc::new(MemoryKeyStore::new());
-//! let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+//! let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
 //!     .hasher(SecretHasher::for_tests())
 //!     .build();
 //! let key = issuer

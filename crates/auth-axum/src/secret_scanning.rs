@@ -275,28 +275,27 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
         ));
     }
     tracing::Span::current().record("tokens", reports.len() as u64);
-    let source = RevocationSource {
-        method: parts.method.to_string(),
+    let mut source = RevocationSource::new(
+        parts.method.as_str(),
         // The full path, also when the router is nested.
-        path: parts
+        parts
             .extensions
             .get::<OriginalUri>()
-            .map_or(parts.uri.path(), |OriginalUri(u)| u.path())
-            .to_owned(),
-        // The address an outer layer resolved through the trusted proxies,
-        // as in every other audit row; the socket peer only without one.
-        client_ip: ClientIp::of(&parts.extensions).or_else(|| {
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip())
-        }),
-        user_agent: parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect()),
-    };
+            .map_or(parts.uri.path(), |OriginalUri(u)| u.path()),
+    );
+    // The address an outer layer resolved through the trusted proxies, as
+    // in every other audit row; the socket peer only without one.
+    source.client_ip = ClientIp::of(&parts.extensions).or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip())
+    });
+    source.user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect());
     let mut labels = Vec::with_capacity(reports.len());
     let mut revoked = 0usize;
     // A token repeated in one report is checked (and audited) once; every

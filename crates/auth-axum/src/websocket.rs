@@ -98,6 +98,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUpgrade {
 
 /// Why an [`AuthenticatedUpgrade`] was refused.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum WebSocketAuthRejection {
     /// Not authenticated (401) or no `AuthLayer` in front (500).
     Auth(AuthRejection),

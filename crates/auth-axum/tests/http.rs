@@ -102,10 +102,10 @@ impl SubjectResolver for OrgAdmins {
             return Ok(SubjectDecision::Deny);
         }
         let ceiling = ScopeSet::parse(["read:entities"]).unwrap();
-        Ok(SubjectDecision::Allow(Subject {
-            principal: Principal::in_org(user_id, "acme"),
+        Ok(SubjectDecision::Allow(Subject::new(
+            Principal::in_org(user_id, "acme"),
             ceiling,
-        }))
+        )))
     }
 }
 
@@ -293,10 +293,7 @@ async fn extractors_answer_in_the_configured_format() {
 
     let events = server
         .audit
-        .query(&AuditQuery {
-            limit: 10,
-            ..Default::default()
-        })
+        .query(&AuditQuery::default().limit(10))
         .await
         .unwrap()
         .events;
@@ -446,10 +443,7 @@ async fn access_levels_and_impersonation() {
 
     let events = server
         .audit
-        .query(&AuditQuery {
-            limit: 100,
-            ..Default::default()
-        })
+        .query(&AuditQuery::default().limit(100))
         .await
         .unwrap()
         .events;

@@ -129,10 +129,7 @@ impl Setup {
 
     async fn leak_events(&self) -> usize {
         self.audit
-            .query(&AuditQuery {
-                limit: 100,
-                ..AuditQuery::default()
-            })
+            .query(&AuditQuery::default().limit(100))
             .await
             .unwrap()
             .events
@@ -171,10 +168,7 @@ async fn a_signed_report_revokes_real_tokens_and_labels_each() {
     assert!(s.revoked().await);
     let events = s
         .audit
-        .query(&AuditQuery {
-            limit: 10,
-            ..AuditQuery::default()
-        })
+        .query(&AuditQuery::default().limit(10))
         .await
         .unwrap()
         .events;
@@ -429,10 +423,7 @@ async fn the_audit_names_the_resolved_client_not_the_proxy() {
     assert_eq!(status, 200);
     let events = s
         .audit
-        .query(&AuditQuery {
-            limit: 10,
-            ..AuditQuery::default()
-        })
+        .query(&AuditQuery::default().limit(10))
         .await
         .unwrap()
         .events;

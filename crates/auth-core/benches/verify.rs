@@ -26,28 +26,16 @@ async fn populate(n: usize, hasher: &SecretHasher) -> (Arc<MemoryKeyStore>, Vec<
         let id = KeyId::random();
         // Same secret under a new id: re-encode through the public format.
         let token = reencode(&seed, id);
-        let record = KeyRecord {
+        let mut record = KeyRecord::new(
             id,
-            owner: Principal::user(format!("user{}", id.as_u64() % 1000)),
-            name: "bench".into(),
-            scopes: ScopeSet::parse(["read:entities"]).unwrap(),
-            created_at: OffsetDateTime::now_utc(),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            hint: format!("st_…{}", &token[token.len() - 4..]),
-            hash: hash.clone(),
-            replaced_by: None,
-            check: Some(SecretCheck::compute(id, "st_", &secret)),
-            created_by: None,
-            meta: Default::default(),
-            external_id: None,
-            disabled_at: None,
-            ip_allowlist: Vec::new(),
-            last_used_ip: None,
-            rate_limit: None,
-            credits: None,
-        };
+            Principal::user(format!("user{}", id.as_u64() % 1000)),
+            "bench",
+            ScopeSet::parse(["read:entities"]).unwrap(),
+            OffsetDateTime::now_utc(),
+            format!("st_…{}", &token[token.len() - 4..]),
+            hash.clone(),
+        );
+        record.check = Some(SecretCheck::compute(id, "st_", &secret));
         store.insert(&record).await.unwrap();
         tokens.push(token);
     }
@@ -69,12 +57,7 @@ fn reencode(seed: &str, id: KeyId) -> String {
 }
 
 fn cheap_hasher() -> SecretHasher {
-    SecretHasher::new(HashParams {
-        m_cost: 8,
-        t_cost: 1,
-        p_cost: 1,
-    })
-    .unwrap()
+    SecretHasher::new(HashParams::new(8, 1, 1)).unwrap()
 }
 
 fn bench_parse(c: &mut Criterion) {

@@ -44,6 +44,7 @@ impl<'de> Deserialize<'de> for RejectReason {
 
 /// One authentication attempt. Never holds a credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// Sequence number given by the log that stored it (the pagination cursor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +79,41 @@ pub struct AuditEvent {
     pub created_key: Option<KeyId>,
 }
 
+impl AuditEvent {
+    /// An attempt at `at` on `method` `path`, with everything else unknown:
+    /// set the other fields on the result.
+    ///
+    /// ```
+    /// use auth_core::{AuditEvent, AuditOutcome, RejectReason};
+    /// let mut event = AuditEvent::new(time::OffsetDateTime::now_utc(), AuditOutcome::Failure, "POST", "/login");
+    /// event.reason = Some(RejectReason::WrongSecret);
+    /// event.status = Some(401);
+    /// assert!(event.key_id.is_none());
+    /// ```
+    pub fn new(
+        at: OffsetDateTime,
+        outcome: AuditOutcome,
+        method: impl Into<String>,
+        path: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: None,
+            at,
+            key_id: None,
+            actor: None,
+            subject: None,
+            outcome,
+            reason: None,
+            method: method.into(),
+            path: path.into(),
+            status: None,
+            client_ip: None,
+            user_agent: None,
+            created_key: None,
+        }
+    }
+}
+
 /// Left in a response's extensions by a handler that created a key: the
 /// auth layer copies it into the request's [`AuditEvent::created_key`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +144,7 @@ pub trait AuditSink: std::fmt::Debug + Send + Sync + 'static {
 
 /// A page of a query, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AuditPage {
     /// The events.
     pub events: Vec<AuditEvent>,
@@ -117,6 +154,7 @@ pub struct AuditPage {
 
 /// Which events to read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditQuery {
     /// Only this key's events.
     pub key_id: Option<KeyId>,
@@ -129,6 +167,30 @@ pub struct AuditQuery {
 }
 
 impl AuditQuery {
+    /// Only this key's events.
+    pub fn key_id(mut self, key: KeyId) -> Self {
+        self.key_id = Some(key);
+        self
+    }
+
+    /// Only events whose actor is this user.
+    pub fn actor(mut self, user_id: impl Into<String>) -> Self {
+        self.actor = Some(user_id.into());
+        self
+    }
+
+    /// Only events older than this cursor ([`AuditPage::next_cursor`]).
+    pub fn before(mut self, cursor: Option<i64>) -> Self {
+        self.before = cursor;
+        self
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
     pub(crate) fn matches(&self, e: &AuditEvent) -> bool {
         self.key_id.is_none_or(|k| e.key_id == Some(k))
             && self
@@ -175,6 +237,7 @@ impl UsageBucket {
 /// Which key's requests to count per time bucket: the chart of the
 /// "Activity" view.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UsageQuery {
     /// The key.
     pub key_id: KeyId,
@@ -184,8 +247,20 @@ pub struct UsageQuery {
     pub bucket: UsageBucket,
 }
 
+impl UsageQuery {
+    /// `key_id`'s requests since `since`, per `bucket`.
+    pub fn new(key_id: KeyId, since: OffsetDateTime, bucket: UsageBucket) -> Self {
+        Self {
+            key_id,
+            since,
+            bucket,
+        }
+    }
+}
+
 /// Requests in one time bucket, by outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UsageCount {
     /// Start of the bucket.
     #[serde(with = "time::serde::rfc3339")]

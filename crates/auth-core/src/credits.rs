@@ -69,6 +69,7 @@ impl RefillEvery {
 
 /// Credits given back at the start of every period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Refill {
     /// What `remaining` becomes (not what is added) at each refill.
     pub amount: u64,
@@ -76,11 +77,19 @@ pub struct Refill {
     pub every: RefillEvery,
 }
 
+impl Refill {
+    /// `remaining` becomes `amount` at the start of every period.
+    pub const fn new(amount: u64, every: RefillEvery) -> Self {
+        Self { amount, every }
+    }
+}
+
 /// A usage-limited key's credits: each successful use spends one.
 ///
 /// JSON: `{"remaining": 100, "refill": {"amount": 100, "every": "day"}, "refilled_at": "…"}`
 /// (`refill` is `null` for credits that are never refilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Credits {
     /// Uses left.
     pub remaining: u64,

@@ -40,6 +40,7 @@ where
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NoticePass {
     /// Notices delivered and remembered.
     pub delivered: usize,

@@ -38,6 +38,7 @@ pub enum HashError {
 /// either way), while each verification's cost is paid on every cold
 /// request. See "Threat model" in `docs/ARCHITECTURE.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HashParams {
     /// Memory in KiB (default 256).
     pub m_cost: u32,
@@ -55,6 +56,15 @@ impl Default for HashParams {
 }
 
 impl HashParams {
+    /// Memory in KiB, iterations and parallelism.
+    pub const fn new(m_cost: u32, t_cost: u32, p_cost: u32) -> Self {
+        Self {
+            m_cost,
+            t_cost,
+            p_cost,
+        }
+    }
+
     /// m=256 KiB, t=1, p=1: the default, for random 256-bit secrets.
     pub const RANDOM_SECRET: Self = Self {
         m_cost: 256,

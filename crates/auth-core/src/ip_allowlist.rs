@@ -20,7 +20,7 @@ impl AuthContext {
     ///
     /// let ctx = AuthContext::for_key(KeyId::from_u64(1), "ci", Principal::user("alice"), ScopeSet::empty());
     /// assert!(ctx.allows_ip(None), "no allowlist: any address");
-    /// let policy = KeyPolicy { ip_allowlist: vec!["203.0.113.0/24".parse().unwrap()], ..Default::default() };
+    /// let policy = KeyPolicy::default().ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
     /// let ctx = ctx.with_key_policy(policy);
     /// assert!(ctx.allows_ip(Some("203.0.113.9".parse().unwrap())));
     /// assert!(ctx.allows_ip(Some("::ffff:203.0.113.9".parse().unwrap())));

@@ -15,6 +15,7 @@ pub const MAX_NAME_LEN: usize = 100;
 
 /// What to issue.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NewKey {
     /// The owner.
     pub owner: Principal,
@@ -65,6 +66,7 @@ impl NewKey {
 
 /// A freshly issued key: its record and the plaintext, shown once.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct IssuedKey {
     /// What was stored.
     pub record: KeyRecord,
@@ -74,6 +76,7 @@ pub struct IssuedKey {
 
 /// Issuing failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IssueError {
     /// The name is empty, too long or has control characters.
     #[error("key name must be 1-{MAX_NAME_LEN} characters with no control characters")]

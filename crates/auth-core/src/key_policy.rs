@@ -18,11 +18,22 @@ pub const MAX_EXTERNAL_ID_LEN: usize = 256;
 ///
 /// JSON: `{"limit": 100, "period_seconds": 60}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KeyRateLimit {
     /// Requests allowed per period.
     pub limit: NonZeroU32,
     /// The period, in seconds.
     pub period_seconds: NonZeroU32,
+}
+
+impl KeyRateLimit {
+    /// At most `limit` requests per `period_seconds`.
+    pub const fn new(limit: NonZeroU32, period_seconds: NonZeroU32) -> Self {
+        Self {
+            limit,
+            period_seconds,
+        }
+    }
 }
 
 /// A key's policy, as the verifier hands it to the layers after it
@@ -33,11 +44,9 @@ pub struct KeyRateLimit {
 ///
 /// ```
 /// use auth_core::{AuthContext, KeyId, KeyPolicy, Principal, ScopeSet};
-/// let policy = KeyPolicy {
-///     external_id: Some("cust_42".into()),
-///     ip_allowlist: vec!["203.0.113.0/24".parse().unwrap()],
-///     ..KeyPolicy::default()
-/// };
+/// let policy = KeyPolicy::default()
+///     .external_id("cust_42")
+///     .ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
 /// let ctx = AuthContext::for_key(KeyId::random(), "ci", Principal::user("alice"), ScopeSet::empty())
 ///     .with_key_policy(policy);
 /// assert_eq!(ctx.external_id(), Some("cust_42"));
@@ -45,6 +54,7 @@ pub struct KeyRateLimit {
 /// assert!(ctx.credits().is_none());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyPolicy {
     /// The application's metadata (empty: none).
     pub meta: Map<String, Value>,
@@ -60,6 +70,36 @@ pub struct KeyPolicy {
 }
 
 impl KeyPolicy {
+    /// Sets the application's metadata.
+    pub fn meta(mut self, meta: Map<String, Value>) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    /// Sets the application's own id for the key.
+    pub fn external_id(mut self, id: impl Into<String>) -> Self {
+        self.external_id = Some(id.into());
+        self
+    }
+
+    /// Sets the client networks the key may be used from.
+    pub fn ip_allowlist(mut self, nets: Vec<IpNet>) -> Self {
+        self.ip_allowlist = nets;
+        self
+    }
+
+    /// Gives the key its own quota.
+    pub fn rate_limit(mut self, limit: KeyRateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Makes the key usage-limited.
+    pub fn credits(mut self, credits: Credits) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
     /// The policy of `record`, or `None` if it has none.
     pub fn of(record: &KeyRecord) -> Option<Self> {
         let policy = Self {

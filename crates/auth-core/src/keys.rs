@@ -14,7 +14,7 @@ use crate::{KeyIssuer, KeyStore, SecretHasher, TokenPrefix, Verifier, VerifierBu
 /// use auth_core::*;
 ///
 /// let store = Arc::new(MemoryKeyStore::new());
-/// let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+/// let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
 ///     .hasher(SecretHasher::default())
 /// #   .hasher(SecretHasher::for_tests())
 ///     .verifier(|v| v.cache_capacity(10_000))
@@ -28,6 +28,7 @@ use crate::{KeyIssuer, KeyStore, SecretHasher, TokenPrefix, Verifier, VerifierBu
 /// # });
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Keys {
     /// Issues, rotates and revokes keys.
     pub issuer: KeyIssuer,

@@ -18,7 +18,7 @@
 //! let hasher = SecretHasher::default(); // argon2id m=256 KiB, t=1, p=1 (random 256-bit secrets)
 //! # let hasher = SecretHasher::for_tests();
 //! // The issuer and the verifier, from one hasher and one prefix.
-//! let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+//! let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
 //!     .hasher(hasher)
 //!     .build();
 //!

@@ -23,6 +23,7 @@ pub type RenderFn = dyn Fn(&AuthError) -> Response<Bytes> + Send + Sync;
 /// );
 /// ```
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub enum ErrorFormat {
     /// `{"error":"unauthorized","message":"…"}`.
     #[default]

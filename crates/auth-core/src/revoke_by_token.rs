@@ -14,6 +14,7 @@ use crate::{
 
 /// Where a revocation by token came from, for its audit event.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RevocationSource {
     /// The HTTP method of the reporting request, or a name for the caller
     /// (the default is `REVOKE`).
@@ -25,6 +26,19 @@ pub struct RevocationSource {
     pub client_ip: Option<IpAddr>,
     /// The reporter's `User-Agent`, if known.
     pub user_agent: Option<String>,
+}
+
+impl RevocationSource {
+    /// A report received as `method` on `path`, from an unknown client (set
+    /// `client_ip` and `user_agent` when known).
+    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
+        Self {
+            method: method.into(),
+            path: path.into(),
+            client_ip: None,
+            user_agent: None,
+        }
+    }
 }
 
 impl Default for RevocationSource {

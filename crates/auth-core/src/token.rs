@@ -27,6 +27,7 @@ pub const MAX_TOKEN_LEN: usize = MAX_PREFIX_LEN + BODY_LEN;
 
 /// Why a string is not a well-formed token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// Longer than [`MAX_TOKEN_LEN`].
     #[error("token too long")]

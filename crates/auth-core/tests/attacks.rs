@@ -154,12 +154,7 @@ impl Fixture {
     /// A key as stored before secret checks existed: no check, and a hash
     /// made with other parameters.
     async fn issue_legacy(&self, user: &str) -> IssuedKey {
-        let old_hasher = SecretHasher::new(HashParams {
-            m_cost: 128,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .unwrap();
+        let old_hasher = SecretHasher::new(HashParams::new(128, 1, 1)).unwrap();
         let elsewhere = Arc::new(MemoryKeyStore::new());
         let mut key = KeyIssuer::new(elsewhere, old_hasher, prefix())
             .clock(self.clock.clone())

@@ -414,28 +414,17 @@ suite!(sqlite, durable);
 suite!(postgres, durable);
 
 fn record(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
-    KeyRecord {
-        id: KeyId::random(),
-        owner: Principal::in_org(owner, "acme"),
-        name: "n8n automation".into(),
-        scopes: ScopeSet::parse(["write:entities", "hub-protocol.read"]).unwrap(),
+    let mut k = KeyRecord::new(
+        KeyId::random(),
+        Principal::in_org(owner, "acme"),
+        "n8n automation",
+        ScopeSet::parse(["write:entities", "hub-protocol.read"]).unwrap(),
         created_at,
-        expires_at: Some(created_at + time::Duration::days(30)),
-        revoked_at: None,
-        last_used_at: None,
-        hint: "st_…k9Qz".into(),
-        hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
-        replaced_by: None,
-        check: None,
-        created_by: None,
-        meta: Default::default(),
-        external_id: None,
-        disabled_at: None,
-        ip_allowlist: Vec::new(),
-        last_used_ip: None,
-        rate_limit: None,
-        credits: None,
-    }
+        "st_…k9Qz",
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+    );
+    k.expires_at = Some(created_at + time::Duration::days(30));
+    k
 }
 
 /// An issuer and a verifier on `keys` sharing a manual clock at [`T0`].
@@ -458,30 +447,38 @@ fn with_policy(owner: &str, created_at: OffsetDateTime) -> KeyRecord {
         "nested": {"ok": true, "ratio": 0.5, "none": null},
         "unicode": "Zürich ☃"
     });
-    KeyRecord {
-        meta: meta.as_object().unwrap().clone(),
-        external_id: Some("cust_42/é".into()),
-        disabled_at: Some(created_at + time::Duration::minutes(3)),
-        ip_allowlist: vec![
+    {
+        let mut k = record(owner, created_at);
+        k.meta = meta.as_object().unwrap().clone();
+        k.external_id = Some("cust_42/é".into());
+        k.disabled_at = Some(created_at + time::Duration::minutes(3));
+        k.ip_allowlist = vec![
             "203.0.113.0/24".parse().unwrap(),
             "2001:db8::/32".parse().unwrap(),
             "198.51.100.7/32".parse().unwrap(),
-        ],
-        last_used_ip: Some("2001:db8::1".parse().unwrap()),
-        rate_limit: Some(rate_limit(100, 60)),
-        credits: Some(Credits::new(41, created_at).with_refill(Refill {
-            amount: 50,
-            every: RefillEvery::Month,
-        })),
-        ..record(owner, created_at)
+        ];
+        k.last_used_ip = Some("2001:db8::1".parse().unwrap());
+        k.rate_limit = Some(rate_limit(100, 60));
+        k.credits =
+            Some(Credits::new(41, created_at).with_refill(Refill::new(50, RefillEvery::Month)));
+        k
     }
 }
 
+/// The usage bucket starting at `start` with these counts.
+fn count(start: OffsetDateTime, success: u64, refused: u64, rate_limited: u64) -> UsageCount {
+    let mut c = UsageCount::empty(start);
+    c.success = success;
+    c.refused = refused;
+    c.rate_limited = rate_limited;
+    c
+}
+
 fn rate_limit(limit: u32, period_seconds: u32) -> KeyRateLimit {
-    KeyRateLimit {
-        limit: NonZeroU32::new(limit).unwrap(),
-        period_seconds: NonZeroU32::new(period_seconds).unwrap(),
-    }
+    KeyRateLimit::new(
+        NonZeroU32::new(limit).unwrap(),
+        NonZeroU32::new(period_seconds).unwrap(),
+    )
 }
 
 fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
@@ -513,16 +510,8 @@ mod cases {
         let list = |q: KeyQuery| {
             let keys = b.keys.clone();
             async move {
-                let page = keys
-                    .list_keys(
-                        &KeyQuery {
-                            limit: if q.limit == 0 { 100 } else { q.limit },
-                            ..q
-                        },
-                        T0,
-                    )
-                    .await
-                    .unwrap();
+                let limit = if q.limit == 0 { 100 } else { q.limit };
+                let page = keys.list_keys(&q.limit(limit), T0).await.unwrap();
                 (
                     page.keys.into_iter().map(|r| r.id).collect::<Vec<_>>(),
                     page.next,
@@ -532,62 +521,38 @@ mod cases {
         let all = [made.id, disabled.id, carol.id, bob.id, a.id];
         assert_eq!(list(KeyQuery::default()).await.0, all);
         assert_eq!(
-            list(KeyQuery {
-                owner: Some("alice".into()),
-                ..KeyQuery::default()
-            })
-            .await
-            .0,
+            list(KeyQuery::default().owner("alice")).await.0,
             [made.id, disabled.id, a.id]
         );
-        assert_eq!(
-            list(KeyQuery {
-                org: Some("globex".into()),
-                ..KeyQuery::default()
-            })
-            .await
-            .0,
-            [carol.id]
-        );
+        assert_eq!(list(KeyQuery::default().org("globex")).await.0, [carol.id]);
         for (state, want) in [
             (StateFilter::Active, vec![made.id, a.id]),
             (StateFilter::Revoked, vec![bob.id]),
             (StateFilter::Expired, vec![carol.id]),
             (StateFilter::Disabled, vec![disabled.id]),
         ] {
-            let q = KeyQuery {
-                state: Some(state),
-                ..KeyQuery::default()
-            };
+            let q = KeyQuery::default().state(state);
             assert_eq!(list(q).await.0, want, "{state:?}");
         }
         assert_eq!(
-            list(KeyQuery {
-                last_used_before: Some(T0 - day * 2),
-                ..KeyQuery::default()
-            })
-            .await
-            .0,
+            list(KeyQuery::default().last_used_before(T0 - day * 2))
+                .await
+                .0,
             [made.id, disabled.id, carol.id, bob.id],
             "never used keys count as unused"
         );
         assert_eq!(
-            list(KeyQuery {
-                created_by: Some(a.id),
-                ..KeyQuery::default()
-            })
-            .await
-            .0,
+            list(KeyQuery::default().created_by(a.id)).await.0,
             [made.id]
         );
         // Filters combine.
         assert_eq!(
-            list(KeyQuery {
-                owner: Some("alice".into()),
-                state: Some(StateFilter::Active),
-                org: Some("acme".into()),
-                ..KeyQuery::default()
-            })
+            list(
+                KeyQuery::default()
+                    .owner("alice")
+                    .state(StateFilter::Active)
+                    .org("acme")
+            )
             .await
             .0,
             [made.id, a.id]
@@ -597,12 +562,7 @@ mod cases {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let (ids, next) = list(KeyQuery {
-                after,
-                limit: 2,
-                ..KeyQuery::default()
-            })
-            .await;
+            let (ids, next) = list(KeyQuery::default().after(after).limit(2)).await;
             assert!(ids.len() <= 2);
             seen.extend(ids);
             match next {
@@ -798,15 +758,13 @@ mod cases {
         assert_eq!(b.keys.get(r.id).await.unwrap(), Some(r.clone()));
         assert!(changes.seen().contains(&KeyChange::Updated(r.id)));
 
-        let full = KeyRecord {
-            revoked_at: Some(T0 + time::Duration::hours(1)),
-            last_used_at: Some(T0 + time::Duration::microseconds(1)),
-            replaced_by: Some(KeyId::random()),
-            // The largest check survives the round trip (stored as an integer).
-            check: Some(SecretCheck::from_u32(u32::MAX)),
-            created_by: Some(KeyId::random()),
-            ..record("alice", T0)
-        };
+        let mut full = record("alice", T0);
+        full.revoked_at = Some(T0 + time::Duration::hours(1));
+        full.last_used_at = Some(T0 + time::Duration::microseconds(1));
+        full.replaced_by = Some(KeyId::random());
+        // The largest check survives the round trip (stored as an integer).
+        full.check = Some(SecretCheck::from_u32(u32::MAX));
+        full.created_by = Some(KeyId::random());
         b.keys.insert(&full).await.unwrap();
         assert_eq!(b.keys.get(full.id).await.unwrap(), Some(full.clone()));
 
@@ -888,9 +846,10 @@ mod cases {
         // (last_used_at may already have been written by the verifier.)
         let stored_new = b.keys.get(new.record.id).await.unwrap().unwrap();
         assert_eq!(
-            KeyRecord {
-                last_used_at: None,
-                ..stored_new
+            {
+                let mut k = stored_new;
+                k.last_used_at = None;
+                k
             },
             new.record
         );
@@ -967,10 +926,8 @@ mod cases {
         b.keys.revoke(revoked.id, T0).await.unwrap();
         refused(b.keys.rotate(revoked.id, now, now, &replacement).await);
 
-        let expired = KeyRecord {
-            expires_at: Some(now),
-            ..record("alice", T0)
-        };
+        let mut expired = record("alice", T0);
+        expired.expires_at = Some(now);
         b.keys.insert(&expired).await.unwrap();
         refused(b.keys.rotate(expired.id, now, now, &replacement).await);
 
@@ -1145,19 +1102,20 @@ mod cases {
     /// key asked for, only since the start of `since`'s bucket.
     pub(crate) async fn audit_usage_per_bucket(b: &Backend) {
         let (a, other) = (KeyId::random(), KeyId::random());
-        let at = |minutes: i64, outcome, reason| AuditEvent {
-            outcome,
-            reason,
-            status: Some(if outcome == AuditOutcome::Success {
-                200
-            } else {
-                401
-            }),
-            ..audit_event(
+        let at = |minutes: i64, outcome, reason| {
+            let mut e = audit_event(
                 Some(a),
                 Some("alice"),
                 T0 + time::Duration::minutes(minutes),
-            )
+            );
+            e.outcome = outcome;
+            e.reason = reason;
+            e.status = Some(if outcome == AuditOutcome::Success {
+                200
+            } else {
+                401
+            });
+            e
         };
         use AuditOutcome::{Failure, Success};
         b.audit.record(at(-90, Success, None)); // the day before: outside
@@ -1178,76 +1136,42 @@ mod cases {
 
         let hours = b
             .audit
-            .usage(&UsageQuery {
-                key_id: a,
-                since: T0 + time::Duration::minutes(20), // the 00:00 bucket counts whole
-                bucket: UsageBucket::Hour,
-            })
+            .usage(&UsageQuery::new(
+                a,
+                T0 + time::Duration::minutes(20), // the 00:00 bucket counts whole
+                UsageBucket::Hour,
+            ))
             .await
             .unwrap();
         let h = time::Duration::HOUR;
         assert_eq!(
             hours,
             [
-                UsageCount {
-                    start: T0,
-                    success: 2,
-                    refused: 2,
-                    rate_limited: 0
-                },
-                UsageCount {
-                    start: T0 + h,
-                    success: 0,
-                    refused: 0,
-                    rate_limited: 1
-                },
-                UsageCount {
-                    start: T0 + h * 26,
-                    success: 1,
-                    refused: 0,
-                    rate_limited: 0
-                },
+                count(T0, 2, 2, 0),
+                count(T0 + h, 0, 0, 1),
+                count(T0 + h * 26, 1, 0, 0),
             ]
         );
         let days = b
             .audit
-            .usage(&UsageQuery {
-                key_id: a,
-                since: T0 - time::Duration::days(1),
-                bucket: UsageBucket::Day,
-            })
+            .usage(&UsageQuery::new(
+                a,
+                T0 - time::Duration::days(1),
+                UsageBucket::Day,
+            ))
             .await
             .unwrap();
         assert_eq!(
             days,
             [
-                UsageCount {
-                    start: T0 - time::Duration::DAY,
-                    success: 1,
-                    refused: 0,
-                    rate_limited: 0
-                },
-                UsageCount {
-                    start: T0,
-                    success: 2,
-                    refused: 2,
-                    rate_limited: 1
-                },
-                UsageCount {
-                    start: T0 + time::Duration::DAY,
-                    success: 1,
-                    refused: 0,
-                    rate_limited: 0
-                },
+                count(T0 - time::Duration::DAY, 1, 0, 0),
+                count(T0, 2, 2, 1),
+                count(T0 + time::Duration::DAY, 1, 0, 0),
             ]
         );
         let none = b
             .audit
-            .usage(&UsageQuery {
-                key_id: KeyId::random(),
-                since: T0,
-                bucket: UsageBucket::Day,
-            })
+            .usage(&UsageQuery::new(KeyId::random(), T0, UsageBucket::Day))
             .await
             .unwrap();
         assert!(none.is_empty());
@@ -1262,17 +1186,15 @@ mod cases {
                 T0 + time::Duration::minutes(i),
             ));
         }
-        let full = AuditEvent {
-            subject: Some("stu1".into()),
-            outcome: AuditOutcome::Failure,
-            reason: Some(RejectReason::InsufficientScope),
-            method: "POST".into(),
-            status: Some(403),
-            client_ip: Some("2001:db8::1".parse().unwrap()),
-            user_agent: None,
-            created_key: Some(KeyId::random()),
-            ..audit_event(Some(other), Some("bob"), T0 + time::Duration::days(2))
-        };
+        let mut full = audit_event(Some(other), Some("bob"), T0 + time::Duration::days(2));
+        full.subject = Some("stu1".into());
+        full.outcome = AuditOutcome::Failure;
+        full.reason = Some(RejectReason::InsufficientScope);
+        full.method = "POST".into();
+        full.status = Some(403);
+        full.client_ip = Some("2001:db8::1".parse().unwrap());
+        full.user_agent = None;
+        full.created_key = Some(KeyId::random());
         b.audit.record(full.clone());
         for i in 0..2 {
             b.audit.record(audit_event(
@@ -1284,22 +1206,11 @@ mod cases {
         b.audit.flush().await.unwrap();
 
         // By key, newest first, three per page.
-        let q = AuditQuery {
-            key_id: Some(a),
-            limit: 3,
-            ..Default::default()
-        };
+        let q = AuditQuery::default().key_id(a).limit(3);
         let mut pages = Vec::new();
         let mut cursor = None;
         loop {
-            let page = b
-                .audit
-                .query(&AuditQuery {
-                    before: cursor,
-                    ..q.clone()
-                })
-                .await
-                .unwrap();
+            let page = b.audit.query(&q.clone().before(cursor)).await.unwrap();
             pages.push(page.events.len());
             let ats: Vec<_> = page.events.iter().map(|e| e.at).collect();
             assert!(
@@ -1320,19 +1231,16 @@ mod cases {
         // By actor: every field round-trips.
         let bob = b
             .audit
-            .query(&AuditQuery {
-                actor: Some("bob".into()),
-                limit: 10,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().actor("bob").limit(10))
             .await
             .unwrap();
         assert_eq!(bob.events.len(), 1);
         assert!(bob.events[0].id.is_some());
         assert_eq!(
-            AuditEvent {
-                id: None,
-                ..bob.events[0].clone()
+            {
+                let mut e = bob.events[0].clone();
+                e.id = None;
+                e
             },
             full
         );
@@ -1340,10 +1248,7 @@ mod cases {
 
         let all = b
             .audit
-            .query(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().limit(100))
             .await
             .unwrap();
         assert_eq!(all.events.len(), 10);
@@ -1358,10 +1263,7 @@ mod cases {
         assert_eq!(purged, 7);
         let left = b
             .audit
-            .query(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().limit(100))
             .await
             .unwrap();
         assert_eq!(left.events.len(), 3);
@@ -1372,11 +1274,9 @@ mod cases {
         let full = with_policy("alice", T0);
         b.keys.insert(&full).await.unwrap();
         assert_eq!(b.keys.get(full.id).await.unwrap(), Some(full.clone()));
-        let unlimited_refill = KeyRecord {
-            credits: Some(Credits::new(0, T0)),
-            rate_limit: Some(rate_limit(u32::MAX, u32::MAX)),
-            ..record("alice", T0 + time::Duration::seconds(1))
-        };
+        let mut unlimited_refill = record("alice", T0 + time::Duration::seconds(1));
+        unlimited_refill.credits = Some(Credits::new(0, T0));
+        unlimited_refill.rate_limit = Some(rate_limit(u32::MAX, u32::MAX));
         b.keys.insert(&unlimited_refill).await.unwrap();
         assert_eq!(
             b.keys.list_by_owner("alice").await.unwrap(),
@@ -1410,53 +1310,24 @@ mod cases {
         let changes = Recorder::subscribe(&*b.keys);
         let policy = with_policy("alice", T0);
         let updates = [
-            KeyUpdate {
-                name: Some("renamed".into()),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                scopes: Some(ScopeSet::parse(["hub-protocol.read"]).unwrap()),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                expires_at: Some(Some(T0 + time::Duration::days(2))),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                meta: Some(policy.meta.clone()),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                external_id: Some(policy.external_id.clone()),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                disabled_at: Some(Some(T0 + time::Duration::seconds(9))),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                ip_allowlist: Some(policy.ip_allowlist.clone()),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                rate_limit: Some(policy.rate_limit),
-                ..KeyUpdate::default()
-            },
-            KeyUpdate {
-                credits: Some(policy.credits),
-                ..KeyUpdate::default()
-            },
+            KeyUpdate::default().name("renamed"),
+            KeyUpdate::default().scopes(ScopeSet::parse(["hub-protocol.read"]).unwrap()),
+            KeyUpdate::default().expires_at(Some(T0 + time::Duration::days(2))),
+            KeyUpdate::default().meta(policy.meta.clone()),
+            KeyUpdate::default().external_id(policy.external_id.clone()),
+            KeyUpdate::default().disabled_at(Some(T0 + time::Duration::seconds(9))),
+            KeyUpdate::default().ip_allowlist(policy.ip_allowlist.clone()),
+            KeyUpdate::default().rate_limit(policy.rate_limit),
+            KeyUpdate::default().credits(policy.credits),
             // Everything cleared again in one edit.
-            KeyUpdate {
-                expires_at: Some(None),
-                meta: Some(Default::default()),
-                external_id: Some(None),
-                disabled_at: Some(None),
-                ip_allowlist: Some(Vec::new()),
-                rate_limit: Some(None),
-                credits: Some(None),
-                ..KeyUpdate::default()
-            },
+            KeyUpdate::default()
+                .expires_at(None)
+                .meta(Default::default())
+                .external_id(None)
+                .disabled_at(None)
+                .ip_allowlist(Vec::new())
+                .rate_limit(None)
+                .credits(None),
             KeyUpdate::default(),
         ];
         let mut expected = original.clone();
@@ -1493,10 +1364,7 @@ mod cases {
         let (issuer, verifier, _clock) = issuing(&b.keys);
         let key = issuer.issue(new_key("alice")).await.unwrap();
         verifier.verify(key.token.expose_secret()).await.unwrap();
-        let disable = KeyUpdate {
-            disabled_at: Some(Some(T0)),
-            ..KeyUpdate::default()
-        };
+        let disable = KeyUpdate::default().disabled_at(Some(T0));
         let stored = b.keys.update(key.record.id, &disable).await.unwrap();
         assert_eq!(stored.disabled_at, Some(T0));
         // The very next request: the cached entry is gone.
@@ -1530,10 +1398,7 @@ mod cases {
             Err(StoreError::Conflict(_))
         ));
 
-        let enable = KeyUpdate {
-            disabled_at: Some(None),
-            ..KeyUpdate::default()
-        };
+        let enable = KeyUpdate::default().disabled_at(None);
         b.keys.update(key.record.id, &enable).await.unwrap();
         verifier.verify(key.token.expose_secret()).await.unwrap();
         cold.verify(key.token.expose_secret()).await.unwrap();
@@ -1542,10 +1407,7 @@ mod cases {
     pub(crate) async fn edits_reach_the_verifiers_context(b: &Backend) {
         let (issuer, verifier, _clock) = issuing(&b.keys);
         let key = issuer
-            .issue(new_key("alice").policy(KeyPolicy {
-                external_id: Some("cust_1".into()),
-                ..KeyPolicy::default()
-            }))
+            .issue(new_key("alice").policy(KeyPolicy::default().external_id("cust_1")))
             .await
             .unwrap();
         let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
@@ -1553,15 +1415,13 @@ mod cases {
         assert!(ctx.meta().is_none() && ctx.ip_allowlist().is_empty());
 
         let policy = with_policy("alice", T0);
-        let edit = KeyUpdate {
-            scopes: Some(ScopeSet::empty()),
-            meta: Some(policy.meta.clone()),
-            external_id: Some(Some("cust_2".into())),
-            ip_allowlist: Some(policy.ip_allowlist.clone()),
-            rate_limit: Some(policy.rate_limit),
-            credits: Some(policy.credits),
-            ..KeyUpdate::default()
-        };
+        let edit = KeyUpdate::default()
+            .scopes(ScopeSet::empty())
+            .meta(policy.meta.clone())
+            .external_id(Some("cust_2".into()))
+            .ip_allowlist(policy.ip_allowlist.clone())
+            .rate_limit(policy.rate_limit)
+            .credits(policy.credits);
         b.keys.update(key.record.id, &edit).await.unwrap();
         let ctx = verifier.verify(key.token.expose_secret()).await.unwrap();
         assert!(!ctx.scopes().has("read"));
@@ -1642,10 +1502,8 @@ mod cases {
             Err(StoreError::NotFound)
         );
 
-        let once = KeyRecord {
-            credits: Some(Credits::new(2, T0)),
-            ..record("alice", T0)
-        };
+        let mut once = record("alice", T0);
+        once.credits = Some(Credits::new(2, T0));
         b.keys.insert(&once).await.unwrap();
         let spend = |id, at| {
             let keys = b.keys.clone();
@@ -1667,13 +1525,8 @@ mod cases {
 
         // Daily refill: 10:30 on day one, exhausted, back at midnight.
         let t = T0 + time::Duration::minutes(630);
-        let daily = KeyRecord {
-            credits: Some(Credits::new(1, t).with_refill(Refill {
-                amount: 3,
-                every: RefillEvery::Day,
-            })),
-            ..record("alice", T0)
-        };
+        let mut daily = record("alice", T0);
+        daily.credits = Some(Credits::new(1, t).with_refill(Refill::new(3, RefillEvery::Day)));
         b.keys.insert(&daily).await.unwrap();
         assert_eq!(
             spend(daily.id, t).await,
@@ -1722,10 +1575,8 @@ mod cases {
                 time::Duration::days(31),
             ),
         ] {
-            let k = KeyRecord {
-                credits: Some(Credits::new(0, T0).with_refill(Refill { amount: 5, every })),
-                ..record("alice", T0)
-            };
+            let mut k = record("alice", T0);
+            k.credits = Some(Credits::new(0, T0).with_refill(Refill::new(5, every)));
             b.keys.insert(&k).await.unwrap();
             assert_eq!(
                 spend(k.id, T0 + before).await,
@@ -1748,10 +1599,8 @@ mod cases {
     }
 
     pub(crate) async fn lower_credits_never_raises_and_publishes_nothing(b: &Backend) {
-        let k = KeyRecord {
-            credits: Some(Credits::new(5, T0)),
-            ..record("alice", T0)
-        };
+        let mut k = record("alice", T0);
+        k.credits = Some(Credits::new(5, T0));
         let unlimited = record("bob", T0);
         b.keys.insert(&k).await.unwrap();
         b.keys.insert(&unlimited).await.unwrap();
@@ -1784,10 +1633,8 @@ mod cases {
     }
 
     pub(crate) async fn concurrent_spends_never_overspend(b: &Backend) {
-        let k = KeyRecord {
-            credits: Some(Credits::new(5, T0)),
-            ..record("alice", T0)
-        };
+        let mut k = record("alice", T0);
+        k.credits = Some(Credits::new(5, T0));
         b.keys.insert(&k).await.unwrap();
         let attempts: Vec<_> = (0..16)
             .map(|_| {
@@ -1852,10 +1699,8 @@ mod durable {
         // Times are kept to the microsecond.
         let micros =
             |t: OffsetDateTime| t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap();
-        let expected = KeyRecord {
-            created_at: micros(key.record.created_at),
-            ..key.record.clone()
-        };
+        let mut expected = key.record.clone();
+        expected.created_at = micros(key.record.created_at);
         assert_eq!(keys.list_by_owner("alice").await.unwrap(), vec![expected]);
         let ctx = verifier(keys.clone())
             .verify(key.token.expose_secret())
@@ -1863,11 +1708,7 @@ mod durable {
             .unwrap();
         assert_eq!(ctx.key_id(), Some(key.record.id));
         let page = audit
-            .query(&AuditQuery {
-                key_id: Some(key.record.id),
-                limit: 10,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().key_id(key.record.id).limit(10))
             .await
             .unwrap();
         assert_eq!(page.events.len(), 1);
@@ -1923,10 +1764,7 @@ mod durable {
             .unwrap();
         v.verify(key.token.expose_secret()).await.unwrap();
         let heard = Recorder::subscribe(&*other);
-        let disable = KeyUpdate {
-            disabled_at: Some(Some(OffsetDateTime::now_utc())),
-            ..KeyUpdate::default()
-        };
+        let disable = KeyUpdate::default().disabled_at(Some(OffsetDateTime::now_utc()));
         b.keys.update(key.record.id, &disable).await.unwrap();
         eventually("the other instance to hear of the edit", || async {
             heard.seen().contains(&KeyChange::Updated(key.record.id))
@@ -1939,10 +1777,7 @@ mod durable {
         // Only that key was dropped: no resync of every cache.
         assert!(!heard.seen().contains(&KeyChange::All));
         assert!(other.changes().is_in_sync());
-        let enable = KeyUpdate {
-            disabled_at: Some(None),
-            ..KeyUpdate::default()
-        };
+        let enable = KeyUpdate::default().disabled_at(None);
         b.keys.update(key.record.id, &enable).await.unwrap();
         v.verify(key.token.expose_secret()).await.unwrap();
     }
@@ -2033,11 +1868,7 @@ mod durable {
                 .unwrap();
             let page = again
                 .audit
-                .query(&AuditQuery {
-                    key_id: Some(key.record.id),
-                    limit: 10,
-                    ..Default::default()
-                })
+                .query(&AuditQuery::default().key_id(key.record.id).limit(10))
                 .await
                 .unwrap();
             assert_eq!(page.events.len(), 1, "{location}");

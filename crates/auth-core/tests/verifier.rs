@@ -110,7 +110,9 @@ fn fixture() -> Fixture {
 fn fixture_with(hasher: SecretHasher) -> Fixture {
     let store = Arc::new(CountingStore::default());
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
-    let Keys { issuer, verifier } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
+    let Keys {
+        issuer, verifier, ..
+    } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
         .hasher(hasher)
         .clock(clock.clone())
         .build();
@@ -298,14 +300,7 @@ async fn concurrent_rotations_have_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_verifications_of_one_token_hash_once() {
-    let f = fixture_with(
-        SecretHasher::new(HashParams {
-            m_cost: 4096,
-            t_cost: 2,
-            p_cost: 1,
-        })
-        .unwrap(),
-    );
+    let f = fixture_with(SecretHasher::new(HashParams::new(4096, 2, 1)).unwrap());
     let key = issue(&f, "alice").await;
     let token: Arc<str> = key.token.expose_secret().into();
     let tasks: Vec<_> = (0..32)
@@ -473,12 +468,7 @@ async fn raised_parameters_rehash_on_successful_verify() {
     let weak = SecretHasher::for_tests();
     let f = fixture_with(weak);
     let key = issue(&f, "alice").await;
-    let strong = SecretHasher::new(HashParams {
-        m_cost: 256,
-        t_cost: 2,
-        p_cost: 1,
-    })
-    .unwrap();
+    let strong = SecretHasher::new(HashParams::new(256, 2, 1)).unwrap();
     let verifier = Verifier::builder(f.store.clone())
         .hasher(strong.clone())
         .build();

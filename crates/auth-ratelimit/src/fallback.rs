@@ -16,6 +16,7 @@ use crate::{
 
 /// What the limiter does when its shared store cannot answer a check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnStoreError {
     /// Check the request against this process's in-memory buckets instead
     /// (same rules and keys) and log a warning. While the store is down each

@@ -277,13 +277,7 @@ async fn the_audit_log_and_the_rate_limiter_use_the_limiters_resolution() {
     assert_eq!(status(&app, via_proxy("203.0.113.5", "7.7.7.7")).await, 429);
     // Another client behind the same proxy has its own bucket.
     assert_eq!(status(&app, via_proxy("203.0.113.6", "6.6.6.6")).await, 200);
-    let page = audit
-        .query(&AuditQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let page = audit.query(&AuditQuery::default().limit(10)).await.unwrap();
     let mut ips: Vec<_> = page.events.iter().filter_map(|e| e.client_ip).collect();
     ips.sort();
     let expected: Vec<std::net::IpAddr> = ["203.0.113.5", "203.0.113.5", "203.0.113.6"]

@@ -87,20 +87,14 @@ async fn passes(app: &Router, token: &str, max: u32) -> u32 {
 }
 
 fn own_limit(limit: u32) -> KeyPolicy {
-    KeyPolicy {
-        rate_limit: Some(KeyRateLimit {
-            limit: NonZeroU32::new(limit).unwrap(),
-            period_seconds: NonZeroU32::new(60).unwrap(),
-        }),
-        ..KeyPolicy::default()
-    }
+    KeyPolicy::default().rate_limit(KeyRateLimit::new(
+        NonZeroU32::new(limit).unwrap(),
+        NonZeroU32::new(60).unwrap(),
+    ))
 }
 
 fn credits(n: u64) -> KeyPolicy {
-    KeyPolicy {
-        credits: Some(Credits::new(n, OffsetDateTime::now_utc())),
-        ..KeyPolicy::default()
-    }
+    KeyPolicy::default().credits(Credits::new(n, OffsetDateTime::now_utc()))
 }
 
 /// Users whose name starts with `pro` are on the pro tier; counts the calls.
@@ -148,13 +142,7 @@ async fn a_free_key_is_limited_before_a_pro_key_and_a_key_s_own_limit_wins() {
 
 /// A limit that would let anything through: `u32::MAX` a second.
 fn huge_limit() -> KeyPolicy {
-    KeyPolicy {
-        rate_limit: Some(KeyRateLimit {
-            limit: NonZeroU32::MAX,
-            period_seconds: NonZeroU32::MIN,
-        }),
-        ..KeyPolicy::default()
-    }
+    KeyPolicy::default().rate_limit(KeyRateLimit::new(NonZeroU32::MAX, NonZeroU32::MIN))
 }
 
 #[tokio::test]
@@ -234,11 +222,7 @@ async fn credits_run_out_with_429_usage_exceeded_and_an_audit_reason() {
         assert_eq!(status(&app, &unlimited).await, StatusCode::OK);
     }
     f.audit.flush().await.unwrap();
-    let query = AuditQuery {
-        key_id: Some(id),
-        limit: 100,
-        ..AuditQuery::default()
-    };
+    let query = AuditQuery::default().key_id(id).limit(100);
     let events = f.audit.query(&query).await.unwrap().events;
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason).collect();
     assert_eq!(reasons.len(), 1, "{events:?}");
@@ -266,11 +250,7 @@ async fn a_rate_limited_request_spends_no_credit() {
     assert_eq!(record.credits.unwrap().remaining, 8);
     // The audit log tells the refusals from the successes.
     f.audit.flush().await.unwrap();
-    let query = AuditQuery {
-        key_id: Some(id),
-        limit: 100,
-        ..AuditQuery::default()
-    };
+    let query = AuditQuery::default().key_id(id).limit(100);
     let events = f.audit.query(&query).await.unwrap().events;
     let mut reasons: Vec<_> = events
         .iter()

@@ -386,10 +386,10 @@ mod tests {
             user_id: &str,
         ) -> Result<SubjectDecision, ResolveError> {
             Ok(if actor.actor().user_id() == "admin" {
-                SubjectDecision::Allow(Subject {
-                    principal: Principal::user(user_id),
-                    ceiling: ScopeSet::parse(["read"]).unwrap(),
-                })
+                SubjectDecision::Allow(Subject::new(
+                    Principal::user(user_id),
+                    ScopeSet::parse(["read"]).unwrap(),
+                ))
             } else {
                 SubjectDecision::Deny
             })
@@ -481,10 +481,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ctx.effective_user(), "alice", "the payload's token is used");
-        let query = AuditQuery {
-            limit: 10,
-            ..AuditQuery::default()
-        };
+        let query = AuditQuery::default().limit(10);
         let events = f.audit.query(&query).await.unwrap().events;
         assert_eq!(events.len(), 2, "each connect is audited like a request");
         for e in events {
@@ -731,10 +728,8 @@ mod tests {
     #[tokio::test]
     async fn connects_are_checked_against_the_keys_ip_allowlist() {
         let f = Fixture::new();
-        let policy = auth_core::KeyPolicy {
-            ip_allowlist: vec!["203.0.113.0/24".parse().unwrap()],
-            ..Default::default()
-        };
+        let policy =
+            auth_core::KeyPolicy::default().ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
         let token = f
             .issuer
             .issue(

@@ -145,25 +145,23 @@ pub(crate) fn pending(
         let bytes = v.as_bytes();
         String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT)]).into_owned()
     });
-    let event = AuditEvent {
-        id: None,
-        at: OffsetDateTime::now_utc(),
-        key_id: who.key_id,
-        actor: who.actor.map(str::to_owned),
-        subject: who.subject.map(str::to_owned),
-        outcome: if reason.is_none() {
-            AuditOutcome::Success
-        } else {
-            AuditOutcome::Failure
-        },
-        reason,
-        method: req.method.as_str().to_owned(),
-        path: req.uri.path().to_owned(),
-        status: None,
-        client_ip: req.client_ip,
-        user_agent,
-        created_key: None,
+    let outcome = if reason.is_none() {
+        AuditOutcome::Success
+    } else {
+        AuditOutcome::Failure
     };
+    let mut event = AuditEvent::new(
+        OffsetDateTime::now_utc(),
+        outcome,
+        req.method.as_str(),
+        req.uri.path(),
+    );
+    event.key_id = who.key_id;
+    event.actor = who.actor.map(str::to_owned);
+    event.subject = who.subject.map(str::to_owned);
+    event.reason = reason;
+    event.client_ip = req.client_ip;
+    event.user_agent = user_agent;
     Some(PendingAudit(Box::new(Pending {
         sink: sink.clone(),
         event: Some(event),

@@ -21,11 +21,19 @@ pub const DEFAULT_IMPERSONATION_SCOPE: &str = "sudo";
 
 /// The user a request will act as, and the most that user may do.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Subject {
     /// The subject user.
     pub principal: Principal,
     /// The subject's own scopes: the key's scopes are cut down to these.
     pub ceiling: ScopeSet,
+}
+
+impl Subject {
+    /// Acting as `principal`, with at most the scopes in `ceiling`.
+    pub fn new(principal: Principal, ceiling: ScopeSet) -> Self {
+        Self { principal, ceiling }
+    }
 }
 
 /// What a [`SubjectResolver`] decided.
@@ -62,7 +70,7 @@ pub enum SubjectDecision {
 ///             return Ok(SubjectDecision::Deny);
 ///         }
 ///         let ceiling = ScopeSet::parse(["read"]).unwrap();
-///         Ok(SubjectDecision::Allow(Subject { principal: subject, ceiling }))
+///         Ok(SubjectDecision::Allow(Subject::new(subject, ceiling)))
 ///     }
 /// }
 /// ```

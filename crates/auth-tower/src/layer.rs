@@ -23,7 +23,7 @@ use crate::{config::Config, AuthLayerBuilder, AuthService};
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
 ///
 /// let store = Arc::new(MemoryKeyStore::new());
-/// let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+/// let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
 ///     .hasher(SecretHasher::for_tests())
 ///     .build();
 /// let key = issuer

@@ -46,13 +46,12 @@ impl Fixture {
 
     /// A key usable only from `allowlist` (empty: from anywhere).
     async fn token_for(&self, allowlist: &[&str]) -> String {
-        let policy = KeyPolicy {
-            ip_allowlist: allowlist
+        let policy = KeyPolicy::default().ip_allowlist(
+            allowlist
                 .iter()
                 .map(|n| n.parse::<IpNet>().unwrap())
                 .collect(),
-            ..KeyPolicy::default()
-        };
+        );
         let issued = self
             .issuer
             .issue(NewKey::new(Principal::user("alice"), "test", ScopeSet::empty()).policy(policy))
@@ -70,10 +69,7 @@ impl Fixture {
     async fn events(&self) -> Vec<AuditEvent> {
         let page = self
             .audit
-            .query(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().limit(100))
             .await
             .unwrap();
         page.events

@@ -63,10 +63,7 @@ impl Fixture {
     async fn events(&self) -> Vec<AuditEvent> {
         let mut page = self
             .audit
-            .query(&AuditQuery {
-                limit: 100,
-                ..Default::default()
-            })
+            .query(&AuditQuery::default().limit(100))
             .await
             .unwrap();
         page.events.reverse(); // oldest first
@@ -387,10 +384,7 @@ async fn store_outage_is_503_and_never_reaches_the_handler() {
         "fail closed, even in optional mode"
     );
     let events = audit
-        .query(&AuditQuery {
-            limit: 10,
-            ..Default::default()
-        })
+        .query(&AuditQuery::default().limit(10))
         .await
         .unwrap()
         .events;
@@ -643,10 +637,10 @@ impl SubjectResolver for Directory {
         if !actor_is_admin_of_org {
             return Ok(SubjectDecision::Deny);
         }
-        Ok(SubjectDecision::Allow(Subject {
-            principal: Principal::in_org(user_id, *org),
-            ceiling: scopes.clone(),
-        }))
+        Ok(SubjectDecision::Allow(Subject::new(
+            Principal::in_org(user_id, *org),
+            scopes.clone(),
+        )))
     }
 }
 

@@ -38,10 +38,7 @@ async fn newest(
 ) -> Result<(Vec<AuditEvent>, Option<i64>), CliError> {
     let mut found = Vec::new();
     let mut top = None;
-    let mut query = AuditQuery {
-        limit: PAGE,
-        ..f.query.clone()
-    };
+    let mut query = f.query.clone().limit(PAGE);
     loop {
         let page = db.audit.query(&query).await?;
         for e in page.events {
@@ -120,10 +117,11 @@ pub(crate) async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, 
         })
         .transpose()?;
     let filter = Filter {
-        query: AuditQuery {
-            key_id,
-            actor: a.user.clone(),
-            ..Default::default()
+        query: {
+            let mut query = AuditQuery::default();
+            query.key_id = key_id;
+            query.actor.clone_from(&a.user);
+            query
         },
         since: a.since.map(|s| s.ago(OffsetDateTime::now_utc())),
         outcome: a.outcome.map(|o| match o {

@@ -53,7 +53,8 @@ impl From<StoreError> for CliError {
         let exit = match e {
             StoreError::NotFound => Exit::NotFound,
             StoreError::Conflict(_) => Exit::Conflict,
-            StoreError::Unavailable(_) | StoreError::Corrupt(_) => Exit::Unavailable,
+            // `Unavailable`, `Corrupt` and any failure added later.
+            _ => Exit::Unavailable,
         };
         Self::new(exit, e.to_string())
     }
@@ -65,8 +66,7 @@ impl From<IssueError> for CliError {
             IssueError::InvalidName | IssueError::InvalidExpiry => Exit::Usage,
             IssueError::NotFound => Exit::NotFound,
             IssueError::Conflict(_) => Exit::Conflict,
-            IssueError::Hash(_) | IssueError::Unavailable(_) => Exit::Unavailable,
-            #[allow(unreachable_patterns)]
+            // `Hash`, `Unavailable` and any failure added later.
             _ => Exit::Unavailable,
         };
         Self::new(exit, e.to_string())

@@ -61,21 +61,11 @@ fn keygate_env(db: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn event(at: OffsetDateTime, actor: &str, outcome: AuditOutcome) -> AuditEvent {
-    AuditEvent {
-        id: None,
-        at,
-        key_id: None,
-        actor: Some(actor.into()),
-        subject: None,
-        outcome,
-        reason: (outcome == AuditOutcome::Failure).then_some(RejectReason::Revoked),
-        method: "GET".into(),
-        path: "/api/me".into(),
-        status: Some(200),
-        client_ip: None,
-        user_agent: None,
-        created_key: None,
-    }
+    let mut event = AuditEvent::new(at, outcome, "GET", "/api/me");
+    event.actor = Some(actor.into());
+    event.reason = (outcome == AuditOutcome::Failure).then_some(RejectReason::Revoked);
+    event.status = Some(200);
+    event
 }
 
 /// The key commands, end to end, on one database; `open` gives an

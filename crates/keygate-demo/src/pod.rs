@@ -172,7 +172,9 @@ pub struct Pod {
 impl Pod {
     /// The pod over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
-        let Keys { issuer, verifier } = backend.keys(PREFIX);
+        let Keys {
+            issuer, verifier, ..
+        } = backend.keys(PREFIX);
         let auth = AuthLayer::builder(verifier.clone())
             .realm("pod")
             .workspace_resolver(workspace::Memberships);

@@ -129,7 +129,9 @@ pub struct Portal {
 impl Portal {
     /// The portal over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
-        let Keys { issuer, verifier } = backend.keys(PREFIX);
+        let Keys {
+            issuer, verifier, ..
+        } = backend.keys(PREFIX);
         let directory = Arc::new(Directory::demo());
         let auth = AuthLayer::builder(verifier.clone())
             .realm("portal")

@@ -133,7 +133,9 @@ pub struct Server {
 impl Server {
     /// The server over `backend`.
     pub fn new(backend: &Backend, options: &Options) -> Result<Self, String> {
-        let Keys { issuer, verifier } = backend.keys(PREFIX);
+        let Keys {
+            issuer, verifier, ..
+        } = backend.keys(PREFIX);
         let auth = AuthLayer::builder(verifier.clone());
         let limiter = options.limits.limiter(vec![
             Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),

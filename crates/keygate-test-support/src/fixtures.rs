@@ -48,19 +48,11 @@ pub fn secret_text(token: &str) -> &str {
 
 /// A successful `GET /api/entities` by `actor` with `key`, at `at`.
 pub fn audit_event(key: Option<KeyId>, actor: Option<&str>, at: OffsetDateTime) -> AuditEvent {
-    AuditEvent {
-        id: None,
-        at,
-        key_id: key,
-        actor: actor.map(str::to_owned),
-        subject: None,
-        outcome: AuditOutcome::Success,
-        reason: None,
-        method: "GET".into(),
-        path: "/api/entities".into(),
-        status: Some(200),
-        client_ip: Some("203.0.113.7".parse().unwrap()),
-        user_agent: Some("curl/8.5".into()),
-        created_key: None,
-    }
+    let mut event = AuditEvent::new(at, AuditOutcome::Success, "GET", "/api/entities");
+    event.key_id = key;
+    event.actor = actor.map(str::to_owned);
+    event.status = Some(200);
+    event.client_ip = Some("203.0.113.7".parse().unwrap());
+    event.user_agent = Some("curl/8.5".into());
+    event
 }

@@ -187,15 +187,14 @@ impl ListParams {
                 })
             })
             .transpose()?;
-        Ok(KeyQuery {
-            owner: self.owner,
-            org,
-            state: self.state,
-            last_used_before,
-            created_by,
-            after,
-            limit: self.limit.unwrap_or(DEFAULT_ADMIN_PAGE),
-        })
+        let mut query = KeyQuery::default().limit(self.limit.unwrap_or(DEFAULT_ADMIN_PAGE));
+        query.owner = self.owner;
+        query.org = org;
+        query.state = self.state;
+        query.last_used_before = last_used_before;
+        query.created_by = created_by;
+        query.after = after;
+        Ok(query)
     }
 }
 

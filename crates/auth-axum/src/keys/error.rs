@@ -56,7 +56,8 @@ impl From<StoreError> for KeyApiError {
         match e {
             StoreError::NotFound => Self::no_such_key(),
             StoreError::Conflict(m) => Self::Conflict(m),
-            StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
+            // `Unavailable`, `Corrupt` and any failure added later.
+            _ => {
                 // The detail may describe infrastructure: logs only.
                 tracing::warn!(error = %e, "key store failed during key management");
                 Self::Auth(AuthError::unavailable("Key store temporarily unavailable"))
@@ -74,6 +75,14 @@ impl From<IssueError> for KeyApiError {
             IssueError::Unavailable(m) => StoreError::Unavailable(m).into(),
             IssueError::Hash(h) => {
                 tracing::error!(error = %h, "hashing a new key failed");
+                Self::Auth(
+                    AuthError::new(ErrorCode::Internal, RejectReason::Internal)
+                        .with_message("The key could not be issued"),
+                )
+            }
+            // A failure added later: fail closed, detail in the logs only.
+            _ => {
+                tracing::error!(error = %e, "issuing a key failed");
                 Self::Auth(
                     AuthError::new(ErrorCode::Internal, RejectReason::Internal)
                         .with_message("The key could not be issued"),

@@ -99,10 +99,7 @@ impl RateLimitInput {
             NonZeroU32::new(self.limit),
             NonZeroU32::new(self.period_seconds),
         ) {
-            (Some(limit), Some(period_seconds)) => Ok(KeyRateLimit {
-                limit,
-                period_seconds,
-            }),
+            (Some(limit), Some(period_seconds)) => Ok(KeyRateLimit::new(limit, period_seconds)),
             _ => Err(KeyApiError::field(
                 "invalid_rate_limit",
                 "rate_limit needs a positive limit and period_seconds",
@@ -142,10 +139,7 @@ pub(crate) fn credits(
     }
     let credits = Credits::new(remaining, now);
     Ok(Some(match refill {
-        Some(r) => credits.with_refill(Refill {
-            amount: r.amount,
-            every: r.every,
-        }),
+        Some(r) => credits.with_refill(Refill::new(r.amount, r.every)),
         None => credits,
     }))
 }

@@ -60,14 +60,14 @@ impl CreateKey {
 impl CreateKey {
     /// The new key's policy, every field checked; credits are set at `now`.
     pub(crate) fn policy(&mut self, now: OffsetDateTime) -> Result<KeyPolicy, KeyApiError> {
-        Ok(KeyPolicy {
-            meta: checked(self.meta.take(), policy_input::meta)?.unwrap_or_default(),
-            external_id: checked(self.external_id.take(), policy_input::external_id)?,
-            ip_allowlist: checked(self.ip_allowlist.take(), policy_input::ip_allowlist)?
-                .unwrap_or_default(),
-            rate_limit: checked(self.rate_limit.take(), RateLimitInput::checked)?,
-            credits: policy_input::credits(self.remaining.take(), self.refill.take(), now)?,
-        })
+        let mut policy = KeyPolicy::default();
+        policy.meta = checked(self.meta.take(), policy_input::meta)?.unwrap_or_default();
+        policy.external_id = checked(self.external_id.take(), policy_input::external_id)?;
+        policy.ip_allowlist =
+            checked(self.ip_allowlist.take(), policy_input::ip_allowlist)?.unwrap_or_default();
+        policy.rate_limit = checked(self.rate_limit.take(), RateLimitInput::checked)?;
+        policy.credits = policy_input::credits(self.remaining.take(), self.refill.take(), now)?;
+        Ok(policy)
     }
 }
 

@@ -337,12 +337,12 @@ async fn activity<O: KeyOwner>(
         let (record, q) = managed_key_and_query(&m, &owner, path, query, ACTIVITY_QUERY).await?;
         let page = m
             .activity
-            .query(&AuditQuery {
-                key_id: Some(record.id),
-                actor: None,
-                before: q.before,
-                limit: q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
-            })
+            .query(
+                &AuditQuery::default()
+                    .key_id(record.id)
+                    .before(q.before)
+                    .limit(q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)),
+            )
             .await?;
         Ok(json(StatusCode::OK, &page))
     };

@@ -60,11 +60,7 @@ impl UsageParams {
                 "At most {MAX_BUCKETS} buckets: since must be later, or bucket wider"
             )));
         }
-        Ok(UsageQuery {
-            key_id,
-            since,
-            bucket,
-        })
+        Ok(UsageQuery::new(key_id, since, bucket))
     }
 }
 
@@ -129,10 +125,9 @@ mod tests {
             .query(id, now)
             .unwrap();
         let ten = datetime!(2030-01-10 10:00 UTC);
-        let counted = vec![UsageCount {
-            success: 3,
-            ..UsageCount::empty(ten)
-        }];
+        let mut count = UsageCount::empty(ten);
+        count.success = 3;
+        let counted = vec![count];
         let usage = dense(&q, counted, now);
         let starts: Vec<_> = usage.buckets.iter().map(|b| b.start.hour()).collect();
         assert_eq!(starts, [9, 10, 11, 12]);

@@ -13,6 +13,7 @@ const NONCE_LEN: usize = 24;
 
 /// The master key is not 32 bytes of base64, or a sealed secret does not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MasterKeyError {
     /// The configured key is not 32 bytes encoded as base64.
     #[error("master key must be 32 bytes, base64-encoded")]

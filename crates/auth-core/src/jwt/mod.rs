@@ -48,6 +48,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 
 /// The claims of our tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Claims {
     /// User id.
     pub sub: String,
@@ -62,6 +63,7 @@ pub struct Claims {
 
 /// Issuing or regenerating failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum JwtError {
     /// The user id is empty or too long.
     #[error("invalid user id")]

@@ -7,11 +7,19 @@ use crate::{ChangeFeed, KeyChange, StoreError};
 
 /// A user's sealed signing secret and its generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SealedSecret {
     /// Nonce, ciphertext and tag from [`MasterKey::seal`](super::MasterKey::seal).
     pub sealed: Vec<u8>,
     /// Bumped on every regeneration.
     pub generation: i64,
+}
+
+impl SealedSecret {
+    /// A sealed secret of the given generation (what a store reads back).
+    pub fn new(sealed: Vec<u8>, generation: i64) -> Self {
+        Self { sealed, generation }
+    }
 }
 
 /// Stores per-user JWT signing secrets. Implemented by [`MemoryUserSecrets`]

@@ -46,6 +46,7 @@ impl StateFilter {
 /// Where a page starts: after the key created at `created_at` with `id`
 /// (pages run newest first). Its text form is `<unix µs>.<key id>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyCursor {
     /// The last listed key's creation time.
     pub created_at: OffsetDateTime,
@@ -97,6 +98,7 @@ impl FromStr for KeyCursor {
 
 /// Which keys to list, every filter optional (all keys by default).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyQuery {
     /// Only this user's keys.
     pub owner: Option<String>,
@@ -116,6 +118,48 @@ pub struct KeyQuery {
 }
 
 impl KeyQuery {
+    /// Only this user's keys.
+    pub fn owner(mut self, user_id: impl Into<String>) -> Self {
+        self.owner = Some(user_id.into());
+        self
+    }
+
+    /// Only keys of this organisation.
+    pub fn org(mut self, org_id: impl Into<String>) -> Self {
+        self.org = Some(org_id.into());
+        self
+    }
+
+    /// Only keys in this state.
+    pub fn state(mut self, state: StateFilter) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Only keys not used since `at`.
+    pub fn last_used_before(mut self, at: OffsetDateTime) -> Self {
+        self.last_used_before = Some(at);
+        self
+    }
+
+    /// Only keys made by this key.
+    pub fn created_by(mut self, key: KeyId) -> Self {
+        self.created_by = Some(key);
+        self
+    }
+
+    /// Only keys after this cursor ([`KeyPage::next`]).
+    pub fn after(mut self, cursor: Option<KeyCursor>) -> Self {
+        self.after = cursor;
+        self
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
     /// The page size actually used.
     pub fn effective_limit(&self) -> usize {
         self.limit.clamp(1, MAX_KEY_PAGE)
@@ -140,6 +184,7 @@ impl KeyQuery {
 
 /// One page of keys, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyPage {
     /// The keys.
     pub keys: Vec<KeyRecord>,

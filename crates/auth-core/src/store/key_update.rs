@@ -17,12 +17,13 @@ use crate::{Credits, KeyId, KeyRateLimit, ScopeSet};
 ///
 /// ```
 /// use auth_core::store::KeyUpdate;
-/// let disable = KeyUpdate { disabled_at: Some(Some(time::OffsetDateTime::now_utc())), ..KeyUpdate::default() };
-/// let rename = KeyUpdate { name: Some("deploy bot".into()), ..KeyUpdate::default() };
+/// let disable = KeyUpdate::default().disabled_at(Some(time::OffsetDateTime::now_utc()));
+/// let rename = KeyUpdate::default().name("deploy bot");
 /// assert!(!disable.is_empty() && !rename.is_empty());
 /// assert!(KeyUpdate::default().is_empty());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyUpdate {
     /// A new label.
     pub name: Option<String>,
@@ -45,6 +46,60 @@ pub struct KeyUpdate {
 }
 
 impl KeyUpdate {
+    /// Renames the key.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Replaces the scopes.
+    pub fn scopes(mut self, scopes: ScopeSet) -> Self {
+        self.scopes = Some(scopes);
+        self
+    }
+
+    /// Sets the expiry (`None`: never).
+    pub fn expires_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Replaces the metadata.
+    pub fn meta(mut self, meta: Map<String, Value>) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+
+    /// Sets the external id (`None`: clears it).
+    pub fn external_id(mut self, id: Option<String>) -> Self {
+        self.external_id = Some(id);
+        self
+    }
+
+    /// Disables the key as of `Some(t)`, or enables it with `None`.
+    pub fn disabled_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.disabled_at = Some(at);
+        self
+    }
+
+    /// Replaces the allowlist.
+    pub fn ip_allowlist(mut self, nets: Vec<IpNet>) -> Self {
+        self.ip_allowlist = Some(nets);
+        self
+    }
+
+    /// Sets the key's own quota (`None`: removes it).
+    pub fn rate_limit(mut self, limit: Option<KeyRateLimit>) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Sets the credits (`None`: unlimited).
+    pub fn credits(mut self, credits: Option<Credits>) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
@@ -84,6 +139,7 @@ impl KeyUpdate {
 
 /// One successful use of a key, for [`KeyStore::record_use`](crate::KeyStore::record_use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct KeyUse {
     /// The key.
     pub id: KeyId,

@@ -17,7 +17,7 @@ use crate::{CreditSpend, KeyId, SecretCheck};
 /// use std::sync::Arc;
 /// use auth_core::{Keys, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix};
 /// let store = Arc::new(MemoryKeyStore::new());
-/// let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+/// let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
 ///     .hasher(SecretHasher::for_tests())
 ///     .build();
 /// let issued = issuer.issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty())).await.unwrap();

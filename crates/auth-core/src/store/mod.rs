@@ -72,6 +72,7 @@ use crate::{CreditSpend, KeyId, SecretCheck};
 
 /// A store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached or failed; callers fail closed (503).
     #[error("key store unavailable: {0}")]

@@ -16,6 +16,7 @@ pub const DEFAULT_EXPIRING_WITHIN: Duration = Duration::days(7);
 
 /// A stored key.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyRecord {
     /// Public id, also embedded in the token.
     pub id: KeyId,
@@ -67,6 +68,42 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// An active key with only what every key has: no expiry, no use yet,
+    /// no policy. Set the other fields on the result (what a store does
+    /// when it reads a row back).
+    pub fn new(
+        id: KeyId,
+        owner: Principal,
+        name: impl Into<String>,
+        scopes: ScopeSet,
+        created_at: OffsetDateTime,
+        hint: impl Into<String>,
+        hash: impl Into<String>,
+    ) -> Self {
+        Self {
+            id,
+            owner,
+            name: name.into(),
+            scopes,
+            created_at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            hint: hint.into(),
+            hash: hash.into(),
+            replaced_by: None,
+            check: None,
+            created_by: None,
+            meta: Map::new(),
+            external_id: None,
+            disabled_at: None,
+            ip_allowlist: Vec::new(),
+            last_used_ip: None,
+            rate_limit: None,
+            credits: None,
+        }
+    }
+
     /// `Ok` if the key may be used at `now`, else why not.
     pub fn check_active(&self, now: OffsetDateTime) -> Result<(), RejectReason> {
         if self.revoked_at.is_some_and(|t| t <= now) {
@@ -184,6 +221,7 @@ impl fmt::Debug for KeyRecord {
 
 /// A key's public metadata, as listed to its owner. Holds no secret or hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct KeyMetadata {
     /// Public id.
     pub id: KeyId,

@@ -50,7 +50,7 @@ const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
 /// use auth_core::{Keys, NewKey, Principal, ScopeSet, SecretHasher, SqliteKeyStore, TokenPrefix};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).await.unwrap());
-/// let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+/// let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
 ///     .hasher(SecretHasher::for_tests())
 ///     .build();
 /// let key = issuer.issue(NewKey::new(Principal::user("alice"), "ci", ScopeSet::empty())).await.unwrap();

@@ -83,7 +83,7 @@ impl Verifier {
     /// # use std::sync::Arc;
     /// # use auth_core::*;
     /// # let store = Arc::new(MemoryKeyStore::new());
-    /// # let Keys { issuer, verifier } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+    /// # let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
     /// #     .hasher(SecretHasher::for_tests())
     /// #     .build();
     /// # let key = issuer.issue(NewKey::new(Principal::user("a"), "ws", ScopeSet::empty())).await.unwrap();

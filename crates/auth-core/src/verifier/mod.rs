@@ -58,7 +58,7 @@ use crate::{
 /// let hasher = SecretHasher::for_tests();
 /// let prefix = TokenPrefix::new("sk_live_").unwrap();
 /// // Or `Verifier::builder(store).hasher(..).prefix(..)` with a separate `KeyIssuer`.
-/// let Keys { issuer, verifier } = Keys::builder(store, prefix).hasher(hasher).build();
+/// let Keys { issuer, verifier, .. } = Keys::builder(store, prefix).hasher(hasher).build();
 ///
 /// let key = issuer
 ///     .issue(NewKey::new(Principal::user("alice"), "n8n", ScopeSet::parse(["skills.invoke"]).unwrap()))

@@ -95,10 +95,10 @@ impl SubjectResolver for SameOrganisation {
             .org_id()
             .map(|org| Principal::in_org(user_id, org));
         match subject.and_then(|s| Some((self.directory.role_of(&s)?, s))) {
-            Some((role, principal)) => Ok(SubjectDecision::Allow(Subject {
+            Some((role, principal)) => Ok(SubjectDecision::Allow(Subject::new(
                 principal,
-                ceiling: role.ceiling(),
-            })),
+                role.ceiling(),
+            ))),
             // Unknown here, whether or not the user exists elsewhere.
             None => Ok(SubjectDecision::Deny),
         }

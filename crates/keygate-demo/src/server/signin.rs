@@ -316,30 +316,23 @@ impl Accounts {
         outcome: Result<(), RejectReason>,
         status: StatusCode,
     ) {
-        self.audit.record(AuditEvent {
-            id: None,
-            at: OffsetDateTime::now_utc(),
-            key_id: None,
-            // Only names of real users: a password typed into the name
-            // field must not end up in the log.
-            actor: known.then(|| user.to_owned()),
-            subject: None,
-            outcome: if outcome.is_ok() {
-                AuditOutcome::Success
-            } else {
-                AuditOutcome::Failure
-            },
-            reason: outcome.err(),
-            method: "POST".into(),
-            path: "/login".into(),
-            status: Some(status.as_u16()),
-            client_ip: client,
-            user_agent: headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect()),
-            created_key: None,
-        });
+        let kind = if outcome.is_ok() {
+            AuditOutcome::Success
+        } else {
+            AuditOutcome::Failure
+        };
+        let mut event = AuditEvent::new(OffsetDateTime::now_utc(), kind, "POST", "/login");
+        // Only names of real users: a password typed into the name field
+        // must not end up in the log.
+        event.actor = known.then(|| user.to_owned());
+        event.reason = outcome.err();
+        event.status = Some(status.as_u16());
+        event.client_ip = client;
+        event.user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect());
+        self.audit.record(event);
     }
 }
 
