@@ -202,28 +202,17 @@ impl KeyIssuer {
             .map_err(|e| IssueError::Hash(crate::HashError::Failed(e.to_string())))?;
         let hash = self.hasher.hash(parsed.secret()).await?;
         let check = SecretCheck::compute(id, parsed.prefix(), parsed.secret());
-        let record = KeyRecord {
+        let mut record = KeyRecord::new(
             id,
             owner,
             name,
             scopes,
-            created_at: now,
-            expires_at,
-            revoked_at: None,
-            last_used_at: None,
-            hint: display_hint(token.expose_secret()),
+            now,
+            display_hint(token.expose_secret()),
             hash,
-            replaced_by: None,
-            check: Some(check),
-            created_by: None,
-            meta: Default::default(),
-            external_id: None,
-            disabled_at: None,
-            ip_allowlist: Vec::new(),
-            last_used_ip: None,
-            rate_limit: None,
-            credits: None,
-        };
+        );
+        record.expires_at = expires_at;
+        record.check = Some(check);
         Ok((record, token))
     }
 

@@ -283,28 +283,15 @@ mod tests {
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
     fn key() -> KeyRecord {
-        KeyRecord {
-            id: KeyId::random(),
-            owner: Principal::user("alice"),
-            name: "ci".into(),
-            scopes: ScopeSet::empty(),
-            created_at: NOW - Duration::days(30),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            hint: "st_…abcd".into(),
-            hash: "$argon2id$".into(),
-            replaced_by: None,
-            check: None,
-            created_by: None,
-            meta: Map::new(),
-            external_id: None,
-            disabled_at: None,
-            ip_allowlist: Vec::new(),
-            last_used_ip: None,
-            rate_limit: None,
-            credits: None,
-        }
+        KeyRecord::new(
+            KeyId::random(),
+            Principal::user("alice"),
+            "ci",
+            ScopeSet::empty(),
+            NOW - Duration::days(30),
+            "st_…abcd",
+            "$argon2id$",
+        )
     }
 
     #[test]
