@@ -367,7 +367,7 @@ mod tests {
 
     use async_trait::async_trait;
     use auth_core::{
-        AuditLog, AuditQuery, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
+        AuditLog, AuditQuery, ErrorFormat, KeyIssuer, Keys, MemoryAuditLog, MemoryKeyStore, NewKey,
         Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
     };
     use auth_ratelimit::Rule;
@@ -404,15 +404,15 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            let store = Arc::new(MemoryKeyStore::new());
-            let hasher = SecretHasher::for_tests();
+            let keys = Keys::builder(
+                Arc::new(MemoryKeyStore::new()),
+                TokenPrefix::new("st_").unwrap(),
+            )
+            .hasher(SecretHasher::for_tests())
+            .build();
             Self {
-                issuer: KeyIssuer::new(
-                    store.clone(),
-                    hasher.clone(),
-                    TokenPrefix::new("st_").unwrap(),
-                ),
-                verifier: Verifier::builder(store).hasher(hasher).build(),
+                issuer: keys.issuer,
+                verifier: keys.verifier,
                 audit: Arc::new(MemoryAuditLog::default()),
             }
         }
