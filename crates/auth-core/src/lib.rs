@@ -44,6 +44,7 @@ mod client_ip;
 mod clock;
 mod context;
 mod credits;
+mod digest;
 mod error;
 mod expiry_notice;
 mod hasher;

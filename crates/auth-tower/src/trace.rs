@@ -20,7 +20,7 @@
 use auth_core::AuthContext;
 use http::Request;
 use tower_http::trace::MakeSpan;
-use tracing::{field::Empty, Level, Span};
+use tracing::{field::Empty, level_filters::LevelFilter, Level, Span};
 
 /// Span field: the key id (public, not secret).
 pub const KEY_ID: &str = "keygate.key.id";
@@ -34,6 +34,10 @@ pub const WORKSPACE: &str = "keygate.workspace";
 /// Records the context's identities in the current span. Values are
 /// formatted by the subscriber only if the span is enabled.
 pub(crate) fn record_in_current_span(ctx: &AuthContext) {
+    // No subscriber wants anything: there is no span to look up.
+    if LevelFilter::current() == LevelFilter::OFF {
+        return;
+    }
     let span = Span::current();
     if span.is_disabled() {
         return;

@@ -31,6 +31,7 @@ pub use master_key::{MasterKey, MasterKeyError};
 pub use secrets::{MemoryUserSecrets, SealedSecret, UserSecretStore};
 
 use crate::{
+    digest::{Digest, DigestKey},
     AuthContext, AuthError, ChangeListener, CredentialKind, KeyChange, Principal, RejectReason,
     ScopeSet, StoreError, SystemClock, WallClock,
 };
@@ -105,7 +106,7 @@ struct Inner {
     scopes: ScopeSet,
     expires_after: Option<Duration>,
     clock: Arc<dyn WallClock>,
-    digest_key: [u8; 32],
+    digest_key: DigestKey,
     /// Seeds the 64-bit check of a cached token's header and payload.
     signed_hasher: foldhash::fast::RandomState,
     cache: Arc<JwtCache>,
@@ -130,7 +131,7 @@ struct CachedToken {
 
 struct JwtCache {
     /// Keyed by a keyed digest (random to an attacker), so a fast hash is safe.
-    tokens: DashMap<[u8; 32], CachedToken, foldhash::fast::RandomState>,
+    tokens: DashMap<Digest, CachedToken, foldhash::fast::RandomState>,
     /// Subjects found to have no secret, until when (ns): a flood of tokens
     /// naming unknown users costs one store read per user, like unknown key
     /// ids. Keyed by attacker-chosen strings, so with the default SipHash.
@@ -216,8 +217,6 @@ impl JwtAuthorityBuilder {
         let weak: std::sync::Weak<dyn ChangeListener> =
             Arc::downgrade(&(cache.clone() as Arc<dyn ChangeListener>));
         self.store.secret_changes().subscribe(weak);
-        let mut digest_key = [0u8; 32];
-        OsRng.fill_bytes(&mut digest_key);
         JwtAuthority {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -226,7 +225,7 @@ impl JwtAuthorityBuilder {
                 scopes: self.scopes,
                 expires_after: self.expires_after,
                 clock: self.clock,
-                digest_key,
+                digest_key: DigestKey::random(),
                 signed_hasher: foldhash::fast::RandomState::default(),
                 cache,
             }),
@@ -413,18 +412,17 @@ impl JwtAuthority {
         Some(Ok(hit.ctx.clone()))
     }
 
-    /// A token's cache key and a check of the rest: a keyed BLAKE3 digest of
-    /// the signature and a 64-bit seeded hash of header and payload. A hit
-    /// needs both, so a token that differs anywhere misses. The signature is
-    /// the unforgeable part (nobody without the token can aim at its digest),
-    /// and it fits one BLAKE3 block, where the whole ~150-byte token takes
-    /// three; the 64-bit check only stops the holder of a verified token from
-    /// reusing its signature with another payload, which could at most grant
-    /// that token's own cached context anyway.
-    fn cache_key(&self, token: &str) -> ([u8; 32], u64) {
+    /// A token's cache key and a check of the rest: a keyed digest of the
+    /// signature and a 64-bit seeded hash of header and payload. A hit needs
+    /// both, so a token that differs anywhere misses. The signature is the
+    /// unforgeable part (nobody without the token can aim at its digest), and
+    /// a third of the ~150-byte token; the 64-bit check only stops the holder
+    /// of a verified token from reusing its signature with another payload,
+    /// which could at most grant that token's own cached context anyway.
+    fn cache_key(&self, token: &str) -> (Digest, u64) {
         let inner = &*self.inner;
         let (signed, signature) = token.rsplit_once('.').unwrap_or(("", token));
-        let digest = *blake3::keyed_hash(&inner.digest_key, signature.as_bytes()).as_bytes();
+        let digest = inner.digest_key.digest(signature.as_bytes());
         (digest, inner.signed_hasher.hash_one(signed))
     }
 

@@ -3,7 +3,6 @@
 use std::{sync::Arc, time::Duration};
 
 use dashmap::DashMap;
-use rand::{rngs::OsRng, RngCore};
 
 use super::{
     cache::{CacheInvalidator, KeyCache},
@@ -11,7 +10,9 @@ use super::{
     usage::UsageRecorder,
     Inner, Verifier,
 };
-use crate::{KeyStore, ScopePolicy, SecretHasher, SystemClock, TokenPrefix, WallClock};
+use crate::{
+    digest::DigestKey, KeyStore, ScopePolicy, SecretHasher, SystemClock, TokenPrefix, WallClock,
+};
 
 /// Builds a [`Verifier`].
 pub struct VerifierBuilder {
@@ -116,8 +117,6 @@ impl VerifierBuilder {
         let weak: std::sync::Weak<dyn crate::ChangeListener> =
             Arc::downgrade(&(invalidator.clone() as Arc<dyn crate::ChangeListener>));
         self.store.changes().subscribe(weak);
-        let mut digest_key = [0u8; 32];
-        OsRng.fill_bytes(&mut digest_key);
         Verifier {
             inner: Arc::new(Inner {
                 usage: UsageRecorder::new(self.store.clone(), self.usage_interval),
@@ -126,7 +125,7 @@ impl VerifierBuilder {
                 prefixes: self.prefixes,
                 policy: self.policy,
                 clock: self.clock,
-                digest_key,
+                digest_key: DigestKey::random(),
                 cache,
                 guard,
                 inflight: DashMap::new(),

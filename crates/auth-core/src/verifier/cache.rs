@@ -14,11 +14,11 @@ use std::sync::{
 
 use dashmap::DashMap;
 
-use crate::{AuthContext, ChangeListener, KeyChange, KeyId, RejectReason};
+use crate::{digest::Digest, AuthContext, ChangeListener, KeyChange, KeyId, RejectReason};
 
 /// Held inline in the map: one memory access less per hit than behind an `Arc`.
 pub(crate) struct CacheEntry {
-    pub digest: [u8; 32],
+    pub digest: Digest,
     /// First instant (ns) the key stops working, and why.
     pub ends: Option<(i64, RejectReason)>,
     pub ctx: AuthContext,

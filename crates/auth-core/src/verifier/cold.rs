@@ -17,8 +17,10 @@ use super::{
     unauthorized, Verifier,
 };
 use crate::{
-    clock::nanos, AuthContext, AuthError, HashError, KeyId, KeyPolicy, KeyRecord, ParsedToken,
-    RejectReason, SecretCheck,
+    clock::nanos,
+    digest::{digests_equal, Digest},
+    AuthContext, AuthError, HashError, KeyId, KeyPolicy, KeyRecord, ParsedToken, RejectReason,
+    SecretCheck,
 };
 
 /// A store failure: logged here, answered with a generic 503 (the detail may
@@ -52,7 +54,7 @@ impl Verifier {
         &self,
         token: &str,
         id: KeyId,
-        digest: [u8; 32],
+        digest: Digest,
         client: Option<IpAddr>,
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
@@ -86,7 +88,7 @@ impl Verifier {
     pub(super) async fn check_cached(
         &self,
         id: KeyId,
-        digest: &[u8; 32],
+        digest: &Digest,
         client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
         match self.check_cached_now(id, digest, client) {
@@ -103,7 +105,7 @@ impl Verifier {
     pub(super) async fn confirm(
         &self,
         id: KeyId,
-        digest: &[u8; 32],
+        digest: &Digest,
         hash: &str,
         client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
@@ -114,7 +116,7 @@ impl Verifier {
             inner
                 .cache
                 .entries
-                .remove_if(&id, |_, e| e.digest == *digest);
+                .remove_if(&id, |_, e| digests_equal(&e.digest, digest));
             Some(Err(unauthorized(reason)))
         };
         match crate::metrics::timed_read(inner.store.get(id)).await {
@@ -131,7 +133,7 @@ impl Verifier {
                 // missed too: the context is rebuilt from the record.
                 let ctx = self.context_for(&r);
                 if let Some(mut entry) = inner.cache.entries.get_mut(&id) {
-                    if entry.digest == *digest {
+                    if digests_equal(&entry.digest, digest) {
                         // A revocation time set elsewhere (a rotation's
                         // grace) may have been missed: take the record's.
                         entry.ends = r.ends().map(|(t, why)| (nanos(t), why));
@@ -150,7 +152,7 @@ impl Verifier {
     pub(super) async fn verify_cold(
         &self,
         parsed: &ParsedToken<'_>,
-        digest: [u8; 32],
+        digest: Digest,
         client: Option<IpAddr>,
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;

@@ -11,7 +11,10 @@
 
 use dashmap::DashMap;
 
-use crate::{KeyId, SecretCheck};
+use crate::{
+    digest::{digests_equal, Digest},
+    KeyId, SecretCheck,
+};
 
 const WRONG_DIGESTS: usize = 4;
 
@@ -28,7 +31,7 @@ struct Failures {
     last_at: i64,
     /// Whether a new secret is throttled for `backoff` (legacy records only).
     throttle: bool,
-    digests: [[u8; 32]; WRONG_DIGESTS],
+    digests: [Digest; WRONG_DIGESTS],
     next: usize,
 }
 
@@ -55,18 +58,19 @@ impl AttackGuard {
         }
     }
 
-    pub(super) fn check(&self, id: KeyId, digest: &[u8; 32], now: i64) -> Verdict {
+    pub(super) fn check(&self, id: KeyId, digest: &Digest, now: i64) -> Verdict {
         if let Some(until) = self.unknown.get(&id) {
             if *until > now {
                 return Verdict::NoSuchKey;
             }
         }
         if let Some(f) = self.failures.get(&id) {
-            let mut wrong = subtle::Choice::from(0);
-            for d in &f.digests {
-                wrong |= subtle::ConstantTimeEq::ct_eq(&d[..], &digest[..]);
-            }
-            if bool::from(wrong) && now - f.last_at < self.ttl {
+            // Every slot compared, so the time does not tell which matched.
+            let wrong = f
+                .digests
+                .iter()
+                .fold(false, |any, d| any | digests_equal(d, digest));
+            if wrong && now - f.last_at < self.ttl {
                 return Verdict::KnownWrong;
             }
             if f.throttle && now - f.last_at < self.backoff {
@@ -83,13 +87,13 @@ impl AttackGuard {
 
     /// A secret failed argon2 for `id`. With `throttle` (a legacy record
     /// without a check), other secrets for `id` wait for the backoff.
-    pub(super) fn record_wrong(&self, id: KeyId, digest: [u8; 32], now: i64, throttle: bool) {
+    pub(super) fn record_wrong(&self, id: KeyId, digest: Digest, now: i64, throttle: bool) {
         let ttl = self.ttl;
         Self::bound(&self.failures, self.capacity, |f| now - f.last_at < ttl);
         let mut f = self.failures.entry(id).or_insert(Failures {
             last_at: now,
             throttle,
-            digests: [[0; 32]; WRONG_DIGESTS],
+            digests: [[0; 16]; WRONG_DIGESTS],
             next: 0,
         });
         f.last_at = now;

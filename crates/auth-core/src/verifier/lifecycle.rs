@@ -6,7 +6,10 @@ use std::time::Duration;
 use rand::{rngs::OsRng, RngCore};
 
 use super::Verifier;
-use crate::{AuthContext, KeyId, SecretCheck};
+use crate::{
+    digest::{digests_equal, Digest},
+    AuthContext, KeyId, SecretCheck,
+};
 
 /// Connections re-checked after a resync wait a random delay below this,
 /// so a resync does not send every open connection to the store at once.
@@ -45,7 +48,7 @@ where
 impl Verifier {
     /// Re-hashes with the current parameters and fills the secret check:
     /// how records move to the current scheme.
-    pub(super) fn spawn_rehash(&self, id: KeyId, prefix: &str, secret: [u8; 32], digest: [u8; 32]) {
+    pub(super) fn spawn_rehash(&self, id: KeyId, prefix: &str, secret: [u8; 32], digest: Digest) {
         let secret = zeroize::Zeroizing::new(secret);
         let check = SecretCheck::compute(id, prefix, &secret);
         let this = self.clone();
@@ -59,7 +62,7 @@ impl Verifier {
                         // point it at the new hash instead of dropping it
                         // (which would cost another argon2 run).
                         if let Some(mut e) = inner.cache.entries.get_mut(&id) {
-                            if e.digest == digest {
+                            if digests_equal(&e.digest, &digest) {
                                 e.hash = phc.as_str().into();
                             }
                         }

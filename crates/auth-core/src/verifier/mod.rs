@@ -1,7 +1,7 @@
 //! The verifier: token in, [`AuthContext`] or [`AuthError`] out.
 //!
 //! Hot path: a token whose secret was verified once is checked against an
-//! in-memory cache (keyed BLAKE3 digest of the token, constant-time compare):
+//! in-memory cache (keyed SipHash digest of the token, constant-time compare):
 //! no argon2, no store read. Store changes (revoke, rotate) drop cache entries
 //! synchronously through the store's [`ChangeFeed`](crate::ChangeFeed), so a
 //! request made after `revoke` returns is refused.
@@ -44,8 +44,8 @@ use self::{
     usage::UsageRecorder,
 };
 use crate::{
-    AuthContext, AuthError, KeyId, KeyStore, RejectReason, ScopePolicy, SecretHasher, TokenPrefix,
-    WallClock,
+    digest::DigestKey, AuthContext, AuthError, KeyId, KeyStore, RejectReason, ScopePolicy,
+    SecretHasher, TokenPrefix, WallClock,
 };
 
 /// Verifies API-key tokens. Cheap to clone; clones share caches.
@@ -83,7 +83,7 @@ struct Inner {
     prefixes: Vec<TokenPrefix>,
     policy: ScopePolicy,
     clock: Arc<dyn WallClock>,
-    digest_key: [u8; 32],
+    digest_key: DigestKey,
     cache: Arc<KeyCache>,
     guard: Arc<AttackGuard>,
     inflight: DashMap<KeyId, Arc<tokio::sync::Mutex<()>>>,
