@@ -196,6 +196,24 @@ async fn expiry_only_when_asked_for() {
     assert_eq!(reason(jwt.verify(&token).await), RejectReason::Expired);
 }
 
+#[test]
+fn a_jwt_shape_is_eyj_with_exactly_two_dots() {
+    for jwt in ["eyJa.b.c", "eyJ..", "eyJhbGci.eyJzdWIi.sig"] {
+        assert!(looks_like_jwt(jwt), "{jwt}");
+    }
+    for other in [
+        "eyJa.b",
+        "eyJa.b.c.d",
+        "eyJ...",
+        "eyJabc",
+        "st_a.b.c",
+        "",
+        "eyJ.",
+    ] {
+        assert!(!looks_like_jwt(other), "{other}");
+    }
+}
+
 #[tokio::test]
 async fn the_verifier_tells_kinds_apart_by_shape() {
     let store = Arc::new(MemoryKeyStore::new());

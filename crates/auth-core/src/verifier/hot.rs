@@ -105,17 +105,23 @@ impl Verifier {
     }
 
     /// A cache hit that failed on the digest may be a typo: say "bad checksum".
+    #[inline]
     pub(super) fn refine(
         &self,
         token: &str,
         result: Result<AuthContext, AuthError>,
     ) -> Result<AuthContext, AuthError> {
         match result {
-            Err(e) if e.reason() == RejectReason::WrongSecret => match self.parse(token) {
-                Err(te) => Err(unauthorized(token_reason(te))),
-                Ok(_) => Err(e),
-            },
+            Err(e) if e.reason() == RejectReason::WrongSecret => Err(self.typo_or(token, e)),
             other => other,
+        }
+    }
+
+    #[cold]
+    fn typo_or(&self, token: &str, wrong_secret: AuthError) -> AuthError {
+        match self.parse(token) {
+            Err(te) => unauthorized(token_reason(te)),
+            Ok(_) => wrong_secret,
         }
     }
 
