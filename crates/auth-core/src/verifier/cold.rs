@@ -141,7 +141,7 @@ impl Verifier {
                         if inner.store.changes().is_in_sync() {
                             entry.confirmed.store(resync, Relaxed);
                         }
-                        self.report_use(id, &entry, inner.clock.now_nanos(), client);
+                        self.report_use(id, &entry, client);
                     }
                 }
                 Some(Ok(ctx))
@@ -218,7 +218,7 @@ impl Verifier {
             last_reported: Default::default(),
             confirmed: resync.into(),
         };
-        self.report_use(id, &entry, now, client);
+        self.report_use(id, &entry, client);
         inner.cache.insert_if_unchanged(id, entry, epoch, now);
         if legacy || inner.hasher.needs_rehash(&record.hash) {
             self.spawn_rehash(id, parsed.prefix(), *secret, digest);

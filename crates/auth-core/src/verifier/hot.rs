@@ -186,34 +186,27 @@ impl Verifier {
         if !digests_equal(&entry.digest, digest) {
             return Cached::Hit(Err(unauthorized(RejectReason::WrongSecret)));
         }
-        // Only a key that ends needs the exact time; the last-use throttle
-        // takes the clock's last tick, which is cheaper to read.
-        let now = match entry.ends {
-            Some((t, reason)) => {
-                let now = inner.clock.now_nanos();
-                if now >= t {
-                    return Cached::Hit(Err(unauthorized(reason)));
-                }
-                now
+        // Only a key that ends needs the exact time.
+        if let Some((t, reason)) = entry.ends {
+            if inner.clock.now_nanos() >= t {
+                return Cached::Hit(Err(unauthorized(reason)));
             }
-            None => inner.clock.recent_nanos(),
-        };
+        }
         if !inner.store.changes().is_in_sync()
             || entry.confirmed.load(Relaxed) != inner.cache.resync.load(Relaxed)
         {
             return Cached::Confirm(entry.hash.clone());
         }
-        self.report_use(id, &entry, now, client);
+        self.report_use(id, &entry, client);
         Cached::Hit(Ok(entry.ctx.clone()))
     }
 
-    pub(super) fn report_use(
-        &self,
-        id: KeyId,
-        entry: &CacheEntry,
-        now: i64,
-        client: Option<IpAddr>,
-    ) {
+    /// Reports a use if the key's last report is older than the interval.
+    /// The throttle reads the clock's last tick only (every reading of it,
+    /// so that readings compare): cheaper than the exact time, which the
+    /// report itself carries.
+    pub(super) fn report_use(&self, id: KeyId, entry: &CacheEntry, client: Option<IpAddr>) {
+        let now = self.inner.clock.recent_nanos();
         let last = entry.last_reported.load(Relaxed);
         // A use the auth layer refuses (outside the allowlist) is not one.
         if now - last >= self.inner.usage.interval
