@@ -43,14 +43,19 @@ pub const MAX_SUBJECT_LEN: usize = 128;
 
 /// Whether `token` has the shape of a JWT (`eyJ…` with two dots). API-key
 /// tokens never contain a dot, so the kind is told apart without trying both.
+#[inline]
 pub fn looks_like_jwt(token: &str) -> bool {
-    // Three `memchr` scans that together read the token once: a third of
-    // the cost of counting dots byte by byte.
-    token.starts_with("eyJ")
-        && match (token.find('.'), token.rfind('.')) {
-            (Some(first), Some(last)) => first < last && !token[first + 1..last].contains('.'),
-            _ => false,
-        }
+    // Inlined, so that an API key costs one 3-byte compare.
+    token.starts_with("eyJ") && has_two_dots(token)
+}
+
+/// Three `memchr` scans that together read the token once: a third of the
+/// cost of counting dots byte by byte.
+fn has_two_dots(token: &str) -> bool {
+    match (token.find('.'), token.rfind('.')) {
+        (Some(first), Some(last)) => first < last && !token[first + 1..last].contains('.'),
+        _ => false,
+    }
 }
 
 /// The claims of our tokens.
