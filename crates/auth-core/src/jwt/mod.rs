@@ -46,16 +46,21 @@ pub const MAX_SUBJECT_LEN: usize = 128;
 #[inline]
 pub fn looks_like_jwt(token: &str) -> bool {
     // Inlined, so that an API key costs one 3-byte compare.
-    token.starts_with("eyJ") && has_two_dots(token)
+    token.starts_with("eyJ") && split_jwt(token).is_some()
 }
 
-/// Three `memchr` scans that together read the token once: a third of the
-/// cost of counting dots byte by byte.
-fn has_two_dots(token: &str) -> bool {
-    match (token.find('.'), token.rfind('.')) {
-        (Some(first), Some(last)) => first < last && !token[first + 1..last].contains('.'),
-        _ => false,
+/// A JWT's signed part (header and payload) and its signature, if `token`
+/// has exactly two dots. `memchr`'s vector search reads the token once;
+/// `str`'s char searches (`rsplit_once`) and a byte-wise count cost several
+/// times as much on a 150-byte token.
+fn split_jwt(token: &str) -> Option<(&str, &str)> {
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let (_, second) = (dots.next()?, dots.next()?);
+    if dots.next().is_some() {
+        return None;
     }
+    // A dot is ASCII, so both sides are on character boundaries.
+    Some((&token[..second], &token[second + 1..]))
 }
 
 /// The claims of our tokens.
@@ -432,7 +437,7 @@ impl JwtAuthority {
     /// which could at most grant that token's own cached context anyway.
     fn cache_key(&self, token: &str) -> (Digest, u64) {
         let inner = &*self.inner;
-        let (signed, signature) = token.rsplit_once('.').unwrap_or(("", token));
+        let (signed, signature) = split_jwt(token).unwrap_or(("", token));
         let digest = inner.digest_key.digest(signature.as_bytes());
         (digest, inner.signed_hasher.hash_one(signed))
     }
