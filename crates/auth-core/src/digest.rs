@@ -2,8 +2,9 @@
 //! instead of the credential.
 //!
 //! SipHash-2-4 with a 128-bit output under a random per-process key: a MAC
-//! made for short inputs, about a quarter of the cost of a keyed BLAKE3 block
-//! on a 64-byte token (the largest single cost of a cached check before).
+//! made for short inputs. On a 64-byte token it took 50 ns against 182 ns
+//! for a keyed BLAKE3 block in a tight loop, and about half the time inside
+//! a cached check, where BLAKE3 had been the largest single cost.
 //! Against a client, a digest is as good as a 128-bit MAC: without the key
 //! nobody can aim a token at a cached digest. Against someone who reads the
 //! process memory (key and digests), a 128-bit digest of a 256-bit secret
