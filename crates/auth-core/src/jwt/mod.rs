@@ -45,8 +45,19 @@ pub const MAX_SUBJECT_LEN: usize = 128;
 /// tokens never contain a dot, so the kind is told apart without trying both.
 #[inline]
 pub fn looks_like_jwt(token: &str) -> bool {
-    // Inlined, so that an API key costs one 3-byte compare.
-    token.starts_with("eyJ") && split_jwt(token).is_some()
+    jwt_parts(token).is_some()
+}
+
+/// The signed part and signature of a JWT-shaped token: the verifier finds
+/// them once and hands them to [`JwtAuthority::verify_cached_parts`].
+/// Inlined, so that an API key costs one 3-byte compare.
+#[inline]
+pub(crate) fn jwt_parts(token: &str) -> Option<(&str, &str)> {
+    if token.starts_with("eyJ") {
+        split_jwt(token)
+    } else {
+        None
+    }
 }
 
 /// A JWT's signed part (header and payload) and its signature, if `token`
@@ -404,6 +415,15 @@ impl JwtAuthority {
     /// The synchronous hot path: `Some` for a token decided without I/O (a
     /// verified token in the cache, or one too long to look at).
     pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
+        self.verify_cached_parts(token, split_jwt(token).unwrap_or(("", token)))
+    }
+
+    /// [`JwtAuthority::verify_cached`] with the token's parts already found.
+    pub(crate) fn verify_cached_parts(
+        &self,
+        token: &str,
+        parts: (&str, &str),
+    ) -> Option<Result<AuthContext, AuthError>> {
         let inner = &*self.inner;
         if token.len() > MAX_JWT_LEN {
             return Some(Err(AuthError::unauthorized(RejectReason::Malformed)));
@@ -413,7 +433,7 @@ impl JwtAuthority {
         if !inner.store.secret_changes().is_in_sync() {
             return None;
         }
-        let (digest, signed) = self.cache_key(token);
+        let (digest, signed) = self.cache_key(parts);
         let hit = inner.cache.tokens.get(&digest)?;
         if hit.signed != signed {
             // Same signature, other header or payload: let the full check refuse it.
@@ -435,9 +455,10 @@ impl JwtAuthority {
     /// a third of the ~150-byte token; the 64-bit check only stops the holder
     /// of a verified token from reusing its signature with another payload,
     /// which could at most grant that token's own cached context anyway.
-    fn cache_key(&self, token: &str) -> (Digest, u64) {
+    /// `parts` are the token's signed part and signature ([`split_jwt`]),
+    /// or `("", token)` for a token of another shape.
+    fn cache_key(&self, (signed, signature): (&str, &str)) -> (Digest, u64) {
         let inner = &*self.inner;
-        let (signed, signature) = split_jwt(token).unwrap_or(("", token));
         let digest = inner.digest_key.digest(signature.as_bytes());
         (digest, inner.signed_hasher.hash_one(signed))
     }
@@ -454,7 +475,7 @@ impl JwtAuthority {
     /// store read, signature.
     pub(crate) async fn verify_uncached(&self, token: &str) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
-        let (digest, signed) = self.cache_key(token);
+        let (digest, signed) = self.cache_key(split_jwt(token).unwrap_or(("", token)));
         let now = inner.clock.now().unix_timestamp();
         let epoch = inner.cache.epoch.load(Ordering::Acquire);
         let header = jsonwebtoken::decode_header(token)

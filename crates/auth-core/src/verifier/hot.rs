@@ -44,12 +44,12 @@ impl Verifier {
         client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
         #[cfg(feature = "jwt")]
-        if crate::jwt::looks_like_jwt(token) {
+        if let Some(parts) = crate::jwt::jwt_parts(token) {
             return self
                 .inner
                 .jwt
                 .as_ref()
-                .and_then(|jwt| jwt.verify_cached(token));
+                .and_then(|jwt| jwt.verify_cached_parts(token, parts));
         }
         let (id, digest) = match self.cache_key(token) {
             Ok(k) => k,

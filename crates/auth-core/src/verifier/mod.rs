@@ -149,9 +149,9 @@ impl Verifier {
         client: Option<IpAddr>,
     ) -> Result<AuthContext, AuthError> {
         #[cfg(feature = "jwt")]
-        if crate::jwt::looks_like_jwt(token) {
+        if let Some(parts) = crate::jwt::jwt_parts(token) {
             return match &self.inner.jwt {
-                Some(jwt) => match jwt.verify_cached(token) {
+                Some(jwt) => match jwt.verify_cached_parts(token, parts) {
                     Some(result) => result,
                     None => Box::pin(jwt.verify_uncached(token)).await,
                 },
