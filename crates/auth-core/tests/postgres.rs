@@ -391,10 +391,11 @@ async fn heartbeats_do_not_depend_on_the_shared_pool() {
         store.pool().acquire().await.is_err(),
         "the pool is exhausted"
     );
-    // Twelve heartbeat periods: with heartbeats sent through the pool, the
-    // listener would be deemed dead after three, and every cache resynced.
+    // Thirty heartbeat periods: with heartbeats sent through the pool, each
+    // would wait out the 200 ms acquire timeout and fail, the listener be
+    // deemed dead after three (about 750 ms), and every cache resynced.
     // (Time passing is the condition under test here, not a synchronisation.)
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(store.changes().is_in_sync());
     assert!(
         !changes.seen().contains(&KeyChange::All),

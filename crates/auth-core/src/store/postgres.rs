@@ -86,8 +86,9 @@ impl PostgresOptions {
         self
     }
 
-    /// How often the notification connection is checked; a connection that
-    /// has not echoed for three heartbeats is deemed dead. Default 1 s.
+    /// How often the notification connection is checked; it is deemed dead
+    /// when three heartbeats in a row go unanswered (each may take up to
+    /// the longer of this period and 1 s). Default 1 s.
     pub fn heartbeat(mut self, d: Duration) -> Self {
         self.heartbeat = d;
         self

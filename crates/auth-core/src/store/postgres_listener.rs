@@ -13,9 +13,13 @@
 //! seen at once when the socket closes; a silently dead one (a network
 //! partition) by a heartbeat: the store notifies a channel of its own every
 //! `heartbeat` and expects to hear it back. Heartbeats are sent on a
-//! connection of their own, never one of the shared pool: a pool busy with
-//! requests must not look like a dead listener (which would resync every
-//! cache).
+//! connection of their own, opened with the listener and never one of the
+//! shared pool: a pool busy with requests must not look like a dead listener
+//! (which would resync every cache). The connection is deemed dead when
+//! three heartbeats in a row go unanswered (sent and not heard back before
+//! the next, or not sent at all), counted in heartbeats rather than elapsed
+//! time, so a machine too busy to run the listener on time is not mistaken
+//! for a partition.
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,17 +28,18 @@ use sqlx::{
     postgres::{PgConnection, PgListener, PgPool},
     Connection,
 };
-use tokio::{
-    sync::{mpsc, oneshot},
-    time::Instant,
-};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{sql::store_error, ChangeFeed, StoreError};
 
 /// The channel revocations are announced on (one per database).
 pub(crate) const CHANNEL: &str = "auth_core_key_changes";
-/// Heartbeats not heard back before the connection is deemed dead.
+/// Heartbeats in a row not heard back before the connection is deemed dead.
 const MISSED_HEARTBEATS: u32 = 3;
+/// The least time one heartbeat (opening its connection if needed, then one
+/// `pg_notify`) may take: a short period must not cancel a connection still
+/// being set up on a loaded server.
+const MIN_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -85,31 +90,45 @@ fn spawn(
     pool: PgPool,
     feed: Arc<ChangeFeed>,
     hb: Heartbeat,
-    first: Option<PgListener>,
+    first: Option<Listening>,
 ) -> ListenerHandle {
     let (stop_tx, stop) = oneshot::channel();
     tokio::spawn(run(pool, feed, hb, first, stop));
     ListenerHandle { _stop: stop_tx }
 }
 
-async fn listen(pool: &PgPool, heartbeat_channel: &str) -> Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect_with(pool).await?;
+/// The `LISTEN` connection and the one heartbeats are sent on.
+struct Listening {
+    listener: PgListener,
+    sender: PgConnection,
+}
+
+/// Opens both connections: the feed is only declared in sync once
+/// heartbeats can be sent as well as heard.
+async fn listen(pool: &PgPool, heartbeat_channel: &str) -> Result<Listening, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
     // Report a lost connection at once instead of reconnecting inside recv.
-    l.eager_reconnect(false);
-    l.listen_all([CHANNEL, heartbeat_channel]).await?;
-    Ok(l)
+    listener.eager_reconnect(false);
+    listener.listen_all([CHANNEL, heartbeat_channel]).await?;
+    let sender = open_sender(pool).await?;
+    Ok(Listening { listener, sender })
+}
+
+/// A connection with the pool's connect options, outside the pool.
+async fn open_sender(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
+    PgConnection::connect_with(&pool.connect_options()).await
 }
 
 async fn run(
     pool: PgPool,
     feed: Arc<ChangeFeed>,
     hb: Heartbeat,
-    mut first: Option<PgListener>,
+    mut first: Option<Listening>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let listener = match first.take() {
+        let listening = match first.take() {
             Some(l) => l,
             None => {
                 let attempt = tokio::select! {
@@ -137,7 +156,7 @@ async fn run(
         }
         let why = tokio::select! {
             _ = &mut stop => return,
-            why = serve(listener, &pool, &feed, &hb) => why,
+            why = serve(listening, &pool, &feed, &hb) => why,
         };
         tracing::warn!(reason = %why, "key change notifications lost; confirming cached keys against the store until re-synchronised");
         feed.set_in_sync(false);
@@ -154,12 +173,11 @@ impl Drop for AbortOnDrop {
 }
 
 /// Publishes notifications until the connection is lost; returns why.
-async fn serve(
-    mut listener: PgListener,
-    pool: &PgPool,
-    feed: &ChangeFeed,
-    hb: &Heartbeat,
-) -> String {
+async fn serve(listening: Listening, pool: &PgPool, feed: &ChangeFeed, hb: &Heartbeat) -> String {
+    let Listening {
+        mut listener,
+        sender,
+    } = listening;
     // The listener is read by a task of its own so that the receive is
     // never cancelled half-way (heartbeats below tick independently).
     let (tx, mut rx) = mpsc::channel::<Result<(String, String), String>>(256);
@@ -178,24 +196,26 @@ async fn serve(
     }));
     let mut tick = tokio::time::interval(hb.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_echo = Instant::now();
-    // The heartbeat's own connection, opened (again) when needed.
-    let mut sender: Option<PgConnection> = None;
+    let send_timeout = hb.every.max(MIN_SEND_TIMEOUT);
+    // Heartbeats sent (or attempted) since the last one heard back.
+    let mut unanswered = 0u32;
+    // Reopened on the next tick after a failed send.
+    let mut sender = Some(sender);
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Ok((channel, payload))) if channel == CHANNEL => publish(feed, &payload),
-                Some(Ok(_)) => last_echo = Instant::now(),
+                Some(Ok(_)) => unanswered = 0,
                 Some(Err(why)) => return why,
                 None => return "listener stopped".to_owned(),
             },
             _ = tick.tick() => {
-                if last_echo.elapsed() > hb.every * MISSED_HEARTBEATS {
+                if unanswered >= MISSED_HEARTBEATS {
                     return "heartbeat not heard back".to_owned();
                 }
-                let sent = tokio::time::timeout(hb.every, send_heartbeat(&mut sender, pool, &hb.channel)).await;
+                unanswered += 1;
+                let sent = tokio::time::timeout(send_timeout, send_heartbeat(&mut sender, pool, &hb.channel)).await;
                 if !matches!(sent, Ok(Ok(()))) {
-                    // Reconnect on the next tick.
                     sender = None;
                     tracing::debug!("heartbeat not sent");
                 }
@@ -204,8 +224,7 @@ async fn serve(
     }
 }
 
-/// Sends one heartbeat on the heartbeat connection, opening it if needed
-/// (with the pool's connect options, outside the pool).
+/// Sends one heartbeat on the heartbeat connection, opening it if needed.
 async fn send_heartbeat(
     sender: &mut Option<PgConnection>,
     pool: &PgPool,
@@ -213,7 +232,7 @@ async fn send_heartbeat(
 ) -> Result<(), sqlx::Error> {
     let conn = match sender {
         Some(c) => c,
-        None => sender.insert(PgConnection::connect_with(&pool.connect_options()).await?),
+        None => sender.insert(open_sender(pool).await?),
     };
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(channel)
