@@ -24,7 +24,7 @@
 //!   the address gets 429 before authentication runs ([`failed_auth`]
 //!   module docs).
 //! * **Stores**: one [`RateLimitStore`] per limiter: [`MemoryStore`]
-//!   (sharded map, no global lock, bounded memory) or, with the `redis`
+//!   (lock-free map, bounded memory) or, with the `redis`
 //!   feature, `RedisStore` (one atomic Lua round trip per request, shared by
 //!   all instances), with the memory store as the fallback and an
 //!   [`OnStoreError`] policy for when the shared store is down.

@@ -1,11 +1,20 @@
-//! The in-process store: one atomic integer per key in a sharded map.
+//! The in-process store: one atomic integer per key in a lock-free map.
 //!
 //! # Hot path
 //!
-//! A check on a known key takes a shard's read lock (shared with every other
-//! reader of that shard), then updates the key's state with a compare-and-swap
-//! loop. There is no global lock and no allocation. Only the first check of a
-//! new key takes its shard's write lock.
+//! A check on a known key finds it in `papaya`'s map, which takes no lock
+//! and writes no shared memory to read, then updates the key's state with a
+//! compare-and-swap loop: the bucket's own word is the only cache line two
+//! threads checking one key both write. There is no lock and no allocation.
+//! (A sharded map's read lock is an atomic add on a word every reader of the
+//! shard shares: with one key checked from two threads at once, a lookup
+//! went from 24 ns to 174 ns there, against 15 ns for `papaya`.)
+//!
+//! A bucket is dropped by first sealing its word (a compare-and-swap from
+//! the value found full to a sentinel), then removing it: a check that
+//! found the bucket just before sees the seal, and starts over on a fresh
+//! bucket instead of writing into a dropped one. So no check is lost to a
+//! sweep.
 //!
 //! # Bounded memory
 //!
@@ -27,8 +36,10 @@
 //!   `max_keys` plus the number of threads inserting at the same instant,
 //!   whatever the traffic. A cap-triggered sweep is O(`max_keys`) and frees a
 //!   quarter of the cap, so its cost per inserted key is constant; inserts of
-//!   new keys wait for a sweep in progress, checks of known keys only wait for
-//!   the shard being swept.
+//!   new keys wait for a sweep in progress, checks of known keys never wait.
+//!
+//! The map's table grows only while half of it is live, so its allocation is
+//! bounded by the cap as well, whatever the churn.
 
 use std::{
     any::Any,
@@ -42,7 +53,7 @@ use std::{
     time::Duration,
 };
 
-use dashmap::{mapref::entry::Entry, DashMap};
+use papaya::{HashMap, LocalGuard};
 
 use crate::{
     gcra,
@@ -75,9 +86,9 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// assert!(store.check(&7, &q, 1).is_allowed());
 /// ```
 pub struct MemoryStore<K, S = RandomState> {
-    map: DashMap<K, AtomicU64, S>,
-    /// Keys in `map`, maintained on insert and removal (cheaper than
-    /// `DashMap::len`, which locks every shard).
+    map: HashMap<K, AtomicU64, S>,
+    /// Keys in `map`, maintained on insert and removal (exact, unlike the
+    /// map's own count during concurrent changes).
     tracked: AtomicUsize,
     clock: StoreClock,
     max_keys: usize,
@@ -114,7 +125,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     /// come from clients (IP addresses), so keep a randomly seeded hasher.
     pub fn with_hasher(hasher: S) -> Self {
         Self {
-            map: DashMap::with_hasher_and_shard_amount(hasher, shard_amount()),
+            map: HashMap::with_hasher(hasher),
             tracked: AtomicUsize::new(0),
             clock: StoreClock::Quanta(QuantaClock),
             max_keys: DEFAULT_MAX_KEYS,
@@ -148,28 +159,47 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     /// Takes `cost` tokens from `key`'s bucket if it holds them.
     pub fn check(&self, key: &K, quota: &Quota, cost: u32) -> Decision {
         let now = self.clock.now();
-        if let Some(cell) = self.map.get(key) {
-            return take(cell.value(), now, quota, cost);
+        let map = self.map.pin();
+        if let Some(d) = map.get(key).and_then(|cell| take(cell, now, quota, cost)) {
+            return d;
         }
-        self.check_new(key, quota, cost, now)
+        self.check_new(&map, key, quota, cost, now)
     }
 
+    /// A key not in the map (or whose bucket was sealed by a sweep).
     #[cold]
     #[inline(never)]
-    fn check_new(&self, key: &K, quota: &Quota, cost: u32, now: u64) -> Decision {
+    fn check_new(
+        &self,
+        map: &Pinned<'_, K, S>,
+        key: &K,
+        quota: &Quota,
+        cost: u32,
+        now: u64,
+    ) -> Decision {
         self.make_room(now);
-        match self.map.entry(key.clone()) {
-            Entry::Occupied(e) => take(e.get(), now, quota, cost),
-            Entry::Vacant(e) => match gcra::take(0, now, quota, cost) {
-                Ok((tat, decision)) => {
-                    // Counted before it is visible, so a concurrent sweep
-                    // never subtracts it first.
-                    self.tracked.fetch_add(1, Ordering::Relaxed);
-                    e.insert(AtomicU64::new(tat));
-                    decision
+        loop {
+            if let Some(cell) = map.get(key) {
+                match take(cell, now, quota, cost) {
+                    Some(d) => return d,
+                    None => {
+                        forget_sealed(map, key);
+                        continue;
+                    }
                 }
-                Err(decision) => decision,
-            },
+            }
+            let (tat, decision) = match gcra::take(0, now, quota, cost) {
+                Ok(taken) => taken,
+                Err(decision) => return decision,
+            };
+            // Counted before it is visible, so a concurrent sweep never
+            // subtracts it first.
+            self.tracked.fetch_add(1, Ordering::Relaxed);
+            if map.try_insert(key.clone(), AtomicU64::new(tat)).is_ok() {
+                return decision;
+            }
+            // Another thread inserted it first: take from that one.
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -180,21 +210,29 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     pub fn charge(&self, key: &K, quota: &Quota, cost: u32, max_debt: Duration) -> Decision {
         let now = self.clock.now();
         let cap = nanos(max_debt);
-        let update = |tat: u64| Some(gcra::charge(tat, now, quota, cost, cap));
-        let tat = match self.map.get(key) {
-            Some(cell) => apply(cell.value(), update),
-            None => {
-                self.make_room(now);
-                match self.map.entry(key.clone()) {
-                    Entry::Occupied(e) => apply(e.get(), update),
-                    Entry::Vacant(e) => {
-                        let tat = gcra::charge(0, now, quota, cost, cap);
-                        self.tracked.fetch_add(1, Ordering::Relaxed);
-                        e.insert(AtomicU64::new(tat));
-                        tat
+        let update = |tat: u64| gcra::charge(tat, now, quota, cost, cap);
+        let map = self.map.pin();
+        let mut made_room = false;
+        let tat = loop {
+            if let Some(cell) = map.get(key) {
+                match apply(cell, update) {
+                    Some(tat) => break tat,
+                    None => {
+                        forget_sealed(&map, key);
+                        continue;
                     }
                 }
             }
+            if !made_room {
+                self.make_room(now);
+                made_room = true;
+            }
+            let tat = unsealed(update(0));
+            self.tracked.fetch_add(1, Ordering::Relaxed);
+            if map.try_insert(key.clone(), AtomicU64::new(tat)).is_ok() {
+                break tat;
+            }
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
         };
         gcra::peek(tat, now, quota, 1)
     }
@@ -202,16 +240,21 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     /// What [`check`](Self::check) would answer, without taking anything.
     pub fn peek(&self, key: &K, quota: &Quota, cost: u32) -> Decision {
         let now = self.clock.now();
-        let tat = self.map.get(key).map_or(0, |c| c.load(Ordering::Acquire));
+        let tat = match self.map.pin().get(key).map(|c| c.load(Ordering::Acquire)) {
+            // A sealed bucket was full: the same as no bucket.
+            Some(SEALED) | None => 0,
+            Some(tat) => tat,
+        };
         gcra::peek(tat, now, quota, cost)
     }
 
     /// Gives back `cost` tokens taken by an earlier allowed check (used when
     /// another limit refuses the same request).
     pub fn refund(&self, key: &K, quota: &Quota, cost: u32) {
-        if let Some(cell) = self.map.get(key) {
+        if let Some(cell) = self.map.pin().get(key) {
+            // Nothing to give back to a sealed (full) bucket.
             let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                Some(gcra::give_back(tat, quota, cost))
+                (tat != SEALED).then(|| gcra::give_back(tat, quota, cost))
             });
         }
     }
@@ -285,11 +328,6 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
         self.evicted.load(Ordering::Relaxed)
     }
 
-    /// Room for entries the map has allocated, summed over its shards.
-    pub fn allocated_slots(&self) -> usize {
-        self.map.capacity()
-    }
-
     /// Drops every bucket that is full again; returns how many.
     pub fn sweep(&self) -> usize {
         let _guard = self.sweeping.lock().unwrap_or_else(|e| e.into_inner());
@@ -328,10 +366,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
 
     fn drop_full(&self, now: u64) -> usize {
         let mut removed = 0usize;
-        self.map.retain(|_, tat| {
-            let full = gcra::is_full(tat.load(Ordering::Acquire), now);
-            removed += usize::from(full);
-            !full
+        self.map.pin().retain(|_, cell| {
+            let tat = cell.load(Ordering::Acquire);
+            let drop_it = gcra::is_full(tat, now) && seal(cell, tat);
+            removed += usize::from(drop_it);
+            !drop_it
         });
         self.tracked.fetch_sub(removed, Ordering::Relaxed);
         removed
@@ -346,10 +385,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
             return;
         }
         let excess = len - target;
-        let mut tats: Vec<u64> = self
-            .map
-            .iter()
-            .map(|e| e.value().load(Ordering::Relaxed))
+        let map = self.map.pin();
+        let mut tats: Vec<u64> = map
+            .values()
+            .map(|cell| cell.load(Ordering::Relaxed))
+            .filter(|&tat| tat != SEALED)
             .collect();
         if tats.is_empty() {
             return;
@@ -360,9 +400,11 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
         let mut equal_budget = nth + 1 - below.iter().filter(|&&t| t < threshold).count();
         drop(tats);
         let mut removed = 0usize;
-        self.map.retain(|_, tat| {
-            let t = tat.load(Ordering::Relaxed);
-            let drop_it = t < threshold || (t == threshold && equal_budget > 0);
+        map.retain(|_, cell| {
+            let t = cell.load(Ordering::Relaxed);
+            let drop_it = t != SEALED
+                && (t < threshold || (t == threshold && equal_budget > 0))
+                && seal(cell, t);
             if drop_it {
                 if t == threshold {
                     equal_budget -= 1;
@@ -412,24 +454,56 @@ where
     }
 }
 
-/// Applies `update` to the cell atomically; returns the new state.
-fn apply(cell: &AtomicU64, update: impl Fn(u64) -> Option<u64>) -> u64 {
-    let old = cell
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, &update)
-        .unwrap_or_else(|v| v);
-    update(old).unwrap_or(old)
+/// A pinned view of the map (lives as long as its guard).
+type Pinned<'m, K, S> = papaya::HashMapRef<'m, K, AtomicU64, S, LocalGuard<'m>>;
+
+/// The word of a bucket a sweep is dropping: checks that find it start over.
+/// No real state reaches it ([`unsealed`]).
+const SEALED: u64 = u64::MAX;
+
+/// A state as stored: one nanosecond short of the seal at most (a state
+/// that far out is refused alike).
+#[inline]
+fn unsealed(tat: u64) -> u64 {
+    tat.min(SEALED - 1)
 }
 
-/// The compare-and-swap loop on one bucket.
+/// Seals a bucket found at `seen`; false if it changed in between.
+fn seal(cell: &AtomicU64, seen: u64) -> bool {
+    cell.compare_exchange(seen, SEALED, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Removes `key`'s bucket if it is sealed (its sweep may not have got to
+/// it yet). The sweep counted it already.
+fn forget_sealed<K: Hash + Eq, S: BuildHasher>(map: &Pinned<'_, K, S>, key: &K) {
+    let _ = map.remove_if(key, |_, cell| cell.load(Ordering::Acquire) == SEALED);
+}
+
+/// Applies `update` to the cell atomically; returns the new state, or `None`
+/// if the bucket is sealed.
+fn apply(cell: &AtomicU64, update: impl Fn(u64) -> u64) -> Option<u64> {
+    let step = |tat: u64| (tat != SEALED).then(|| unsealed(update(tat)));
+    match cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) {
+        Ok(old) => Some(unsealed(update(old))),
+        Err(_) => None,
+    }
+}
+
+/// The compare-and-swap loop on one bucket; `None` if it is sealed.
 #[inline]
-fn take(cell: &AtomicU64, now: u64, quota: &Quota, cost: u32) -> Decision {
+fn take(cell: &AtomicU64, now: u64, quota: &Quota, cost: u32) -> Option<Decision> {
     let mut tat = cell.load(Ordering::Acquire);
     loop {
+        if tat == SEALED {
+            return None;
+        }
         match gcra::take(tat, now, quota, cost) {
-            Err(decision) => return decision,
+            Err(decision) => return Some(decision),
             Ok((next, decision)) => {
+                let next = unsealed(next);
                 match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return decision,
+                    Ok(_) => return Some(decision),
                     Err(actual) => tat = actual,
                 }
             }
@@ -462,13 +536,6 @@ impl MonotonicClock for StoreClock {
             Self::Other(c) => c.now(),
         }
     }
-}
-
-/// 16 shards per CPU (dashmap's default is 4): two threads rarely share a
-/// shard's lock word, and a sweep holds each write lock for less time.
-fn shard_amount() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    (cpus * 16).next_power_of_two().clamp(16, 1024)
 }
 
 fn nanos(d: Duration) -> u64 {

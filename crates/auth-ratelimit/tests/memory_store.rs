@@ -1,5 +1,6 @@
-//! What only the in-memory store has: OS threads on one bucket, bounded
-//! memory, sweeping. What every store does is in `stores.rs`.
+//! What only the in-memory store has: OS threads on one bucket, and
+//! sweeping (bounded memory is in `memory_bound.rs`). What every store does
+//! is in `stores.rs`.
 
 use std::{
     sync::{
@@ -34,39 +35,6 @@ fn many_threads_one_key_admit_exactly_the_quota() {
     assert_eq!(admitted.load(Ordering::Relaxed), 1000);
 }
 
-/// A million distinct keys (a spray of random IPs) never grow the store past
-/// its cap, and a key that is being limited is not forgotten.
-#[test]
-fn spray_of_a_million_keys_stays_bounded() {
-    const CAP: usize = 10_000;
-    let clock = FakeClock::new();
-    let store = MemoryStore::<u64>::new().clock(clock.clone()).max_keys(CAP);
-    let q = Quota::per_minute(10);
-    for _ in 0..10 {
-        assert!(store.check(&u64::MAX, &q, 1).is_allowed());
-    }
-    assert!(!store.check(&u64::MAX, &q, 1).is_allowed());
-    let mut peak = 0;
-    for k in 0..1_000_000u64 {
-        // Time moves a little, as it would during a real spray.
-        if k % 1000 == 0 {
-            clock.advance(Duration::from_millis(1));
-        }
-        assert!(store.check(&k, &q, 1).is_allowed());
-        peak = peak.max(store.len());
-    }
-    assert!(peak <= CAP, "peak {peak} over the cap");
-    assert!(store.forced_evictions() > 900_000);
-    // The table's allocation is bounded by the cap too, not by the spray.
-    assert!(
-        store.allocated_slots() <= 4 * CAP,
-        "{} slots",
-        store.allocated_slots()
-    );
-    // The limited key survived: the least indebted buckets went first.
-    assert!(!store.check(&u64::MAX, &q, 1).is_allowed());
-}
-
 #[test]
 fn full_buckets_are_swept_and_sweeping_loses_nothing() {
     let clock = FakeClock::new();
@@ -89,4 +57,56 @@ fn full_buckets_are_swept_and_sweeping_loses_nothing() {
         9,
         "a swept key starts full"
     );
+}
+
+/// A sweep drops buckets that are full while other threads take from them:
+/// no token taken in that instant may be lost (the bucket would come back
+/// full, and admit one request too many). Every key allows exactly two.
+#[test]
+fn sweeping_while_checking_admits_exactly_the_quota() {
+    const KEYS: u32 = 20_000;
+    let clock = FakeClock::new();
+    let store = Arc::new(MemoryStore::<u32>::new().clock(clock.clone()));
+    let q = Quota::per_hour(2);
+    for round in 0..20u32 {
+        let keys = round * KEYS..(round + 1) * KEYS;
+        // Every bucket exists and is full again: the sweep may drop any.
+        for k in keys.clone() {
+            store.check(&k, &q, 1);
+        }
+        clock.advance(Duration::from_secs(3600));
+        let done = Arc::new(AtomicU32::new(0));
+        let sweeper = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                while done.load(Ordering::Acquire) < 2 {
+                    store.sweep();
+                }
+            })
+        };
+        let checkers: Vec<_> = (0..2)
+            .map(|t| {
+                let (store, done, keys) = (store.clone(), done.clone(), keys.clone());
+                std::thread::spawn(move || {
+                    let mut admitted = 0u32;
+                    // The two threads walk the keys in opposite orders.
+                    let order: Vec<u32> = if t == 0 {
+                        keys.collect()
+                    } else {
+                        keys.rev().collect()
+                    };
+                    for k in order {
+                        for _ in 0..2 {
+                            admitted += u32::from(store.check(&k, &q, 1).is_allowed());
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Release);
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: u32 = checkers.into_iter().map(|c| c.join().unwrap()).sum();
+        sweeper.join().unwrap();
+        assert_eq!(admitted, 2 * KEYS, "round {round}");
+    }
 }

@@ -157,8 +157,9 @@ struct CachedToken {
 }
 
 struct JwtCache {
-    /// Keyed by a keyed digest (random to an attacker), so a fast hash is safe.
-    tokens: DashMap<Digest, CachedToken, foldhash::fast::RandomState>,
+    /// Keyed by a keyed digest (random to an attacker), so a fast hash is
+    /// safe. A lock-free map, as the key cache's: reads write nothing shared.
+    tokens: papaya::HashMap<Digest, CachedToken, foldhash::fast::RandomState>,
     /// Subjects found to have no secret, until when (ns): a flood of tokens
     /// naming unknown users costs one store read per user, like unknown key
     /// ids. Keyed by attacker-chosen strings, so with the default SipHash.
@@ -177,13 +178,13 @@ impl ChangeListener for JwtCache {
         match change {
             KeyChange::UserSecret(user) => {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
-                self.tokens.retain(|_, t| &*t.user != user.as_str());
+                self.tokens.pin().retain(|_, t| &*t.user != user.as_str());
                 self.unknown.remove(user.as_str());
                 let _ = self.ended.send(Some(user.as_str().into()));
             }
             KeyChange::All => {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
-                self.tokens.clear();
+                self.tokens.pin().clear();
                 self.unknown.clear();
                 let _ = self.ended.send(None);
             }
@@ -235,7 +236,7 @@ impl JwtAuthorityBuilder {
     /// Builds the authority and subscribes it to the store's change feed.
     pub fn build(self) -> JwtAuthority {
         let cache = Arc::new(JwtCache {
-            tokens: DashMap::default(),
+            tokens: papaya::HashMap::default(),
             unknown: DashMap::new(),
             epoch: AtomicU64::new(0),
             capacity: 100_000,
@@ -434,7 +435,8 @@ impl JwtAuthority {
             return None;
         }
         let (digest, signed) = self.cache_key(parts);
-        let hit = inner.cache.tokens.get(&digest)?;
+        let tokens = inner.cache.tokens.pin();
+        let hit = tokens.get(&digest)?;
         if hit.signed != signed {
             // Same signature, other header or payload: let the full check refuse it.
             return None;
@@ -544,10 +546,11 @@ impl JwtAuthority {
             inner.scopes.clone(),
         )
         .with_secret_generation(sealed.generation);
-        if inner.cache.tokens.len() >= inner.cache.capacity {
-            inner.cache.tokens.clear();
+        let tokens = inner.cache.tokens.pin();
+        if tokens.len() >= inner.cache.capacity {
+            tokens.clear();
         }
-        inner.cache.tokens.insert(
+        tokens.insert(
             digest,
             CachedToken {
                 signed,
@@ -558,7 +561,7 @@ impl JwtAuthority {
         );
         // A regeneration that raced this verification wins.
         if inner.cache.epoch.load(Ordering::Acquire) != epoch {
-            inner.cache.tokens.remove(&digest);
+            tokens.remove(&digest);
         }
         Ok(ctx)
     }

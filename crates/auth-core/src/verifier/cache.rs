@@ -6,17 +6,26 @@
 //! heartbeat, an unreadable notification) drops nothing: it bumps the
 //! cache's resync generation, and each entry is confirmed against the store
 //! (one read, a record compare, no argon2) on its next use.
+//!
+//! The map is `papaya`'s: a read takes no lock and writes no shared memory.
+//! A sharded map (`dashmap`) takes its shard's read lock on every get, an
+//! atomic add on a cache line every reader of that shard shares: with one
+//! key used from two threads at once, a get went from 24 ns to 174 ns
+//! there, against 15 ns on either count for `papaya`. Entries are never
+//! changed in place: an update replaces the entry (rare: a confirmation
+//! after a resync, a re-hash).
 
 use std::sync::{
     atomic::{AtomicI64, AtomicU64, Ordering},
     Arc,
 };
 
-use dashmap::DashMap;
+use crate::{
+    digest::{digests_equal, Digest},
+    AuthContext, ChangeListener, KeyChange, KeyId, RejectReason,
+};
 
-use crate::{digest::Digest, AuthContext, ChangeListener, KeyChange, KeyId, RejectReason};
-
-/// Held inline in the map: one memory access less per hit than behind an `Arc`.
+/// One cached key. Replaced, never changed in place, apart from its atomics.
 pub(crate) struct CacheEntry {
     pub digest: Digest,
     /// First instant (ns) the key stops working, and why.
@@ -30,8 +39,22 @@ pub(crate) struct CacheEntry {
     pub confirmed: AtomicU64,
 }
 
+impl CacheEntry {
+    /// A copy to change and put back in the entry's place.
+    pub(super) fn copy(&self) -> Self {
+        Self {
+            digest: self.digest,
+            ends: self.ends,
+            ctx: self.ctx.clone(),
+            hash: self.hash.clone(),
+            last_reported: AtomicI64::new(self.last_reported.load(Ordering::Relaxed)),
+            confirmed: AtomicU64::new(self.confirmed.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// Ids in the cache are ours (random), so a fast seeded hash is safe here.
-pub(crate) type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub(crate) struct KeyCache {
     pub entries: FastMap<KeyId, CacheEntry>,
@@ -55,27 +78,46 @@ impl KeyCache {
 
     /// Inserts unless a change happened since `epoch` was read.
     pub(super) fn insert_if_unchanged(&self, id: KeyId, entry: CacheEntry, epoch: u64, now: i64) {
-        if self.entries.len() >= self.capacity {
+        let entries = self.entries.pin();
+        if entries.len() >= self.capacity {
             self.make_room(now);
         }
-        self.entries.insert(id, entry);
+        entries.insert(id, entry);
         // Re-check after inserting: a change that landed in between bumped the
         // epoch, and its own removal may have run before our insert.
         if self.epoch.load(Ordering::Acquire) != epoch {
-            self.entries.remove(&id);
+            entries.remove(&id);
         }
+    }
+
+    /// Replaces `id`'s entry by `change(copy)` if it is still the one
+    /// verified with `digest`; whether it was.
+    pub(super) fn replace_if<F>(&self, id: KeyId, digest: &Digest, mut change: F) -> bool
+    where
+        F: FnMut(&mut CacheEntry),
+    {
+        let entries = self.entries.pin();
+        let outcome = entries.compute(id, |current| match current {
+            Some((_, e)) if digests_equal(&e.digest, digest) => {
+                let mut next = e.copy();
+                change(&mut next);
+                papaya::Operation::Insert(next)
+            }
+            _ => papaya::Operation::Abort(()),
+        });
+        matches!(outcome, papaya::Compute::Updated { .. })
     }
 
     /// Drops ended entries, then arbitrary ones, until a tenth is free.
     fn make_room(&self, now: i64) {
-        self.entries
-            .retain(|_, e| e.ends.is_none_or(|(t, _)| t > now));
+        let entries = self.entries.pin();
+        entries.retain(|_, e| e.ends.is_none_or(|(t, _)| t > now));
         let target = self.capacity - self.capacity / 10;
-        if self.entries.len() >= target {
-            let excess = self.entries.len() + 1 - target;
-            let victims: Vec<KeyId> = self.entries.iter().take(excess).map(|e| *e.key()).collect();
+        if entries.len() >= target {
+            let excess = entries.len() + 1 - target;
+            let victims: Vec<KeyId> = entries.keys().take(excess).copied().collect();
             for id in victims {
-                self.entries.remove(&id);
+                entries.remove(&id);
             }
         }
     }
@@ -94,13 +136,13 @@ impl ChangeListener for CacheInvalidator {
         self.cache.epoch.fetch_add(1, Ordering::AcqRel);
         match change {
             KeyChange::Revoked(id) => {
-                self.cache.entries.remove(id);
+                self.cache.entries.pin().remove(id);
                 self.guard.forget(*id);
                 // No receiver is fine: nobody holds a connection open.
                 let _ = self.ended.send(Some(*id));
             }
             KeyChange::Updated(id) => {
-                self.cache.entries.remove(id);
+                self.cache.entries.pin().remove(id);
                 self.guard.forget(*id);
                 // Open connections re-check the key: it may be disabled now.
                 let _ = self.ended.send(Some(*id));

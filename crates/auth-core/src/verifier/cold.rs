@@ -3,10 +3,7 @@
 
 use std::{
     net::IpAddr,
-    sync::{
-        atomic::Ordering::{Acquire, Relaxed},
-        Arc,
-    },
+    sync::{atomic::Ordering::Acquire, Arc},
     time::Duration,
 };
 
@@ -113,9 +110,11 @@ impl Verifier {
         // Read before the store: a resync during the read confirms again.
         let resync = inner.cache.resync.load(Acquire);
         let refused = |reason| {
-            inner
+            // An entry verified with another secret is not this token's to drop.
+            let _ = inner
                 .cache
                 .entries
+                .pin()
                 .remove_if(&id, |_, e| digests_equal(&e.digest, digest));
             Some(Err(unauthorized(reason)))
         };
@@ -132,16 +131,19 @@ impl Verifier {
                 // An edit made elsewhere (scopes, policy) may have been
                 // missed too: the context is rebuilt from the record.
                 let ctx = self.context_for(&r);
-                if let Some(mut entry) = inner.cache.entries.get_mut(&id) {
-                    if digests_equal(&entry.digest, digest) {
-                        // A revocation time set elsewhere (a rotation's
-                        // grace) may have been missed: take the record's.
-                        entry.ends = r.ends().map(|(t, why)| (nanos(t), why));
-                        entry.ctx = ctx.clone();
-                        if inner.store.changes().is_in_sync() {
-                            entry.confirmed.store(resync, Relaxed);
-                        }
-                        self.report_use(id, &entry, client);
+                let in_sync = inner.store.changes().is_in_sync();
+                let replaced = inner.cache.replace_if(id, digest, |entry| {
+                    // A revocation time set elsewhere (a rotation's grace)
+                    // may have been missed: take the record's.
+                    entry.ends = r.ends().map(|(t, why)| (nanos(t), why));
+                    entry.ctx = ctx.clone();
+                    if in_sync {
+                        *entry.confirmed.get_mut() = resync;
+                    }
+                });
+                if replaced {
+                    if let Some(entry) = inner.cache.entries.pin().get(&id) {
+                        self.report_use(id, entry, client);
                     }
                 }
                 Some(Ok(ctx))

@@ -170,7 +170,7 @@ impl Verifier {
         }
     }
 
-    /// Decided under the map's read guard, without refcount traffic.
+    /// Decided under the map's guard (no lock), one refcount increment.
     pub(super) fn check_cached_now(
         &self,
         id: KeyId,
@@ -178,7 +178,8 @@ impl Verifier {
         client: Option<IpAddr>,
     ) -> Cached {
         let inner = &*self.inner;
-        let Some(entry) = inner.cache.entries.get(&id) else {
+        let entries = inner.cache.entries.pin();
+        let Some(entry) = entries.get(&id) else {
             return Cached::Miss;
         };
         // Two word XORs behind an optimisation barrier: constant time, and
@@ -197,7 +198,7 @@ impl Verifier {
         {
             return Cached::Confirm(entry.hash.clone());
         }
-        self.report_use(id, &entry, client);
+        self.report_use(id, entry, client);
         Cached::Hit(Ok(entry.ctx.clone()))
     }
 

@@ -6,10 +6,7 @@ use std::time::Duration;
 use rand::{rngs::OsRng, RngCore};
 
 use super::Verifier;
-use crate::{
-    digest::{digests_equal, Digest},
-    AuthContext, KeyId, SecretCheck,
-};
+use crate::{digest::Digest, AuthContext, KeyId, SecretCheck};
 
 /// Connections re-checked after a resync wait a random delay below this,
 /// so a resync does not send every open connection to the store at once.
@@ -61,11 +58,10 @@ impl Verifier {
                         // The cached entry was verified with this secret:
                         // point it at the new hash instead of dropping it
                         // (which would cost another argon2 run).
-                        if let Some(mut e) = inner.cache.entries.get_mut(&id) {
-                            if digests_equal(&e.digest, &digest) {
-                                e.hash = phc.as_str().into();
-                            }
-                        }
+                        let hash: std::sync::Arc<str> = phc.as_str().into();
+                        inner
+                            .cache
+                            .replace_if(id, &digest, |e| e.hash = hash.clone());
                         tracing::info!(key_id = %id, "re-hashed key with current parameters");
                     }
                     Err(e) => tracing::warn!(key_id = %id, error = %e, "re-hash not stored"),
