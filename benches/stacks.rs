@@ -4,7 +4,9 @@
 //! Over HTTP with wrk: `benches/wrk.sh` (serves each stack with `serve=`).
 //!
 //! `cargo bench --bench stacks` (optional args: `rounds=15 iters=100000 threads=1,2`,
-//! `only=<name substring>` to profile a subset)
+//! `only=<name substring>` to profile a subset, `connect_info=1` to give every
+//! request the `ConnectInfo` extension that `into_make_service_with_connect_info`
+//! adds, as a server using client addresses runs)
 //!
 //! Shape, as `axum::serve` runs a router:
 //! * each stack is `Router::with_state(())` (finalized: layers applied once);
@@ -120,22 +122,34 @@ fn stacks(verifier: &Verifier, token: &str) -> Vec<(&'static str, Router)> {
     .collect()
 }
 
-fn request(authorization: &str) -> Request<Body> {
-    Request::get("/")
+fn request(authorization: &str, connect_info: bool) -> Request<Body> {
+    let mut req = Request::get("/")
         .header("authorization", authorization)
         .body(Body::empty())
-        .unwrap()
+        .unwrap();
+    if connect_info {
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+    }
+    req
+}
+
+/// Whether requests carry `ConnectInfo` (`connect_info=1`).
+fn connect_info() -> bool {
+    arg("connect_info", "0") == "1"
 }
 
 /// ns per request for `iters` requests through `app` on this thread.
 fn run(rt: &tokio::runtime::Runtime, app: &mut Router, authorization: &str, iters: u64) -> f64 {
+    let connect_info = connect_info();
     rt.block_on(async {
         let start = Instant::now();
         for _ in 0..iters {
             let res = ServiceExt::<Request<Body>>::ready(&mut *app)
                 .await
                 .unwrap()
-                .call(request(authorization))
+                .call(request(authorization, connect_info))
                 .await
                 .unwrap();
             black_box(res);
@@ -243,7 +257,7 @@ fn main() {
             ServiceExt::<Request<Body>>::ready(app)
                 .await
                 .unwrap()
-                .call(request(&authorization))
+                .call(request(&authorization, connect_info()))
                 .await
                 .unwrap()
         });
