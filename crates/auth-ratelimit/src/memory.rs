@@ -177,28 +177,55 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
         cost: u32,
         now: u64,
     ) -> Decision {
-        self.make_room(now);
+        self.update_or_insert(
+            map,
+            key,
+            now,
+            |cell| take(cell, now, quota, cost),
+            || gcra::take(0, now, quota, cost),
+        )
+    }
+
+    /// Applies `update` to `key`'s bucket, or inserts the state `fresh`
+    /// gives (`Err`: answer without inserting). `update` answers `None` on a
+    /// sealed bucket: it is removed and the key looked up again.
+    fn update_or_insert<R>(
+        &self,
+        map: &Pinned<'_, K, S>,
+        key: &K,
+        now: u64,
+        update: impl Fn(&AtomicU64) -> Option<R>,
+        fresh: impl Fn() -> Result<(u64, R), R>,
+    ) -> R {
+        let mut made_room = false;
         loop {
             if let Some(cell) = map.get(key) {
-                match take(cell, now, quota, cost) {
-                    Some(d) => return d,
+                match update(cell) {
+                    Some(r) => return r,
                     None => {
                         forget_sealed(map, key);
                         continue;
                     }
                 }
             }
-            let (tat, decision) = match gcra::take(0, now, quota, cost) {
+            if !made_room {
+                self.make_room(now);
+                made_room = true;
+            }
+            let (tat, r) = match fresh() {
                 Ok(taken) => taken,
-                Err(decision) => return decision,
+                Err(r) => return r,
             };
             // Counted before it is visible, so a concurrent sweep never
             // subtracts it first.
             self.tracked.fetch_add(1, Ordering::Relaxed);
-            if map.try_insert(key.clone(), AtomicU64::new(tat)).is_ok() {
-                return decision;
+            if map
+                .try_insert(key.clone(), AtomicU64::new(unsealed(tat)))
+                .is_ok()
+            {
+                return r;
             }
-            // Another thread inserted it first: take from that one.
+            // Another thread inserted it first: update that one.
             self.tracked.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -211,29 +238,16 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
         let now = self.clock.now();
         let cap = nanos(max_debt);
         let update = |tat: u64| gcra::charge(tat, now, quota, cost, cap);
-        let map = self.map.pin();
-        let mut made_room = false;
-        let tat = loop {
-            if let Some(cell) = map.get(key) {
-                match apply(cell, update) {
-                    Some(tat) => break tat,
-                    None => {
-                        forget_sealed(&map, key);
-                        continue;
-                    }
-                }
-            }
-            if !made_room {
-                self.make_room(now);
-                made_room = true;
-            }
-            let tat = unsealed(update(0));
-            self.tracked.fetch_add(1, Ordering::Relaxed);
-            if map.try_insert(key.clone(), AtomicU64::new(tat)).is_ok() {
-                break tat;
-            }
-            self.tracked.fetch_sub(1, Ordering::Relaxed);
-        };
+        let tat = self.update_or_insert(
+            &self.map.pin(),
+            key,
+            now,
+            |cell| apply(cell, update),
+            || {
+                let tat = unsealed(update(0));
+                Ok((tat, tat))
+            },
+        );
         gcra::peek(tat, now, quota, 1)
     }
 
