@@ -74,6 +74,12 @@ fn split_jwt(token: &str) -> Option<(&str, &str)> {
     Some((&token[..second], &token[second + 1..]))
 }
 
+/// What the cache keys a token by: its parts, or the whole token as the
+/// "signature" of one that is not JWT-shaped.
+fn cache_parts(token: &str) -> (&str, &str) {
+    split_jwt(token).unwrap_or(("", token))
+}
+
 /// The claims of our tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -416,7 +422,7 @@ impl JwtAuthority {
     /// The synchronous hot path: `Some` for a token decided without I/O (a
     /// verified token in the cache, or one too long to look at).
     pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
-        self.verify_cached_parts(token, split_jwt(token).unwrap_or(("", token)))
+        self.verify_cached_parts(token, cache_parts(token))
     }
 
     /// [`JwtAuthority::verify_cached`] with the token's parts already found.
@@ -457,8 +463,7 @@ impl JwtAuthority {
     /// a third of the ~150-byte token; the 64-bit check only stops the holder
     /// of a verified token from reusing its signature with another payload,
     /// which could at most grant that token's own cached context anyway.
-    /// `parts` are the token's signed part and signature ([`split_jwt`]),
-    /// or `("", token)` for a token of another shape.
+    /// `parts` are the token's signed part and signature ([`cache_parts`]).
     fn cache_key(&self, (signed, signature): (&str, &str)) -> (Digest, u64) {
         let inner = &*self.inner;
         let digest = inner.digest_key.digest(signature.as_bytes());
@@ -477,7 +482,7 @@ impl JwtAuthority {
     /// store read, signature.
     pub(crate) async fn verify_uncached(&self, token: &str) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
-        let (digest, signed) = self.cache_key(split_jwt(token).unwrap_or(("", token)));
+        let (digest, signed) = self.cache_key(cache_parts(token));
         let now = inner.clock.now().unix_timestamp();
         let epoch = inner.cache.epoch.load(Ordering::Acquire);
         let header = jsonwebtoken::decode_header(token)
