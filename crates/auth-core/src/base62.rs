@@ -66,6 +66,26 @@ pub(crate) fn decode(field: &[u8], max: u128) -> Option<u128> {
     (value <= max).then_some(value)
 }
 
+/// Decodes a `u64` field, the key id, read on every request: fixed width,
+/// so the loop unrolls, and ten digits fit a `u64` before the last one is
+/// added with an overflow check.
+pub(crate) fn decode_u64(field: &[u8; U64_WIDTH]) -> Option<u64> {
+    let (head, last) = field.split_at(U64_WIDTH - 1);
+    // One branch at the end: `INVALID` is the only digit with its top bit set.
+    let mut seen: u8 = 0;
+    let mut value: u64 = 0;
+    for &b in head {
+        let d = DIGITS[b as usize];
+        seen |= d;
+        value = value.wrapping_mul(62).wrapping_add(d as u64);
+    }
+    let d = DIGITS[last[0] as usize];
+    if (seen | d) & 0x80 != 0 {
+        return None;
+    }
+    value.checked_mul(62)?.checked_add(d as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +103,28 @@ mod tests {
             assert_eq!(s.len(), w);
             assert_eq!(decode(s.as_bytes(), max), Some(v));
         }
+    }
+
+    #[test]
+    fn decode_u64_agrees_with_decode() {
+        let mut fields: Vec<[u8; U64_WIDTH]> =
+            vec![*b"LygHa16AHYF", *b"LygHa16AHYG", *b"zzzzzzzzzzz"];
+        for v in [0, 1, 61, 62, u64::MAX / 3, u64::MAX - 1, u64::MAX] {
+            let mut s = String::new();
+            encode_into(v as u128, U64_WIDTH, &mut s);
+            fields.push(s.as_bytes().try_into().unwrap());
+        }
+        for i in 0..U64_WIDTH {
+            let mut bad = *b"00000000000";
+            bad[i] = b'-';
+            fields.push(bad);
+        }
+        for f in fields {
+            let want = decode(&f, u64::MAX as u128).map(|v| v as u64);
+            assert_eq!(decode_u64(&f), want, "{}", String::from_utf8_lossy(&f));
+        }
+        assert_eq!(decode_u64(b"LygHa16AHYF"), Some(u64::MAX));
+        assert_eq!(decode_u64(b"LygHa16AHYG"), None);
     }
 
     #[test]

@@ -187,7 +187,11 @@ impl<'a> ParsedToken<'a> {
         }
         let (id, rest) = body.split_at(U64_WIDTH);
         let (secret, crc) = rest.split_at(SECRET_WIDTH);
-        let id = base62::decode(id, u64::MAX as u128).ok_or(TokenError::Malformed)? as u64;
+        let id = id
+            .try_into()
+            .ok()
+            .and_then(base62::decode_u64)
+            .ok_or(TokenError::Malformed)?;
         let hi = base62::decode(&secret[..U128_WIDTH], u128::MAX).ok_or(TokenError::Malformed)?;
         let lo = base62::decode(&secret[U128_WIDTH..], u128::MAX).ok_or(TokenError::Malformed)?;
         let crc = base62::decode(crc, u32::MAX as u128).ok_or(TokenError::Malformed)? as u32;
@@ -246,19 +250,16 @@ impl fmt::Debug for ParsedToken<'_> {
 /// the secret: enough to look up the verified cache, where a digest of the
 /// whole token decides. Misses go through [`ParsedToken::parse`].
 pub(crate) struct TokenShape<'a> {
-    pub prefix: &'a str,
+    pub prefix: &'a [u8],
     pub key_id: KeyId,
 }
 
-pub(crate) fn shape(input: &str) -> Option<TokenShape<'_>> {
-    let bytes = input.as_bytes();
-    if bytes.len() > MAX_TOKEN_LEN || bytes.len() <= BODY_LEN {
+pub(crate) fn shape(input: &[u8]) -> Option<TokenShape<'_>> {
+    if input.len() > MAX_TOKEN_LEN || input.len() <= BODY_LEN {
         return None;
     }
-    let split = bytes.len() - BODY_LEN;
-    let prefix = input.get(..split)?;
-    let body = &bytes[split..];
-    let id = base62::decode(&body[..U64_WIDTH], u64::MAX as u128)? as u64;
+    let (prefix, body) = input.split_at(input.len() - BODY_LEN);
+    let id = base62::decode_u64(body[..U64_WIDTH].try_into().ok()?)?;
     Some(TokenShape {
         prefix,
         key_id: KeyId(id),

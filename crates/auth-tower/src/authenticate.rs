@@ -16,6 +16,7 @@ use crate::{
     audit::{pending, Attempt, Head, PendingAudit, Who},
     config::Config,
     credential::find_credential,
+    headers,
     trace::record_in_current_span,
     SubjectDecision,
 };
@@ -69,7 +70,7 @@ pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
         }
         Early::Verified(ctx)
             if config.workspaces.is_none()
-                && !req.headers().contains_key(&config.subject_header) =>
+                && !headers::contains(req.headers(), &config.subject_header) =>
         {
             record_in_current_span(&ctx);
             let audit = pending(config, Head::of(req, client), Who::of(&ctx), None);
@@ -95,7 +96,12 @@ fn early<B>(
         Ok(None) => return Early::Anonymous,
         Ok(Some(token)) => token,
     };
-    match config.verifier.verify_cached_from(token.as_str(), client) {
+    // The bytes as they came: a token the cache knows needs no check of its
+    // characters; any other is checked on the way to its verdict.
+    match config
+        .verifier
+        .verify_cached_bytes(token.as_bytes(), client)
+    {
         None => Early::Unknown,
         // Checked here, on the synchronous path: one pointer test for keys
         // without an allowlist.
@@ -107,10 +113,14 @@ fn early<B>(
             Early::Refused(refusal)
         }
         Some(Ok(ctx)) => Early::Verified(ctx),
-        Some(Err(err)) => {
-            attempt.key_id = key_id(token.as_str());
-            Early::Refused(public(err))
-        }
+        Some(Err(err)) => match token.as_str() {
+            // Not a token at all: say so, as before any lookup.
+            Err(malformed) => Early::Refused(malformed),
+            Ok(token) => {
+                attempt.key_id = key_id(token);
+                Early::Refused(public(err))
+            }
+        },
     }
 }
 
@@ -181,10 +191,11 @@ async fn decide<'r>(
                     Ok(None)
                 };
             };
-            match config.verifier.verify_from(token.as_str(), client).await {
+            let token = token.as_str()?;
+            match config.verifier.verify_from(token, client).await {
                 Ok(ctx) => ctx,
                 Err(err) => {
-                    attempt.key_id = key_id(token.as_str());
+                    attempt.key_id = key_id(token);
                     return Err(public(err));
                 }
             }

@@ -60,10 +60,7 @@ impl CredentialSource {
                 websocket_protocol(headers)
             }
             Self::WebSocketProtocol => Ok(None),
-            Self::Header(name) => match single(headers, name)? {
-                Some(v) => token(v).map(|t| Some(Token::Borrowed(t))),
-                None => Ok(None),
-            },
+            Self::Header(name) => Ok(single(headers, name)?.map(|v| Token::Raw(v.trim_ascii()))),
             Self::Query(name) => query(uri, name),
         }
     }
@@ -80,17 +77,34 @@ impl fmt::Debug for CredentialSource {
     }
 }
 
-/// A credential read from a request. A percent-decoded copy is zeroed on drop.
+/// A credential read from a request.
 pub(crate) enum Token<'a> {
+    /// A header's bytes, trimmed, characters not yet checked: a token the
+    /// verifier's cache knows needs no check (it is that token), and
+    /// [`Token::as_str`] checks any other.
+    Raw(&'a [u8]),
+    /// Checked text.
     Borrowed(&'a str),
+    /// A checked, percent-decoded copy, zeroed on drop.
     Decoded(Zeroizing<String>),
 }
 
 impl Token<'_> {
-    pub(crate) fn as_str(&self) -> &str {
+    /// The bytes, unchecked.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
-            Self::Borrowed(s) => s,
-            Self::Decoded(s) => s,
+            Self::Raw(b) => b,
+            Self::Borrowed(s) => s.as_bytes(),
+            Self::Decoded(s) => s.as_bytes(),
+        }
+    }
+
+    /// The token as text: visible ASCII with no spaces, else malformed.
+    pub(crate) fn as_str(&self) -> Result<&str, AuthError> {
+        match self {
+            Self::Raw(b) => token(b),
+            Self::Borrowed(s) => Ok(s),
+            Self::Decoded(s) => Ok(s),
         }
     }
 }
@@ -127,7 +141,8 @@ pub(crate) fn single<'a>(
     }
 }
 
-/// A token: visible ASCII with no spaces, after trimming surrounding whitespace.
+/// A token: not empty, visible ASCII with no spaces, after trimming
+/// surrounding whitespace.
 fn token(raw: &[u8]) -> Result<&str, AuthError> {
     let raw = raw.trim_ascii();
     // No early exit, so that the check compiles to a vector loop.
@@ -152,7 +167,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<Token<'_>>, AuthError> {
         // Another scheme: not a credential this layer reads (RFC 6750 §3.1).
         return Ok(None);
     }
-    token(rest).map(|t| Some(Token::Borrowed(t)))
+    Ok(Some(Token::Raw(rest.trim_ascii())))
 }
 
 /// HTTP/1.1 `Upgrade: websocket`, or an HTTP/2 extended CONNECT (RFC 8441).
@@ -255,7 +270,7 @@ mod tests {
         let uri: Uri = uri.parse().unwrap();
         let h = headers(h);
         find_credential(sources, &method, &uri, &h)
-            .map(|t| t.map(|t| t.as_str().to_owned()))
+            .and_then(|t| t.map(|t| t.as_str().map(str::to_owned)).transpose())
             .map_err(|e| e.reason())
     }
 
@@ -309,6 +324,7 @@ mod tests {
         let uri = Uri::from_static("/");
         assert_eq!(
             find_credential(ALL, &Method::GET, &uri, &h)
+                .and_then(|t| t.map(|t| t.as_str().map(str::to_owned)).transpose())
                 .err()
                 .map(|e| e.reason()),
             Some(RejectReason::Malformed)

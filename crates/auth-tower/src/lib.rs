@@ -50,6 +50,7 @@ mod config;
 mod credential;
 mod error_format;
 mod future;
+mod headers;
 mod impersonation;
 mod layer;
 mod metrics;

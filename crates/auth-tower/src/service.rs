@@ -7,12 +7,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header::Entry, HeaderMap, HeaderName, Request, Response};
+use http::{Request, Response};
 use tower_service::Service;
 
 use crate::{
     authenticate::{authenticate, begin, Step},
     config::Config,
+    headers::mark_sensitive,
     ResponseFuture,
 };
 
@@ -93,30 +94,6 @@ where
                 let clone = self.inner.clone();
                 let ready = mem::replace(&mut self.inner, clone);
                 ResponseFuture::authenticating(auth, ready)
-            }
-        }
-    }
-}
-
-/// Marks credential headers so that `Debug` and tower-http's trace layers hide them.
-fn mark_sensitive(headers: &mut HeaderMap, names: &[HeaderName]) {
-    // Without repeated headers (the common case) one lookup per name does;
-    // otherwise every value of a repeated name must be marked.
-    let repeated = headers.len() != headers.keys_len();
-    for name in names {
-        if !repeated {
-            if let Some(value) = headers.get_mut(name) {
-                value.set_sensitive(true);
-            }
-            continue;
-        }
-        // `entry` may reserve room, so look first: most names are absent.
-        if !headers.contains_key(name) {
-            continue;
-        }
-        if let Entry::Occupied(mut entry) = headers.entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
             }
         }
     }

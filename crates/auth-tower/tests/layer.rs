@@ -213,6 +213,8 @@ async fn bad_credentials_are_401_invalid_token_and_indistinguishable() {
     let (_, other) = mint_token(&TokenPrefix::new("st_").unwrap());
     let other = other.expose_secret();
     let forged = format!("{}{}", &good[..3 + 11], &other[3 + 11..]);
+    // The cache knows `good`: bytes around it must not ride on its entry.
+    f.verifier.verify(&good).await.unwrap();
     let app = app(AuthLayer::builder(f.verifier.clone())
         .audit(f.audit.clone())
         .build());
@@ -229,6 +231,17 @@ async fn bad_credentials_are_401_invalid_token_and_indistinguishable() {
                 ("authorization", bearer(&good)),
                 ("authorization", bearer(&good)),
             ],
+        ),
+        (
+            "cached token, then more",
+            vec![("authorization", bearer(&format!("{good} x")))],
+        ),
+        (
+            "cached token, a tab inside",
+            vec![(
+                "authorization",
+                bearer(&format!("{}\t{}", &good[..20], &good[20..])),
+            )],
         ),
     ];
     for (name, headers) in &cases {
@@ -256,6 +269,8 @@ async fn bad_credentials_are_401_invalid_token_and_indistinguishable() {
         UnknownKey,
         Revoked,
         BadChecksum,
+        Malformed,
+        Malformed,
         Malformed,
         Malformed,
     ]

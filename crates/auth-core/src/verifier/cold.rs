@@ -56,7 +56,7 @@ impl Verifier {
     ) -> Result<AuthContext, AuthError> {
         let inner = &*self.inner;
         if let Some(result) = self.check_cached(id, &digest, client).await {
-            return self.refine(token, result);
+            return self.refine(token.as_bytes(), result);
         }
         let parsed = self
             .parse(token)

@@ -38,18 +38,53 @@ impl Verifier {
 
     /// [`Verifier::verify_cached`] for a request from `client` (recorded as
     /// in [`Verifier::verify_from`]).
+    #[inline]
     pub fn verify_cached_from(
         &self,
         token: &str,
         client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
+        self.verify_cached_bytes(token.as_bytes(), client)
+    }
+
+    /// [`Verifier::verify_cached_from`] for a credential's bytes as they
+    /// arrived (a header value, trimmed), before any check of its
+    /// characters: a token the cache knows is that token, so it needs none,
+    /// and any other is refused as malformed unless it is a well-formed
+    /// token. The decision is the one the same bytes as `&str` would get.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use auth_core::*;
+    ///
+    /// let store = Arc::new(MemoryKeyStore::new());
+    /// let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
+    /// #   .hasher(SecretHasher::for_tests())
+    ///     .build();
+    /// let key = issuer
+    ///     .issue(NewKey::new(Principal::user("ana"), "ci", ScopeSet::empty()))
+    ///     .await
+    ///     .unwrap();
+    /// let token = key.token.expose_secret();
+    /// assert!(verifier.verify_cached_bytes(token.as_bytes(), None).is_none(), "not verified yet");
+    /// verifier.verify(token).await.unwrap();
+    /// assert!(verifier.verify_cached_bytes(token.as_bytes(), None).unwrap().is_ok());
+    ///
+    /// let not_text = verifier.verify_cached_bytes(b"st_\xff", None).unwrap().unwrap_err();
+    /// assert_eq!(not_text.reason(), RejectReason::Malformed);
+    /// # });
+    /// ```
+    pub fn verify_cached_bytes(
+        &self,
+        token: &[u8],
+        client: Option<IpAddr>,
+    ) -> Option<Result<AuthContext, AuthError>> {
         #[cfg(feature = "jwt")]
-        if let Some(parts) = crate::jwt::jwt_parts(token) {
-            return self
-                .inner
-                .jwt
-                .as_ref()
-                .and_then(|jwt| jwt.verify_cached_parts(token, parts));
+        if token.starts_with(b"eyJ") {
+            if let Some(result) = self.verify_cached_jwt(token) {
+                return result;
+            }
         }
         let (id, digest) = match self.cache_key(token) {
             Ok(k) => k,
@@ -69,9 +104,28 @@ impl Verifier {
             // them never leaves the synchronous path.
             Cached::Miss => {
                 crate::metrics::cache_miss();
-                self.settle_miss(token, id, &digest).err().map(Err)
+                let settled = match std::str::from_utf8(token) {
+                    Ok(token) => self.settle_miss(token, id, &digest),
+                    Err(_) => Err(unauthorized(RejectReason::Malformed)),
+                };
+                settled.err().map(Err)
             }
         }
+    }
+
+    /// A JWT-shaped credential's cached verdict (`Some(None)`: not cached);
+    /// `None` when `token` is not JWT-shaped after all.
+    #[cfg(feature = "jwt")]
+    #[allow(clippy::option_option)] // outer: JWT or not; inner: cached or not
+    fn verify_cached_jwt(&self, token: &[u8]) -> Option<Option<Result<AuthContext, AuthError>>> {
+        let token = std::str::from_utf8(token).ok()?;
+        let parts = crate::jwt::jwt_parts(token)?;
+        Some(
+            self.inner
+                .jwt
+                .as_ref()
+                .and_then(|jwt| jwt.verify_cached_parts(token, parts)),
+        )
     }
 
     /// What a cache miss can be refused for without I/O.
@@ -89,26 +143,30 @@ impl Verifier {
     }
 
     /// Key id and keyed digest of the token, from the token's shape.
-    pub(super) fn cache_key(&self, token: &str) -> Result<(KeyId, Digest), AuthError> {
+    pub(super) fn cache_key(&self, token: &[u8]) -> Result<(KeyId, Digest), AuthError> {
         let shape = crate::token::shape(token).filter(|s| self.prefix_ok(s.prefix));
         let Some(shape) = shape else {
-            let reason = self
-                .parse(token)
-                .err()
-                .map_or(RejectReason::Malformed, token_reason);
-            return Err(unauthorized(reason));
+            return Err(unauthorized(self.parse_reason(token)));
         };
         // The whole token, so a token that differs anywhere (checksum and
         // prefix included) misses, and is then judged by the full parse.
-        let digest = self.inner.digest_key.digest(token.as_bytes());
+        let digest = self.inner.digest_key.digest(token);
         Ok((shape.key_id, digest))
+    }
+
+    /// Why `token` is not a well-formed token (`Malformed` if it is one).
+    fn parse_reason(&self, token: &[u8]) -> RejectReason {
+        std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| self.parse(t).err())
+            .map_or(RejectReason::Malformed, token_reason)
     }
 
     /// A cache hit that failed on the digest may be a typo: say "bad checksum".
     #[inline]
     pub(super) fn refine(
         &self,
-        token: &str,
+        token: &[u8],
         result: Result<AuthContext, AuthError>,
     ) -> Result<AuthContext, AuthError> {
         match result {
@@ -118,10 +176,11 @@ impl Verifier {
     }
 
     #[cold]
-    fn typo_or(&self, token: &str, wrong_secret: AuthError) -> AuthError {
-        match self.parse(token) {
-            Err(te) => unauthorized(token_reason(te)),
-            Ok(_) => wrong_secret,
+    fn typo_or(&self, token: &[u8], wrong_secret: AuthError) -> AuthError {
+        match std::str::from_utf8(token).map(|t| self.parse(t)) {
+            Ok(Ok(_)) => wrong_secret,
+            Ok(Err(te)) => unauthorized(token_reason(te)),
+            Err(_) => unauthorized(RejectReason::Malformed),
         }
     }
 
@@ -153,12 +212,12 @@ impl Verifier {
         }
     }
 
-    pub(super) fn prefix_ok(&self, prefix: &str) -> bool {
+    pub(super) fn prefix_ok(&self, prefix: &[u8]) -> bool {
         let prefixes = &self.inner.prefixes;
         if prefixes.is_empty() {
-            crate::token::is_valid_prefix(prefix.as_bytes())
+            crate::token::is_valid_prefix(prefix)
         } else {
-            prefixes.iter().any(|p| p.as_str() == prefix)
+            prefixes.iter().any(|p| p.as_str().as_bytes() == prefix)
         }
     }
 

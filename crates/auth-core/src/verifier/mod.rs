@@ -158,9 +158,9 @@ impl Verifier {
                 None => Err(unauthorized(RejectReason::Malformed)),
             };
         }
-        let (id, digest) = self.cache_key(token)?;
+        let (id, digest) = self.cache_key(token.as_bytes())?;
         match self.check_cached_now(id, &digest, client) {
-            Cached::Hit(result) => return self.refine(token, result),
+            Cached::Hit(result) => return self.refine(token.as_bytes(), result),
             Cached::Confirm(..) => {}
             // Settle what needs no I/O before allocating the slow path.
             Cached::Miss => self.settle_miss(token, id, &digest)?,
