@@ -3,7 +3,7 @@
 //!
 //! Over HTTP with wrk: `benches/wrk.sh` (serves each stack with `serve=`).
 //!
-//! `cargo bench --bench stacks` (optional args: `rounds=15 iters=100000 threads=1,2`,
+//! `cargo bench --bench stacks` (optional args: `rounds=201 iters=10000 threads=1,2`,
 //! `only=<name substring>` to profile a subset, `connect_info=1` to give every
 //! request the `ConnectInfo` extension that `into_make_service_with_connect_info`
 //! adds, as a server using client addresses runs)
@@ -12,9 +12,12 @@
 //! * each stack is `Router::with_state(())` (finalized: layers applied once);
 //! * one request is `ready().await` then `call(req).await`, the request built
 //!   inside the loop for every stack alike (its cost is in the "bare" row);
-//! * stacks are interleaved round by round (rotating the start), and each row
-//!   is the median over the rounds, so drift on a shared machine hits every
-//!   stack alike;
+//! * stacks are interleaved round by round (rotating the start), so drift on
+//!   a shared machine hits every stack alike; "ns/request" is the median over
+//!   the rounds, and a stack's added cost is the median over the rounds of
+//!   its time minus the bare router's in the same round (paired, so a slow
+//!   round cancels), with the quartiles of those differences to show the
+//!   noise;
 //! * with `threads=2`, two OS threads, each with its own current-thread
 //!   runtime and clone of the stack, send the same token at once: the figure
 //!   is wall time over all requests (per-request throughput cost), which
@@ -189,14 +192,16 @@ fn run_parallel(app: &Router, authorization: &str, iters: u64, threads: usize) -
     start.elapsed().as_nanos() as f64 / (iters as f64 * threads as f64)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// First quartile, median, third quartile.
+fn quartiles(mut v: Vec<f64>) -> [f64; 3] {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let at = |q: usize| v[(v.len() - 1) * q / 4];
+    [at(1), at(2), at(3)]
 }
 
 fn main() {
-    let rounds: usize = arg("rounds", "15").parse().unwrap();
-    let iters: u64 = arg("iters", "100000").parse().unwrap();
+    let rounds: usize = arg("rounds", "201").parse().unwrap();
+    let iters: u64 = arg("iters", "10000").parse().unwrap();
     let thread_counts: Vec<usize> = arg("threads", "1,2")
         .split(',')
         .map(|t| t.parse().unwrap())
@@ -272,20 +277,23 @@ fn main() {
                 samples[i].push(run_parallel(&stacks[i].1, &authorization, iters, threads));
             }
         }
-        let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
-        let bare = medians[0];
-        let added = |name: &str| {
+        let medians: Vec<f64> = samples.iter().map(|s| quartiles(s.clone())[1]).collect();
+        // Per round: each stack's time minus the bare router's in that round.
+        let added: Vec<[f64; 3]> = samples
+            .iter()
+            .map(|s| quartiles(s.iter().zip(&samples[0]).map(|(x, b)| x - b).collect()))
+            .collect();
+        let peer = |name: &str| {
             let i = stacks.iter().position(|(n, _)| *n == name);
-            i.map_or(f64::NAN, |i| medians[i] - bare)
+            i.map_or(f64::NAN, |i| added[i][1])
         };
-        let (bearer, both) = (added("tower-http bearer"), added("bearer + tower_governor"));
-        println!("\n{threads} thread(s), {rounds} rounds x {iters} requests, medians (ns/request)");
-        println!("| stack | ns/request | added over bare | / bearer's added | / bearer+governor's added |");
-        println!("|---|---:|---:|---:|---:|");
-        for ((name, _), m) in stacks.iter().zip(&medians) {
-            let a = m - bare;
+        let (bearer, both) = (peer("tower-http bearer"), peer("bearer + tower_governor"));
+        println!("\n{threads} thread(s), {rounds} rounds x {iters} requests (ns/request)");
+        println!("| stack | median | added over bare (paired median) | quartiles of added | / bearer's added | / bearer+governor's added |");
+        println!("|---|---:|---:|---|---:|---:|");
+        for ((name, _), (m, [q1, a, q3])) in stacks.iter().zip(medians.iter().zip(&added)) {
             println!(
-                "| {name} | {m:.0} | {a:+.0} | {:.2}x | {:.2}x |",
+                "| {name} | {m:.0} | {a:+.0} | {q1:+.0} .. {q3:+.0} | {:.2}x | {:.2}x |",
                 a / bearer,
                 a / both
             );

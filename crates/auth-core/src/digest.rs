@@ -24,9 +24,41 @@ use std::{fmt, hash::Hasher};
 
 use rand::{rngs::OsRng, RngCore};
 use siphasher::sip128::{Hasher128, SipHasher13};
+use subtle::ConstantTimeEq;
 
-/// A 128-bit keyed digest of a credential.
-pub(crate) type Digest = [u8; 16];
+/// A 128-bit keyed digest of a credential, as SipHash leaves it: two words,
+/// which stay in registers (as 16 bytes, each digest went through memory and
+/// was read back at another width, a store-forwarding stall). `==`, used
+/// for map keys, is [`digests_equal`]: constant time.
+#[derive(Clone, Copy)]
+pub(crate) struct Digest(u64, u64);
+
+impl Digest {
+    /// The digest nothing hashes to in practice (2^-128), for empty slots.
+    pub(crate) const ZERO: Self = Self(0, 0);
+}
+
+impl PartialEq for Digest {
+    fn eq(&self, other: &Self) -> bool {
+        digests_equal(self, other)
+    }
+}
+
+impl Eq for Digest {}
+
+// Equal digests have equal words, so this agrees with `==`.
+impl std::hash::Hash for Digest {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+        state.write_u64(self.1);
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Digest(..)")
+    }
+}
 
 /// The secret key of [`Digest`]s: random, never leaves the process.
 #[derive(Clone)]
@@ -46,14 +78,16 @@ impl DigestKey {
     pub(crate) fn digest(&self, bytes: &[u8]) -> Digest {
         let mut hasher = self.0;
         hasher.write(bytes);
-        hasher.finish128().as_bytes()
+        let h = hasher.finish128();
+        Digest(h.h1, h.h2)
     }
 }
 
-/// Constant time: the digests are compared with secrets in mind.
+/// Constant time: both words always, behind `subtle`'s optimisation barrier,
+/// so the compiler cannot turn it into an early exit.
 #[inline]
 pub(crate) fn digests_equal(a: &Digest, b: &Digest) -> bool {
-    constant_time_eq::constant_time_eq_16(a, b)
+    (a.0.ct_eq(&b.0) & a.1.ct_eq(&b.1)).into()
 }
 
 impl fmt::Debug for DigestKey {

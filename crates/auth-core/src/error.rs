@@ -195,8 +195,15 @@ impl fmt::Display for RejectReason {
 /// assert_eq!(e.message(), "Invalid or missing API token");
 /// assert_eq!(e.status(), 401);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthError {
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthError(Box<Details>);
+
+// Boxed: a `Result<AuthContext, AuthError>` is then two words, which the hot
+// path returns in registers. At 88 bytes it went through memory at every
+// step, and the reads back stalled on store forwarding. An error pays one
+// allocation; its response makes several.
+#[derive(Clone, PartialEq, Eq)]
+struct Details {
     code: ErrorCode,
     reason: RejectReason,
     message: Cow<'static, str>,
@@ -207,13 +214,13 @@ pub struct AuthError {
 impl AuthError {
     /// An error with `code`, `reason` and the code's default message.
     pub fn new(code: ErrorCode, reason: RejectReason) -> Self {
-        Self {
+        Self(Box::new(Details {
             code,
             reason,
             message: Cow::Borrowed(code.default_message()),
             scope: None,
             retry_after: None,
-        }
+        }))
     }
 
     /// 401 for `reason` with the generic message.
@@ -232,14 +239,14 @@ impl AuthError {
             RejectReason::InsufficientScope,
             format!("Token lacks the required scope '{scope}'"),
         );
-        e.scope = Some(scope.into());
+        e.0.scope = Some(scope.into());
         e
     }
 
     /// 429, to be retried after `retry_after`.
     pub fn rate_limited(retry_after: Duration) -> Self {
         let mut e = Self::new(ErrorCode::RateLimited, RejectReason::RateLimited);
-        e.retry_after = Some(retry_after);
+        e.0.retry_after = Some(retry_after);
         e
     }
 
@@ -251,7 +258,7 @@ impl AuthError {
             RejectReason::UsageExceeded,
         )
         .with_message("Usage limit of this API key exceeded");
-        e.retry_after = retry_after;
+        e.0.retry_after = retry_after;
         e
     }
 
@@ -305,55 +312,68 @@ impl AuthError {
     /// Tells the client when to retry (`Retry-After`), e.g. on a 503 for a
     /// full argon2 queue.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.0.retry_after = Some(after);
         self
     }
 
     /// Replaces the public message.
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
-        self.message = message.into();
+        self.0.message = message.into();
         self
     }
 
     /// The public code.
     pub fn code(&self) -> ErrorCode {
-        self.code
+        self.0.code
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.code.status()
+        self.0.code.status()
     }
 
     /// The internal reason (logs and audit only).
     pub fn reason(&self) -> RejectReason {
-        self.reason
+        self.0.reason
     }
 
     /// The public message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The missing scope, for a 403 `insufficient_scope`.
     pub fn scope(&self) -> Option<&str> {
-        self.scope.as_deref()
+        self.0.scope.as_deref()
     }
 
     /// When to retry, for a 429 or a busy 503.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// Whether the request carried a credential (drives `WWW-Authenticate`).
     pub fn credential_presented(&self) -> bool {
-        self.reason != RejectReason::Missing
+        self.0.reason != RejectReason::Missing
     }
 }
 
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{}: {}", self.0.code, self.0.message)
+    }
+}
+
+impl fmt::Debug for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.0;
+        f.debug_struct("AuthError")
+            .field("code", &d.code)
+            .field("reason", &d.reason)
+            .field("message", &d.message)
+            .field("scope", &d.scope)
+            .field("retry_after", &d.retry_after)
+            .finish()
     }
 }
 

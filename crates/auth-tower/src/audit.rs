@@ -130,17 +130,17 @@ impl Drop for PendingAudit {
     }
 }
 
-/// The event for an attempt, if an audit sink is configured. Only then are
-/// the owned strings built. The path never includes the query string, which
-/// may hold a credential.
-pub(crate) fn pending(
+/// The event for an attempt, if an audit sink is configured. Only then is
+/// the attempt described and are the owned strings built. The path never
+/// includes the query string, which may hold a credential.
+pub(crate) fn pending<'a>(
     config: &Config,
-    req: Head<'_>,
-    who: Who<'_>,
     reason: Option<RejectReason>,
+    attempt: impl FnOnce() -> (Head<'a>, Who<'a>),
 ) -> Option<PendingAudit> {
     crate::metrics::auth_attempt(reason);
     let sink = config.audit.as_ref()?;
+    let (req, who) = attempt();
     let user_agent = req.headers.get(header::USER_AGENT).map(|v| {
         let bytes = v.as_bytes();
         String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT)]).into_owned()

@@ -73,7 +73,7 @@ pub(crate) fn begin<B>(config: &Config, req: &mut Request<B>) -> Step {
                 && !headers::contains(req.headers(), &config.subject_header) =>
         {
             record_in_current_span(&ctx);
-            let audit = pending(config, Head::of(req, client), Who::of(&ctx), None);
+            let audit = pending(config, None, || (Head::of(req, client), Who::of(&ctx)));
             req.extensions_mut().insert(ctx);
             Step::Authenticated(audit)
         }
@@ -140,7 +140,7 @@ fn refuse(
         status = err.status().as_u16(),
         "request refused by AuthLayer"
     );
-    let audit = pending(config, req, attempt.who(), Some(err.reason()));
+    let audit = pending(config, Some(err.reason()), || (req, attempt.who()));
     (config.render(&err), audit)
 }
 
@@ -161,7 +161,9 @@ pub(crate) async fn authenticate<B>(
         Ok(Some(ctx)) => {
             record_in_current_span(&ctx);
             drop(attempt); // it borrows the request, which is changed below
-            let audit = pending(&config, Head::of_parts(&parts, client), Who::of(&ctx), None);
+            let audit = pending(&config, None, || {
+                (Head::of_parts(&parts, client), Who::of(&ctx))
+            });
             parts.extensions.insert(ctx);
             Outcome::Pass(Request::from_parts(parts, body), audit)
         }

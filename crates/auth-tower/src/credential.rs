@@ -3,7 +3,7 @@
 use std::fmt;
 
 use auth_core::{AuthError, RejectReason};
-use http::{header, HeaderMap, HeaderName, Method, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use zeroize::Zeroizing;
 
 /// One place a credential may be found. [`AuthLayerBuilder::sources`](crate::AuthLayerBuilder::sources)
@@ -133,6 +133,10 @@ pub(crate) fn single<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Result<Option<&'a [u8]>, AuthError> {
+    // No name repeats (the common case): one lookup, no second value to look for.
+    if headers.len() == headers.keys_len() {
+        return Ok(headers.get(name).map(HeaderValue::as_bytes));
+    }
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
@@ -158,16 +162,22 @@ fn bearer(headers: &HeaderMap) -> Result<Option<Token<'_>>, AuthError> {
     let Some(value) = single(headers, &header::AUTHORIZATION)? else {
         return Ok(None);
     };
-    let value = value.trim_ascii_start();
-    let (scheme, rest) = match value.iter().position(|b| *b == b' ') {
-        Some(i) => value.split_at(i),
-        None => (value, &b""[..]),
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    // The scheme is the text up to the first space.
+    match value.trim_ascii_start().split_at_checked(SCHEME.len()) {
+        Some((scheme, rest)) if is_bearer(scheme) && matches!(rest.first(), None | Some(b' ')) => {
+            Ok(Some(Token::Raw(rest.trim_ascii())))
+        }
         // Another scheme: not a credential this layer reads (RFC 6750 §3.1).
-        return Ok(None);
+        _ => Ok(None),
     }
-    Ok(Some(Token::Raw(rest.trim_ascii())))
+}
+
+const SCHEME: &[u8; 6] = b"bearer";
+
+/// `Bearer` in any case: every letter of it, with the case bit set, is the
+/// lowercase letter (and no other byte is).
+fn is_bearer(scheme: &[u8]) -> bool {
+    scheme.iter().zip(SCHEME).all(|(b, l)| b | 0x20 == *l)
 }
 
 /// HTTP/1.1 `Upgrade: websocket`, or an HTTP/2 extended CONNECT (RFC 8441).
@@ -246,7 +256,6 @@ fn query<'a>(uri: &'a Uri, name: &str) -> Result<Option<Token<'a>>, AuthError> {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
 
     use super::*;
 

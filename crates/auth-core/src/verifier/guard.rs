@@ -93,7 +93,7 @@ impl AttackGuard {
         let mut f = self.failures.entry(id).or_insert(Failures {
             last_at: now,
             throttle,
-            digests: [[0; 16]; WRONG_DIGESTS],
+            digests: [Digest::ZERO; WRONG_DIGESTS],
             next: 0,
         });
         f.last_at = now;
