@@ -80,10 +80,13 @@ impl Verifier {
         token: &[u8],
         client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
+        // A JWT-shaped credential (checked as text only then).
         #[cfg(feature = "jwt")]
         if token.starts_with(b"eyJ") {
-            if let Some(result) = self.verify_cached_jwt(token) {
-                return result;
+            let text = std::str::from_utf8(token).ok();
+            if let Some((text, parts)) = text.and_then(|t| Some((t, crate::jwt::jwt_parts(t)?))) {
+                let jwt = self.inner.jwt.as_ref();
+                return jwt.and_then(|jwt| jwt.verify_cached_parts(text, parts));
             }
         }
         let (id, digest) = match self.cache_key(token) {
@@ -113,21 +116,6 @@ impl Verifier {
         }
     }
 
-    /// A JWT-shaped credential's cached verdict (`Some(None)`: not cached);
-    /// `None` when `token` is not JWT-shaped after all.
-    #[cfg(feature = "jwt")]
-    #[allow(clippy::option_option)] // outer: JWT or not; inner: cached or not
-    fn verify_cached_jwt(&self, token: &[u8]) -> Option<Option<Result<AuthContext, AuthError>>> {
-        let token = std::str::from_utf8(token).ok()?;
-        let parts = crate::jwt::jwt_parts(token)?;
-        Some(
-            self.inner
-                .jwt
-                .as_ref()
-                .and_then(|jwt| jwt.verify_cached_parts(token, parts)),
-        )
-    }
-
     /// What a cache miss can be refused for without I/O.
     pub(super) fn settle_miss(
         &self,
@@ -146,7 +134,8 @@ impl Verifier {
     pub(super) fn cache_key(&self, token: &[u8]) -> Result<(KeyId, Digest), AuthError> {
         let shape = crate::token::shape(token).filter(|s| self.prefix_ok(s.prefix));
         let Some(shape) = shape else {
-            return Err(unauthorized(self.parse_reason(token)));
+            let reason = self.parse_bytes(token).err();
+            return Err(unauthorized(reason.unwrap_or(RejectReason::Malformed)));
         };
         // The whole token, so a token that differs anywhere (checksum and
         // prefix included) misses, and is then judged by the full parse.
@@ -154,12 +143,10 @@ impl Verifier {
         Ok((shape.key_id, digest))
     }
 
-    /// Why `token` is not a well-formed token (`Malformed` if it is one).
-    fn parse_reason(&self, token: &[u8]) -> RejectReason {
-        std::str::from_utf8(token)
-            .ok()
-            .and_then(|t| self.parse(t).err())
-            .map_or(RejectReason::Malformed, token_reason)
+    /// `token` parsed, or why it is not a well-formed token.
+    fn parse_bytes<'t>(&self, token: &'t [u8]) -> Result<ParsedToken<'t>, RejectReason> {
+        let text = std::str::from_utf8(token).map_err(|_| RejectReason::Malformed)?;
+        self.parse(text).map_err(token_reason)
     }
 
     /// A cache hit that failed on the digest may be a typo: say "bad checksum".
@@ -177,10 +164,9 @@ impl Verifier {
 
     #[cold]
     fn typo_or(&self, token: &[u8], wrong_secret: AuthError) -> AuthError {
-        match std::str::from_utf8(token).map(|t| self.parse(t)) {
-            Ok(Ok(_)) => wrong_secret,
-            Ok(Err(te)) => unauthorized(token_reason(te)),
-            Err(_) => unauthorized(RejectReason::Malformed),
+        match self.parse_bytes(token) {
+            Ok(_) => wrong_secret,
+            Err(reason) => unauthorized(reason),
         }
     }
 
