@@ -140,12 +140,8 @@ impl FromStr for KeyId {
     type Err = InvalidKeyId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != U64_WIDTH {
-            return Err(InvalidKeyId);
-        }
-        base62::decode(s.as_bytes(), u64::MAX as u128)
-            .map(|v| Self(v as u64))
-            .ok_or(InvalidKeyId)
+        let field = s.as_bytes().try_into().map_err(|_| InvalidKeyId)?;
+        base62::decode_u64(field).map(Self).ok_or(InvalidKeyId)
     }
 }
 
