@@ -39,6 +39,8 @@ pub(crate) type LimiterMemory = MemoryStore<LimitKey, LimitKeyHasher>;
 pub(crate) struct Stores {
     pub(crate) store: Arc<dyn RateLimitStore>,
     pub(crate) memory: Arc<LimiterMemory>,
+    /// Whether `store` is `memory` (no shared store configured).
+    pub(crate) memory_only: bool,
     policy: OnStoreError,
     warn: WarnThrottle,
 }
@@ -51,6 +53,7 @@ impl Stores {
     ) -> Self {
         let memory = Arc::new(memory);
         Self {
+            memory_only: store.is_none(),
             store: store.unwrap_or_else(|| memory.clone()),
             memory,
             policy,

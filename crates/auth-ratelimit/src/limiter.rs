@@ -214,20 +214,27 @@ impl RateLimiter {
     fn evaluate_with<B>(&self, req: &Request<B>, resolved: Option<&Resolved>) -> Evaluation {
         let inner = &*self.inner;
         let info = RequestInfo::new(req, &inner.proxies);
-        let mut buckets = SmallVec::<[Bucket<'_>; RULES_INLINE]>::new();
-        let ready = self.prepare(&info, resolved, |i, value, quota, cost| {
-            buckets.push(Bucket::for_rule(
-                i,
-                &inner.rules[i].name,
-                value,
-                quota,
-                cost,
-            ));
-        });
-        if !ready {
-            return self.resolving(info.auth());
-        }
-        let evaluation = self.check_buckets(&buckets);
+        let evaluation = if inner.stores.memory_only {
+            match self.check_in_memory(&info, resolved) {
+                Some(verdict) => Evaluation::Ready(verdict),
+                None => return self.resolving(info.auth()),
+            }
+        } else {
+            let mut buckets = SmallVec::<[Bucket<'_>; RULES_INLINE]>::new();
+            let ready = self.prepare(&info, resolved, |i, value, quota, cost| {
+                buckets.push(Bucket::for_rule(
+                    i,
+                    &inner.rules[i].name,
+                    value,
+                    quota,
+                    cost,
+                ));
+            });
+            if !ready {
+                return self.resolving(info.auth());
+            }
+            self.check_buckets(&buckets)
+        };
         // Looked up only when credits are enabled: the hot path pays nothing.
         if let Some(ledger) = &inner.credits {
             if let Some(ctx) = info.auth().filter(|c| c.credits().is_some()) {
@@ -235,6 +242,31 @@ impl RateLimiter {
             }
         }
         evaluation
+    }
+
+    /// With no shared store: takes the tokens straight from the in-memory
+    /// map, as its [`RateLimitStore::check_all`](crate::RateLimitStore::check_all)
+    /// would, without a bucket list (names and key values are for Redis) or
+    /// a store answer to unwrap. `None` when the resolver must be asked first.
+    #[inline]
+    fn check_in_memory(
+        &self,
+        info: &RequestInfo<'_>,
+        resolved: Option<&Resolved>,
+    ) -> Option<Verdict> {
+        let mut items = SmallVec::<[(usize, LimitKey, Quota, u32); RULES_INLINE]>::new();
+        let ready = self.prepare(info, resolved, |i, value, quota, cost| {
+            items.push((i, LimitKey::new(i, &value), quota, cost));
+        });
+        if !ready {
+            return None;
+        }
+        if items.is_empty() {
+            return Some(Verdict::Allow(RateHeaders::default()));
+        }
+        let memory = &self.inner.stores.memory;
+        let decisions = memory.take_all(&items, |(_, key, quota, cost)| (key, quota, *cost));
+        Some(self.decided(items.iter().map(|item| item.0), decisions))
     }
 
     /// Takes the buckets' tokens from the store.
