@@ -1,6 +1,11 @@
 //! Per-request cost of whole middleware stacks on a finalized axum router,
 //! ours and the peers' (tower-http bearer, tower_governor) in the same run.
 //!
+//! Plain bearer only compares a header; `AuthLayer` also hands the handler
+//! an identity, a request extension. So the peers are measured both ways:
+//! as they come, and with a user id inserted the way a tower-http user
+//! would (`ValidateRequestHeaderLayer::custom`), the same job as ours.
+//!
 //! Over HTTP with wrk: `benches/wrk.sh` (serves each stack with `serve=`).
 //!
 //! `cargo bench --bench stacks` (optional args: `rounds=201 iters=10000 threads=1,2`,
@@ -36,11 +41,17 @@ use auth_core::{
 };
 use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
-use axum::{body::Body, http::Request, routing::get, Router};
+use axum::{
+    body::Body,
+    http::{header, HeaderValue, Request, Response, StatusCode},
+    routing::get,
+    Router,
+};
 use tower::{Service, ServiceExt};
 use tower_governor::{
     governor::GovernorConfigBuilder, key_extractor::KeyExtractor, GovernorError, GovernorLayer,
 };
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 /// tower_governor keyed by the presented bearer token (what a user of
 /// governor would do to limit per API key).
@@ -59,6 +70,33 @@ impl KeyExtractor for BearerKey {
     }
 }
 
+/// The peer doing the same job as `AuthLayer`: tower-http's bearer check
+/// that also hands the handler an identity (a request extension), as a user
+/// of tower-http writes it with `ValidateRequestHeaderLayer::custom`.
+#[derive(Clone)]
+struct BearerIdentity {
+    expected: HeaderValue,
+    user: Arc<str>,
+}
+
+/// What `BearerIdentity` puts in the request.
+#[derive(Clone)]
+struct UserId(#[allow(dead_code)] Arc<str>);
+
+impl<B> ValidateRequest<B> for BearerIdentity {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, req: &mut Request<B>) -> Result<(), Response<Body>> {
+        if req.headers().get(header::AUTHORIZATION) != Some(&self.expected) {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            return Err(res);
+        }
+        req.extensions_mut().insert(UserId(self.user.clone()));
+        Ok(())
+    }
+}
+
 fn arg(name: &str, default: &str) -> String {
     std::env::args()
         .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_owned))
@@ -68,7 +106,13 @@ fn arg(name: &str, default: &str) -> String {
 fn stacks(verifier: &Verifier, token: &str) -> Vec<(&'static str, Router)> {
     let router = || Router::new().route("/", get(|| async { "ok" }));
     #[allow(deprecated)] // tower-http calls it "too basic"; it is the peer users compare with.
-    let bearer = || tower_http::validate_request::ValidateRequestHeaderLayer::bearer(token);
+    let bearer = || ValidateRequestHeaderLayer::bearer(token);
+    let user_id = || {
+        ValidateRequestHeaderLayer::custom(BearerIdentity {
+            expected: HeaderValue::try_from(format!("Bearer {token}")).unwrap(),
+            user: Arc::from("alice"),
+        })
+    };
     let governor = || {
         GovernorLayer::new(
             GovernorConfigBuilder::default()
@@ -96,10 +140,15 @@ fn stacks(verifier: &Verifier, token: &str) -> Vec<(&'static str, Router)> {
             router().layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r)),
         ),
         ("tower-http bearer", router().layer(bearer())),
+        ("bearer + user id insert", router().layer(user_id())),
         ("tower_governor by key", router().layer(governor())),
         (
             "bearer + tower_governor",
             router().layer(governor()).layer(bearer()),
+        ),
+        (
+            "bearer + user id + tower_governor",
+            router().layer(governor()).layer(user_id()),
         ),
         (
             "AuthLayer, cached key",
@@ -288,14 +337,25 @@ fn main() {
             i.map_or(f64::NAN, |i| added[i][1])
         };
         let (bearer, both) = (peer("tower-http bearer"), peer("bearer + tower_governor"));
+        // The same job as ours: the check plus an identity for the handler.
+        let (user_id, user_id_gov) = (
+            peer("bearer + user id insert"),
+            peer("bearer + user id + tower_governor"),
+        );
         println!("\n{threads} thread(s), {rounds} rounds x {iters} requests (ns/request)");
-        println!("| stack | median | added over bare (paired median) | quartiles of added | / bearer's added | / bearer+governor's added |");
-        println!("|---|---:|---:|---|---:|---:|");
+        println!(
+            "| stack | median | added over bare (paired median) | quartiles of added \
+             | / bearer's added | / bearer+governor's added \
+             | / bearer+user id's added | / bearer+user id+governor's added |"
+        );
+        println!("|---|---:|---:|---|---:|---:|---:|---:|");
         for ((name, _), (m, [q1, a, q3])) in stacks.iter().zip(medians.iter().zip(&added)) {
             println!(
-                "| {name} | {m:.0} | {a:+.0} | {q1:+.0} .. {q3:+.0} | {:.2}x | {:.2}x |",
+                "| {name} | {m:.0} | {a:+.0} | {q1:+.0} .. {q3:+.0} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
                 a / bearer,
-                a / both
+                a / both,
+                a / user_id,
+                a / user_id_gov
             );
         }
     }
