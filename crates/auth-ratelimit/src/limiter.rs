@@ -261,9 +261,7 @@ impl RateLimiter {
         if !ready {
             return None;
         }
-        if items.is_empty() {
-            return Some(Verdict::Allow(RateHeaders::default()));
-        }
+        // No rule applies: no decisions, nothing refused, no headers.
         let memory = &self.inner.stores.memory;
         let decisions = memory.take_all(&items, |(_, key, quota, cost)| (key, quota, *cost));
         Some(self.decided(items.iter().map(|item| item.0), decisions))
