@@ -11,7 +11,9 @@
 //! `cargo bench --bench stacks` (optional args: `rounds=201 iters=10000 threads=1,2`,
 //! `only=<name substring>` to profile a subset, `connect_info=1` to give every
 //! request the `ConnectInfo` extension that `into_make_service_with_connect_info`
-//! adds, as a server using client addresses runs)
+//! adds, as a server using client addresses runs; `metrics=prometheus` to
+//! install a Prometheus recorder first, so that every metric is recorded, as
+//! in a service that exports them: without a recorder each is a no-op)
 //!
 //! Shape, as `axum::serve` runs a router:
 //! * each stack is `Router::with_state(())` (finalized: layers applied once);
@@ -193,6 +195,9 @@ fn connect_info() -> bool {
 }
 
 /// ns per request for `iters` requests through `app` on this thread.
+/// Never inlined, so a profiler can count just this loop
+/// (`valgrind --tool=callgrind --toggle-collect=stacks::run`).
+#[inline(never)]
 fn run(rt: &tokio::runtime::Runtime, app: &mut Router, authorization: &str, iters: u64) -> f64 {
     let connect_info = connect_info();
     rt.block_on(async {
@@ -256,6 +261,11 @@ fn main() {
         .map(|t| t.parse().unwrap())
         .collect();
 
+    if arg("metrics", "") == "prometheus" {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the Prometheus recorder");
+    }
     let rt = current_thread();
     let (verifier, token) = rt.block_on(async {
         let store = Arc::new(MemoryKeyStore::new());
