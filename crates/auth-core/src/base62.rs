@@ -13,15 +13,28 @@ pub(crate) const U64_WIDTH: usize = 11;
 pub(crate) const U128_WIDTH: usize = 22;
 
 /// Appends `value` to `out` as exactly `width` base62 digits (most significant first).
-pub(crate) fn encode_into(mut value: u128, width: usize, out: &mut String) {
+pub(crate) fn encode_into(value: u128, width: usize, out: &mut String) {
+    let digits = digits(value, width);
+    // The alphabet is ASCII, so this cannot fail.
+    out.push_str(std::str::from_utf8(&digits[..width]).unwrap_or_default());
+}
+
+/// `value` as the exactly `U64_WIDTH` digits a token's key id field holds.
+pub(crate) fn encode_u64(value: u64) -> [u8; U64_WIDTH] {
+    let mut field = [0; U64_WIDTH];
+    field.copy_from_slice(&digits(u128::from(value), U64_WIDTH)[..U64_WIDTH]);
+    field
+}
+
+/// `value` as `width` digits at the start of the array.
+fn digits(mut value: u128, width: usize) -> [u8; U128_WIDTH] {
     let mut digits = [b'0'; U128_WIDTH];
     for slot in digits[..width].iter_mut().rev() {
         *slot = ALPHABET[(value % 62) as usize];
         value /= 62;
     }
     debug_assert_eq!(value, 0, "value wider than the field");
-    // The alphabet is ASCII, so this cannot fail.
-    out.push_str(std::str::from_utf8(&digits[..width]).unwrap_or_default());
+    digits
 }
 
 /// Digit value of each byte; `INVALID` for bytes outside the alphabet.

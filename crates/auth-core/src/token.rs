@@ -115,6 +115,11 @@ impl KeyId {
     pub fn from_u64(v: u64) -> Self {
         Self(v)
     }
+
+    /// The id as a token spells it: its base62 field.
+    pub(crate) fn field(self) -> [u8; U64_WIDTH] {
+        base62::encode_u64(self.0)
+    }
 }
 
 impl fmt::Display for KeyId {
@@ -242,24 +247,22 @@ impl fmt::Debug for ParsedToken<'_> {
     }
 }
 
-/// A token's prefix and id, split without checking the checksum or decoding
-/// the secret: enough to look up the verified cache, where a digest of the
-/// whole token decides. Misses go through [`ParsedToken::parse`].
-pub(crate) struct TokenShape<'a> {
-    pub prefix: &'a [u8],
-    pub key_id: KeyId,
+/// The key id of a token's shape, decoded, without checking the checksum
+/// or decoding the secret.
+pub(crate) fn shape_key_id(input: &[u8]) -> Option<KeyId> {
+    let (_, id) = raw_shape(input)?;
+    Some(KeyId(base62::decode_u64(id)?))
 }
 
-pub(crate) fn shape(input: &[u8]) -> Option<TokenShape<'_>> {
+/// A token's prefix and its key id field as it arrived, not decoded: enough
+/// to look up the verified cache (see `verifier::cache::SlotKey`), where a
+/// digest of the whole token decides. Misses go through [`ParsedToken::parse`].
+pub(crate) fn raw_shape(input: &[u8]) -> Option<(&[u8], &[u8; U64_WIDTH])> {
     if input.len() > MAX_TOKEN_LEN || input.len() <= BODY_LEN {
         return None;
     }
     let (prefix, body) = input.split_at(input.len() - BODY_LEN);
-    let id = base62::decode_u64(body[..U64_WIDTH].try_into().ok()?)?;
-    Some(TokenShape {
-        prefix,
-        key_id: KeyId(id),
-    })
+    Some((prefix, body[..U64_WIDTH].try_into().ok()?))
 }
 
 /// Mints a new token with `prefix`: a random key id and a 256-bit secret.

@@ -492,3 +492,41 @@ async fn a_store_blip_during_a_resync_does_not_close_healthy_connections() {
         "a short store outage closed a healthy connection"
     );
 }
+
+/// The cache is keyed by the key id field as the token spells it, without
+/// decoding it: a cached key's token with that field changed must never be
+/// served from the cache, whatever the field now spells.
+#[tokio::test]
+async fn an_altered_key_id_field_never_hits_the_cache() {
+    let f = fixture();
+    let (key, other) = (f.issue("alice").await, f.issue("bob").await);
+    let v = f.fresh_verifier();
+    for k in [&key, &other] {
+        v.verify(k.token.expose_secret()).await.unwrap();
+    }
+    let real = key.token.expose_secret();
+    let id_at = "st_".len();
+    let with_field = |field: &str| {
+        let body = format!("st_{field}{}", &real[id_at + 11..real.len() - 6]);
+        with_checksum(body)
+    };
+    let other_id = other.record.id.to_string();
+    let cases = [
+        // Not base62: no id at all.
+        (with_field("-0000000000"), RejectReason::Malformed),
+        // Base62, but above the largest id.
+        (with_field("zzzzzzzzzzz"), RejectReason::Malformed),
+        // Another cached key's id with this key's secret.
+        (with_field(&other_id), RejectReason::WrongSecret),
+    ];
+    for (token, want) in cases {
+        assert_eq!(reason(v.verify(&token).await), want, "{token}");
+        if let Some(cached) = v.verify_cached(&token) {
+            assert_eq!(reason(cached), want, "{token} (synchronous path)");
+        }
+    }
+    // Both keys are still served.
+    for k in [&key, &other] {
+        v.verify(k.token.expose_secret()).await.unwrap();
+    }
+}

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    cache::CacheEntry,
+    cache::{CacheEntry, SlotKey},
     guard::Verdict,
     hot::{token_reason, Cached},
     unauthorized, Verifier,
@@ -88,7 +88,7 @@ impl Verifier {
         digest: &Digest,
         client: Option<IpAddr>,
     ) -> Option<Result<AuthContext, AuthError>> {
-        match self.check_cached_now(id, digest, client) {
+        match self.check_cached_now(SlotKey::of(id), digest, client) {
             Cached::Hit(result) => Some(result),
             Cached::Miss => None,
             Cached::Confirm(hash) => self.confirm(id, digest, &hash, client).await,
@@ -115,7 +115,7 @@ impl Verifier {
                 .cache
                 .entries
                 .pin()
-                .remove_if(&id, |_, e| digests_equal(&e.digest, digest));
+                .remove_if(&SlotKey::of(id), |_, e| digests_equal(&e.digest, digest));
             Some(Err(unauthorized(reason)))
         };
         match crate::metrics::timed_read(inner.store.get(id)).await {
@@ -142,8 +142,8 @@ impl Verifier {
                     }
                 });
                 if replaced {
-                    if let Some(entry) = inner.cache.entries.pin().get(&id) {
-                        self.report_use(id, entry, client);
+                    if let Some(entry) = inner.cache.entries.pin().get(&SlotKey::of(id)) {
+                        self.report_use(entry, client);
                     }
                 }
                 Some(Ok(ctx))
@@ -220,7 +220,7 @@ impl Verifier {
             last_reported: Default::default(),
             confirmed: resync.into(),
         };
-        self.report_use(id, &entry, client);
+        self.report_use(&entry, client);
         inner.cache.insert_if_unchanged(id, entry, epoch, now);
         if legacy || inner.hasher.needs_rehash(&record.hash) {
             self.spawn_rehash(id, parsed.prefix(), *secret, digest);

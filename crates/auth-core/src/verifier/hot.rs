@@ -6,7 +6,11 @@ use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
 };
 
-use super::{cache::CacheEntry, guard::Verdict, unauthorized, Verifier};
+use super::{
+    cache::{CacheEntry, SlotKey},
+    guard::Verdict,
+    unauthorized, Verifier,
+};
 use crate::{
     digest::{digests_equal, Digest},
     AuthContext, AuthError, KeyId, ParsedToken, RejectReason, SecretCheck, TokenError,
@@ -89,11 +93,11 @@ impl Verifier {
                 return jwt.and_then(|jwt| jwt.verify_cached_parts(text, parts));
             }
         }
-        let (id, digest) = match self.cache_key(token) {
+        let (slot, digest) = match self.cache_key(token) {
             Ok(k) => k,
             Err(e) => return Some(Err(e)),
         };
-        match self.check_cached_now(id, &digest, client) {
+        match self.check_cached_now(slot, &digest, client) {
             Cached::Hit(result) => {
                 crate::metrics::cache_hit();
                 Some(self.refine(token, result))
@@ -108,7 +112,7 @@ impl Verifier {
             Cached::Miss => {
                 crate::metrics::cache_miss();
                 let settled = match std::str::from_utf8(token) {
-                    Ok(token) => self.settle_miss(token, id, &digest),
+                    Ok(token) => self.settle_miss(token, &digest).map(|_| ()),
                     Err(_) => Err(unauthorized(RejectReason::Malformed)),
                 };
                 settled.err().map(Err)
@@ -116,31 +120,30 @@ impl Verifier {
         }
     }
 
-    /// What a cache miss can be refused for without I/O.
-    pub(super) fn settle_miss(
-        &self,
-        token: &str,
-        id: KeyId,
-        digest: &Digest,
-    ) -> Result<(), AuthError> {
+    /// What a cache miss can be refused for without I/O; else the key id.
+    pub(super) fn settle_miss(&self, token: &str, digest: &Digest) -> Result<KeyId, AuthError> {
         let parsed = self
             .parse(token)
             .map_err(|e| unauthorized(token_reason(e)))?;
+        let id = parsed.key_id();
         self.check_guard(id, digest)?;
-        self.check_known(&parsed)
+        self.check_known(&parsed)?;
+        Ok(id)
     }
 
-    /// Key id and keyed digest of the token, from the token's shape.
-    pub(super) fn cache_key(&self, token: &[u8]) -> Result<(KeyId, Digest), AuthError> {
-        let shape = crate::token::shape(token).filter(|s| self.prefix_ok(s.prefix));
-        let Some(shape) = shape else {
+    /// Cache slot and keyed digest of the token, from the token's shape (its
+    /// key id field is not decoded: a field that spells no id matches no
+    /// slot, and the miss is refused by the full parse).
+    pub(super) fn cache_key(&self, token: &[u8]) -> Result<(SlotKey, Digest), AuthError> {
+        let shape = crate::token::raw_shape(token).filter(|(prefix, _)| self.prefix_ok(prefix));
+        let Some((_, id_field)) = shape else {
             let reason = self.parse_bytes(token).err();
             return Err(unauthorized(reason.unwrap_or(RejectReason::Malformed)));
         };
         // The whole token, so a token that differs anywhere (checksum and
         // prefix included) misses, and is then judged by the full parse.
         let digest = self.inner.digest_key.digest(token);
-        Ok((shape.key_id, digest))
+        Ok((SlotKey::of_field(id_field), digest))
     }
 
     /// `token` parsed, or why it is not a well-formed token.
@@ -218,13 +221,13 @@ impl Verifier {
     /// Decided under the map's guard (no lock), one refcount increment.
     pub(super) fn check_cached_now(
         &self,
-        id: KeyId,
+        slot: SlotKey,
         digest: &Digest,
         client: Option<IpAddr>,
     ) -> Cached {
         let inner = &*self.inner;
         let entries = inner.cache.entries.pin();
-        let Some(entry) = entries.get(&id) else {
+        let Some(entry) = entries.get(&slot) else {
             return Cached::Miss;
         };
         // Two word XORs behind an optimisation barrier: constant time, and
@@ -243,7 +246,7 @@ impl Verifier {
         {
             return Cached::Confirm(entry.hash.clone());
         }
-        self.report_use(id, entry, client);
+        self.report_use(entry, client);
         Cached::Hit(Ok(entry.ctx.clone()))
     }
 
@@ -251,7 +254,8 @@ impl Verifier {
     /// The throttle reads the clock's last tick only (every reading of it,
     /// so that readings compare): cheaper than the exact time, which the
     /// report itself carries.
-    pub(super) fn report_use(&self, id: KeyId, entry: &CacheEntry, client: Option<IpAddr>) {
+    /// The key is the entry's own (its context names it).
+    pub(super) fn report_use(&self, entry: &CacheEntry, client: Option<IpAddr>) {
         let now = self.inner.clock.recent_nanos();
         let last = entry.last_reported.load(Relaxed);
         // A use the auth layer refuses (outside the allowlist) is not one.
@@ -262,6 +266,9 @@ impl Verifier {
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
+            let Some(id) = entry.ctx.key_id() else {
+                return;
+            };
             self.inner.usage.report(crate::KeyUse {
                 ip: client,
                 ..crate::KeyUse::new(id, self.inner.clock.now())

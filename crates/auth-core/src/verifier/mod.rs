@@ -158,13 +158,15 @@ impl Verifier {
                 None => Err(unauthorized(RejectReason::Malformed)),
             };
         }
-        let (id, digest) = self.cache_key(token.as_bytes())?;
-        match self.check_cached_now(id, &digest, client) {
+        let (slot, digest) = self.cache_key(token.as_bytes())?;
+        let id = match self.check_cached_now(slot, &digest, client) {
             Cached::Hit(result) => return self.refine(token.as_bytes(), result),
-            Cached::Confirm(..) => {}
+            // A slot was found, so its field spells an id.
+            Cached::Confirm(..) => crate::token::shape_key_id(token.as_bytes())
+                .ok_or_else(|| unauthorized(RejectReason::Malformed))?,
             // Settle what needs no I/O before allocating the slow path.
-            Cached::Miss => self.settle_miss(token, id, &digest)?,
-        }
+            Cached::Miss => self.settle_miss(token, &digest)?,
+        };
         // Boxed so the hot path's future stays small.
         Box::pin(self.verify_uncached(token, id, digest, client)).await
     }
