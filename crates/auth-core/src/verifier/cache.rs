@@ -58,7 +58,8 @@ impl CacheEntry {
 pub(crate) type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A cache slot's key: a key id's base62 field as a token spells it, packed
-/// into one integer. A request's token is looked up by its field as it
+/// into two words (not a `u128`, whose 16-byte alignment grew every map
+/// entry by 16 bytes). A request's token is looked up by its field as it
 /// arrived, without decoding it (the decode was about a tenth of a cached
 /// check's instructions); a key is put in and dropped by its id's field.
 /// Each id has exactly one field and each valid field one id, so slots and
@@ -66,15 +67,17 @@ pub(crate) type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomStat
 /// (the miss is then refused by the full parse).
 // Debug shows the packed id field: a key id is public.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct SlotKey(u128);
+pub(crate) struct SlotKey(u64, u32);
 
 impl SlotKey {
     /// The slot of the key id field `field`.
     #[inline]
     pub(crate) fn of_field(field: &[u8; U64_WIDTH]) -> Self {
-        let mut bytes = [0; 16];
-        bytes[..U64_WIDTH].copy_from_slice(field);
-        Self(u128::from_le_bytes(bytes))
+        let (head, tail) = field.split_at(8);
+        let mut rest = [0; 4];
+        rest[..U64_WIDTH - 8].copy_from_slice(tail);
+        let head: [u8; 8] = head.try_into().unwrap_or_default();
+        Self(u64::from_le_bytes(head), u32::from_le_bytes(rest))
     }
 
     /// The slot of key `id`.
