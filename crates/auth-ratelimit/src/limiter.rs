@@ -92,8 +92,9 @@ struct TiersConfig {
     capacity: usize,
 }
 
-/// What the in-memory fallback needs of a bucket once the request is gone:
-/// its rule, key, quota and cost.
+/// What the in-memory store needs of a bucket: its rule, key, quota and
+/// cost (no rule name or key value, which only Redis reads). Owned, so the
+/// fallback can keep it once the request is gone.
 #[derive(Clone, Copy)]
 struct Owned {
     rule: usize,
@@ -254,17 +255,28 @@ impl RateLimiter {
         info: &RequestInfo<'_>,
         resolved: Option<&Resolved>,
     ) -> Option<Verdict> {
-        let mut items = SmallVec::<[(usize, LimitKey, Quota, u32); RULES_INLINE]>::new();
-        let ready = self.prepare(info, resolved, |i, value, quota, cost| {
-            items.push((i, LimitKey::new(i, &value), quota, cost));
+        let mut owned = SmallVec::<[Owned; RULES_INLINE]>::new();
+        let ready = self.prepare(info, resolved, |rule, value, quota, cost| {
+            owned.push(Owned {
+                rule,
+                key: LimitKey::new(rule, &value),
+                quota,
+                cost,
+            });
         });
-        if !ready {
-            return None;
-        }
-        // No rule applies: no decisions, nothing refused, no headers.
-        let memory = &self.inner.stores.memory;
-        let decisions = memory.take_all(&items, |(_, key, quota, cost)| (key, quota, *cost));
-        Some(self.decided(items.iter().map(|item| item.0), decisions))
+        ready.then(|| self.take_from_memory(&owned))
+    }
+
+    /// Takes the tokens from the in-memory store, all or nothing: the only
+    /// store, or the fallback when the shared one fails.
+    #[inline]
+    fn take_from_memory(&self, owned: &[Owned]) -> Verdict {
+        let decisions = self
+            .inner
+            .stores
+            .memory
+            .take_all(owned, |o| (&o.key, &o.quota, o.cost));
+        self.decided(owned.iter().map(|o| o.rule), decisions)
     }
 
     /// Takes the buckets' tokens from the store.
@@ -349,12 +361,7 @@ impl RateLimiter {
     fn store_failed(&self, err: &crate::StoreError, owned: &[Owned]) -> Verdict {
         let stores = &self.inner.stores;
         match stores.failed(err) {
-            OnStoreError::FallBackToMemory => {
-                let decisions = stores
-                    .memory
-                    .take_all(owned, |o| (&o.key, &o.quota, o.cost));
-                self.decided(owned.iter().map(|o| o.rule), decisions)
-            }
+            OnStoreError::FallBackToMemory => self.take_from_memory(owned),
             OnStoreError::FailClosed => self.unavailable(),
             OnStoreError::FailOpen => Verdict::Allow(RateHeaders::default()),
         }
