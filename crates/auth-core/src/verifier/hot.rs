@@ -112,7 +112,7 @@ impl Verifier {
             Cached::Miss => {
                 crate::metrics::cache_miss();
                 let settled = match std::str::from_utf8(token) {
-                    Ok(token) => self.settle_miss(token, &digest).map(|_| ()),
+                    Ok(token) => self.settle_miss(token, &digest),
                     Err(_) => Err(unauthorized(RejectReason::Malformed)),
                 };
                 settled.err().map(Err)
