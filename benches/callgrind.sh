@@ -29,6 +29,7 @@ if [ "$#" -gt 0 ]; then
 else
     STACKS=("empty layer (identity)" "tower-http bearer" "bearer + user id insert"
         "tower_governor by key" "bearer + tower_governor" "bearer + user id + tower_governor"
+        "floor: keyed digest + map read + identity"
         "AuthLayer, cached key" "AuthLayer, cached key, audit sink"
         "AuthLayer + RateLimitLayer per user")
 fi
