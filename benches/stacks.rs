@@ -115,9 +115,11 @@ impl<B> ValidateRequest<B> for BearerIdentity {
 #[derive(Clone)]
 struct DigestFloor {
     key: SipHasher13,
-    /// Key id field (packed) to the token's digest and its user.
-    keys: Arc<papaya::HashMap<(u64, u32), ((u64, u64), Arc<str>), foldhash::fast::RandomState>>,
+    keys: Arc<FloorKeys>,
 }
+
+/// Key id field (packed) to the token's digest and its user.
+type FloorKeys = papaya::HashMap<(u64, u32), ((u64, u64), Arc<str>), foldhash::fast::RandomState>;
 
 /// Where the key id field sits in a `st_` token.
 const ID_FIELD: std::ops::Range<usize> = 3..14;
