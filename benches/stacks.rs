@@ -134,6 +134,12 @@ impl DigestFloor {
         let id = Self::slot(&token.as_bytes()[ID_FIELD]).unwrap();
         let digest = floor.digest(token.as_bytes());
         floor.keys.pin().insert(id, (digest, Arc::from("alice")));
+        // A real check: the token passes, the same token with one secret
+        // character changed does not.
+        let mut altered = token.as_bytes().to_vec();
+        altered[20] = if altered[20] == b'a' { b'b' } else { b'a' };
+        assert!(floor.check(token.as_bytes()).is_some());
+        assert!(floor.check(&altered).is_none());
         floor
     }
 
