@@ -247,13 +247,6 @@ impl fmt::Debug for ParsedToken<'_> {
     }
 }
 
-/// The key id of a token's shape, decoded, without checking the checksum
-/// or decoding the secret.
-pub(crate) fn shape_key_id(input: &[u8]) -> Option<KeyId> {
-    let (_, id) = raw_shape(input)?;
-    Some(KeyId(base62::decode_u64(id)?))
-}
-
 /// A token's prefix and its key id field as it arrived, not decoded: enough
 /// to look up the verified cache (see `verifier::cache::SlotKey`), where a
 /// digest of the whole token decides. Misses go through [`ParsedToken::parse`].

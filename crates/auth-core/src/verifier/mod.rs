@@ -161,9 +161,11 @@ impl Verifier {
         let (slot, digest) = self.cache_key(token.as_bytes())?;
         let id = match self.check_cached_now(slot, &digest, client) {
             Cached::Hit(result) => return self.refine(token.as_bytes(), result),
-            // A slot was found, so its field spells an id.
-            Cached::Confirm(..) => crate::token::shape_key_id(token.as_bytes())
-                .ok_or_else(|| unauthorized(RejectReason::Malformed))?,
+            // The digest matched a verified token's, so this parses.
+            Cached::Confirm(..) => self
+                .parse(token)
+                .map_err(|e| unauthorized(hot::token_reason(e)))?
+                .key_id(),
             // Settle what needs no I/O before allocating the slow path.
             Cached::Miss => self.settle_miss(token, &digest)?,
         };
