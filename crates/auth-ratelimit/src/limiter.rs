@@ -418,7 +418,8 @@ impl RateLimiter {
                         match self.key_quota(info.auth(), resolved) {
                             Ok((tier, own)) => {
                                 let base = tier.unwrap_or_else(|| rule.quota_for(info));
-                                // The key's own limit only tightens.
+                                // The key's own limit only tightens, burst
+                                // and rate each.
                                 own.map_or(base, |own| base.tighter(own))
                             }
                             Err(()) => return false,

@@ -193,16 +193,16 @@ impl Quota {
         self.tau
     }
 
-    /// The stricter of two quotas: the lower sustained rate (the longer
-    /// refill interval), ties broken by the smaller burst.
+    /// The stricter of two quotas in each dimension: the smaller burst and
+    /// the longer refill interval (the lower sustained rate). Taking either
+    /// quota whole would let the one with the lower rate bring its larger
+    /// burst: `5000 per 200 000 s` is slower than `100 per hour`, but lets
+    /// 5000 requests through at once.
     pub(crate) fn tighter(self, other: Self) -> Self {
-        if (other.interval, std::cmp::Reverse(other.burst))
-            > (self.interval, std::cmp::Reverse(self.burst))
-        {
-            other
-        } else {
-            self
-        }
+        Self::from_interval(
+            self.burst.min(other.burst),
+            self.interval.max(other.interval),
+        )
     }
 }
 
@@ -265,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn tighter_is_the_lower_sustained_rate_then_the_smaller_burst() {
+    fn tighter_takes_the_smaller_burst_and_the_lower_rate() {
         let huge = Quota::per_seconds(NonZeroU32::MAX, NonZeroU32::MIN);
         let tier = Quota::per_minute(10);
         assert_eq!(tier.tighter(huge), tier);
@@ -277,5 +277,20 @@ mod tests {
         let burst = Quota::per_minute(1).with_burst(5);
         assert_eq!(burst.tighter(small), small);
         assert_eq!(small.tighter(burst), small);
+        // Slower on average but burstier than the tier: the tier's burst at
+        // the key's rate, never the key's burst.
+        let hour = Quota::per_hour(100);
+        let own = Quota::per_seconds(
+            NonZeroU32::new(5000).unwrap(),
+            NonZeroU32::new(200_000).unwrap(),
+        );
+        for q in [hour.tighter(own), own.tighter(hour)] {
+            assert_eq!(q.burst(), 100);
+            assert_eq!(q.interval(), own.interval());
+        }
+        // Faster but with a smaller burst: the key's burst at the tier's rate.
+        let quick = Quota::per_second(10).with_burst(3);
+        let q = hour.tighter(quick);
+        assert_eq!((q.burst(), q.interval()), (3, hour.interval()));
     }
 }

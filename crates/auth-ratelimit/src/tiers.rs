@@ -12,9 +12,9 @@
 //!    the quota it was made with);
 //!
 //! then the key's own rate limit (`AuthContext::key_rate_limit`, set on the
-//! key record) can only tighten that quota: the tighter of the two applies
-//! (lower sustained rate, ties by lower burst). A key owner cannot raise
-//! their own limit past their tier.
+//! key record) can only tighten that quota, in each dimension: the smaller
+//! burst and the lower sustained rate of the two apply. A key owner cannot
+//! raise their own limit past their tier, neither on average nor at once.
 //!
 //! Only a cache miss waits for the resolver; hits are a map read. A resolver
 //! that fails refuses the request with 503 (fail closed), and is asked again
