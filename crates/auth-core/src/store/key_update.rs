@@ -6,14 +6,19 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::{Credits, KeyId, KeyRateLimit, ScopeSet};
+use crate::{Credits, KeyId, KeyRateLimit, KeyRecord, ScopeSet};
 
 /// What [`KeyStore::update`](crate::KeyStore::update) changes: every `None`
 /// field is left as it is. For the optional fields, `Some(None)` clears.
 ///
 /// The store applies what it is given; who may change what (scopes only
 /// narrowed, expiry only earlier) is decided by the caller, e.g. the key
-/// router.
+/// router. A caller that decided on a record it read sets
+/// [`KeyUpdate::if_unchanged`]: the store then applies the update only if
+/// the key is still as read (compare-and-set), else answers
+/// [`StoreError::Conflict`](crate::StoreError::Conflict), so a decision
+/// never lands on a key that a concurrent edit, rotation or revocation has
+/// changed.
 ///
 /// ```
 /// use auth_core::store::KeyUpdate;
@@ -43,6 +48,10 @@ pub struct KeyUpdate {
     pub rate_limit: Option<Option<KeyRateLimit>>,
     /// New credits, or none (unlimited).
     pub credits: Option<Option<Credits>>,
+    /// The key as the caller read it: when set, the update applies only if
+    /// the stored key is [`KeyUpdate::still_as_read`] (every store of this
+    /// crate checks it atomically with the write; other stores must too).
+    pub expected: Option<Box<KeyRecord>>,
 }
 
 impl KeyUpdate {
@@ -100,13 +109,49 @@ impl KeyUpdate {
         self
     }
 
-    /// Whether it changes nothing.
+    /// Applies only if the key is still as `read` (see
+    /// [`KeyUpdate::still_as_read`]); otherwise the store answers
+    /// [`StoreError::Conflict`](crate::StoreError::Conflict).
+    pub fn if_unchanged(mut self, read: &KeyRecord) -> Self {
+        self.expected = Some(Box::new(read.clone()));
+        self
+    }
+
+    /// Whether `current`, the key as stored now, meets the update's
+    /// precondition: none set, or every field an edit, a rotation or a
+    /// revocation changes is as the caller read it (name, scopes, expiry,
+    /// revocation, replacement, disabling, metadata, external id,
+    /// allowlist, rate limit, credits' refill). What use changes (last
+    /// use, credits spent) does not count.
+    pub fn still_as_read(&self, current: &KeyRecord) -> bool {
+        let Some(read) = self.expected.as_deref() else {
+            return true;
+        };
+        let refill = |r: &KeyRecord| r.credits.map(|c| c.refill);
+        read.name == current.name
+            && read.scopes == current.scopes
+            && read.expires_at == current.expires_at
+            && read.revoked_at == current.revoked_at
+            && read.replaced_by == current.replaced_by
+            && read.disabled_at == current.disabled_at
+            && read.meta == current.meta
+            && read.external_id == current.external_id
+            && read.ip_allowlist == current.ip_allowlist
+            && read.rate_limit == current.rate_limit
+            && read.credits.is_some() == current.credits.is_some()
+            && refill(read) == refill(current)
+    }
+
+    /// Whether it changes nothing (a precondition alone changes nothing).
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        Self {
+            expected: None,
+            ..self.clone()
+        } == Self::default()
     }
 
     /// `record` with the update applied (what every store stores).
-    pub fn apply_to(&self, record: &mut crate::KeyRecord) {
+    pub fn apply_to(&self, record: &mut KeyRecord) {
         if let Some(v) = &self.name {
             record.name.clone_from(v);
         }
@@ -170,4 +215,11 @@ pub(crate) fn later_use(a: KeyUse, b: KeyUse) -> KeyUse {
         ip: later.ip.or(earlier.ip),
         ..later
     }
+}
+
+/// The conflict a store answers when [`KeyUpdate::still_as_read`] fails.
+pub(crate) fn changed_since_read() -> crate::StoreError {
+    crate::StoreError::Conflict(
+        "the key was changed (edited, rotated or revoked) since it was read".into(),
+    )
 }

@@ -115,6 +115,10 @@ impl KeyStore for MemoryKeyStore {
     async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
         let record = {
             let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+            // Checked under the shard lock: compare-and-set.
+            if !update.still_as_read(&r) {
+                return Err(super::key_update::changed_since_read());
+            }
             update.apply_to(&mut r);
             r.clone()
         };

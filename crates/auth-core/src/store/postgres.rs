@@ -452,11 +452,28 @@ impl KeyStore for PostgresKeyStore {
     async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
         let (rate_limit, rate_limit_period) = sql::rate_limit_columns(update.rate_limit.flatten());
         let credits = sql::credit_columns(update.credits.flatten());
-        // One statement: the notification goes out exactly when the edit commits.
+        // In the edit's transaction: the notification goes out exactly when
+        // the edit commits.
         let statement = format!(
             "WITH u AS ({}) SELECT {COLUMNS}, pg_notify($24, $25) FROM u",
             sql::update_statement('$', COLUMNS)
         );
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        if update.expected.is_some() {
+            // Compare-and-set: the row lock holds off concurrent rotations,
+            // revocations and edits until this transaction ends.
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE"
+            ))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .ok_or(StoreError::NotFound)?;
+            if !update.still_as_read(&decode(&row)?) {
+                return Err(super::key_update::changed_since_read());
+            }
+        }
         let row = sqlx::query(&statement)
             .bind(update.name.is_some())
             .bind(&update.name)
@@ -483,11 +500,12 @@ impl KeyStore for PostgresKeyStore {
             .bind(id.to_string())
             .bind(CHANNEL)
             .bind(change_payload::updated(id))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(store_error)?
             .ok_or(StoreError::NotFound)?;
         let record = decode(&row)?;
+        tx.commit().await.map_err(store_error)?;
         self.changes.publish(&KeyChange::Updated(id));
         Ok(record)
     }

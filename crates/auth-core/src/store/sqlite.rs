@@ -341,6 +341,28 @@ impl KeyStore for SqliteKeyStore {
         let (rate_limit, rate_limit_period) = sql::rate_limit_columns(update.rate_limit.flatten());
         let credits = sql::credit_columns(update.credits.flatten());
         let mut tx = self.pool.begin().await.map_err(store_error)?;
+        if update.expected.is_some() {
+            // Compare-and-set: a write first takes the database's write
+            // lock (waiting for other writers), so the row read next stays
+            // as read until this transaction ends.
+            let found = sqlx::query("UPDATE api_keys SET name = name WHERE id = ?")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            if found == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?"))
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if !update.still_as_read(&decode(&row)?) {
+                return Err(super::key_update::changed_since_read());
+            }
+        }
         let row = sqlx::query(&sql::update_statement('?', COLUMNS))
             .bind(update.name.is_some())
             .bind(&update.name)
