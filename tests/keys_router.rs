@@ -13,7 +13,8 @@ use std::{
 
 use async_trait::async_trait;
 use auth_axum::{
-    keys_router, AllowedOrigins, Auth, DefaultScopes, KeyManager, KeyOwner, RequireScopeLayer,
+    keys_router, AllowedOrigins, Auth, DefaultScopes, EnforcedPolicy, KeyManager, KeyOwner,
+    RequireScopeLayer,
 };
 use auth_core::{
     mint_token, AuditLog, AuditQuery, ChangeFeed, CreditSpend, Credits, ErrorFormat, KeyId,
@@ -33,15 +34,43 @@ use http_body_util::BodyExt;
 use keygate_test_support::fixtures;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
 
-/// A store that fails every call while `down` is set.
+/// A store that fails every call while `down` is set, and can hold one
+/// `update` or `rotate` at its gate.
 #[derive(Debug)]
 struct FlakyStore {
     inner: MemoryKeyStore,
     down: AtomicBool,
+    update_gate: Gate,
+    rotate_gate: Gate,
+}
+
+/// Holds the next call that passes it until released: explicit signals
+/// to interleave two requests, no sleeps.
+#[derive(Debug, Default)]
+struct Gate(std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>);
+
+impl Gate {
+    /// Arms the gate: the next call reports on the first receiver that it
+    /// has arrived, and waits until the sender is used (or dropped).
+    fn arm(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (arrived_tx, arrived_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel();
+        *self.0.lock().unwrap() = Some((arrived_tx, go_rx));
+        (arrived_rx, go_tx)
+    }
+
+    async fn pass(&self) {
+        let armed = self.0.lock().unwrap().take();
+        if let Some((arrived, go)) = armed {
+            let _ = arrived.send(());
+            let _ = go.await;
+        }
+    }
 }
 
 impl FlakyStore {
@@ -80,6 +109,7 @@ impl KeyStore for FlakyStore {
         new: &KeyRecord,
     ) -> Result<(), StoreError> {
         self.check()?;
+        self.rotate_gate.pass().await;
         self.inner.rotate(old, ends, now, new).await
     }
     async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
@@ -88,6 +118,7 @@ impl KeyStore for FlakyStore {
     }
     async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
         self.check()?;
+        self.update_gate.pass().await;
         self.inner.update(id, update).await
     }
     async fn spend_credit(
@@ -193,6 +224,8 @@ impl Fixture {
         let store = Arc::new(FlakyStore {
             inner: MemoryKeyStore::new(),
             down: AtomicBool::new(false),
+            update_gate: Gate::default(),
+            rotate_gate: Gate::default(),
         });
         let audit = Arc::new(MemoryAuditLog::default());
         let issuer = fixtures::issuer(store.clone());
@@ -200,6 +233,12 @@ impl Fixture {
         let manager = KeyManager::new(issuer.clone(), audit.clone() as Arc<dyn AuditLog>)
             .known_scopes(ScopeSet::parse(SCOPES).unwrap())
             .max_rotation_grace(Duration::from_secs(86_400));
+        // Nothing enforces per-key rate limits or credits behind this one.
+        let unenforced = manager.clone();
+        // The routers below stand for a service that runs both.
+        let manager = manager
+            .enforces(EnforcedPolicy::RateLimit)
+            .enforces(EnforcedPolicy::Credits);
         let api = Router::new()
             .route(
                 "/me",
@@ -245,6 +284,10 @@ impl Fixture {
                 ),
             )
             .nest("/session/tokens", keys_router::<HeaderUser, _>(manager))
+            .nest(
+                "/unenforced/tokens",
+                keys_router::<HeaderUser, _>(unenforced),
+            )
             .merge(api);
         Self {
             app,
@@ -1423,7 +1466,7 @@ async fn omitted_scopes_follow_the_managers_policy() {
 async fn policy_fields_are_set_at_creation_and_listed() {
     let f = Fixture::start(ErrorFormat::Flat).await;
     let body = r#"{"name":"billing","scopes":["read"],
-        "meta":{"plan":"pro","seats":3},"external_id":"cust_42",
+        "meta":{"plan":"pro","seats":3},
         "ip_allowlist":["203.0.113.7/24","2001:db8::/32","198.51.100.1"],
         "rate_limit":{"limit":100,"period_seconds":60},
         "remaining":1000,"refill":{"amount":1000,"every":"day"}}"#;
@@ -1439,7 +1482,7 @@ async fn policy_fields_are_set_at_creation_and_listed() {
     assert_eq!(key["id"], id.as_str());
     assert_eq!(key["state"], "active");
     assert_eq!(key["meta"], json!({"plan": "pro", "seats": 3}));
-    assert_eq!(key["external_id"], "cust_42");
+    assert_eq!(key["external_id"], Value::Null, "the application's to set");
     assert_eq!(
         key["ip_allowlist"],
         json!(["203.0.113.0/24", "2001:db8::/32", "198.51.100.1/32"])
@@ -1474,7 +1517,6 @@ async fn policy_fields_are_set_at_creation_and_listed() {
 async fn bad_policy_fields_are_422_with_codes_naming_them() {
     let f = Fixture::start(ErrorFormat::Flat).await;
     let big = format!(r#"{{"name":"ci","meta":{{"x":"{}"}}}}"#, "y".repeat(4096));
-    let long_id = format!(r#"{{"name":"ci","external_id":"{}"}}"#, "x".repeat(257));
     let many = format!(
         r#"{{"name":"ci","ip_allowlist":[{}]}}"#,
         vec![r#""10.0.0.1""#; 65].join(",")
@@ -1485,12 +1527,6 @@ async fn bad_policy_fields_are_422_with_codes_naming_them() {
             r#"{"name":"ci","meta":[1,2]}"#.into(),
             "unprocessable_entity",
             "map",
-        ),
-        (long_id, "invalid_external_id", "external_id"),
-        (
-            r#"{"name":"ci","external_id":""}"#.into(),
-            "invalid_external_id",
-            "external_id",
         ),
         (
             r#"{"name":"ci","ip_allowlist":["10.0.0.0/8","300.1.1.1/8"]}"#.into(),
@@ -1560,7 +1596,7 @@ async fn patch_edits_what_it_is_given() {
 
     let r = patch(
         r#"{"name":"deploy","scopes":["read"],"expires_at":"2998-01-01T00:00:00Z",
-            "meta":{"team":"infra"},"external_id":"svc-9","ip_allowlist":["127.0.0.1"]}"#,
+            "meta":{"team":"infra"},"ip_allowlist":["127.0.0.1"]}"#,
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -1569,7 +1605,6 @@ async fn patch_edits_what_it_is_given() {
     assert_eq!(r.json["scopes"], json!(["read"]));
     assert_eq!(r.json["expires_at"], "2998-01-01T00:00:00Z");
     assert_eq!(r.json["meta"], json!({"team": "infra"}));
-    assert_eq!(r.json["external_id"], "svc-9");
     assert_eq!(r.json["ip_allowlist"], json!(["127.0.0.1/32"]));
     // Untouched fields stay, and nothing secret is in the answer.
     assert_eq!(r.json["credits"]["remaining"], 7);
@@ -1599,17 +1634,13 @@ async fn patch_edits_what_it_is_given() {
             Method::PATCH,
             &format!("/session/tokens/{id}"),
             "alice",
-            Some(r#"{"meta":null,"external_id":null,"ip_allowlist":[]}"#),
+            Some(r#"{"meta":null,"ip_allowlist":[]}"#),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
-        (
-            &r.json["meta"],
-            &r.json["external_id"],
-            &r.json["ip_allowlist"]
-        ),
-        (&json!({}), &Value::Null, &json!([]))
+        (&r.json["meta"], &r.json["ip_allowlist"]),
+        (&json!({}), &json!([]))
     );
     let r = patch("{}").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -2151,4 +2182,645 @@ async fn a_key_can_only_narrow_allowlists_and_cannot_re_enable_keys() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["state"], "active");
     assert_eq!(r.json["ip_allowlist"], json!([]));
+}
+
+// ------------------------------------------------------ authority over keys
+
+/// Every route acting on one key, with the key's id filled in.
+fn acting_routes(id: &str) -> Vec<(Method, String, Option<&'static str>)> {
+    vec![
+        (Method::GET, format!("/api/tokens/{id}"), None),
+        (Method::GET, format!("/api/tokens/{id}/activity"), None),
+        (
+            Method::GET,
+            format!("/api/tokens/{id}/usage?bucket=day"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tokens/{id}"),
+            Some(r#"{"name":"renamed"}"#),
+        ),
+        (Method::POST, format!("/api/tokens/{id}/rotate"), None),
+        (Method::DELETE, format!("/api/tokens/{id}"), None),
+    ]
+}
+
+#[tokio::test]
+async fn a_narrow_key_cannot_read_revoke_or_steer_a_broader_key() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (narrow_id, narrow) = f.key("alice", &["tokens:manage"]).await;
+    let (broad_id, broad) = f.key("alice", ALL).await;
+    let before = f.issuer.get(broad_id).await.unwrap().unwrap();
+    for (method, path, body) in acting_routes(&broad_id.to_string()) {
+        let r = f.call(method.clone(), &path, &narrow, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            r.text
+        );
+        assert!(
+            // Rotation's own scope check, shared with sessions, says "grant".
+            r.text.contains("no broader than itself") || r.text.contains("may not grant"),
+            "{method} {path}: {}",
+            r.text
+        );
+        assert!(r.json.get("token").is_none() && r.json.get("events").is_none());
+    }
+    // The broader key is untouched and still works.
+    assert_eq!(f.issuer.get(broad_id).await.unwrap().unwrap(), before);
+    assert_eq!(
+        f.call(Method::GET, "/me", &broad, None).await.status,
+        StatusCode::OK
+    );
+    // The narrow key's listing leaves it out; the broad key's shows both.
+    let ids = |r: &Reply| -> Vec<String> {
+        r.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = f.call(Method::GET, "/api/tokens", &narrow, None).await;
+    assert_eq!(ids(&list), vec![narrow_id.to_string()], "{}", list.text);
+    let list = f.call(Method::GET, "/api/tokens", &broad, None).await;
+    assert_eq!(ids(&list).len(), 2, "{}", list.text);
+
+    // A key acts on keys no broader than itself: its own, or a narrower one.
+    let (small_id, _) = f.key("alice", &["read"]).await;
+    for (method, path, body) in acting_routes(&small_id.to_string()) {
+        let r = f.call(method.clone(), &path, &broad, body).await;
+        assert!(r.status.is_success(), "{method} {path}: {}", r.text);
+    }
+    // A session is bounded by ownership only: it reads and revokes any key
+    // of its user.
+    for (method, path) in [
+        (Method::GET, format!("/session/tokens/{broad_id}/activity")),
+        (Method::DELETE, format!("/session/tokens/{broad_id}")),
+    ] {
+        let r = f.session(method.clone(), &path, "alice", None).await;
+        assert!(r.status.is_success(), "{method} {path}: {}", r.text);
+    }
+    assert_eq!(
+        f.call(Method::GET, "/me", &broad, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_key_cannot_act_on_a_key_that_outlives_or_outreaches_it() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let rate = |limit: u32, period: u32| {
+        KeyRateLimit::new(limit.try_into().unwrap(), period.try_into().unwrap())
+    };
+    let now = OffsetDateTime::now_utc();
+    let tight = KeyPolicy::default()
+        .ip_allowlist(vec!["127.0.0.0/8".parse().unwrap()])
+        .rate_limit(rate(10, 60))
+        .credits(Credits::new(100, now));
+    // Same scopes, each broader in one field only.
+    let (_, caller) = f
+        .issuer
+        .issue(
+            NewKey::new(
+                Principal::user("alice"),
+                "caller",
+                ScopeSet::parse(ALL).unwrap(),
+            )
+            .policy(tight.clone())
+            .expires_at(in_(time::Duration::hours(1))),
+        )
+        .await
+        .map(|k| (k.record.id, k.token.expose_secret().to_owned()))
+        .unwrap();
+    let mut outlives = tight.clone();
+    outlives.credits = Some(Credits::new(5, now));
+    let mut anywhere = outlives.clone();
+    anywhere.ip_allowlist = vec![];
+    let mut bursty = outlives.clone();
+    // Slower on average than 10/60 s, but 1000 at once.
+    bursty.rate_limit = Some(rate(1000, 6000));
+    let mut richer = outlives.clone();
+    richer.credits = Some(Credits::new(500, now));
+    let short = in_(time::Duration::minutes(30));
+    let cases = [
+        (outlives, None, "expires_at"),
+        (anywhere, Some(short), "ip_allowlist"),
+        (bursty, Some(short), "rate_limit"),
+        (richer, Some(short), "remaining"),
+    ];
+    for (policy, ends, field) in cases {
+        let mut new = NewKey::new(
+            Principal::user("alice"),
+            "target",
+            ScopeSet::parse(["read"]).unwrap(),
+        )
+        .policy(policy);
+        new.expires_at = ends;
+        let target = f.issuer.issue(new).await.unwrap().record.id;
+        for (method, path, body) in acting_routes(&target.to_string()) {
+            let r = f.call(method.clone(), &path, &caller, body).await;
+            // Rotating a key that outlives the caller is refused first by
+            // the rule for the replacement's end: 422, naming expires_at.
+            let expected = if method == Method::POST && field == "expires_at" {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(r.status, expected, "{field}: {method} {path}: {}", r.text);
+            assert!(
+                r.text.contains(field),
+                "{field}: {method} {path}: {}",
+                r.text
+            );
+        }
+        let stored = f.issuer.get(target).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.revoked_at, stored.replaced_by),
+            (None, None),
+            "{field}"
+        );
+    }
+    // Within every bound: the caller acts on it.
+    let mut within = tight;
+    within.credits = Some(Credits::new(5, now));
+    within.rate_limit = Some(rate(5, 60));
+    let target = f
+        .issuer
+        .issue(
+            NewKey::new(
+                Principal::user("alice"),
+                "target",
+                ScopeSet::parse(["read"]).unwrap(),
+            )
+            .policy(within)
+            .expires_at(in_(time::Duration::minutes(30))),
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let r = f
+        .call(
+            Method::GET,
+            &format!("/api/tokens/{target}/activity"),
+            &caller,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = f
+        .call(
+            Method::DELETE,
+            &format!("/api/tokens/{target}"),
+            &caller,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+}
+
+// ------------------------------------------- fields the application vouches for
+
+#[tokio::test]
+async fn external_id_is_the_applications_to_set_never_a_key_holders() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    // The application's own id, set through the issuer.
+    let (own_id, own) = f
+        .key_with("alice", ALL, KeyPolicy::default().external_id("cust_alice"))
+        .await;
+    for body in [
+        r#"{"name":"ci","scopes":["read"],"external_id":"cust_other"}"#,
+        r#"{"name":"ci","scopes":["read"],"external_id":null}"#,
+        r#"{"name":"ci","scopes":["read"],"external_id":42}"#,
+    ] {
+        let r = f
+            .call(Method::POST, "/api/tokens", &admin, Some(body))
+            .await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_settable",
+            "external_id",
+        );
+        let r = f
+            .session(Method::POST, "/session/tokens", "alice", Some(body))
+            .await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_settable",
+            "external_id",
+        );
+    }
+    assert_eq!(
+        f.issuer.list("alice").await.unwrap().len(),
+        2,
+        "nothing made"
+    );
+    // Nor by editing: not on the key's own record, not from a session.
+    for body in [
+        r#"{"external_id":"cust_other"}"#,
+        r#"{"name":"x","external_id":null}"#,
+    ] {
+        let path = format!("/api/tokens/{own_id}");
+        let r = f.call(Method::PATCH, &path, &own, Some(body)).await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_settable",
+            "external_id",
+        );
+        let path = format!("/session/tokens/{own_id}");
+        let r = f.session(Method::PATCH, &path, "alice", Some(body)).await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_settable",
+            "external_id",
+        );
+    }
+    let stored = f.issuer.get(own_id).await.unwrap().unwrap();
+    assert_eq!(stored.external_id.as_deref(), Some("cust_alice"));
+    assert_eq!(stored.name, "limited", "the refused edit changed nothing");
+    // Listings show it; `meta` stays the key holder's to write.
+    let r = f
+        .call(
+            Method::PATCH,
+            &format!("/api/tokens/{own_id}"),
+            &own,
+            Some(r#"{"meta":{"a":1}}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["external_id"], "cust_alice");
+    assert_eq!(r.json["meta"], json!({"a": 1}));
+}
+
+// ------------------------------------------ a policy accepted is a policy enforced
+
+#[tokio::test]
+async fn policies_the_service_does_not_enforce_are_refused_by_name() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    for (body, names) in [
+        (r#"{"name":"ci","remaining":3}"#, "remaining"),
+        (
+            r#"{"name":"ci","remaining":3,"refill":{"amount":3,"every":"day"}}"#,
+            "remaining",
+        ),
+        (
+            r#"{"name":"ci","rate_limit":{"limit":10,"period_seconds":60}}"#,
+            "rate_limit",
+        ),
+    ] {
+        let r = f
+            .session(Method::POST, "/unenforced/tokens", "alice", Some(body))
+            .await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy_not_enforced",
+            names,
+        );
+        // Where the service declares it enforces them, they are taken.
+        let r = f
+            .session(Method::POST, "/session/tokens", "alice", Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{body}: {}", r.text);
+    }
+    assert_eq!(f.issuer.list("alice").await.unwrap().len(), 3);
+    // What the verifier and the layer enforce always needs no declaration.
+    let r = f
+        .session(
+            Method::POST,
+            "/unenforced/tokens",
+            "alice",
+            Some(r#"{"name":"ci","ip_allowlist":["127.0.0.1"],"meta":{"a":1}}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_explicit_null_is_refused_unless_its_meaning_is_documented() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    // `"scopes": null` is not "omitted": it would take every scope the
+    // owner may grant here.
+    for field in [
+        "scopes",
+        "meta",
+        "ip_allowlist",
+        "rate_limit",
+        "remaining",
+        "refill",
+    ] {
+        let body = format!(r#"{{"name":"ci","{field}":null}}"#);
+        let r = f
+            .session(Method::POST, "/inherit/tokens", "alice", Some(&body))
+            .await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "null_not_allowed",
+            field,
+        );
+    }
+    assert!(f.issuer.list("alice").await.unwrap().is_empty());
+    // `"expires_at": null` is documented: no expiry.
+    let r = f
+        .session(
+            Method::POST,
+            "/inherit/tokens",
+            "alice",
+            Some(r#"{"name":"ci","scopes":["read"],"expires_at":null}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let path = format!("/inherit/tokens/{id}");
+    for field in ["name", "scopes", "enabled", "ip_allowlist"] {
+        let body = format!(r#"{{"{field}":null,"meta":{{"a":1}}}}"#);
+        let r = f.session(Method::PATCH, &path, "alice", Some(&body)).await;
+        refused(
+            &r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "null_not_allowed",
+            field,
+        );
+    }
+    let stored = f.issuer.get(id.parse().unwrap()).await.unwrap().unwrap();
+    assert!(
+        stored.meta.is_empty(),
+        "nothing of a refused edit is applied"
+    );
+    // `"meta": null` is documented: it clears.
+    let r = f
+        .session(Method::PATCH, &path, "alice", Some(r#"{"meta":null}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+// ------------------------------------------------ rate limits: burst and rate
+
+#[tokio::test]
+async fn a_key_cannot_mint_a_burstier_child_even_at_a_lower_rate() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let rate = |limit: u32, period: u32| {
+        KeyRateLimit::new(limit.try_into().unwrap(), period.try_into().unwrap())
+    };
+    let (_, parent) = f
+        .key_with("alice", ALL, KeyPolicy::default().rate_limit(rate(10, 60)))
+        .await;
+    let create = |limit: u32, period: u32| {
+        let body = format!(
+            r#"{{"name":"child","scopes":["read"],"rate_limit":{{"limit":{limit},"period_seconds":{period}}}}}"#
+        );
+        let (f, parent) = (&f, &parent);
+        async move {
+            f.call(Method::POST, "/api/tokens", parent, Some(&body))
+                .await
+        }
+    };
+    // 1000 per 6000 s is slower than 10 per 60 s, but 1000 at once.
+    let r = create(1000, 6000).await;
+    refused(
+        &r,
+        StatusCode::FORBIDDEN,
+        "policy_exceeds_caller",
+        "rate_limit",
+    );
+    assert!(r.json.get("token").is_none());
+    // Faster with a smaller burst: refused too.
+    let r = create(5, 1).await;
+    refused(
+        &r,
+        StatusCode::FORBIDDEN,
+        "policy_exceeds_caller",
+        "rate_limit",
+    );
+    // No larger burst and no faster: made.
+    for (limit, period) in [(10, 60), (5, 60), (10, 600)] {
+        let r = create(limit, period).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{limit}/{period}: {}",
+            r.text
+        );
+    }
+}
+
+// ------------------------------------------------ concurrent changes of one key
+
+/// A key of alice's holding `read` and `write`, made by `admin`: its id
+/// and the path to edit it.
+async fn editable_key(f: &Fixture, admin: &str) -> (String, String) {
+    let r = f
+        .call(
+            Method::POST,
+            "/api/tokens",
+            admin,
+            Some(r#"{"name":"ci","scopes":["read","write"]}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/tokens/{id}");
+    (id, path)
+}
+
+#[tokio::test]
+async fn an_edit_racing_a_rotation_revocation_or_edit_is_409_not_lost() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let narrow = Some(r#"{"scopes":["read"]}"#);
+
+    // The edit has read and checked the key; a rotation (then a revocation,
+    // then another edit) commits before the edit's write.
+    type Other = fn(&str) -> (Method, String, Option<&'static str>);
+    let others: [(&str, Other); 3] = [
+        ("rotate", |path| {
+            (Method::POST, format!("{path}/rotate"), None)
+        }),
+        ("revoke", |path| (Method::DELETE, path.to_owned(), None)),
+        ("edit", |path| {
+            (
+                Method::PATCH,
+                path.to_owned(),
+                Some(r#"{"name":"renamed"}"#),
+            )
+        }),
+    ];
+    for (what, other) in others {
+        let (id, path) = editable_key(&f, &admin).await;
+        let (arrived, go) = f.store.update_gate.arm();
+        let (method, other_path, body) = other(&path);
+        let (edit, done) = tokio::join!(f.call(Method::PATCH, &path, &admin, narrow), async {
+            arrived.await.unwrap();
+            let r = f.call(method, &other_path, &admin, body).await;
+            go.send(()).unwrap();
+            r
+        });
+        assert!(done.status.is_success(), "{what}: {}", done.text);
+        assert_eq!(edit.status, StatusCode::CONFLICT, "{what}: {}", edit.text);
+        assert_eq!(edit.json["error"], "conflict");
+        // The other change stands, and nothing of the refused edit landed.
+        let stored = f
+            .store
+            .inner
+            .get(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.scopes,
+            ScopeSet::parse(["read", "write"]).unwrap(),
+            "{what}"
+        );
+    }
+    // Unraced, the same edit goes through.
+    let (_, path) = editable_key(&f, &admin).await;
+    let r = f.call(Method::PATCH, &path, &admin, narrow).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_edit_landing_while_a_rotation_is_under_way_reaches_the_replacement() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", ALL).await;
+    let (_, path) = editable_key(&f, &admin).await;
+    // The rotation has read the key and is about to retire it when the
+    // narrowing commits.
+    let (arrived, go) = f.store.rotate_gate.arm();
+    let rotate = format!("{path}/rotate");
+    let (rotated, edit) = tokio::join!(
+        f.call(Method::POST, &rotate, &admin, None),
+        async {
+            arrived.await.unwrap();
+            let r = f
+                .call(
+                    Method::PATCH,
+                    &path,
+                    &admin,
+                    Some(r#"{"scopes":["read"],"ip_allowlist":["127.0.0.1"]}"#),
+                )
+                .await;
+            go.send(()).unwrap();
+            r
+        }
+    );
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.text);
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.text);
+    // The replacement holds the narrowing, as answered and as stored.
+    assert_eq!(rotated.json["scopes"], json!(["read"]), "{}", rotated.text);
+    let new_id: KeyId = rotated.json["id"].as_str().unwrap().parse().unwrap();
+    let stored = f.store.inner.get(new_id).await.unwrap().unwrap();
+    assert_eq!(stored.scopes, ScopeSet::parse(["read"]).unwrap());
+    assert_eq!(stored.ip_allowlist, vec!["127.0.0.1/32".parse().unwrap()]);
+}
+
+// ------------------------------------------------ owners that forget the key
+
+/// An owner identified by the request's API key that forgets to say so
+/// (no `acting_key`): it would drop every key-backed restriction.
+struct Forgetful(Principal, ScopeSet);
+
+impl<S: Send + Sync> FromRequestParts<S> for Forgetful {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, StatusCode> {
+        let Auth(ctx) = Auth::from_request_parts(parts, state)
+            .await
+            .map_err(|_| StatusCode::UNAUTHORIZED)?;
+        Ok(Self(
+            ctx.effective_principal().clone(),
+            ctx.scopes().clone(),
+        ))
+    }
+}
+
+impl KeyOwner for Forgetful {
+    fn principal(&self) -> &Principal {
+        &self.0
+    }
+    fn grantable_scopes(&self) -> &ScopeSet {
+        &self.1
+    }
+}
+
+#[tokio::test]
+async fn an_owner_that_forgets_the_acting_key_fails_closed() {
+    let store = Arc::new(MemoryKeyStore::new());
+    let issuer = fixtures::issuer(store.clone());
+    let audit = Arc::new(MemoryAuditLog::default());
+    let manager = KeyManager::new(issuer.clone(), audit as Arc<dyn AuditLog>);
+    let app = Router::new()
+        .nest("/api/tokens", keys_router::<Forgetful, _>(manager))
+        .layer(AuthLayer::builder(fixtures::verifier(store)).build());
+    // A key that ends in an hour and may not make keys that outlive it.
+    let hour = issuer
+        .issue(
+            NewKey::new(
+                Principal::user("alice"),
+                "hour",
+                ScopeSet::parse(ALL).unwrap(),
+            )
+            .expires_at(in_(time::Duration::hours(1))),
+        )
+        .await
+        .unwrap();
+    let broad = issuer
+        .issue(NewKey::new(
+            Principal::user("alice"),
+            "broad",
+            ScopeSet::parse(ALL).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let token = hour.token.expose_secret().to_owned();
+    let send = |method: Method, path: String, body: Option<&'static str>| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Body::from(body.unwrap_or(""))).unwrap();
+        let app = app.clone();
+        async move { Reply::from(app.oneshot(req).await.unwrap()).await }
+    };
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/tokens".to_owned(),
+            Some(r#"{"name":"forever","scopes":["read"]}"#),
+        ),
+        (Method::GET, "/api/tokens".to_owned(), None),
+        (
+            Method::DELETE,
+            format!("/api/tokens/{}", broad.record.id),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/tokens/{}/rotate", broad.record.id),
+            None,
+        ),
+    ] {
+        let r = send(method.clone(), path.clone(), body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{method} {path}: {}",
+            r.text
+        );
+        assert!(!r.text.contains("\"token\""));
+    }
+    assert_eq!(issuer.list("alice").await.unwrap().len(), 2, "nothing made");
+    let broad = issuer.get(broad.record.id).await.unwrap().unwrap();
+    assert_eq!((broad.revoked_at, broad.replaced_by), (None, None));
 }

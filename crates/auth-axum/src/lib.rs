@@ -60,7 +60,8 @@ pub use access::{Access, GrantResolver, Grants};
 pub use auth::Auth;
 pub use client_ip::connect_info_ip;
 pub use keys::{
-    admin_keys_router, keys_router, AllowedOrigins, DefaultScopes, KeyAdmin, KeyManager, KeyOwner,
+    admin_keys_router, keys_router, AllowedOrigins, DefaultScopes, EnforcedPolicy, KeyAdmin,
+    KeyManager, KeyOwner,
 };
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};

@@ -208,9 +208,13 @@ impl Pod {
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
+        // The limiter in front holds keys to their own rate limit (the
+        // "tier" rule takes key quotas) and spends their credits.
         let keys = KeyManager::new(self.issuer.clone(), self.audit.clone())
             .known_scopes(all_scopes())
-            .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied());
+            .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied())
+            .enforces(auth_axum::EnforcedPolicy::RateLimit)
+            .enforces(auth_axum::EnforcedPolicy::Credits);
         let data = Router::new()
             .route("/trpc/entities.list", get(api::trpc_list))
             .route("/trpc/entities.create", post(api::trpc_create))

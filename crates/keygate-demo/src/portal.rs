@@ -156,6 +156,8 @@ impl Portal {
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
         let scopes = ScopeSet::parse(SCOPES).expect("valid scopes");
+        // Per-user limits only: keys asking for their own rate limit or for
+        // credits are refused (nothing declared to `enforces`).
         let tokens = KeyManager::new(self.issuer.clone(), self.audit.clone()).known_scopes(scopes);
         let data = Router::new()
             .route("/api/users", get(api::list_users))

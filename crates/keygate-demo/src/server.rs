@@ -157,7 +157,9 @@ impl Server {
 
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
-        // A token made without naming scopes has the rights of its user.
+        // A token made without naming scopes has the rights of its user. The
+        // limiter here has no per-key quota rule nor credits store, so the
+        // router refuses keys asking for either (nothing declared).
         let keys = KeyManager::new(self.issuer.clone(), self.audit.clone())
             .known_scopes(all_scopes())
             .default_scopes(DefaultScopes::OwnerGrantable);

@@ -1,12 +1,17 @@
 //! [`Caller`]: the key behind a key-management request, and what it may make.
 
 use auth_core::{
-    AuthError, Credits, ErrorCode, KeyId, KeyPolicy, KeyRateLimit, RefillEvery, RejectReason,
+    AuthError, Credits, ErrorCode, KeyId, KeyPolicy, KeyRateLimit, KeyRecord, RefillEvery,
+    RejectReason, ScopeSet,
 };
 use ipnet::IpNet;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{error::KeyApiError, manager::KeyManager, owner::KeyOwner};
+use super::{
+    error::KeyApiError,
+    manager::KeyManager,
+    owner::{KeyOwner, RequestKey},
+};
 
 /// The key behind a key-management request, once checked: see
 /// [`KeyManager::caller`].
@@ -48,34 +53,97 @@ impl Caller {
     /// limited to an office network, a slow rate or a few credits could
     /// mint an unlimited one. Sessions (no calling key) are not limited.
     pub(crate) fn check_policy(&self, policy: &KeyPolicy) -> Result<(), KeyApiError> {
+        match self.looser(policy) {
+            Some((field, why)) => Err(exceeds(
+                field,
+                format!("{field} is looser than the calling key's: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The rule of authority over existing keys: a calling key may act on
+    /// (show, read the activity or usage of, edit, revoke, rotate, list) only
+    /// keys no broader than itself: scopes it holds, an end no later than
+    /// its own, an allowlist within its own, a rate limit no looser in burst
+    /// or in rate, credits no more generous. Otherwise a narrow key-management
+    /// key could spy on, switch off or steer a broader key of the same owner.
+    /// 403, naming the first field that is broader; sessions (no calling
+    /// key) are bounded by ownership only.
+    pub(crate) fn check_authority(
+        &self,
+        target: &KeyRecord,
+        ceiling: &ScopeSet,
+    ) -> Result<(), KeyApiError> {
         if self.key.is_none() {
             return Ok(());
         }
+        if let Some(beyond) = target.scopes.iter().find(|s| !ceiling.has(s)) {
+            return Err(KeyApiError::Auth(
+                AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
+                    .with_message(format!(
+                        "You may not act on a key holding the scope '{beyond}', which you may \
+                         not grant: a key acts only on keys no broader than itself"
+                    )),
+            ));
+        }
+        if let Some(limit) = self.ends_at {
+            if target.ends().is_none_or(|(at, _)| at > limit) {
+                let limit = limit.format(&Rfc3339).unwrap_or_else(|_| limit.to_string());
+                return Err(exceeds(
+                    "expires_at",
+                    format!(
+                        "This key's end (expires_at) is later than the calling key's, {limit}: a \
+                         key acts only on keys no broader than itself"
+                    ),
+                ));
+            }
+        }
+        match self.looser(&KeyPolicy::of(target).unwrap_or_default()) {
+            Some((field, why)) => Err(exceeds(
+                field,
+                format!(
+                    "This key's {field} is broader than the calling key's ({why}): a key acts \
+                     only on keys no broader than itself"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the key acts on `target` under [`Caller::check_authority`]
+    /// (listings show a key-backed caller only those).
+    pub(crate) fn has_authority(&self, target: &KeyRecord, ceiling: &ScopeSet) -> bool {
+        self.check_authority(target, ceiling).is_ok()
+    }
+
+    /// The first field of `policy` looser than the calling key's, and why;
+    /// `None` when every field is as tight or tighter, or for a session.
+    fn looser(&self, policy: &KeyPolicy) -> Option<(&'static str, String)> {
+        self.key?;
         if let Some(wider) = widening(&self.ip_allowlist, &policy.ip_allowlist) {
             let what = match wider {
                 Some(net) => format!("{net} is outside it"),
                 None => "an empty list allows any address".to_owned(),
             };
-            return Err(exceeds(
+            return Some((
                 "ip_allowlist",
                 format!(
-                    "the calling key is limited to {}, so the new key's ip_allowlist must be                          within it ({what})",
+                    "the calling key is limited to {}, and the ip_allowlist must be within it \
+                     ({what})",
                     nets(&self.ip_allowlist)
                 ),
             ));
         }
         if let Some(mine) = self.rate_limit {
-            let (limit, period) = (mine.limit.get(), mine.period_seconds.get());
-            // limit/period <= mine.limit/mine.period, without division.
-            let slower = policy.rate_limit.is_some_and(|r| {
-                u64::from(r.limit.get()) * u64::from(period)
-                    <= u64::from(limit) * u64::from(r.period_seconds.get())
-            });
-            if !slower {
-                return Err(exceeds(
+            if !policy.rate_limit.is_some_and(|r| no_looser(r, mine)) {
+                let (limit, period) = (mine.limit.get(), mine.period_seconds.get());
+                return Some((
                     "rate_limit",
                     format!(
-                        "the calling key may make {limit} requests per {period} seconds, so the                          new key needs a rate_limit no faster than that"
+                        "the calling key may make {limit} requests per {period} seconds, so the \
+                         rate_limit needs a limit of at most {limit} (the burst) and a rate no \
+                         faster than that"
                     ),
                 ));
             }
@@ -101,17 +169,30 @@ impl Caller {
                     ),
                     None => "no refill".to_owned(),
                 };
-                return Err(exceeds(
+                return Some((
                     "remaining",
                     format!(
-                        "the calling key has {} credits left, so the new key needs remaining of                          at most that and {refill}",
+                        "the calling key has {} credits left, so remaining must be at most that, \
+                         with {refill}",
                         mine.remaining
                     ),
                 ));
             }
         }
-        Ok(())
+        None
     }
+}
+
+/// Whether `asked` lets no more through than `bound`, in both dimensions: a
+/// burst (`limit`) no larger, and a sustained rate (`limit / period`) no
+/// faster. Comparing the rate alone would let `5000 per 200000 s` (slower)
+/// pass under `10 per 60 s` while allowing 5000 requests at once.
+pub(crate) fn no_looser(asked: KeyRateLimit, bound: KeyRateLimit) -> bool {
+    let burst = asked.limit <= bound.limit;
+    // asked.limit / asked.period <= bound.limit / bound.period, without division.
+    let rate = u64::from(asked.limit.get()) * u64::from(bound.period_seconds.get())
+        <= u64::from(bound.limit.get()) * u64::from(asked.period_seconds.get());
+    burst && rate
 }
 
 /// How rarely a refill comes: hour < day < week < month.
@@ -148,12 +229,13 @@ fn nets(list: &[IpNet]) -> String {
         .join(", ")
 }
 
-/// 403 `policy_exceeds_caller`, naming `field`.
-pub(crate) fn exceeds(field: &str, why: String) -> KeyApiError {
+/// 403 `policy_exceeds_caller`: `message` names the field.
+pub(crate) fn exceeds(field: &str, message: String) -> KeyApiError {
+    debug_assert!(message.contains(field));
     KeyApiError::Auth(AuthError::custom(
         "policy_exceeds_caller",
         http::StatusCode::FORBIDDEN,
-        format!("{field} is looser than the calling key's: {why}"),
+        message,
     ))
 }
 
@@ -175,12 +257,30 @@ impl KeyManager {
     /// * a key acting on behalf of another user may not make keys unless
     ///   [`allow_minting_as_subject`](Self::allow_minting_as_subject) (403);
     /// * the key's end (expiry or scheduled revocation) limits the keys it makes,
-    ///   and its policy (allowlist, rate limit, credits) bounds theirs.
+    ///   and its policy (allowlist, rate limit, credits) bounds theirs;
+    /// * a request the `AuthLayer` authenticated with an API key whose owner
+    ///   does not report that key ([`KeyOwner::acting_key`]) is refused
+    ///   (500): fail closed.
     pub(crate) async fn caller<O: KeyOwner>(
         &self,
         owner: &O,
+        request_key: &RequestKey,
         action: Action,
     ) -> Result<Caller, KeyApiError> {
+        // An owner that does not report the key the layer verified would
+        // drop every key-backed restriction: fail closed.
+        if request_key.0.is_some() && owner.acting_key() != request_key.0 {
+            tracing::error!(
+                "the KeyOwner of a key-management route does not report the API key that \
+                 authenticated the request (KeyOwner::acting_key): request refused"
+            );
+            return Err(KeyApiError::Auth(
+                AuthError::new(ErrorCode::Internal, RejectReason::Internal).with_message(
+                    "This service cannot tell which key is making the request, so it manages \
+                     no keys for it",
+                ),
+            ));
+        }
         if action == Action::Mint && owner.is_impersonating() && !self.mint_as_subject {
             return Err(KeyApiError::Auth(AuthError::forbidden(
                 RejectReason::ImpersonationDenied,

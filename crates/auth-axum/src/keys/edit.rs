@@ -1,8 +1,9 @@
 //! `PATCH /{id}`: renaming, narrowing, shortening, disabling and enabling
 //! a key, and editing its metadata and address allowlist.
+//! (`external_id` is the application's: this route refuses it.)
 
 use auth_core::{AuthError, ErrorCode, KeyRecord, KeyUpdate, RejectReason, ScopeSet};
-use serde::{Deserialize, Deserializer};
+use serde::{de::IgnoredAny, Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
@@ -12,26 +13,33 @@ use super::{
     manager::KeyManager,
     owner::KeyOwner,
     policy_input,
+    request::{refuse_application_fields, Field},
 };
 
-/// `PATCH /{id}`: any of these; absent fields are left as they are.
+/// `PATCH /{id}`: any of these; absent fields are left as they are. `null`
+/// is refused (422 `null_not_allowed`) except where it says what it does
+/// below; `external_id` is refused whatever its value.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EditKey {
-    name: Option<String>,
-    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    name: Field<String>,
+    #[serde(default)]
+    scopes: Field<Vec<String>>,
     /// RFC 3339; `null` asks for no expiry (refused when the key has one).
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<String>>,
     /// `{}` or `null` clears it.
     #[serde(default, deserialize_with = "present")]
     meta: Option<Option<Map<String, Value>>>,
-    /// `null` clears it.
-    #[serde(default, deserialize_with = "present")]
-    external_id: Option<Option<String>>,
-    enabled: Option<bool>,
+    /// Only so that it is refused by name: the application's to set.
+    #[serde(default)]
+    external_id: Field<IgnoredAny>,
+    #[serde(default)]
+    enabled: Field<bool>,
     /// `[]` allows any address again.
-    ip_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    ip_allowlist: Field<Vec<String>>,
 }
 
 /// Tells `"field": null` (`Some(None)`) from an absent field (`None`).
@@ -44,6 +52,24 @@ where
 }
 
 impl EditKey {
+    /// 422 for a field this router does not let a caller set
+    /// (`external_id`) and for `null` where it means nothing: run first, so
+    /// that nothing given is silently ignored.
+    pub(crate) fn check_fields(&self) -> Result<(), KeyApiError> {
+        refuse_application_fields(&self.external_id)?;
+        for (name, null) in [
+            ("name", self.name == Field::Null),
+            ("scopes", self.scopes == Field::Null),
+            ("enabled", self.enabled == Field::Null),
+            ("ip_allowlist", self.ip_allowlist == Field::Null),
+        ] {
+            if null {
+                Field::<()>::Null.given(name)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The store update for `record`, with every rule checked: scopes only
     /// narrowed (never beyond the key's nor the caller's), expiry only
     /// earlier and in the future, metadata and allowlist bounded.
@@ -54,12 +80,13 @@ impl EditKey {
         record: &KeyRecord,
         now: OffsetDateTime,
     ) -> Result<KeyUpdate, KeyApiError> {
+        self.check_fields()?;
         let mut update = KeyUpdate::default();
-        if let Some(name) = self.name {
+        if let Some(name) = self.name.given("name")? {
             auth_core::validate_name(&name)?;
             update.name = Some(name);
         }
-        if let Some(asked) = self.scopes {
+        if let Some(asked) = self.scopes.given("scopes")? {
             let scopes = m.checked_scopes(owner, &asked)?;
             if let Some(wider) = scopes.iter().find(|s| !record.scopes.has(s)) {
                 return Err(KeyApiError::field(
@@ -78,13 +105,10 @@ impl EditKey {
         if let Some(meta) = self.meta {
             update.meta = Some(policy_input::meta(meta.unwrap_or_default())?);
         }
-        if let Some(id) = self.external_id {
-            update.external_id = Some(id.map(policy_input::external_id).transpose()?);
-        }
-        if let Some(list) = self.ip_allowlist {
+        if let Some(list) = self.ip_allowlist.given("ip_allowlist")? {
             update.ip_allowlist = Some(policy_input::ip_allowlist(list)?);
         }
-        match self.enabled {
+        match self.enabled.given("enabled")? {
             Some(true) if record.disabled_at.is_some() => update.disabled_at = Some(None),
             Some(false) if record.disabled_at.is_none() => update.disabled_at = Some(Some(now)),
             _ => {}
@@ -99,7 +123,7 @@ impl EditKey {
     pub(crate) fn check_tightening(&self, record: &KeyRecord) -> Result<(), KeyApiError> {
         // Parsed here only when it matters; `checked` refuses a bad list.
         let limited = !record.ip_allowlist.is_empty();
-        if let Some(list) = self.ip_allowlist.as_ref().filter(|_| limited) {
+        if let (Field::Value(list), true) = (&self.ip_allowlist, limited) {
             let nets = policy_input::ip_allowlist(list.clone())?;
             if let Some(wider) = widening(&record.ip_allowlist, &nets) {
                 let what = match wider {
@@ -109,13 +133,13 @@ impl EditKey {
                 return Err(exceeds(
                     "ip_allowlist",
                     format!(
-                        "an API key may only narrow a key's ip_allowlist ({what}); widen it \
+                        "An API key may only narrow a key's ip_allowlist ({what}); widen it \
                          from a signed-in session"
                     ),
                 ));
             }
         }
-        if self.enabled == Some(true) && record.disabled_at.is_some() {
+        if self.enabled == Field::Value(true) && record.disabled_at.is_some() {
             return Err(KeyApiError::Auth(
                 AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess).with_message(
                     "An API key cannot re-enable a disabled key: enable it from a signed-in session",
@@ -127,13 +151,13 @@ impl EditKey {
 
     /// Whether the body names no field at all.
     pub(crate) fn is_empty(&self) -> bool {
-        self.name.is_none()
-            && self.scopes.is_none()
+        !self.name.is_given()
+            && !self.scopes.is_given()
             && self.expires_at.is_none()
             && self.meta.is_none()
-            && self.external_id.is_none()
-            && self.enabled.is_none()
-            && self.ip_allowlist.is_none()
+            && !self.external_id.is_given()
+            && !self.enabled.is_given()
+            && !self.ip_allowlist.is_given()
     }
 }
 
@@ -204,4 +228,40 @@ pub(crate) fn within_ceiling(record: &KeyRecord, ceiling: &ScopeSet) -> Result<(
         )),
         None => Ok(()),
     }
+}
+
+/// What `new`, the replacement of `old` by a rotation that just committed,
+/// lacks of `old` as it stands now: the edits that reached `old` after the
+/// rotation read it. Only fields an edit changes and a replacement copies
+/// (an edit disabling the key makes the rotation itself fail). `latest` is
+/// the rotation's bound on the replacement's expiry.
+pub(crate) fn edits_during_rotation(
+    old: &KeyRecord,
+    new: &KeyRecord,
+    latest: Option<OffsetDateTime>,
+) -> KeyUpdate {
+    let mut missed = KeyUpdate::default();
+    if old.name != new.name {
+        missed.name = Some(old.name.clone());
+    }
+    if old.scopes != new.scopes {
+        missed.scopes = Some(old.scopes.clone());
+    }
+    let expires_at = match (old.expires_at, latest) {
+        (Some(e), Some(l)) => Some(e.min(l)),
+        (e, l) => e.or(l),
+    };
+    if expires_at != new.expires_at {
+        missed.expires_at = Some(expires_at);
+    }
+    if old.meta != new.meta {
+        missed.meta = Some(old.meta.clone());
+    }
+    if old.external_id != new.external_id {
+        missed.external_id = Some(old.external_id.clone());
+    }
+    if old.ip_allowlist != new.ip_allowlist {
+        missed.ip_allowlist = Some(old.ip_allowlist.clone());
+    }
+    missed
 }

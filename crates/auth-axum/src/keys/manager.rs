@@ -6,7 +6,11 @@ use auth_core::{validate_scope, AuditLog, AuthError, KeyIssuer, ScopeSet};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::{
-    default_scopes::DefaultScopes, error::KeyApiError, origins::AllowedOrigins, owner::KeyOwner,
+    default_scopes::DefaultScopes,
+    enforced::{check_enforced, EnforcedPolicy},
+    error::KeyApiError,
+    origins::AllowedOrigins,
+    owner::KeyOwner,
 };
 
 /// Default longest grace period of a rotation: 7 days.
@@ -36,6 +40,7 @@ pub struct KeyManager {
     pub(crate) default_scopes: DefaultScopes,
     pub(crate) expiring_within: Duration,
     pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) enforced: Vec<EnforcedPolicy>,
 }
 
 impl fmt::Debug for KeyManager {
@@ -49,6 +54,7 @@ impl fmt::Debug for KeyManager {
             .field("default_scopes", &self.default_scopes)
             .field("expiring_within", &self.expiring_within)
             .field("max_lifetime", &self.max_lifetime)
+            .field("enforced", &self.enforced)
             .finish_non_exhaustive()
     }
 }
@@ -68,7 +74,31 @@ impl KeyManager {
             default_scopes: DefaultScopes::None,
             expiring_within: DEFAULT_EXPIRING_WITHIN,
             max_lifetime: None,
+            enforced: Vec::new(),
         }
+    }
+
+    /// Declares that the application enforces `policy` on every route a
+    /// key may call, so that the key router accepts it on new keys. Default:
+    /// nothing declared, and a key asking for a per-key `rate_limit` or for
+    /// credits (`remaining`, `refill`) is refused with 422
+    /// `policy_not_enforced`: a policy accepted is a policy enforced.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use auth_axum::{EnforcedPolicy, KeyManager};
+    /// # use auth_core::*;
+    /// # let issuer = KeyIssuer::new(Arc::new(MemoryKeyStore::new()), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
+    /// // The service runs a limiter with `Rule::key_quota()` and a credits store.
+    /// let keys = KeyManager::new(issuer, Arc::new(MemoryAuditLog::default()))
+    ///     .enforces(EnforcedPolicy::RateLimit)
+    ///     .enforces(EnforcedPolicy::Credits);
+    /// ```
+    pub fn enforces(mut self, policy: EnforcedPolicy) -> Self {
+        if !self.enforced.contains(&policy) {
+            self.enforced.push(policy);
+        }
+        self
     }
 
     /// What a key created without `scopes` gets (default
@@ -153,6 +183,12 @@ impl KeyManager {
 }
 
 impl KeyManager {
+    /// 422 `policy_not_enforced` for a field of `policy` the application
+    /// has not declared it enforces ([`KeyManager::enforces`]).
+    pub(crate) fn check_enforced(&self, policy: &auth_core::KeyPolicy) -> Result<(), KeyApiError> {
+        check_enforced(&self.enforced, policy)
+    }
+
     /// The latest expiry a key made now may have, under the maximum
     /// lifetime (to the microsecond, as stores keep it).
     pub(crate) fn latest_expiry(&self) -> Option<OffsetDateTime> {

@@ -1,6 +1,10 @@
 //! [`KeyOwner`]: who is managing keys, and how much they may grant.
 
-use auth_core::{KeyId, Principal, ScopeSet};
+use std::convert::Infallible;
+
+use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
+use axum::extract::FromRequestParts;
+use http::request::Parts;
 
 use crate::Auth;
 
@@ -44,8 +48,15 @@ pub trait KeyOwner: Send + Sync + 'static {
 
     /// The API key making the request, when the owner is identified by one
     /// (default: none, as for a session). It is recorded as the `created_by`
-    /// of the keys it makes, which may not outlive it, and it may not manage
-    /// keys once it has been replaced by rotation.
+    /// of the keys it makes, which may not outlive it nor be broader than
+    /// it, it acts only on keys no broader than itself, and it may not
+    /// manage keys once it has been replaced by rotation.
+    ///
+    /// Fails closed: when the `AuthLayer` in front verified an API key for
+    /// the request and this does not return that key's id, every route
+    /// refuses the request (500, the mismatch logged) rather than serve it
+    /// without the key's restrictions. An owner built from
+    /// [`Auth`](crate::Auth) returns [`AuthContext::key_id`].
     fn acting_key(&self) -> Option<KeyId> {
         None
     }
@@ -77,5 +88,22 @@ impl KeyOwner for Auth {
 
     fn is_impersonating(&self) -> bool {
         self.0.is_impersonating()
+    }
+}
+
+/// The API key the `AuthLayer` in front verified for the request, if any:
+/// what [`KeyOwner::acting_key`] must return.
+pub(crate) struct RequestKey(pub(crate) Option<KeyId>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestKey {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<AuthContext>()
+                .and_then(AuthContext::key_id),
+        ))
     }
 }

@@ -1,12 +1,10 @@
-//! The policy fields of a create or edit body, checked: metadata, external
-//! id, address allowlist, rate limit and credits. Every refusal is a 422
+//! The policy fields of a create or edit body, checked: metadata, address
+//! allowlist, rate limit and credits. Every refusal is a 422
 //! with a code of its own naming the field.
 
 use std::num::NonZeroU32;
 
-use auth_core::{
-    Credits, KeyRateLimit, Refill, RefillEvery, MAX_CREDITS, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES,
-};
+use auth_core::{Credits, KeyRateLimit, Refill, RefillEvery, MAX_CREDITS, MAX_META_BYTES};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -36,20 +34,6 @@ pub(crate) fn meta(meta: Map<String, Value>) -> Result<Map<String, Value>, KeyAp
             "meta must be a JSON object",
         )),
     }
-}
-
-/// `external_id`: 1-256 bytes, no control characters.
-pub(crate) fn external_id(id: String) -> Result<String, KeyApiError> {
-    if id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN || id.chars().any(char::is_control) {
-        return Err(KeyApiError::field(
-            "invalid_external_id",
-            format!(
-                "external_id must be 1-{MAX_EXTERNAL_ID_LEN} bytes with no control characters, \
-                 or null"
-            ),
-        ));
-    }
-    Ok(id)
 }
 
 /// `ip_allowlist`: CIDR blocks (`203.0.113.0/24`, `2001:db8::/32`) or
@@ -186,22 +170,13 @@ mod tests {
     }
 
     #[test]
-    fn meta_external_id_and_credits_are_bounded() {
+    fn meta_and_credits_are_bounded() {
         let mut big = Map::new();
         big.insert("x".into(), Value::String("y".repeat(MAX_META_BYTES)));
         assert_eq!(code(meta(big).unwrap_err()).1, "meta_too_large");
         let mut fits = Map::new();
         fits.insert("plan".into(), Value::String("pro".into()));
         assert_eq!(meta(fits.clone()).unwrap(), fits);
-
-        assert!(external_id("x".repeat(MAX_EXTERNAL_ID_LEN)).is_ok());
-        for bad in [
-            "".to_owned(),
-            "x".repeat(MAX_EXTERNAL_ID_LEN + 1),
-            "a\nb".into(),
-        ] {
-            assert_eq!(code(external_id(bad).unwrap_err()).1, "invalid_external_id");
-        }
 
         let now = OffsetDateTime::UNIX_EPOCH;
         assert_eq!(credits(None, None, now).unwrap(), None);

@@ -3,7 +3,10 @@
 
 use auth_core::KeyPolicy;
 use axum::extract::{rejection::QueryRejection, Query};
-use serde::{de::DeserializeOwned, Deserialize};
+use serde::{
+    de::{DeserializeOwned, IgnoredAny},
+    Deserialize, Deserializer,
+};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
@@ -13,8 +16,9 @@ use super::{
 };
 
 /// `POST /`: `{"name": "...", "scopes": [...], "expires_at": null}` and
-/// optionally `meta`, `external_id`, `ip_allowlist`, `rate_limit`,
-/// `remaining` and `refill`.
+/// optionally `meta`, `ip_allowlist`, `rate_limit`, `remaining` and
+/// `refill`. `null` is refused for every field but `expires_at` (where it
+/// means "never"); `external_id` is refused whatever its value.
 /// (`Default` only for `parse_json`'s bound: an empty body is refused.)
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,23 +26,85 @@ pub(crate) struct CreateKey {
     pub(crate) name: String,
     /// Absent: the manager's [`DefaultScopes`](super::DefaultScopes).
     #[serde(default)]
-    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) scopes: Field<Vec<String>>,
     /// RFC 3339, checked by [`CreateKey::expiry`] to name the field in errors.
     #[serde(default)]
     pub(crate) expires_at: Option<String>,
     #[serde(default)]
-    pub(crate) meta: Option<Map<String, Value>>,
+    pub(crate) meta: Field<Map<String, Value>>,
+    /// Only so that it is refused by name: see [`refuse_application_fields`].
     #[serde(default)]
-    pub(crate) external_id: Option<String>,
+    pub(crate) external_id: Field<IgnoredAny>,
     #[serde(default)]
-    pub(crate) ip_allowlist: Option<Vec<String>>,
+    pub(crate) ip_allowlist: Field<Vec<String>>,
     #[serde(default)]
-    pub(crate) rate_limit: Option<RateLimitInput>,
+    pub(crate) rate_limit: Field<RateLimitInput>,
     /// Uses the key starts with (absent: unlimited).
     #[serde(default)]
-    pub(crate) remaining: Option<u64>,
+    pub(crate) remaining: Field<u64>,
     #[serde(default)]
-    pub(crate) refill: Option<RefillInput>,
+    pub(crate) refill: Field<RefillInput>,
+}
+
+/// A field of a JSON body: absent, `null`, or a value. `null` is kept apart
+/// from absence so that it can be refused by name: read as "absent", a
+/// `"scopes": null` would quietly take the default scopes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) enum Field<T> {
+    /// Not in the body.
+    #[default]
+    Absent,
+    /// `null`.
+    Null,
+    /// Any other value.
+    Value(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            None => Self::Null,
+            Some(v) => Self::Value(v),
+        })
+    }
+}
+
+impl<T> Field<T> {
+    /// The value, if one was given; 422 `null_not_allowed` naming `name`
+    /// for `null`.
+    pub(crate) fn given(self, name: &str) -> Result<Option<T>, KeyApiError> {
+        match self {
+            Self::Absent => Ok(None),
+            Self::Null => Err(KeyApiError::field(
+                "null_not_allowed",
+                format!("{name} may not be null: leave it out, or give a value"),
+            )),
+            Self::Value(v) => Ok(Some(v)),
+        }
+    }
+
+    /// Whether the body names the field at all (`null` included).
+    pub(crate) fn is_given(&self) -> bool {
+        !matches!(self, Self::Absent)
+    }
+}
+
+/// 422 `field_not_settable` when a body sets `external_id`, whatever its
+/// value (`null` too): handlers receive it in `AuthContext::external_id` as
+/// the application's own id for the key (a customer, a tenant), so only the
+/// application sets it, through `KeyIssuer` or the store, never a key holder
+/// through this router.
+pub(crate) fn refuse_application_fields(
+    external_id: &Field<IgnoredAny>,
+) -> Result<(), KeyApiError> {
+    if external_id.is_given() {
+        return Err(KeyApiError::field(
+            "field_not_settable",
+            "external_id is set by the application, not through this API: it is the \
+             application's own id for the key, which request handlers trust",
+        ));
+    }
+    Ok(())
 }
 
 impl CreateKey {
@@ -58,15 +124,24 @@ impl CreateKey {
 }
 
 impl CreateKey {
+    /// The scopes asked for; `None` when absent (the default applies).
+    pub(crate) fn scopes(&mut self) -> Result<Option<Vec<String>>, KeyApiError> {
+        std::mem::take(&mut self.scopes).given("scopes")
+    }
+
     /// The new key's policy, every field checked; credits are set at `now`.
     pub(crate) fn policy(&mut self, now: OffsetDateTime) -> Result<KeyPolicy, KeyApiError> {
+        refuse_application_fields(&self.external_id)?;
         let mut policy = KeyPolicy::default();
-        policy.meta = checked(self.meta.take(), policy_input::meta)?.unwrap_or_default();
-        policy.external_id = checked(self.external_id.take(), policy_input::external_id)?;
-        policy.ip_allowlist =
-            checked(self.ip_allowlist.take(), policy_input::ip_allowlist)?.unwrap_or_default();
-        policy.rate_limit = checked(self.rate_limit.take(), RateLimitInput::checked)?;
-        policy.credits = policy_input::credits(self.remaining.take(), self.refill.take(), now)?;
+        let meta = std::mem::take(&mut self.meta).given("meta")?;
+        policy.meta = checked(meta, policy_input::meta)?.unwrap_or_default();
+        let list = std::mem::take(&mut self.ip_allowlist).given("ip_allowlist")?;
+        policy.ip_allowlist = checked(list, policy_input::ip_allowlist)?.unwrap_or_default();
+        let rate_limit = std::mem::take(&mut self.rate_limit).given("rate_limit")?;
+        policy.rate_limit = checked(rate_limit, RateLimitInput::checked)?;
+        let remaining = std::mem::take(&mut self.remaining).given("remaining")?;
+        let refill = std::mem::take(&mut self.refill).given("refill")?;
+        policy.credits = policy_input::credits(remaining, refill, now)?;
         Ok(policy)
     }
 }
@@ -135,7 +210,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.name, "ci");
-        assert_eq!(ok.scopes.as_deref(), Some(&["read".to_owned()][..]));
+        assert_eq!(ok.scopes, Field::Value(vec!["read".to_owned()]));
         assert_eq!(ok.expiry().unwrap().unwrap().year(), 2999);
 
         let typo = parse_json::<CreateKey>(br#"{"nmae":"ci"}"#, false).unwrap_err();
@@ -153,10 +228,16 @@ mod tests {
             matches!(err, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("expires_at"))
         );
 
-        let omitted: CreateKey = parse_json(br#"{"name":"ci"}"#, false).unwrap();
-        assert_eq!(omitted.scopes, None);
-        let none: CreateKey = parse_json(br#"{"name":"ci","scopes":[]}"#, false).unwrap();
-        assert_eq!(none.scopes, Some(vec![]));
+        let mut omitted: CreateKey = parse_json(br#"{"name":"ci"}"#, false).unwrap();
+        assert_eq!(omitted.scopes().unwrap(), None);
+        let mut none: CreateKey = parse_json(br#"{"name":"ci","scopes":[]}"#, false).unwrap();
+        assert_eq!(none.scopes().unwrap(), Some(vec![]));
+        // `null` is not "omitted": refused, naming the field.
+        let mut null: CreateKey = parse_json(br#"{"name":"ci","scopes":null}"#, false).unwrap();
+        let err = null.scopes().unwrap_err();
+        assert!(
+            matches!(err, KeyApiError::Auth(ref e) if e.status() == 422 && e.message().contains("scopes"))
+        );
 
         let rotate: RotateKey = parse_json(b"  ", true).unwrap();
         assert_eq!(rotate.grace_seconds, 0);

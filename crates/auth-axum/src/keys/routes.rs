@@ -2,9 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use auth_core::{
-    AuditQuery, IssuedKey, KeyCreated, KeyId, KeyPolicy, KeyRecord, NewKey, Principal,
-};
+use auth_core::{AuditQuery, IssuedKey, KeyCreated, KeyId, KeyRecord, NewKey, Principal};
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
     http::StatusCode,
@@ -18,10 +16,10 @@ use serde::Serialize;
 use super::{
     caller::Action,
     csrf,
-    edit::{editable, within_ceiling, EditKey},
+    edit::{editable, edits_during_rotation, within_ceiling, EditKey},
     error::{ErrorStyle, KeyApiError},
     manager::{KeyManager, DEFAULT_PAGE, MAX_PAGE},
-    owner::KeyOwner,
+    owner::{KeyOwner, RequestKey},
     request::{parse_json, query_or, ActivityQuery, CreateKey, RotateKey},
     response::{json, respond, CreatedKey, KeyList},
     usage::{dense, UsageParams},
@@ -102,27 +100,30 @@ async fn create<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     body: Bytes,
 ) -> Response {
-    respond(&style, create_key(&m, &owner, &body).await)
+    respond(&style, create_key(&m, &owner, &key, &body).await)
 }
 
 async fn create_key<O: KeyOwner>(
     m: &KeyManager,
     owner: &O,
+    key: &RequestKey,
     body: &[u8],
 ) -> Result<Response, KeyApiError> {
-    let caller = m.caller(owner, Action::Mint).await?;
+    let caller = m.caller(owner, key, Action::Mint).await?;
     let mut req: CreateKey = parse_json(body, false)?;
     auth_core::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
     m.check_lifetime(expires_at)?;
     caller.check_end(expires_at)?;
-    let scopes = match &req.scopes {
-        Some(asked) => m.checked_scopes(owner, asked)?,
+    let scopes = match req.scopes()? {
+        Some(asked) => m.checked_scopes(owner, &asked)?,
         None => m.default_scopes_for(owner),
     };
     let policy = req.policy(time::OffsetDateTime::now_utc())?;
+    m.check_enforced(&policy)?;
     caller.check_policy(&policy)?;
     let mut new = NewKey::new(owner.principal().clone(), req.name, scopes).policy(policy);
     new.expires_at = expires_at;
@@ -131,17 +132,25 @@ async fn create_key<O: KeyOwner>(
     Ok(created(&issued, CreatedKey::new(&issued)))
 }
 
-async fn list<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
+async fn list<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    key: RequestKey,
+) -> Response {
     let result = async {
-        m.caller(&owner, Action::Manage).await?;
+        let caller = m.caller(&owner, &key, Action::Manage).await?;
         let who = owner.principal();
+        let ceiling = owner.grantable_scopes();
         let now = time::OffsetDateTime::now_utc();
+        // A key lists only the keys it may act on: a broader key's
+        // metadata, last address and activity are not a narrow key's to see.
         let keys = m
             .issuer
             .list(who.user_id())
             .await?
             .into_iter()
-            .filter(|r| r.owner == *who)
+            .filter(|r| r.owner == *who && caller.has_authority(r, ceiling))
             .map(|r| r.metadata_at(now, m.expiring()))
             .collect();
         Ok(json(StatusCode::OK, &KeyList { keys }))
@@ -165,24 +174,31 @@ async fn owned_key(
     }
 }
 
-/// The owner's key named by the path, once the caller may manage keys.
+/// The owner's key named by the path, once the caller may manage keys and
+/// has authority over that key (`Caller::check_authority`): every route
+/// acting on one existing key goes through here (rotation, which also
+/// mints, checks the same rule itself).
 async fn managed_key<O: KeyOwner>(
     m: &KeyManager,
     owner: &O,
+    key: &RequestKey,
     path: KeyPath,
 ) -> Result<KeyRecord, KeyApiError> {
-    m.caller(owner, Action::Manage).await?;
-    owned_key(m, owner.principal(), path).await
+    let caller = m.caller(owner, key, Action::Manage).await?;
+    let record = owned_key(m, owner.principal(), path).await?;
+    caller.check_authority(&record, owner.grantable_scopes())?;
+    Ok(record)
 }
 
 async fn show<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     path: KeyPath,
 ) -> Response {
     let result = async {
-        let record = managed_key(&m, &owner, path).await?;
+        let record = managed_key(&m, &owner, &key, path).await?;
         let now = time::OffsetDateTime::now_utc();
         Ok(json(StatusCode::OK, &record.metadata_at(now, m.expiring())))
     };
@@ -193,26 +209,29 @@ async fn edit<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     path: KeyPath,
     body: Bytes,
 ) -> Response {
-    respond(&style, edit_key(&m, &owner, path, &body).await)
+    respond(&style, edit_key(&m, &owner, &key, path, &body).await)
 }
 
 async fn edit_key<O: KeyOwner>(
     m: &KeyManager,
     owner: &O,
+    key: &RequestKey,
     path: KeyPath,
     body: &[u8],
 ) -> Result<Response, KeyApiError> {
-    let record = managed_key(m, owner, path).await?;
+    let record = managed_key(m, owner, key, path).await?;
     let req: EditKey = parse_json(body, false)?;
     if req.is_empty() {
         return Err(KeyApiError::field(
             "nothing_to_change",
-            "Give at least one of name, scopes, expires_at, meta, external_id, enabled, ip_allowlist",
+            "Give at least one of name, scopes, expires_at, meta, enabled, ip_allowlist",
         ));
     }
+    req.check_fields()?;
     let now = time::OffsetDateTime::now_utc();
     editable(&record, now)?;
     within_ceiling(&record, owner.grantable_scopes())?;
@@ -221,7 +240,10 @@ async fn edit_key<O: KeyOwner>(
     if owner.acting_key().is_some() {
         req.check_tightening(&record)?;
     }
-    let update = req.checked(m, owner, &record, now)?;
+    // Compare-and-set: applied only to the key as read and checked above;
+    // a concurrent rotation, revocation or edit makes it 409, never a
+    // 200 for an edit that landed on a key already replaced or changed.
+    let update = req.checked(m, owner, &record, now)?.if_unchanged(&record);
     // Every instance's cache drops the key before this returns here, and
     // within the change feed's propagation time elsewhere.
     let updated = m.issuer.store().update(record.id, &update).await?;
@@ -235,10 +257,11 @@ async fn revoke<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     path: KeyPath,
 ) -> Response {
     let result = async {
-        let record = managed_key(&m, &owner, path).await?;
+        let record = managed_key(&m, &owner, &key, path).await?;
         if !m.issuer.revoke(record.id).await? {
             return Err(KeyApiError::no_such_key());
         }
@@ -251,11 +274,12 @@ async fn rotate<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     path: KeyPath,
     body: Bytes,
 ) -> Response {
     let result = async {
-        let caller = m.caller(&owner, Action::Mint).await?;
+        let caller = m.caller(&owner, &key, Action::Mint).await?;
         let record = owned_key(&m, owner.principal(), path).await?;
         // The replacement keeps the old key's scopes: no more than the
         // caller may grant, or a narrow key could mint a broad one.
@@ -271,9 +295,9 @@ async fn rotate<O: KeyOwner>(
             (e, l) => e.or(l),
         };
         caller.check_end(expires_at)?;
-        // The replacement copies the old key's policy: it must be within
-        // the caller's too.
-        caller.check_policy(&KeyPolicy::of(&record).unwrap_or_default())?;
+        // The replacement copies the old key's policy: the caller must have
+        // authority over the old key (which bounds the copy too).
+        caller.check_authority(&record, ceiling)?;
         let req: RotateKey = parse_json(&body, true)?;
         let grace = Duration::from_secs(req.grace_seconds);
         if grace > m.max_grace {
@@ -291,15 +315,21 @@ async fn rotate<O: KeyOwner>(
                  replacement and it stops at once (send grace_seconds 0 or no body)",
             ));
         }
-        let issued = m
+        let mut issued = m
             .issuer
             .rotate_within(record.id, grace, caller.key, latest)
             .await?;
-        let previous_ends = m
-            .issuer
-            .get(record.id)
-            .await?
-            .and_then(|old| old.revoked_at);
+        let old = m.issuer.get(record.id).await?;
+        // An edit that committed after the rotation read the old key and
+        // before it retired it is carried over, before anyone holds the
+        // new token; any later edit of the old key is refused (409).
+        if let Some(old) = &old {
+            let missed = edits_during_rotation(old, &issued.record, latest);
+            if !missed.is_empty() {
+                issued.record = m.issuer.store().update(issued.record.id, &missed).await?;
+            }
+        }
+        let previous_ends = old.and_then(|old| old.revoked_at);
         let mut body = CreatedKey::new(&issued);
         body.rotated_from = Some(record.id);
         body.previous_key_ends_at = previous_ends;
@@ -318,11 +348,12 @@ const USAGE_QUERY: &str = "Query parameters: bucket (hour or day) and since (RFC
 async fn managed_key_and_query<O: KeyOwner, T>(
     m: &KeyManager,
     owner: &O,
+    key: &RequestKey,
     path: KeyPath,
     query: Result<Query<T>, QueryRejection>,
     takes: &'static str,
 ) -> Result<(KeyRecord, T), KeyApiError> {
-    let record = managed_key(m, owner, path).await?;
+    let record = managed_key(m, owner, key, path).await?;
     Ok((record, query_or(query, takes)?))
 }
 
@@ -330,11 +361,13 @@ async fn activity<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     path: KeyPath,
     query: Result<Query<ActivityQuery>, QueryRejection>,
 ) -> Response {
     let result = async {
-        let (record, q) = managed_key_and_query(&m, &owner, path, query, ACTIVITY_QUERY).await?;
+        let (record, q) =
+            managed_key_and_query(&m, &owner, &key, path, query, ACTIVITY_QUERY).await?;
         let page = m
             .activity
             .query(
@@ -353,11 +386,13 @@ async fn usage<O: KeyOwner>(
     style: ErrorStyle,
     Extension(m): Manager,
     owner: O,
+    key: RequestKey,
     path: KeyPath,
     query: Result<Query<UsageParams>, QueryRejection>,
 ) -> Response {
     let result = async {
-        let (record, params) = managed_key_and_query(&m, &owner, path, query, USAGE_QUERY).await?;
+        let (record, params) =
+            managed_key_and_query(&m, &owner, &key, path, query, USAGE_QUERY).await?;
         let now = time::OffsetDateTime::now_utc();
         let q = params.query(record.id, now)?;
         let counted = m.activity.usage(&q).await?;
@@ -383,8 +418,13 @@ struct ScopeOption<'a> {
     grantable: bool,
 }
 
-async fn options<O: KeyOwner>(style: ErrorStyle, Extension(m): Manager, owner: O) -> Response {
-    if let Err(e) = m.caller(&owner, Action::Manage).await {
+async fn options<O: KeyOwner>(
+    style: ErrorStyle,
+    Extension(m): Manager,
+    owner: O,
+    key: RequestKey,
+) -> Response {
+    if let Err(e) = m.caller(&owner, &key, Action::Manage).await {
         return respond(&style, Err(e));
     }
     let ceiling = owner.grantable_scopes();

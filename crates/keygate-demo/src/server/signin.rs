@@ -452,6 +452,7 @@ fn json_error(status: StatusCode, code: &'static str, message: &'static str) -> 
 /// `/`, `/login`, `/logout` and the settings page at [`SETTINGS`], behind
 /// cookie sessions. Merge it with the API router.
 pub async fn routes(server: &Server, accounts: &Accounts) -> Result<Router, String> {
+    // As the API's router: per-key rate limits and credits are not enforced.
     let keys = KeyManager::new(server.issuer.clone(), server.audit.clone())
         .known_scopes(all_scopes())
         .default_scopes(DefaultScopes::OwnerGrantable)
