@@ -390,6 +390,7 @@ macro_rules! suite {
                 credits_spend_down_and_refill,
                 concurrent_spends_never_overspend,
                 lower_credits_never_raises_and_publishes_nothing,
+                edits_compare_and_set,
             );
             $(
                 mod $durable {
@@ -487,6 +488,8 @@ fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
 
 mod cases {
     use super::*;
+
+    pub(crate) use super::compare_and_set::edits_compare_and_set;
 
     /// The administrators' listing: every filter, alone, and pages that
     /// together hold every key once, newest first.
@@ -1665,6 +1668,89 @@ mod cases {
                 .remaining,
             0
         );
+    }
+}
+
+/// Compare-and-set edits (`KeyUpdate::if_unchanged`): applied only to the
+/// key as read, atomically with the write.
+mod compare_and_set {
+    use super::*;
+
+    pub(crate) async fn edits_compare_and_set(b: &Backend) {
+        let mut original = with_policy("alice", T0);
+        original.disabled_at = None;
+        b.keys.insert(&original).await.unwrap();
+        let read = b.keys.get(original.id).await.unwrap().unwrap();
+        // As read: applied.
+        let renamed = b
+            .keys
+            .update(
+                read.id,
+                &KeyUpdate::default().name("first").if_unchanged(&read),
+            )
+            .await
+            .unwrap();
+        assert_eq!(renamed.name, "first");
+        // Decided on a stale read: refused, nothing changed.
+        let stale = KeyUpdate::default()
+            .scopes(ScopeSet::empty())
+            .if_unchanged(&read);
+        assert!(matches!(
+            b.keys.update(read.id, &stale).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(b.keys.get(read.id).await.unwrap(), Some(renamed.clone()));
+        // Use (last use, credits spent) is not a change of the key.
+        b.keys
+            .record_use(&[KeyUse::new(read.id, T0 + time::Duration::seconds(5))])
+            .await
+            .unwrap();
+        b.keys
+            .spend_credit(read.id, T0 + time::Duration::seconds(6))
+            .await
+            .unwrap();
+        let used = KeyUpdate::default().name("second").if_unchanged(&renamed);
+        assert_eq!(b.keys.update(read.id, &used).await.unwrap().name, "second");
+        // A revocation is.
+        let before = b.keys.get(read.id).await.unwrap().unwrap();
+        b.keys
+            .revoke(read.id, T0 + time::Duration::seconds(7))
+            .await
+            .unwrap();
+        let late = KeyUpdate::default().name("third").if_unchanged(&before);
+        assert!(matches!(
+            b.keys.update(read.id, &late).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            b.keys.update(KeyId::random(), &late).await,
+            Err(StoreError::NotFound)
+        );
+
+        // Of concurrent edits decided on the same read, exactly one lands.
+        let key = record("bob", T0);
+        b.keys.insert(&key).await.unwrap();
+        let read = b.keys.get(key.id).await.unwrap().unwrap();
+        let edits: Vec<_> = (0..8)
+            .map(|i| {
+                let keys = b.keys.clone();
+                let edit = KeyUpdate::default()
+                    .name(format!("edit {i}"))
+                    .if_unchanged(&read);
+                tokio::spawn(async move { keys.update(key.id, &edit).await })
+            })
+            .collect();
+        let mut landed = Vec::new();
+        for edit in edits {
+            match edit.await.unwrap() {
+                Ok(r) => landed.push(r.name),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(landed.len(), 1, "{landed:?}");
+        let stored = b.keys.get(key.id).await.unwrap().unwrap();
+        assert_eq!(stored.name, landed[0]);
     }
 }
 
