@@ -2696,22 +2696,19 @@ async fn an_edit_landing_while_a_rotation_is_under_way_reaches_the_replacement()
     // narrowing commits.
     let (arrived, go) = f.store.rotate_gate.arm();
     let rotate = format!("{path}/rotate");
-    let (rotated, edit) = tokio::join!(
-        f.call(Method::POST, &rotate, &admin, None),
-        async {
-            arrived.await.unwrap();
-            let r = f
-                .call(
-                    Method::PATCH,
-                    &path,
-                    &admin,
-                    Some(r#"{"scopes":["read"],"ip_allowlist":["127.0.0.1"]}"#),
-                )
-                .await;
-            go.send(()).unwrap();
-            r
-        }
-    );
+    let (rotated, edit) = tokio::join!(f.call(Method::POST, &rotate, &admin, None), async {
+        arrived.await.unwrap();
+        let r = f
+            .call(
+                Method::PATCH,
+                &path,
+                &admin,
+                Some(r#"{"scopes":["read"],"ip_allowlist":["127.0.0.1"]}"#),
+            )
+            .await;
+        go.send(()).unwrap();
+        r
+    });
     assert_eq!(edit.status, StatusCode::OK, "{}", edit.text);
     assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.text);
     // The replacement holds the narrowing, as answered and as stored.
