@@ -2754,6 +2754,7 @@ async fn an_owner_that_forgets_the_acting_key_fails_closed() {
     let issuer = fixtures::issuer(store.clone());
     let audit = Arc::new(MemoryAuditLog::default());
     let manager = KeyManager::new(issuer.clone(), audit as Arc<dyn AuditLog>);
+    let store_for_admin = store.clone();
     let app = Router::new()
         .nest("/api/tokens", keys_router::<Forgetful, _>(manager))
         .layer(AuthLayer::builder(fixtures::verifier(store)).build());
@@ -2820,4 +2821,41 @@ async fn an_owner_that_forgets_the_acting_key_fails_closed() {
     assert_eq!(issuer.list("alice").await.unwrap().len(), 2, "nothing made");
     let broad = issuer.get(broad.record.id).await.unwrap().unwrap();
     assert_eq!((broad.revoked_at, broad.replaced_by), (None, None));
+
+    // The same for an administrator that forgets the key it came with.
+    let manager = KeyManager::new(
+        issuer.clone(),
+        Arc::new(MemoryAuditLog::default()) as Arc<dyn AuditLog>,
+    );
+    let admin_app = Router::new()
+        .nest(
+            "/admin/keys",
+            auth_axum::admin_keys_router::<ForgetfulAdmin, _>(manager),
+        )
+        .layer(AuthLayer::builder(fixtures::verifier(store_for_admin)).build());
+    let req = Request::delete(format!("/admin/keys/{}", broad.id))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = Reply::from(admin_app.oneshot(req).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+    let broad = issuer.get(broad.id).await.unwrap().unwrap();
+    assert_eq!(broad.revoked_at, None);
+}
+
+/// A service-wide administrator that forgets `acting_key`.
+struct ForgetfulAdmin;
+
+impl<S: Send + Sync> FromRequestParts<S> for ForgetfulAdmin {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(_: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+        Ok(Self)
+    }
+}
+
+impl auth_axum::KeyAdmin for ForgetfulAdmin {
+    fn organisation(&self) -> Option<&str> {
+        None
+    }
 }

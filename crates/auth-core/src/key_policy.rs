@@ -56,9 +56,15 @@ impl KeyRateLimit {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyPolicy {
-    /// The application's metadata (empty: none).
+    /// Metadata (empty: none). The key holder may write it through the
+    /// key-management router (on create and by `PATCH`): treat it as user
+    /// input, never as something the application vouches for.
     pub meta: Map<String, Value>,
-    /// The application's own id for the key.
+    /// The application's own id for the key (a customer or tenant id, say).
+    /// Handlers may trust it: only the application sets it (through
+    /// [`KeyIssuer`](crate::KeyIssuer) or
+    /// [`KeyStore::update`](crate::KeyStore::update)); the user-facing key
+    /// router refuses it.
     pub external_id: Option<String>,
     /// Client networks the key may be used from (empty: any).
     pub ip_allowlist: Vec<IpNet>,

@@ -21,6 +21,7 @@ use super::{
     csrf,
     error::{ErrorStyle, KeyApiError},
     manager::KeyManager,
+    owner::RequestKey,
     request::query_or,
     response::{json, respond},
 };
@@ -51,6 +52,9 @@ pub trait KeyAdmin: Send + Sync + 'static {
 
     /// The API key making the request, if any: a key replaced by rotation
     /// may not administer keys (403), so it cannot revoke its replacement.
+    /// Fails closed as [`KeyOwner::acting_key`](crate::KeyOwner::acting_key)
+    /// does: a request the `AuthLayer` authenticated with a key this does
+    /// not report is refused (500).
     fn acting_key(&self) -> Option<KeyId> {
         None
     }
@@ -136,8 +140,25 @@ struct AdminKeyList {
     next_cursor: Option<String>,
 }
 
-/// 403 for a replaced key (see [`KeyAdmin::acting_key`]).
-async fn check_admin<A: KeyAdmin>(m: &KeyManager, admin: &A) -> Result<(), KeyApiError> {
+/// 403 for a replaced key (see [`KeyAdmin::acting_key`]); 500 for an
+/// administrator that does not report the key the layer verified.
+async fn check_admin<A: KeyAdmin>(
+    m: &KeyManager,
+    admin: &A,
+    key: &RequestKey,
+) -> Result<(), KeyApiError> {
+    if key.0.is_some() && admin.acting_key() != key.0 {
+        tracing::error!(
+            "the KeyAdmin of the admin key router does not report the API key that \
+             authenticated the request (KeyAdmin::acting_key): request refused"
+        );
+        return Err(KeyApiError::Auth(
+            AuthError::new(ErrorCode::Internal, RejectReason::Internal).with_message(
+                "This service cannot tell which key is making the request, so it administers \
+                 no keys for it",
+            ),
+        ));
+    }
     let Some(id) = admin.acting_key() else {
         return Ok(());
     };
@@ -202,10 +223,11 @@ async fn list<A: KeyAdmin>(
     style: ErrorStyle,
     Extension(m): Manager,
     admin: A,
+    key: RequestKey,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Response {
     let result = async {
-        check_admin(&m, &admin).await?;
+        check_admin(&m, &admin, &key).await?;
         let params = query_or(
             params,
             "Query parameters: owner, org, state (active, disabled, revoked or expired), \
@@ -254,10 +276,11 @@ async fn show<A: KeyAdmin>(
     style: ErrorStyle,
     Extension(m): Manager,
     admin: A,
+    key: RequestKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let result = async {
-        check_admin(&m, &admin).await?;
+        check_admin(&m, &admin, &key).await?;
         let record = visible_key(&m, &admin, path).await?;
         let now = m.issuer.wall_clock().now();
         Ok(json(StatusCode::OK, &record.metadata_at(now, m.expiring())))
@@ -269,10 +292,11 @@ async fn revoke<A: KeyAdmin>(
     style: ErrorStyle,
     Extension(m): Manager,
     admin: A,
+    key: RequestKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
     let result = async {
-        check_admin(&m, &admin).await?;
+        check_admin(&m, &admin, &key).await?;
         let record = visible_key(&m, &admin, path).await?;
         if !m.issuer.revoke(record.id).await? {
             return Err(KeyApiError::no_such_key());
