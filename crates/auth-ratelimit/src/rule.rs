@@ -145,8 +145,8 @@ impl Rule {
     /// owner's tier from the limiter's [`QuotaResolver`](crate::QuotaResolver)
     /// (cached per key and effective principal), else this rule's quota.
     /// The key's own rate limit can then only tighten that quota, never
-    /// loosen it: the lower sustained rate (count per period) applies, ties
-    /// broken by the lower burst. See the [`tiers`](crate::tiers) module.
+    /// loosen it, in each dimension: the smaller burst and the lower
+    /// sustained rate apply. See the [`tiers`](crate::tiers) module.
     ///
     /// ```
     /// use auth_ratelimit::{Quota, Rule};

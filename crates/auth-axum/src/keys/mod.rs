@@ -24,7 +24,10 @@
 //! * `ip_allowlist`: CIDR blocks or addresses (at most 64), e.g.
 //!   `["203.0.113.0/24", "2001:db8::/32"]`; empty: any address;
 //! * `rate_limit`: `{"limit": 100, "period_seconds": 60}`, the key's own
-//!   quota: at most `limit` requests at once and no faster on average;
+//!   quota: at most `limit` requests at once and no faster on average. It
+//!   only tightens: a limiter with a per-key-quota rule applies the smaller
+//!   burst and the lower rate of it and the owner's tier, so a slower but
+//!   burstier limit brings no more requests at once than the tier allows;
 //! * `remaining` and `refill` (`{"amount": N, "every": "hour"|"day"|"week"|"month"}`):
 //!   a usage-limited key's credits.
 //!
