@@ -75,7 +75,9 @@ impl Caller {
         target: &KeyRecord,
         ceiling: &ScopeSet,
     ) -> Result<(), KeyApiError> {
-        if self.key.is_none() {
+        // A session is not bound; a key is never broader than itself (its
+        // credits, read twice, may differ by a spend or a refill).
+        if self.key.is_none_or(|me| me == target.id) {
             return Ok(());
         }
         if let Some(beyond) = target.scopes.iter().find(|s| !ceiling.has(s)) {
