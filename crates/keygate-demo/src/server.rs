@@ -190,7 +190,11 @@ impl Server {
 
     /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).
     pub fn router(&self) -> Router {
-        let router = crate::support::ops::mount(self.protect(self.routes()), &self.verifier);
+        let router = crate::support::ops::mount_with_audit(
+            self.protect(self.routes()),
+            &self.verifier,
+            self.audit.clone(),
+        );
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
         router
