@@ -249,7 +249,7 @@ def main():
     schema = f"soak_{os.getpid()}"
     subprocess.run(["psql", "-q", database_url, "-c", f"CREATE SCHEMA {schema}"], check=True)
     relay = Relay(url.hostname or "127.0.0.1", url.port or 5432)
-    query = urllib.parse.urlencode({"options": f"-c search_path={schema}"})
+    query = "options=" + urllib.parse.quote(f"-c search_path={schema}", safe="")
     netloc = (url.username + "@" if url.username else "") + f"127.0.0.1:{relay.port}"
     relayed = urllib.parse.urlunsplit((url.scheme, netloc, url.path, query, ""))
     direct = urllib.parse.urlunsplit((url.scheme, url.netloc, url.path, query, ""))
@@ -384,8 +384,13 @@ def main():
             ["psql", "-Atq", direct, "-c",
              f"SELECT credits_remaining FROM api_keys WHERE id = '{credit_id}'"],
             check=True, capture_output=True, text=True)
-        report["credits"] = {"granted": CREDITS, "served": credit_served,
-                             "remaining_in_store": out.stdout.strip()}
+        credit_times = [r[0] for r in served if r[3] == "credits"]
+        report["credits"] = {
+            "granted": CREDITS, "served": credit_served,
+            "served_before_redis_restart": sum(1 for t in credit_times if t < events["redis_restarted"]),
+            "served_by": {i: sum(1 for r in served if r[3] == "credits" and r[2] == i) for i in "AB"},
+            "remaining_in_store": out.stdout.strip(),
+        }
         if credit_served > CREDITS:
             failures.append(f"credits overspent: {credit_served} served of {CREDITS}")
 

@@ -27,8 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build -q --release --example server
-BIN=${CARGO_TARGET_DIR:-target}/release/examples/server
+[ -n "${SERVER_BIN:-}" ] || cargo build -q --release --example server
+BIN=${SERVER_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/server}
 case "$BACKEND" in
     sqlite) DB="$TMP/data/keys.db" ;;
     postgres)
@@ -46,7 +46,8 @@ store_bytes() {
     fi
 }
 metric() { # name [label filter]
-    curl -s "http://127.0.0.1:$PORT/metrics" | grep "^$1" | grep -- "${2:-}" | awk '{s += $2} END {printf "%d\n", s}'
+    curl -s "http://127.0.0.1:$PORT/metrics" | { grep "^$1" || true; } | { grep -- "${2:-}" || true; } |
+        awk '{s += $2} END {printf "%d\n", s}'
 }
 
 ARGS=(--addr "127.0.0.1:$PORT" --db "$DB" --rate-limit 4000000000)
@@ -105,8 +106,14 @@ echo "audit written: $WRITTEN"
 echo "audit dropped: $DROPPED"
 echo "store growth: $(( (AFTER - BEFORE) / 1024 )) KiB ($BEFORE -> $AFTER bytes)"
 echo "server peak RSS: $((RSS_PEAK / 1024)) MiB"
+Q_ROWS="SELECT outcome, coalesce(reason, '-'), coalesce(status, 0), count(*) FROM audit_events GROUP BY 1, 2, 3 ORDER BY 4 DESC"
+Q_REFUSALS="SELECT reason, count(*), sum(count) FROM audit_refusals GROUP BY 1"
 if [ "$BACKEND" = sqlite ]; then
-    echo "rows: $(sqlite3 "$DB" 'SELECT count(*) FROM audit_events' 2>/dev/null || echo '?') events, $(sqlite3 "$DB" 'SELECT count(*), coalesce(sum(count), 0) FROM audit_refusals' 2>/dev/null || echo '?') refusal rows/count"
+    echo "event rows (outcome|reason|status|rows):"; sqlite3 "$DB" "$Q_ROWS"
+    echo "refusal windows (reason|rows|count):"; sqlite3 "$DB" "$Q_REFUSALS"
+    echo "bytes of the counted refusals (audit_refusals): $(sqlite3 "$DB" "SELECT sum(pgsize) FROM dbstat WHERE name = 'audit_refusals'")"
 else
-    echo "rows: $(psql -Atq "$DB" -c 'SELECT count(*) FROM audit_events') events, $(psql -Atq "$DB" -c 'SELECT count(*), coalesce(sum(count), 0) FROM audit_refusals') refusal rows/count"
+    echo "event rows (outcome|reason|status|rows):"; psql -Atq "$DB" -c "$Q_ROWS"
+    echo "refusal windows (reason|rows|count):"; psql -Atq "$DB" -c "$Q_REFUSALS"
+    echo "bytes of the counted refusals (audit_refusals): $(psql -Atq "$DB" -c "SELECT pg_total_relation_size('audit_refusals')")"
 fi
