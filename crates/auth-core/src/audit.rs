@@ -114,6 +114,47 @@ impl AuditEvent {
     }
 }
 
+/// The current time (UTC), as audit events take it: the calendar date is
+/// worked out once a day per thread, not for every event, which is most of
+/// what [`OffsetDateTime::now_utc`] costs.
+///
+/// ```
+/// let t = auth_core::audit_now();
+/// let reference = time::OffsetDateTime::now_utc();
+/// assert!((reference - t).abs() < time::Duration::seconds(5));
+/// ```
+pub fn audit_now() -> OffsetDateTime {
+    use std::{cell::Cell, time::SystemTime};
+    thread_local! {
+        static TODAY: Cell<Option<(u64, time::Date)>> = const { Cell::new(None) };
+    }
+    let Ok(since_epoch) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) else {
+        return OffsetDateTime::now_utc();
+    };
+    let secs = since_epoch.as_secs();
+    let (day, of_day) = (secs / 86_400, secs % 86_400);
+    let date = TODAY.with(|today| match today.get() {
+        Some((d, date)) if d == day => Some(date),
+        _ => {
+            let date = OffsetDateTime::from_unix_timestamp((day * 86_400) as i64)
+                .ok()?
+                .date();
+            today.set(Some((day, date)));
+            Some(date)
+        }
+    });
+    let time = time::Time::from_hms_nano(
+        (of_day / 3_600) as u8,
+        (of_day / 60 % 60) as u8,
+        (of_day % 60) as u8,
+        since_epoch.subsec_nanos(),
+    );
+    match (date, time) {
+        (Some(date), Ok(time)) => time::PrimitiveDateTime::new(date, time).assume_utc(),
+        _ => OffsetDateTime::now_utc(),
+    }
+}
+
 /// Left in a response's extensions by a handler that created a key: the
 /// auth layer copies it into the request's [`AuditEvent::created_key`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +356,50 @@ pub fn count_usage<'a>(
     buckets.into_values().collect()
 }
 
+/// Refusals that named no real key (and limiter refusals), counted per
+/// minute, reason and client network instead of one row each: what a
+/// durable log keeps of a flood of garbage tokens. See
+/// [`AuditLog::refusals`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RefusalCount {
+    /// Start of the minute.
+    #[serde(with = "time::serde::rfc3339")]
+    pub minute: OffsetDateTime,
+    /// Why they were refused.
+    pub reason: RejectReason,
+    /// The clients' network: `a.b.c.0/24`, an IPv6 `/64`, `unknown` (no
+    /// address), or `other` once a minute has its fill of networks.
+    pub network: String,
+    /// How many, exactly.
+    pub count: u64,
+    /// The first refusal of the window, as it would have been recorded.
+    pub sample: AuditEvent,
+}
+
+/// Whether an audit log is keeping up (see [`AuditLog::health`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditHealth {
+    /// Events waiting to be written.
+    pub queued: u64,
+    /// Events shed since start because the store could not keep up:
+    /// counted in the usage roll-up and `keygate_audit_events_dropped_total`,
+    /// but without their own row.
+    pub shed_total: u64,
+    /// Events shed in the last minute.
+    pub shed_recently: bool,
+    /// The last write to the store failed and is being retried.
+    pub store_failing: bool,
+}
+
+impl AuditHealth {
+    /// Shedding lately, or the store is failing: the log is degraded.
+    pub fn is_degraded(&self) -> bool {
+        self.shed_recently || self.store_failing
+    }
+}
+
 /// An audit sink that can be queried: the "Activity" view.
 #[async_trait]
 pub trait AuditLog: AuditSink {
@@ -348,6 +433,20 @@ pub trait AuditLog: AuditSink {
             before = page.next_cursor;
         }
     }
+
+    /// Aggregated refusals (see [`RefusalCount`]) of minutes starting at or
+    /// after `since`, oldest first. Logs that keep every refusal as an
+    /// event (the in-memory one) have none.
+    async fn refusals(&self, since: OffsetDateTime) -> Result<Vec<RefusalCount>, StoreError> {
+        let _ = since;
+        Ok(Vec::new())
+    }
+
+    /// Whether the log keeps up; the in-memory log always does.
+    fn health(&self) -> AuditHealth {
+        AuditHealth::default()
+    }
+
     /// Deletes events older than `before`; returns how many.
     async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
     /// Writes out everything accepted so far (call on graceful shutdown).
@@ -588,6 +687,17 @@ mod tests {
             (days[0].success, days[0].refused, days[0].rate_limited),
             (3, 1, 1)
         );
+    }
+
+    #[test]
+    fn audit_now_agrees_with_the_calendar() {
+        for _ in 0..3 {
+            let before = OffsetDateTime::now_utc();
+            let t = audit_now();
+            let after = OffsetDateTime::now_utc();
+            assert!(before <= t && t <= after, "{before} {t} {after}");
+            assert_eq!(t.offset(), time::UtcOffset::UTC);
+        }
     }
 
     #[tokio::test]

@@ -66,9 +66,9 @@ mod verifier;
 
 pub use access::{AccessLevel, InvalidAccessLevel};
 pub use audit::{
-    count_usage, page as audit_page, AuditEvent, AuditLog, AuditOutcome, AuditPage, AuditQuery,
-    AuditSink, KeyCreated, MemoryAuditLog, RefusedFor, UsageBucket, UsageCount, UsageQuery,
-    MAX_USER_AGENT,
+    audit_now, count_usage, page as audit_page, AuditEvent, AuditHealth, AuditLog, AuditOutcome,
+    AuditPage, AuditQuery, AuditSink, KeyCreated, MemoryAuditLog, RefusalCount, RefusedFor,
+    UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
 pub use check::SecretCheck;
 pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};

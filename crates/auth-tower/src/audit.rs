@@ -3,11 +3,10 @@
 use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
-    AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RefusedFor, RejectReason,
+    audit_now, AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RefusedFor, RejectReason,
     MAX_USER_AGENT,
 };
 use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
-use time::OffsetDateTime;
 
 use crate::config::Config;
 
@@ -151,7 +150,7 @@ pub(crate) fn pending<'a>(
         AuditOutcome::Failure
     };
     let mut event = AuditEvent::new(
-        OffsetDateTime::now_utc(),
+        audit_now(),
         outcome,
         req.method.as_str(),
         req.uri.path(),

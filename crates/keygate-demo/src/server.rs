@@ -137,13 +137,17 @@ impl Server {
             issuer, verifier, ..
         } = backend.keys(PREFIX);
         let auth = AuthLayer::builder(verifier.clone());
-        let limiter = options.limits.limiter(vec![
-            Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),
-            Rule::websocket_connects(
-                "ws-connect",
-                Quota::per_minute(options.ws_connects_per_minute.max(1)),
-            ),
-        ])?;
+        // Keys made with credits spend one per request (unlimited otherwise).
+        let limiter = options.limits.limiter_with(
+            vec![
+                Rule::per_user("default", Quota::per_hour(options.requests_per_hour.max(1))),
+                Rule::websocket_connects(
+                    "ws-connect",
+                    Quota::per_minute(options.ws_connects_per_minute.max(1)),
+                ),
+            ],
+            |limiter| limiter.credits(backend.keys.clone()),
+        )?;
         let protection =
             Protection::new(auth, ErrorFormat::Flat, backend, &options.limits, limiter)?;
         Ok(Self {
@@ -192,7 +196,11 @@ impl Server {
 
     /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).
     pub fn router(&self) -> Router {
-        let router = crate::support::ops::mount(self.protect(self.routes()), &self.verifier);
+        let router = crate::support::ops::mount_with_audit(
+            self.protect(self.routes()),
+            &self.verifier,
+            self.audit.clone(),
+        );
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
         router

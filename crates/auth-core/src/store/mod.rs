@@ -10,6 +10,8 @@
 //! announced on the same change feed as revocations.
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod audit_policy;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod audit_writer;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod change_payload;

@@ -8,22 +8,29 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
-    audit_writer::{AuditWriter, BatchSink},
+    audit_writer::{AuditWriter, Batch, BatchSink},
     sql::{self, store_error, truncate, MAX_AUDIT_METHOD, MAX_AUDIT_PATH},
     AuditBatching, StoreError,
 };
 use crate::{
-    audit_page, AuditEvent, AuditLog, AuditPage, AuditQuery, AuditSink, UsageCount, UsageQuery,
-    MAX_USER_AGENT,
+    audit_page, AuditEvent, AuditHealth, AuditLog, AuditOutcome, AuditPage, AuditQuery, AuditSink,
+    RefusalCount, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
 
 /// A durable, queryable [`AuditLog`] in the key store's PostgreSQL database.
 ///
-/// [`AuditSink::record`] never waits: events go through a bounded queue to
-/// a background writer that inserts each batch with one statement. When the
-/// queue is full, events are dropped, counted
-/// ([`PostgresAuditLog::dropped_events`]) and a warning is logged. Call
-/// [`AuditLog::flush`] on graceful shutdown.
+/// [`AuditSink::record`] never waits. What gets a row follows the recording
+/// policy (see `docs/ARCHITECTURE.md`): key management and impersonation
+/// always; every use of a real key; refusals naming no real key, and
+/// limiter refusals, are counted per minute, reason and client network
+/// ([`AuditLog::refusals`]). Rows go through a bounded queue to a writer
+/// that inserts each batch with one statement, in one transaction with the
+/// usage roll-up the activity chart reads. While the database is
+/// unreachable the batch is retried; when the queue is full meanwhile, key
+/// uses are shed: counted in the usage roll-up and
+/// [`PostgresAuditLog::dropped_events`], and the log reports itself
+/// degraded ([`AuditLog::health`]). Call [`AuditLog::flush`] on graceful
+/// shutdown.
 ///
 /// Get one from [`PostgresKeyStore::audit_log`](crate::PostgresKeyStore::audit_log).
 pub struct PostgresAuditLog {
@@ -45,7 +52,8 @@ impl PostgresAuditLog {
         Self { pool, writer }
     }
 
-    /// Events dropped so far because the queue was full or the database
+    /// Events without a row of their own because the store could not keep
+    /// up (shed while the queue was full, counted in the usage roll-up) or
     /// refused a batch.
     pub fn dropped_events(&self) -> u64 {
         self.writer.dropped()
@@ -76,14 +84,14 @@ struct Columns {
 
 #[async_trait]
 impl BatchSink for Sink {
-    async fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut c = Columns::default();
-        for e in events {
+        for e in &batch.events {
             c.at.push(e.at);
             c.key_id.push(e.key_id.map(|k| k.to_string()));
             c.created_key.push(e.created_key.map(|k| k.to_string()));
-            c.actor.push(e.actor.clone());
-            c.subject.push(e.subject.clone());
+            c.actor.push(e.actor.as_deref().map(str::to_owned));
+            c.subject.push(e.subject.as_deref().map(str::to_owned));
             c.outcome.push(e.outcome.as_str());
             c.reason.push(e.reason.map(|r| r.as_str()));
             c.method
@@ -97,30 +105,99 @@ impl BatchSink for Sink {
                     .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned()),
             );
         }
-        // One statement for the whole batch: arrays, unnested into rows.
-        sqlx::query(
-            "INSERT INTO audit_events (at, key_id, actor, subject, outcome, reason, method, path, \
-             status, client_ip, user_agent, created_key) \
-             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $11::text[], $12::text[])",
-        )
-        .bind(c.at)
-        .bind(c.key_id)
-        .bind(c.actor)
-        .bind(c.subject)
-        .bind(c.outcome)
-        .bind(c.reason)
-        .bind(c.method)
-        .bind(c.path)
-        .bind(c.status)
-        .bind(c.client_ip)
-        .bind(c.user_agent)
-        .bind(c.created_key)
-        .execute(&self.0)
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        let mut tx = self.0.begin().await.map_err(store_error)?;
+        if !batch.events.is_empty() {
+            // One statement for the whole batch: arrays, unnested into rows.
+            sqlx::query(
+                "INSERT INTO audit_events (at, key_id, actor, subject, outcome, reason, method, path, \
+                 status, client_ip, user_agent, created_key) \
+                 SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::int4[], $10::text[], $11::text[], $12::text[])",
+            )
+            .bind(c.at)
+            .bind(c.key_id)
+            .bind(c.actor)
+            .bind(c.subject)
+            .bind(c.outcome)
+            .bind(c.reason)
+            .bind(c.method)
+            .bind(c.path)
+            .bind(c.status)
+            .bind(c.client_ip)
+            .bind(c.user_agent)
+            .bind(c.created_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        if !batch.usage.is_empty() {
+            // Sorted by key and hour: instances adding to the same rows lock
+            // them in one order.
+            let u = &batch.usage;
+            sqlx::query(
+                "INSERT INTO audit_usage (key_id, hour, success, refused, rate_limited) \
+                 SELECT k, to_timestamp(h), s, r, l FROM UNNEST($1::text[], $2::int8[], $3::int8[], \
+                 $4::int8[], $5::int8[]) AS t(k, h, s, r, l) \
+                 ON CONFLICT (key_id, hour) DO UPDATE SET success = audit_usage.success + excluded.success, \
+                 refused = audit_usage.refused + excluded.refused, \
+                 rate_limited = audit_usage.rate_limited + excluded.rate_limited",
+            )
+            .bind(u.iter().map(|d| d.key_id.clone()).collect::<Vec<_>>())
+            .bind(u.iter().map(|d| d.hour).collect::<Vec<_>>())
+            .bind(u.iter().map(|d| count(d.success)).collect::<Vec<_>>())
+            .bind(u.iter().map(|d| count(d.refused)).collect::<Vec<_>>())
+            .bind(u.iter().map(|d| count(d.rate_limited)).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        if !batch.refusals.is_empty() {
+            let r = &batch.refusals;
+            let sample = |f: &dyn Fn(&AuditEvent) -> Option<String>| {
+                r.iter().map(|r| f(&r.sample)).collect::<Vec<_>>()
+            };
+            sqlx::query(
+                "INSERT INTO audit_refusals (minute, reason, network, count, first_at, key_id, actor, \
+                 method, path, status, client_ip, user_agent) \
+                 SELECT to_timestamp(m), reason, network, n, first_at, key_id, actor, method, path, \
+                 status, client_ip, user_agent FROM UNNEST($1::int8[], $2::text[], $3::text[], \
+                 $4::int8[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                 $10::int4[], $11::text[], $12::text[]) AS t(m, reason, network, n, first_at, key_id, \
+                 actor, method, path, status, client_ip, user_agent) \
+                 ON CONFLICT (minute, reason, network) DO UPDATE SET count = audit_refusals.count + excluded.count",
+            )
+            .bind(r.iter().map(|r| r.minute).collect::<Vec<_>>())
+            .bind(r.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+            .bind(r.iter().map(|r| r.network.clone()).collect::<Vec<_>>())
+            .bind(r.iter().map(|r| count(r.count)).collect::<Vec<_>>())
+            .bind(r.iter().map(|r| r.sample.at).collect::<Vec<_>>())
+            .bind(sample(&|e| e.key_id.map(|k| k.to_string())))
+            .bind(sample(&|e| e.actor.as_deref().map(str::to_owned)))
+            .bind(sample(&|e| Some(truncate(&e.method, MAX_AUDIT_METHOD).to_owned())))
+            .bind(sample(&|e| Some(truncate(&e.path, MAX_AUDIT_PATH).to_owned())))
+            .bind(r.iter().map(|r| r.sample.status.map(i32::from)).collect::<Vec<_>>())
+            .bind(sample(&|e| e.client_ip.map(|ip| ip.to_string())))
+            .bind(sample(&|e| {
+                e.user_agent
+                    .as_deref()
+                    .map(|ua| truncate(ua, MAX_USER_AGENT).to_owned())
+            }))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
     }
+}
+
+/// A count as PostgreSQL's `bigint`.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored count, which is never negative.
+fn unsigned(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| sql::corrupt("negative count"))
 }
 
 fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
@@ -194,25 +271,37 @@ impl AuditLog for PostgresAuditLog {
             .rows_affected();
             total += n;
             if n == 0 {
-                return Ok(total);
+                break;
             }
         }
+        // The counts go with the rows: whole hours and minutes before `before`.
+        sqlx::query("DELETE FROM audit_usage WHERE hour < $1")
+            .bind(crate::UsageBucket::Hour.start_of(before))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let s = before.unix_timestamp();
+        sqlx::query("DELETE FROM audit_refusals WHERE minute < to_timestamp($1)")
+            .bind(s - s.rem_euclid(60))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(total)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.writer.flush().await
     }
 
-    /// One range scan of the index `audit_events_by_key_time`
-    /// (`key_id, at, outcome, reason`).
+    /// One range scan of the roll-up `audit_usage` (primary key `key_id,
+    /// hour`): the chart never reads the events.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
         let from = query.bucket.start_of(query.since);
         let rows = sqlx::query(
-            "SELECT (floor(extract(epoch FROM at)::float8 / $1::float8) * $1::float8)::int8 AS start, \
-             count(*) FILTER (WHERE outcome = 'success') AS success, \
-             count(*) FILTER (WHERE outcome = 'failure' AND reason IS DISTINCT FROM 'rate_limited') AS refused, \
-             count(*) FILTER (WHERE outcome = 'failure' AND reason = 'rate_limited') AS rate_limited \
-             FROM audit_events WHERE key_id = $2 AND at >= $3 GROUP BY 1 ORDER BY 1",
+            "SELECT (floor(extract(epoch FROM hour)::float8 / $1::float8) * $1::float8)::int8 AS start, \
+             sum(success)::int8 AS success, sum(refused)::int8 AS refused, \
+             sum(rate_limited)::int8 AS rate_limited \
+             FROM audit_usage WHERE key_id = $2 AND hour >= $3 GROUP BY 1 ORDER BY 1",
         )
         .bind(query.bucket.seconds() as f64)
         .bind(query.key_id.to_string())
@@ -223,19 +312,62 @@ impl AuditLog for PostgresAuditLog {
         rows.iter()
             .map(|row| {
                 let get = |e| store_error(e);
-                let count = |name| -> Result<u64, StoreError> {
-                    let n: i64 = row.try_get(name).map_err(get)?;
-                    u64::try_from(n).map_err(|_| sql::corrupt("negative count"))
-                };
                 let start: i64 = row.try_get("start").map_err(get)?;
                 Ok(UsageCount {
                     start: OffsetDateTime::from_unix_timestamp(start)
                         .map_err(|_| sql::corrupt("invalid bucket start"))?,
-                    success: count("success")?,
-                    refused: count("refused")?,
-                    rate_limited: count("rate_limited")?,
+                    success: unsigned(row.try_get("success").map_err(get)?)?,
+                    refused: unsigned(row.try_get("refused").map_err(get)?)?,
+                    rate_limited: unsigned(row.try_get("rate_limited").map_err(get)?)?,
                 })
             })
             .collect()
+    }
+
+    async fn refusals(&self, since: OffsetDateTime) -> Result<Vec<RefusalCount>, StoreError> {
+        let s = since.unix_timestamp();
+        let rows = sqlx::query(
+            "SELECT minute, reason, network, count, first_at, key_id, actor, method, path, status, \
+             client_ip, user_agent FROM audit_refusals WHERE minute >= to_timestamp($1) \
+             ORDER BY minute, reason, network",
+        )
+        .bind(s - s.rem_euclid(60))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| store_error(e);
+                let reason: Option<String> = row.try_get("reason").map_err(get)?;
+                let reason = sql::reason(reason)?.ok_or_else(|| sql::corrupt("no reason"))?;
+                let status: Option<i32> = row.try_get("status").map_err(get)?;
+                let mut sample = AuditEvent::new(
+                    row.try_get("first_at").map_err(get)?,
+                    AuditOutcome::Failure,
+                    row.try_get::<String, _>("method").map_err(get)?,
+                    row.try_get::<String, _>("path").map_err(get)?,
+                );
+                sample.key_id = sql::opt_key_id(row.try_get("key_id").map_err(get)?)?;
+                sample.actor = row
+                    .try_get::<Option<String>, _>("actor")
+                    .map_err(get)?
+                    .map(Into::into);
+                sample.reason = Some(reason);
+                sample.status = sql::status(status.map(i64::from))?;
+                sample.client_ip = sql::client_ip(row.try_get("client_ip").map_err(get)?)?;
+                sample.user_agent = row.try_get("user_agent").map_err(get)?;
+                Ok(RefusalCount {
+                    minute: row.try_get("minute").map_err(get)?,
+                    reason,
+                    network: row.try_get("network").map_err(get)?,
+                    count: unsigned(row.try_get("count").map_err(get)?)?,
+                    sample,
+                })
+            })
+            .collect()
+    }
+
+    fn health(&self) -> AuditHealth {
+        self.writer.health()
     }
 }

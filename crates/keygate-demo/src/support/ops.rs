@@ -5,6 +5,9 @@
 //! - `GET /health/ready`: 200 when the key store answers a ping and the
 //!   change feed is in sync (revocations made elsewhere are being
 //!   delivered); otherwise 503 with a JSON body naming the failing part.
+//!   With an audit log ([`mount_with_audit`]), a log that sheds events or
+//!   cannot write makes the answer `"status": "degraded"` (still 200: the
+//!   instance serves correctly, its audit rows are counted but incomplete).
 //! - `GET /metrics`: every `keygate_*` metric the libraries record, in the
 //!   Prometheus text format (metrics-exporter-prometheus).
 //!
@@ -17,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{KeyStore, Verifier};
+use auth_core::{AuditLog, KeyStore, Verifier};
 use axum::{
     http::{header, StatusCode},
     response::{IntoResponse, Response},
@@ -46,15 +49,27 @@ pub fn mount(router: Router, verifier: &Verifier) -> Router {
     router.merge(routes(verifier.store().clone()))
 }
 
+/// As [`mount`], with `audit`'s health in the readiness answer.
+pub fn mount_with_audit(router: Router, verifier: &Verifier, audit: Arc<dyn AuditLog>) -> Router {
+    router.merge(routes_with(verifier.store().clone(), Some(audit)))
+}
+
 /// The health and metrics routes for `store`.
 pub fn routes(store: Arc<dyn KeyStore>) -> Router {
+    routes_with(store, None)
+}
+
+fn routes_with(store: Arc<dyn KeyStore>, audit: Option<Arc<dyn AuditLog>>) -> Router {
     let handle = prometheus();
     Router::new()
         .route(
             "/health/live",
             get(|| async { Json(json!({ "status": "live" })) }),
         )
-        .route("/health/ready", get(move || ready(store.clone())))
+        .route(
+            "/health/ready",
+            get(move || ready(store.clone(), audit.clone())),
+        )
         .route("/metrics", get(move || metrics(handle.clone())))
 }
 
@@ -94,7 +109,7 @@ async fn metrics(handle: Option<PrometheusHandle>) -> Response {
         .into_response()
 }
 
-async fn ready(store: Arc<dyn KeyStore>) -> Response {
+async fn ready(store: Arc<dyn KeyStore>, audit: Option<Arc<dyn AuditLog>>) -> Response {
     let key_store = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
@@ -123,11 +138,28 @@ async fn ready(store: Arc<dyn KeyStore>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if failing.is_empty() { "ready" } else { "not_ready" },
+    let audit = audit.map(|log| log.health());
+    let degraded = audit.is_some_and(|h| h.is_degraded());
+    let mut body = json!({
+        "status": match (failing.is_empty(), degraded) {
+            (false, _) => "not_ready",
+            (true, true) => "degraded",
+            (true, false) => "ready",
+        },
         "failing": failing,
         "checks": { "key_store": key_store, "change_feed": change_feed },
     });
+    if let Some(h) = audit {
+        let state = if h.store_failing {
+            "store_failing"
+        } else if h.shed_recently {
+            "shedding"
+        } else {
+            "ok"
+        };
+        body["checks"]["audit"] = json!(state);
+        body["audit"] = json!({ "queued": h.queued, "shed_total": h.shed_total });
+    }
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
