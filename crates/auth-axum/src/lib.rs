@@ -46,6 +46,7 @@
 mod access;
 mod auth;
 mod client_ip;
+pub mod forward_auth;
 mod keys;
 mod rejection;
 mod scope;

@@ -173,6 +173,17 @@ impl KeyIssuer {
             .unwrap_or(t)
     }
 
+    /// Records this issuer's prefix in its store
+    /// ([`KeyStore::record_issuing_prefix`]), so that the admin command line
+    /// issues keys with it by default. [`Keys::builder`](crate::Keys::builder)
+    /// does this when built; an issuer made with [`KeyIssuer::new`] records
+    /// its prefix only when this is called.
+    pub async fn record_prefix(&self) -> Result<(), StoreError> {
+        self.store
+            .record_issuing_prefix(&self.prefix, self.now())
+            .await
+    }
+
     /// Issues a key. The plaintext is in the result and nowhere else.
     pub async fn issue(&self, new: NewKey) -> Result<IssuedKey, IssueError> {
         let now = self.now();

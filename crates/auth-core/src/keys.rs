@@ -95,6 +95,10 @@ impl KeysBuilder {
     }
 
     /// The issuer and the verifier (subscribed to the store's change feed).
+    ///
+    /// Inside a Tokio runtime, this also records the prefix in the store in
+    /// the background ([`KeyIssuer::record_prefix`]), so that the admin
+    /// command line issues keys with it; a failure is logged as a warning.
     pub fn build(self) -> Keys {
         let hasher = self.hasher.unwrap_or_default();
         let mut verifier = self
@@ -107,11 +111,26 @@ impl KeysBuilder {
             verifier.clock = clock.clone();
             issuer.clock = clock;
         }
+        record_prefix(&issuer);
         Keys {
             issuer,
             verifier: verifier.build(),
         }
     }
+}
+
+/// Records the issuer's prefix off the caller's path: building stays
+/// synchronous, and a store that is down delays nothing.
+fn record_prefix(issuer: &KeyIssuer) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let issuer = issuer.clone();
+    runtime.spawn(async move {
+        if let Err(e) = issuer.record_prefix().await {
+            tracing::warn!(error = %e, prefix = %issuer.prefix(), "cannot record the issuing prefix in the key store");
+        }
+    });
 }
 
 #[cfg(test)]

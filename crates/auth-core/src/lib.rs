@@ -91,9 +91,9 @@ pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
 pub use revoke_by_token::{RevocationSource, TokenRevocation};
 pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
 pub use store::{
-    ChangeFeed, ChangeListener, InvalidCursor, KeyChange, KeyCursor, KeyMetadata, KeyPage,
-    KeyQuery, KeyRecord, KeyState, KeyStore, KeyUpdate, KeyUse, MemoryKeyStore, StateFilter,
-    StoreError, DEFAULT_EXPIRING_WITHIN, MAX_KEY_PAGE,
+    ChangeFeed, ChangeListener, InvalidCursor, IssuingPrefix, KeyChange, KeyCursor, KeyMetadata,
+    KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, KeyUpdate, KeyUse, MemoryKeyStore,
+    StateFilter, StoreError, DEFAULT_EXPIRING_WITHIN, MAX_KEY_PAGE,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

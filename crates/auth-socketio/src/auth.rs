@@ -78,9 +78,9 @@ use super::throttle::EventLimiter;
 ///         .connect_limits(connects)
 ///         .event_quota(Quota::per_second(1));
 ///     let (layer, io) = SocketIo::builder().req_path("/ext-socket.io").build_layer();
-///     let on_connect = |socket: SocketRef, SocketAuth(ctx): SocketAuth| {
+///     let on_connect = |socket: SocketRef, SocketAuth(ctx): SocketAuth| async move {
 ///         tracing::info!(user = ctx.effective_user(), "connected");
-///         socket.on("echo", |socket: SocketRef, _: Throttle, Data(text): Data<String>| {
+///         socket.on("echo", |socket: SocketRef, _: Throttle, Data(text): Data<String>| async move {
 ///             let _ = socket.emit("echo", &text);
 ///         });
 ///     };

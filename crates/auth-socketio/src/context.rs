@@ -24,7 +24,10 @@ use socketioxide_core::Value;
 /// fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth) {
 ///     let user = ctx.effective_user().to_owned();
 ///     socket.on("whoami", move |ack: AckSender| {
-///         let _ = ack.send(&user);
+///         let user = user.clone();
+///         async move {
+///             let _ = ack.send(&user);
+///         }
 ///     });
 /// }
 /// # let _ = on_connect;

@@ -46,7 +46,7 @@ impl EventLimiter {
 /// use auth_socketio::socketioxide::extract::{Data, SocketRef};
 ///
 /// fn on_connect(socket: SocketRef) {
-///     socket.on("echo", |socket: SocketRef, _: Throttle, Data(text): Data<String>| {
+///     socket.on("echo", |socket: SocketRef, _: Throttle, Data(text): Data<String>| async move {
 ///         let _ = socket.emit("echo", &text);
 ///     });
 /// }

@@ -1,5 +1,6 @@
 //! `audit`: the newest matching events, oldest first, then (with
-//! `--follow`) new ones as the services write them.
+//! `--follow`) new ones as the services write them, none missed even when
+//! instances commit out of id order (see [`crate::follow`]).
 
 use std::{process::ExitCode, time::Duration};
 
@@ -10,6 +11,7 @@ use crate::{
     cli::{AuditArgs, Outcome},
     db::Db,
     error::CliError,
+    follow::{Cursor, Horizon},
     output::{self, Table},
 };
 
@@ -28,36 +30,60 @@ impl Filter {
     }
 }
 
-/// Newest-first pages until `limit` matches, an event older than `since`,
-/// an event at or below `after`, or the end. Also the newest id read.
-async fn newest(
-    db: &Db,
-    f: &Filter,
-    limit: usize,
-    after: Option<i64>,
-) -> Result<(Vec<AuditEvent>, Option<i64>), CliError> {
-    let mut found = Vec::new();
-    let mut top = None;
+/// What a newest-first read found.
+#[derive(Default)]
+struct Read {
+    /// The matching events, newest first.
+    found: Vec<AuditEvent>,
+    /// Every id read above the floor, matching or not.
+    ids: Vec<i64>,
+}
+
+/// How far a newest-first read goes.
+#[derive(Clone, Copy)]
+struct Reach {
+    /// Ids at or below this one are not collected.
+    floor: i64,
+    /// Matching events below the floor are wanted too (the first read):
+    /// until `limit` of them, or one older than `--since`.
+    below_floor: Option<usize>,
+}
+
+/// Newest-first pages, keeping the matching events and every id above the
+/// floor, until the floor (and, for the first read, `limit` matches or an
+/// event older than `--since`) or the end.
+async fn newest(db: &Db, f: &Filter, reach: Reach) -> Result<Read, CliError> {
+    let mut read = Read::default();
+    // Still collecting matches below the floor.
+    let mut below = reach.below_floor.is_some();
+    let limit = reach.below_floor.unwrap_or(usize::MAX);
     let mut query = f.query.clone().limit(PAGE);
     loop {
         let page = db.audit.query(&query).await?;
         for e in page.events {
-            top = top.max(e.id);
-            if after.is_some_and(|a| e.id.is_some_and(|id| id <= a))
-                || f.since.is_some_and(|s| e.at < s)
-            {
-                return Ok((found, top));
+            let id = e.id.unwrap_or(0);
+            if id > reach.floor {
+                read.ids.push(id);
+            } else if !below {
+                return Ok(read);
             }
-            if f.keeps(&e) {
-                found.push(e);
-                if found.len() >= limit {
-                    return Ok((found, top));
+            if reach.below_floor.is_some() && f.since.is_some_and(|s| e.at < s) {
+                below = false;
+                if id <= reach.floor {
+                    return Ok(read);
+                }
+                continue;
+            }
+            if (id > reach.floor || below) && f.keeps(&e) && read.found.len() < limit {
+                read.found.push(e);
+                if read.found.len() >= limit {
+                    below = false;
                 }
             }
         }
         match page.next_cursor {
             Some(c) => query.before = Some(c),
-            None => return Ok((found, top)),
+            None => return Ok(read),
         }
     }
 }
@@ -129,19 +155,37 @@ pub(crate) async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, 
             Outcome::Refused => AuditOutcome::Failure,
         }),
     };
-    let (mut events, top) = newest(db, &filter, a.limit.max(1), None).await?;
-    events.reverse();
-    if events.is_empty() && !a.follow && !json {
-        output::note("no audit events match");
-    } else if !events.is_empty() {
-        render(&events, json, true)?;
-    }
     if !a.follow {
+        let reach = Reach {
+            floor: i64::MAX,
+            below_floor: Some(a.limit.max(1)),
+        };
+        let mut events = newest(db, &filter, reach).await?.found;
+        events.reverse();
+        if events.is_empty() && !json {
+            output::note("no audit events match");
+        } else if !events.is_empty() {
+            render(&events, json, true)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    // The newest matching id read so far: later ones are new, none is
-    // printed twice and none written since the first read is missed.
-    let mut last = top.unwrap_or(0);
+    // Every id at or below the start mark is visible once the transactions
+    // open at the start have ended; ids above it are tracked one by one.
+    let horizon = Horizon::of(&db.pool);
+    let start = horizon.mark().await?;
+    horizon.wait(&start).await?;
+    let reach = Reach {
+        floor: start.upto,
+        below_floor: Some(a.limit.max(1)),
+    };
+    let first = newest(db, &filter, reach).await?;
+    let mut cursor = Cursor::new(start.upto, first.ids);
+    let mut events = first.found;
+    events.reverse();
+    if !events.is_empty() {
+        render(&events, json, true)?;
+    }
+    output::note("following new events (Ctrl-C to stop)");
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = tokio::signal::ctrl_c();
@@ -152,8 +196,21 @@ pub(crate) async fn run(db: &Db, a: &AuditArgs, json: bool) -> Result<ExitCode, 
             _ = &mut stop => return Ok(ExitCode::SUCCESS),
             _ = tick.tick() => {}
         }
-        let (mut fresh, top) = newest(db, &filter, usize::MAX, Some(last)).await?;
-        last = last.max(top.unwrap_or(0));
+        let ready = cursor.ready(&horizon).await?;
+        let reach = Reach {
+            floor: cursor.settled(),
+            below_floor: None,
+        };
+        let read = newest(db, &filter, reach).await?;
+        let mut fresh: Vec<AuditEvent> = read
+            .found
+            .into_iter()
+            .filter(|e| e.id.is_some_and(|id| cursor.first_time(id)))
+            .collect();
+        for id in read.ids {
+            cursor.first_time(id);
+        }
+        cursor.advance(ready, &horizon).await?;
         fresh.reverse();
         if !fresh.is_empty() {
             render(&fresh, json, header)?;

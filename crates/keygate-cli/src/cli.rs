@@ -21,6 +21,8 @@ Durations: a number and a unit, e.g. 90s, 15m, 1h, 30d, 2w.
 
 Examples:
   keygate --db ./data/keys.db keys issue --user alice --scope nodes:read --expires 30d
+  keygate keys update 3hTz8pQ1wXa --scope nodes:read --expires 7d --as ops-oncall
+  keygate keys disable 3hTz8pQ1wXa
   DATABASE_URL=postgres://keygate@db/keys keygate keys list --state active --json
   keygate audit --user alice --since 1h --outcome refused --follow
   keygate scan src/ config/";
@@ -36,6 +38,14 @@ pub(crate) struct Cli {
     pub json: bool,
     #[command(flatten)]
     pub db: DbArgs,
+    /// Who is acting, as audit events name them (default: the OS user)
+    #[arg(
+        long = "as",
+        global = true,
+        env = "KEYGATE_OPERATOR",
+        value_name = "NAME"
+    )]
+    pub operator: Option<String>,
 }
 
 /// Where the keys are.
@@ -63,7 +73,7 @@ pub(crate) struct DbArgs {
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
-    /// Issue, list, show, revoke and rotate keys
+    /// Issue, list, show, edit, disable, enable, revoke and rotate keys
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -93,6 +103,13 @@ pub(crate) enum KeysCommand {
     Revoke(IdArgs),
     /// Replace a key; prints the new token alone on stdout
     Rotate(RotateArgs),
+    /// Edit a key: rename it, narrow its scopes, bring its expiry forward,
+    /// set its address allowlist, metadata, external id or credits
+    Update(UpdateArgs),
+    /// Disable a key at once, also in servers running on the same database
+    Disable(IdArgs),
+    /// Enable a disabled key again
+    Enable(IdArgs),
 }
 
 /// `keys issue`.
@@ -113,9 +130,10 @@ pub(crate) struct IssueArgs {
     /// Stop working after this long (default: never)
     #[arg(long, value_name = "DURATION")]
     pub expires: Option<Span>,
-    /// Token prefix, as the service's verifier expects it
-    #[arg(long, env = "KEYGATE_PREFIX", default_value = "sk_")]
-    pub prefix: String,
+    /// Token prefix (default: the one the services on this database
+    /// recorded when they started)
+    #[arg(long, env = "KEYGATE_PREFIX")]
+    pub prefix: Option<String>,
 }
 
 /// Key states for `keys list --state`.
@@ -127,6 +145,8 @@ pub(crate) enum State {
     Revoked,
     /// Past its expiry
     Expired,
+    /// Disabled (`keys enable` brings it back)
+    Disabled,
 }
 
 /// `keys list`.
@@ -161,6 +181,51 @@ pub(crate) struct RotateArgs {
     /// Token prefix of the new key (default: the old key's)
     #[arg(long)]
     pub prefix: Option<String>,
+}
+
+/// `keys update`: every option given is changed, the others are kept.
+#[derive(Args, Debug)]
+pub(crate) struct UpdateArgs {
+    /// The key's id
+    pub id: String,
+    /// A new name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The scopes the key keeps (repeat for more): only ones it holds
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Remove every scope
+    #[arg(long, conflicts_with = "scopes")]
+    pub no_scopes: bool,
+    /// Expire after this long from now, or at this RFC 3339 time; never
+    /// later than the key's current expiry
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub expires: Option<String>,
+    /// Accept the key only from this address or CIDR block (repeat for
+    /// more; replaces the list)
+    #[arg(long = "ip-allow", value_name = "NET")]
+    pub ip_allow: Vec<String>,
+    /// Accept the key from any address again
+    #[arg(long, conflicts_with = "ip_allow")]
+    pub ip_allow_any: bool,
+    /// Metadata: a JSON object (at most 4 KiB), replacing the key's; `{}` clears it
+    #[arg(long, value_name = "JSON")]
+    pub meta: Option<String>,
+    /// The application's own id for the key
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
+    /// Remove the external id
+    #[arg(long, conflicts_with = "external_id")]
+    pub no_external_id: bool,
+    /// Uses left before the key is refused (counted from now)
+    #[arg(long, value_name = "N")]
+    pub remaining: Option<u64>,
+    /// Refill the uses to AMOUNT every hour, day, week or month (with --remaining)
+    #[arg(long, value_name = "AMOUNT/PERIOD", requires = "remaining")]
+    pub refill: Option<String>,
+    /// Remove the usage limit (unlimited uses)
+    #[arg(long, conflicts_with_all = ["remaining", "refill"])]
+    pub unlimited: bool,
 }
 
 /// Outcomes for `audit --outcome`.

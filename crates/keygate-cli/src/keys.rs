@@ -1,5 +1,6 @@
 //! `keys issue|list|show|revoke|rotate`, through the services' own issuer,
 //! so a revocation is announced to running servers exactly as theirs are.
+//! Each change is written to the audit log in the operator's name.
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ use crate::{
     cli::{IdArgs, IssueArgs, ListArgs, RotateArgs, State},
     db::{Db, Pool},
     error::{CliError, Exit},
+    operator::Operator,
     output::{self, Table},
 };
 
@@ -37,6 +39,40 @@ struct CreatedKey<'a> {
 #[derive(Serialize)]
 struct KeyList {
     keys: Vec<KeyMetadata>,
+}
+
+/// The prefix to issue with: `--prefix`, else the one the services on this
+/// database recorded. Never a guess: a token with a prefix the service does
+/// not accept is refused by it.
+async fn issuing_prefix(db: &Db, given: Option<&str>) -> Result<String, CliError> {
+    let recorded = db.keys.issuing_prefixes().await?;
+    if let Some(given) = given {
+        if !recorded.is_empty() && !recorded.iter().any(|p| p.prefix == given) {
+            output::note(&format!(
+                "warning: the services on this database issue {}; a {given} token works only                  where the verifier also accepts {given}",
+                joined(&recorded)
+            ));
+        }
+        return Ok(given.to_owned());
+    }
+    match recorded.as_slice() {
+        [only] => Ok(only.prefix.clone()),
+        [] => Err(CliError::usage(
+            "no service has recorded its token prefix in this database yet (services record it              when they start): pass --prefix as the service's verifier expects it",
+        )),
+        several => Err(CliError::usage(format!(
+            "the services on this database issue {}: pass --prefix to choose",
+            joined(several)
+        ))),
+    }
+}
+
+fn joined(prefixes: &[auth_core::IssuingPrefix]) -> String {
+    prefixes
+        .iter()
+        .map(|p| p.prefix.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 fn issuer(db: &Db, prefix: &str) -> Result<KeyIssuer, CliError> {
@@ -65,6 +101,7 @@ fn not_found(id: KeyId) -> CliError {
 pub(crate) fn state(k: &KeyRecord, now: OffsetDateTime) -> &'static str {
     match k.check_active(now) {
         Err(auth_core::RejectReason::Expired) => "expired",
+        Err(auth_core::RejectReason::Disabled) => "disabled",
         Err(_) => "revoked",
         Ok(()) if k.revoked_at.is_some() => "rotating",
         Ok(()) => "active",
@@ -77,6 +114,7 @@ fn matches_state(k: &KeyRecord, wanted: State, now: OffsetDateTime) -> bool {
         (State::Active, "active" | "rotating")
             | (State::Revoked, "revoked")
             | (State::Expired, "expired")
+            | (State::Disabled, "disabled")
     )
 }
 
@@ -152,7 +190,12 @@ fn print_created(
 }
 
 /// `keys issue`.
-pub(crate) async fn issue(db: &Db, a: &IssueArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn issue(
+    db: &Db,
+    a: &IssueArgs,
+    operator: &Operator,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let scopes = ScopeSet::parse(&a.scopes).map_err(|e| CliError::usage(e.to_string()))?;
     let owner = match &a.org {
         Some(org) => Principal::in_org(a.user.clone(), org.clone()),
@@ -168,7 +211,11 @@ pub(crate) async fn issue(db: &Db, a: &IssueArgs, json: bool) -> Result<ExitCode
         }
         new = new.expires_at(OffsetDateTime::now_utc() + span.0);
     }
-    let issued = issuer(db, &a.prefix)?.issue(new).await?;
+    let prefix = issuing_prefix(db, a.prefix.as_deref()).await?;
+    let issued = issuer(db, &prefix)?.issue(new).await?;
+    operator
+        .record(db, "keys issue", None, Some(issued.record.id))
+        .await?;
     output::note(&format!(
         "issued key {} \"{}\" for {} with scopes [{}]",
         issued.record.id,
@@ -206,17 +253,21 @@ pub(crate) async fn list(db: &Db, a: &ListArgs, json: bool) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn get(db: &Db, id: &str) -> Result<KeyRecord, CliError> {
+pub(crate) async fn get(db: &Db, id: &str) -> Result<KeyRecord, CliError> {
     let id = parse_id(id)?;
     db.keys.get(id).await?.ok_or_else(|| not_found(id))
 }
 
 /// `keys show`.
 pub(crate) async fn show(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError> {
-    let k = get(db, &a.id).await?;
+    print_key(&get(db, &a.id).await?, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One key: the key router's JSON object, or a table of its fields.
+pub(crate) fn print_key(k: &KeyRecord, json: bool) -> Result<(), CliError> {
     if json {
-        output::print_json(&k.metadata())?;
-        return Ok(ExitCode::SUCCESS);
+        return output::print_json(&k.metadata());
     }
     let now = OffsetDateTime::now_utc();
     let mut t = Table::new(["field", "value"]);
@@ -227,7 +278,12 @@ pub(crate) async fn show(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, Cl
         ("org", k.owner.org_id().unwrap_or("-").to_owned()),
         ("name", k.name.clone()),
         ("hint", k.hint.clone()),
-        ("state", state(&k, now).to_owned()),
+        ("state", state(k, now).to_owned()),
+        (
+            "disabled",
+            k.disabled_at
+                .map_or_else(|| "-".into(), |t| output::when(Some(t))),
+        ),
         ("scopes", scopes.join(" ")),
         ("created", output::when(Some(k.created_at))),
         ("last used", output::when(k.last_used_at)),
@@ -237,16 +293,55 @@ pub(crate) async fn show(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, Cl
             "replaced by",
             k.replaced_by.map_or_else(|| "-".into(), |r| r.to_string()),
         ),
+        ("ip allowlist", {
+            let nets: Vec<String> = k.ip_allowlist.iter().map(ToString::to_string).collect();
+            if nets.is_empty() {
+                "any".into()
+            } else {
+                nets.join(" ")
+            }
+        }),
+        (
+            "credits",
+            k.credits.map_or_else(
+                || "unlimited".into(),
+                |c| match c.refill {
+                    Some(r) => format!(
+                        "{} (refilled to {} every {})",
+                        c.remaining,
+                        r.amount,
+                        r.every.as_str()
+                    ),
+                    None => c.remaining.to_string(),
+                },
+            ),
+        ),
+        (
+            "external id",
+            k.external_id.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "meta",
+            if k.meta.is_empty() {
+                "-".into()
+            } else {
+                serde_json::Value::Object(k.meta.clone()).to_string()
+            },
+        ),
     ] {
         t.row([field.to_owned(), value]);
     }
-    output::print(&t.render())?;
-    Ok(ExitCode::SUCCESS)
+    output::print(&t.render())
 }
 
 /// `keys revoke`: takes effect at once here and, through the store's change
 /// announcement, in every server on the same database.
-pub(crate) async fn revoke(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn revoke(
+    db: &Db,
+    a: &IdArgs,
+    operator: &Operator,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let before = get(db, &a.id).await?;
     let now = OffsetDateTime::now_utc();
     if before.revoked_at.is_some_and(|t| t <= now) {
@@ -258,6 +353,9 @@ pub(crate) async fn revoke(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, 
     if !db.keys.revoke(before.id, now).await? {
         return Err(not_found(before.id));
     }
+    operator
+        .record(db, "keys revoke", Some(before.id), None)
+        .await?;
     let after = db
         .keys
         .get(before.id)
@@ -277,7 +375,12 @@ pub(crate) async fn revoke(db: &Db, a: &IdArgs, json: bool) -> Result<ExitCode, 
 }
 
 /// `keys rotate`.
-pub(crate) async fn rotate(db: &Db, a: &RotateArgs, json: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn rotate(
+    db: &Db,
+    a: &RotateArgs,
+    operator: &Operator,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let old = get(db, &a.id).await?;
     // The old key's prefix is the part of its hint before the ellipsis.
     let prefix = match &a.prefix {
@@ -289,6 +392,9 @@ pub(crate) async fn rotate(db: &Db, a: &RotateArgs, json: bool) -> Result<ExitCo
             .ok_or_else(|| CliError::usage("cannot tell the key's prefix: pass --prefix"))?,
     };
     let issued = issuer(db, &prefix)?.rotate(old.id, a.grace.std()).await?;
+    operator
+        .record(db, "keys rotate", Some(old.id), Some(issued.record.id))
+        .await?;
     let old_now = db
         .keys
         .get(old.id)

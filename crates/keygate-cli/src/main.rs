@@ -10,8 +10,11 @@ mod audit;
 mod cli;
 mod db;
 mod duration;
+mod edit;
 mod error;
+mod follow;
 mod keys;
+mod operator;
 mod output;
 mod purge;
 mod scan;
@@ -67,6 +70,7 @@ fn report(e: CliError) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let json = cli.json;
+    let operator = || operator::Operator::resolve(cli.operator.as_deref());
     match cli.command {
         Command::Scan(args) => scan::run(&args, json),
         Command::Migrate => db::migrate(&cli.db, json).await,
@@ -74,11 +78,26 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let db = db::Db::open(&cli.db).await?;
             let result = match command {
                 Command::Keys { command } => match command {
-                    KeysCommand::Issue(a) => keys::issue(&db, &a, json).await,
                     KeysCommand::List(a) => keys::list(&db, &a, json).await,
                     KeysCommand::Show(a) => keys::show(&db, &a, json).await,
-                    KeysCommand::Revoke(a) => keys::revoke(&db, &a, json).await,
-                    KeysCommand::Rotate(a) => keys::rotate(&db, &a, json).await,
+                    command => match operator() {
+                        Err(e) => Err(e),
+                        Ok(op) => match command {
+                            KeysCommand::Issue(a) => keys::issue(&db, &a, &op, json).await,
+                            KeysCommand::Revoke(a) => keys::revoke(&db, &a, &op, json).await,
+                            KeysCommand::Rotate(a) => keys::rotate(&db, &a, &op, json).await,
+                            KeysCommand::Update(a) => edit::update(&db, &a, &op, json).await,
+                            KeysCommand::Disable(a) => {
+                                edit::set_enabled(&db, &a, false, &op, json).await
+                            }
+                            KeysCommand::Enable(a) => {
+                                edit::set_enabled(&db, &a, true, &op, json).await
+                            }
+                            KeysCommand::List(_) | KeysCommand::Show(_) => {
+                                unreachable!("handled above")
+                            }
+                        },
+                    },
                 },
                 Command::Audit(a) => audit::run(&db, &a, json).await,
                 Command::Stats(a) => stats::run(&db, &a, json).await,

@@ -9,7 +9,7 @@ use crate::{
     cli::StatsArgs,
     db::{Db, Pool},
     error::CliError,
-    keys,
+    keys, operator,
     output::{self, Table},
 };
 
@@ -20,6 +20,7 @@ struct KeyCounts {
     rotating: usize,
     revoked: usize,
     expired: usize,
+    disabled: usize,
 }
 
 #[derive(Serialize)]
@@ -47,6 +48,7 @@ pub(crate) async fn run(db: &Db, a: &StatsArgs, json: bool) -> Result<ExitCode, 
             "active" => counts.active += 1,
             "rotating" => counts.rotating += 1,
             "expired" => counts.expired += 1,
+            "disabled" => counts.disabled += 1,
             _ => counts.revoked += 1,
         }
     }
@@ -54,14 +56,16 @@ pub(crate) async fn run(db: &Db, a: &StatsArgs, json: bool) -> Result<ExitCode, 
     let first = today - time::Duration::days(i64::from(a.days) - 1);
     let first_day = first.unix_timestamp() / DAY_SECONDS;
     // (day number since the epoch, successes, refusals), from the time index.
+    // Requests only: the command line's own changes are not attempts.
     let rows: Vec<(i64, i64, i64)> = match &db.pool {
         Pool::Sqlite(p) => {
             sqlx::query_as(
                 "SELECT at / 86400000000 AS day, \
                  sum(outcome = 'success'), sum(outcome = 'failure') \
-                 FROM audit_events WHERE at >= ? GROUP BY day ORDER BY day",
+                 FROM audit_events WHERE at >= ? AND method <> ? GROUP BY day ORDER BY day",
             )
             .bind(first.unix_timestamp() * 1_000_000)
+            .bind(operator::METHOD)
             .fetch_all(p)
             .await?
         }
@@ -70,9 +74,10 @@ pub(crate) async fn run(db: &Db, a: &StatsArgs, json: bool) -> Result<ExitCode, 
                 "SELECT floor(extract(epoch FROM at) / 86400)::bigint AS day, \
                  count(*) FILTER (WHERE outcome = 'success'), \
                  count(*) FILTER (WHERE outcome = 'failure') \
-                 FROM audit_events WHERE at >= $1 GROUP BY day ORDER BY day",
+                 FROM audit_events WHERE at >= $1 AND method <> $2 GROUP BY day ORDER BY day",
             )
             .bind(first)
+            .bind(operator::METHOD)
             .fetch_all(p)
             .await?
         }
@@ -104,6 +109,7 @@ pub(crate) async fn run(db: &Db, a: &StatsArgs, json: bool) -> Result<ExitCode, 
         ("rotating", k.rotating),
         ("revoked", k.revoked),
         ("expired", k.expired),
+        ("disabled", k.disabled),
         ("total", k.total),
     ] {
         t.row([state.to_owned(), n.to_string()]);

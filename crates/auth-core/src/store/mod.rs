@@ -16,6 +16,7 @@ mod audit_writer;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod change_payload;
 mod changes;
+mod issuing_prefix;
 mod key_query;
 mod key_state;
 mod key_update;
@@ -49,6 +50,7 @@ use time::OffsetDateTime;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use audit_writer::AuditBatching;
 pub use changes::{ChangeFeed, ChangeListener, KeyChange};
+pub use issuing_prefix::IssuingPrefix;
 pub use key_query::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, StateFilter, MAX_KEY_PAGE};
 pub use key_state::KeyState;
 pub(crate) use key_update::later_use;
@@ -70,7 +72,7 @@ pub use sqlite::SqliteKeyStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite_audit::SqliteAuditLog;
 
-use crate::{CreditSpend, KeyId, SecretCheck};
+use crate::{CreditSpend, KeyId, SecretCheck, TokenPrefix};
 
 /// A store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,5 +250,31 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// round trip for a database, nothing for a store in memory.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Remembers that a service issues `prefix` tokens from this store, as
+    /// of `at` (a later record of the same prefix moves its time forward),
+    /// so that other tools on the same database, such as the admin command
+    /// line, issue keys that service accepts. [`Keys::builder`](crate::Keys::builder)
+    /// records its prefix when built, and [`KeyIssuer::record_prefix`](crate::KeyIssuer::record_prefix)
+    /// does it on demand. Changes no key, so it publishes nothing.
+    ///
+    /// The SQLite and PostgreSQL stores keep the prefixes; wrappers should
+    /// delegate. The default keeps nothing: no other process can open a
+    /// store that lives in memory.
+    async fn record_issuing_prefix(
+        &self,
+        prefix: &TokenPrefix,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let _ = (prefix, at);
+        Ok(())
+    }
+
+    /// The prefixes recorded by [`KeyStore::record_issuing_prefix`], most
+    /// recently recorded first (empty for a store none was recorded in, and
+    /// for the default, which keeps none).
+    async fn issuing_prefixes(&self) -> Result<Vec<IssuingPrefix>, StoreError> {
+        Ok(Vec::new())
     }
 }

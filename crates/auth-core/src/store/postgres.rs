@@ -743,4 +743,16 @@ impl KeyStore for PostgresKeyStore {
             .map_err(store_error)?;
         Ok(())
     }
+
+    async fn record_issuing_prefix(
+        &self,
+        prefix: &crate::TokenPrefix,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        super::issuing_prefix::postgres::record(&self.pool, prefix.as_str(), at).await
+    }
+
+    async fn issuing_prefixes(&self) -> Result<Vec<super::IssuingPrefix>, StoreError> {
+        super::issuing_prefix::postgres::list(&self.pool).await
+    }
 }

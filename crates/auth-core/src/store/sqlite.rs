@@ -629,4 +629,16 @@ impl KeyStore for SqliteKeyStore {
             .map_err(store_error)?;
         Ok(())
     }
+
+    async fn record_issuing_prefix(
+        &self,
+        prefix: &crate::TokenPrefix,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        super::issuing_prefix::sqlite::record(&self.pool, prefix.as_str(), at).await
+    }
+
+    async fn issuing_prefixes(&self) -> Result<Vec<super::IssuingPrefix>, StoreError> {
+        super::issuing_prefix::sqlite::list(&self.pool).await
+    }
 }

@@ -42,7 +42,11 @@ pub(super) fn mount(server: &Server, router: Router) -> Router {
     let verifier = server.verifier.clone();
     io.ns(
         "/",
-        (move |socket: SocketRef, auth: SocketAuth| on_connect(socket, auth, &verifier)).with(auth),
+        (move |socket: SocketRef, auth: SocketAuth| {
+            let verifier = verifier.clone();
+            async move { on_connect(socket, auth, &verifier) }
+        })
+        .with(auth),
     );
     router
         .layer(layer)
@@ -64,17 +68,20 @@ fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth, verifier: &Verifie
             let _ = sock.disconnect();
         });
         let watch = watch.abort_handle();
-        socket.on_disconnect(move || watch.abort());
+        socket.on_disconnect(move || {
+            watch.abort();
+            async {}
+        });
     }
     socket.on(
         "whoami",
-        |_: Throttle, SocketAuth(ctx): SocketAuth, ack: AckSender| {
+        |_: Throttle, SocketAuth(ctx): SocketAuth, ack: AckSender| async move {
             let _ = ack.send(&ctx);
         },
     );
     socket.on(
         "echo",
-        |socket: SocketRef, _: Throttle, Data(data): Data<serde_json::Value>| {
+        |socket: SocketRef, _: Throttle, Data(data): Data<serde_json::Value>| async move {
             let _ = socket.emit("echo", &data);
         },
     );
