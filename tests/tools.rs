@@ -402,3 +402,25 @@ fn the_master_key_comes_from_configuration_or_a_generated_demo_file() {
     assert!(from_file.open("u1", &sealed).is_err(), "a different key");
     assert!(master_key::generated_notice(&default).contains("Production must configure it"));
 }
+
+/// On first start the tools service creates its database readable by its
+/// owner only (the users' sealed secrets and the audit log are in it), in a
+/// new folder only its owner may enter.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_first_start_creates_a_private_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/tools.db");
+    let (api, app) = start(
+        db.to_str().unwrap(),
+        MasterKey::generate(),
+        Options::default(),
+    )
+    .await;
+    let token = app.jwt.token_for("u1").await.unwrap();
+    api.get("/api/me").token(&token).send().await.expect(200);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+}
