@@ -5,15 +5,32 @@
 //!
 //! - Passwords: `server passwd --user alice` reads one from standard input.
 //!   A demo user has none until then, and cannot sign in.
-//! - Sign-in attempts have their own, stricter limit: per client address
-//!   and per user name (429 with `Retry-After`). Every attempt is audited.
+//! - Sign-in attempts have their own, stricter limits (429 with
+//!   `Retry-After`): every attempt counts against its client address, and
+//!   only *failures* count against the name tried, with a ceiling high
+//!   enough for a person's typos. Wrong passwords sent from elsewhere do not
+//!   lock the owner out; spraying one name from many addresses meets the
+//!   ceiling. Every attempt is audited.
+//! - Password checks run on a few argon2 workers behind a bounded queue:
+//!   past it, sign-in answers 503 with `Retry-After` at once instead of
+//!   piling up memory.
 //! - A wrong user name and a wrong password get the same answer after the
 //!   same work: an unknown user is checked against a dummy hash.
-//! - Cookies are `HttpOnly`, `SameSite=Lax`, and `Secure` with
-//!   [`SignInOptions::secure_cookies`] (serve over TLS, or behind a TLS proxy).
+//! - Cookies are `HttpOnly`, `SameSite=Lax` and `Secure`, unless the server
+//!   was started for plain HTTP on purpose ([`SignInOptions::secure_cookies`]
+//!   off, `--plain-http`).
+//! - A session ends after [`SignInOptions::idle_timeout`] without a request,
+//!   after [`SignInOptions::absolute_lifetime`] whatever its use, at sign-out,
+//!   and when the user's password changes (`passwd` ends every session of
+//!   the user: each session holds a fingerprint of the password hash it was
+//!   opened with).
+//! - Creating, rotating or editing a key needs a password entered within
+//!   [`SignInOptions::reauthenticate_after`]: an older session gets 403
+//!   `reauthentication_required` with the `location` of the page that asks
+//!   for the password again (`/login/confirm`).
 //! - Under a session the key API accepts only JSON bodies and only
-//!   same-origin changes (`KeyManager::check_origin`); `/login` and
-//!   `/logout` check `Origin` too.
+//!   same-origin changes; `/login`, `/login/confirm` and `/logout` apply the
+//!   same origin rule (`AllowedOrigins::allows_request`).
 
 use std::{
     collections::HashMap,
@@ -29,19 +46,20 @@ use argon2::{
 };
 use auth_axum::{AllowedOrigins, DefaultScopes, KeyManager, KeyOwner, SettingsPage};
 use auth_core::{
-    AuditEvent, AuditLog, AuditOutcome, ClientIp, Principal, RejectReason, ScopeSet, TrustedProxies,
+    AuditEvent, AuditLog, AuditOutcome, ClientIp, Principal, RejectReason, ScopeSet, SystemClock,
+    TrustedProxies, WallClock,
 };
-use auth_ratelimit::{KeyBy, Quota, RateLimiter, Rule};
+use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request},
     http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
-    Form, Router,
+    Extension, Form, Router,
 };
 use parking_lot::Mutex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{postgres::PgPool, sqlite::SqlitePool};
 use time::OffsetDateTime;
 use tower_sessions::{cookie::SameSite, Expiry, MemoryStore, Session, SessionManagerLayer};
@@ -50,15 +68,14 @@ use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 use super::{all_scopes, Server, USERS};
 use crate::support::limits;
 
-/// The session key holding the signed-in user's id.
-const SESSION_USER: &str = "user";
+/// The session key holding the [`SignedIn`] record.
+const SESSION_ACCOUNT: &str = "account";
+/// Where a session too old for a change confirms the password.
+pub const CONFIRM: &str = "/login/confirm";
 /// Where the settings page is.
 pub const SETTINGS: &str = "/settings/tokens";
 /// Shortest password `passwd` accepts.
 pub const MIN_PASSWORD: usize = 10;
-/// The header the sign-in limiter reads the attempted user name from (set
-/// on a request built in the handler, never taken from the client).
-const LOGIN_USER_HEADER: &str = "x-keygate-login-user";
 
 /// What each scope allows, for the "New key" dialog.
 pub const SCOPE_DESCRIPTIONS: &[(&str, &str)] = &[
@@ -73,28 +90,71 @@ pub const SCOPE_DESCRIPTIONS: &[(&str, &str)] = &[
 /// Sign-in settings.
 #[derive(Clone, Debug)]
 pub struct SignInOptions {
-    /// Sign-in attempts per minute per client address (and per user name).
+    /// Sign-in attempts per minute per client address.
     pub attempts_per_minute: u32,
-    /// Mark cookies `Secure` (when the site is served over TLS).
+    /// Failed sign-ins per user name, from anywhere (default 100 at once,
+    /// then 100 an hour): past it, the name is refused with 429 before any
+    /// password check.
+    pub failures_per_name: Quota,
+    /// Password checks that may wait for an argon2 worker (default 32);
+    /// past that, 503 with `Retry-After`.
+    pub password_check_queue: usize,
+    /// Mark cookies `Secure` (default). Off only for a server started on
+    /// plain HTTP for local use (`--plain-http`).
     pub secure_cookies: bool,
     /// Sessions end after this long without a request.
     pub idle_timeout: time::Duration,
+    /// Sessions end this long after sign-in, however busy (default 12 hours).
+    pub absolute_lifetime: time::Duration,
+    /// Creating, rotating or editing a key needs a password entered this
+    /// recently (default 15 minutes); older sessions confirm it again.
+    pub reauthenticate_after: time::Duration,
     /// Share the sign-in limits in this Redis.
     pub redis: Option<String>,
     /// Proxies whose X-Forwarded-For names the client (`--trusted-proxy`).
     pub trusted_proxies: TrustedProxies,
+    /// What session ages are measured with.
+    pub clock: Arc<dyn WallClock>,
 }
 
 impl Default for SignInOptions {
     fn default() -> Self {
         Self {
             attempts_per_minute: 5,
-            secure_cookies: false,
+            failures_per_name: Quota::per_hour(100).with_burst(100),
+            password_check_queue: 32,
+            secure_cookies: true,
             idle_timeout: time::Duration::hours(8),
+            absolute_lifetime: time::Duration::hours(12),
+            reauthenticate_after: time::Duration::minutes(15),
             redis: None,
             trusted_proxies: TrustedProxies::none(),
+            clock: Arc::new(SystemClock),
         }
     }
+}
+
+/// What a session holds: who signed in, when, when they last typed their
+/// password, and a fingerprint of the password hash it was checked against
+/// (a new password ends the session).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// The user's id.
+    pub user: String,
+    /// Sign-in, in Unix seconds: the session's absolute lifetime runs from here.
+    signed_in_at: i64,
+    /// The latest password entry, in Unix seconds (sign-in or confirmation).
+    confirmed_at: i64,
+    /// BLAKE3 of the stored password hash, hex.
+    password: String,
+}
+
+/// A fingerprint of a stored password hash: equal while the password is
+/// unchanged, and not the hash itself.
+fn fingerprint(stored_hash: &str) -> blake3::Hash {
+    blake3::Hasher::new_derive_key("keygate demo session password fingerprint")
+        .update(stored_hash.as_bytes())
+        .finalize()
 }
 
 /// Where passwords and sessions live: the same database as the keys.
@@ -111,12 +171,25 @@ pub struct Accounts {
     db: Db,
     dummy_hash: Arc<str>,
     limiter: RateLimiter,
+    name_failures: FailedAuthLimiter,
     audit: Arc<dyn AuditLog>,
     options: SignInOptions,
     /// Password checks running at once: each holds ~19 MiB of argon2
     /// memory on a blocking thread, so a flood from many addresses (past the
     /// per-address limit) waits here instead of growing the pool.
     checks: Arc<tokio::sync::Semaphore>,
+    /// Password checks running or waiting: a permit is taken without
+    /// waiting, so the queue in front of `checks` is bounded.
+    admitted: Arc<tokio::sync::Semaphore>,
+}
+
+/// Why a password was not checked.
+#[derive(Debug)]
+enum CheckError {
+    /// The account database failed.
+    Store(sqlx::Error),
+    /// Every worker is busy and the queue is full.
+    Busy,
 }
 
 /// Password checks that may run at once.
@@ -168,18 +241,17 @@ impl Accounts {
         };
         let per_minute = Quota::per_minute(options.attempts_per_minute.max(1));
         let limiter = limits::limiter(
-            vec![
-                Rule::per_ip("login-ip", per_minute),
-                Rule::new("login-user", per_minute).by(KeyBy::custom(|info| {
-                    info.headers()
-                        .get(LOGIN_USER_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                })),
-            ],
+            vec![Rule::per_ip("login-ip", per_minute)],
             options.redis.as_deref(),
             "keygate:server:login",
             &options.trusted_proxies,
+        )?;
+        let name_failures = limits::failed_auth(
+            options.failures_per_name,
+            auth_core::ErrorFormat::Flat,
+            options.redis.as_deref(),
+            "keygate:server:login-name",
+            &TrustedProxies::none(),
         )?;
         // Unknown users are checked against this, so they cost the same.
         let dummy_hash = hash_password("no user has this password, it is random").await?;
@@ -187,9 +259,13 @@ impl Accounts {
             db,
             dummy_hash: dummy_hash.into(),
             limiter,
+            name_failures,
             audit,
-            options,
             checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
+            admitted: Arc::new(tokio::sync::Semaphore::new(
+                CONCURRENT_PASSWORD_CHECKS + options.password_check_queue,
+            )),
+            options,
         })
     }
 
@@ -252,26 +328,33 @@ impl Accounts {
         }
     }
 
-    /// Whether `password` is `user`'s; the same work whether or not the
-    /// user exists or has a password.
-    async fn check(&self, user: &str, password: &str) -> Result<bool, sqlx::Error> {
+    /// The stored hash when `password` is `user`'s; the same work whether
+    /// or not the user exists or has a password.
+    async fn check(&self, user: &str, password: &str) -> Result<Option<String>, CheckError> {
+        // Admission first, without waiting: a full queue answers at once.
+        let Ok(_admitted) = self.admitted.try_acquire() else {
+            return Err(CheckError::Busy);
+        };
         let stored = if USERS.contains(&user) {
-            self.stored_hash(user).await?
+            self.stored_hash(user).await.map_err(CheckError::Store)?
         } else {
             // The same query for names that do not exist.
             // (No NUL byte: PostgreSQL's TEXT refuses it, and an error here
             // would tell unknown names from wrong passwords.)
-            self.stored_hash(" no such user ").await?;
+            self.stored_hash(" no such user ")
+                .await
+                .map_err(CheckError::Store)?;
             None
         };
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let password = password.to_owned();
         let Ok(_permit) = self.checks.acquire().await else {
-            return Ok(false); // never closed
+            return Ok(None); // never closed
         };
+        let checked = hash.clone();
         let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
+            PasswordHash::new(&checked).is_ok_and(|parsed| {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &parsed)
                     .is_ok()
@@ -279,7 +362,102 @@ impl Accounts {
         })
         .await
         .unwrap_or(false);
-        Ok(known && matches)
+        Ok((known && matches).then_some(hash))
+    }
+
+    /// The address `name`'s failures are counted under in the per-name
+    /// limiter (which counts per address): a unique local IPv6 /64 from a
+    /// keyed hash of the lower-cased name, so no store sees the name.
+    fn name_bucket(name: &str) -> IpAddr {
+        let hash = blake3::Hasher::new_derive_key("keygate demo sign-in name bucket")
+            .update(name.to_lowercase().as_bytes())
+            .finalize();
+        let mut octets = [0u8; 16];
+        octets[0] = 0xfd;
+        octets[1..8].copy_from_slice(&hash.as_bytes()[..7]);
+        IpAddr::from(octets)
+    }
+
+    fn now(&self) -> i64 {
+        self.options.clock.now().unix_timestamp()
+    }
+
+    /// The session's user, if it is still valid: within its absolute
+    /// lifetime, and opened with the user's current password. An ended
+    /// session is emptied. 503 when a store is down.
+    pub async fn signed_in(&self, session: &Session) -> Result<Option<SignedIn>, Response> {
+        let record = match session.get::<SignedIn>(SESSION_ACCOUNT).await {
+            Ok(Some(record)) if USERS.contains(&record.user.as_str()) => record,
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(sessions_unavailable(e)),
+        };
+        let current = match self.stored_hash(&record.user).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                tracing::warn!(error = %e, "account database failed");
+                return Err(sessions_unavailable(e));
+            }
+        };
+        let same_password = current.is_some_and(|hash| {
+            blake3::Hash::from_hex(&record.password).is_ok_and(|held| held == fingerprint(&hash))
+        });
+        let within_lifetime =
+            self.now() - record.signed_in_at < self.options.absolute_lifetime.whole_seconds();
+        if same_password && within_lifetime {
+            return Ok(Some(record));
+        }
+        if let Err(e) = session.flush().await {
+            return Err(sessions_unavailable(e));
+        }
+        Ok(None)
+    }
+
+    /// The stricter limits of password entries: every attempt from the
+    /// client's address, and the failures of the name tried. `Err` is the
+    /// 429 page, with `Retry-After`.
+    async fn limit(&self, user: &str, client: Option<IpAddr>) -> Result<(), Response> {
+        let mut probe = Request::builder()
+            .method(Method::POST)
+            .uri("/login")
+            .body(())
+            .unwrap_or_default();
+        if let Some(ip) = client {
+            probe.extensions_mut().insert(ClientIp(ip));
+        }
+        let refused = match self.limiter.check(&probe).await {
+            Ok(_) => match self.name_failures.check(Self::name_bucket(user)).await {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
+            },
+            Err(refused) => refused,
+        };
+        let retry = refused.headers().get(header::RETRY_AFTER).cloned();
+        let wait = retry
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|s| format!(" Try again in {s} seconds."))
+            .unwrap_or_default();
+        let mut res = page(
+            refused.status(),
+            &format!("Too many sign-in attempts.{wait}"),
+            user,
+        );
+        if let Some(r) = retry {
+            res.headers_mut().insert(header::RETRY_AFTER, r);
+        }
+        Err(res)
+    }
+
+    /// Counts a wrong password against the name tried.
+    async fn record_failure(&self, user: &str) {
+        self.name_failures
+            .record_failure(Self::name_bucket(user))
+            .await;
+    }
+
+    /// Whether `record`'s password entry is too old for a change to a key.
+    fn needs_confirmation(&self, record: &SignedIn) -> bool {
+        self.now() - record.confirmed_at >= self.options.reauthenticate_after.whole_seconds()
     }
 
     /// The session layer over the same database.
@@ -400,12 +578,15 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Some(accounts) = parts.extensions.get::<Accounts>().cloned() else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        match session_user(&session).await {
-            Ok(Some(user)) => Ok(Self {
-                principal: Principal::user(user),
+        match accounts.signed_in(&session).await {
+            Ok(Some(record)) => Ok(Self {
+                principal: Principal::user(record.user),
                 scopes: all_scopes(),
             }),
             Ok(None) => Err(json_error(
@@ -427,19 +608,13 @@ impl KeyOwner for SessionUser {
     }
 }
 
-/// The signed-in demo user, if any; 503 when the session store is down.
-async fn session_user(session: &Session) -> Result<Option<String>, Response> {
-    match session.get::<String>(SESSION_USER).await {
-        Ok(user) => Ok(user.filter(|u| USERS.contains(&u.as_str()))),
-        Err(e) => {
-            tracing::warn!(error = %e, "session store failed");
-            Err(json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Sessions are temporarily unavailable",
-            ))
-        }
-    }
+fn sessions_unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "session store failed");
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Sessions are temporarily unavailable",
+    )
 }
 
 fn json_error(status: StatusCode, code: &'static str, message: &'static str) -> Response {
@@ -455,34 +630,33 @@ pub async fn routes(server: &Server, accounts: &Accounts) -> Result<Router, Stri
     let keys = KeyManager::new(server.issuer.clone(), server.audit.clone())
         .known_scopes(all_scopes())
         .default_scopes(DefaultScopes::OwnerGrantable)
-        .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied())
-        .check_origin(AllowedOrigins::same_host());
+        .describe_scopes(SCOPE_DESCRIPTIONS.iter().copied());
     let page = SettingsPage::new("Settings · API tokens")
         .sign_out("/logout")
         .router::<SessionUser, ()>(keys)
+        .layer(middleware::from_fn(needs_recent_password))
         .layer(middleware::from_fn(page_needs_sign_in));
-    let state = accounts.clone();
     let router = Router::new()
         .route("/", get(home))
-        .route(
-            "/login",
-            get(login_page).post(
-                move |session: Session, peer: Peer, headers: HeaderMap, form: Form<LoginForm>| {
-                    login(state.clone(), session, peer, headers, form)
-                },
-            ),
-        )
+        .route("/login", get(login_page).post(login))
+        .route(CONFIRM, get(confirm_page).post(confirm))
         .route("/login.css", get(login_css))
         .route("/logout", post(logout))
-        .nest(SETTINGS, page);
+        .nest(SETTINGS, page)
+        .layer(Extension(accounts.clone()));
     accounts.session_layer(router).await
 }
 
 /// The page itself sends a browser without a session to `/login`; its API
 /// answers 401 (from [`SessionUser`]).
-async fn page_needs_sign_in(session: Session, req: Request, next: Next) -> Response {
+async fn page_needs_sign_in(
+    Extension(accounts): Extension<Accounts>,
+    session: Session,
+    req: Request,
+    next: Next,
+) -> Response {
     if req.uri().path() == "/" || req.uri().path().is_empty() {
-        match session_user(&session).await {
+        match accounts.signed_in(&session).await {
             Ok(Some(_)) => {}
             Ok(None) => return Redirect::to("/login").into_response(),
             Err(res) => return res,
@@ -491,8 +665,48 @@ async fn page_needs_sign_in(session: Session, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-async fn home(session: Session) -> Response {
-    match session_user(&session).await {
+/// Whether `method path` (under the settings page) creates, rotates or
+/// edits a key.
+fn makes_or_changes_a_key(method: &Method, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    match *method {
+        Method::POST => path == "/api" || (path.starts_with("/api/") && path.ends_with("/rotate")),
+        Method::PATCH => path.starts_with("/api/"),
+        _ => false,
+    }
+}
+
+/// "Sudo mode": a key is created, rotated or edited only by a session whose
+/// password was entered recently; older ones are sent to confirm it.
+async fn needs_recent_password(
+    Extension(accounts): Extension<Accounts>,
+    session: Session,
+    req: Request,
+    next: Next,
+) -> Response {
+    if makes_or_changes_a_key(req.method(), req.uri().path()) {
+        match accounts.signed_in(&session).await {
+            Ok(Some(record)) if accounts.needs_confirmation(&record) => {
+                let body = serde_json::json!({
+                    "error": "reauthentication_required",
+                    "message": "Confirm your password to change keys",
+                    "location": CONFIRM,
+                });
+                let mut res = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return res;
+            }
+            // Signed out: the key router's owner answers 401.
+            Ok(_) => {}
+            Err(res) => return res,
+        }
+    }
+    next.run(req).await
+}
+
+async fn home(Extension(accounts): Extension<Accounts>, session: Session) -> Response {
+    match accounts.signed_in(&session).await {
         Ok(Some(_)) => Redirect::to(SETTINGS).into_response(),
         Ok(None) => Redirect::to("/login").into_response(),
         Err(res) => res,
@@ -505,17 +719,10 @@ struct LoginForm {
     password: String,
 }
 
-/// 403 unless the request comes from this site (login CSRF, forced logout).
+/// Whether the form was sent from this site (against login CSRF and forced
+/// sign-out): the key router's rule, [`AllowedOrigins::allows_request`].
 fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        Some(origin) => origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| host.is_some_and(|h| h.eq_ignore_ascii_case(authority))),
-        None => headers
-            .get("sec-fetch-site")
-            .is_none_or(|s| matches!(s.to_str(), Ok("same-origin" | "none"))),
-    }
+    AllowedOrigins::same_host().allows_request(headers, None)
 }
 
 /// The client's socket address, when the server was started with
@@ -536,7 +743,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 async fn login(
-    accounts: Accounts,
+    Extension(accounts): Extension<Accounts>,
     session: Session,
     Peer(peer): Peer,
     headers: HeaderMap,
@@ -561,21 +768,7 @@ async fn login(
             &user,
         );
     }
-    // The stricter limit: by address, and by the name tried.
-    let mut probe = Request::builder()
-        .method(Method::POST)
-        .uri("/login")
-        .header(
-            LOGIN_USER_HEADER,
-            HeaderValue::from_str(&user.to_lowercase()).unwrap_or(HeaderValue::from_static("-")),
-        )
-        .body(())
-        .unwrap_or_default();
-    if let Some(ip) = client {
-        probe.extensions_mut().insert(ClientIp(ip));
-    }
-    if let Err(refused) = accounts.limiter.check(&probe).await {
-        let retry = refused.headers().get(header::RETRY_AFTER).cloned();
+    if let Err(refused) = accounts.limit(&user, client).await {
         accounts.audit_attempt(
             &user,
             known,
@@ -584,27 +777,21 @@ async fn login(
             Err(RejectReason::RateLimited),
             refused.status(),
         );
-        let wait = retry
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .map(|s| format!(" Try again in {s} seconds."))
-            .unwrap_or_default();
-        let mut res = page(
-            refused.status(),
-            &format!("Too many sign-in attempts.{wait}"),
-            &user,
-        );
-        if let Some(r) = retry {
-            res.headers_mut().insert(header::RETRY_AFTER, r);
-        }
-        return res;
+        return refused;
     }
     match accounts.check(&user, &form.password).await {
-        Ok(true) => {
+        Ok(Some(hash)) => {
             // A new session id at sign-in: no fixation.
+            let now = accounts.now();
+            let record = SignedIn {
+                user: user.clone(),
+                signed_in_at: now,
+                confirmed_at: now,
+                password: fingerprint(&hash).to_hex().to_string(),
+            };
             let stored = async {
                 session.cycle_id().await?;
-                session.insert(SESSION_USER, &user).await
+                session.insert(SESSION_ACCOUNT, &record).await
             };
             if let Err(e) = stored.await {
                 tracing::warn!(error = %e, "session store failed at sign-in");
@@ -632,7 +819,8 @@ async fn login(
             );
             Redirect::to(SETTINGS).into_response()
         }
-        Ok(false) => {
+        Ok(None) => {
+            accounts.record_failure(&user).await;
             let reason = if known {
                 RejectReason::WrongSecret
             } else {
@@ -652,7 +840,22 @@ async fn login(
                 &user,
             )
         }
-        Err(e) => {
+        Err(CheckError::Busy) => {
+            accounts.audit_attempt(
+                &user,
+                known,
+                client,
+                &headers,
+                Err(RejectReason::RateLimited),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+            busy(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is busy. Try again in a moment.",
+                &user,
+            ))
+        }
+        Err(CheckError::Store(e)) => {
             tracing::warn!(error = %e, "account database failed at sign-in");
             accounts.audit_attempt(
                 &user,
@@ -671,10 +874,97 @@ async fn login(
     }
 }
 
-async fn login_page(session: Session) -> Response {
-    match session_user(&session).await {
+async fn login_page(Extension(accounts): Extension<Accounts>, session: Session) -> Response {
+    match accounts.signed_in(&session).await {
         Ok(Some(_)) => Redirect::to(SETTINGS).into_response(),
         _ => page(StatusCode::OK, "", ""),
+    }
+}
+
+/// The password form of a signed-in user whose session is too old for a
+/// change to a key.
+async fn confirm_page(Extension(accounts): Extension<Accounts>, session: Session) -> Response {
+    match accounts.signed_in(&session).await {
+        Ok(Some(record)) => confirm_form(StatusCode::OK, "", &record.user),
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(res) => res,
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfirmForm {
+    password: String,
+}
+
+/// `POST /login/confirm`: the signed-in user's password again, under the
+/// sign-in limits; on success the session may change keys for another
+/// [`SignInOptions::reauthenticate_after`].
+async fn confirm(
+    Extension(accounts): Extension<Accounts>,
+    session: Session,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    Form(form): Form<ConfirmForm>,
+) -> Response {
+    let mut record = match accounts.signed_in(&session).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(res) => return res,
+    };
+    let user = record.user.clone();
+    let client = peer.map(|p| accounts.options.trusted_proxies.client_ip(p.ip(), &headers));
+    let audit = |outcome, status| {
+        accounts.audit_attempt(&user, true, client, &headers, outcome, status);
+    };
+    if !same_origin(&headers) {
+        audit(Err(RejectReason::InvalidRequest), StatusCode::FORBIDDEN);
+        return confirm_form(
+            StatusCode::FORBIDDEN,
+            "Refused: the form was not sent from this site.",
+            &user,
+        );
+    }
+    if let Err(refused) = accounts.limit(&user, client).await {
+        audit(Err(RejectReason::RateLimited), refused.status());
+        return refused;
+    }
+    match accounts.check(&user, &form.password).await {
+        Ok(Some(hash)) => {
+            record.confirmed_at = accounts.now();
+            record.password = fingerprint(&hash).to_hex().to_string();
+            if let Err(e) = session.insert(SESSION_ACCOUNT, &record).await {
+                audit(
+                    Err(RejectReason::StoreUnavailable),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+                return sessions_unavailable(e);
+            }
+            audit(Ok(()), StatusCode::SEE_OTHER);
+            Redirect::to(SETTINGS).into_response()
+        }
+        Ok(None) => {
+            accounts.record_failure(&user).await;
+            audit(Err(RejectReason::WrongSecret), StatusCode::UNAUTHORIZED);
+            confirm_form(StatusCode::UNAUTHORIZED, "Wrong password.", &user)
+        }
+        Err(CheckError::Busy) => {
+            audit(
+                Err(RejectReason::RateLimited),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+            busy(confirm_form(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy. Try again in a moment.",
+                &user,
+            ))
+        }
+        Err(CheckError::Store(e)) => {
+            audit(
+                Err(RejectReason::StoreUnavailable),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+            sessions_unavailable(e)
+        }
     }
 }
 
@@ -699,22 +989,45 @@ async fn logout(session: Session, headers: HeaderMap) -> Response {
 }
 
 const LOGIN_HTML: &str = include_str!("login.html");
+const CONFIRM_HTML: &str = include_str!("confirm.html");
 const LOGIN_CSS: &str = include_str!("login.css");
 
-fn page(status: StatusCode, error: &str, user: &str) -> Response {
-    let error_html = if error.is_empty() {
+/// `res` with `Retry-After: 1`: the password-check queue was full.
+fn busy(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+fn error_html(error: &str) -> String {
+    if error.is_empty() {
         String::new()
     } else {
         format!(
             r#"<p class="error" role="alert" id="login-error">{}</p>"#,
             escape(error)
         )
-    };
+    }
+}
+
+fn page(status: StatusCode, error: &str, user: &str) -> Response {
     let users = USERS.join(", ");
     let html = LOGIN_HTML
-        .replace("{{ERROR}}", &error_html)
+        .replace("{{ERROR}}", &error_html(error))
         .replace("{{USER}}", &escape(user))
         .replace("{{USERS}}", &escape(&users));
+    html_page(status, html)
+}
+
+fn confirm_form(status: StatusCode, error: &str, user: &str) -> Response {
+    let html = CONFIRM_HTML
+        .replace("{{ERROR}}", &error_html(error))
+        .replace("{{USER}}", &escape(user))
+        .replace("{{ACTION}}", CONFIRM);
+    html_page(status, html)
+}
+
+fn html_page(status: StatusCode, html: String) -> Response {
     let mut res = (status, html).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -771,6 +1084,60 @@ pub async fn passwd_command(db: &str, user: &str) -> Result<(), String> {
     let audit: Arc<dyn AuditLog> = Arc::new(auth_core::MemoryAuditLog::new(1));
     let accounts = Accounts::open(db, audit, SignInOptions::default()).await?;
     accounts.set_password(user, password).await?;
-    eprintln!("password set for `{user}`: sign in at /login");
+    eprintln!("password set for `{user}`, whose existing sessions have ended: sign in at /login");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every argon2 worker busy, `password_check_queue` checks wait;
+    /// the next one is turned away at once instead of joining them.
+    #[tokio::test]
+    async fn the_queue_of_password_checks_is_bounded() {
+        let audit: Arc<dyn AuditLog> = Arc::new(auth_core::MemoryAuditLog::new(1));
+        let options = SignInOptions {
+            password_check_queue: 2,
+            ..SignInOptions::default()
+        };
+        let accounts = Accounts::open("memory:", audit, options).await.unwrap();
+        accounts
+            .set_password("alice", "a long enough password")
+            .await
+            .unwrap();
+        // Every worker busy, with checks admitted as they would be.
+        let running = accounts
+            .admitted
+            .clone()
+            .acquire_many_owned(CONCURRENT_PASSWORD_CHECKS as u32)
+            .await
+            .unwrap();
+        let workers = accounts
+            .checks
+            .clone()
+            .acquire_many_owned(CONCURRENT_PASSWORD_CHECKS as u32)
+            .await
+            .unwrap();
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let accounts = accounts.clone();
+                tokio::spawn(async move { accounts.check("alice", "a long enough password").await })
+            })
+            .collect();
+        // Both admitted (and waiting for a worker) once no admission is left.
+        while accounts.admitted.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            accounts.check("alice", "a long enough password").await,
+            Err(CheckError::Busy)
+        ));
+        drop((running, workers));
+        for w in waiting {
+            assert!(matches!(w.await.unwrap(), Ok(Some(_))));
+        }
+        // Room again.
+        assert!(matches!(accounts.check("alice", "wrong").await, Ok(None)));
+    }
 }

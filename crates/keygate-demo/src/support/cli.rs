@@ -86,6 +86,10 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", value_name = "CIDR",
           value_parser = TrustedProxies::parse_net)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Send sign-in cookies without `Secure`, for local use over plain HTTP
+    /// (default: `Secure`, serve over TLS or behind a TLS proxy)
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 impl ServeArgs {

@@ -45,7 +45,13 @@
       data = null;
     }
     if (!res.ok) {
-      throw new ApiError(res.status, errorCode(data), errorMessage(res, data));
+      const code = errorCode(data);
+      // The application wants the password again before this change
+      // ("sudo mode"): go to its page for that, on this site only.
+      if (code === "reauthentication_required" && typeof data.location === "string" && /^\/(?![\/\\])/.test(data.location)) {
+        window.location.assign(data.location);
+      }
+      throw new ApiError(res.status, code, errorMessage(res, data));
     }
     return data;
   }
