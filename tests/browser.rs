@@ -119,7 +119,7 @@ async fn app() -> App {
         secure_cookies: false,
         ..SignInOptions::default()
     };
-    let accounts = Accounts::open(db, backend.audit.clone(), options)
+    let accounts = Accounts::open(server::signin::SITE, db, backend.audit.clone(), options)
         .await
         .unwrap();
     accounts.set_password("alice", PASSWORD).await.unwrap();
@@ -715,8 +715,9 @@ async fn the_pod_page_works_with_a_management_key() {
 
 use keygate_demo::tools;
 
-/// Seed 002's "regenerate my key" page: the old token stops working, the new
-/// one (shown once) works.
+/// Seed 002's "regenerate my key" page, behind the password sign-in: the
+/// page shows the signed-in user's controls only (no token form), the old
+/// token stops working, the new one (shown once) works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tools_page_regenerates_my_token() {
     let Some(driver) = driver("the_tools_page_regenerates_my_token").await else {
@@ -732,8 +733,24 @@ async fn the_tools_page_regenerates_my_token() {
         &tools::Options::default(),
     )
     .unwrap();
+    let options = SignInOptions {
+        secure_cookies: false,
+        ..SignInOptions::default()
+    };
+    let accounts = keygate_demo::support::signin::Accounts::open(
+        tools::page::SITE,
+        "memory:",
+        opened.backend.audit.clone(),
+        options,
+    )
+    .await
+    .unwrap();
+    accounts.set_password("u1", PASSWORD).await.unwrap();
     let old = app.jwt.token_for("u1").await.unwrap();
-    let base = format!("http://{}", spawn(app.router()).await);
+    let base = format!(
+        "http://{}",
+        spawn(app.router_with_sign_in(&accounts).await.unwrap()).await
+    );
     let me = |token: String| {
         let url = format!("{base}/api/me");
         async move {
@@ -753,21 +770,36 @@ async fn the_tools_page_regenerates_my_token() {
     c.goto(&format!("{base}{}", tools::page::PATH))
         .await
         .unwrap();
-    until(&c, "document.getElementById('current-token')").await;
-    c.find(Locator::Css("#current-token"))
+    until(&c, "document.getElementById('sign-in')").await;
+    c.find(Locator::Css("#user"))
         .await
         .unwrap()
-        .send_keys(&old)
+        .send_keys("u1")
         .await
         .unwrap();
-    click(&c, "#use-token").await;
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    click(&c, "#sign-in").await;
     until(
         &c,
-        "document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
+        "document.getElementById('signed-in-as') && document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
+    )
+    .await;
+    screenshot(&c, "tools-signed-in").await;
+    assert_visible(
+        &c,
+        "signed in",
+        &["#regenerate", "#sign-out"],
+        &["#current-token", "#confirm-dialog", "#token-dialog"],
     )
     .await;
     click(&c, "#regenerate").await;
     until(&c, "document.getElementById('confirm-dialog').open").await;
+    assert_visible(&c, "dialog open", &["#confirm-dialog", "#confirm-ok"], &[]).await;
     click(&c, "#confirm-ok").await;
     until(
         &c,
@@ -792,6 +824,13 @@ async fn the_tools_page_regenerates_my_token() {
         .filter(|e| e["level"] == "SEVERE")
         .collect();
     assert!(errors.is_empty(), "console: {errors:?}");
+    // Signing out with the page's button ends the session.
+    click(&c, "#sign-out").await;
+    until(&c, "location.pathname === '/login'").await;
+    c.goto(&format!("{base}{}", tools::page::PATH))
+        .await
+        .unwrap();
+    until(&c, "location.pathname === '/login'").await;
     c.close().await.unwrap();
 }
 

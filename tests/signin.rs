@@ -35,7 +35,7 @@ async fn app(options: SignInOptions) -> App {
     let backend = Backend::open(db, SecretHasher::for_tests()).await.unwrap();
     let server = server::Server::new(&backend, &server::Options::default()).unwrap();
     let admin = server.bootstrap_admin().await.unwrap().unwrap();
-    let accounts = Accounts::open(db, backend.audit.clone(), options)
+    let accounts = Accounts::open(server::signin::SITE, db, backend.audit.clone(), options)
         .await
         .unwrap();
     accounts.set_password("alice", PASSWORD).await.unwrap();
@@ -451,7 +451,7 @@ async fn sessions_live_in_postgres_and_are_shared_by_instances() {
     let mut bases = Vec::new();
     for _ in 0..2 {
         let server = server::Server::new(&backend, &server::Options::default()).unwrap();
-        let accounts = Accounts::open(&url, backend.audit.clone(), SignInOptions::default())
+        let accounts = Accounts::open(server::signin::SITE, &url, backend.audit.clone(), SignInOptions::default())
             .await
             .unwrap();
         accounts.set_password("bob", PASSWORD).await.unwrap();

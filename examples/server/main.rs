@@ -51,7 +51,7 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         trusted_proxies: args.proxies(),
         ..Default::default()
     };
-    let accounts = app::signin::Accounts::open(&args.db.db, backend.audit.clone(), sign_in).await?;
+    let accounts = app::signin::Accounts::open(app::signin::SITE, &args.db.db, backend.audit.clone(), sign_in).await?;
     if let Some(key) = server.bootstrap_admin().await? {
         println!(
             "First start: created user `{}` with a token holding every scope.",
