@@ -77,5 +77,5 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         println!("             cookies are Secure: serve behind TLS, or start with --plain-http for local use");
     }
     let router = server.router_with_sign_in(&accounts).await?;
-    support::serve::serve(router, args.addr, &backend, &server.verifier).await
+    support::serve::serve(router, args.addr, args.metrics_addr, &backend, &server.verifier).await
 }

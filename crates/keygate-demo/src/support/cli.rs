@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// (default: `Secure`, serve over TLS or behind a TLS proxy)
     #[arg(long)]
     pub plain_http: bool,
+    /// Serve Prometheus metrics at /metrics on this address only (e.g.
+    /// 127.0.0.1:9100; default: no metrics endpoint)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServeArgs {

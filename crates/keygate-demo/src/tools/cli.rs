@@ -315,6 +315,7 @@ async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String
     support::serve::serve(
         tools.router_with_sign_in(&accounts).await?,
         args.http.addr,
+        args.http.metrics_addr,
         &opened.backend,
         &tools.verifier,
     )
