@@ -176,7 +176,10 @@ async fn assert_visible(c: &Client, state: &str, shown: &[&str], not_shown: &[&s
         assert!(visible(c, css).await, "{state}: {css} should be visible");
     }
     for css in not_shown {
-        assert!(!visible(c, css).await, "{state}: {css} should not be visible");
+        assert!(
+            !visible(c, css).await,
+            "{state}: {css} should not be visible"
+        );
     }
 }
 
@@ -869,7 +872,9 @@ async fn signing_out_with_the_button_ends_the_session() {
     assert!(!page.contains("refused"), "{page}");
     assert_eq!(list(cookie).await, 401);
     // The browser is signed out too.
-    c.goto(&format!("{}/settings/tokens", app.base)).await.unwrap();
+    c.goto(&format!("{}/settings/tokens", app.base))
+        .await
+        .unwrap();
     until(&c, "location.pathname === '/login'").await;
     c.close().await.unwrap();
 }
@@ -899,7 +904,12 @@ async fn the_server_page_shows_only_the_controls_that_apply() {
     assert_visible(
         &c,
         "signed in",
-        &["#new-key", "nav form button", "#keys li.key .key-name", "#keys li.key .chips li"],
+        &[
+            "#new-key",
+            "nav form button",
+            "#keys li.key .key-name",
+            "#keys li.key .chips li",
+        ],
         &[
             "#keys li.key .external",
             "#keys li.key .meta",

@@ -121,7 +121,10 @@ async fn sign_in_sets_a_strict_cookie_and_leads_to_the_settings_page() {
     let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(cookie.contains("Secure"), "Secure unless started for plain HTTP: {cookie}");
+    assert!(
+        cookie.contains("Secure"),
+        "Secure unless started for plain HTTP: {cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_owned();
 
     for path in ["/", "/login"] {
@@ -341,7 +344,12 @@ async fn failures_from_elsewhere_do_not_lock_the_owner_out() {
     // Eight more from one address: its own limit (5 a minute) stops it.
     let mut limited = 0;
     for _ in 0..8 {
-        if app.login_from("192.0.2.1", "alice", "a guess").await.status() == 429 {
+        if app
+            .login_from("192.0.2.1", "alice", "a guess")
+            .await
+            .status()
+            == 429
+        {
             limited += 1;
         }
     }
@@ -451,9 +459,14 @@ async fn sessions_live_in_postgres_and_are_shared_by_instances() {
     let mut bases = Vec::new();
     for _ in 0..2 {
         let server = server::Server::new(&backend, &server::Options::default()).unwrap();
-        let accounts = Accounts::open(server::signin::SITE, &url, backend.audit.clone(), SignInOptions::default())
-            .await
-            .unwrap();
+        let accounts = Accounts::open(
+            server::signin::SITE,
+            &url,
+            backend.audit.clone(),
+            SignInOptions::default(),
+        )
+        .await
+        .unwrap();
         accounts.set_password("bob", PASSWORD).await.unwrap();
         let router = server.router_with_sign_in(&accounts).await.unwrap();
         bases.push(format!("http://{}", spawn(router).await));
@@ -776,7 +789,11 @@ async fn an_old_session_confirms_its_password_before_changing_keys() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("Signed in as <strong>alice"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("Signed in as <strong>alice"));
     let confirm = |password: &'static str| {
         app.http
             .post(format!("{}/login/confirm", app.base))

@@ -443,9 +443,14 @@ async fn start_with_sign_in() -> (String, Tools) {
         secure_cookies: false,
         ..SignInOptions::default()
     };
-    let accounts = Accounts::open(tools::page::SITE, "memory:", opened.backend.audit.clone(), options)
-        .await
-        .unwrap();
+    let accounts = Accounts::open(
+        tools::page::SITE,
+        "memory:",
+        opened.backend.audit.clone(),
+        options,
+    )
+    .await
+    .unwrap();
     accounts
         .set_password("u1", "u1's long password")
         .await

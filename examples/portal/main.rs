@@ -28,5 +28,5 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         &backend,
         &portal.verifier,
     )
-        .await
+    .await
 }

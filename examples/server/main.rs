@@ -51,7 +51,13 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         trusted_proxies: args.proxies(),
         ..Default::default()
     };
-    let accounts = app::signin::Accounts::open(app::signin::SITE, &args.db.db, backend.audit.clone(), sign_in).await?;
+    let accounts = app::signin::Accounts::open(
+        app::signin::SITE,
+        &args.db.db,
+        backend.audit.clone(),
+        sign_in,
+    )
+    .await?;
     if let Some(key) = server.bootstrap_admin().await? {
         println!(
             "First start: created user `{}` with a token holding every scope.",
@@ -77,5 +83,12 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         println!("             cookies are Secure: serve behind TLS, or start with --plain-http for local use");
     }
     let router = server.router_with_sign_in(&accounts).await?;
-    support::serve::serve(router, args.addr, args.metrics_addr, &backend, &server.verifier).await
+    support::serve::serve(
+        router,
+        args.addr,
+        args.metrics_addr,
+        &backend,
+        &server.verifier,
+    )
+    .await
 }

@@ -396,7 +396,13 @@ async fn a_token_repeated_in_one_report_is_verified_once_and_labelled_each_time(
     // The same signed report replayed: the key is already revoked, so the
     // secret check answers without argon2.
     let runs = s.issuer.hasher().runs();
-    let revoked_at = s.issuer.get(s.key.record.id).await.unwrap().unwrap().revoked_at;
+    let revoked_at = s
+        .issuer
+        .get(s.key.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at;
     for _ in 0..3 {
         let (status, _) = send(&s.app, report(Some(KEY_A), Some(&sig), &body)).await;
         assert_eq!(status, 200);
@@ -417,7 +423,11 @@ async fn cheap_checks_come_before_the_signature() {
     let s = setup().await;
     // Over the default limit (256 KiB), though far under 1 MiB.
     let big = format!("[{}]", " ".repeat(300 << 10));
-    let (status, answer) = send(&s.app, report(Some(KEY_A), Some(&sign(&s.signer_a, b"x")), &big)).await;
+    let (status, answer) = send(
+        &s.app,
+        report(Some(KEY_A), Some(&sign(&s.signer_a, b"x")), &big),
+    )
+    .await;
     assert_eq!(status, 413, "{answer}");
     // Not an array, with a signature that does not verify: 400, not 401.
     let forged = sign(&s.signer_a, b"something else");
@@ -428,7 +438,11 @@ async fn cheap_checks_come_before_the_signature() {
     }
     // A body declared as something else than JSON.
     let body = body_for(&[s.key.token.expose_secret()]);
-    let mut req = report(Some(KEY_A), Some(&sign(&s.signer_a, body.as_bytes())), &body);
+    let mut req = report(
+        Some(KEY_A),
+        Some(&sign(&s.signer_a, body.as_bytes())),
+        &body,
+    );
     req.headers_mut()
         .insert("content-type", "text/plain".parse().unwrap());
     let (status, _) = send(&s.app, req).await;

@@ -225,7 +225,12 @@ mod tests {
             let h = headers(&[("host", "k"), cookie, null, ("sec-fetch-site", site)]);
             assert!(check_origin(&same, &h, None).is_err(), "{site}");
         }
-        let h = headers(&[("host", "k"), cookie, null, ("sec-fetch-site", "same-origin")]);
+        let h = headers(&[
+            ("host", "k"),
+            cookie,
+            null,
+            ("sec-fetch-site", "same-origin"),
+        ]);
         assert!(check_origin(&same, &h, None).is_ok());
     }
 }

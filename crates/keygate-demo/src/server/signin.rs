@@ -14,8 +14,8 @@ use axum::{
 };
 use tower_sessions::Session;
 
-pub use crate::support::signin::{Accounts, SignInOptions, SignedIn, Site, MIN_PASSWORD};
 use crate::support::signin::{page_needs_sign_in, sign_in_first};
+pub use crate::support::signin::{Accounts, SignInOptions, SignedIn, Site, MIN_PASSWORD};
 
 use super::{all_scopes, Server, USERS};
 

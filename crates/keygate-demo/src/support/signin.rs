@@ -316,7 +316,10 @@ impl Accounts {
     }
 
     async fn stored_hash(&self, user: &str) -> Result<Option<String>, sqlx::Error> {
-        let select = format!("SELECT hash FROM {}_passwords WHERE user_id = $1", self.site.name);
+        let select = format!(
+            "SELECT hash FROM {}_passwords WHERE user_id = $1",
+            self.site.name
+        );
         match &self.db {
             Db::Sqlite(pool) => {
                 sqlx::query_scalar(&select)
@@ -586,7 +589,6 @@ fn configure<St: tower_sessions::SessionStore + Clone>(
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(options.idle_timeout))
 }
-
 
 fn no_session_table(e: impl std::fmt::Display) -> String {
     format!("cannot create the session table: {e}")
@@ -909,7 +911,12 @@ async fn confirm(
         Ok(None) => {
             accounts.record_failure(&user).await;
             audit(Err(RejectReason::WrongSecret), StatusCode::UNAUTHORIZED);
-            confirm_form(&accounts.site, StatusCode::UNAUTHORIZED, "Wrong password.", &user)
+            confirm_form(
+                &accounts.site,
+                StatusCode::UNAUTHORIZED,
+                "Wrong password.",
+                &user,
+            )
         }
         Err(CheckError::Busy) => {
             audit(
@@ -967,8 +974,10 @@ const ICON: &str = "/login/icon.svg";
 
 async fn icon() -> Response {
     let mut res = auth_axum::ui::ICON_SVG.into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
     res
 }
 
