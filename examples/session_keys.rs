@@ -7,13 +7,14 @@
 //! - `/account/keys` is `KeyManager`'s router behind the session: list,
 //!   create (the token is in the answer, once), rotate, revoke, activity. The
 //!   owner is the session's user (`SessionUser: KeyOwner`). Cookie sessions
-//!   need cross-site request protection: `check_origin` refuses changes whose
-//!   `Origin` is another site, and every change must be JSON.
+//!   need cross-site request protection: a change that carries the cookie
+//!   must name this site (`Origin`, or `Sec-Fetch-Site: same-origin`), as
+//!   browsers do, and every change must be JSON.
 //! - `/api/me` takes the keys made there, as a `Bearer` token.
 //!
 //! ```sh
 //! curl -c jar -H 'content-type: application/json' -d '{"user":"alice","password":"…"}' localhost:3014/login
-//! curl -b jar -H 'content-type: application/json' -d '{"name":"laptop"}' localhost:3014/account/keys
+//! curl -b jar -H 'origin: http://localhost:3014' -H 'content-type: application/json' -d '{"name":"laptop"}' localhost:3014/account/keys
 //! ```
 
 use std::net::SocketAddr;

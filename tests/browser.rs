@@ -114,7 +114,12 @@ async fn app() -> App {
     let db = db.to_str().unwrap();
     let backend = Backend::open(db, SecretHasher::for_tests()).await.unwrap();
     let server = server::Server::new(&backend, &server::Options::default()).unwrap();
-    let accounts = Accounts::open(db, backend.audit.clone(), SignInOptions::default())
+    // Served on plain HTTP: cookies without `Secure`, as with `--plain-http`.
+    let options = SignInOptions {
+        secure_cookies: false,
+        ..SignInOptions::default()
+    };
+    let accounts = Accounts::open(server::signin::SITE, db, backend.audit.clone(), options)
         .await
         .unwrap();
     accounts.set_password("alice", PASSWORD).await.unwrap();
@@ -150,6 +155,32 @@ async fn js(c: &Client, script: &str) -> Value {
 async fn until(c: &Client, script: &str) {
     let body = format!("return !!({script});");
     eventually(script, || async { js(c, &body).await == Value::Bool(true) }).await;
+}
+
+/// Whether the element `css` selects is on screen: it exists, takes up
+/// room (no `display: none` on it or above it) and is not `visibility:
+/// hidden`. Present in the page is not enough.
+async fn visible(c: &Client, css: &str) -> bool {
+    let script = format!(
+        "const el = document.querySelector({css:?}); \
+         if (!el) return false; \
+         const r = el.getBoundingClientRect(); \
+         return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== 'hidden';"
+    );
+    js(c, &script).await == Value::Bool(true)
+}
+
+/// Asserts which of `shown` are visible and which of `not_shown` are not.
+async fn assert_visible(c: &Client, state: &str, shown: &[&str], not_shown: &[&str]) {
+    for css in shown {
+        assert!(visible(c, css).await, "{state}: {css} should be visible");
+    }
+    for css in not_shown {
+        assert!(
+            !visible(c, css).await,
+            "{state}: {css} should not be visible"
+        );
+    }
 }
 
 /// Clicks the element `css` selects.
@@ -687,8 +718,9 @@ async fn the_pod_page_works_with_a_management_key() {
 
 use keygate_demo::tools;
 
-/// Seed 002's "regenerate my key" page: the old token stops working, the new
-/// one (shown once) works.
+/// Seed 002's "regenerate my key" page, behind the password sign-in: the
+/// page shows the signed-in user's controls only (no token form), the old
+/// token stops working, the new one (shown once) works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tools_page_regenerates_my_token() {
     let Some(driver) = driver("the_tools_page_regenerates_my_token").await else {
@@ -704,8 +736,24 @@ async fn the_tools_page_regenerates_my_token() {
         &tools::Options::default(),
     )
     .unwrap();
+    let options = SignInOptions {
+        secure_cookies: false,
+        ..SignInOptions::default()
+    };
+    let accounts = keygate_demo::support::signin::Accounts::open(
+        tools::page::SITE,
+        "memory:",
+        opened.backend.audit.clone(),
+        options,
+    )
+    .await
+    .unwrap();
+    accounts.set_password("u1", PASSWORD).await.unwrap();
     let old = app.jwt.token_for("u1").await.unwrap();
-    let base = format!("http://{}", spawn(app.router()).await);
+    let base = format!(
+        "http://{}",
+        spawn(app.router_with_sign_in(&accounts).await.unwrap()).await
+    );
     let me = |token: String| {
         let url = format!("{base}/api/me");
         async move {
@@ -725,21 +773,36 @@ async fn the_tools_page_regenerates_my_token() {
     c.goto(&format!("{base}{}", tools::page::PATH))
         .await
         .unwrap();
-    until(&c, "document.getElementById('current-token')").await;
-    c.find(Locator::Css("#current-token"))
+    until(&c, "document.getElementById('sign-in')").await;
+    c.find(Locator::Css("#user"))
         .await
         .unwrap()
-        .send_keys(&old)
+        .send_keys("u1")
         .await
         .unwrap();
-    click(&c, "#use-token").await;
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    click(&c, "#sign-in").await;
     until(
         &c,
-        "document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
+        "document.getElementById('signed-in-as') && document.getElementById('signed-in-as').textContent === 'Signed in as u1'",
+    )
+    .await;
+    screenshot(&c, "tools-signed-in").await;
+    assert_visible(
+        &c,
+        "signed in",
+        &["#regenerate", "#sign-out"],
+        &["#current-token", "#confirm-dialog", "#token-dialog"],
     )
     .await;
     click(&c, "#regenerate").await;
     until(&c, "document.getElementById('confirm-dialog').open").await;
+    assert_visible(&c, "dialog open", &["#confirm-dialog", "#confirm-ok"], &[]).await;
     click(&c, "#confirm-ok").await;
     until(
         &c,
@@ -764,5 +827,192 @@ async fn the_tools_page_regenerates_my_token() {
         .filter(|e| e["level"] == "SEVERE")
         .collect();
     assert!(errors.is_empty(), "console: {errors:?}");
+    // Signing out with the page's button ends the session.
+    click(&c, "#sign-out").await;
+    until(&c, "location.pathname === '/login'").await;
+    c.goto(&format!("{base}{}", tools::page::PATH))
+        .await
+        .unwrap();
+    until(&c, "location.pathname === '/login'").await;
+    c.close().await.unwrap();
+}
+
+/// Signing out with the page's own button (a form post, which Chromium sends
+/// with the page's referrer policy) ends the session: the old cookie is
+/// refused afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_with_the_button_ends_the_session() {
+    let Some(driver) = driver("signing_out_with_the_button_ends_the_session").await else {
+        return;
+    };
+    let app = app().await;
+    let c = browser(&driver).await;
+    open_settings(&c, &app).await;
+    let cookie = c.get_named_cookie("keygate_session").await.unwrap();
+    let cookie = format!("keygate_session={}", cookie.value());
+    let list = |cookie: String| {
+        let url = format!("{}/settings/tokens/api", app.base);
+        let http = app.http.clone();
+        async move {
+            http.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(list(cookie.clone()).await, 200);
+    assert_visible(&c, "signed in", &["nav form button"], &[]).await;
+    click(&c, "nav form button").await;
+    until(&c, "location.pathname === '/login'").await;
+    until(&c, "document.getElementById('sign-in')").await;
+    let page = c.source().await.unwrap();
+    assert!(!page.contains("refused"), "{page}");
+    assert_eq!(list(cookie).await, 401);
+    // The browser is signed out too.
+    c.goto(&format!("{}/settings/tokens", app.base))
+        .await
+        .unwrap();
+    until(&c, "location.pathname === '/login'").await;
+    c.close().await.unwrap();
+}
+
+/// The settings page in each state shows only the controls that apply: no
+/// empty "External id" or "Metadata" on a card without them, the custom date
+/// only when chosen, the dialog over the page when open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_page_shows_only_the_controls_that_apply() {
+    let Some(driver) = driver("the_server_page_shows_only_the_controls_that_apply").await else {
+        return;
+    };
+    let app = app().await;
+    app.backend
+        .issuer(server::PREFIX)
+        .issue(auth_core::NewKey::new(
+            auth_core::Principal::user("alice"),
+            "plain key",
+            auth_core::ScopeSet::parse(["nodes:read"]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let c = browser(&driver).await;
+    open_settings(&c, &app).await;
+    until(&c, "document.querySelector('#keys li.key')").await;
+    screenshot(&c, "server-signed-in").await;
+    assert_visible(
+        &c,
+        "signed in",
+        &[
+            "#new-key",
+            "nav form button",
+            "#keys li.key .key-name",
+            "#keys li.key .chips li",
+        ],
+        &[
+            "#keys li.key .external",
+            "#keys li.key .meta",
+            "#activity",
+            "#create-dialog",
+            "#token-dialog",
+        ],
+    )
+    .await;
+    click(&c, "#new-key").await;
+    until(&c, "document.getElementById('create-dialog').open").await;
+    screenshot(&c, "server-dialog").await;
+    assert_visible(
+        &c,
+        "dialog open",
+        &["#create-dialog", "#key-name", "#create-submit"],
+        &["#custom-date-field", "#token-dialog"],
+    )
+    .await;
+    click(&c, "#expiry option[value=\"custom\"]").await;
+    assert_visible(&c, "custom date", &["#custom-date-field"], &[]).await;
+    c.close().await.unwrap();
+}
+
+/// The pod page (bearer sign-in): before a key is given, only the sign-in
+/// form; after, "New key" and "Forget key" and the list; forgetting the key
+/// goes back. The scope chips of a card stay one line high beside its five
+/// action buttons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_page_shows_key_controls_only_once_signed_in() {
+    let Some(driver) = driver("the_pod_page_shows_key_controls_only_once_signed_in").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pod.db");
+    let backend = Backend::open(db.to_str().unwrap(), SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let app = pod::Pod::new(&backend, &pod::Options::default()).unwrap();
+    let manager = backend
+        .issuer(pod::PREFIX)
+        .issue(auth_core::NewKey::new(
+            auth_core::Principal::user("alice"),
+            "settings",
+            auth_core::ScopeSet::parse(["keys.manage", "read:entities", "skills.invoke"]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let base = format!("http://{}", spawn(app.router()).await);
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}{}", pod::SETTINGS)).await.unwrap();
+    until(&c, "document.getElementById('bearer-token')").await;
+    screenshot(&c, "pod-signed-out").await;
+    assert_visible(
+        &c,
+        "signed out",
+        &["#bearer-token", ".bearer button"],
+        &["#new-key", "#forget-bearer", "#create-dialog"],
+    )
+    .await;
+    c.find(Locator::Css("#bearer-token"))
+        .await
+        .unwrap()
+        .send_keys(manager.token.expose_secret())
+        .await
+        .unwrap();
+    click(&c, ".bearer button").await;
+    until(&c, "document.querySelector('#keys li.key')").await;
+    screenshot(&c, "pod-signed-in").await;
+    assert_visible(
+        &c,
+        "signed in",
+        &["#new-key", "#forget-bearer", "#keys li.key .chips li"],
+        &["#bearer-token", "#keys li.key .external", "#create-dialog"],
+    )
+    .await;
+    // One line of text per chip, however tall the card's action column is:
+    // heights in ems of the chip's font.
+    let heights = js(
+        &c,
+        "return [...document.querySelectorAll('#keys .chips li')].map(li => \
+         li.getBoundingClientRect().height / parseFloat(getComputedStyle(li).fontSize));",
+    )
+    .await;
+    let heights = heights.as_array().unwrap();
+    assert!(!heights.is_empty());
+    for h in heights {
+        let h = h.as_f64().unwrap_or(f64::MAX);
+        assert!(h < 2.5, "a chip {h} ems high");
+    }
+    click(&c, "#new-key").await;
+    until(&c, "document.getElementById('create-dialog').open").await;
+    assert_visible(&c, "dialog open", &["#create-dialog", "#key-name"], &[]).await;
+    click(&c, "#create-dialog [data-close]").await;
+    until(&c, "!document.getElementById('create-dialog').open").await;
+    click(&c, "#forget-bearer").await;
+    until(&c, "document.getElementById('bearer-token')").await;
+    assert_visible(
+        &c,
+        "forgotten",
+        &["#bearer-token"],
+        &["#new-key", "#forget-bearer"],
+    )
+    .await;
     c.close().await.unwrap();
 }

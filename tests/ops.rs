@@ -51,7 +51,14 @@ async fn expect_probes(api: &Api, name: &str) {
     assert_eq!(ready.json["failing"], serde_json::json!([]), "{name}");
     assert_eq!(ready.json["checks"]["key_store"], "ok", "{name}");
     assert_eq!(ready.json["checks"]["change_feed"], "in_sync", "{name}");
-    let metrics = api.get("/metrics").send().await;
+    // Metrics are not on the public listener.
+    let public = api.get("/metrics").send().await;
+    assert!(
+        public.status != 200 && !public.text.contains("keygate_"),
+        "{name}: {}",
+        public.text
+    );
+    let metrics = metrics_api().await.get("/metrics").send().await;
     metrics.expect(200);
     assert!(
         metrics
@@ -59,6 +66,11 @@ async fn expect_probes(api: &Api, name: &str) {
             .is_some_and(|c| c.starts_with("text/plain")),
         "{name}"
     );
+}
+
+/// The metrics listener (`--metrics-addr`).
+async fn metrics_api() -> Api {
+    Api::at(spawn(support::ops::metrics_router()).await)
 }
 
 #[tokio::test]
@@ -122,7 +134,7 @@ async fn metrics_count_outcomes_without_ids() {
     }
     assert!(limited, "the failed-authentication limiter answered 429");
 
-    let text = api.get("/metrics").send().await.text;
+    let text = metrics_api().await.get("/metrics").send().await.text;
     let has = |needle: &str| {
         assert!(
             text.lines()

@@ -7,7 +7,11 @@ use keygate_demo::support;
 
 use keygate_demo::server;
 
-use auth_core::{AuditOutcome, AuditPage, AuditQuery, RejectReason, SecretHasher};
+use std::{sync::Arc, time::Duration};
+
+use auth_core::{
+    AuditOutcome, AuditPage, AuditQuery, ManualClock, RejectReason, SecretHasher, WallClock,
+};
 use reqwest::{header, redirect::Policy, StatusCode};
 use serde_json::Value;
 use server::signin::{Accounts, SignInOptions};
@@ -18,6 +22,7 @@ const PASSWORD: &str = "correct horse battery staple";
 struct App {
     base: String,
     backend: Backend,
+    accounts: Accounts,
     http: reqwest::Client,
     admin_token: String,
     _dir: tempfile::TempDir,
@@ -30,7 +35,7 @@ async fn app(options: SignInOptions) -> App {
     let backend = Backend::open(db, SecretHasher::for_tests()).await.unwrap();
     let server = server::Server::new(&backend, &server::Options::default()).unwrap();
     let admin = server.bootstrap_admin().await.unwrap().unwrap();
-    let accounts = Accounts::open(db, backend.audit.clone(), options)
+    let accounts = Accounts::open(server::signin::SITE, db, backend.audit.clone(), options)
         .await
         .unwrap();
     accounts.set_password("alice", PASSWORD).await.unwrap();
@@ -39,6 +44,7 @@ async fn app(options: SignInOptions) -> App {
     App {
         base: format!("http://{addr}"),
         backend,
+        accounts,
         http: reqwest::Client::builder()
             .redirect(Policy::none())
             .build()
@@ -71,7 +77,12 @@ impl App {
 
     /// Signs alice in; her session cookie (`name=value`).
     async fn session(&self) -> String {
-        let r = self.login("alice", PASSWORD).await;
+        self.session_of("alice", PASSWORD).await
+    }
+
+    /// Signs `user` in; the session cookie (`name=value`).
+    async fn session_of(&self, user: &str, password: &str) -> String {
+        let r = self.login(user, password).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         assert_eq!(r.headers()[header::LOCATION], "/settings/tokens");
         let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
@@ -110,7 +121,10 @@ async fn sign_in_sets_a_strict_cookie_and_leads_to_the_settings_page() {
     let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    assert!(
+        cookie.contains("Secure"),
+        "Secure unless started for plain HTTP: {cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_owned();
 
     for path in ["/", "/login"] {
@@ -170,19 +184,15 @@ async fn sign_in_sets_a_strict_cookie_and_leads_to_the_settings_page() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    // Secure cookies when asked (TLS in front).
-    let tls = app_with_secure().await;
-    let r = tls.login("alice", PASSWORD).await;
-    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap();
-    assert!(cookie.contains("Secure"), "{cookie}");
-}
-
-async fn app_with_secure() -> App {
-    app(SignInOptions {
-        secure_cookies: true,
+    // Without `Secure` only when started for plain HTTP on purpose.
+    let plain = self::app(SignInOptions {
+        secure_cookies: false,
         ..SignInOptions::default()
     })
-    .await
+    .await;
+    let r = plain.login("alice", PASSWORD).await;
+    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
 #[tokio::test]
@@ -259,14 +269,14 @@ async fn wrong_user_and_wrong_password_look_the_same_and_are_audited() {
 }
 
 #[tokio::test]
-async fn sign_in_is_limited_per_address_and_per_user_name() {
+async fn sign_in_is_limited_per_address() {
     let app = app(SignInOptions {
         attempts_per_minute: 3,
         ..SignInOptions::default()
     })
     .await;
-    // Per user name: the fourth try at alice in a minute is refused, even
-    // with the right password.
+    // Every attempt from an address counts: the fourth in a minute is
+    // refused, even with the right password.
     for _ in 0..3 {
         assert_eq!(app.login("alice", "guess").await.status(), 401);
     }
@@ -283,8 +293,7 @@ async fn sign_in_is_limited_per_address_and_per_user_name() {
         .await
         .unwrap()
         .contains("Too many sign-in attempts"));
-    // Per address: this client has now used its three attempts as well
-    // (both rules count every attempt), so another name is refused too.
+    // Whatever name it tries next.
     let r = app.login("bob", "guess").await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     let page = app.audit().await;
@@ -294,6 +303,84 @@ async fn sign_in_is_limited_per_address_and_per_user_name() {
         .filter(|e| e.path == "/login" && e.reason == Some(RejectReason::RateLimited))
         .count();
     assert_eq!(limited, 2);
+}
+
+/// Options trusting the test's own address as a proxy, so that
+/// `X-Forwarded-For` names the client.
+fn behind_proxy(options: SignInOptions) -> SignInOptions {
+    SignInOptions {
+        trusted_proxies: auth_core::TrustedProxies::from_nets([
+            auth_core::TrustedProxies::parse_net("127.0.0.1").unwrap(),
+        ]),
+        ..options
+    }
+}
+
+impl App {
+    async fn login_from(&self, client: &str, user: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/login", self.base))
+            .header(header::ORIGIN, &self.base)
+            .header("x-forwarded-for", client)
+            .form(&[("user", user), ("password", password)])
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Wrong passwords for alice sent from other addresses do not lock her out
+/// of her own: only failures count against a name, under a ceiling far
+/// above what one address may try.
+#[tokio::test]
+async fn failures_from_elsewhere_do_not_lock_the_owner_out() {
+    let app = app(behind_proxy(SignInOptions::default())).await;
+    for i in 0..8 {
+        let r = app
+            .login_from(&format!("203.0.113.{i}"), "alice", "a guess")
+            .await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    // Eight more from one address: its own limit (5 a minute) stops it.
+    let mut limited = 0;
+    for _ in 0..8 {
+        if app
+            .login_from("192.0.2.1", "alice", "a guess")
+            .await
+            .status()
+            == 429
+        {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 3);
+    let r = app.login_from("198.51.100.7", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+/// Spraying one name from many addresses meets the per-name ceiling of
+/// failures: past it, even the right password is refused (before any
+/// password check), while other names are untouched.
+#[tokio::test]
+async fn spraying_one_name_from_many_addresses_meets_the_ceiling() {
+    let app = app(behind_proxy(SignInOptions {
+        failures_per_name: auth_ratelimit::Quota::per_hour(6).with_burst(6),
+        ..SignInOptions::default()
+    }))
+    .await;
+    // A success costs the name nothing.
+    app.login_from("198.51.100.1", "alice", PASSWORD).await;
+    for i in 0..6 {
+        let r = app
+            .login_from(&format!("203.0.113.{i}"), "ALICE", "a guess")
+            .await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let r = app.login_from("198.51.100.7", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+    let r = app.login_from("198.51.100.8", "bob", "a guess").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -372,9 +459,14 @@ async fn sessions_live_in_postgres_and_are_shared_by_instances() {
     let mut bases = Vec::new();
     for _ in 0..2 {
         let server = server::Server::new(&backend, &server::Options::default()).unwrap();
-        let accounts = Accounts::open(&url, backend.audit.clone(), SignInOptions::default())
-            .await
-            .unwrap();
+        let accounts = Accounts::open(
+            server::signin::SITE,
+            &url,
+            backend.audit.clone(),
+            SignInOptions::default(),
+        )
+        .await
+        .unwrap();
         accounts.set_password("bob", PASSWORD).await.unwrap();
         let router = server.router_with_sign_in(&accounts).await.unwrap();
         bases.push(format!("http://{}", spawn(router).await));
@@ -423,4 +515,316 @@ async fn sessions_live_in_postgres_and_are_shared_by_instances() {
         unreachable!()
     };
     assert_eq!(*bob, mallory.replace("mallory", "bob"));
+}
+
+/// A change without a body carries no content type to refuse: the session
+/// cookie alone, with neither `Origin` nor `Sec-Fetch-Site` (what a
+/// `no-cors` fetch from another site can arrange), must not rotate or
+/// revoke a key. The page's own requests name this site and pass.
+#[tokio::test]
+async fn a_body_less_change_with_the_cookie_alone_is_refused() {
+    let app = app(SignInOptions::default()).await;
+    let session = app.session().await;
+    let r = app
+        .http
+        .post(format!("{}/settings/tokens/api", app.base))
+        .header(header::COOKIE, &session)
+        .header(header::ORIGIN, &app.base)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(r#"{"name":"target","scopes":["nodes:read"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = format!("{}/settings/tokens/api/{id}/rotate", app.base);
+    let delete = format!("{}/settings/tokens/api/{id}", app.base);
+    for (method, url) in [
+        (reqwest::Method::POST, &rotate),
+        (reqwest::Method::DELETE, &delete),
+    ] {
+        let r = app
+            .http
+            .request(method.clone(), url)
+            .header(header::COOKIE, &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "cross_origin_request");
+        // Another site's fetch metadata, or an opaque origin, is no better.
+        for (name, value) in [("sec-fetch-site", "cross-site"), ("origin", "null")] {
+            let r = app
+                .http
+                .request(method.clone(), url)
+                .header(header::COOKIE, &session)
+                .header(name, value)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {name}");
+        }
+    }
+    let keys: Value = app
+        .http
+        .get(format!("{}/settings/tokens/api", app.base))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = keys["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "nothing was rotated: {keys:?}");
+    assert_eq!(keys[0]["state"], "active");
+    // The same revocation from the page (same-origin fetch metadata) works.
+    let r = app
+        .http
+        .delete(&delete)
+        .header(header::COOKIE, &session)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+impl App {
+    /// `GET /settings/tokens/api` with `cookie`: 200 while the session lives.
+    async fn list_status(&self, cookie: &str) -> StatusCode {
+        self.http
+            .get(format!("{}/settings/tokens/api", self.base))
+            .header(header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// `POST /settings/tokens/api` from the page (same origin, JSON).
+    async fn create(&self, cookie: &str, name: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/settings/tokens/api", self.base))
+            .header(header::COOKIE, cookie)
+            .header(header::ORIGIN, &self.base)
+            .json(&serde_json::json!({ "name": name, "scopes": ["nodes:read"] }))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A manual clock for session ages, and options that use it.
+fn clocked() -> (Arc<ManualClock>, SignInOptions) {
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let options = SignInOptions {
+        clock: clock.clone() as Arc<dyn WallClock>,
+        attempts_per_minute: 50,
+        ..SignInOptions::default()
+    };
+    (clock, options)
+}
+
+/// The page's "Sign out" form in Chromium: the page's referrer policy made
+/// the browser send `Origin: null`, with `Sec-Fetch-Site: same-origin`. That
+/// pair signs out; `null` alone (a sandboxed frame elsewhere) does not. The
+/// old cookie is refused afterwards.
+#[tokio::test]
+async fn sign_out_with_an_opaque_origin_counts_only_with_same_origin_fetch_metadata() {
+    let app = app(SignInOptions::default()).await;
+    let page = app
+        .http
+        .get(format!("{}/settings/tokens", app.base))
+        .header(header::COOKIE, app.session().await)
+        .send()
+        .await
+        .unwrap();
+    // The page's own posts keep their origin.
+    assert_eq!(page.headers()[header::REFERRER_POLICY], "same-origin");
+    let session = app.session().await;
+    let logout = |extra: &'static [(&'static str, &'static str)]| {
+        let mut req = app
+            .http
+            .post(format!("{}/logout", app.base))
+            .header(header::COOKIE, &session);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    for refused in [
+        &[("origin", "null")][..],
+        &[("origin", "null"), ("sec-fetch-site", "cross-site")],
+        &[("origin", "https://evil.example")],
+        &[],
+    ] {
+        let r = logout(refused).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{refused:?}");
+        assert_eq!(app.list_status(&session).await, 200, "{refused:?}");
+    }
+    let r = logout(&[("origin", "null"), ("sec-fetch-site", "same-origin")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/login");
+    assert_eq!(app.list_status(&session).await, 401);
+}
+
+/// `passwd` ends the user's sessions: each holds a fingerprint of the
+/// password hash it was opened with. Other users' sessions live on.
+#[tokio::test]
+async fn a_new_password_ends_the_users_existing_sessions() {
+    let app = app(SignInOptions {
+        attempts_per_minute: 50,
+        ..SignInOptions::default()
+    })
+    .await;
+    app.accounts
+        .set_password("bob", "bob's own long password")
+        .await
+        .unwrap();
+    let alice = app.session().await;
+    let bob = app.session_of("bob", "bob's own long password").await;
+    assert_eq!(app.list_status(&alice).await, 200);
+    app.accounts
+        .set_password("alice", "a brand new password")
+        .await
+        .unwrap();
+    assert_eq!(app.list_status(&alice).await, 401);
+    let r = app
+        .http
+        .get(format!("{}/settings/tokens", app.base))
+        .header(header::COOKIE, &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[header::LOCATION], "/login");
+    assert_eq!(app.list_status(&bob).await, 200);
+    // The new password opens a new session; the old one stays refused.
+    let fresh = app.session_of("alice", "a brand new password").await;
+    assert_eq!(app.list_status(&fresh).await, 200);
+    assert_eq!(app.list_status(&alice).await, 401);
+}
+
+/// However busy, a session ends at its absolute lifetime.
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime() {
+    let (clock, options) = clocked();
+    let lifetime = options.absolute_lifetime;
+    let app = app(options).await;
+    let session = app.session().await;
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(lifetime.whole_seconds() as u64 / 3 - 1));
+        assert_eq!(app.list_status(&session).await, 200);
+    }
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(app.list_status(&session).await, 401);
+    let r = app
+        .http
+        .get(format!("{}/", app.base))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[header::LOCATION], "/login");
+}
+
+/// "Sudo mode": a session whose password is older than the limit may list
+/// and revoke, but creating, rotating or editing a key sends it to confirm
+/// the password first.
+#[tokio::test]
+async fn an_old_session_confirms_its_password_before_changing_keys() {
+    let (clock, options) = clocked();
+    let app = app(options).await;
+    let session = app.session().await;
+    let r = app.create(&session, "fresh").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    clock.advance(Duration::from_secs(15 * 60));
+
+    let refused = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "reauthentication_required", "{body}");
+        assert_eq!(body["location"], "/login/confirm");
+    };
+    refused(app.create(&session, "stale").await).await;
+    let key = format!("{}/settings/tokens/api/{id}", app.base);
+    let rotate = app
+        .http
+        .post(format!("{key}/rotate"))
+        .header(header::COOKIE, &session)
+        .header(header::ORIGIN, &app.base)
+        .send()
+        .await
+        .unwrap();
+    refused(rotate).await;
+    let edit = app
+        .http
+        .patch(&key)
+        .header(header::COOKIE, &session)
+        .header(header::ORIGIN, &app.base)
+        .json(&serde_json::json!({ "name": "renamed" }))
+        .send()
+        .await
+        .unwrap();
+    refused(edit).await;
+    assert_eq!(app.list_status(&session).await, 200);
+
+    // The confirmation page: a wrong password is refused, the right one
+    // opens another window for changes.
+    let page = app
+        .http
+        .get(format!("{}/login/confirm", app.base))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("Signed in as <strong>alice"));
+    let confirm = |password: &'static str| {
+        app.http
+            .post(format!("{}/login/confirm", app.base))
+            .header(header::COOKIE, &session)
+            .header(header::ORIGIN, &app.base)
+            .form(&[("password", password)])
+            .send()
+    };
+    assert_eq!(confirm("not it").await.unwrap().status(), 401);
+    refused(app.create(&session, "still stale").await).await;
+    let r = confirm(PASSWORD).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/settings/tokens");
+    assert_eq!(app.create(&session, "confirmed").await.status(), 201);
+    // Revoking never needs it.
+    clock.advance(Duration::from_secs(20 * 60));
+    let r = app
+        .http
+        .delete(&key)
+        .header(header::COOKIE, &session)
+        .header(header::ORIGIN, &app.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Without a session the confirmation page sends the browser to sign in.
+    let r = app
+        .http
+        .get(format!("{}/login/confirm", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[header::LOCATION], "/login");
 }

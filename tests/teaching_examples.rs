@@ -250,6 +250,7 @@ async fn a_signed_in_user_makes_a_key_that_works_on_the_api() {
     let created = http
         .post(&keys)
         .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, &ex.base)
         .json(&serde_json::json!({"name": "laptop", "scopes": ["profile:read"]}))
         .send()
         .await

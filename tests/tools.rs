@@ -402,3 +402,145 @@ fn the_master_key_comes_from_configuration_or_a_generated_demo_file() {
     assert!(from_file.open("u1", &sealed).is_err(), "a different key");
     assert!(master_key::generated_notice(&default).contains("Production must configure it"));
 }
+
+/// On first start the tools service creates its database readable by its
+/// owner only (the users' sealed secrets and the audit log are in it), in a
+/// new folder only its owner may enter.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_first_start_creates_a_private_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/tools.db");
+    let (api, app) = start(
+        db.to_str().unwrap(),
+        MasterKey::generate(),
+        Options::default(),
+    )
+    .await;
+    let token = app.jwt.token_for("u1").await.unwrap();
+    api.get("/api/me").token(&token).send().await.expect(200);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+}
+
+/// A tools server with the account page behind sign-in, on `memory:`; u1's
+/// password set.
+async fn start_with_sign_in() -> (String, Tools) {
+    use keygate_demo::support::signin::{Accounts, SignInOptions};
+    let opened = store::open("memory:", SecretHasher::for_tests())
+        .await
+        .unwrap();
+    let app = Tools::new(
+        &opened.backend,
+        opened.secrets,
+        MasterKey::generate(),
+        &Options::default(),
+    )
+    .unwrap();
+    let options = SignInOptions {
+        secure_cookies: false,
+        ..SignInOptions::default()
+    };
+    let accounts = Accounts::open(
+        tools::page::SITE,
+        "memory:",
+        opened.backend.audit.clone(),
+        options,
+    )
+    .await
+    .unwrap();
+    accounts
+        .set_password("u1", "u1's long password")
+        .await
+        .unwrap();
+    let router = app.router_with_sign_in(&accounts).await.unwrap();
+    (format!("http://{}", spawn(router).await), app)
+}
+
+/// A stolen token cannot lock its owner out: regeneration needs the
+/// password sign-in (and a request from the site), not the JWT.
+#[tokio::test]
+async fn regeneration_needs_the_sign_in_not_just_the_token() {
+    let (base, app) = start_with_sign_in().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let old = app.jwt.token_for("u1").await.unwrap();
+    let me = |token: String| {
+        let (http, url) = (http.clone(), format!("{base}/api/me"));
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let regenerate = format!("{base}/settings/account/regenerate");
+    // The token alone: no route regenerates with it.
+    for url in [format!("{base}/v1/me/token/regenerate"), regenerate.clone()] {
+        let r = http
+            .post(&url)
+            .bearer_auth(&old)
+            .header("origin", &base)
+            .send()
+            .await
+            .unwrap();
+        assert!(!r.status().is_success(), "{url}: {}", r.status());
+    }
+    assert_eq!(me(old.clone()).await, 200);
+    // The page itself sends a browser without a session to sign in.
+    let r = http
+        .get(format!("{base}/settings/account"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/login");
+
+    let r = http
+        .post(format!("{base}/login"))
+        .header("origin", &base)
+        .form(&[("user", "u1"), ("password", "u1's long password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/settings/account");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let r = http
+        .get(format!("{base}/settings/account/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["user"], "u1");
+    // From another site (or naming none): refused.
+    let r = http
+        .post(&regenerate)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(me(old.clone()).await, 200);
+    let r = http
+        .post(&regenerate)
+        .header("cookie", &cookie)
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = r.json().await.unwrap();
+    let new = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(body["user"], "u1");
+    assert_eq!(me(old).await, 401);
+    assert_eq!(me(new).await, 200);
+}

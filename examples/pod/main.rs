@@ -23,5 +23,12 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         options.requests_per_hour, options.free_per_hour, options.pro_per_hour,
     ));
     println!("issue a key: cargo run --example pod -- issue --user alice --scope skills.invoke");
-    keygate_demo::support::serve::serve(pod.router(), args.addr, &backend, &pod.verifier).await
+    keygate_demo::support::serve::serve(
+        pod.router(),
+        args.addr,
+        args.metrics_addr,
+        &backend,
+        &pod.verifier,
+    )
+    .await
 }

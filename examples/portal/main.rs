@@ -21,6 +21,12 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
         options.requests_per_hour
     ));
     println!("issue a PAT: cargo run --example portal -- issue --user admin1");
-    keygate_demo::support::serve::serve(portal.router(), args.addr, &backend, &portal.verifier)
-        .await
+    keygate_demo::support::serve::serve(
+        portal.router(),
+        args.addr,
+        args.metrics_addr,
+        &backend,
+        &portal.verifier,
+    )
+    .await
 }

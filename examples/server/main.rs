@@ -46,12 +46,18 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     };
     let server = app::Server::new(&backend, &options)?;
     let sign_in = app::signin::SignInOptions {
-        secure_cookies: std::env::var("SERVER_SECURE_COOKIES").is_ok_and(|v| v == "1"),
+        secure_cookies: !args.plain_http,
         redis: args.redis.clone(),
         trusted_proxies: args.proxies(),
         ..Default::default()
     };
-    let accounts = app::signin::Accounts::open(&args.db.db, backend.audit.clone(), sign_in).await?;
+    let accounts = app::signin::Accounts::open(
+        app::signin::SITE,
+        &args.db.db,
+        backend.audit.clone(),
+        sign_in,
+    )
+    .await?;
     if let Some(key) = server.bootstrap_admin().await? {
         println!(
             "First start: created user `{}` with a token holding every scope.",
@@ -69,9 +75,20 @@ async fn serve(args: cli::ServeArgs) -> Result<(), String> {
     #[cfg(feature = "socketio")]
     println!("socket.io:   path /ext-socket.io, auth: {{ api_token }}; events whoami, echo");
     println!(
-        "settings:    http://{}/ (sign in; set a password with `passwd --user alice`)",
+        "settings:    http{}://{}/ (sign in; set a password with `passwd --user alice`)",
+        if args.plain_http { "" } else { "s" },
         args.addr
     );
+    if !args.plain_http {
+        println!("             cookies are Secure: serve behind TLS, or start with --plain-http for local use");
+    }
     let router = server.router_with_sign_in(&accounts).await?;
-    support::serve::serve(router, args.addr, &backend, &server.verifier).await
+    support::serve::serve(
+        router,
+        args.addr,
+        args.metrics_addr,
+        &backend,
+        &server.verifier,
+    )
+    .await
 }

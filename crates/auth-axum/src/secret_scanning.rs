@@ -20,16 +20,23 @@
 //! | 401 | `missing_signature` | either header missing |
 //! | 401 | `unknown_public_key` | the key identifier is not configured |
 //! | 401 | `invalid_signature` | not base64 DER, or not a signature of this body by that key |
-//! | 413 | `payload_too_large` | body over [`SecretScanning::max_body_bytes`] (default 1 MiB) |
-//! | 400 | `bad_request` | body not a JSON array of reports |
+//! | 413 | `payload_too_large` | body over [`SecretScanning::max_body_bytes`] (default 256 KiB) |
+//! | 400 | `bad_request` | body not declared JSON, or not a JSON array of reports |
 //! | 422 | `too_many_tokens` | more than [`SecretScanning::max_tokens`] (default 1000) |
 //! | 503 | `unavailable` | the key store failed: nothing is labelled, GitHub retries |
 //!
+//! The cheap checks come first, before any body is read or any signature
+//! verified: both headers present, a configured key identifier, a
+//! well-formed signature, a JSON content type (when declared), a declared
+//! length within the limit; then the body, read up to the limit, must
+//! start like a JSON array; only then is the ECDSA signature verified.
+//!
 //! A token repeated in one report is checked and audited once, and every
-//! occurrence gets its label. A replayed request revokes nothing new
-//! (revocation is idempotent), only repeats labels its sender already had,
-//! and costs no argon2 (a revoked key's token is confirmed by its
-//! constant-time secret check). The audit event's client address is the
+//! occurrence gets its label. A replayed request revokes nothing new, writes
+//! nothing (no store write, no change notification, no audit event: an
+//! already revoked key is left as it is), only repeats labels its sender
+//! already had, and costs no argon2 (a revoked key's token is confirmed by
+//! its constant-time secret check). The audit event's client address is the
 //! [`ClientIp`] an outer layer resolved through the trusted proxies, else
 //! the socket peer.
 
@@ -60,7 +67,9 @@ pub const KEY_IDENTIFIER_HEADER: &str = "github-public-key-identifier";
 /// The header holding the base64 DER signature of the body.
 pub const SIGNATURE_HEADER: &str = "github-public-key-signature";
 
-const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// GitHub's reports are small (a few hundred bytes per token); the limit
+/// bounds what an unauthenticated sender can make the route read.
+const DEFAULT_MAX_BODY: usize = 256 << 10;
 const DEFAULT_MAX_TOKENS: usize = 1000;
 
 /// The configuration of the secret-scanning route: where keys are revoked,
@@ -150,7 +159,7 @@ impl SecretScanning {
         Ok(self)
     }
 
-    /// The largest body read (default 1 MiB); larger is 413 unread.
+    /// The largest body read (default 256 KiB); larger is 413 unread.
     pub fn max_body_bytes(mut self, max: usize) -> Self {
         self.max_body = max;
         self
@@ -252,6 +261,18 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
             "Report body too large",
         )
     };
+    let not_a_report =
+        || AuthError::bad_request("The body must be a JSON array of {token, type, url, source}");
+    let json = parts.headers.get(header::CONTENT_TYPE).is_none_or(|ct| {
+        ct.to_str().is_ok_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+    });
+    if !json {
+        return Err(not_a_report());
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -262,11 +283,14 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
     let body = to_bytes(body, cfg.max_body)
         .await
         .map_err(|_| too_large())?;
+    // A report is a JSON array: anything else is refused before the
+    // signature check, the one expensive step.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        return Err(not_a_report());
+    }
     key.verify(&body, &sig).map_err(|_| invalid_signature())?;
 
-    let reports: Vec<Reported> = serde_json::from_slice(&body).map_err(|_| {
-        AuthError::bad_request("The body must be a JSON array of {token, type, url, source}")
-    })?;
+    let reports: Vec<Reported> = serde_json::from_slice(&body).map_err(|_| not_a_report())?;
     if reports.len() > cfg.max_tokens {
         return Err(AuthError::custom(
             "too_many_tokens",

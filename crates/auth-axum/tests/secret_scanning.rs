@@ -396,9 +396,62 @@ async fn a_token_repeated_in_one_report_is_verified_once_and_labelled_each_time(
     // The same signed report replayed: the key is already revoked, so the
     // secret check answers without argon2.
     let runs = s.issuer.hasher().runs();
-    let (status, _) = send(&s.app, report(Some(KEY_A), Some(&sig), &body)).await;
-    assert_eq!(status, 200);
+    let revoked_at = s
+        .issuer
+        .get(s.key.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at;
+    for _ in 0..3 {
+        let (status, _) = send(&s.app, report(Some(KEY_A), Some(&sig), &body)).await;
+        assert_eq!(status, 200);
+    }
     assert_eq!(s.issuer.hasher().runs(), runs);
+    // Replays leave no trace: no fresh audit event, the revocation unchanged.
+    assert_eq!(s.leak_events().await, 1, "a replay writes nothing");
+    let record = s.issuer.get(s.key.record.id).await.unwrap().unwrap();
+    assert_eq!(record.revoked_at, revoked_at);
+}
+
+/// An unauthenticated sender cannot make the route read much or verify a
+/// signature over anything but a JSON array: the default body limit is
+/// small, and the cheap checks answer before the signature is verified (a
+/// bad signature over a non-report is refused as a non-report).
+#[tokio::test]
+async fn cheap_checks_come_before_the_signature() {
+    let s = setup().await;
+    // Over the default limit (256 KiB), though far under 1 MiB.
+    let big = format!("[{}]", " ".repeat(300 << 10));
+    let (status, answer) = send(
+        &s.app,
+        report(Some(KEY_A), Some(&sign(&s.signer_a, b"x")), &big),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    // Not an array, with a signature that does not verify: 400, not 401.
+    let forged = sign(&s.signer_a, b"something else");
+    for body in [r#"{"token":"x"}"#, "null", "garbage"] {
+        let (status, answer) = send(&s.app, report(Some(KEY_A), Some(&forged), body)).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"], "bad_request");
+    }
+    // A body declared as something else than JSON.
+    let body = body_for(&[s.key.token.expose_secret()]);
+    let mut req = report(
+        Some(KEY_A),
+        Some(&sign(&s.signer_a, body.as_bytes())),
+        &body,
+    );
+    req.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    let (status, _) = send(&s.app, req).await;
+    assert_eq!(status, 400);
+    assert!(!s.revoked().await);
+    // The same array, signed: a bad signature is 401.
+    let (status, answer) = send(&s.app, report(Some(KEY_A), Some(&forged), &body)).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"], "invalid_signature");
 }
 
 #[tokio::test]

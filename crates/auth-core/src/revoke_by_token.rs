@@ -79,8 +79,8 @@ impl KeyIssuer {
     /// argon2. Expired or already revoked keys still count as ours (the
     /// token is real), and are revoked with their earlier time kept. For a
     /// key already revoked, a matching secret check is enough and argon2 is
-    /// not run: the key is dead either way, and a replayed report then costs
-    /// no argon2.
+    /// not run, and nothing is written or audited: the key is dead either
+    /// way, and a replayed report costs no argon2 and leaves no trace.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -134,6 +134,14 @@ impl KeyIssuer {
         let argon2_needed = !already_revoked || !checked;
         if argon2_needed && !self.hasher().verify(parsed.secret(), &record.hash).await? {
             return Ok(TokenRevocation::NotOurs);
+        }
+        if already_revoked {
+            // Nothing changes: no write, no change notification, no audit
+            // event, however often a report is replayed.
+            return Ok(TokenRevocation::Revoked {
+                key_id: id,
+                already_revoked,
+            });
         }
         if !self.store().revoke(id, now).await? {
             // Deleted between the read and the revocation: nothing to revoke.
@@ -309,6 +317,8 @@ mod tests {
             );
         }
         assert_eq!(issuer.hasher().runs(), runs);
+        // One audit event, from the first report: replays write nothing.
+        assert_eq!(events(&audit).await.len(), 1);
         // A wrong secret for the revoked key is still not ours.
         let forged = encode_token(&TokenPrefix::new("st_").unwrap(), key.record.id, &[3u8; 32]);
         assert_eq!(

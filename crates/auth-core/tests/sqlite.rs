@@ -21,6 +21,37 @@ async fn unusable_path_is_an_error_not_a_panic() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
 
+/// A new database holds key hashes and the audit log: readable by its owner
+/// only, in folders only its owner may enter; existing modes are kept.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_new_folders_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("new/deeper/keys.db");
+    // Opening migrates the schema: the file, its WAL and shared memory exist.
+    let store = SqliteKeyStore::open(&path).await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir.path().join("new")), 0o700);
+    assert_eq!(mode(&dir.path().join("new/deeper")), 0o700);
+    for side in ["keys.db-wal", "keys.db-shm"] {
+        let side = dir.path().join("new/deeper").join(side);
+        if side.exists() {
+            assert_eq!(mode(&side), 0o600, "{}", side.display());
+        }
+    }
+    assert_eq!(mode(dir.path()), 0o755, "an existing folder keeps its mode");
+    drop(store);
+    // An existing file keeps its mode too.
+    let shared = dir.path().join("shared.db");
+    std::fs::write(&shared, b"").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+    SqliteKeyStore::open(&shared).await.unwrap();
+    assert_eq!(mode(&shared), 0o640);
+}
+
 /// Set in the child process started by the test below: `<db path>|<key id>`.
 const CHILD_REVOKE: &str = "AUTH_CORE_TEST_CHILD_REVOKE";
 

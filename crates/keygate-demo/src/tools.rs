@@ -5,7 +5,9 @@
 //! Each user's secret is sealed by a master key from configuration and kept
 //! in the same database as everything else; `regenerate` replaces it, and
 //! every token signed with the old one is refused at once, also by servers
-//! running on the same database.
+//! running on the same database. Users regenerate their key on the "API
+//! Access" page after signing in with a password ([`page`]); the token
+//! alone cannot.
 
 mod catalog;
 pub mod cli;
@@ -101,10 +103,6 @@ impl Tools {
         Router::new()
             .route("/api/me", get(me))
             .route("/v1/tools/{app}/{tool}", post(run_tool))
-            .route(
-                "/v1/me/token/regenerate",
-                post(regenerate_mine).layer(axum::Extension(self.jwt.clone())),
-            )
     }
 
     /// `routes` behind authentication (envelope errors, audit) and rate limits.
@@ -112,11 +110,22 @@ impl Tools {
         self.protection.protect(routes)
     }
 
-    /// The whole app, with the "API Access" page at [`page::PATH`] (outside
-    /// authentication: it sends the user's token itself).
+    /// The API, behind authentication and rate limits, with the operations
+    /// routes.
     pub fn router(&self) -> Router {
         crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
-            .merge(page::routes())
+    }
+
+    /// [`Tools::router`] plus the browser side: `/login`, `/logout` and the
+    /// "API Access" page at [`page::PATH`] behind cookie sessions, where a
+    /// signed-in user regenerates their key (a token alone cannot).
+    pub async fn router_with_sign_in(
+        &self,
+        accounts: &crate::support::signin::Accounts,
+    ) -> Result<Router, String> {
+        Ok(self
+            .router()
+            .merge(accounts.mount(page::routes(self.jwt.clone())).await?))
     }
 }
 
@@ -214,40 +223,4 @@ async fn run_tool(
 struct Success {
     success: bool,
     data: Value,
-}
-
-/// `POST /v1/me/token/regenerate`: a new secret for the caller (a JWT user);
-/// 201 `{"user", "token"}` signed with it. Every older token stops working.
-async fn regenerate_mine(
-    Auth(ctx): Auth,
-    axum::Extension(jwt): axum::Extension<JwtAuthority>,
-) -> Response<Body> {
-    if ctx.key_id().is_some() {
-        // API keys are not the per-user secret's tokens.
-        return refuse(
-            AuthError::new(ErrorCode::Forbidden, RejectReason::InsufficientAccess)
-                .with_message(FORBIDDEN_MESSAGE),
-        );
-    }
-    let user = ctx.effective_user().to_owned();
-    match jwt.regenerate(&user).await {
-        Ok(token) => {
-            let mut res = (
-                axum::http::StatusCode::CREATED,
-                Json(serde_json::json!({ "success": true, "user": user, "token": token })),
-            )
-                .into_response();
-            res.headers_mut().insert(
-                axum::http::header::CACHE_CONTROL,
-                axum::http::HeaderValue::from_static("no-store"),
-            );
-            res
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "regenerating a user secret failed");
-            refuse(AuthError::unavailable(
-                "Token service temporarily unavailable",
-            ))
-        }
-    }
 }

@@ -2,20 +2,23 @@
 //!
 //! A cross-site HTML form can POST to the key router with the user's cookies
 //! and one of three content types (`application/x-www-form-urlencoded`,
-//! `multipart/form-data`, `text/plain`) without a CORS preflight. So:
+//! `multipart/form-data`, `text/plain`) without a CORS preflight, and a
+//! `fetch` with `mode: "no-cors"` can send a body-less `POST` or `DELETE`
+//! the same way. So:
 //!
 //! - every request that changes state must declare a JSON body
 //!   (`application/json` or `application/*+json`), or have no body and no
 //!   `Content-Type` at all; anything else is 415 `unsupported_media_type`.
 //!   A browser only sends a JSON content type cross-site after a preflight
 //!   the application never approves;
-//! - with [`AllowedOrigins`] set on the [`KeyManager`](super::KeyManager)
-//!   (for owners identified by a cookie session), a state-changing request
-//!   whose `Origin` is not the service's own host (or an allowed origin) is
-//!   403 `cross_origin_request`. Without an `Origin`, a browser's
-//!   `Sec-Fetch-Site` must say `same-origin` or `none`; a request with
-//!   neither header is not from a browser, and carries no ambient cookie
-//!   by accident.
+//! - every state-changing request that carries a `Cookie`, or says where it
+//!   comes from (`Origin`, `Sec-Fetch-Site`), must come from an
+//!   [`AllowedOrigins`] (by default the service's own host), with or without
+//!   a body: otherwise 403 `cross_origin_request`. A cookie-carrying request
+//!   that names no origin at all is refused too, since the cookie may have
+//!   been attached by a browser on another site's behalf. Only a request
+//!   with none of the three (a script with an API key) skips the check: it
+//!   carries no ambient credential.
 
 use std::sync::Arc;
 
@@ -71,25 +74,19 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), KeyApiError>
     }
 }
 
-/// 403 for a request from another origin than the allowed ones. The host is
-/// the `Host` header or else the URI's authority (HTTP/2 sends `:authority`
-/// and no `Host`).
+/// 403 unless the request comes from an allowed origin (see
+/// [`AllowedOrigins::allows_request`]); a request with no `Cookie`, no
+/// `Origin` and no `Sec-Fetch-Site` is not a browser's and passes.
 pub(crate) fn check_origin(
     allowed: &AllowedOrigins,
     headers: &HeaderMap,
     authority: Option<&str>,
 ) -> Result<(), KeyApiError> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(authority);
-    let refused = match headers.get(header::ORIGIN) {
-        Some(origin) => !origin.to_str().is_ok_and(|o| allowed.allows(o, host)),
-        None => headers
-            .get("sec-fetch-site")
-            .is_some_and(|s| !matches!(s.to_str(), Ok("same-origin" | "none"))),
-    };
-    if refused {
+    let from_browser = [header::COOKIE, header::ORIGIN]
+        .iter()
+        .any(|h| headers.contains_key(h))
+        || headers.contains_key("sec-fetch-site");
+    if from_browser && !allowed.allows_request(headers, authority) {
         return Err(KeyApiError::Auth(AuthError::custom(
             "cross_origin_request",
             StatusCode::FORBIDDEN,
@@ -108,14 +105,11 @@ pub(crate) async fn guard(
     next: Next,
 ) -> Response {
     if changes_state(req.method()) {
-        let checked = match &m.origins {
-            Some(allowed) => check_origin(
-                allowed,
-                req.headers(),
-                req.uri().authority().map(|a| a.as_str()),
-            ),
-            None => Ok(()),
-        }
+        let checked = check_origin(
+            &m.origins,
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+        )
         .and_then(|()| check_content_type(req.headers()));
         if let Err(e) = checked {
             return respond(&style, Err(e));
@@ -183,12 +177,13 @@ mod tests {
         assert!(check_origin(&same, &h("null"), None).is_err());
         assert!(check_origin(&listed, &h("https://app.example.com"), None).is_ok());
         assert!(check_origin(&listed, &h("http://app.example.com"), None).is_err());
-        // No Origin: the fetch metadata decides; neither header: not a browser.
+        // No Origin: the fetch metadata decides.
         let fetch = |site: &'static str| headers(&[("host", "k"), ("sec-fetch-site", site)]);
         assert!(check_origin(&same, &fetch("same-origin"), None).is_ok());
-        assert!(check_origin(&same, &fetch("none"), None).is_ok());
+        assert!(check_origin(&same, &fetch("none"), None).is_err());
         assert!(check_origin(&same, &fetch("cross-site"), None).is_err());
         assert!(check_origin(&same, &fetch("same-site"), None).is_err());
+        // Neither header and no cookie: not a browser, no ambient credential.
         assert!(check_origin(&same, &headers(&[("host", "k")]), None).is_ok());
         // HTTP/2: no Host header, the authority comes with the URI.
         let h2 = headers(&[("origin", "https://keys.example.com")]);
@@ -202,5 +197,40 @@ mod tests {
         assert!(
             matches!(e, KeyApiError::Auth(ref e) if e.status() == 403 && e.code().as_str() == "cross_origin_request")
         );
+    }
+
+    #[test]
+    fn a_cookie_needs_a_same_origin_witness_even_without_a_body() {
+        let same = AllowedOrigins::same_host();
+        let cookie = ("cookie", "session=abc");
+        // A body-less POST or DELETE with the cookie and nothing else.
+        assert!(check_origin(&same, &headers(&[("host", "k"), cookie]), None).is_err());
+        assert!(check_origin(
+            &same,
+            &headers(&[("host", "k"), cookie, ("sec-fetch-site", "same-origin")]),
+            None
+        )
+        .is_ok());
+        assert!(check_origin(
+            &same,
+            &headers(&[("host", "k"), cookie, ("origin", "http://k")]),
+            None
+        )
+        .is_ok());
+        // `Origin: null` (a page with `Referrer-Policy: no-referrer`) counts
+        // only when the fetch metadata says same-origin.
+        let null = ("origin", "null");
+        assert!(check_origin(&same, &headers(&[("host", "k"), cookie, null]), None).is_err());
+        for site in ["cross-site", "same-site", "none"] {
+            let h = headers(&[("host", "k"), cookie, null, ("sec-fetch-site", site)]);
+            assert!(check_origin(&same, &h, None).is_err(), "{site}");
+        }
+        let h = headers(&[
+            ("host", "k"),
+            cookie,
+            null,
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(check_origin(&same, &h, None).is_ok());
     }
 }

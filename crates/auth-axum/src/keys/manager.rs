@@ -35,7 +35,7 @@ pub struct KeyManager {
     pub(crate) known_scopes: Option<ScopeSet>,
     pub(crate) max_grace: Duration,
     pub(crate) mint_as_subject: bool,
-    pub(crate) origins: Option<AllowedOrigins>,
+    pub(crate) origins: AllowedOrigins,
     pub(crate) descriptions: Vec<(String, String)>,
     pub(crate) default_scopes: DefaultScopes,
     pub(crate) expiring_within: Duration,
@@ -69,7 +69,7 @@ impl KeyManager {
             known_scopes: None,
             max_grace: DEFAULT_MAX_GRACE,
             mint_as_subject: false,
-            origins: None,
+            origins: AllowedOrigins::same_host(),
             descriptions: Vec::new(),
             default_scopes: DefaultScopes::None,
             expiring_within: DEFAULT_EXPIRING_WITHIN,
@@ -152,11 +152,13 @@ impl KeyManager {
         self
     }
 
-    /// Refuse (403 `cross_origin_request`) creating, rotating and revoking
-    /// keys from other origins than `allowed`. Turn it on when the owner is
-    /// identified by a cookie session; see [`AllowedOrigins`].
+    /// Where browsers may send changes from (default: the service's own
+    /// host only). Every state-changing request that carries a cookie or
+    /// names its origin must come from one of `allowed`, with or without a
+    /// body, or it is refused with 403 `cross_origin_request`; see
+    /// [`AllowedOrigins`]. List a front end served from another origin here.
     pub fn check_origin(mut self, allowed: AllowedOrigins) -> Self {
-        self.origins = Some(allowed);
+        self.origins = allowed;
         self
     }
 

@@ -62,9 +62,10 @@
 //!
 //! Refusals, in the error format of the `AuthLayer` in front: 415
 //! `unsupported_media_type` for a create or rotate body not declared
-//! `application/json` (or `+json`), 403 `cross_origin_request` from another
-//! origin when [`KeyManager::check_origin`] is on (both against CSRF; see
-//! the `csrf` module); 400 for a body that is not JSON; 422 for an empty or too long name, a malformed or
+//! `application/json` (or `+json`), 403 `cross_origin_request` for a change
+//! that carries a cookie or names an origin, from anywhere but this host or
+//! the origins of [`KeyManager::check_origin`] (both against CSRF; see the
+//! `csrf` module); 400 for a body that is not JSON; 422 for an empty or too long name, a malformed or
 //! unknown scope, a past expiry or too long a grace period, and, with a
 //! [`KeyManager::max_key_lifetime`], 422 `expiry_required` or
 //! `lifetime_exceeded` for a key without or beyond it, and with codes of

@@ -1,9 +1,17 @@
-//! [`AllowedOrigins`]: where a session-backed key router accepts changes from.
+//! [`AllowedOrigins`]: where a browser may send key changes from.
 
-/// The origins a session-backed key router accepts state-changing requests
-/// from: always the service's own host (the `Host` header), plus the listed
-/// origins (e.g. `https://app.example.com`). See
+use http::{header, HeaderMap};
+
+/// The origins a key router accepts state-changing browser requests from:
+/// always the service's own host (the `Host` header, or the URI's
+/// authority under HTTP/2), plus the listed origins (e.g.
+/// `https://app.example.com`). See
 /// [`KeyManager::check_origin`](crate::KeyManager::check_origin).
+///
+/// A request is from an allowed origin when its `Origin` is one of them, or,
+/// when the browser sent no origin (or the opaque `null`), when its
+/// `Sec-Fetch-Site` says `same-origin`. A request with neither header names
+/// no origin at all and is not from an allowed one.
 #[derive(Clone, Debug, Default)]
 pub struct AllowedOrigins {
     origins: Vec<String>,
@@ -24,6 +32,31 @@ impl AllowedOrigins {
     {
         Self {
             origins: origins.into_iter().map(|o| normalise(&o.into())).collect(),
+        }
+    }
+
+    /// Whether the request with `headers` comes from an allowed origin;
+    /// `authority` is the URI's (HTTP/2 sends `:authority` and no `Host`).
+    /// For handlers of an application's own forms, e.g. sign-in and
+    /// sign-out.
+    pub fn allows_request(&self, headers: &HeaderMap, authority: Option<&str>) -> bool {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(authority);
+        let same_origin_fetch = || {
+            headers
+                .get("sec-fetch-site")
+                .is_some_and(|s| s.as_bytes() == b"same-origin")
+        };
+        match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+            // An opaque origin (a page sent with `Referrer-Policy:
+            // no-referrer`, a sandboxed frame, a data: URL) says nothing by
+            // itself: only the fetch metadata can vouch for it.
+            Some(Ok(origin)) if origin.trim() == "null" => same_origin_fetch(),
+            Some(Ok(origin)) => self.allows(origin, host),
+            Some(Err(_)) => false,
+            None => same_origin_fetch(),
         }
     }
 

@@ -211,7 +211,9 @@ fn security_headers(h: &mut http::HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it, browsers send `Origin: null` on the
+        // page's own form posts (sign-out), which no origin check can trust.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         HeaderName::from_static("cross-origin-opener-policy"),

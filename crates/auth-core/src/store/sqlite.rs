@@ -70,13 +70,12 @@ impl SqliteKeyStore {
     /// `path`, and brings its schema up to date.
     ///
     /// Must be called from within a Tokio runtime.
+    /// A new file is readable by its owner only (0600, and the folders
+    /// created for it 0700): it holds key hashes and the audit log. SQLite
+    /// gives its `-wal` and `-shm` files the same mode.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -122,6 +121,32 @@ impl SqliteKeyStore {
     /// The audit log in the same file.
     pub fn audit_log_with(&self, batching: &AuditBatching) -> SqliteAuditLog {
         SqliteAuditLog::new(self.pool.clone(), batching)
+    }
+}
+
+/// Creates `path`'s missing folders (0700 on Unix) and the file itself
+/// (0600) when it does not exist yet; existing ones keep their modes.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let cannot = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut folders = std::fs::DirBuilder::new();
+        folders.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut folders, 0o700);
+        folders.create(dir).map_err(|e| cannot(dir, e))?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        // An empty file is an empty database to SQLite.
+        Ok(_) => Ok(()),
+        // Someone's file (or a folder: SQLite's error says so).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(cannot(path, e)),
     }
 }
 

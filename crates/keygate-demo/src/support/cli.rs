@@ -86,6 +86,14 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", value_name = "CIDR",
           value_parser = TrustedProxies::parse_net)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Send sign-in cookies without `Secure`, for local use over plain HTTP
+    /// (default: `Secure`, serve over TLS or behind a TLS proxy)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Serve Prometheus metrics at /metrics on this address only (e.g.
+    /// 127.0.0.1:9100; default: no metrics endpoint)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServeArgs {

@@ -10,6 +10,7 @@ pub mod http;
 pub mod limits;
 pub mod ops;
 pub mod serve;
+pub mod signin;
 pub mod stack;
 
 pub use backend::Backend;

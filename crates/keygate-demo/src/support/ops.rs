@@ -9,10 +9,13 @@
 //!   cannot write makes the answer `"status": "degraded"` (still 200: the
 //!   instance serves correctly, its audit rows are counted but incomplete).
 //! - `GET /metrics`: every `keygate_*` metric the libraries record, in the
-//!   Prometheus text format (metrics-exporter-prometheus).
+//!   Prometheus text format (metrics-exporter-prometheus), on a listener of
+//!   its own (`--metrics-addr`, e.g. `127.0.0.1:9100`), never on the public
+//!   one: the counts tell an outsider about traffic and refusals. Without
+//!   the flag there is no metrics endpoint.
 //!
-//! These routes sit outside authentication and rate limits, as probes and
-//! scrapers expect; expose them only on an internal network.
+//! The health routes sit outside authentication and rate limits, as probes
+//! expect; they tell nothing but "live" and "ready".
 
 use std::{
     io::IsTerminal,
@@ -43,24 +46,26 @@ const BUCKETS: &[f64] = &[
     0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// `router` with `/health/live`, `/health/ready` and `/metrics` added; the
-/// readiness check uses the verifier's key store.
+/// `router` with `/health/live` and `/health/ready` added; the readiness
+/// check uses the verifier's key store. Metrics are served apart:
+/// [`metrics_router`].
 pub fn mount(router: Router, verifier: &Verifier) -> Router {
+    prometheus();
     router.merge(routes(verifier.store().clone()))
 }
 
 /// As [`mount`], with `audit`'s health in the readiness answer.
 pub fn mount_with_audit(router: Router, verifier: &Verifier, audit: Arc<dyn AuditLog>) -> Router {
+    prometheus();
     router.merge(routes_with(verifier.store().clone(), Some(audit)))
 }
 
-/// The health and metrics routes for `store`.
+/// The health routes for `store`.
 pub fn routes(store: Arc<dyn KeyStore>) -> Router {
     routes_with(store, None)
 }
 
 fn routes_with(store: Arc<dyn KeyStore>, audit: Option<Arc<dyn AuditLog>>) -> Router {
-    let handle = prometheus();
     Router::new()
         .route(
             "/health/live",
@@ -70,7 +75,12 @@ fn routes_with(store: Arc<dyn KeyStore>, audit: Option<Arc<dyn AuditLog>>) -> Ro
             "/health/ready",
             get(move || ready(store.clone(), audit.clone())),
         )
-        .route("/metrics", get(move || metrics(handle.clone())))
+}
+
+/// `GET /metrics`, for the metrics listener (`--metrics-addr`) only.
+pub fn metrics_router() -> Router {
+    let handle = prometheus();
+    Router::new().route("/metrics", get(move || metrics(handle.clone())))
 }
 
 /// The process-wide Prometheus recorder, installed on first use. `None` if

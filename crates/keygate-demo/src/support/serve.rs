@@ -16,10 +16,12 @@ pub fn init_tracing() {
 }
 
 /// Serves `router` on `addr` until Ctrl-C, then flushes the audit log and
-/// the verifier's last-used queue.
+/// the verifier's last-used queue. With `metrics`, `/metrics` is served on
+/// that address (and only there).
 pub async fn serve(
     router: Router,
     addr: SocketAddr,
+    metrics: Option<SocketAddr>,
     backend: &Backend,
     verifier: &Verifier,
 ) -> Result<(), String> {
@@ -28,6 +30,17 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on http://{local}");
+    if let Some(at) = metrics {
+        let metrics = TcpListener::bind(at)
+            .await
+            .map_err(|e| format!("cannot listen on {at} for metrics: {e}"))?;
+        println!("metrics:     http://{at}/metrics (keep it off the public network)");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, super::ops::metrics_router()).await {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     println!("database:    {}", backend.location);
     // ConnectInfo gives the rate limiter and the audit log the client's address.
     axum::serve(

@@ -34,6 +34,9 @@ pub(super) const APPS: &[App] = &[
 /// The demo users and the platforms each has connected.
 pub const USERS: &[(&str, &[&str])] = &[("u1", &["tape", "podio"]), ("u2", &["sharefile"])];
 
+/// The demo users' ids, in [`USERS`]' order (who may sign in).
+pub(super) const USER_IDS: &[&str] = &["u1", "u2"];
+
 /// The platform named `name`.
 pub(super) fn app(name: &str) -> Option<&'static App> {
     APPS.iter().find(|a| a.name == name)

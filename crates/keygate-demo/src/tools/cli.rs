@@ -16,6 +16,7 @@ use super::{
     store::{self, Opened},
     Options, Tools, USERS,
 };
+use crate::support::signin::{Accounts, SignInOptions};
 use crate::support::{
     self,
     cli::{DbArgs, ServeArgs as HttpArgs},
@@ -46,7 +47,8 @@ manager) or --master-key-file. With neither, a SQLite demo generates
 key, the same on every instance (never generated for PostgreSQL).
 
 Routes: POST /v1/tools/{app}/{tool} (JSON body) -> {\"success\":true,\"data\":...};
-GET /api/me. Errors: {\"success\":false,\"error\":{\"code\":\"UNAUTHORIZED\",...}} (401),
+GET /api/me. In a browser: /login, then /settings/account to regenerate your key (set a
+password first: `tools passwd --user u1`, reads stdin). Errors: {\"success\":false,\"error\":{\"code\":\"UNAUTHORIZED\",...}} (401),
 FORBIDDEN (403, no access to the app), NOT_FOUND, BAD_REQUEST, RATE_LIMITED.
 
 Example:
@@ -77,6 +79,19 @@ pub enum Command {
     /// Replace the user's signing secret and print the new JWT: every earlier
     /// token of the user stops working at once, also in running servers
     Regenerate(UserArgs),
+    /// Set the user's password for the account page (read from standard
+    /// input); the user's existing sessions end
+    Passwd(PasswdArgs),
+}
+
+/// `passwd`.
+#[derive(Args, Debug)]
+pub struct PasswdArgs {
+    /// The user (u1 or u2)
+    #[arg(long, value_name = "USER")]
+    pub user: String,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// Where the master key is.
@@ -122,7 +137,7 @@ pub fn command() -> clap::Command {
         .about(ABOUT)
         .after_help(AFTER_HELP)
         .mut_subcommand("serve", defaults);
-    for sub in ["token", "regenerate"] {
+    for sub in ["token", "regenerate", "passwd"] {
         command = command.mut_subcommand(sub, |s| s.mut_arg("db", db_arg));
     }
     command
@@ -157,6 +172,9 @@ pub async fn run(cli: Cli, env_key: Option<String>) -> ExitCode {
         Command::Serve(args) => serve(args, env_key).await,
         Command::Token(a) => token_command(&a, env_key, &mut out, &mut log).await,
         Command::Regenerate(a) => regenerate_command(&a, env_key, &mut out, &mut log).await,
+        Command::Passwd(a) => {
+            crate::support::signin::passwd_command(super::page::SITE, &a.db.db, &a.user).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -264,6 +282,19 @@ async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String
         limits: args.http.limits(defaults.limits),
     };
     let tools = Tools::new(&opened.backend, opened.secrets, master, &options)?;
+    let sign_in = SignInOptions {
+        secure_cookies: !args.http.plain_http,
+        redis: args.http.redis.clone(),
+        trusted_proxies: args.http.proxies(),
+        ..SignInOptions::default()
+    };
+    let accounts = Accounts::open(
+        super::page::SITE,
+        &args.http.db.db,
+        opened.backend.audit.clone(),
+        sign_in,
+    )
+    .await?;
     println!("master key:  {}", source.describe());
     let users: Vec<String> = USERS
         .iter()
@@ -271,13 +302,20 @@ async fn serve(args: ServeOptions, env_key: Option<String>) -> Result<(), String
         .collect();
     println!("users:       {}", users.join(", "));
     println!("a token:     cargo run -q --example tools -- token --user u1");
+    println!(
+        "account:     http{}://{}{} (sign in; set a password with `passwd --user u1`)",
+        if args.http.plain_http { "" } else { "s" },
+        args.http.addr,
+        super::page::PATH
+    );
     options.limits.print_banner(&format!(
         "{} tool calls/hour per user",
         options.requests_per_hour
     ));
     support::serve::serve(
-        tools.router(),
+        tools.router_with_sign_in(&accounts).await?,
         args.http.addr,
+        args.http.metrics_addr,
         &opened.backend,
         &tools.verifier,
     )

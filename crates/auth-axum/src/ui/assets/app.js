@@ -45,7 +45,13 @@
       data = null;
     }
     if (!res.ok) {
-      throw new ApiError(res.status, errorCode(data), errorMessage(res, data));
+      const code = errorCode(data);
+      // The application wants the password again before this change
+      // ("sudo mode"): go to its page for that, on this site only.
+      if (code === "reauthentication_required" && typeof data.location === "string" && /^\/(?![\/\\])/.test(data.location)) {
+        window.location.assign(data.location);
+      }
+      throw new ApiError(res.status, code, errorMessage(res, data));
     }
     return data;
   }
@@ -135,9 +141,11 @@
     try {
       const data = await api("GET", "");
       state.keys = data.keys;
+      showSignedIn(true);
       renderKeys();
     } catch (e) {
       if (BEARER && (e.status === 401 || e.status === 403)) {
+        showSignedIn(false);
         box.replaceChildren(bearerForm(e));
       } else {
         box.replaceChildren(failed("Your keys could not be loaded: " + e.message, loadKeys));
@@ -796,6 +804,14 @@
     return form;
   }
 
+  /** Bearer mode: "New key" and "Forget key" only once a key is in use. */
+  function showSignedIn(signed) {
+    if (!BEARER) return;
+    $("new-key").hidden = !signed;
+    const forget = $("forget-bearer");
+    if (forget) forget.hidden = !signed;
+  }
+
   function forgetBearer() {
     sessionStorage.removeItem(BEARER_KEY);
     state.options = null;
@@ -836,6 +852,7 @@
       forget.id = "forget-bearer";
       forget.addEventListener("click", forgetBearer);
       if (nav) nav.append(forget);
+      showSignedIn(false);
     }
     loadKeys();
     showOwner();

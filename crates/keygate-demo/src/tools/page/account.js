@@ -1,24 +1,28 @@
 // Seed 002's "Settings → Account → API Access": regenerate my key.
-// Talks to GET /api/me and POST /v1/me/token/regenerate with the user's JWT.
+// Signed in with a cookie session; talks to GET me and POST regenerate
+// under the page's own path.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const KEY = "syncello.token";
+  const BASE = "/settings/account/";
 
   async function call(method, path) {
-    const token = sessionStorage.getItem(KEY);
-    const headers = { Accept: "application/json" };
-    if (token) headers.Authorization = "Bearer " + token;
     let res;
     try {
-      res = await fetch(path, { method, headers, credentials: "omit" });
+      res = await fetch(BASE + path, { method, headers: { Accept: "application/json" }, credentials: "same-origin" });
     } catch (e) {
       throw new Error("The server cannot be reached.");
     }
     const data = await res.json().catch(() => null);
     if (!res.ok) {
-      const m = data && data.error && data.error.message;
+      const code = data && (typeof data.error === "string" ? data.error : data.error && data.error.code);
+      // The password was entered too long ago: confirm it, on this site only.
+      if (code === "reauthentication_required" && typeof data.location === "string" && /^\/(?![\/\\])/.test(data.location)) {
+        window.location.assign(data.location);
+      }
+      if (res.status === 401) window.location.assign("/login");
+      const m = data && (data.message || (data.error && data.error.message));
       const err = new Error(m || "The server answered " + res.status);
       err.status = res.status;
       throw err;
@@ -27,20 +31,12 @@
   }
 
   async function refresh() {
-    const signed = !!sessionStorage.getItem(KEY);
-    $("use-form").hidden = signed;
-    $("account").hidden = !signed;
-    $("forget").hidden = !signed;
-    $("signed-in-as").textContent = "";
-    if (!signed) return;
     try {
-      const me = await call("GET", "/api/me");
+      const me = await call("GET", "me");
       $("signed-in-as").textContent = "Signed in as " + me.user;
       $("status").textContent = "";
     } catch (e) {
-      sessionStorage.removeItem(KEY);
-      $("status").textContent = "That token was refused: " + e.message;
-      refresh();
+      $("status").textContent = e.message;
     }
   }
 
@@ -62,18 +58,6 @@
   function start() {
     setup($("confirm-dialog"));
     setup($("token-dialog"));
-    $("use-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      const value = $("current-token").value.trim();
-      if (!value) return;
-      sessionStorage.setItem(KEY, value);
-      $("current-token").value = "";
-      refresh();
-    });
-    $("forget").addEventListener("click", () => {
-      sessionStorage.removeItem(KEY);
-      refresh();
-    });
     $("regenerate").addEventListener("click", () => {
       $("confirm-error").textContent = "";
       $("confirm-dialog").showModal();
@@ -82,9 +66,7 @@
     $("confirm-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       try {
-        const created = await call("POST", "/v1/me/token/regenerate");
-        // The old token no longer works: the page uses the new one.
-        sessionStorage.setItem(KEY, created.token);
+        const created = await call("POST", "regenerate");
         $("confirm-dialog").close();
         $("token-value").textContent = created.token;
         $("copy-status").textContent = "";
