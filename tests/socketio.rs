@@ -1,4 +1,4 @@
-//! The demo server's Socket.IO endpoint (`/ext-socket.io`, seed 000) driven
+//! The demo server's Socket.IO endpoint (`/ext-socket.io`) driven
 //! by the real JavaScript client: `socket.io-client`, pinned in
 //! `tests/js/package.json` and installed with `npm ci`, connecting with
 //! `transports: ["websocket"]` and `auth: { api_token }` as the seed shows.

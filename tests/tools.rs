@@ -1,4 +1,4 @@
-//! The tools example (seed 002) served on 127.0.0.1:0 and exercised over
+//! The tools example served on 127.0.0.1:0 and exercised over
 //! real HTTP: JWTs signed with per-user secrets, the envelope errors with
 //! the seed's messages, per-app access, regeneration (also by another
 //! process on the same SQLite file), the command line and the master key.

@@ -1,4 +1,4 @@
-//! Seed 002's "Settings → Account → API Access" as a small page: sign in
+//! "Settings → Account → API Access" as a small page: sign in
 //! with the current token (kept in the browser tab only), regenerate the
 //! key, and see the new token once. Served outside authentication; the page
 //! calls `GET /api/me` and `POST /v1/me/token/regenerate` with the token.

@@ -1,4 +1,4 @@
-// Seed 002's "Settings → Account → API Access": regenerate my key.
+// "Settings → Account → API Access": regenerate my key.
 // Talks to GET /api/me and POST /v1/me/token/regenerate with the user's JWT.
 "use strict";
 
