@@ -1249,7 +1249,7 @@ async fn portal_pats_act_as_admin_or_subject_user() {
         "the student's ceiling"
     );
 
-    // As the student, on the student: allowed (the seed's profile picture).
+    // As the student, on the student: allowed (the portal's profile picture).
     let avatar = r#"{"avatar_url":"https://cdn.example/stu1.png"}"#;
     let r = stu1(api.patch("/api/users/stu1").token(&pat).json(avatar))
         .send()

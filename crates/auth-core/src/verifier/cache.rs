@@ -9,9 +9,9 @@
 //!
 //! The map is `papaya`'s: a read takes no lock and writes no shared memory.
 //! A sharded map (`dashmap`) takes its shard's read lock on every get, an
-//! atomic add on a cache line every reader of that shard shares: with one
-//! key used from two threads at once, a get went from 24 ns to 174 ns
-//! there, against 15 ns on either count for `papaya`. Entries are never
+//! atomic add on a cache line every reader of that shard shares, so one key
+//! used from two threads at once makes every get a cache-line transfer;
+//! `papaya`'s gets cost the same on one thread or two. Entries are never
 //! changed in place: an update replaces the entry (rare: a confirmation
 //! after a resync, a re-hash).
 
