@@ -60,9 +60,8 @@ pub(crate) type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomStat
 /// A cache slot's key: a key id's base62 field as a token spells it, packed
 /// into two words (a `u128` is aligned to 16 bytes, which padded every map
 /// entry: 8 more bytes per cached key). A request's token is looked up by
-/// its field as it arrived, without decoding it (the decode was about a
-/// tenth of a cached check's instructions); a key is put in and dropped by
-/// its id's field.
+/// its field as it arrived, without decoding it; a key is put in and
+/// dropped by its id's field.
 /// Each id has exactly one field and each valid field one id, so slots and
 /// keys match one to one, and a field that spells no id matches no slot
 /// (the miss is then refused by the full parse).
