@@ -3,7 +3,7 @@
 //! server-sent-event chat, and key management with activity at `/api/keys`.
 //!
 //! Managing keys through the API needs the scope `keys.manage`: it stands in
-//! for the signed-in web session of the seed's "Settings → API Keys", and a
+//! for the signed-in web session of a pod's "Settings → API Keys", and a
 //! key may only create keys with scopes it holds itself. The settings page
 //! itself is at `/settings/api-keys`: the person pastes such a key into it.
 

@@ -209,7 +209,7 @@ async fn run_tool(
     .into_response()
 }
 
-/// `{"success":true,"data":…}`, in the seed's order.
+/// `{"success":true,"data":…}`, in the documented order.
 #[derive(serde::Serialize)]
 struct Success {
     success: bool,

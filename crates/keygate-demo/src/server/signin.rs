@@ -1,4 +1,4 @@
-//! Sign-in for the settings page, as the products of the seeds do it: the
+//! Sign-in for the settings page, as a web product does it: the
 //! demo users sign in at `/login` with a password (argon2id), get a cookie
 //! session (tower-sessions, stored on the same `--db`), and manage their
 //! keys at `/settings/tokens`. API keys keep working on `/api/...`.
