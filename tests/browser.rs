@@ -616,7 +616,7 @@ async fn a_key_can_be_created_with_the_keyboard_alone() {
 use keygate_demo::pod;
 
 /// The pod has no sign-in: its page asks for a key holding `keys.manage`,
-/// keeps it in the tab, and offers seed 001's scopes with their descriptions.
+/// keeps it in the tab, and offers the pod's scopes with their descriptions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pod_page_works_with_a_management_key() {
     let Some(driver) = driver("the_pod_page_works_with_a_management_key").await else {
@@ -718,7 +718,7 @@ async fn the_pod_page_works_with_a_management_key() {
 
 use keygate_demo::tools;
 
-/// Seed 002's "regenerate my key" page, behind the password sign-in: the
+/// The tools demo's "regenerate my key" page, behind the password sign-in: the
 /// page shows the signed-in user's controls only (no token form), the old
 /// token stops working, the new one (shown once) works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

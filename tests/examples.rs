@@ -1,4 +1,4 @@
-//! The examples' routers (server: seed 000, pod: seed 001, portal: seed 003)
+//! The examples' routers (server, pod, portal)
 //! served on 127.0.0.1:0 and exercised over real HTTP and WebSockets; their
 //! command-line commands; and fleets of two instances on PostgreSQL
 //! (`DATABASE_URL`) and Redis (`REDIS_URL`).
@@ -329,7 +329,7 @@ async fn issue_prints_only_the_token_and_the_commands_manage_keys() {
     assert!(err.contains("not a key id"), "{err}");
 }
 
-// ---------------------------------------------------------------- server (seed 000)
+// ---------------------------------------------------------------- server
 
 #[tokio::test]
 async fn server_prints_an_admin_token_on_the_first_start_only() {
@@ -652,7 +652,7 @@ async fn server_manages_tokens_at_api_tokens() {
         .all(|e| e["method"] == "GET" && e["path"] == "/api/nodes"));
 }
 
-/// Seed 000: a token has the rights of the user who made it, unless the
+/// The server demo: a token has the rights of the user who made it, unless the
 /// request names its scopes.
 #[tokio::test]
 async fn server_tokens_made_without_scopes_have_their_users_rights() {
@@ -785,7 +785,7 @@ async fn server_websocket_echoes_and_answers_floods_with_rate_limited() {
     );
 }
 
-// ---------------------------------------------------------------- pod (seed 001)
+// ---------------------------------------------------------------- pod
 
 /// "Keys are rate-limited per pod tier": a free-tier key gets 429 before a
 /// pro-tier key does.
@@ -1122,7 +1122,7 @@ async fn pod_keys_api_shows_activity_and_revokes_at_once() {
         .expect_error(404, "not_found");
 }
 
-// ---------------------------------------------------------------- portal (seed 003)
+// ---------------------------------------------------------------- portal
 
 /// Organisation administrators see and revoke every PAT of their own
 /// organisation through the admin view, and nothing of another.
@@ -1249,7 +1249,7 @@ async fn portal_pats_act_as_admin_or_subject_user() {
         "the student's ceiling"
     );
 
-    // As the student, on the student: allowed (the seed's profile picture).
+    // As the student, on the student: allowed (the portal's profile picture).
     let avatar = r#"{"avatar_url":"https://cdn.example/stu1.png"}"#;
     let r = stu1(api.patch("/api/users/stu1").token(&pat).json(avatar))
         .send()

@@ -1232,7 +1232,7 @@ async fn keys_acting_as_another_user_cannot_make_keys_unless_allowed() {
         .all(|k| k.created_by == Some(alice.record.id)));
 }
 
-/// CSRF (issue 12.4): a cross-site form can send `text/plain` (or a form
+/// CSRF: a cross-site form can send `text/plain` (or a form
 /// encoding) without a preflight, with the victim's cookies. The key router
 /// refuses any body not declared JSON, and, with `check_origin`, any change
 /// from another origin.
@@ -1430,7 +1430,7 @@ async fn usage_counts_the_keys_requests_per_bucket() {
     );
 }
 
-// ---- Issue 14: default scopes, policy fields, edits, disable ---------------
+// ---- Default scopes, policy fields, edits, disable -------------------------
 
 #[tokio::test]
 async fn omitted_scopes_follow_the_managers_policy() {

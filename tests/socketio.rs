@@ -1,7 +1,7 @@
-//! The demo server's Socket.IO endpoint (`/ext-socket.io`, seed 000) driven
+//! The demo server's Socket.IO endpoint (`/ext-socket.io`) driven
 //! by the real JavaScript client: `socket.io-client`, pinned in
 //! `tests/js/package.json` and installed with `npm ci`, connecting with
-//! `transports: ["websocket"]` and `auth: { api_token }` as the seed shows.
+//! `transports: ["websocket"]` and `auth: { api_token }` as the demo's clients do.
 //!
 //! Needs `node` and `npm`; without them every test says it is skipped (and
 //! fails under `CI=true`).

@@ -1,6 +1,6 @@
-//! The tools example (seed 002) served on 127.0.0.1:0 and exercised over
+//! The tools example served on 127.0.0.1:0 and exercised over
 //! real HTTP: JWTs signed with per-user secrets, the envelope errors with
-//! the seed's messages, per-app access, regeneration (also by another
+//! the tools API's messages, per-app access, regeneration (also by another
 //! process on the same SQLite file), the command line and the master key.
 #![cfg(all(feature = "jwt", feature = "sqlite"))]
 
@@ -102,7 +102,7 @@ async fn a_users_token_calls_the_tools_of_its_apps_only() {
         .await
         .expect(200);
 
-    // A valid token without access to the app: 403 in the seed's words.
+    // A valid token without access to the app: 403 in the tools API's words.
     for (token, path) in [
         (&u1, "/v1/tools/sharefile/listFolders"),
         (&u2, "/v1/tools/tape/listApps"),

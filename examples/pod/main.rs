@@ -1,4 +1,4 @@
-//! `cargo run --example pod`: the personal pod of seed 001.
+//! `cargo run --example pod`: the personal pod (scoped keys, workspaces, tiers).
 
 use std::process::ExitCode;
 

@@ -1,4 +1,4 @@
-//! `cargo run --example portal`: the education portal of seed 003.
+//! `cargo run --example portal`: the education portal (impersonation).
 
 use std::process::ExitCode;
 

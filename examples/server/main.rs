@@ -1,4 +1,4 @@
-//! `cargo run --example server`: the demo of seed 000.
+//! `cargo run --example server`: the demo server (access levels, WebSockets).
 //!
 //! Starts on 127.0.0.1:3000 with a SQLite file under ./data/; on the first
 //! start it prints a token for `admin` with every scope, once.

@@ -1,4 +1,4 @@
-//! `cargo run --example tools`: the demo of seed 002.
+//! `cargo run --example tools`: JWTs signed with per-user secrets.
 //!
 //! Starts on 127.0.0.1:3002 with a SQLite file under ./data/. Get a user's
 //! token with `token --user u1`, call `POST /v1/tools/{app}/{tool}` with

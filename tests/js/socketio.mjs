@@ -1,5 +1,5 @@
 // Connects to the demo server's Socket.IO endpoint with the real client, as
-// seed 000 shows, and prints one JSON line saying what happened.
+// the demo's clients do, and prints one JSON line saying what happened.
 //
 //   node tests/js/socketio.mjs <url> <token> [scenario] [count]
 //

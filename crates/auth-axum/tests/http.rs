@@ -64,7 +64,7 @@ impl Keys {
     }
 }
 
-/// Seed 001: the new scope or the legacy one.
+/// The pod's scopes: the new scope or the legacy one.
 struct ReadEntities;
 impl ScopeRule for ReadEntities {
     const SCOPES: &'static [&'static str] = &["hub-protocol.read", "read:entities"];

@@ -1,5 +1,5 @@
 //! Heap bytes per cached key: the verifier's cache after verifying N keys,
-//! measured with a counting global allocator (issue 16).
+//! measured with a counting global allocator.
 //!
 //! `CACHE_MEMORY_N=1000000 cargo bench -p auth-core --bench cache_memory`
 //!

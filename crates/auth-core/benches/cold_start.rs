@@ -1,4 +1,4 @@
-//! Cold start (issue 18): issue N keys into SQLite, "restart" (a new store
+//! Cold start: issue N keys into SQLite, "restart" (a new store
 //! and verifier on the same file, nothing cached), then send each key's
 //! first request with 32 concurrent clients. Reports the total time and
 //! first-request latency percentiles, then the same replay once warm.

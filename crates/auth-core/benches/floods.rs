@@ -1,4 +1,4 @@
-//! Attack floods (issue 12): what one refused request costs, per kind of
+//! Attack floods: what one refused request costs, per kind of
 //! bad token, and the latency of valid traffic while a flood runs.
 //!
 //! In process, on a verifier that starts with nothing cached (as after a

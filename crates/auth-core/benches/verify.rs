@@ -234,7 +234,7 @@ fn bench_reject(c: &mut Criterion) {
     group.finish();
 }
 
-/// A cached JWT (seed 002) against a cached API key, same run.
+/// A cached JWT against a cached API key, same run.
 #[cfg(feature = "jwt")]
 fn bench_jwt(c: &mut Criterion) {
     use auth_core::jwt::{JwtAuthority, MasterKey, MemoryUserSecrets};

@@ -54,7 +54,7 @@ impl WallClock for SystemClock {
     }
 
     /// `CLOCK_REALTIME_COARSE`: the last tick's time, without reading the
-    /// TSC, which virtual machines make slow (here 10 ns against 48 ns).
+    /// TSC, which virtual machines make slow.
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     fn recent_nanos(&self) -> i64 {
         use nix::time::{clock_gettime, ClockId};

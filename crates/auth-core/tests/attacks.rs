@@ -1,4 +1,4 @@
-//! Attacks on the verifier (issue 12) and its cold start (issue 18): owner
+//! Attacks on the verifier and its cold start: owner
 //! lockout, wrong-secret floods, prefix swaps, resync storms, overflow.
 
 use std::{

@@ -1,4 +1,4 @@
-//! JWT credentials with per-user secrets (seed 002).
+//! JWT credentials with per-user secrets.
 #![cfg(feature = "jwt")]
 
 use std::{sync::Arc, time::Duration};

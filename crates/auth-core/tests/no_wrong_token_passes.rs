@@ -1,4 +1,4 @@
-//! Property (issue 12.7): no refusal path lets a wrong token through. Any
+//! Property: no refusal path lets a wrong token through. Any
 //! mutation of a valid token, presented to a verifier that has the key
 //! cached and to one that does not, is refused; the original still passes.
 

@@ -1,8 +1,8 @@
 //! Header work done on every request, sized to the request.
 //!
-//! A `HeaderMap` lookup hashes the name and probes the map: about 100
-//! instructions for a standard name, 300 for a custom one such as the
-//! subject header (its bytes are hashed one by one). Most API requests carry
+//! A `HeaderMap` lookup hashes the name and probes the map, and a custom
+//! name such as the subject header costs more (its bytes are hashed one by
+//! one). Most API requests carry
 //! a handful of headers, and comparing a handful of names costs a few
 //! instructions each, so small requests are scanned and large ones looked up.
 

@@ -1,9 +1,9 @@
-//! The pod of seed 001: `sk_live_` keys with eight additive scopes,
+//! The pod demo: `sk_live_` keys with eight additive scopes,
 //! workspaces (`x-workspace-id`, or the key owner's default), a
 //! server-sent-event chat, and key management with activity at `/api/keys`.
 //!
 //! Managing keys through the API needs the scope `keys.manage`: it stands in
-//! for the signed-in web session of the seed's "Settings → API Keys", and a
+//! for the signed-in web session of a pod's "Settings → API Keys", and a
 //! key may only create keys with scopes it holds itself. The settings page
 //! itself is at `/settings/api-keys`: the person pastes such a key into it.
 
@@ -42,7 +42,7 @@ pub const CLI: CliSpec = CliSpec {
     default_db: "./data/pod.db",
 };
 
-const ABOUT: &str = "Personal pod of seed 001: sk_live_ keys with eight additive scopes, workspaces, SSE chat, key activity.";
+const ABOUT: &str = "Personal pod demo: sk_live_ keys with eight additive scopes, workspaces, SSE chat, key activity.";
 
 const AFTER_HELP: &str = "\
 Subcommands default to `serve`. Users: alice (workspaces ws_alpha [default], ws_beta), bob (ws_gamma).
@@ -58,9 +58,9 @@ Example:
   cargo run --example pod &
   curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:3001/api/external/skills";
 
-/// Token prefix of seed 001.
+/// Token prefix of the pod's keys.
 pub const PREFIX: &str = "sk_live_";
-/// The eight scopes of seed 001, and `keys.manage` for the key-management API.
+/// The pod's eight scopes, and `keys.manage` for the key-management API.
 pub const SCOPES: &[&str] = &[
     "read:entities",
     "write:entities",
@@ -73,7 +73,7 @@ pub const SCOPES: &[&str] = &[
     "keys.manage",
 ];
 
-/// What each scope allows (seed 001's scope reference), for the "New key"
+/// What each scope allows, for the "New key"
 /// dialog of the settings page.
 pub const SCOPE_DESCRIPTIONS: &[(&str, &str)] = &[
     ("read:entities", "Read entities and their properties"),

@@ -1,4 +1,4 @@
-//! The education portal of seed 003: personal access tokens (`p:`) held by
+//! The education portal demo: personal access tokens (`p:`) held by
 //! the administrators of an organisation, acting as the issuing
 //! administrator, or as another user of the organisation with
 //! `X-Subject-User` (the token needs the `sudo` scope; the subject must
@@ -37,7 +37,8 @@ pub const CLI: CliSpec = CliSpec {
     default_db: "./data/portal.db",
 };
 
-const ABOUT: &str = "Education portal of seed 003: administrators' p: personal access tokens, acting as a Subject-User.";
+const ABOUT: &str =
+    "Education portal demo: administrators' p: personal access tokens, acting as a Subject-User.";
 
 const AFTER_HELP: &str = "\
 Subcommands default to `serve`. org_north: admin1 (administrator), edu1 (educator), stu1 (student);
@@ -57,7 +58,7 @@ Example:
        -H 'content-type: application/json' -d '{\"avatar_url\":\"https://example.com/a.png\"}' \\
        http://127.0.0.1:3003/api/users/stu1";
 
-/// Token prefix of seed 003.
+/// Token prefix of the portal's personal access tokens.
 pub const PREFIX: &str = "p:";
 /// The portal's scopes; `sudo` lets a PAT act as a subject user.
 pub const SCOPES: &[&str] = &[

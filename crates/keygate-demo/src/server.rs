@@ -1,4 +1,4 @@
-//! The demo server of seed 000 (a node-graph task API): `st_` tokens,
+//! The demo server (a node-graph task API): `st_` tokens,
 //! per-node access levels, the flat error format, per-user and per-IP rate
 //! limits, a WebSocket, Socket.IO at `/ext-socket.io`, and key management
 //! at `/api/tokens`.
@@ -48,7 +48,7 @@ pub const CLI: CliSpec = CliSpec {
 };
 
 const ABOUT: &str =
-    "Demo server of seed 000: st_ API tokens, nodes with access levels, a WebSocket, rate limits.";
+    "Demo server: st_ API tokens, nodes with access levels, a WebSocket, rate limits.";
 
 const AFTER_HELP: &str = "\
 Subcommands default to `serve`. Users: admin, alice, bob. Scopes: nodes:read, nodes:write, tokens:manage.
@@ -63,7 +63,7 @@ Example:
   cargo run --example server
   curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:3000/api/me";
 
-/// Token prefix of seed 000.
+/// Token prefix of the demo server's tokens.
 pub const PREFIX: &str = "st_";
 /// The scopes of this server.
 pub const SCOPES: &[&str] = &["nodes:read", "nodes:write", "tokens:manage"];

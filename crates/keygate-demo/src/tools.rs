@@ -1,4 +1,4 @@
-//! The tools API of seed 002 (Syncello): JWTs signed with per-user
+//! The tools API demo: JWTs signed with per-user
 //! secrets (`sub`, `iat`, `iss`, no expiry), `POST /v1/tools/{app}/{tool}`,
 //! errors in the envelope format `{"success":false,"error":{"code","message"}}`.
 //!
@@ -37,14 +37,14 @@ use serde_json::Value;
 pub use self::catalog::{may_use, USERS};
 use crate::support::{http::me, limits::SharedLimits, stack::Protection, Backend};
 
-/// The `iss` claim of every token (seed 002).
+/// The `iss` claim of every token.
 pub const ISSUER: &str = "syncello";
 /// The scope every token grants: per-platform access is the user's.
 pub const SCOPE: &str = "tools";
 
-/// Seed 002's message for a missing or bad credential.
+/// The message for a missing or bad credential.
 pub const UNAUTHORIZED_MESSAGE: &str = "Missing or invalid Authorization header";
-/// Seed 002's message for a valid token without access.
+/// The message for a valid token without access.
 pub const FORBIDDEN_MESSAGE: &str = "Token does not have access to this resource";
 
 /// Limits and where they are kept.
@@ -148,7 +148,7 @@ pub fn check_user(user: &str) -> Result<(), String> {
     ))
 }
 
-/// The envelope format with seed 002's messages for 401 and 403.
+/// The envelope format with the tools API's messages for 401 and 403.
 pub fn error_format() -> ErrorFormat {
     ErrorFormat::custom(render)
 }
@@ -218,7 +218,7 @@ async fn run_tool(
     .into_response()
 }
 
-/// `{"success":true,"data":…}`, in the seed's order.
+/// `{"success":true,"data":…}`, in the documented order.
 #[derive(serde::Serialize)]
 struct Success {
     success: bool,

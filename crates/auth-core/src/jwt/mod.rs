@@ -119,7 +119,7 @@ pub enum JwtError {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use auth_core::jwt::{JwtAuthority, MasterKey, MemoryUserSecrets};
-/// let jwt = JwtAuthority::new(Arc::new(MemoryUserSecrets::new()), MasterKey::generate(), "syncello");
+/// let jwt = JwtAuthority::new(Arc::new(MemoryUserSecrets::new()), MasterKey::generate(), "tools");
 /// let old = jwt.token_for("user-1").await.unwrap();
 /// assert_eq!(jwt.verify(&old).await.unwrap().effective_user(), "user-1");
 /// let new = jwt.regenerate("user-1").await.unwrap();

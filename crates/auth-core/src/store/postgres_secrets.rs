@@ -26,7 +26,7 @@ use crate::jwt::{SealedSecret, UserSecretStore};
 /// use auth_core::{jwt::{JwtAuthority, MasterKey}, PostgresKeyStore};
 /// let store = Arc::new(PostgresKeyStore::connect("postgres://app@db/keys").await?);
 /// let master = MasterKey::from_base64(&std::env::var("KEYGATE_MASTER_KEY").unwrap()).unwrap();
-/// let jwt = JwtAuthority::new(store, master, "syncello");
+/// let jwt = JwtAuthority::new(store, master, "tools");
 /// # let _ = jwt; Ok(()) }
 /// ```
 impl PostgresKeyStore {

@@ -29,7 +29,7 @@ const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 /// use auth_core::{jwt::{JwtAuthority, MasterKey}, SqliteKeyStore};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).await.unwrap());
-/// let jwt = JwtAuthority::new(store, MasterKey::generate(), "syncello");
+/// let jwt = JwtAuthority::new(store, MasterKey::generate(), "tools");
 /// let token = jwt.token_for("user-1").await.unwrap();
 /// assert_eq!(jwt.verify(&token).await.unwrap().effective_user(), "user-1");
 /// # });

@@ -9,9 +9,9 @@
 //!
 //! The map is `papaya`'s: a read takes no lock and writes no shared memory.
 //! A sharded map (`dashmap`) takes its shard's read lock on every get, an
-//! atomic add on a cache line every reader of that shard shares: with one
-//! key used from two threads at once, a get went from 24 ns to 174 ns
-//! there, against 15 ns on either count for `papaya`. Entries are never
+//! atomic add on a cache line every reader of that shard shares, so one key
+//! used from two threads at once makes every get a cache-line transfer;
+//! `papaya`'s gets cost the same on one thread or two. Entries are never
 //! changed in place: an update replaces the entry (rare: a confirmation
 //! after a resync, a re-hash).
 
@@ -60,9 +60,8 @@ pub(crate) type FastMap<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomStat
 /// A cache slot's key: a key id's base62 field as a token spells it, packed
 /// into two words (a `u128` is aligned to 16 bytes, which padded every map
 /// entry: 8 more bytes per cached key). A request's token is looked up by
-/// its field as it arrived, without decoding it (the decode was about a
-/// tenth of a cached check's instructions); a key is put in and dropped by
-/// its id's field.
+/// its field as it arrived, without decoding it; a key is put in and
+/// dropped by its id's field.
 /// Each id has exactly one field and each valid field one id, so slots and
 /// keys match one to one, and a field that spells no id matches no slot
 /// (the miss is then refused by the full parse).

@@ -1,4 +1,4 @@
-//! Seed 000's nodes, in memory: per-node grants (Owner 0, Admin 1, Editor 2,
+//! The demo server's nodes, in memory: per-node grants (Owner 0, Admin 1, Editor 2,
 //! Viewer 3) and optimistic versioning (a stale `version` is 409
 //! `version_conflict`).
 

@@ -1,4 +1,4 @@
-//! Socket.IO at `/ext-socket.io`, as seed 000's clients connect:
+//! Socket.IO at `/ext-socket.io`, as the demo's clients connect:
 //!
 //! ```js
 //! io("http://127.0.0.1:3000", { path: "/ext-socket.io", transports: ["websocket"], auth: { api_token } })
@@ -28,7 +28,7 @@ use axum::Router;
 
 use super::{ws::MESSAGES, Server};
 
-/// Where Socket.IO is served (seed 000).
+/// Where Socket.IO is served.
 pub(super) const PATH: &str = "/ext-socket.io";
 
 /// `router` with Socket.IO at [`PATH`] in front of it.

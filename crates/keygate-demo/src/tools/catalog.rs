@@ -1,4 +1,4 @@
-//! The demo's connected platforms (seed 002: Tape, Podio, ShareFile), their
+//! The demo's connected platforms (Tape, Podio, ShareFile), their
 //! tools, and which user may use which platform.
 
 use serde_json::{json, Value};

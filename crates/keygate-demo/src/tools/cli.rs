@@ -29,8 +29,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:3002";
 /// Default `--db`.
 pub const DEFAULT_DB: &str = "./data/tools.db";
 
-const ABOUT: &str =
-    "Demo of seed 002: a tools API authenticated by JWTs signed with per-user secrets.";
+const ABOUT: &str = "Demo: a tools API authenticated by JWTs signed with per-user secrets.";
 
 const AFTER_HELP: &str = "\
 Subcommands default to `serve`. Users: u1 (apps tape, podio), u2 (app sharefile).

@@ -1,4 +1,4 @@
-//! Seed 002's "Settings → Account → API Access" as a small page behind the
+//! "Settings → Account → API Access" as a small page behind the
 //! demos' sign-in ([`crate::support::signin`]): a signed-in user
 //! regenerates their key and sees the new token once. The JWT alone cannot
 //! regenerate it (a stolen token would lock its owner out), and the page

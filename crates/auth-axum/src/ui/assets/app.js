@@ -197,7 +197,7 @@
       const created = li.querySelector(".created");
       created.append(timeEl(key.created_at));
       if (key.created_by) {
-        // Minted through the API by another key (issue 12): say which.
+        // Minted through the API by another key: say which.
         created.append(document.createTextNode(" by key "), text("code", key.created_by));
       }
       const used = li.querySelector(".used");

@@ -1,4 +1,4 @@
-// Seed 002's "Settings → Account → API Access": regenerate my key.
+// "Settings → Account → API Access": regenerate my key.
 // Signed in with a cookie session; talks to GET me and POST regenerate
 // under the page's own path.
 "use strict";
