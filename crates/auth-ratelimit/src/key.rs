@@ -323,7 +323,7 @@ fn digest(v: impl Hash) -> [u64; 2] {
 /// as a 128-bit digest by two randomly keyed SipHash instances (per process),
 /// so clients cannot aim for a collision, and two keys share a bucket only by
 /// a 2^-128 chance.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
 pub struct LimitKey {
     rule: u32,
     kind: u8,

@@ -69,6 +69,9 @@ struct Inner {
     ipv6_prefix: u8,
     ipv6_site: crate::ipv6_site::Ipv6Site,
     warned_no_peer: AtomicBool,
+    /// The leases of buckets kept in Redis.
+    #[cfg(feature = "redis")]
+    leases: Option<crate::redis_lease::LeasedRedis>,
 }
 
 /// Builds a [`RateLimiter`].
@@ -81,7 +84,7 @@ pub struct RateLimiterBuilder {
     /// Leased credits go back after this idle time; `Some` once asked for.
     lease: Option<Duration>,
     #[cfg(feature = "redis")]
-    redis: Option<crate::RedisStore>,
+    redis: Option<crate::redis_lease::LeasedRedis>,
 }
 
 /// Makes the [`Tiers`] from the TTL, the capacity and the limiter's clock.
@@ -171,6 +174,25 @@ impl RateLimiter {
     /// them (e.g. to [`flush`](CreditLedger::flush) unspent leases at shutdown).
     pub fn credits(&self) -> Option<&CreditLedger> {
         self.inner.credits.as_ref()
+    }
+
+    /// Tokens this instance holds in leases of Redis buckets and has not
+    /// spent (0 without [`RateLimiterBuilder::redis`]).
+    pub fn leased_tokens(&self) -> u64 {
+        #[cfg(feature = "redis")]
+        if let Some(leases) = &self.inner.leases {
+            return leases.leased();
+        }
+        0
+    }
+
+    /// Gives the unspent leased tokens back to Redis now, as the background
+    /// reconciliation does every 100 ms (e.g. at shutdown).
+    pub async fn give_back_leases(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(leases) = &self.inner.leases {
+            leases.give_back_all().await;
+        }
     }
 
     /// Checks `req` against every rule that covers it, outside the layer
@@ -608,13 +630,18 @@ impl RateLimiterBuilder {
 
     limiter_setters!();
 
-    /// Keeps the buckets in Redis, shared by every instance:
-    /// [`store`](Self::store) with a `RedisStore`.
+    /// Keeps the buckets in Redis, shared by every instance, each instance
+    /// spending a small lease of a bucket's tokens locally: allowed requests
+    /// make no round trip in steady state, and the fleet never admits more
+    /// than the quota (see the crate's fleet-mode docs, `RedisStore`). For
+    /// one round trip per check instead, pass the `RedisStore` to
+    /// [`store`](Self::store).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, store: crate::RedisStore) -> Self {
-        self.redis = Some(store.clone());
-        self.store(store)
+        let leased = crate::redis_lease::LeasedRedis::new(store);
+        self.redis = Some(leased.clone());
+        self.store(leased)
     }
 
     /// Spends a credit of every usage-limited key (one with `credits`) per
@@ -699,6 +726,8 @@ impl RateLimiterBuilder {
                 ipv6_prefix: self.options.ipv6_prefix,
                 ipv6_site: self.options.ipv6_site,
                 warned_no_peer: AtomicBool::new(false),
+                #[cfg(feature = "redis")]
+                leases: self.redis,
             }),
         })
     }

@@ -63,7 +63,7 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 pub const DEFAULT_REDIS_RETRY: Duration = Duration::from_secs(1);
 
 /// Now, in microseconds: ARGV[1], or the server's time when it is empty.
-const NOW: &str = r"
+pub(crate) const NOW: &str = r"
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -196,13 +196,14 @@ struct RedisCheck {
 }
 
 /// A bucket's Redis key before the digest of its user-chosen part, if any.
-struct KeyName {
-    head: String,
-    hidden: Option<String>,
+#[derive(Clone)]
+pub(crate) struct KeyName {
+    pub(crate) head: String,
+    pub(crate) hidden: Option<String>,
 }
 
 impl KeyName {
-    fn finish(&self, names: &[u8; 32]) -> String {
+    pub(crate) fn finish(&self, names: &[u8; 32]) -> String {
         let Some(hidden) = &self.hidden else {
             return self.head.clone();
         };
@@ -328,7 +329,7 @@ impl RedisStore {
 
     /// The Redis key of `bucket`, `prefix:name:value`, with a user-chosen
     /// value still to be replaced by its digest ([`KeyName::finish`]).
-    fn key_of(&self, bucket: &Bucket<'_>) -> KeyName {
+    pub(crate) fn key_of(&self, bucket: &Bucket<'_>) -> KeyName {
         let mut head = String::with_capacity(self.prefix.len() + 48);
         head.push_str(&self.prefix);
         head.push(':');
@@ -339,7 +340,10 @@ impl RedisStore {
     /// The digest key of names: the configured one, else the secret stored
     /// in Redis (created by the first instance, re-asserted and read again
     /// every 10 s).
-    async fn names_key(&self, conn: &mut ConnectionManager) -> Result<[u8; 32], StoreError> {
+    pub(crate) async fn names_key(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> Result<[u8; 32], StoreError> {
         if let Some(key) = self.names.fixed {
             return Ok(key);
         }
@@ -377,7 +381,7 @@ impl RedisStore {
 
     /// The scripts' first argument: now in microseconds, or empty for the
     /// server's time.
-    fn now_arg(&self) -> String {
+    pub(crate) fn now_arg(&self) -> String {
         match &self.clock {
             Some(c) => (c.now() / 1000).to_string(),
             None => String::new(),
@@ -427,7 +431,7 @@ impl RedisStore {
 
     /// Bounds `op` by the timeout, and answers [`StoreError::Down`] at once
     /// during the retry interval after a failure.
-    async fn guarded<T>(
+    pub(crate) async fn guarded<T>(
         &self,
         op: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -494,7 +498,7 @@ impl RedisStore {
             .collect())
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)

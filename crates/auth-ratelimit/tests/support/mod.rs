@@ -136,8 +136,8 @@ impl OwnRedis {
 
     /// A store on it under a unique prefix.
     pub(crate) async fn store(&self, test: &str) -> RedisStore {
-        RedisStore::connect(&self.url())
-            .await
+        // Connected at the first check, with the timeout below.
+        RedisStore::open(&self.url())
             .unwrap()
             .with_prefix(unique_prefix(test))
             .with_timeout(Duration::from_secs(5))

@@ -1,0 +1,159 @@
+//! Fleet mode: several limiters on one Redis, each spending small leases of
+//! the shared buckets locally. They admit the quota (never more, and no
+//! less than the leases the others still hold), exactly for small quotas,
+//! and an allowed request in steady state makes no Redis round trip.
+//!
+//! Each test starts its own `redis-server` (skipped without one, failing
+//! under `CI=true`), so the command counts are its own.
+
+mod support;
+
+use std::sync::Arc;
+
+use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
+use auth_ratelimit::{Quota, RateLimiter, Rule};
+use http::Request;
+use support::OwnRedis;
+
+fn as_user(user: &str) -> Request<()> {
+    let ctx = AuthContext::for_key(
+        KeyId::from_u64(9),
+        "ci",
+        Principal::user(user),
+        ScopeSet::empty(),
+    );
+    let mut req = Request::get("/").body(()).unwrap();
+    req.extensions_mut().insert(ctx);
+    req
+}
+
+async fn fleet(own: &OwnRedis, test: &str, quota: Quota, n: usize) -> Vec<RateLimiter> {
+    let store = own.store(test).await;
+    (0..n)
+        .map(|_| {
+            RateLimiter::builder()
+                .rule(Rule::per_user("user", quota))
+                .redis(store.clone())
+                .on_store_error(auth_ratelimit::OnStoreError::FailClosed)
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Every limiter checks `per_limiter` requests of one user at once (each
+/// with its own tasks); how many were admitted.
+async fn hammer(limiters: &[RateLimiter], per_limiter: usize) -> usize {
+    let mut tasks = Vec::new();
+    for limiter in limiters {
+        for _ in 0..per_limiter {
+            let limiter = limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                limiter.check(&as_user("alice")).await.is_ok()
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    admitted
+}
+
+/// Admitted by `limiters` over two rounds (the leases given back between
+/// them, as the reconciliation does), within 2% of the quota.
+async fn admitted_over_rounds(limiters: &[RateLimiter], per_round: usize) -> usize {
+    let first = hammer(limiters, per_round).await;
+    for l in limiters {
+        l.give_back_leases().await;
+        assert_eq!(l.leased_tokens(), 0);
+    }
+    first + hammer(limiters, per_round).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_admit_300_an_hour_within_2_percent() {
+    let test = "three_instances_admit_300_an_hour";
+    let Some(own) = OwnRedis::start(test).await else {
+        return;
+    };
+    let limiters = fleet(&own, test, Quota::per_hour(300), 3).await;
+    let admitted = admitted_over_rounds(&limiters, 200).await;
+    // One token comes back every 12 s: the test takes far less.
+    assert!(
+        (294..=306).contains(&admitted),
+        "admitted {admitted} of 300"
+    );
+    assert!(admitted <= 301, "more than the quota: {admitted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_admit_exactly_5_a_minute() {
+    let test = "three_instances_admit_5_a_minute";
+    let Some(own) = OwnRedis::start(test).await else {
+        return;
+    };
+    let limiters = fleet(&own, test, Quota::per_minute(5), 3).await;
+    // A small quota leases nothing: not 5 per instance, 5 in all.
+    assert_eq!(admitted_over_rounds(&limiters, 20).await, 5);
+}
+
+/// Leases are taken before they are spent: however many instances and
+/// concurrent requests, never more than the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_never_admit_more_than_the_bucket() {
+    let test = "leases_never_admit_more_than_the_bucket";
+    let Some(own) = OwnRedis::start(test).await else {
+        return;
+    };
+    // 1000 a minute: a lease is 10 tokens, one back every 60 ms.
+    let limiters = fleet(&own, test, Quota::per_hour(60_000).with_burst(1000), 3).await;
+    let started = std::time::Instant::now();
+    let admitted = hammer(&limiters, 600).await;
+    let refilled = (started.elapsed().as_millis() / 60) as usize + 1;
+    assert!(admitted <= 1000 + refilled, "admitted {admitted}");
+    assert!(admitted >= 1000 - 2 * 10, "admitted {admitted}");
+}
+
+/// Redis commands per allowed request in steady state: one take per lease
+/// of 1% of the burst, one give-back per 100 ms at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_requests_make_no_round_trip_in_steady_state() {
+    let test = "allowed_requests_make_no_round_trip";
+    let Some(own) = OwnRedis::start(test).await else {
+        return;
+    };
+    let limiter = fleet(&own, test, Quota::per_hour(1_000_000), 1)
+        .await
+        .remove(0);
+    let limiter = Arc::new(limiter);
+    // Warm: the connection, the scripts, the first lease.
+    assert!(limiter.check(&as_user("alice")).await.is_ok());
+    let _: () = own.cmd(redis::cmd("CONFIG").arg("RESETSTAT")).await;
+    const N: usize = 5_000;
+    for _ in 0..N {
+        assert!(limiter.check(&as_user("alice")).await.is_ok());
+    }
+    let stats: String = own.cmd(redis::cmd("INFO").arg("commandstats")).await;
+    let commands: u64 = stats
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.starts_with("cmdstat_config")
+                && !l.starts_with("cmdstat_info")
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let per_request = commands as f64 / N as f64;
+    assert!(
+        per_request <= 0.05,
+        "{commands} Redis commands for {N} requests:\n{stats}"
+    );
+}
