@@ -35,9 +35,10 @@
 //!   argon2), and requests with no credential at all (a sign-in form's
 //!   password is a guess too);
 //! * with [`FailedAuthLimiterBuilder::redis`] the buckets live in Redis and
-//!   are shared by every instance (one round trip per request to read the
-//!   bucket, one more per 401 to charge it), with the same
-//!   [`OnStoreError`] policies as the rate limiter.
+//!   are shared by every instance: each 401 is charged there (one round
+//!   trip), and every other request is answered from a local mirror of the
+//!   addresses over the limit, shared within 100 ms, with no round trip;
+//!   the same [`OnStoreError`] policies as the rate limiter apply.
 //!
 //! Socket.IO connects authenticate inside the upgraded connection, out of
 //! reach of HTTP layers: `auth_socketio::SocketIoAuth::failed_auth_limits` calls
@@ -145,11 +146,16 @@ impl FailedAuthLimiterBuilder {
     limiter_setters!();
 
     /// Keeps the buckets in Redis, shared by every instance using the same
-    /// prefix: [`store`](Self::store) with a `RedisStore`.
+    /// prefix. Only failures go to Redis (one round trip per 401); every
+    /// other request is answered from a local mirror of the addresses over
+    /// the limit, which the instances share through Redis within 100 ms.
+    /// For one round trip per request instead, pass the `RedisStore` to
+    /// [`store`](Self::store).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(self, store: crate::RedisStore) -> Self {
-        self.store(store)
+        let quota = self.quota;
+        self.store(crate::redis_failures::MirroredFailures::new(store, quota))
     }
 
     /// The limiter.

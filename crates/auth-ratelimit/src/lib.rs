@@ -109,6 +109,8 @@ mod metrics;
 mod options;
 mod quota;
 #[cfg(feature = "redis")]
+mod redis_failures;
+#[cfg(feature = "redis")]
 mod redis_lease;
 #[cfg(feature = "redis")]
 mod redis_store;

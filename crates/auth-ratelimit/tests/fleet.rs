@@ -157,3 +157,70 @@ async fn allowed_requests_make_no_round_trip_in_steady_state() {
         "{commands} Redis commands for {N} requests:\n{stats}"
     );
 }
+
+/// Calls of each Redis command since the last `CONFIG RESETSTAT` that did
+/// not fail (an `EVALSHA` of a script the server has not loaded yet fails,
+/// then the script is loaded and called again).
+async fn command_calls(own: &OwnRedis) -> std::collections::HashMap<String, u64> {
+    let stats: String = own.cmd(redis::cmd("INFO").arg("commandstats")).await;
+    let field = |rest: &str, name: &str| -> u64 {
+        rest.split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0)
+    };
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = field(rest, "calls") - field(rest, "failed_calls");
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The failed-authentication guard goes to Redis only for failures; an
+/// address over the limit is refused by every instance within 100 ms.
+#[tokio::test]
+async fn the_failure_guard_goes_to_redis_only_for_failures() {
+    let test = "the_failure_guard_goes_to_redis_only_for_failures";
+    let Some(own) = OwnRedis::start(test).await else {
+        return;
+    };
+    let store = own.store(test).await;
+    let guard = || {
+        auth_ratelimit::FailedAuthLimiter::builder(Quota::per_minute(4))
+            .redis(store.clone())
+            .on_store_error(auth_ratelimit::OnStoreError::FailClosed)
+            .build()
+    };
+    let (one, two) = (guard(), guard());
+    let alice: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    let mallory: std::net::IpAddr = "203.0.113.66".parse().unwrap();
+    let _: () = own.cmd(redis::cmd("CONFIG").arg("RESETSTAT")).await;
+    for _ in 0..100 {
+        assert!(one.check(alice).await.is_ok());
+        assert!(two.check(alice).await.is_ok());
+    }
+    let calls = command_calls(&own).await;
+    let scripts =
+        calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0);
+    assert_eq!(
+        scripts, 0,
+        "requests that do not fail went to Redis: {calls:?}"
+    );
+    for _ in 0..4 {
+        one.record_failure(mallory).await;
+    }
+    let calls = command_calls(&own).await;
+    let scripts =
+        calls.get("evalsha").copied().unwrap_or(0) + calls.get("eval").copied().unwrap_or(0);
+    assert_eq!(scripts, 4, "{calls:?}");
+    // The instance that saw the limit crossed refuses at once...
+    assert_eq!(one.check(mallory).await.unwrap_err().status(), 429);
+    // ...and the other as soon as it has read the stream.
+    keygate_test_support::eventually("the other instance to refuse the address", || async {
+        two.check(mallory).await.is_err()
+    })
+    .await;
+    assert!(two.check(alice).await.is_ok());
+}
