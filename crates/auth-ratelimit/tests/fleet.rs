@@ -224,3 +224,43 @@ async fn the_failure_guard_goes_to_redis_only_for_failures() {
     .await;
     assert!(two.check(alice).await.is_ok());
 }
+
+/// Redis going away: the limiter falls back to its memory (the default
+/// policy) and goes back to Redis once it answers again, without a restart.
+#[tokio::test]
+async fn an_outage_falls_back_to_memory_and_recovers() {
+    let test = "an_outage_falls_back_to_memory_and_recovers";
+    let Some(own) = OwnRedis::start(test).await else {
+        return;
+    };
+    let port = own.port;
+    let store = own
+        .store(test)
+        .await
+        .with_timeout(std::time::Duration::from_millis(200))
+        .with_retry_interval(std::time::Duration::from_millis(50));
+    let limiter = RateLimiter::builder()
+        .rule(Rule::per_user("user", Quota::per_minute(5)))
+        .redis(store)
+        .build()
+        .unwrap();
+    assert!(limiter.check(&as_user("alice")).await.is_ok());
+    drop(own);
+    // Down: limited in memory, with the same rules.
+    let mut admitted = 0;
+    for _ in 0..10 {
+        admitted += usize::from(limiter.check(&as_user("bob")).await.is_ok());
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(limiter.memory().len(), 1);
+    // Back (empty, as after a restart without persistence): Redis decides again.
+    let Some(again) = OwnRedis::start_on(test, port, &[]).await else {
+        return;
+    };
+    keygate_test_support::eventually("the limiter to use Redis again", || async {
+        let _ = limiter.check(&as_user("carol")).await;
+        let keys: Vec<String> = again.cmd(redis::cmd("KEYS").arg("*")).await;
+        !keys.is_empty()
+    })
+    .await;
+}

@@ -96,8 +96,12 @@ impl OwnRedis {
 
     /// Starts one with extra arguments (e.g. `--cluster-enabled yes`).
     pub(crate) async fn start_with(test: &str, args: &[&str]) -> Option<Self> {
+        Self::start_on(test, free_port(), args).await
+    }
+
+    /// Starts one on `port` (e.g. again, after stopping one there).
+    pub(crate) async fn start_on(test: &str, port: u16, args: &[&str]) -> Option<Self> {
         let [server] = services::programs(test, ["redis-server"], "apt-get install redis-server")?;
-        let port = free_port();
         let dir = std::env::temp_dir().join(unique_prefix(test).replace(':', "-"));
         std::fs::create_dir_all(&dir).unwrap();
         let child = std::process::Command::new(server)
