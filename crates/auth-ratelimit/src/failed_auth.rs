@@ -322,7 +322,13 @@ impl FailedAuthLimiter {
         if let Err(pending) = self.start(ip, 1).now() {
             let this = self.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { this.reading(ip, 1, pending.await) });
+                rt.spawn(async move {
+                    let answer = pending.await;
+                    if answer.is_ok() {
+                        this.inner.stores.answered();
+                    }
+                    this.reading(ip, 1, answer)
+                });
             }
         }
     }
@@ -513,7 +519,11 @@ where
                 let limiter = self.limiter.clone();
                 let cached = self.cached.clone();
                 FailedAuthFuture::boxed(Box::pin(async move {
-                    let reading = limiter.reading(ip, 0, pending.await);
+                    let answer = pending.await;
+                    if answer.is_ok() {
+                        limiter.inner.stores.answered();
+                    }
+                    let reading = limiter.reading(ip, 0, answer);
                     let req = match limiter.refusal(reading) {
                         None => req,
                         Some(res) => match passes_cached(cached.as_ref(), req) {

@@ -326,7 +326,10 @@ impl RateLimiter {
                 let this = self.clone();
                 Evaluation::Pending(Box::pin(async move {
                     match pending.await {
-                        Ok(decisions) => this.decided(owned.iter().map(|o| o.rule), decisions),
+                        Ok(decisions) => {
+                            this.inner.stores.answered();
+                            this.decided(owned.iter().map(|o| o.rule), decisions)
+                        }
                         Err(err) => this.store_failed(&err, &owned),
                     }
                 }))

@@ -226,10 +226,12 @@ async fn the_failure_guard_goes_to_redis_only_for_failures() {
 }
 
 /// Redis going away: the limiter falls back to its memory (the default
-/// policy) and goes back to Redis once it answers again, without a restart.
+/// policy) with one warning, and goes back to Redis once it answers again,
+/// without a restart.
 #[tokio::test]
 async fn an_outage_falls_back_to_memory_and_recovers() {
     let test = "an_outage_falls_back_to_memory_and_recovers";
+    let (logs, _guard) = keygate_test_support::logs::CapturedLogs::on_this_thread();
     let Some(own) = OwnRedis::start(test).await else {
         return;
     };
@@ -253,6 +255,13 @@ async fn an_outage_falls_back_to_memory_and_recovers() {
     }
     assert_eq!(admitted, 5);
     assert_eq!(limiter.memory().len(), 1);
+    let warnings = |logs: &keygate_test_support::logs::CapturedLogs| {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("rate-limit store unavailable"))
+            .count()
+    };
+    assert_eq!(warnings(&logs), 1, "{}", logs.text());
     // Back (empty, as after a restart without persistence): Redis decides again.
     let Some(again) = OwnRedis::start_on(test, port, &[]).await else {
         return;
@@ -263,4 +272,6 @@ async fn an_outage_falls_back_to_memory_and_recovers() {
         !keys.is_empty()
     })
     .await;
+    assert!(logs.text().contains("rate-limit store available again"));
+    assert_eq!(warnings(&logs), 1, "{}", logs.text());
 }
