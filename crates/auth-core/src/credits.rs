@@ -133,16 +133,43 @@ impl Credits {
     /// Spends one credit at `now` (refilling first if due); what the memory
     /// store does under its lock, and the SQL stores in one statement.
     pub fn spend(&mut self, now: OffsetDateTime) -> CreditSpend {
+        self.take(1, now)
+    }
+
+    /// Takes `amount` credits at `now` if that many are left (refilling
+    /// first if due), else nothing ([`CreditSpend::Exhausted`]).
+    pub fn take(&mut self, amount: u64, now: OffsetDateTime) -> CreditSpend {
         let current = self.at(now);
-        if current.remaining == 0 {
+        let amount = amount.max(1);
+        if current.remaining < amount {
             return CreditSpend::Exhausted;
         }
         *self = Self {
-            remaining: current.remaining - 1,
+            remaining: current.remaining - amount,
             ..current
         };
         CreditSpend::Spent {
             remaining: self.remaining,
+        }
+    }
+
+    /// Gives back `amount` credits taken at `taken_at` and not spent, unless
+    /// the credits were set or refilled after `taken_at`. `true` when added.
+    pub fn give_back(&mut self, amount: u64, taken_at: OffsetDateTime) -> bool {
+        if self.refilled_at > taken_at {
+            return false;
+        }
+        self.remaining = self.remaining.saturating_add(amount).min(MAX_CREDITS);
+        true
+    }
+
+    /// These credits as carried over to a replacement key when the key
+    /// holding `current` is rotated: never more than `current` has left.
+    pub fn carried_from(self, current: &Credits) -> Self {
+        Self {
+            remaining: self.remaining.min(current.remaining),
+            refill: self.refill,
+            refilled_at: current.refilled_at,
         }
     }
 }
@@ -185,6 +212,22 @@ mod tests {
         assert_eq!(c.refilled_at, datetime!(2026-03-06 0:00 UTC));
         // Once per period: the same day does not refill again.
         assert_eq!(c.spend(next_day), CreditSpend::Spent { remaining: 3 });
+    }
+
+    #[test]
+    fn takes_all_or_nothing_and_gives_back_only_within_the_period() {
+        let t0 = datetime!(2026-03-05 10:30 UTC);
+        let mut c = Credits::new(5, t0).with_refill(Refill::new(5, RefillEvery::Day));
+        assert_eq!(c.take(3, t0), CreditSpend::Spent { remaining: 2 });
+        assert_eq!(c.take(3, t0), CreditSpend::Exhausted);
+        assert_eq!(c.remaining, 2, "a refused take takes nothing");
+        assert!(c.give_back(1, t0));
+        assert_eq!(c.remaining, 3);
+        // Refilled the next day: what was taken the day before stays spent.
+        let next_day = datetime!(2026-03-06 0:00:01 UTC);
+        assert_eq!(c.take(1, next_day), CreditSpend::Spent { remaining: 4 });
+        assert!(!c.give_back(2, t0));
+        assert_eq!(c.remaining, 4);
     }
 
     #[test]

@@ -228,9 +228,9 @@ impl KeyIssuer {
     }
 
     /// Replaces a key with a new one (same owner, name, scopes, expiry and
-    /// policy; its credits carry over as they stand, so rotating never
-    /// refills them). With a Redis credit ledger "as they stand" is the
-    /// count in the key store, at most one write-back interval behind.
+    /// policy; its credits carry over as they stand in the store when the
+    /// rotation commits, so rotating never refills them and never gives
+    /// back a credit spent meanwhile).
     ///
     /// The old key keeps its own credits during a grace period, so a grace
     /// period on a key with credits lets both spend them: the key router

@@ -391,6 +391,8 @@ macro_rules! suite {
                 concurrent_spends_never_overspend,
                 lower_credits_never_raises_and_publishes_nothing,
                 edits_compare_and_set,
+                take_credits_all_or_nothing_and_give_back_within_the_period,
+                rotation_carries_credits_as_they_stand,
             );
             $(
                 mod $durable {
@@ -1633,6 +1635,89 @@ mod cases {
             Err(StoreError::NotFound)
         );
         assert!(changes.seen().is_empty(), "{:?}", changes.seen());
+    }
+
+    pub(crate) async fn take_credits_all_or_nothing_and_give_back_within_the_period(b: &Backend) {
+        let mut k = record("alice", T0);
+        k.credits = Some(Credits::new(10, T0).with_refill(Refill::new(10, RefillEvery::Day)));
+        let unlimited = record("bob", T0);
+        b.keys.insert(&k).await.unwrap();
+        b.keys.insert(&unlimited).await.unwrap();
+        let changes = Recorder::subscribe(&*b.keys);
+        let remaining = |id| {
+            let keys = b.keys.clone();
+            async move {
+                keys.get(id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .credits
+                    .unwrap()
+                    .remaining
+            }
+        };
+        let at = T0 + time::Duration::minutes(1);
+        assert_eq!(
+            b.keys.take_credits(k.id, 4, at).await.unwrap(),
+            CreditSpend::Spent { remaining: 6 }
+        );
+        assert_eq!(
+            b.keys.take_credits(k.id, 7, at).await.unwrap(),
+            CreditSpend::Exhausted
+        );
+        assert_eq!(remaining(k.id).await, 6, "a refused take takes nothing");
+        // Unspent credits go back while the period lasts.
+        assert!(b.keys.return_credits(k.id, 3, at).await.unwrap());
+        assert_eq!(remaining(k.id).await, 9);
+        // Refilled the next day: what was taken before stays spent.
+        let next_day = T0 + time::Duration::days(1);
+        assert_eq!(
+            b.keys.take_credits(k.id, 2, next_day).await.unwrap(),
+            CreditSpend::Spent { remaining: 8 }
+        );
+        assert!(!b.keys.return_credits(k.id, 5, at).await.unwrap());
+        assert_eq!(remaining(k.id).await, 8);
+        assert_eq!(
+            b.keys.take_credits(unlimited.id, 3, at).await.unwrap(),
+            CreditSpend::Unlimited
+        );
+        assert_eq!(
+            b.keys.take_credits(KeyId::random(), 3, at).await,
+            Err(StoreError::NotFound)
+        );
+        assert!(changes.seen().is_empty(), "{:?}", changes.seen());
+    }
+
+    /// The replacement takes the credits as they stand in the store when
+    /// the rotation commits, not as they stood when it was built.
+    pub(crate) async fn rotation_carries_credits_as_they_stand(b: &Backend) {
+        let mut old = record("alice", T0);
+        old.credits = Some(Credits::new(5, T0));
+        b.keys.insert(&old).await.unwrap();
+        // Built from a read of the old key...
+        let mut new = record("alice", T0);
+        new.credits = b.keys.get(old.id).await.unwrap().unwrap().credits;
+        // ...which then spends three.
+        for _ in 0..3 {
+            b.keys.spend_credit(old.id, T0).await.unwrap();
+        }
+        let now = T0 + time::Duration::minutes(1);
+        b.keys.rotate(old.id, now, now, &new).await.unwrap();
+        let carried = b.keys.get(new.id).await.unwrap().unwrap().credits.unwrap();
+        assert_eq!(carried.remaining, 2, "spent credits came back");
+        // A replacement built with fewer keeps its fewer.
+        let mut newer = record("alice", T0);
+        newer.credits = Some(Credits::new(1, T0));
+        b.keys.rotate(new.id, now, now, &newer).await.unwrap();
+        let kept = b
+            .keys
+            .get(newer.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credits
+            .unwrap();
+        assert_eq!(kept.remaining, 1);
     }
 
     pub(crate) async fn concurrent_spends_never_overspend(b: &Backend) {

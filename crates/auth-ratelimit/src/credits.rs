@@ -4,48 +4,55 @@
 //! the next refill when the credits are refilled.
 //!
 //! Enabled with [`RateLimiterBuilder::credits`](crate::RateLimiterBuilder::credits).
-//! Where a credit is spent:
+//! The key store is the authority on credits: a credit is taken from it
+//! before the request it pays for is served, so whatever a cache, a crash or
+//! Redis loses, the credits served never exceed what the store said was
+//! left. Two ways to take them:
 //!
-//! * **The key store** ([`KeyStore::spend_credit`]): one atomic SQL
-//!   statement (refill first if a period began), shared by every instance on
-//!   the same database. The default.
-//! * **Redis**, when the limiter keeps its buckets there
-//!   ([`RateLimiterBuilder::redis`](crate::RateLimiterBuilder::redis)): one
-//!   Lua script per request initialises the key's counter from the credits
-//!   the key carried when it was verified (its stored `remaining` and
-//!   `refilled_at`), refills it when a period began, and decrements it, so
-//!   instances sharing Redis never overspend. The counts reach the store by
-//!   **batched write-back**: the keys spent since the last write-back are
-//!   written with [`KeyStore::lower_credits`] at most once per write-back
-//!   interval (default 5 s) per limiter, so listings lag by at most that
-//!   interval, and
-//!   [`CreditLedger::flush`] writes at once (e.g. at shutdown). A Redis that
-//!   loses its data starts again from the stored counts: at most the credits
-//!   spent since the last write-back are handed out again, never the key's
-//!   initial credits. The write-back only lowers the stored count and
-//!   publishes no key change (so no verifier drops its cached key); after a
-//!   refill in Redis the row keeps its lower count and its own refill time
-//!   (a store spend or a restarted counter refills it from that). Credits
-//!   changed in the store while Redis holds a
-//!   counter for the key apply once that counter expires (after 30 idle
-//!   days).
+//! * **One at a time** ([`CreditLedger::key_store`], the default): one
+//!   atomic statement per request ([`KeyStore::spend_credit`]; refill first
+//!   if a period began), exact and shared by every instance on the database.
+//! * **Leased** ([`CreditLedger::leased`]; the default when the limiter
+//!   keeps its buckets in Redis, i.e. in a fleet): an instance takes a batch
+//!   of credits in one statement ([`KeyStore::take_credits`]) and spends it
+//!   locally, with no I/O per request. A lease is at most 1/16 of what the
+//!   store had left and at most 64 credits; when fewer than that are left it
+//!   takes one credit per request, so the last credits are exact. Leases
+//!   unused for the idle interval (default 5 s), and all of them on
+//!   [`CreditLedger::flush`], go back to the store
+//!   ([`KeyStore::return_credits`]), unless the credits were set or refilled
+//!   since. A lease taken in an earlier refill period, or before an
+//!   administrator set the key's credits, is dropped, not spent.
+//!
+//! **Bound**: fleet-wide, a key never serves more than its stored
+//! `remaining` (plus its refills), whatever the number of instances: every
+//! credit served was first taken from the store. The error is the other way
+//! and bounded: while other instances hold leases, an instance may answer
+//! `usage_exceeded` with up to one lease per other instance (at most 1/16 of
+//! what was left, at most 64 credits) still unspent, until those leases are
+//! spent or come back after the idle interval; a credit leased by an
+//! instance that is killed, or whose key is rotated or revoked before it is
+//! spent, is lost, never served twice. The stored count, as listed, is the
+//! count minus the credits leased out.
+//!
+//! Rotation carries credits over as they stand in the store, in the
+//! rotation's own transaction ([`KeyStore::rotate`]).
 //!
 //! A store that cannot answer refuses the request with 503 (fail closed):
 //! credits are a billing control.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use auth_core::{store::KeyStore, AuthContext, CreditSpend, Credits, KeyId};
 use time::OffsetDateTime;
 
-use crate::StoreError;
+use crate::{credit_lease::CreditLeases, store::StoreFuture, StoreError};
 
-/// Default interval between write-backs of the Redis counts to the store.
-pub const DEFAULT_WRITE_BACK: Duration = Duration::from_secs(5);
+/// Default idle time after which unspent leased credits go back to the store.
+pub const DEFAULT_LEASE_IDLE: Duration = Duration::from_secs(5);
 
-type Spending = Pin<Box<dyn Future<Output = Result<CreditSpend, StoreError>> + Send>>;
-
-/// Where a limiter spends credits: the key store, or Redis written back to it.
+/// Where a limiter spends credits: one at a time in the key store, or from
+/// leases taken from it (see the [module docs](crate::credits)).
 #[derive(Clone)]
 pub struct CreditLedger {
     kind: Kind,
@@ -54,63 +61,63 @@ pub struct CreditLedger {
 #[derive(Clone)]
 enum Kind {
     Store(Arc<dyn KeyStore>),
-    #[cfg(feature = "redis")]
-    Redis(crate::redis_credits::RedisCredits),
+    Leased(CreditLeases),
 }
 
 impl CreditLedger {
-    /// Credits spent in `store` ([`KeyStore::spend_credit`]).
+    /// Credits spent one at a time in `store` ([`KeyStore::spend_credit`]).
     pub fn key_store(store: Arc<dyn KeyStore>) -> Self {
         Self {
             kind: Kind::Store(store),
         }
     }
 
-    /// Credits counted in `redis` and written back to `store` every
-    /// `write_back` (see the [module docs](crate::credits)).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(redis: crate::RedisStore, store: Arc<dyn KeyStore>, write_back: Duration) -> Self {
+    /// Credits leased from `store` in batches ([`KeyStore::take_credits`])
+    /// and spent locally; leases unused for `idle` go back to it.
+    pub fn leased(store: Arc<dyn KeyStore>, idle: Duration) -> Self {
         Self {
-            kind: Kind::Redis(crate::redis_credits::RedisCredits::new(
-                redis, store, write_back,
-            )),
+            kind: Kind::Leased(CreditLeases::new(store, idle)),
         }
     }
 
     /// Spends one credit of `ctx`'s key, if it has credits (`None` if not).
-    pub(crate) fn spend(&self, ctx: &AuthContext) -> Option<Spending> {
+    pub(crate) fn spend(&self, ctx: &AuthContext) -> Option<StoreFuture<CreditSpend>> {
         let (id, credits) = (ctx.key_id()?, *ctx.credits()?);
         Some(self.spend_for(id, credits))
     }
 
-    /// Spends one credit of key `id`, which had `credits` when verified.
-    pub fn spend_for(&self, id: KeyId, credits: Credits) -> Spending {
+    /// Spends one credit of key `id`, whose record carries `credits` (as
+    /// the verifier last read it: their refill, and when they were set).
+    pub fn spend_for(&self, id: KeyId, credits: Credits) -> StoreFuture<CreditSpend> {
         let now = OffsetDateTime::now_utc();
         match &self.kind {
             Kind::Store(store) => {
-                // The store reads the credits itself.
-                let _ = credits;
                 let store = store.clone();
-                Box::pin(async move {
+                StoreFuture::pending(async move {
                     store
                         .spend_credit(id, now)
                         .await
                         .map_err(|e| StoreError::Backend(e.to_string()))
                 })
             }
-            #[cfg(feature = "redis")]
-            Kind::Redis(redis) => redis.spend(id, credits, now),
+            Kind::Leased(leases) => leases.spend(id, credits, now),
         }
     }
 
-    /// Writes the Redis counts spent since the last write-back to the key
-    /// store now (nothing to do for credits kept in the store).
+    /// Gives the unspent leased credits back to the key store now (e.g. at
+    /// shutdown; nothing to do for credits spent one at a time).
     pub async fn flush(&self) -> Result<(), StoreError> {
         match &self.kind {
             Kind::Store(_) => Ok(()),
-            #[cfg(feature = "redis")]
-            Kind::Redis(redis) => redis.flush().await,
+            Kind::Leased(leases) => leases.flush().await,
+        }
+    }
+
+    /// How many credits this instance holds in leases, not yet spent.
+    pub fn leased_credits(&self) -> u64 {
+        match &self.kind {
+            Kind::Store(_) => 0,
+            Kind::Leased(leases) => leases.leased(),
         }
     }
 }
@@ -137,8 +144,7 @@ impl fmt::Debug for CreditLedger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match &self.kind {
             Kind::Store(_) => "CreditLedger::KeyStore",
-            #[cfg(feature = "redis")]
-            Kind::Redis(_) => "CreditLedger::Redis",
+            Kind::Leased(_) => "CreditLedger::Leased",
         })
     }
 }

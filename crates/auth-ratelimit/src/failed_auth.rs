@@ -20,14 +20,25 @@
 //!   answered), but the debt is capped at two windows: an address that stops
 //!   failing is let in again at most one window after its bucket would have
 //!   been full;
-//! * while the address's bucket is empty, *every* request from it is
-//!   answered 429 `rate_limited` with `Retry-After`, in the configured
-//!   [`ErrorFormat`], before the auth layer runs: no store read, no argon2,
-//!   no audit event. Other addresses are unaffected;
+//! * while the address's bucket is empty, its requests are answered 429
+//!   `rate_limited` with `Retry-After`, in the configured [`ErrorFormat`],
+//!   before the auth layer runs: no store read, no argon2, no audit event.
+//!   Other addresses are unaffected;
+//! * **no collateral lockout**: with [`FailedAuthLayer::pass_cached`]
+//!   (given the auth layer's `AuthLayer::verifies_from_cache`), a request
+//!   from such an address whose credential verifies from the verifier's
+//!   cache (a key this instance has already verified, within the address
+//!   allowlist) is still served: a guesser behind a shared address (a
+//!   company NAT, a carrier, a CI provider) does not lock out the clients
+//!   behind it. Only what a guess looks like gets 429: a credential the
+//!   cache refuses or does not know (its check would read the store or run
+//!   argon2), and requests with no credential at all (a sign-in form's
+//!   password is a guess too);
 //! * with [`FailedAuthLimiterBuilder::redis`] the buckets live in Redis and
-//!   are shared by every instance (one round trip per request to read the
-//!   bucket, one more per 401 to charge it), with the same
-//!   [`OnStoreError`] policies as the rate limiter.
+//!   are shared by every instance: each 401 is charged there (one round
+//!   trip), and every other request is answered from a local mirror of the
+//!   addresses over the limit, shared within 100 ms, with no round trip;
+//!   the same [`OnStoreError`] policies as the rate limiter apply.
 //!
 //! Socket.IO connects authenticate inside the upgraded connection, out of
 //! reach of HTTP layers: `auth_socketio::SocketIoAuth::failed_auth_limits` calls
@@ -112,6 +123,7 @@ struct Inner {
     format: ErrorFormat,
     proxies: TrustedProxies,
     ipv6_prefix: u8,
+    ipv6_site: crate::ipv6_site::Ipv6Site,
     warned_no_peer: AtomicBool,
 }
 
@@ -134,11 +146,16 @@ impl FailedAuthLimiterBuilder {
     limiter_setters!();
 
     /// Keeps the buckets in Redis, shared by every instance using the same
-    /// prefix: [`store`](Self::store) with a `RedisStore`.
+    /// prefix. Only failures go to Redis (one round trip per 401); every
+    /// other request is answered from a local mirror of the addresses over
+    /// the limit, which the instances share through Redis within 100 ms.
+    /// For one round trip per request instead, pass the `RedisStore` to
+    /// [`store`](Self::store).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(self, store: crate::RedisStore) -> Self {
-        self.store(store)
+        let quota = self.quota;
+        self.store(crate::redis_failures::MirroredFailures::new(store, quota))
     }
 
     /// The limiter.
@@ -151,6 +168,7 @@ impl FailedAuthLimiterBuilder {
                 format: self.options.format,
                 proxies: self.options.proxies,
                 ipv6_prefix: self.options.ipv6_prefix,
+                ipv6_site: self.options.ipv6_site,
                 warned_no_peer: AtomicBool::new(false),
             }),
         }
@@ -181,6 +199,7 @@ impl FailedAuthLimiter {
     pub fn layer(&self) -> FailedAuthLayer {
         FailedAuthLayer {
             limiter: self.clone(),
+            cached: None,
         }
     }
 
@@ -203,7 +222,7 @@ impl FailedAuthLimiter {
     /// `Err` with the 429 to answer when `ip` has used up its failures.
     pub async fn check(&self, ip: IpAddr) -> Result<(), Response<Bytes>> {
         match self.refusal(self.read(ip, 0).await) {
-            Some(res) => Err(res),
+            Some(res) => Err(counted(res)),
             None => Ok(()),
         }
     }
@@ -219,18 +238,68 @@ impl FailedAuthLimiter {
         self.reading(ip, charge, self.start(ip, charge).await)
     }
 
-    /// Asks the store to charge `charge` failures to `ip` (0 to read).
+    /// Asks the store to charge `charge` failures to `ip` (0 to read), and
+    /// to its IPv6 site aggregate: the more restrictive answer.
     fn start(&self, ip: IpAddr, charge: u32) -> StoreFuture<Decision> {
         let inner = &*self.inner;
-        inner
-            .stores
-            .store
-            .charge(&self.bucket(ip, charge), inner.max_debt)
+        let store = &inner.stores.store;
+        let client = store.charge(&self.bucket(ip, charge), inner.max_debt);
+        let Some(site) = self.site_bucket(ip, charge) else {
+            return client;
+        };
+        let site = store.charge(&site, inner.max_debt);
+        match (client.now(), site.now()) {
+            (Ok(a), Ok(b)) => StoreFuture::ready(stricter(a, b)),
+            (a, b) => StoreFuture::pending(async move {
+                let a = match a {
+                    Ok(a) => a,
+                    Err(pending) => pending.await,
+                };
+                let b = match b {
+                    Ok(b) => b,
+                    Err(pending) => pending.await,
+                };
+                stricter(a, b)
+            }),
+        }
+    }
+
+    /// The in-memory fallback's answer to [`Self::start`].
+    fn charge_memory(&self, ip: IpAddr, charge: u32) -> Decision {
+        let inner = &*self.inner;
+        let memory = &inner.stores.memory;
+        let client = memory.charge_bucket(&self.bucket(ip, charge), inner.max_debt);
+        match self.site_bucket(ip, charge) {
+            Some(site) => {
+                let site = memory.charge_bucket(&site, inner.max_debt);
+                if crate::headers::more_restrictive(&site, &client) {
+                    site
+                } else {
+                    client
+                }
+            }
+            None => client,
+        }
     }
 
     fn bucket(&self, ip: IpAddr, charge: u32) -> Bucket<'static> {
         let value = KeyValue::ip(ip, self.inner.ipv6_prefix);
         Bucket::for_rule(0, BUCKET, value, self.inner.quota, charge)
+    }
+
+    /// The bucket of `ip`'s IPv6 site aggregate (see
+    /// [`FailedAuthLimiterBuilder::ipv6_site`]).
+    fn site_bucket(&self, ip: IpAddr, charge: u32) -> Option<Bucket<'static>> {
+        let site = &self.inner.ipv6_site;
+        let net = site.network(ip)?;
+        let quota = site.quota(self.inner.quota);
+        Some(Bucket::for_rule(
+            0,
+            BUCKET,
+            KeyValue::Site(net),
+            quota,
+            charge,
+        ))
     }
 
     /// The store's answer to [`Self::start`], with the policy applied when
@@ -240,11 +309,7 @@ impl FailedAuthLimiter {
         match answer {
             Ok(d) => Reading::Bucket(d),
             Err(err) => match stores.failed(&err) {
-                OnStoreError::FallBackToMemory => Reading::Bucket(
-                    stores
-                        .memory
-                        .charge_bucket(&self.bucket(ip, charge), self.inner.max_debt),
-                ),
+                OnStoreError::FallBackToMemory => Reading::Bucket(self.charge_memory(ip, charge)),
                 OnStoreError::FailClosed => Reading::StoreDown,
                 OnStoreError::FailOpen => Reading::Unlimited,
             },
@@ -257,7 +322,13 @@ impl FailedAuthLimiter {
         if let Err(pending) = self.start(ip, 1).now() {
             let this = self.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { this.reading(ip, 1, pending.await) });
+                rt.spawn(async move {
+                    let answer = pending.await;
+                    if answer.is_ok() {
+                        this.inner.stores.answered();
+                    }
+                    this.reading(ip, 1, answer)
+                });
             }
         }
     }
@@ -266,7 +337,6 @@ impl FailedAuthLimiter {
     fn refusal(&self, reading: Reading) -> Option<Response<Bytes>> {
         let err = match reading {
             Reading::Bucket(d) if !d.is_allowed() => {
-                crate::metrics::failed_auth_refusal();
                 AuthError::rate_limited(d.retry_after().unwrap_or(Duration::from_secs(1)))
                     .with_message("Too many failed authentication attempts from this address")
             }
@@ -277,6 +347,27 @@ impl FailedAuthLimiter {
         };
         Some(self.inner.format.render(&err))
     }
+}
+
+/// The more restrictive of two answers; an error if either failed.
+fn stricter(
+    a: Result<Decision, StoreError>,
+    b: Result<Decision, StoreError>,
+) -> Result<Decision, StoreError> {
+    let (a, b) = (a?, b?);
+    Ok(if crate::headers::more_restrictive(&b, &a) {
+        b
+    } else {
+        a
+    })
+}
+
+/// `res`, counted as a refusal when it is the limit's 429 (not a 503).
+fn counted(res: Response<Bytes>) -> Response<Bytes> {
+    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+        crate::metrics::failed_auth_refusal();
+    }
+    res
 }
 
 /// What a check of the failure bucket found.
@@ -300,12 +391,42 @@ impl fmt::Debug for FailedAuthLimiter {
     }
 }
 
+/// Tells whether a request's credential verifies from the verifier's cache.
+type CachedCheck = Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
+
 /// Applies a [`FailedAuthLimiter`] to every request of the wrapped service.
 /// Put it outside the auth layer (with axum: `.layer(auth)` first, then
 /// `.layer(failures.layer())`).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FailedAuthLayer {
     limiter: FailedAuthLimiter,
+    cached: Option<CachedCheck>,
+}
+
+impl FailedAuthLayer {
+    /// Still serves a request from an address over the limit when `check`
+    /// says its credential verifies from the verifier's cache, with no store
+    /// read and no argon2: pass the auth layer's own check,
+    /// `move |req| auth.verifies_from_cache(req)`. Everything else from that
+    /// address still gets 429 (see the [module docs](crate::failed_auth)).
+    ///
+    /// `check` runs only for requests from addresses over the limit.
+    pub fn pass_cached(
+        mut self,
+        check: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.cached = Some(Arc::new(check));
+        self
+    }
+}
+
+impl fmt::Debug for FailedAuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailedAuthLayer")
+            .field("limiter", &self.limiter)
+            .field("pass_cached", &self.cached.is_some())
+            .finish()
+    }
 }
 
 impl<S> Layer<S> for FailedAuthLayer {
@@ -315,15 +436,37 @@ impl<S> Layer<S> for FailedAuthLayer {
         FailedAuthService {
             inner,
             limiter: self.limiter.clone(),
+            cached: self.cached.clone(),
         }
     }
 }
 
 /// The service made by [`FailedAuthLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FailedAuthService<S> {
     inner: S,
     limiter: FailedAuthLimiter,
+    cached: Option<CachedCheck>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for FailedAuthService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailedAuthService")
+            .field("inner", &self.inner)
+            .field("limiter", &self.limiter)
+            .field("pass_cached", &self.cached.is_some())
+            .finish()
+    }
+}
+
+/// Whether `check` lets `req` through although its address is over the limit.
+fn passes_cached<B>(check: Option<&CachedCheck>, req: Request<B>) -> (bool, Request<B>) {
+    let Some(check) = check else {
+        return (false, req);
+    };
+    let (parts, body) = req.into_parts();
+    let pass = check(&parts);
+    (pass, Request::from_parts(parts, body))
 }
 
 impl<S> FailedAuthService<S> {
@@ -360,7 +503,13 @@ where
                     let charge = Some((self.limiter.clone(), ip));
                     FailedAuthFuture::inner(self.inner.call(req), charge)
                 }
-                Some(res) => FailedAuthFuture::denied(res.map(ResBody::from)),
+                Some(res) => match passes_cached(self.cached.as_ref(), req) {
+                    (true, req) => {
+                        let charge = Some((self.limiter.clone(), ip));
+                        FailedAuthFuture::inner(self.inner.call(req), charge)
+                    }
+                    (false, _) => FailedAuthFuture::denied(counted(res).map(ResBody::from)),
+                },
             },
             Err(pending) => {
                 // A shared store: read the bucket, then call the service
@@ -368,11 +517,20 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let limiter = self.limiter.clone();
+                let cached = self.cached.clone();
                 FailedAuthFuture::boxed(Box::pin(async move {
-                    let reading = limiter.reading(ip, 0, pending.await);
-                    if let Some(res) = limiter.refusal(reading) {
-                        return Ok(res.map(ResBody::from));
+                    let answer = pending.await;
+                    if answer.is_ok() {
+                        limiter.inner.stores.answered();
                     }
+                    let reading = limiter.reading(ip, 0, answer);
+                    let req = match limiter.refusal(reading) {
+                        None => req,
+                        Some(res) => match passes_cached(cached.as_ref(), req) {
+                            (true, req) => req,
+                            (false, _) => return Ok(counted(res).map(ResBody::from)),
+                        },
+                    };
                     let res = inner.call(req).await?;
                     if res.status() == StatusCode::UNAUTHORIZED {
                         limiter.record_failure(ip).await;

@@ -4,15 +4,12 @@
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
 };
 
-use crate::{
-    key::LimitKey, LimitKeyHasher, MemoryStore, MonotonicClock, QuantaClock, RateLimitStore,
-    StoreError,
-};
+use crate::{key::LimitKey, LimitKeyHasher, MemoryStore, RateLimitStore, StoreError};
 
 /// What the limiter does when its shared store cannot answer a check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,12 +58,19 @@ impl Stores {
         }
     }
 
-    /// The store failed with `err`: warns (at most once per interval) and
-    /// returns the policy to apply.
+    /// The store failed with `err`: warns once per outage and returns the
+    /// policy to apply.
     #[cold]
     pub(crate) fn failed(&self, err: &StoreError) -> OnStoreError {
         self.warn.warn(err, self.policy);
         self.policy
+    }
+
+    /// The shared store answered after a round trip: ends an outage, if
+    /// one was under way (an answer from leases held locally does not).
+    #[inline]
+    pub(crate) fn answered(&self) {
+        self.warn.recovered();
     }
 }
 
@@ -80,46 +84,41 @@ impl fmt::Debug for Stores {
     }
 }
 
-/// Logs store failures at most once per interval, counting the rest.
+/// Logs one warning when the store starts failing and one line when it
+/// answers again, counting the failures in between.
 #[derive(Debug)]
 struct WarnThrottle {
-    next: AtomicU64,
+    down: AtomicBool,
     suppressed: AtomicU64,
 }
-
-const WARN_EVERY_NANOS: u64 = 10_000_000_000;
 
 impl WarnThrottle {
     const fn new() -> Self {
         Self {
-            next: AtomicU64::new(0),
+            down: AtomicBool::new(false),
             suppressed: AtomicU64::new(0),
         }
     }
 
     fn warn(&self, err: &StoreError, policy: OnStoreError) {
-        let now = QuantaClock.now();
-        let next = self.next.load(Ordering::Relaxed);
-        if now < next
-            || self
-                .next
-                .compare_exchange(
-                    next,
-                    now + WARN_EVERY_NANOS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
+        if self.down.swap(true, Ordering::Relaxed) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %err, "rate-limit store still unavailable");
             return;
         }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
         let action = match policy {
             OnStoreError::FallBackToMemory => "limiting with local in-memory buckets",
             OnStoreError::FailClosed => "refusing requests with 503",
             OnStoreError::FailOpen => "letting requests through unlimited",
         };
-        tracing::warn!(error = %err, suppressed, "rate-limit store unavailable; {action}");
+        tracing::warn!(error = %err, "rate-limit store unavailable; {action} until it answers again");
+    }
+
+    #[inline]
+    fn recovered(&self) {
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+            let failed = self.suppressed.swap(0, Ordering::Relaxed) + 1;
+            tracing::info!(failed, "rate-limit store available again");
+        }
     }
 }

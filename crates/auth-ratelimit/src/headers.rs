@@ -66,8 +66,17 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
+    /// Adds rule `rule`'s decision; a rule with two buckets (an IPv6 site
+    /// aggregate, an acting key) reports the more restrictive.
     pub(crate) fn push(&mut self, rule: usize, d: Decision) {
-        self.items.push((rule, d));
+        match self.items.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, kept)) => {
+                if more_restrictive(&d, kept) {
+                    *kept = d;
+                }
+            }
+            None => self.items.push((rule, d)),
+        }
     }
 
     pub(crate) fn allowed(&self) -> bool {

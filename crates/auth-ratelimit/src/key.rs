@@ -215,6 +215,8 @@ pub(crate) enum KeyValue<'a> {
     User(&'a AuthContext),
     ApiKey(KeyId),
     Ip(IpAddr),
+    /// The site aggregate of IPv6 clients (see `ipv6_site`).
+    Site(std::net::Ipv6Addr),
     Custom(String),
 }
 
@@ -225,6 +227,7 @@ impl PartialEq for KeyValue<'_> {
             (Self::User(a), Self::User(b)) => a.effective_principal() == b.effective_principal(),
             (Self::ApiKey(a), Self::ApiKey(b)) => a == b,
             (Self::Ip(a), Self::Ip(b)) => a == b,
+            (Self::Site(a), Self::Site(b)) => a == b,
             (Self::Custom(a), Self::Custom(b)) => a == b,
             _ => false,
         }
@@ -258,8 +261,36 @@ impl KeyValue<'_> {
             }
             Self::ApiKey(k) => write!(out, "k:{k}"),
             Self::Ip(ip) => write!(out, "ip:{ip}"),
+            Self::Site(net) => write!(out, "site:{net}"),
             Self::Custom(s) => write!(out, "c:{s}"),
         };
+    }
+}
+
+impl KeyValue<'_> {
+    /// The key as [`KeyValue::write_to`] writes it, except that an
+    /// identifier a user chose (a user id, a custom key) is not written but
+    /// returned, after its type tag, for the caller to write a keyed digest
+    /// of it instead (Redis key names must not reveal login names).
+    pub(crate) fn write_hiding_names(&self, out: &mut String) -> Option<String> {
+        match self {
+            Self::User(ctx) => {
+                out.push_str("u:");
+                let p = ctx.effective_principal();
+                Some(match p.org_id() {
+                    Some(org) => format!("{}:{}@{}", p.user_id().len(), p.user_id(), org),
+                    None => format!("{}:{}", p.user_id().len(), p.user_id()),
+                })
+            }
+            Self::Custom(s) => {
+                out.push_str("c:");
+                Some(s.clone())
+            }
+            _ => {
+                self.write_to(out);
+                None
+            }
+        }
     }
 }
 
@@ -292,7 +323,7 @@ fn digest(v: impl Hash) -> [u64; 2] {
 /// as a 128-bit digest by two randomly keyed SipHash instances (per process),
 /// so clients cannot aim for a collision, and two keys share a bucket only by
 /// a 2^-128 chance.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
 pub struct LimitKey {
     rule: u32,
     kind: u8,
@@ -312,6 +343,10 @@ impl LimitKey {
             }
             KeyValue::User(ctx) => (4, ctx.principal_digest()),
             KeyValue::Custom(s) => (5, digest(s)),
+            KeyValue::Site(ip) => {
+                let bits = u128::from(*ip);
+                (7, [(bits >> 64) as u64, bits as u64])
+            }
         };
         Self {
             rule: u32::try_from(rule).unwrap_or(u32::MAX),

@@ -92,6 +92,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+mod credit_lease;
 pub mod credits;
 mod decision;
 mod error;
@@ -99,6 +100,7 @@ pub mod failed_auth;
 mod fallback;
 mod gcra;
 mod headers;
+mod ipv6_site;
 mod key;
 mod layer;
 mod limiter;
@@ -107,7 +109,9 @@ mod metrics;
 mod options;
 mod quota;
 #[cfg(feature = "redis")]
-mod redis_credits;
+mod redis_failures;
+#[cfg(feature = "redis")]
+mod redis_lease;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rule;
@@ -118,7 +122,7 @@ pub mod ws;
 // The client-address resolver is auth-core's, shared with the auth layer.
 pub use auth_core::{ClientIp, ForwardedHeader, InvalidNet, IpNet, TrustedProxies};
 pub use clock::{FakeClock, MonotonicClock, QuantaClock};
-pub use credits::{CreditLedger, DEFAULT_WRITE_BACK};
+pub use credits::{CreditLedger, DEFAULT_LEASE_IDLE};
 pub use decision::Decision;
 pub use error::{ConfigError, StoreError};
 pub use failed_auth::{

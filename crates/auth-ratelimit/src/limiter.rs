@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use crate::options::{limiter_setters, LimiterOptions};
 use crate::{
-    credits::{refill_in, CreditLedger, DEFAULT_WRITE_BACK},
+    credits::{refill_in, CreditLedger, DEFAULT_LEASE_IDLE},
     error::check_rule_name,
     fallback::{LimiterMemory, Stores},
     headers::{Checked, RateHeaders},
@@ -67,7 +67,11 @@ struct Inner {
     format: ErrorFormat,
     proxies: TrustedProxies,
     ipv6_prefix: u8,
+    ipv6_site: crate::ipv6_site::Ipv6Site,
     warned_no_peer: AtomicBool,
+    /// The leases of buckets kept in Redis.
+    #[cfg(feature = "redis")]
+    leases: Option<crate::redis_lease::LeasedRedis>,
 }
 
 /// Builds a [`RateLimiter`].
@@ -77,9 +81,10 @@ pub struct RateLimiterBuilder {
     options: LimiterOptions,
     tiers: Option<TiersConfig>,
     credits: Option<Arc<dyn KeyStore>>,
-    write_back: Duration,
+    /// Leased credits go back after this idle time; `Some` once asked for.
+    lease: Option<Duration>,
     #[cfg(feature = "redis")]
-    redis: Option<crate::RedisStore>,
+    redis: Option<crate::redis_lease::LeasedRedis>,
 }
 
 /// Makes the [`Tiers`] from the TTL, the capacity and the limiter's clock.
@@ -90,6 +95,13 @@ struct TiersConfig {
     make: MakeTiers,
     ttl: Duration,
     capacity: usize,
+}
+
+/// A rule's second bucket (see [`RateLimiter::also_charged`]).
+enum Also<'a> {
+    Nothing,
+    Site(std::net::Ipv6Addr),
+    Actor(KeyValue<'a>),
 }
 
 /// What the in-memory store needs of a bucket: its rule, key, quota and
@@ -136,7 +148,7 @@ impl RateLimiter {
             options: LimiterOptions::default(),
             tiers: None,
             credits: None,
-            write_back: DEFAULT_WRITE_BACK,
+            lease: None,
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -159,9 +171,28 @@ impl RateLimiter {
     }
 
     /// Where credits are spent, when [`RateLimiterBuilder::credits`] enabled
-    /// them (e.g. to [`flush`](CreditLedger::flush) Redis counts at shutdown).
+    /// them (e.g. to [`flush`](CreditLedger::flush) unspent leases at shutdown).
     pub fn credits(&self) -> Option<&CreditLedger> {
         self.inner.credits.as_ref()
+    }
+
+    /// Tokens this instance holds in leases of Redis buckets and has not
+    /// spent (0 without [`RateLimiterBuilder::redis`]).
+    pub fn leased_tokens(&self) -> u64 {
+        #[cfg(feature = "redis")]
+        if let Some(leases) = &self.inner.leases {
+            return leases.leased();
+        }
+        0
+    }
+
+    /// Gives the unspent leased tokens back to Redis now, as the background
+    /// reconciliation does every 100 ms (e.g. at shutdown).
+    pub async fn give_back_leases(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(leases) = &self.inner.leases {
+            leases.give_back_all().await;
+        }
     }
 
     /// Checks `req` against every rule that covers it, outside the layer
@@ -295,7 +326,10 @@ impl RateLimiter {
                 let this = self.clone();
                 Evaluation::Pending(Box::pin(async move {
                     match pending.await {
-                        Ok(decisions) => this.decided(owned.iter().map(|o| o.rule), decisions),
+                        Ok(decisions) => {
+                            this.inner.stores.answered();
+                            this.decided(owned.iter().map(|o| o.rule), decisions)
+                        }
                         Err(err) => this.store_failed(&err, &owned),
                     }
                 }))
@@ -305,7 +339,8 @@ impl RateLimiter {
 
     /// After the rate limits let the request through, spends one of the
     /// key's credits: 429 `usage_exceeded` when none is left, 503 when the
-    /// ledger cannot answer.
+    /// ledger cannot answer. Decided at once when both answer at once (a
+    /// leased credit).
     #[cold]
     fn then_spend(
         &self,
@@ -313,36 +348,62 @@ impl RateLimiter {
         ctx: &AuthContext,
         rated: Evaluation,
     ) -> Evaluation {
-        let Some(spending) = ledger.spend(ctx) else {
-            return rated;
-        };
-        let credits = ctx.credits().copied();
-        let this = self.clone();
-        Evaluation::Pending(Box::pin(async move {
-            let verdict = match rated {
-                Evaluation::Ready(v) => v,
-                Evaluation::Pending(f) => f.await,
-                Evaluation::Resolve(_) => return this.unavailable(),
-            };
-            let Verdict::Allow(headers) = verdict else {
-                return verdict;
-            };
-            match spending.await {
-                Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Verdict::Allow(headers),
-                Ok(CreditSpend::Exhausted) => {
-                    let retry = credits.and_then(|c| refill_in(&c, OffsetDateTime::now_utc()));
-                    let mut res = this.render(&AuthError::usage_exceeded(retry));
-                    res.extensions_mut()
-                        .insert(RefusedFor(RejectReason::UsageExceeded));
-                    headers.apply(res.headers_mut());
-                    Verdict::Deny(res)
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "spending a credit failed; refusing with 503");
-                    this.unavailable()
-                }
+        let (ledger, ctx) = (ledger.clone(), ctx.clone());
+        let headers = match rated {
+            Evaluation::Ready(Verdict::Allow(headers)) => headers,
+            Evaluation::Ready(deny) => return Evaluation::Ready(deny),
+            Evaluation::Resolve(_) => return Evaluation::Ready(self.unavailable()),
+            Evaluation::Pending(rated) => {
+                let this = self.clone();
+                return Evaluation::Pending(Box::pin(async move {
+                    match rated.await {
+                        Verdict::Allow(headers) => match ledger.spend(&ctx) {
+                            Some(spending) => this.spent(&ctx, headers, spending.await),
+                            None => Verdict::Allow(headers),
+                        },
+                        deny => deny,
+                    }
+                }));
             }
-        }))
+        };
+        let Some(spending) = ledger.spend(&ctx) else {
+            return Evaluation::Ready(Verdict::Allow(headers));
+        };
+        match spending.now() {
+            Ok(answer) => Evaluation::Ready(self.spent(&ctx, headers, answer)),
+            Err(pending) => {
+                let this = self.clone();
+                Evaluation::Pending(Box::pin(
+                    async move { this.spent(&ctx, headers, pending.await) },
+                ))
+            }
+        }
+    }
+
+    /// The verdict once a credit was spent (or not).
+    fn spent(
+        &self,
+        ctx: &AuthContext,
+        headers: RateHeaders,
+        answer: Result<CreditSpend, crate::StoreError>,
+    ) -> Verdict {
+        match answer {
+            Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Verdict::Allow(headers),
+            Ok(CreditSpend::Exhausted) => {
+                let retry = ctx
+                    .credits()
+                    .and_then(|c| refill_in(c, OffsetDateTime::now_utc()));
+                let mut res = self.render(&AuthError::usage_exceeded(retry));
+                res.extensions_mut()
+                    .insert(RefusedFor(RejectReason::UsageExceeded));
+                headers.apply(res.headers_mut());
+                Verdict::Deny(res)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "spending a credit failed; refusing with 503");
+                self.unavailable()
+            }
+        }
     }
 
     /// The verdict on the store's decisions, one per bucket of `rules`.
@@ -350,8 +411,10 @@ impl RateLimiter {
     fn decided(&self, rules: impl Iterator<Item = usize>, decisions: Decisions) -> Verdict {
         let mut checked = Checked::default();
         for (i, d) in rules.zip(decisions) {
-            self.inner.decisions[i].record(d.is_allowed());
             checked.push(i, d);
+        }
+        for (i, d) in &checked.items {
+            self.inner.decisions[*i].record(d.is_allowed());
         }
         self.verdict(&checked)
     }
@@ -414,6 +477,7 @@ impl RateLimiter {
             }
             match rule.key.extract(info, inner.ipv6_prefix) {
                 Some(value) => {
+                    let also = self.also_charged(&value);
                     let quota = if rule.key_quota {
                         match self.key_quota(info.auth(), resolved) {
                             Ok((tier, own)) => {
@@ -428,6 +492,14 @@ impl RateLimiter {
                         rule.quota_for(info)
                     };
                     f(i, value, quota, rule.cost);
+                    match also {
+                        Also::Nothing => {}
+                        Also::Site(net) => {
+                            let site = inner.ipv6_site.quota(quota);
+                            f(i, KeyValue::Site(net), site, rule.cost);
+                        }
+                        Also::Actor(actor) => f(i, actor, quota, rule.cost),
+                    }
                 }
                 None => {
                     if matches!(rule.key, KeyBy::Ip | KeyBy::UserOrIp) && info.peer_addr().is_none()
@@ -438,6 +510,34 @@ impl RateLimiter {
             }
         }
         true
+    }
+
+    /// The second bucket a rule charges besides `value`'s: the site
+    /// aggregate of an IPv6 client, or the acting key (or user) of a request
+    /// on someone else's behalf, so impersonation cannot spread one key's
+    /// traffic over many users' buckets.
+    #[inline]
+    fn also_charged<'a>(&self, value: &KeyValue<'a>) -> Also<'a> {
+        match value {
+            KeyValue::Ip(ip) => self
+                .inner
+                .ipv6_site
+                .network(*ip)
+                .map_or(Also::Nothing, Also::Site),
+            KeyValue::User(ctx) if ctx.is_impersonating() => match ctx.key_id() {
+                Some(key) => Also::Actor(KeyValue::ApiKey(key)),
+                None => {
+                    let actor = ctx.actor();
+                    let mut name = format!("actor:{}:{}", actor.user_id().len(), actor.user_id());
+                    if let Some(org) = actor.org_id() {
+                        name.push('@');
+                        name.push_str(org);
+                    }
+                    Also::Actor(KeyValue::Custom(name))
+                }
+            },
+            _ => Also::Nothing,
+        }
     }
 
     /// The quotas `ctx`'s key carries: its tier (`Err` when the resolver
@@ -534,29 +634,35 @@ impl RateLimiterBuilder {
 
     limiter_setters!();
 
-    /// Keeps the buckets in Redis, shared by every instance:
-    /// [`store`](Self::store) with a `RedisStore`.
+    /// Keeps the buckets in Redis, shared by every instance, each instance
+    /// spending a small lease of a bucket's tokens locally: allowed requests
+    /// make no round trip in steady state, and the fleet never admits more
+    /// than the quota (see the crate's fleet-mode docs, `RedisStore`). For
+    /// one round trip per check instead, pass the `RedisStore` to
+    /// [`store`](Self::store).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, store: crate::RedisStore) -> Self {
-        self.redis = Some(store.clone());
-        self.store(store)
+        let leased = crate::redis_lease::LeasedRedis::new(store);
+        self.redis = Some(leased.clone());
+        self.store(leased)
     }
 
     /// Spends a credit of every usage-limited key (one with `credits`) per
     /// request that passes the rate limits, and answers 429
-    /// `usage_exceeded` when none is left: in Redis when the limiter keeps
-    /// its buckets there (written back to `store`), else with
-    /// [`KeyStore::spend_credit`]. See the [`credits`](crate::credits) module.
+    /// `usage_exceeded` when none is left: from leases taken from `store`
+    /// when the limiter keeps its buckets in Redis (a fleet), else one at a
+    /// time with [`KeyStore::spend_credit`]. See the [`credits`](crate::credits) module.
     pub fn credits(mut self, store: Arc<dyn KeyStore>) -> Self {
         self.credits = Some(store);
         self
     }
 
-    /// How often Redis credit counts are written back to the key store
-    /// (default 5 s).
-    pub fn credits_write_back(mut self, every: Duration) -> Self {
-        self.write_back = every;
+    /// Spends credits from leases taken from the key store in batches
+    /// ([`CreditLedger::leased`]), even without Redis; leases unused for
+    /// `idle` go back to the store (default with Redis: 5 s).
+    pub fn lease_credits(mut self, idle: Duration) -> Self {
+        self.lease = Some(idle);
         self
     }
 
@@ -598,12 +704,15 @@ impl RateLimiterBuilder {
             .tiers
             .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
         #[cfg(feature = "redis")]
-        let credits = match (self.credits, self.redis) {
-            (Some(store), Some(redis)) => Some(CreditLedger::redis(redis, store, self.write_back)),
-            (store, _) => store.map(CreditLedger::key_store),
-        };
+        let lease = self
+            .lease
+            .or_else(|| self.redis.is_some().then_some(DEFAULT_LEASE_IDLE));
         #[cfg(not(feature = "redis"))]
-        let credits = self.credits.map(CreditLedger::key_store);
+        let lease = self.lease;
+        let credits = self.credits.map(|store| match lease {
+            Some(idle) => CreditLedger::leased(store, idle),
+            None => CreditLedger::key_store(store),
+        });
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 decisions: self
@@ -619,7 +728,10 @@ impl RateLimiterBuilder {
                 format: self.options.format,
                 proxies: self.options.proxies,
                 ipv6_prefix: self.options.ipv6_prefix,
+                ipv6_site: self.options.ipv6_site,
                 warned_no_peer: AtomicBool::new(false),
+                #[cfg(feature = "redis")]
+                leases: self.redis,
             }),
         })
     }

@@ -19,6 +19,7 @@ pub(crate) struct LimiterOptions {
     pub(crate) format: ErrorFormat,
     pub(crate) proxies: TrustedProxies,
     pub(crate) ipv6_prefix: u8,
+    pub(crate) ipv6_site: crate::ipv6_site::Ipv6Site,
     pub(crate) clock: Option<Arc<dyn MonotonicClock>>,
     pub(crate) max_keys: usize,
     pub(crate) sweep_interval: Duration,
@@ -32,6 +33,7 @@ impl Default for LimiterOptions {
             format: ErrorFormat::default(),
             proxies: TrustedProxies::none(),
             ipv6_prefix: 64,
+            ipv6_site: crate::ipv6_site::Ipv6Site::default(),
             clock: None,
             max_keys: DEFAULT_MAX_KEYS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
@@ -90,6 +92,20 @@ macro_rules! limiter_setters {
         /// bucket per address).
         pub fn ipv6_prefix(mut self, bits: u8) -> Self {
             self.options.ipv6_prefix = bits.min(128);
+            self
+        }
+
+        /// IPv6 clients are also counted in an aggregate bucket per network
+        /// of `bits` (default 48, a site's usual assignment), whose quota is
+        /// `multiplier` times the rule's (default 16: the same window, 16
+        /// times the requests). So the holder of a /48 gets at most 16 times
+        /// one /64's quota, not 65,536 times. A multiplier of 0 turns the
+        /// aggregate off.
+        pub fn ipv6_site(mut self, bits: u8, multiplier: u32) -> Self {
+            self.options.ipv6_site = $crate::ipv6_site::Ipv6Site {
+                bits: bits.min(128),
+                multiplier,
+            };
             self
         }
 

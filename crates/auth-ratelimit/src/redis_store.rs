@@ -25,6 +25,17 @@
 //! The script touches several keys at once, so on Redis Cluster all rules of
 //! a request must hash to one slot: put a hash tag in the prefix
 //! (`{rl}`) if you use a cluster.
+//!
+//! **Key names reveal no user name.** A bucket counted by user (or by an
+//! application's own key function) is named by a keyed BLAKE3 digest of the
+//! identifier, not by the identifier: listing, monitoring or backing up
+//! Redis shows no login name. The digest key comes from
+//! [`RedisStore::with_key_secret`] (the same secret on every instance; then
+//! names cannot be recovered without it), or else from a random secret the
+//! first instance stores in Redis under `prefix:names-key`, which every
+//! instance reads and re-asserts every 10 s (so a Redis that lost it
+//! converges on one secret again); with that default, someone who can read
+//! that one Redis key could test guessed names.
 
 use std::{
     fmt,
@@ -52,7 +63,7 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 pub const DEFAULT_REDIS_RETRY: Duration = Duration::from_secs(1);
 
 /// Now, in microseconds: ARGV[1], or the server's time when it is empty.
-const NOW: &str = r"
+pub(crate) const NOW: &str = r"
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
@@ -168,6 +179,7 @@ pub struct RedisStore {
     /// The script's time source; `None` for the server's `TIME`.
     clock: Option<Arc<dyn MonotonicClock>>,
     shared: Arc<Shared>,
+    names: Arc<Names>,
 }
 
 struct Shared {
@@ -176,12 +188,49 @@ struct Shared {
     down_until: AtomicU64,
 }
 
-/// One bucket to check: its full Redis key, quota and cost.
+/// One bucket to check: its Redis key's name, quota and cost.
 struct RedisCheck {
-    key: String,
+    key: KeyName,
     quota: Quota,
     cost: u32,
 }
+
+/// A bucket's Redis key before the digest of its user-chosen part, if any.
+#[derive(Clone)]
+pub(crate) struct KeyName {
+    pub(crate) head: String,
+    pub(crate) hidden: Option<String>,
+}
+
+impl KeyName {
+    pub(crate) fn finish(&self, names: &[u8; 32]) -> String {
+        let Some(hidden) = &self.hidden else {
+            return self.head.clone();
+        };
+        let digest = blake3::keyed_hash(names, hidden.as_bytes());
+        let mut key = String::with_capacity(self.head.len() + 32);
+        key.push_str(&self.head);
+        for b in &digest.as_bytes()[..16] {
+            use std::fmt::Write;
+            let _ = write!(key, "{b:02x}");
+        }
+        key
+    }
+}
+
+/// The key of the digests of names in key names.
+struct Names {
+    /// From [`RedisStore::with_key_secret`].
+    fixed: Option<[u8; 32]>,
+    /// The secret read from Redis, its key, and when it was read.
+    read: std::sync::Mutex<Option<(String, [u8; 32], u64)>>,
+}
+
+/// How the digest key is derived from a secret.
+const NAMES_CONTEXT: &str = "keygate auth-ratelimit Redis key names v1";
+
+/// How often the secret stored in Redis is read again (and re-asserted).
+const NAMES_REFRESH_NANOS: u64 = 10_000_000_000;
 
 impl RedisStore {
     /// A store for the server at `url` (`redis://host:port/db`), with prefix
@@ -218,6 +267,10 @@ impl RedisStore {
                 conn: OnceCell::new(),
                 down_until: AtomicU64::new(0),
             }),
+            names: Arc::new(Names {
+                fixed: None,
+                read: std::sync::Mutex::new(None),
+            }),
         }
     }
 
@@ -233,6 +286,18 @@ impl RedisStore {
     /// share limits use the same prefix.
     pub fn with_prefix(mut self, prefix: impl Into<Arc<str>>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Names the buckets of users (and of custom keys) in Redis by a
+    /// digest keyed with `secret`; give every instance sharing the buckets
+    /// the same secret. Without it, a random secret kept in Redis is used
+    /// (see the [module docs](crate::RedisStore)).
+    pub fn with_key_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.names = Arc::new(Names {
+            fixed: Some(blake3::derive_key(NAMES_CONTEXT, secret.as_ref())),
+            read: std::sync::Mutex::new(None),
+        });
         self
     }
 
@@ -262,18 +327,61 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// The Redis key of `bucket`: `prefix:name:value`.
-    fn key_of(&self, bucket: &Bucket<'_>) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 48);
-        key.push_str(&self.prefix);
-        key.push(':');
-        bucket.write_key(&mut key);
-        key
+    /// The Redis key of `bucket`, `prefix:name:value`, with a user-chosen
+    /// value still to be replaced by its digest ([`KeyName::finish`]).
+    pub(crate) fn key_of(&self, bucket: &Bucket<'_>) -> KeyName {
+        let mut head = String::with_capacity(self.prefix.len() + 48);
+        head.push_str(&self.prefix);
+        head.push(':');
+        let hidden = bucket.write_key_hiding_names(&mut head);
+        KeyName { head, hidden }
+    }
+
+    /// The digest key of names: the configured one, else the secret stored
+    /// in Redis (created by the first instance, re-asserted and read again
+    /// every 10 s).
+    pub(crate) async fn names_key(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> Result<[u8; 32], StoreError> {
+        if let Some(key) = self.names.fixed {
+            return Ok(key);
+        }
+        let now = QuantaClock.now();
+        let mine = {
+            let read = self.names.read.lock().unwrap_or_else(|e| e.into_inner());
+            match &*read {
+                Some((_, key, at)) if now.saturating_sub(*at) < NAMES_REFRESH_NANOS => {
+                    return Ok(*key);
+                }
+                Some((secret, ..)) => secret.clone(),
+                None => {
+                    use rand::RngCore;
+                    let mut bytes = [0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut bytes);
+                    bytes.iter().map(|b| format!("{b:02x}")).collect()
+                }
+            }
+        };
+        let name = format!("{}:names-key", self.prefix);
+        let (_, stored): (Option<String>, String) = redis::pipe()
+            .cmd("SET")
+            .arg(&name)
+            .arg(&mine)
+            .arg("NX")
+            .cmd("GET")
+            .arg(&name)
+            .query_async(conn)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let key = blake3::derive_key(NAMES_CONTEXT, stored.as_bytes());
+        *self.names.read.lock().unwrap_or_else(|e| e.into_inner()) = Some((stored, key, now));
+        Ok(key)
     }
 
     /// The scripts' first argument: now in microseconds, or empty for the
     /// server's time.
-    fn now_arg(&self) -> String {
+    pub(crate) fn now_arg(&self) -> String {
         match &self.clock {
             Some(c) => (c.now() / 1000).to_string(),
             None => String::new(),
@@ -284,7 +392,7 @@ impl RedisStore {
     /// round trip; see [`CHARGE`].
     async fn charge_one(
         &self,
-        key: String,
+        key: KeyName,
         now: String,
         quota: Quota,
         charge: u32,
@@ -292,6 +400,10 @@ impl RedisStore {
     ) -> Result<Decision, StoreError> {
         self.guarded(async {
             let mut conn = self.connection().await?;
+            let key = match key.hidden {
+                Some(_) => key.finish(&self.names_key(&mut conn).await?),
+                None => key.head,
+            };
             let q = quota.rounded_to_micros();
             let max_debt = u64::try_from(max_debt.as_micros()).unwrap_or(u64::MAX / 2);
             let reply: Vec<i64> = charge_script()
@@ -317,38 +429,9 @@ impl RedisStore {
         .await
     }
 
-    /// Runs one script invocation (another module's script, e.g. credits).
-    pub(crate) async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
-        self.guarded(async {
-            let mut conn = self.connection().await?;
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))
-        })
-        .await
-    }
-
-    /// Runs one command.
-    pub(crate) async fn run_cmd<T: redis::FromRedisValue>(
-        &self,
-        cmd: &redis::Cmd,
-    ) -> Result<T, StoreError> {
-        self.guarded(async {
-            let mut conn = self.connection().await?;
-            cmd.query_async(&mut conn)
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))
-        })
-        .await
-    }
-
     /// Bounds `op` by the timeout, and answers [`StoreError::Down`] at once
     /// during the retry interval after a failure.
-    async fn guarded<T>(
+    pub(crate) async fn guarded<T>(
         &self,
         op: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -373,13 +456,19 @@ impl RedisStore {
     /// Checks every bucket in one atomic round trip; see [`CHECK_ALL`].
     async fn run(&self, checks: &[RedisCheck], now: String) -> Result<Decisions, StoreError> {
         let mut conn = self.connection().await?;
+        // Only buckets named by a user-chosen identifier need the key.
+        let names = if checks.iter().any(|c| c.key.hidden.is_some()) {
+            self.names_key(&mut conn).await?
+        } else {
+            [0; 32]
+        };
         let mut inv = check_all_script().prepare_invoke();
         inv.arg(now);
         let mut quotas = Vec::with_capacity(checks.len());
         for c in checks {
             let q = c.quota.rounded_to_micros();
             let interval = q.interval_nanos() / 1000;
-            inv.key(&c.key)
+            inv.key(c.key.finish(&names))
                 .arg(interval)
                 .arg(q.tau_nanos() / 1000)
                 .arg(c.cost.min(q.burst()));
@@ -409,7 +498,7 @@ impl RedisStore {
             .collect())
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)

@@ -143,6 +143,15 @@ impl<'a> Bucket<'a> {
         out.push(':');
         self.value.write_to(out);
     }
+
+    /// [`Bucket::write_key`], except that a user-chosen identifier is
+    /// returned instead of written (see `KeyValue::write_hiding_names`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn write_key_hiding_names(&self, out: &mut String) -> Option<String> {
+        out.push_str(self.name);
+        out.push(':');
+        self.value.write_hiding_names(out)
+    }
 }
 
 /// A store's answer: ready now (the memory store), or after a round trip.

@@ -134,6 +134,89 @@ async fn bad_tokens_from_one_address_get_429_and_others_are_unaffected() {
     );
 }
 
+/// No collateral lockout: while an address is over the limit, a key the
+/// verifier's cache already knows is still served from it; guesses, keys
+/// that would need the store or argon2, and requests without a credential
+/// still get 429.
+#[tokio::test]
+async fn a_guesser_behind_a_shared_address_does_not_lock_out_cached_keys() {
+    const SHARED: [u8; 4] = [127, 0, 0, 1];
+    let f = Fixture::new();
+    let (alice, uncached) = (f.token().await, f.token().await);
+    let failures = FailedAuthLimiter::builder(Quota::per_minute(30))
+        .clock(FakeClock::new())
+        .build();
+    let auth = AuthLayer::new(f.verifier.clone());
+    let check = auth.clone();
+    let app = Router::new()
+        .route("/items", get(|| async { "items" }))
+        .route(
+            "/login",
+            axum::routing::post(|| async { StatusCode::UNAUTHORIZED }),
+        )
+        .layer(auth)
+        .layer(
+            failures
+                .layer()
+                .pass_cached(move |req| check.verifies_from_cache(req)),
+        );
+    // Alice's key is in use behind the shared address (so it is cached).
+    assert_eq!(
+        status(&app, get_from("/items", SHARED, Some(&alice))).await,
+        200
+    );
+    // A guesser behind the same address.
+    let mut answers = Vec::new();
+    for i in 0..32 {
+        let guess = format!("st_guess{i}");
+        answers.push(status(&app, get_from("/items", SHARED, Some(&guess))).await);
+    }
+    assert_eq!(answers[..30], [StatusCode::UNAUTHORIZED; 30]);
+    assert_eq!(answers[30..], [StatusCode::TOO_MANY_REQUESTS; 2]);
+
+    // Alice is still served.
+    for _ in 0..3 {
+        assert_eq!(
+            status(&app, get_from("/items", SHARED, Some(&alice))).await,
+            200
+        );
+    }
+    // Everything a guess looks like is refused before authentication: an
+    // unknown id, a valid key this instance has not verified yet (its check
+    // would run argon2), Alice's id with a wrong secret, no credential, and
+    // a password form.
+    let mut wrong_secret = alice.clone();
+    let last = wrong_secret.pop().unwrap();
+    wrong_secret.push(if last == 'a' { 'b' } else { 'a' });
+    for token in [
+        Some(FORGED),
+        Some(uncached.as_str()),
+        Some(wrong_secret.as_str()),
+        None,
+    ] {
+        assert_eq!(
+            status(&app, get_from("/items", SHARED, token)).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{token:?}"
+        );
+    }
+    let mut login = Request::post("/login").body(Body::empty()).unwrap();
+    login
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((SHARED, 40_000))));
+    assert_eq!(status(&app, login).await, StatusCode::TOO_MANY_REQUESTS);
+    // The key not yet verified works from any other address, and is then
+    // served from the shared one too.
+    assert_eq!(
+        status(&app, get_from("/items", ALICE_IP, Some(&uncached))).await,
+        200
+    );
+    assert_eq!(
+        status(&app, get_from("/items", SHARED, Some(&uncached))).await,
+        200
+    );
+}
+
 #[tokio::test]
 async fn only_401_charges_the_address() {
     let f = Fixture::new();
@@ -323,8 +406,14 @@ mod redis_shared {
                 401
             );
         }
-        // Four failures spread over two instances exhaust the address on both.
+        // Four failures spread over two instances exhaust the address on
+        // both: at once on the one that charged the fourth, within 100 ms
+        // on the other (the local mirror of addresses over the limit).
         for app in [&one, &two] {
+            keygate_test_support::eventually("both instances to refuse the address", || async {
+                status(app, get_from("/items", MALLORY_IP, Some(&alice))).await == 429
+            })
+            .await;
             let res = app
                 .clone()
                 .oneshot(get_from("/items", MALLORY_IP, Some(&alice)))
@@ -350,7 +439,9 @@ mod redis_shared {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(keys.len(), 1, "one bucket, for the one failing address");
+        // One bucket, for the one failing address, and the stream telling
+        // the instances about it.
+        assert_eq!(keys.len(), 2, "{keys:?}");
         let _: () = redis::cmd("DEL")
             .arg(keys)
             .query_async(&mut conn)

@@ -81,15 +81,77 @@ async fn buckets_expire_when_full_again() {
     store.check_all(&[bucket]).await.unwrap();
     let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{}:t:c:k", store.prefix());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:t:c:*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let [key] = &keys[..] else {
+        panic!("one bucket expected: {keys:?}")
+    };
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
+        .arg(key)
         .query_async(&mut conn)
         .await
         .unwrap();
     // Two tokens at 6 s each: full again within 12 s, and then gone.
     assert!(pttl > 0 && pttl <= 12_000, "PTTL {pttl}");
     cleanup(store.prefix()).await;
+}
+
+/// Login names (and any identifier a key function returns) never appear in
+/// Redis key names: only a keyed digest does. Instances sharing the secret
+/// share the bucket; another secret names another bucket.
+#[tokio::test]
+async fn key_names_hide_user_names_behind_a_keyed_digest() {
+    let Some(store) = redis_store("key_names_hide_user_names").await else {
+        return;
+    };
+    let prefix = store.prefix().to_owned();
+    let q = Quota::per_minute(3);
+    let login = "alice.login@example.com";
+    let one = store.clone().with_key_secret(b"fleet secret");
+    let two = RedisStore::open(&std::env::var("REDIS_URL").unwrap())
+        .unwrap()
+        .with_prefix(prefix.clone())
+        .with_key_secret(b"fleet secret");
+    let mut allowed = 0;
+    for s in [&one, &two, &one, &two] {
+        let d = s
+            .check_all(&[Bucket::new("login", login, q, 1)])
+            .await
+            .unwrap()[0];
+        allowed += u32::from(d.is_allowed());
+    }
+    assert_eq!(allowed, 3, "one bucket for both instances");
+    let other = store.clone().with_key_secret(b"another secret");
+    let d = other
+        .check_all(&[Bucket::new("login", login, q, 1)])
+        .await
+        .unwrap()[0];
+    assert!(d.is_allowed(), "another secret names another bucket");
+    // Without a secret: a random one kept in Redis, shared too.
+    let plain = store.clone();
+    plain
+        .check_all(&[Bucket::new("login", login, q, 1)])
+        .await
+        .unwrap();
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    for key in &keys {
+        let rest = &key[prefix.len()..];
+        assert!(
+            !rest.contains("alice") && !rest.contains("example"),
+            "{key}"
+        );
+    }
+    cleanup(&prefix).await;
 }
 
 /// Two service instances (two limiters, two connections) sharing one Redis

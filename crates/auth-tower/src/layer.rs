@@ -70,6 +70,32 @@ impl AuthLayer {
         }
     }
 
+    /// Whether `req`'s credential verifies from the verifier's cache, with
+    /// no store read and no argon2, from an address its allowlist admits
+    /// (the [`ClientIp`](auth_core::ClientIp) an outer layer resolved). What
+    /// a failed-authentication limit asks before it refuses a request from an
+    /// address over its limit, so that guesses from a shared address do not
+    /// lock out the keys in use behind it.
+    pub fn verifies_from_cache(&self, req: &http::request::Parts) -> bool {
+        let Ok(Some(token)) = crate::credential::find_credential(
+            &self.config.sources,
+            &req.method,
+            &req.uri,
+            &req.headers,
+        ) else {
+            return false;
+        };
+        let client = auth_core::ClientIp::of(&req.extensions);
+        match self
+            .config
+            .verifier
+            .verify_cached_bytes(token.as_bytes(), None)
+        {
+            Some(Ok(ctx)) => ctx.allows_ip(client),
+            _ => false,
+        }
+    }
+
     /// A tower-http layer that marks every header this layer reads credentials
     /// from as sensitive. Put it *outermost*, before any `TraceLayer`, so that
     /// traces never show those headers. (The [`AuthService`] marks them too,

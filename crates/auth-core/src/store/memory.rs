@@ -94,6 +94,7 @@ impl KeyStore for MemoryKeyStore {
         if self.keys.contains_key(&new.id) {
             return Err(StoreError::Conflict("duplicate key id".into()));
         }
+        let mut new = new.clone();
         {
             // The shard lock on `old` makes check-and-set atomic.
             let mut r = self.keys.get_mut(&old).ok_or(StoreError::NotFound)?;
@@ -105,10 +106,15 @@ impl KeyStore for MemoryKeyStore {
             }
             r.revoked_at = Some(r.revoked_at.map_or(old_ends_at, |t| t.min(old_ends_at)));
             r.replaced_by = Some(new.id);
+            // Under the same lock as spends: none is given back.
+            if let (Some(carried), Some(current)) = (&mut new.credits, &r.credits) {
+                *carried = carried.carried_from(current);
+            }
         }
-        self.keys.insert(new.id, new.clone());
+        let new_id = new.id;
+        self.keys.insert(new_id, new);
         self.changes.publish(&KeyChange::Revoked(old));
-        self.changes.publish(&KeyChange::Updated(new.id));
+        self.changes.publish(&KeyChange::Updated(new_id));
         Ok(())
     }
 
@@ -131,11 +137,33 @@ impl KeyStore for MemoryKeyStore {
         id: KeyId,
         now: OffsetDateTime,
     ) -> Result<CreditSpend, StoreError> {
-        // The shard lock makes refill-and-spend atomic.
+        self.take_credits(id, 1, now).await
+    }
+
+    async fn take_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        // The shard lock makes refill-and-take atomic.
         let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
         Ok(match &mut r.credits {
-            Some(credits) => credits.spend(now),
+            Some(credits) => credits.take(amount, now),
             None => CreditSpend::Unlimited,
+        })
+    }
+
+    async fn return_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        taken_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut r = self.keys.get_mut(&id).ok_or(StoreError::NotFound)?;
+        Ok(match &mut r.credits {
+            Some(credits) => credits.give_back(amount, taken_at),
+            None => false,
         })
     }
 

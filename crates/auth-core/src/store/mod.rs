@@ -116,6 +116,11 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Atomically retires `old` and stores `new`.
     ///
+    /// When both have credits, `new` takes `old`'s as they stand in the
+    /// store at that moment (its `remaining` lowered to `old`'s, and `old`'s
+    /// refill time), in the same transaction: credits `old` spent after
+    /// `new` was built are not given back.
+    ///
     /// `old` must exist ([`StoreError::NotFound`]), not have been replaced
     /// already and not be revoked at `now` ([`StoreError::Conflict`]: of two
     /// concurrent rotations exactly one wins). Its `revoked_at` becomes
@@ -143,6 +148,49 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// [`StoreError::NotFound`] if there is no such key. Publishes nothing.
     async fn spend_credit(&self, id: KeyId, now: OffsetDateTime)
         -> Result<CreditSpend, StoreError>;
+
+    /// Takes `amount` of the key's credits at `now` if that many are left,
+    /// else nothing, atomically across every instance sharing the store
+    /// (refilled first, as [`KeyStore::spend_credit`]): how an instance
+    /// leases a batch of credits to spend locally. [`CreditSpend::Spent`]
+    /// holds the credits left after taking; [`CreditSpend::Exhausted`] means
+    /// fewer than `amount` were left and nothing was taken. Publishes
+    /// nothing.
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it in one
+    /// statement; wrappers should delegate. The default takes one credit
+    /// with [`KeyStore::spend_credit`] and refuses larger amounts as
+    /// `Exhausted`, so a caller falls back to taking one at a time.
+    async fn take_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
+        match amount {
+            0 | 1 => self.spend_credit(id, now).await,
+            _ => Ok(CreditSpend::Exhausted),
+        }
+    }
+
+    /// Gives back `amount` credits taken with [`KeyStore::take_credits`] at
+    /// `taken_at` and not spent, unless the key's credits were set or
+    /// refilled after `taken_at` (they belonged to a period that is over, or
+    /// to a count that was replaced). `Ok(true)` when they were added back.
+    /// Publishes nothing.
+    ///
+    /// The memory, SQLite and PostgreSQL stores implement it; wrappers
+    /// should delegate. The default gives nothing back (`Ok(false)`): unspent
+    /// credits are lost, never handed out twice.
+    async fn return_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        taken_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, amount, taken_at);
+        Ok(false)
+    }
 
     /// Lowers the key's remaining credits to `remaining` when that is below
     /// the stored count (`remaining = MIN(remaining, ?)`), never raising it

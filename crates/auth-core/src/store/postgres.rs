@@ -437,6 +437,20 @@ impl KeyStore for PostgresKeyStore {
             });
         }
         insert_record(&mut tx, new).await?;
+        // Credits carry over as they stand now (the old row is locked by the
+        // update above): none spent since `new` was built is given back.
+        sqlx::query(
+            "UPDATE api_keys n SET \
+             credits_remaining = LEAST(n.credits_remaining, o.credits_remaining), \
+             credits_refilled_at = o.credits_refilled_at \
+             FROM api_keys o WHERE o.id = $1 AND n.id = $2 \
+             AND n.credits_remaining IS NOT NULL AND o.credits_remaining IS NOT NULL",
+        )
+        .bind(old.to_string())
+        .bind(new.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(old.to_string())
@@ -515,18 +529,32 @@ impl KeyStore for PostgresKeyStore {
         id: KeyId,
         now: OffsetDateTime,
     ) -> Result<CreditSpend, StoreError> {
+        self.take_credits(id, 1, now).await
+    }
+
+    async fn take_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
         let [hour, day, week, month] = sql::period_starts(now);
-        // The row lock serialises concurrent spends across instances.
-        let spent: Option<i64> = sqlx::query_scalar(&sql::spend_credit_statement('$'))
+        // More than can be stored is more than is left.
+        let Ok(amount) = i64::try_from(amount.max(1)) else {
+            return Ok(CreditSpend::Exhausted);
+        };
+        // One statement: the row lock serialises concurrent takes.
+        let left: Option<i64> = sqlx::query_scalar(&sql::take_credits_statement('$'))
             .bind(id.to_string())
             .bind(hour)
             .bind(day)
             .bind(week)
             .bind(month)
+            .bind(amount)
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?;
-        if let Some(remaining) = spent {
+        if let Some(remaining) = left {
             let remaining =
                 u64::try_from(remaining).map_err(|_| sql::corrupt("negative credits"))?;
             return Ok(CreditSpend::Spent { remaining });
@@ -542,6 +570,24 @@ impl KeyStore for PostgresKeyStore {
             Some(true) => Ok(CreditSpend::Unlimited),
             Some(false) => Ok(CreditSpend::Exhausted),
         }
+    }
+
+    async fn return_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        taken_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        let updated = sqlx::query(sql::return_credits_statement('$'))
+            .bind(amount)
+            .bind(id.to_string())
+            .bind(taken_at)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        Ok(updated == 1)
     }
 
     async fn lower_credits(&self, id: KeyId, remaining: u64) -> Result<(), StoreError> {

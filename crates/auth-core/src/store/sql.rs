@@ -285,11 +285,12 @@ pub(crate) fn update_statement(mark: char, returning: &str) -> String {
     )
 }
 
-/// One statement spending a credit: refill first if the period (bound as
+/// One statement taking credits: refill first if the period (bound as
 /// parameters 2-5: hour, day, week, month starts) began after the last
-/// refill, then decrement unless zero. Key id is parameter 1. Returns the
-/// credits left; no row when the key is unknown, unlimited or exhausted.
-pub(crate) fn spend_credit_statement(mark: char) -> String {
+/// refill, then take the amount (parameter 6) if that many are left. Key id
+/// is parameter 1. Returns the credits left; no row when the key is
+/// unknown, unlimited or has fewer left than the amount.
+pub(crate) fn take_credits_statement(mark: char) -> String {
     let start = format!(
         "(CASE credits_refill_every WHEN 'hour' THEN {mark}2 WHEN 'day' THEN {mark}3 \
          WHEN 'week' THEN {mark}4 WHEN 'month' THEN {mark}5 END)"
@@ -298,11 +299,25 @@ pub(crate) fn spend_credit_statement(mark: char) -> String {
     let current =
         format!("(CASE WHEN {due} THEN credits_refill_amount ELSE credits_remaining END)");
     format!(
-        "UPDATE api_keys SET credits_remaining = {current} - 1, \
+        "UPDATE api_keys SET credits_remaining = {current} - {mark}6, \
          credits_refilled_at = CASE WHEN {due} THEN {start} ELSE credits_refilled_at END \
-         WHERE id = {mark}1 AND credits_remaining IS NOT NULL AND {current} > 0 \
+         WHERE id = {mark}1 AND credits_remaining IS NOT NULL AND {current} >= {mark}6 \
          RETURNING credits_remaining"
     )
+}
+
+/// One statement giving back `amount` (parameter 1) credits to key
+/// parameter 2, unless they were set or refilled after the credits were
+/// taken (parameter 3): those credits belonged to a period that is over, or
+/// to a count an administrator replaced.
+pub(crate) fn return_credits_statement(mark: char) -> &'static str {
+    if mark == '$' {
+        "UPDATE api_keys SET credits_remaining = credits_remaining + $1 \
+         WHERE id = $2 AND credits_remaining IS NOT NULL AND credits_refilled_at <= $3"
+    } else {
+        "UPDATE api_keys SET credits_remaining = credits_remaining + ?1 \
+         WHERE id = ?2 AND credits_remaining IS NOT NULL AND credits_refilled_at <= ?3"
+    }
 }
 
 #[cfg(test)]

@@ -355,6 +355,22 @@ impl KeyStore for SqliteKeyStore {
             });
         }
         insert_record(&mut tx, new).await?;
+        // Credits carry over as they stand now, under the same lock as
+        // spends: none spent since `new` was built is given back.
+        sqlx::query(
+            "UPDATE api_keys SET \
+             credits_remaining = min(credits_remaining, \
+               (SELECT o.credits_remaining FROM api_keys o WHERE o.id = ?1)), \
+             credits_refilled_at = \
+               (SELECT o.credits_refilled_at FROM api_keys o WHERE o.id = ?1) \
+             WHERE id = ?2 AND credits_remaining IS NOT NULL \
+             AND (SELECT o.credits_remaining FROM api_keys o WHERE o.id = ?1) IS NOT NULL",
+        )
+        .bind(old.to_string())
+        .bind(new.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
         log_change(&mut tx, &old.to_string()).await?;
         tx.commit().await.map_err(store_error)?;
         self.changes.publish(&KeyChange::Revoked(old));
@@ -433,17 +449,32 @@ impl KeyStore for SqliteKeyStore {
         id: KeyId,
         now: OffsetDateTime,
     ) -> Result<CreditSpend, StoreError> {
+        self.take_credits(id, 1, now).await
+    }
+
+    async fn take_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        now: OffsetDateTime,
+    ) -> Result<CreditSpend, StoreError> {
         let [hour, day, week, month] = sql::period_starts(now).map(micros);
-        let spent: Option<i64> = sqlx::query_scalar(&sql::spend_credit_statement('?'))
+        // More than can be stored is more than is left.
+        let Ok(amount) = i64::try_from(amount.max(1)) else {
+            return Ok(CreditSpend::Exhausted);
+        };
+        // One statement: the row lock serialises concurrent takes.
+        let left: Option<i64> = sqlx::query_scalar(&sql::take_credits_statement('?'))
             .bind(id.to_string())
             .bind(hour)
             .bind(day)
             .bind(week)
             .bind(month)
+            .bind(amount)
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?;
-        if let Some(remaining) = spent {
+        if let Some(remaining) = left {
             let remaining = u64::try_from(remaining).map_err(|_| corrupt("negative credits"))?;
             return Ok(CreditSpend::Spent { remaining });
         }
@@ -458,6 +489,24 @@ impl KeyStore for SqliteKeyStore {
             Some(true) => Ok(CreditSpend::Unlimited),
             Some(false) => Ok(CreditSpend::Exhausted),
         }
+    }
+
+    async fn return_credits(
+        &self,
+        id: KeyId,
+        amount: u64,
+        taken_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        let updated = sqlx::query(sql::return_credits_statement('?'))
+            .bind(amount)
+            .bind(id.to_string())
+            .bind(micros(taken_at))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        Ok(updated == 1)
     }
 
     async fn lower_credits(&self, id: KeyId, remaining: u64) -> Result<(), StoreError> {

@@ -77,3 +77,105 @@ pub(crate) async fn cleanup(prefix: &str) {
             .unwrap();
     }
 }
+
+/// A `redis-server` of the test's own on a free port, which the test may
+/// flush or stop (never the shared one); stopped when dropped.
+#[cfg(feature = "redis")]
+pub(crate) struct OwnRedis {
+    child: std::process::Child,
+    pub(crate) port: u16,
+    dir: std::path::PathBuf,
+}
+
+#[cfg(feature = "redis")]
+impl OwnRedis {
+    /// Starts one, or `None` (after `services::skip`) without `redis-server`.
+    pub(crate) async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Starts one with extra arguments (e.g. `--cluster-enabled yes`).
+    pub(crate) async fn start_with(test: &str, args: &[&str]) -> Option<Self> {
+        Self::start_on(test, free_port(), args).await
+    }
+
+    /// Starts one on `port` (e.g. again, after stopping one there).
+    pub(crate) async fn start_on(test: &str, port: u16, args: &[&str]) -> Option<Self> {
+        let [server] = services::programs(test, ["redis-server"], "apt-get install redis-server")?;
+        let dir = std::env::temp_dir().join(unique_prefix(test).replace(':', "-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new(server)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let own = Self { child, port, dir };
+        let url = own.url();
+        keygate_test_support::eventually("redis-server to answer", || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else {
+                    return false;
+                };
+                match client.get_multiplexed_async_connection().await {
+                    Ok(mut conn) => redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        Some(own)
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A store on it under a unique prefix.
+    pub(crate) async fn store(&self, test: &str) -> RedisStore {
+        // Connected at the first check, with the timeout below.
+        RedisStore::open(&self.url())
+            .unwrap()
+            .with_prefix(unique_prefix(test))
+            .with_timeout(Duration::from_secs(5))
+    }
+
+    /// Runs one command on it.
+    pub(crate) async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+
+    /// Forgets everything, as a restart without persistence does.
+    pub(crate) async fn flush_all(&self) {
+        let _: () = self.cmd(&redis::cmd("FLUSHALL")).await;
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port free now (another process may take it before it is used; the
+/// test then fails to connect and says so).
+#[cfg(feature = "redis")]
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -51,8 +51,8 @@ impl Protection {
 /// `routes` behind, from the outside in: credential headers marked
 /// sensitive, a request span (path only, never the query), the
 /// failed-authentication limit per client address (429 once an address has
-/// had too many 401s; it must see the auth layer's answers, so it goes
-/// outside it), the `AuthLayer` (401/403/503, audit), then the rate limiter,
+/// had too many 401s, except for keys the verifier's cache knows; it must
+/// see the auth layer's answers, so it goes outside it), the `AuthLayer` (401/403/503, audit), then the rate limiter,
 /// which counts by the authenticated user and so runs after it.
 pub fn protect(
     routes: Router,
@@ -63,7 +63,14 @@ pub fn protect(
     routes
         .layer(limiter.layer())
         .layer(auth.clone())
-        .layer(failures.layer())
+        .layer({
+            // A key the verifier's cache knows is served even from an
+            // address over the limit: guesses cannot lock out its neighbours.
+            let auth = auth.clone();
+            failures
+                .layer()
+                .pass_cached(move |req| auth.verifies_from_cache(req))
+        })
         .layer(TraceLayer::new_for_http().make_span_with(AuthMakeSpan::new()))
         .layer(auth.sensitive_headers())
 }
