@@ -572,7 +572,13 @@ impl AuditLog for MemoryAuditLog {
         let events = std::mem::take(&mut ring.events);
         let head = ring.head;
         let (newer, older) = events.split_at(head);
-        kept.extend(older.iter().chain(newer).filter(|e| e.at >= before).cloned());
+        kept.extend(
+            older
+                .iter()
+                .chain(newer)
+                .filter(|e| e.at >= before)
+                .cloned(),
+        );
         ring.events = kept;
         ring.head = 0;
         Ok((n - ring.events.len()) as u64)
@@ -755,6 +761,10 @@ mod tests {
             .unwrap();
         assert_eq!(p.events[0].id, Some(10));
         let ids: Vec<_> = p.events.iter().map(|e| e.id).collect();
-        assert_eq!(ids, [Some(10), Some(9), Some(8)], "newest first across the wrap");
+        assert_eq!(
+            ids,
+            [Some(10), Some(9), Some(8)],
+            "newest first across the wrap"
+        );
     }
 }
