@@ -1,6 +1,6 @@
 //! Audit events: one per authentication attempt, and where they go.
 
-use std::{collections::VecDeque, fmt, net::IpAddr};
+use std::{fmt, net::IpAddr};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -124,14 +124,13 @@ impl AuditEvent {
 /// assert!((reference - t).abs() < time::Duration::seconds(5));
 /// ```
 pub fn audit_now() -> OffsetDateTime {
-    use std::{cell::Cell, time::SystemTime};
+    use std::cell::Cell;
     thread_local! {
         static TODAY: Cell<Option<(u64, time::Date)>> = const { Cell::new(None) };
     }
-    let Ok(since_epoch) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) else {
+    let Some((secs, nanos)) = realtime() else {
         return OffsetDateTime::now_utc();
     };
-    let secs = since_epoch.as_secs();
     let (day, of_day) = (secs / 86_400, secs % 86_400);
     let date = TODAY.with(|today| match today.get() {
         Some((d, date)) if d == day => Some(date),
@@ -147,12 +146,32 @@ pub fn audit_now() -> OffsetDateTime {
         (of_day / 3_600) as u8,
         (of_day / 60 % 60) as u8,
         (of_day % 60) as u8,
-        since_epoch.subsec_nanos(),
+        nanos,
     );
     match (date, time) {
         (Some(date), Ok(time)) => time::PrimitiveDateTime::new(date, time).assume_utc(),
         _ => OffsetDateTime::now_utc(),
     }
+}
+
+/// Seconds and nanoseconds since the Unix epoch, read straight from
+/// `CLOCK_REALTIME` (no `Duration` arithmetic); `None` before 1970.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn realtime() -> Option<(u64, u32)> {
+    use nix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
+    Some((
+        u64::try_from(t.tv_sec()).ok()?,
+        u32::try_from(t.tv_nsec()).ok()?,
+    ))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn realtime() -> Option<(u64, u32)> {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .ok()?;
+    Some((d.as_secs(), d.subsec_nanos()))
 }
 
 /// Left in a response's extensions by a handler that created a key: the
@@ -462,9 +481,20 @@ pub struct MemoryAuditLog {
     capacity: usize,
 }
 
+/// The newest events, oldest first from `head` once full: a full ring
+/// overwrites its oldest slot in place (no event is moved out to be dropped).
 struct Ring {
-    events: VecDeque<AuditEvent>,
+    events: Vec<AuditEvent>,
+    head: usize,
     next_id: i64,
+}
+
+impl Ring {
+    /// Oldest first.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &AuditEvent> {
+        let (newer, older) = self.events.split_at(self.head);
+        older.iter().chain(newer)
+    }
 }
 
 impl fmt::Debug for MemoryAuditLog {
@@ -486,7 +516,8 @@ impl MemoryAuditLog {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Ring {
-                events: VecDeque::new(),
+                events: Vec::new(),
+                head: 0,
                 next_id: 1,
             }),
             capacity: capacity.max(1),
@@ -509,10 +540,13 @@ impl AuditSink for MemoryAuditLog {
         let mut ring = self.inner.lock();
         event.id = Some(ring.next_id);
         ring.next_id += 1;
-        if ring.events.len() == self.capacity {
-            ring.events.pop_front();
+        if ring.events.len() < self.capacity {
+            ring.events.push(event);
+        } else {
+            let head = ring.head;
+            ring.events[head] = event;
+            ring.head = (head + 1) % self.capacity;
         }
-        ring.events.push_back(event);
     }
 }
 
@@ -522,7 +556,6 @@ impl AuditLog for MemoryAuditLog {
         let limit = query.effective_limit();
         let ring = self.inner.lock();
         let events: Vec<AuditEvent> = ring
-            .events
             .iter()
             .rev()
             .filter(|e| query.matches(e))
@@ -535,7 +568,19 @@ impl AuditLog for MemoryAuditLog {
     async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let mut ring = self.inner.lock();
         let n = ring.events.len();
-        ring.events.retain(|e| e.at >= before);
+        let mut kept: Vec<AuditEvent> = Vec::with_capacity(n);
+        let events = std::mem::take(&mut ring.events);
+        let head = ring.head;
+        let (newer, older) = events.split_at(head);
+        kept.extend(
+            older
+                .iter()
+                .chain(newer)
+                .filter(|e| e.at >= before)
+                .cloned(),
+        );
+        ring.events = kept;
+        ring.head = 0;
         Ok((n - ring.events.len()) as u64)
     }
 
@@ -545,7 +590,7 @@ impl AuditLog for MemoryAuditLog {
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
         let ring = self.inner.lock();
-        Ok(count_usage(query, ring.events.iter()))
+        Ok(count_usage(query, ring.iter()))
     }
 }
 
@@ -715,5 +760,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p.events[0].id, Some(10));
+        let ids: Vec<_> = p.events.iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids,
+            [Some(10), Some(9), Some(8)],
+            "newest first across the wrap"
+        );
     }
 }

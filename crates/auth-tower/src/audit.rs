@@ -3,8 +3,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
-    audit_now, AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RefusedFor, RejectReason,
-    MAX_USER_AGENT,
+    audit_now, AuditEvent, AuditOutcome, AuditSink, AuthContext, KeyCreated, KeyId, RefusedFor,
+    RejectReason, MAX_USER_AGENT,
 };
 use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
 
@@ -149,12 +149,7 @@ pub(crate) fn pending<'a>(
     } else {
         AuditOutcome::Failure
     };
-    let mut event = AuditEvent::new(
-        audit_now(),
-        outcome,
-        req.method.as_str(),
-        req.uri.path(),
-    );
+    let mut event = AuditEvent::new(audit_now(), outcome, req.method.as_str(), req.uri.path());
     event.key_id = who.key_id;
     event.actor = who.actor.map(str::to_owned);
     event.subject = who.subject.map(str::to_owned);

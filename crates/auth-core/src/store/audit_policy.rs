@@ -6,7 +6,8 @@
 //! - Every use of a real key, let through or refused ([`Lane::Row`]): a row
 //!   each. Refusals beyond a ceiling per key and minute are counted instead.
 //! - Refusals that name no real key (malformed, bad checksum, unknown id,
-//!   throttled guesses) and limiter refusals ([`Lane::Counted`]): exact
+//!   throttled guesses, a limiter's refusal of an unauthenticated request)
+//!   ([`Lane::Counted`]): exact
 //!   counts per minute, reason and client network (`/24`, `/64`), with the
 //!   first event of each window as a sample. A minute holds at most a
 //!   configured number of networks; later ones are counted under `other`.
@@ -47,18 +48,11 @@ pub(crate) fn lane(e: &AuditEvent) -> Lane {
     }
     match e.outcome {
         AuditOutcome::Success => Lane::Row,
-        AuditOutcome::Failure if is_limiter(e.reason) => Lane::Counted,
+        // A limiter's refusal of a real key's request is that key's use
+        // (under the key's ceiling); of anything else, counted.
         AuditOutcome::Failure if names_real_key(e) => Lane::Row,
         AuditOutcome::Failure => Lane::Counted,
     }
-}
-
-/// Refused by a rate limiter or the wrong-secret throttle, not by the key.
-fn is_limiter(reason: Option<RejectReason>) -> bool {
-    matches!(
-        reason,
-        Some(RejectReason::RateLimited | RejectReason::Throttled)
-    )
 }
 
 /// The event is about a key (or account) that exists: its owner is known,
@@ -338,14 +332,16 @@ mod tests {
             e.reason = Some(real);
             assert_eq!(lane(&e), Lane::Row, "{real}");
         }
-        e.reason = Some(RejectReason::Throttled);
-        assert_eq!(lane(&e), Lane::Counted);
+        for limiter in [RejectReason::Throttled, RejectReason::RateLimited] {
+            e.reason = Some(limiter);
+            assert_eq!(lane(&e), Lane::Counted, "{limiter} without a real key");
+        }
         e.actor = Some("alice".into());
         for (reason, expected) in [
             (RejectReason::InsufficientScope, Lane::Row),
             (RejectReason::IpNotAllowed, Lane::Row),
             (RejectReason::UsageExceeded, Lane::Row),
-            (RejectReason::RateLimited, Lane::Counted),
+            (RejectReason::RateLimited, Lane::Row),
             (RejectReason::ImpersonationDenied, Lane::Priority),
         ] {
             e.reason = Some(reason);

@@ -525,8 +525,8 @@ mod tests {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 256).into();
             w.record(garbage(ip));
         }
-        let mut limited = used(key);
-        limited.outcome = AuditOutcome::Failure;
+        // A limiter's refusals of requests that named no real key.
+        let mut limited = garbage("192.0.2.1".parse().unwrap());
         limited.reason = Some(RejectReason::RateLimited);
         for _ in 0..300 {
             w.record(limited.clone());
@@ -558,7 +558,7 @@ mod tests {
         assert_eq!(uses, 1 + 8);
         assert!(rows.iter().all(|e| e.reason.is_none()), "no refusal rows");
         // Every use counted in the key's usage, with or without a row.
-        assert_eq!(sink.usage(), (1 + 100 + 50, 0, 300));
+        assert_eq!(sink.usage(), (1 + 100 + 50, 0, 0));
         // Garbage: exact counts, at most 16 networks and `other` a minute.
         let refusals = sink.refusals();
         let malformed: Vec<_> = refusals

@@ -348,10 +348,7 @@ impl AuditLog for PostgresAuditLog {
                     row.try_get::<String, _>("path").map_err(get)?,
                 );
                 sample.key_id = sql::opt_key_id(row.try_get("key_id").map_err(get)?)?;
-                sample.actor = row
-                    .try_get::<Option<String>, _>("actor")
-                    .map_err(get)?
-                    .map(Into::into);
+                sample.actor = row.try_get("actor").map_err(get)?;
                 sample.reason = Some(reason);
                 sample.status = sql::status(status.map(i64::from))?;
                 sample.client_ip = sql::client_ip(row.try_get("client_ip").map_err(get)?)?;
