@@ -28,7 +28,6 @@ use crate::{
 
 /// What became of a watched connection's credential.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub enum CredentialChange {
     /// The credential still allows the connection, under this context: the
     /// connection's scopes cut down to the key's new scopes (never widened:
