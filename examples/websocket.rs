@@ -6,7 +6,10 @@
 //! header; `AuthenticatedUpgrade` selects `Bearer` (never echoing the token)
 //! and hands the context to the socket. The socket then:
 //! - limits messages to 1 per second (a `rate_limited` message, not a close);
-//! - closes with 1008 (policy) as soon as its key is revoked or expires.
+//! - closes with 1008 (policy) as soon as its key is revoked, disabled or
+//!   expires, or an edit takes the client's address off its allowlist; an
+//!   edit that narrows the key's scopes narrows the socket's;
+//! - closes with 1009 on a message over 64 KiB (`configure` changes it).
 //!
 //! Connections count against a per-address connect limit (10 per minute),
 //! shared between instances with `--redis`.
@@ -22,12 +25,7 @@ use auth_axum::AuthenticatedUpgrade;
 use auth_core::{store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix, Verifier};
 use auth_ratelimit::{MessageLimiter, Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
-use axum::{
-    extract::ws::{close_code, CloseFrame, Message},
-    response::Response,
-    routing::get,
-    Extension, Router,
-};
+use axum::{extract::ws::Message, response::Response, routing::get, Extension, Router};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -45,26 +43,20 @@ struct Args {
 
 /// Echoes text messages until the client leaves or the key stops working.
 async fn echo(ws: AuthenticatedUpgrade, Extension(verifier): Extension<Verifier>) -> Response {
-    ws.on_upgrade(move |mut socket, ctx| async move {
+    ws.on_upgrade(&verifier, |mut socket| async move {
         let mut limiter = MessageLimiter::new(Quota::per_second(1));
-        // Resolves when the key is revoked or expires, on any instance.
-        let mut ended = verifier.credential_ended(&ctx);
-        loop {
-            let msg = tokio::select! {
-                msg = socket.recv() => msg,
-                () = &mut ended => {
-                    let close = CloseFrame { code: close_code::POLICY, reason: "token revoked or expired".into() };
-                    let _ = socket.send(Message::Close(Some(close))).await;
-                    return;
-                }
-            };
+        // `recv` closes the socket (1008) when the key ends, on any instance.
+        while let Some(Ok(msg)) = socket.recv().await {
             let reply = match msg {
-                Some(Ok(Message::Text(text))) => match limiter.check() {
-                    Ok(_) => Message::Text(format!("{}: {text}", ctx.effective_user()).into()),
+                Message::Text(text) => match limiter.check() {
+                    Ok(_) => {
+                        let user = socket.context().effective_user();
+                        Message::Text(format!("{user}: {text}").into())
+                    }
                     Err(limited) => limited.message(),
                 },
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                Some(Ok(_)) => continue,
+                Message::Close(_) => return,
+                _ => continue,
             };
             if socket.send(reply).await.is_err() {
                 return;

@@ -257,3 +257,47 @@ async fn next_json(
         .expect("a line from the client");
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
+
+#[tokio::test]
+async fn an_edit_that_takes_the_client_off_the_allowlist_or_disables_the_key_drops_its_socket() {
+    use tokio::io::AsyncBufReadExt;
+    if !client_installed(
+        "an_edit_that_takes_the_client_off_the_allowlist_or_disables_the_key_drops_its_socket",
+    ) {
+        return;
+    }
+    let demo = Demo::start(10).await;
+    let elsewhere = vec!["203.0.113.0/24".parse().unwrap()];
+    let disabled = Some(time::OffsetDateTime::now_utc());
+    let edits = [
+        (
+            auth_core::store::KeyUpdate::default().ip_allowlist(elsewhere),
+            "ip_not_allowed",
+        ),
+        (
+            auth_core::store::KeyUpdate::default().disabled_at(disabled),
+            "disabled",
+        ),
+    ];
+    for (edit, reason) in edits {
+        let (token, id) = demo.token("alice").await;
+        let mut child = tokio::process::Command::new("node")
+            .arg(js_dir().join("socketio.mjs"))
+            .args([demo.base.as_str(), token.as_str(), "revoked"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node ran");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(
+            next_json(&mut lines).await,
+            serde_json::json!({ "connected": true })
+        );
+        let id: auth_core::KeyId = id.parse().unwrap();
+        demo.backend.keys.update(id, &edit).await.unwrap();
+        let reply = next_json(&mut lines).await;
+        assert_eq!(reply["disconnected"], true, "{reply}");
+        assert_eq!(reply["reason"], "io server disconnect", "{reply}");
+        assert_eq!(reply["revoked"]["reason"], reason, "{reply}");
+    }
+}

@@ -4,7 +4,8 @@
 //! [`AuthLayer`](auth_tower::AuthLayer) on the router, then take [`Auth`] (or
 //! `Option<Auth>`) in handlers, guard routes with scopes ([`Scoped`],
 //! [`RequireScopeLayer`]) and per-resource access levels ([`Access`]), and
-//! accept authenticated WebSocket upgrades ([`AuthenticatedUpgrade`]).
+//! accept authenticated WebSocket upgrades ([`AuthenticatedUpgrade`]), whose
+//! sockets follow their credential ([`AuthenticatedSocket`]).
 //!
 //! Every refusal from here renders in the error format configured on the
 //! `AuthLayer`, which the layer leaves in the request extensions.
@@ -74,4 +75,7 @@ pub use secret_scanning::{
 };
 #[cfg(feature = "ui")]
 pub use ui::{settings_page, SettingsPage};
-pub use websocket::{AuthenticatedUpgrade, WebSocketAuthRejection};
+pub use websocket::{
+    AuthenticatedSocket, AuthenticatedUpgrade, WebSocketAuthRejection, DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE,
+};

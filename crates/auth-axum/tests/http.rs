@@ -139,10 +139,11 @@ async fn edit_doc(
 async fn chat(
     ws: AuthenticatedUpgrade,
     Extension(seen): Extension<Arc<Mutex<String>>>,
+    Extension(verifier): Extension<Verifier>,
 ) -> Response {
     seen.lock().unwrap().push_str(&format!("{ws:?}"));
-    ws.on_upgrade(|mut socket, ctx| async move {
-        let hello = format!("hello {}", ctx.effective_user());
+    ws.on_upgrade(&verifier, |mut socket| async move {
+        let hello = format!("hello {}", socket.context().effective_user());
         if socket.send(Message::Text(hello.into())).await.is_err() {
             return;
         }
@@ -193,6 +194,7 @@ impl Server {
             )
             .layer(Extension(grants))
             .layer(Extension(debug_seen.clone()))
+            .layer(Extension(keys.verifier.clone()))
             .layer(layer);
         Self {
             router: app,

@@ -166,6 +166,15 @@ impl AuthContext {
         Self(Arc::new(inner))
     }
 
+    /// The same context after its key was edited: `scopes` (the caller
+    /// never widens them) and the key's new policy.
+    pub(crate) fn with_key_update(&self, scopes: ScopeSet, policy: Option<Arc<KeyPolicy>>) -> Self {
+        let mut inner = self.inner_clone();
+        inner.scopes = scopes;
+        inner.policy = policy;
+        Self(Arc::new(inner))
+    }
+
     fn inner_clone(&self) -> Inner {
         let i = &self.0;
         Inner {

@@ -105,4 +105,4 @@ pub use token::{
     mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix, BODY_LEN,
     MAX_PREFIX_LEN, MAX_TOKEN_LEN,
 };
-pub use verifier::{Verifier, VerifierBuilder};
+pub use verifier::{CredentialChange, CredentialWatch, Verifier, VerifierBuilder};

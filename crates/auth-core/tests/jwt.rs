@@ -267,18 +267,10 @@ impl UserSecretStore for Detached {
     ) -> Result<Option<auth_core::jwt::SealedSecret>, StoreError> {
         self.inner.get_secret(user).await
     }
-    async fn put_secret(
-        &self,
-        user: &str,
-        s: &auth_core::jwt::SealedSecret,
-    ) -> Result<(), StoreError> {
-        self.inner.put_secret(user, s).await
+    async fn replace_secret(&self, user: &str, s: &[u8]) -> Result<i64, StoreError> {
+        self.inner.replace_secret(user, s).await
     }
-    async fn insert_secret_if_absent(
-        &self,
-        user: &str,
-        s: &auth_core::jwt::SealedSecret,
-    ) -> Result<bool, StoreError> {
+    async fn insert_secret_if_absent(&self, user: &str, s: &[u8]) -> Result<bool, StoreError> {
         self.inner.insert_secret_if_absent(user, s).await
     }
     fn secret_changes(&self) -> &ChangeFeed {
@@ -345,18 +337,10 @@ impl UserSecretStore for Racy {
         }
         found
     }
-    async fn put_secret(
-        &self,
-        user: &str,
-        s: &auth_core::jwt::SealedSecret,
-    ) -> Result<(), StoreError> {
-        self.inner.put_secret(user, s).await
+    async fn replace_secret(&self, user: &str, s: &[u8]) -> Result<i64, StoreError> {
+        self.inner.replace_secret(user, s).await
     }
-    async fn insert_secret_if_absent(
-        &self,
-        user: &str,
-        s: &auth_core::jwt::SealedSecret,
-    ) -> Result<bool, StoreError> {
+    async fn insert_secret_if_absent(&self, user: &str, s: &[u8]) -> Result<bool, StoreError> {
         self.inner.insert_secret_if_absent(user, s).await
     }
     fn secret_changes(&self) -> &ChangeFeed {
@@ -439,4 +423,91 @@ async fn jwt_connections_end_when_their_users_secret_is_regenerated() {
         assert!((&mut ended).now_or_never().is_none());
         tokio::task::yield_now().await;
     }
+}
+
+/// A shared store that holds the first replacement of a secret, before it
+/// is written, until the test lets it go: two regenerations interleaved.
+#[derive(Debug)]
+struct HeldReplacement {
+    inner: Arc<MemoryUserSecrets>,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl UserSecretStore for HeldReplacement {
+    async fn get_secret(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::jwt::SealedSecret>, StoreError> {
+        self.inner.get_secret(user).await
+    }
+    async fn replace_secret(&self, user: &str, s: &[u8]) -> Result<i64, StoreError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.entered.notify_one();
+            let _permit = self.release.acquire().await.unwrap();
+        }
+        self.inner.replace_secret(user, s).await
+    }
+    async fn insert_secret_if_absent(&self, user: &str, s: &[u8]) -> Result<bool, StoreError> {
+        self.inner.insert_secret_if_absent(user, s).await
+    }
+    fn secret_changes(&self) -> &ChangeFeed {
+        self.inner.secret_changes()
+    }
+}
+
+#[tokio::test]
+async fn concurrent_regenerations_end_every_connection_but_the_last_written() {
+    let store = Arc::new(HeldReplacement {
+        inner: Arc::new(MemoryUserSecrets::new()),
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Semaphore::new(0),
+        calls: Default::default(),
+    });
+    let jwt = JwtAuthority::new(store.clone(), MasterKey::from_bytes(&[9; 32]), "syncello");
+    let verifier = Verifier::builder(Arc::new(MemoryKeyStore::new()))
+        .hasher(SecretHasher::for_tests())
+        .jwt(jwt.clone())
+        .build();
+    jwt.token_for("u1").await.unwrap();
+    // A starts and is held before its write; B runs to the end.
+    let first = tokio::spawn({
+        let jwt = jwt.clone();
+        async move { jwt.regenerate("u1").await.unwrap() }
+    });
+    store.entered.notified().await;
+    let second = jwt.regenerate("u1").await.unwrap();
+    let ctx = verifier.verify(&second).await.unwrap();
+    let ended = verifier.credential_ended(&ctx);
+    // Then A writes: B's secret is gone, so must B's connection be.
+    store.release.add_permits(1);
+    let first = first.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("a connection outlived its secret");
+    assert_eq!(
+        reason(verifier.verify(&second).await),
+        RejectReason::WrongSecret
+    );
+    let current = verifier.verify(&first).await.unwrap();
+    assert_eq!(current.secret_generation(), Some(3));
+    assert_ne!(current.secret_generation(), ctx.secret_generation());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_counts_generations_in_the_write() {
+    let store = Arc::new(MemoryUserSecrets::new());
+    let writes = (0..16).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.replace_secret("u1", &[i]).await.unwrap() })
+    });
+    let mut generations: Vec<i64> = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    generations.sort_unstable();
+    assert_eq!(generations, (1..=16).collect::<Vec<_>>());
 }

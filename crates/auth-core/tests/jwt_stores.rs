@@ -47,13 +47,13 @@ impl<S: UserSecretStore> UserSecretStore for CountingSecrets<S> {
         self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get_secret(user_id).await
     }
-    async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
-        self.inner.put_secret(user_id, secret).await
+    async fn replace_secret(&self, user_id: &str, secret: &[u8]) -> Result<i64, StoreError> {
+        self.inner.replace_secret(user_id, secret).await
     }
     async fn insert_secret_if_absent(
         &self,
         user_id: &str,
-        secret: &SealedSecret,
+        secret: &[u8],
     ) -> Result<bool, StoreError> {
         self.inner.insert_secret_if_absent(user_id, secret).await
     }
@@ -132,6 +132,40 @@ where
     );
 }
 
+/// Concurrent replacements of one user's secret, from two instances: each
+/// gets its own generation, counted by the database in the write.
+async fn concurrent_replacements_get_distinct_generations<S>(a: Arc<S>, b: Arc<S>, user: &str)
+where
+    S: UserSecretStore,
+{
+    let first = a.replace_secret(user, &[0; 72]).await.unwrap();
+    let writes = (0..12u8).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let user = user.to_owned();
+        tokio::spawn(async move { store.replace_secret(&user, &[i; 72]).await.unwrap() })
+    });
+    let mut generations: Vec<i64> = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    generations.sort_unstable();
+    assert_eq!(generations, (first + 1..=first + 12).collect::<Vec<_>>());
+    let stored = a.get_secret(user).await.unwrap().unwrap().generation;
+    assert_eq!(stored, first + 12);
+    // A first secret is generation 1 whichever way it is made.
+    assert!(a
+        .insert_secret_if_absent(&format!("{user}-new"), &[1; 72])
+        .await
+        .unwrap());
+    assert!(!b
+        .insert_secret_if_absent(&format!("{user}-new"), &[2; 72])
+        .await
+        .unwrap());
+    let made = b.get_secret(&format!("{user}-new")).await.unwrap().unwrap();
+    assert_eq!((made.generation, made.sealed), (1, vec![1; 72]));
+}
+
 /// The stored value opens only with the master key and for its own user,
 /// and holds nonce, 32 bytes of ciphertext and the tag: never the secret.
 fn assert_sealed(sealed: &[u8], user: &str) {
@@ -184,6 +218,15 @@ mod sqlite {
         let b = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
         regeneration_reaches_the_other_instance(a, b, "sqlite").await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_replacements_get_distinct_generations_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let a = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+        let b = Arc::new(SqliteKeyStore::open(&path).await.unwrap());
+        concurrent_replacements_get_distinct_generations(a, b, "sqlite").await;
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -211,6 +254,20 @@ mod postgres {
                 .unwrap();
         assert_sealed(&row.get::<Vec<u8>, _>("sealed"), "pg-user");
         assert_eq!(row.get::<i64, _>("generation"), 2);
+        drop((a, b));
+        schema.drop_schema().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_replacements_get_distinct_generations_on_one_database() {
+        let Some(schema) =
+            TestSchema::new("concurrent_replacements_get_distinct_generations").await
+        else {
+            return;
+        };
+        let a = Arc::new(schema.store().await);
+        let b = Arc::new(schema.store().await);
+        concurrent_replacements_get_distinct_generations(a.clone(), b.clone(), "pg").await;
         drop((a, b));
         schema.drop_schema().await;
     }

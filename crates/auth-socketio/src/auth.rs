@@ -9,7 +9,11 @@ use std::{
     task::{Context, Poll},
 };
 
-use auth_core::{AuthContext, AuthError, ClientIp, RejectReason};
+use std::net::IpAddr;
+
+use auth_core::{
+    AuthContext, AuthError, ClientIp, CredentialChange, CredentialWatch, RejectReason,
+};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter};
 use auth_tower::{AuthLayer, RenderAuthError};
 use bytes::Bytes;
@@ -52,7 +56,16 @@ use super::throttle::EventLimiter;
 ///
 /// On success the [`AuthContext`] goes into the socket's extensions, where
 /// [`SocketAuth`](super::SocketAuth) finds it, with the connection's event
-/// budget for [`Throttle`](super::Throttle). A refusal refuses the connection: the client's
+/// budget for [`Throttle`](super::Throttle).
+///
+/// The socket then follows its credential through the layer's verifier
+/// ([`Verifier::watch_credential`](auth_core::Verifier::watch_credential)):
+/// when the key is revoked, expires or is disabled, when an edit takes the
+/// client's address off the key's allowlist, or when a JWT's user secret
+/// is regenerated, the socket is sent a [`CREDENTIAL_ENDED_EVENT`] event
+/// (`{"error":"unauthorized","message":…,"reason":…}`) and disconnected;
+/// when an edit narrows the key's scopes or changes its policy, handlers
+/// get the new context from [`SocketAuth`](super::SocketAuth). A refusal refuses the connection: the client's
 /// `connect_error` carries, as its `message`, the error body in the layer's
 /// format, e.g. `{"error":"unauthorized","message":"Invalid or missing API token"}`,
 /// or the limiter's `{"error":"rate_limited",…}`.
@@ -151,6 +164,16 @@ impl SocketIoAuth {
         handshake: &Parts,
         api_token: Option<&str>,
     ) -> Result<AuthContext, ConnectRefusal> {
+        self.admit(handshake, api_token).await.map(|(ctx, _)| ctx)
+    }
+
+    /// [`SocketIoAuth::authenticate`], with the client address the layer
+    /// admitted the connection from.
+    async fn admit(
+        &self,
+        handshake: &Parts,
+        api_token: Option<&str>,
+    ) -> Result<(AuthContext, Option<IpAddr>), ConnectRefusal> {
         let mut req = request(handshake, api_token);
         let failures = self
             .failures
@@ -182,7 +205,7 @@ impl SocketIoAuth {
             .await
             .unwrap_or_else(|never| match never {});
         match res.extensions().get::<AuthContext>() {
-            Some(ctx) => Ok(ctx.clone()),
+            Some(ctx) => Ok((ctx.clone(), ClientIp::of(res.extensions()))),
             None => {
                 if let Some((limiter, ip)) = failures {
                     if res.status() == StatusCode::UNAUTHORIZED {
@@ -207,13 +230,13 @@ impl SocketIoAuth {
                 _ => Some(String::new()),
             },
         };
-        let ctx = self
-            .authenticate(socket.req_parts(), token.as_deref())
-            .await?;
+        let (ctx, client) = self.admit(socket.req_parts(), token.as_deref()).await?;
         if let Some(quota) = self.events {
             socket.extensions.insert(EventLimiter::new(quota));
         }
+        let watch = self.layer.verifier().watch_credential(&ctx, client);
         socket.extensions.insert(ctx);
+        follow_credential(&socket, watch);
         Ok(())
     }
 }
@@ -228,6 +251,56 @@ impl<A: Adapter> ConnectMiddleware<A, SocketIoAuth> for SocketIoAuth {
         self.connect(socket, auth)
             .await
             .map_err(|r| Box::new(r) as Box<dyn fmt::Display + Send>)
+    }
+}
+
+/// The event a socket is sent before it is disconnected because its
+/// credential ended.
+pub const CREDENTIAL_ENDED_EVENT: &str = "revoked";
+
+/// Applies the credential's changes to the socket until it is gone: the
+/// task holds the socket weakly, and the socket's extensions hold what
+/// aborts the task, so each ends the other.
+fn follow_credential<A: Adapter>(socket: &Arc<Socket<A>>, mut watch: CredentialWatch) {
+    let weak = Arc::downgrade(socket);
+    let task = tokio::spawn(async move {
+        loop {
+            let change = watch.changed().await;
+            let Some(socket) = weak.upgrade() else {
+                return;
+            };
+            match change {
+                CredentialChange::Updated(ctx) => {
+                    socket.extensions.insert(ctx);
+                }
+                CredentialChange::Ended(reason) => {
+                    tracing::debug!(reason = reason.as_str(), "socket.io credential ended");
+                    let body = serde_json::json!({
+                        "error": "unauthorized",
+                        "message": "Token revoked or expired",
+                        "reason": reason.as_str(),
+                    });
+                    let _ = socket.emit(CREDENTIAL_ENDED_EVENT, &body);
+                    let _ = socket.disconnect();
+                    return;
+                }
+            }
+        }
+    });
+    socket
+        .extensions
+        .insert(Following(Arc::new(AbortOnDrop(task.abort_handle()))));
+}
+
+/// Kept in a socket's extensions: its credential's task, aborted with it.
+#[derive(Clone)]
+struct Following(#[allow(dead_code)] Arc<AbortOnDrop>);
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -300,6 +373,9 @@ impl Service<Request<()>> for Capture {
             Some(ctx) => {
                 let mut res = Response::new(Bytes::new());
                 res.extensions_mut().insert(ctx.clone());
+                if let Some(ip) = ClientIp::of(req.extensions()) {
+                    res.extensions_mut().insert(ClientIp(ip));
+                }
                 res
             }
             // A layer in optional mode let a connect without a credential

@@ -58,7 +58,7 @@ mod throttle;
 pub use socketioxide;
 
 pub use self::{
-    auth::{ConnectRefusal, SocketIoAuth},
+    auth::{ConnectRefusal, SocketIoAuth, CREDENTIAL_ENDED_EVENT},
     context::{NotAuthenticated, SocketAuth},
     throttle::{EventRateLimited, Throttle, RATE_LIMITED_EVENT},
 };

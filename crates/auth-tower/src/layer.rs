@@ -64,6 +64,11 @@ impl AuthLayer {
         AuthLayerBuilder::new(verifier)
     }
 
+    /// The verifier this layer authenticates with.
+    pub fn verifier(&self) -> &Verifier {
+        &self.config.verifier
+    }
+
     pub(crate) fn from_config(config: Config) -> Self {
         Self {
             config: Arc::new(config),

@@ -304,7 +304,7 @@ impl JwtAuthority {
         let secret = match store.get_secret(user_id).await? {
             Some(s) => self.inner.master.open(user_id, &s.sealed)?,
             None => {
-                let (secret, sealed) = self.new_secret(user_id, 1);
+                let (secret, sealed) = self.new_secret(user_id);
                 if store.insert_secret_if_absent(user_id, &sealed).await? {
                     secret
                 } else {
@@ -320,36 +320,27 @@ impl JwtAuthority {
 
     /// Replaces the user's secret: every token signed with the old one stops
     /// working at once. Returns a token signed with the new secret.
+    /// The store numbers the new secret's generation in the same write
+    /// ([`UserSecretStore::replace_secret`]), so concurrent regenerations
+    /// each end the connections of the others' tokens.
     pub async fn regenerate(&self, user_id: &str) -> Result<String, JwtError> {
         check_user(user_id)?;
-        let generation = self
-            .inner
-            .store
-            .get_secret(user_id)
-            .await?
-            .map_or(1, |s| s.generation + 1);
-        let secret = self.put_new_secret(user_id, generation).await?;
+        let (secret, sealed) = self.new_secret(user_id);
+        self.inner.store.replace_secret(user_id, &sealed).await?;
         self.sign(user_id, &secret)
     }
 
-    async fn put_new_secret(
-        &self,
-        user_id: &str,
-        generation: i64,
-    ) -> Result<Zeroizing<[u8; 32]>, JwtError> {
-        let (secret, sealed) = self.new_secret(user_id, generation);
-        self.inner.store.put_secret(user_id, &sealed).await?;
-        Ok(secret)
-    }
-
-    fn new_secret(&self, user_id: &str, generation: i64) -> (Zeroizing<[u8; 32]>, SealedSecret) {
+    /// A fresh secret and its sealed form.
+    fn new_secret(&self, user_id: &str) -> (Zeroizing<[u8; 32]>, Vec<u8>) {
         let mut secret = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(&mut secret[..]);
-        let sealed = SealedSecret {
-            sealed: self.inner.master.seal(user_id, &secret),
-            generation,
-        };
+        let sealed = self.inner.master.seal(user_id, &secret);
         (secret, sealed)
+    }
+
+    /// Where the users' secrets are kept.
+    pub(crate) fn secret_store(&self) -> Arc<dyn UserSecretStore> {
+        self.inner.store.clone()
     }
 
     /// Resolves once `user_id`'s signing secret is no longer at

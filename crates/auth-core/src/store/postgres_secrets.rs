@@ -30,17 +30,18 @@ use crate::jwt::{SealedSecret, UserSecretStore};
 /// # let _ = jwt; Ok(()) }
 /// ```
 impl PostgresKeyStore {
-    /// Writes the user's secret (replacing one only with `replace`) and
-    /// notifies, in one statement: the notification goes out at commit.
-    /// `Ok(false)` when a secret existed and was kept.
+    /// Writes the user's secret (replacing one only with `replace`, at the
+    /// next generation, counted by the statement itself) and notifies, in
+    /// one statement: the notification goes out at commit. The generation
+    /// written, or `None` when a secret existed and was kept.
     async fn write_secret(
         &self,
         user_id: &str,
-        secret: &SealedSecret,
+        sealed: &[u8],
         replace: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let conflict = if replace {
-            "DO UPDATE SET sealed = EXCLUDED.sealed, generation = EXCLUDED.generation, \
+            "DO UPDATE SET sealed = EXCLUDED.sealed, generation = user_secrets.generation + 1, \
              updated_at = EXCLUDED.updated_at"
         } else {
             "DO NOTHING"
@@ -48,26 +49,26 @@ impl PostgresKeyStore {
         let written = sqlx::query(&format!(
             "WITH u AS ( \
                 INSERT INTO user_secrets (user_id, sealed, generation, updated_at) \
-                VALUES ($1, $2, $3, $4) \
+                VALUES ($1, $2, 1, $3) \
                 ON CONFLICT (user_id) {conflict} \
-                RETURNING user_id) \
-             SELECT pg_notify($5, $6) FROM u"
+                RETURNING generation) \
+             SELECT u.generation, pg_notify($4, $5)::text AS notified FROM u"
         ))
         .bind(user_id)
-        .bind(&secret.sealed)
-        .bind(secret.generation)
+        .bind(sealed)
         .bind(OffsetDateTime::now_utc())
         .bind(CHANNEL)
         .bind(super::change_payload::user_secret(user_id))
         .fetch_optional(self.pool())
         .await
-        .map_err(store_error)?
-        .is_some();
-        if written {
-            self.changes()
-                .publish(&KeyChange::UserSecret(user_id.to_owned()));
-        }
-        Ok(written)
+        .map_err(store_error)?;
+        let Some(row) = written else {
+            return Ok(None);
+        };
+        let generation: i64 = row.try_get("generation").map_err(store_error)?;
+        self.changes()
+            .publish(&KeyChange::UserSecret(user_id.to_owned()));
+        Ok(Some(generation))
     }
 }
 
@@ -88,16 +89,17 @@ impl UserSecretStore for PostgresKeyStore {
         .transpose()
     }
 
-    async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
-        self.write_secret(user_id, secret, true).await.map(|_| ())
+    async fn replace_secret(&self, user_id: &str, sealed: &[u8]) -> Result<i64, StoreError> {
+        let written = self.write_secret(user_id, sealed, true).await?;
+        written.ok_or_else(|| StoreError::Conflict("user secret not replaced".into()))
     }
 
     async fn insert_secret_if_absent(
         &self,
         user_id: &str,
-        secret: &SealedSecret,
+        sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        self.write_secret(user_id, secret, false).await
+        Ok(self.write_secret(user_id, sealed, false).await?.is_some())
     }
 
     fn secret_changes(&self) -> &ChangeFeed {

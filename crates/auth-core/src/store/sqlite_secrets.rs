@@ -35,18 +35,20 @@ const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 /// # });
 /// ```
 impl SqliteKeyStore {
-    /// Writes the user's secret (replacing one only with `replace`) and logs
-    /// the change for other processes, in one transaction. `Ok(false)` when
-    /// a secret existed and was kept.
+    /// Writes the user's secret (replacing one only with `replace`, at the
+    /// next generation, counted by the statement itself) and logs the
+    /// change for other processes, in one transaction. The generation
+    /// written, or `None` when a secret existed and was kept.
     async fn write_secret(
         &self,
         user_id: &str,
-        secret: &SealedSecret,
+        sealed: &[u8],
         replace: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let now = OffsetDateTime::now_utc();
         let conflict = if replace {
-            "DO UPDATE SET sealed = ?2, generation = ?3, updated_at = ?4"
+            "DO UPDATE SET sealed = excluded.sealed, generation = user_secrets.generation + 1, \
+             updated_at = excluded.updated_at"
         } else {
             "DO NOTHING"
         };
@@ -54,20 +56,19 @@ impl SqliteKeyStore {
         // lock up front (waiting up to the busy timeout).
         let mut tx = self.pool().begin().await.map_err(store_error)?;
         let written = sqlx::query(&format!(
-            "INSERT INTO user_secrets (user_id, sealed, generation, updated_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (user_id) {conflict}"
+            "INSERT INTO user_secrets (user_id, sealed, generation, updated_at) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (user_id) {conflict} RETURNING generation"
         ))
         .bind(user_id)
-        .bind(&secret.sealed)
-        .bind(secret.generation)
+        .bind(sealed)
         .bind(micros(now))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(store_error)?
-        .rows_affected();
-        if written == 0 {
-            return Ok(false);
-        }
+        .map_err(store_error)?;
+        let Some(row) = written else {
+            return Ok(None);
+        };
+        let generation: i64 = row.try_get("generation").map_err(store_error)?;
         sqlx::query("DELETE FROM key_changes WHERE at < ?")
             .bind(micros(now - CHANGE_LOG_RETENTION))
             .execute(&mut *tx)
@@ -82,7 +83,7 @@ impl SqliteKeyStore {
         tx.commit().await.map_err(store_error)?;
         self.changes()
             .publish(&KeyChange::UserSecret(user_id.to_owned()));
-        Ok(true)
+        Ok(Some(generation))
     }
 }
 
@@ -103,16 +104,17 @@ impl UserSecretStore for SqliteKeyStore {
         .transpose()
     }
 
-    async fn put_secret(&self, user_id: &str, secret: &SealedSecret) -> Result<(), StoreError> {
-        self.write_secret(user_id, secret, true).await.map(|_| ())
+    async fn replace_secret(&self, user_id: &str, sealed: &[u8]) -> Result<i64, StoreError> {
+        let written = self.write_secret(user_id, sealed, true).await?;
+        written.ok_or_else(|| StoreError::Conflict("user secret not replaced".into()))
     }
 
     async fn insert_secret_if_absent(
         &self,
         user_id: &str,
-        secret: &SealedSecret,
+        sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        self.write_secret(user_id, secret, false).await
+        Ok(self.write_secret(user_id, sealed, false).await?.is_some())
     }
 
     fn secret_changes(&self) -> &ChangeFeed {

@@ -117,6 +117,14 @@ impl VerifierBuilder {
         let weak: std::sync::Weak<dyn crate::ChangeListener> =
             Arc::downgrade(&(invalidator.clone() as Arc<dyn crate::ChangeListener>));
         self.store.changes().subscribe(weak);
+        // Subscribed after the cache: a connection's re-read never finds a stale entry.
+        let watches = super::watch::Watches::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.policy.clone(),
+            #[cfg(feature = "jwt")]
+            self.jwt.as_ref().map(|j| j.secret_store()),
+        );
         Verifier {
             inner: Arc::new(Inner {
                 usage: UsageRecorder::new(self.store.clone(), self.usage_interval),
@@ -132,6 +140,7 @@ impl VerifierBuilder {
                 #[cfg(feature = "jwt")]
                 jwt: self.jwt,
                 _invalidator: invalidator,
+                watches,
             }),
         }
     }

@@ -29,6 +29,7 @@ mod guard;
 mod hot;
 mod lifecycle;
 mod usage;
+mod watch;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -37,6 +38,7 @@ use dashmap::DashMap;
 pub use self::builder::VerifierBuilder;
 #[cfg(feature = "jwt")]
 pub(crate) use self::lifecycle::recheck;
+pub use self::watch::{CredentialChange, CredentialWatch};
 use self::{
     cache::{CacheInvalidator, KeyCache},
     guard::AttackGuard,
@@ -92,6 +94,8 @@ struct Inner {
     jwt: Option<crate::jwt::JwtAuthority>,
     // Keeps the feed subscription alive as long as the verifier.
     _invalidator: Arc<CacheInvalidator>,
+    /// The shared watches of open connections' credentials.
+    watches: Arc<watch::Watches>,
 }
 
 impl std::fmt::Debug for Verifier {

@@ -12,10 +12,11 @@
 //! message is the JSON error, e.g. `{"error":"unauthorized",…}`. Events:
 //! `whoami` (acknowledged with the authenticated context) and `echo`
 //! (echoed back), about one per second per connection; faster ones get a
-//! `rate_limited` event instead. A socket whose key is revoked or expires is
-//! sent a `revoked` event and disconnected.
+//! `rate_limited` event instead. A socket whose key is revoked, disabled or
+//! expires, or whose address an edit takes off the key's allowlist, is sent
+//! a `revoked` event and disconnected; an edit that narrows the key's scopes
+//! narrows the socket's (`SocketIoAuth` follows the credential).
 
-use auth_core::Verifier;
 use auth_socketio::{
     socketioxide::{
         extract::{AckSender, Data, SocketRef},
@@ -39,15 +40,7 @@ pub(super) fn mount(server: &Server, router: Router) -> Router {
         .failed_auth_limits(server.protection.failures.clone())
         .event_quota(MESSAGES);
     let (layer, io) = SocketIo::builder().req_path(PATH).build_layer();
-    let verifier = server.verifier.clone();
-    io.ns(
-        "/",
-        (move |socket: SocketRef, auth: SocketAuth| {
-            let verifier = verifier.clone();
-            async move { on_connect(socket, auth, &verifier) }
-        })
-        .with(auth),
-    );
+    io.ns("/", on_connect.with(auth));
     router
         .layer(layer)
         // Outermost, so the handshake's credential headers are hidden in
@@ -55,24 +48,8 @@ pub(super) fn mount(server: &Server, router: Router) -> Router {
         .layer(server.protection.auth.sensitive_headers())
 }
 
-fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth, verifier: &Verifier) {
+async fn on_connect(socket: SocketRef, SocketAuth(ctx): SocketAuth) {
     tracing::debug!(user = ctx.effective_user(), "socket.io connected");
-    {
-        // Revocation (or a JWT user's secret regeneration) reaches open
-        // sockets too; the watch ends with the socket.
-        let ended = verifier.credential_ended(&ctx);
-        let sock = socket.clone();
-        let watch = tokio::spawn(async move {
-            ended.await;
-            let _ = sock.emit("revoked", &serde_json::json!({ "error": "unauthorized", "message": "Token revoked or expired" }));
-            let _ = sock.disconnect();
-        });
-        let watch = watch.abort_handle();
-        socket.on_disconnect(move || {
-            watch.abort();
-            async {}
-        });
-    }
     socket.on(
         "whoami",
         |_: Throttle, SocketAuth(ctx): SocketAuth, ack: AckSender| async move {
