@@ -47,6 +47,9 @@ mod access;
 mod auth;
 mod client_ip;
 mod keys;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub mod openapi;
 mod rejection;
 mod scope;
 mod scope_layer;
