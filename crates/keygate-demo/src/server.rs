@@ -192,7 +192,12 @@ impl Server {
 
     /// The whole app, with Socket.IO at `/ext-socket.io` (feature `socketio`).
     pub fn router(&self) -> Router {
-        let router = crate::support::ops::mount(self.protect(self.routes()), &self.verifier);
+        let router = crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+            // The key API's description: public, like the health routes.
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(auth_axum::openapi::document("/api/tokens", None)) }),
+            );
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
         router
