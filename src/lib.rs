@@ -15,9 +15,10 @@
 //!
 //! The other features switch on what those crates can do: `sqlite`,
 //! `postgres`, `jwt` and `tls` (auth-core; `tls` also for `rediss://`),
-//! `redis` (auth-ratelimit), `ui` and `secret-scanning` (auth-axum). `axum`
-//! together with `ratelimit` turns on auth-ratelimit's `axum` feature, so
-//! the limiters read axum's `ConnectInfo`. Every feature is on by default;
+//! `redis` (auth-ratelimit), `ui`, `secret-scanning` and `openapi`
+//! (auth-axum). `axum` together with `ratelimit` turns on auth-ratelimit's
+//! `axum` feature, so the limiters read axum's `ConnectInfo`. Every feature
+//! is on by default;
 //! a tower service without axum can take
 //! `default-features = false, features = ["tower", "ratelimit", "sqlite"]`.
 //!

@@ -49,6 +49,9 @@ mod auth;
 mod client_ip;
 pub mod forward_auth;
 mod keys;
+#[cfg(feature = "openapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
+pub mod openapi;
 mod rejection;
 mod scope;
 mod scope_layer;

@@ -200,6 +200,11 @@ impl Server {
             self.protect(self.routes()),
             &self.verifier,
             self.audit.clone(),
+        )
+        // The key API's description: public, like the health routes.
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(auth_axum::openapi::document("/api/tokens", None)) }),
         );
         #[cfg(feature = "socketio")]
         let router = socketio::mount(self, router);
