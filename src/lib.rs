@@ -18,7 +18,7 @@
 //! `redis` (auth-ratelimit), `ui`, `secret-scanning` and `openapi`
 //! (auth-axum). `axum` together with `ratelimit` turns on auth-ratelimit's
 //! `axum` feature, so the limiters read axum's `ConnectInfo`. Every feature
-//! is on by default;
+//! but `openapi` is on by default;
 //! a tower service without axum can take
 //! `default-features = false, features = ["tower", "ratelimit", "sqlite"]`.
 //!
