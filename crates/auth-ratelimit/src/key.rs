@@ -272,6 +272,7 @@ impl KeyValue<'_> {
     /// identifier a user chose (a user id, a custom key) is not written but
     /// returned, after its type tag, for the caller to write a keyed digest
     /// of it instead (Redis key names must not reveal login names).
+    #[cfg(feature = "redis")]
     pub(crate) fn write_hiding_names(&self, out: &mut String) -> Option<String> {
         match self {
             Self::User(ctx) => {

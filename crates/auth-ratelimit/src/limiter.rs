@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use crate::options::{limiter_setters, LimiterOptions};
 use crate::{
-    credits::{refill_in, CreditLedger, DEFAULT_LEASE_IDLE},
+    credits::{refill_in, CreditLedger},
     error::check_rule_name,
     fallback::{LimiterMemory, Stores},
     headers::{Checked, RateHeaders},
@@ -704,9 +704,11 @@ impl RateLimiterBuilder {
             .tiers
             .map(|t| Arc::new((t.make)(t.ttl, t.capacity, clock)));
         #[cfg(feature = "redis")]
-        let lease = self
-            .lease
-            .or_else(|| self.redis.is_some().then_some(DEFAULT_LEASE_IDLE));
+        let lease = self.lease.or_else(|| {
+            self.redis
+                .is_some()
+                .then_some(crate::credits::DEFAULT_LEASE_IDLE)
+        });
         #[cfg(not(feature = "redis"))]
         let lease = self.lease;
         let credits = self.credits.map(|store| match lease {
