@@ -6,26 +6,8 @@ use keygate_demo::{pod, server, support};
 
 mod client;
 
-use auth_core::SecretHasher;
-use client::Api;
-use support::{
-    commands::{self, KeyRules},
-    serve::spawn,
-    Backend,
-};
-
-fn memory() -> Backend {
-    Backend::memory(SecretHasher::for_tests())
-}
-
-/// A new key's token, issued the way the `issue` command does.
-async fn issue(backend: &Backend, rules: &KeyRules, user: &str, scopes: &[&str]) -> String {
-    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-    let key = commands::issue(backend, rules, user, &scopes, "test")
-        .await
-        .unwrap();
-    key.token.expose_secret().to_owned()
-}
+use client::{issue, memory, Api};
+use support::serve::spawn;
 
 #[tokio::test]
 async fn server_refuses_what_it_does_not_enforce_and_what_the_application_sets() {

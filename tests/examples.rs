@@ -14,32 +14,19 @@ use keygate_demo::portal;
 mod client;
 
 use auth_core::SecretHasher;
-use client::Api;
+use client::{issue, memory, Api};
 use futures_util::{SinkExt, StreamExt};
 use keygate_test_support::eventually;
 use serde_json::{json, Value};
 use support::{
     cli::{self, Command},
-    commands::{self, KeyRules},
+    commands,
     serve::spawn,
     Backend,
 };
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 // ---------------------------------------------------------------- fixtures
-
-fn memory() -> Backend {
-    Backend::memory(SecretHasher::for_tests())
-}
-
-/// A new key's token, issued the way the `issue` command does.
-async fn issue(backend: &Backend, rules: &KeyRules, user: &str, scopes: &[&str]) -> String {
-    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-    let key = commands::issue(backend, rules, user, &scopes, "test")
-        .await
-        .unwrap();
-    key.token.expose_secret().to_owned()
-}
 
 async fn start_server(backend: &Backend, options: server::Options) -> (Api, server::Server) {
     let app = server::Server::new(backend, &options).unwrap();

@@ -4,8 +4,32 @@
 
 use std::net::SocketAddr;
 
+use auth_core::SecretHasher;
+use keygate_demo::support::{
+    commands::{self, KeyRules},
+    Backend,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+
+/// A demo backend in memory, with a fast hasher.
+pub(crate) fn memory() -> Backend {
+    Backend::memory(SecretHasher::for_tests())
+}
+
+/// A new key's token, issued the way the demos' `issue` command does.
+pub(crate) async fn issue(
+    backend: &Backend,
+    rules: &KeyRules,
+    user: &str,
+    scopes: &[&str],
+) -> String {
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    let key = commands::issue(backend, rules, user, &scopes, "test")
+        .await
+        .unwrap();
+    key.token.expose_secret().to_owned()
+}
 
 /// A server under test.
 #[derive(Clone)]
