@@ -152,6 +152,8 @@ class Instance:
     def __init__(self, name, binary, db, redis, log_dir):
         self.name, self.binary, self.db, self.redis = name, binary, db, redis
         self.port = free_port()
+        # /metrics is served only on a listener of its own.
+        self.metrics_port = free_port()
         self.log_dir = log_dir
         self.proc = None
         self.runs = 0
@@ -163,7 +165,8 @@ class Instance:
         self.out_path = out.name
         self.proc = subprocess.Popen(
             [self.binary, "--addr", f"127.0.0.1:{self.port}", "--db", self.db,
-             "--redis", self.redis, "--rate-limit", "4000000000"],
+             "--redis", self.redis, "--rate-limit", "4000000000",
+             "--metrics-addr", f"127.0.0.1:{self.metrics_port}"],
             stdout=out, stderr=err, stdin=subprocess.DEVNULL,
         )
 
@@ -333,7 +336,7 @@ def main():
         load.stop = True
         load_thread.join()
         elapsed = time.monotonic() - t_start
-        dropped = {i.name: metric(i.port, "keygate_audit_events_dropped_total") for i in (a, b)}
+        dropped = {i.name: metric(i.metrics_port, "keygate_audit_events_dropped_total") for i in (a, b)}
         a.stop()
         b.stop()
 

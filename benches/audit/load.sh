@@ -17,6 +17,8 @@ BACKEND=${1:-sqlite}
 DURATION=${DURATION:-60s}
 CONNECTIONS=${CONNECTIONS:-32}
 PORT=${PORT:-3917}
+# /metrics is served only on a listener of its own.
+METRICS_PORT=${METRICS_PORT:-$((PORT + 1))}
 TMP=$(mktemp -d)
 SERVER_PID=
 SCHEMA=
@@ -46,11 +48,11 @@ store_bytes() {
     fi
 }
 metric() { # name [label filter]
-    curl -s "http://127.0.0.1:$PORT/metrics" | { grep "^$1" || true; } | { grep -- "${2:-}" || true; } |
+    curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | { grep "^$1" || true; } | { grep -- "${2:-}" || true; } |
         awk '{s += $2} END {printf "%d\n", s}'
 }
 
-ARGS=(--addr "127.0.0.1:$PORT" --db "$DB" --rate-limit 4000000000)
+ARGS=(--addr "127.0.0.1:$PORT" --metrics-addr "127.0.0.1:$METRICS_PORT" --db "$DB" --rate-limit 4000000000)
 [ -n "${FLOOD:-}" ] && ARGS+=(--trusted-proxy 127.0.0.1/32)
 "$BIN" "${ARGS[@]}" >"$TMP/out" 2>"$TMP/err" &
 SERVER_PID=$!
