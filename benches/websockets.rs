@@ -30,7 +30,7 @@ use auth_axum::AuthenticatedUpgrade;
 use auth_core::{
     jwt::{JwtAuthority, MasterKey},
     store::KeyUpdate,
-    KeyIssuer, KeyStore, NewKey, Principal, ScopeSet, SecretHasher, SqliteKeyStore, TokenPrefix,
+    KeyIssuer, KeyStore, NewKey, Principal, ScopeSet, SecretHasher, store::SqliteKeyStore, TokenPrefix,
     Verifier,
 };
 use auth_tower::AuthLayer;

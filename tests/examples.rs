@@ -1122,7 +1122,7 @@ async fn portal_admins_list_and_revoke_only_their_organisations_keys() {
     let north_ci = issue(&backend, rules, "admin1", &["users:read"]).await;
     let south = issue(&backend, rules, "admin2", &[]).await;
     let id = |t: &str| {
-        auth_core::ParsedToken::parse(t)
+        auth_core::token::ParsedToken::parse(t)
             .unwrap()
             .key_id()
             .to_string()
@@ -1392,7 +1392,7 @@ fn unique(prefix: &str) -> String {
 async fn two_pods_on_one_postgres_share_keys_and_revocations() {
     use std::sync::Arc;
 
-    use auth_core::PostgresKeyStore;
+    use auth_core::store::PostgresKeyStore;
     let Some(url) = keygate_test_support::services::database_url(
         "two_pods_on_one_postgres_share_keys_and_revocations",
     ) else {

@@ -15,8 +15,8 @@ use auth_axum::{
     RequireScopeLayer,
 };
 use auth_core::{
-    AuditLog, AuditQuery, Keys, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
-    TokenPrefix, TrustedProxies,
+    audit::AuditLog, audit::AuditQuery, Keys, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
+    TokenPrefix, client_ip::TrustedProxies,
 };
 use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
 use auth_core::{
-    AuditLog, KeyIssuer, Keys, ManualClock, MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
+    audit::AuditLog, KeyIssuer, Keys, clock::FakeClock, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
     ScopeSet, SecretHasher, TokenPrefix,
 };
 use auth_tower::AuthLayer;
@@ -26,7 +26,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let clock = Arc::new(ManualClock::new(NOW));
+    let clock = Arc::new(FakeClock::new(NOW));
     let store = Arc::new(MemoryKeyStore::new());
     let Keys {
         issuer, verifier, ..

@@ -17,10 +17,10 @@ use auth_axum::{
     RequireScopeLayer,
 };
 use auth_core::{
-    mint_token, AuditLog, AuditQuery, ChangeFeed, CreditSpend, Credits, ErrorFormat, KeyId,
-    KeyIssuer, KeyPolicy, KeyRateLimit, KeyRecord, KeyStore, KeyUpdate, KeyUse, MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, Refill, RefillEvery, RejectReason, ScopeSet, SecretHasher,
-    StoreError, TokenPrefix, Verifier,
+    token::mint_token, audit::AuditLog, audit::AuditQuery, store::ChangeFeed, policy::CreditSpend, policy::Credits, response::ErrorFormat, KeyId,
+    KeyIssuer, policy::KeyPolicy, policy::KeyRateLimit, store::KeyRecord, KeyStore, store::KeyUpdate, store::KeyUse, audit::MemoryAuditLog,
+    MemoryKeyStore, NewKey, Principal, policy::Refill, policy::RefillEvery, RejectReason, ScopeSet, SecretHasher,
+    store::StoreError, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -31,7 +31,7 @@ use axum::{
     Router,
 };
 use http_body_util::BodyExt;
-use keygate_test_support::fixtures;
+use keygate_test_support::{fixtures, stores::TestStore};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -39,104 +39,6 @@ use tower::ServiceExt;
 
 const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
 
-/// A store that fails every call while `down` is set, and can hold one
-/// `update` or `rotate` at its gate.
-#[derive(Debug)]
-struct FlakyStore {
-    inner: MemoryKeyStore,
-    down: AtomicBool,
-    update_gate: Gate,
-    rotate_gate: Gate,
-}
-
-/// Holds the next call that passes it until released: explicit signals
-/// to interleave two requests, no sleeps.
-#[derive(Debug, Default)]
-struct Gate(std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>);
-
-impl Gate {
-    /// Arms the gate: the next call reports on the first receiver that it
-    /// has arrived, and waits until the sender is used (or dropped).
-    fn arm(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
-        let (arrived_tx, arrived_rx) = oneshot::channel();
-        let (go_tx, go_rx) = oneshot::channel();
-        *self.0.lock().unwrap() = Some((arrived_tx, go_rx));
-        (arrived_rx, go_tx)
-    }
-
-    async fn pass(&self) {
-        let armed = self.0.lock().unwrap().take();
-        if let Some((arrived, go)) = armed {
-            let _ = arrived.send(());
-            let _ = go.await;
-        }
-    }
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("db.internal:5432 refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl KeyStore for FlakyStore {
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.insert(r).await
-    }
-    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn list_by_owner(&self, user: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_by_owner(user).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.revoke(id, at).await
-    }
-    async fn rotate(
-        &self,
-        old: KeyId,
-        ends: OffsetDateTime,
-        now: OffsetDateTime,
-        new: &KeyRecord,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.rotate_gate.pass().await;
-        self.inner.rotate(old, ends, now, new).await
-    }
-    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.update_hash(id, hash).await
-    }
-    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.check()?;
-        self.update_gate.pass().await;
-        self.inner.update(id, update).await
-    }
-    async fn spend_credit(
-        &self,
-        id: KeyId,
-        now: OffsetDateTime,
-    ) -> Result<CreditSpend, StoreError> {
-        self.check()?;
-        self.inner.spend_credit(id, now).await
-    }
-    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.record_use(uses).await
-    }
-    fn changes(&self) -> &ChangeFeed {
-        self.inner.changes()
-    }
-}
 
 /// A session-style owner: the user named by a header an upstream proxy
 /// sets, who may grant `read` and `write`. No `AuthLayer` needed.
@@ -171,7 +73,7 @@ impl KeyOwner for HeaderUser {
 struct Fixture {
     app: Router,
     issuer: KeyIssuer,
-    store: Arc<FlakyStore>,
+    store: Arc<TestStore>,
     audit: Arc<MemoryAuditLog>,
 }
 
@@ -221,12 +123,7 @@ impl Fixture {
     /// `tokens:manage`) behind an `AuthLayer` in `format`; `/me` to use keys;
     /// `/session/tokens` managed by `HeaderUser`.
     async fn start(format: ErrorFormat) -> Self {
-        let store = Arc::new(FlakyStore {
-            inner: MemoryKeyStore::new(),
-            down: AtomicBool::new(false),
-            update_gate: Gate::default(),
-            rotate_gate: Gate::default(),
-        });
+        let store = TestStore::memory();
         let audit = Arc::new(MemoryAuditLog::default());
         let issuer = fixtures::issuer(store.clone());
         let verifier = fixtures::verifier(store.clone());
@@ -811,7 +708,7 @@ async fn any_extractor_can_identify_the_owner() {
 #[tokio::test]
 async fn store_outage_is_503_without_details() {
     let f = Fixture::start(ErrorFormat::Flat).await;
-    f.store.down.store(true, Ordering::SeqCst);
+    f.store.set_down(true);
     for (method, path, body) in [
         (
             Method::POST,
@@ -831,7 +728,7 @@ async fn store_outage_is_503_without_details() {
         assert_eq!(r.json["error"], "unavailable");
         assert!(!r.text.contains("db.internal"), "{}", r.text);
     }
-    f.store.down.store(false, Ordering::SeqCst);
+    f.store.set_down(false);
     let r = f
         .session(Method::GET, "/session/tokens", "carol", None)
         .await;
@@ -2656,7 +2553,7 @@ async fn an_edit_racing_a_rotation_revocation_or_edit_is_409_not_lost() {
     ];
     for (what, other) in others {
         let (id, path) = editable_key(&f, &admin).await;
-        let (arrived, go) = f.store.update_gate.arm();
+        let (arrived, go) = f.store.update_gate().arm();
         let (method, other_path, body) = other(&path);
         let (edit, done) = tokio::join!(f.call(Method::PATCH, &path, &admin, narrow), async {
             arrived.await.unwrap();
@@ -2694,7 +2591,7 @@ async fn an_edit_landing_while_a_rotation_is_under_way_reaches_the_replacement()
     let (_, path) = editable_key(&f, &admin).await;
     // The rotation has read the key and is about to retire it when the
     // narrowing commits.
-    let (arrived, go) = f.store.rotate_gate.arm();
+    let (arrived, go) = f.store.rotate_gate().arm();
     let rotate = format!("{path}/rotate");
     let (rotated, edit) = tokio::join!(f.call(Method::POST, &rotate, &admin, None), async {
         arrived.await.unwrap();

@@ -9,8 +9,8 @@ use std::{
 };
 
 use auth_core::{
-    KeyId, KeyIssuer, KeyPolicy, KeyStore, NewKey, Principal, ScopeSet, SecretHasher,
-    SqliteKeyStore, TokenPrefix, TrustedProxies, Verifier,
+    KeyId, KeyIssuer, policy::KeyPolicy, KeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    store::SqliteKeyStore, TokenPrefix, client_ip::TrustedProxies, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{body::Body, extract::ConnectInfo, http::Request, routing::get, Router};

@@ -28,7 +28,7 @@ use std::{
     },
 };
 
-use auth_core::{jwt::MasterKey, PostgresKeyStore, PostgresOptions, SecretHasher};
+use auth_core::{jwt::MasterKey, store::PostgresKeyStore, store::PostgresOptions, SecretHasher};
 use client::Api;
 use keygate_test_support::{eventually, logs::CapturedLogs, services::database_url};
 use support::{serve::spawn, Backend};
@@ -117,7 +117,7 @@ async fn metrics_count_outcomes_without_ids() {
         api.get("/api/me").token(&token).send().await.expect(200);
     }
     // Same shape, another key id: unknown; and a mangled checksum.
-    let (_, stranger) = auth_core::mint_token(&auth_core::TokenPrefix::new("st_").unwrap());
+    let (_, stranger) = auth_core::token::mint_token(&auth_core::TokenPrefix::new("st_").unwrap());
     api.get("/api/me")
         .token(stranger.expose_secret())
         .send()

@@ -10,7 +10,7 @@ use keygate_demo::server;
 use std::{sync::Arc, time::Duration};
 
 use auth_core::{
-    AuditOutcome, AuditPage, AuditQuery, ManualClock, RejectReason, SecretHasher, WallClock,
+    audit::AuditOutcome, audit::AuditPage, audit::AuditQuery, clock::FakeClock, RejectReason, SecretHasher, clock::WallClock,
 };
 use reqwest::{header, redirect::Policy, StatusCode};
 use serde_json::Value;
@@ -309,8 +309,8 @@ async fn sign_in_is_limited_per_address() {
 /// `X-Forwarded-For` names the client.
 fn behind_proxy(options: SignInOptions) -> SignInOptions {
     SignInOptions {
-        trusted_proxies: auth_core::TrustedProxies::from_nets([
-            auth_core::TrustedProxies::parse_net("127.0.0.1").unwrap(),
+        trusted_proxies: auth_core::client_ip::TrustedProxies::from_nets([
+            auth_core::client_ip::TrustedProxies::parse_net("127.0.0.1").unwrap(),
         ]),
         ..options
     }
@@ -620,8 +620,8 @@ impl App {
 }
 
 /// A manual clock for session ages, and options that use it.
-fn clocked() -> (Arc<ManualClock>, SignInOptions) {
-    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+fn clocked() -> (Arc<FakeClock>, SignInOptions) {
+    let clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
     let options = SignInOptions {
         clock: clock.clone() as Arc<dyn WallClock>,
         attempts_per_minute: 50,

@@ -13,7 +13,7 @@ use std::{
 };
 
 use auth_core::{
-    KeyIssuer, NewKey, PostgresKeyStore, PostgresOptions, Principal, ScopeSet, SecretHasher,
+    KeyIssuer, NewKey, store::PostgresKeyStore, store::PostgresOptions, Principal, ScopeSet, SecretHasher,
     TokenPrefix,
 };
 use auth_ratelimit::{Bucket, Quota, RateLimitStore, RedisStore};

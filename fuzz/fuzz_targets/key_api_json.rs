@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use auth_axum::{keys_router, KeyManager, KeyOwner};
 use auth_core::{
-    KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
     TokenPrefix,
 };
 use axum::{body::Body, extract::FromRequestParts, http::request::Parts, Router};

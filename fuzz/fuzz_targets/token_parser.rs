@@ -2,7 +2,7 @@
 //! has the documented shape and keeps its key id through a round trip.
 #![no_main]
 
-use auth_core::{KeyId, ParsedToken, TokenPrefix};
+use auth_core::{KeyId, token::ParsedToken, TokenPrefix};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,13 +10,13 @@ use http::{Extensions, HeaderMap};
 /// `into_make_service_with_connect_info::<SocketAddr>()`. Pass it to
 /// [`AuthLayerBuilder::client_ip`](auth_tower::AuthLayerBuilder::client_ip);
 /// behind a reverse proxy, also pass the proxies'
-/// [`TrustedProxies`](auth_core::TrustedProxies) to
+/// [`TrustedProxies`](auth_core::client_ip::TrustedProxies) to
 /// [`AuthLayerBuilder::trusted_proxies`](auth_tower::AuthLayerBuilder::trusted_proxies),
 /// so that the client their forwarding header names is used instead.
 ///
 /// ```
 /// # fn layer(verifier: auth_core::Verifier) -> auth_tower::AuthLayer {
-/// use auth_core::TrustedProxies;
+/// use auth_core::client_ip::TrustedProxies;
 ///
 /// auth_tower::AuthLayer::builder(verifier)
 ///     .client_ip(auth_axum::connect_info_ip)

@@ -32,7 +32,7 @@
 //!     forward_auth::{self, ForwardAuthLayer},
 //!     RequireScopeLayer,
 //! };
-//! use auth_core::TrustedProxies;
+//! use auth_core::client_ip::TrustedProxies;
 //! use axum::{routing::any, Router};
 //!
 //! # fn app(verifier: auth_core::Verifier) -> Router {
@@ -58,7 +58,7 @@ use std::{
 };
 
 use auth_core::{
-    AuthContext, AuthError, ClientIp, ErrorCode, ErrorFormat, RejectReason, TrustedProxies,
+    AuthContext, AuthError, client_ip::ClientIp, ErrorCode, response::ErrorFormat, RejectReason, client_ip::TrustedProxies,
 };
 use axum::{
     body::Body,
@@ -513,7 +513,7 @@ mod tests {
             "/admin/users?page=2"
         );
         assert_eq!(
-            auth_core::ClientIp::of(req.extensions()),
+            auth_core::client_ip::ClientIp::of(req.extensions()),
             Some("203.0.113.9".parse().unwrap())
         );
 

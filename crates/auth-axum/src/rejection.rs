@@ -16,7 +16,7 @@ use http::StatusCode;
 /// when no `AuthLayer` runs in front of the route (a server misconfiguration;
 /// never a pass).
 ///
-/// Rendered, like the layer's own refusals, in the [`ErrorFormat`](auth_core::ErrorFormat)
+/// Rendered, like the layer's own refusals, in the [`ErrorFormat`](auth_core::response::ErrorFormat)
 /// the layer was configured with (see [`RenderAuthError`]).
 #[derive(Debug)]
 pub struct AuthRejection(Box<Refusal>);

@@ -43,7 +43,7 @@
 use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
 
 use auth_core::{
-    AuditSink, AuthError, ClientIp, IssueError, KeyIssuer, RevocationSource, TokenRevocation,
+    AuditSink, AuthError, client_ip::ClientIp, IssueError, KeyIssuer, revoke_by_token::RevocationSource, revoke_by_token::TokenRevocation,
 };
 use auth_tower::RenderAuthError;
 use axum::{
@@ -319,7 +319,7 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect());
+        .map(|ua| ua.chars().take(auth_core::audit::MAX_USER_AGENT).collect());
     let mut labels = Vec::with_capacity(reports.len());
     let mut revoked = 0usize;
     // A token repeated in one report is checked (and audited) once; every
@@ -374,7 +374,7 @@ fn store_failed(e: IssueError) -> AuthError {
     tracing::warn!(error = %e, "secret scanning report could not be checked");
     let err = AuthError::unavailable("Key store temporarily unavailable");
     match e {
-        IssueError::Hash(auth_core::HashError::Busy) => {
+        IssueError::Hash(auth_core::hash::HashError::Busy) => {
             err.with_retry_after(std::time::Duration::from_secs(1))
         }
         _ => err,

@@ -10,7 +10,7 @@
 
 use std::{fmt, future::Future, net::IpAddr};
 
-use auth_core::{AuthContext, ClientIp, CredentialChange, CredentialWatch, Verifier};
+use auth_core::{AuthContext, client_ip::ClientIp, watch::CredentialChange, watch::CredentialWatch, Verifier};
 use axum::{
     extract::{
         ws::{

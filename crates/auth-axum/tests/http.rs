@@ -14,7 +14,7 @@ use auth_axum::{
     RequireScopeLayer, ScopeRule, Scoped,
 };
 use auth_core::{
-    AccessLevel, AuditLog, AuditQuery, AuthContext, ErrorFormat, KeyIssuer, MemoryAuditLog,
+    AccessLevel, audit::AuditLog, audit::AuditQuery, AuthContext, response::ErrorFormat, KeyIssuer, audit::MemoryAuditLog,
     MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::{AuthLayer, ResolveError, Subject, SubjectDecision, SubjectResolver};

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use auth_axum::{admin_keys_router, keys_router, Auth, KeyAdmin, KeyManager};
 use auth_core::{
-    AuthContext, KeyId, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
+    AuthContext, KeyId, KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
     SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use auth_axum::SecretScanning;
+use keygate_test_support::stores::TestStore;
 use auth_core::{
-    AuditLog, AuditQuery, ChangeFeed, CreditSpend, IssuedKey, KeyId, KeyIssuer, KeyRecord,
-    KeyStore, KeyUpdate, KeyUse, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason,
-    ScopeSet, SecretHasher, StoreError, TokenPrefix,
+    audit::AuditLog, audit::AuditQuery, store::ChangeFeed, policy::CreditSpend, IssuedKey, KeyId, KeyIssuer, store::KeyRecord,
+    KeyStore, store::KeyUpdate, store::KeyUse, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason,
+    ScopeSet, SecretHasher, store::StoreError, TokenPrefix,
 };
 use axum::{body::Body, http::Request, Router};
 use base64::Engine;
@@ -286,57 +287,10 @@ async fn oversized_and_overfull_reports_are_refused() {
     assert_eq!(status, 400);
 }
 
-/// A store whose reads fail: the key store is down.
-#[derive(Debug)]
-struct DownStore(MemoryKeyStore);
-
-#[async_trait::async_trait]
-impl KeyStore for DownStore {
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.0.insert(r).await
-    }
-    async fn get(&self, _: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        Err(StoreError::Unavailable("db.internal:5432 refused".into()))
-    }
-    async fn list_by_owner(&self, u: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.0.list_by_owner(u).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        self.0.revoke(id, at).await
-    }
-    async fn rotate(
-        &self,
-        old: KeyId,
-        ends: OffsetDateTime,
-        now: OffsetDateTime,
-        new: &KeyRecord,
-    ) -> Result<(), StoreError> {
-        self.0.rotate(old, ends, now, new).await
-    }
-    async fn update(&self, id: KeyId, u: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.0.update(id, u).await
-    }
-    async fn spend_credit(
-        &self,
-        id: KeyId,
-        now: OffsetDateTime,
-    ) -> Result<CreditSpend, StoreError> {
-        self.0.spend_credit(id, now).await
-    }
-    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
-        self.0.update_hash(id, hash).await
-    }
-    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
-        self.0.record_use(uses).await
-    }
-    fn changes(&self) -> &ChangeFeed {
-        self.0.changes()
-    }
-}
-
 #[tokio::test]
 async fn a_store_outage_is_503_and_labels_nothing() {
-    let store = Arc::new(DownStore(MemoryKeyStore::new()));
+    let store = TestStore::memory();
+    store.set_reads_down(true);
     let issuer = KeyIssuer::new(
         store,
         SecretHasher::for_tests(),
@@ -471,7 +425,7 @@ async fn the_audit_names_the_resolved_client_not_the_proxy() {
             40_000,
         ))));
     let client: std::net::IpAddr = "203.0.113.9".parse().unwrap();
-    req.extensions_mut().insert(auth_core::ClientIp(client));
+    req.extensions_mut().insert(auth_core::client_ip::ClientIp(client));
     let (status, _) = send(&s.app, req).await;
     assert_eq!(status, 200);
     let events = s

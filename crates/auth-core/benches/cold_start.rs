@@ -4,7 +4,7 @@
 //! first-request latency percentiles, then the same replay once warm.
 //!
 //! In process: no sockets, no HTTP; each request is what `AuthLayer` does
-//! with a token (`Verifier::verify_cached`, then `Verifier::verify` on a
+//! with a token (`Verifier::verify_cached_bytes`, then `Verifier::verify` on a
 //! miss) against the real `SqliteKeyStore` and argon2. Not part of
 //! `cargo test`:
 //!
@@ -23,8 +23,8 @@ use std::{
 };
 
 use auth_core::{
-    HashParams, KeyIssuer, KeyRecord, KeyStore, MemoryKeyStore, NewKey, Principal, ScopeSet,
-    SecretHasher, SqliteKeyStore, TokenPrefix, Verifier,
+    hash::HashParams, KeyIssuer, store::KeyRecord, KeyStore, MemoryKeyStore, NewKey, Principal, ScopeSet,
+    SecretHasher, store::SqliteKeyStore, TokenPrefix, Verifier,
 };
 
 const CLIENTS: usize = 32;
@@ -195,7 +195,7 @@ struct Replay {
 
 /// What the auth layer does with a token.
 async fn authenticate(v: &Verifier, token: &str) -> bool {
-    match v.verify_cached(token) {
+    match v.verify_cached_bytes(token.as_bytes(), None) {
         Some(r) => r.is_ok(),
         None => v.verify(token).await.is_ok(),
     }

@@ -3,7 +3,7 @@
 //!
 //! In process, on a verifier that starts with nothing cached (as after a
 //! restart) over the real `SqliteKeyStore`; each request is what `AuthLayer`
-//! does with a token (`Verifier::verify_cached`, then `Verifier::verify` on a
+//! does with a token (`Verifier::verify_cached_bytes`, then `Verifier::verify` on a
 //! miss). Not part of `cargo test`:
 //!
 //! ```text
@@ -19,7 +19,7 @@ use std::{
 };
 
 use auth_core::{
-    mint_token, KeyIssuer, NewKey, ParsedToken, Principal, ScopeSet, SecretHasher, SqliteKeyStore,
+    token::mint_token, KeyIssuer, NewKey, token::ParsedToken, Principal, ScopeSet, SecretHasher, store::SqliteKeyStore,
     TokenPrefix, Verifier,
 };
 
@@ -148,7 +148,7 @@ async fn run() {
 
 /// What the auth layer does with a token, as an HTTP status.
 async fn status(v: &Verifier, token: &str) -> u16 {
-    let r = match v.verify_cached(token) {
+    let r = match v.verify_cached_bytes(token.as_bytes(), None) {
         Some(r) => r,
         None => v.verify(token).await,
     };

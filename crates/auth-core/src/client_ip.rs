@@ -20,7 +20,9 @@ use std::{
 };
 
 use http::{header::FORWARDED, Extensions, HeaderMap, HeaderName};
-use ipnet::{IpNet, Ipv4Net};
+/// IP networks (`203.0.113.0/24`), as trusted proxies and allowlists take them.
+pub use ipnet::IpNet;
+use ipnet::Ipv4Net;
 
 /// At most this many hops are examined, so a huge header costs bounded work.
 const MAX_HOPS: usize = 32;
@@ -34,7 +36,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 ///
 /// ```
 /// use std::net::IpAddr;
-/// use auth_core::ClientIp;
+/// use auth_core::client_ip::ClientIp;
 ///
 /// let mut req = http::Request::new(());
 /// let ip: IpAddr = "203.0.113.9".parse().unwrap();
@@ -79,7 +81,7 @@ pub struct InvalidNet(pub String);
 ///
 /// ```
 /// use std::net::IpAddr;
-/// use auth_core::TrustedProxies;
+/// use auth_core::client_ip::TrustedProxies;
 /// use http::HeaderMap;
 ///
 /// let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 /// A source of the current wall-clock time: what expiry, grace periods and
 /// `last_used_at` are measured against. Injected with a `clock(..)` builder
-/// method ([`SystemClock`] by default; tests pass a [`ManualClock`]).
+/// method ([`SystemClock`] by default; tests pass a [`FakeClock`]).
 pub trait WallClock: Send + Sync + fmt::Debug + 'static {
     /// Now, as nanoseconds since the Unix epoch.
     fn now_nanos(&self) -> i64;
@@ -71,15 +71,15 @@ impl WallClock for SystemClock {
 /// A clock that moves only when told to: for tests.
 ///
 /// ```
-/// use auth_core::{WallClock, ManualClock};
-/// let c = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+/// use auth_core::{clock::WallClock, clock::FakeClock};
+/// let c = FakeClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
 /// c.advance(std::time::Duration::from_secs(60));
 /// assert_eq!(c.now(), time::macros::datetime!(2026-01-01 0:01 UTC));
 /// ```
 #[derive(Debug)]
-pub struct ManualClock(AtomicI64);
+pub struct FakeClock(AtomicI64);
 
-impl ManualClock {
+impl FakeClock {
     /// A clock stopped at `at`.
     pub fn new(at: OffsetDateTime) -> Self {
         Self(AtomicI64::new(at.unix_timestamp_nanos() as i64))
@@ -97,7 +97,7 @@ impl ManualClock {
     }
 }
 
-impl WallClock for ManualClock {
+impl WallClock for FakeClock {
     fn now_nanos(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }

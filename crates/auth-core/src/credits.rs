@@ -43,7 +43,7 @@ impl RefillEvery {
     /// The start of the period holding `now`, in UTC.
     ///
     /// ```
-    /// use auth_core::RefillEvery;
+    /// use auth_core::policy::RefillEvery;
     /// use time::macros::datetime;
     /// let now = datetime!(2026-03-05 14:37:12 UTC); // a Thursday
     /// assert_eq!(RefillEvery::Hour.period_start(now), datetime!(2026-03-05 14:00 UTC));

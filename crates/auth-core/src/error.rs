@@ -290,7 +290,7 @@ impl AuthError {
     /// An application-defined code and status, rendered like every other error.
     ///
     /// ```
-    /// use auth_core::{AuthError, ErrorFormat};
+    /// use auth_core::{AuthError, response::ErrorFormat};
     /// use http::StatusCode;
     /// let e = AuthError::custom("version_conflict", StatusCode::CONFLICT, "Stale version");
     /// let res = ErrorFormat::Flat.render(&e);

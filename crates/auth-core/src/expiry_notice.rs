@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::{KeyMetadata, KeyStore, StoreError, SystemClock, WallClock};
+use crate::{store::KeyMetadata, KeyStore, store::StoreError, clock::SystemClock, clock::WallClock};
 use async_trait::async_trait;
 
 /// Default notice period: 7 days before the key expires.
@@ -63,7 +63,7 @@ pub struct NoticePass {
 /// use std::{sync::Arc, time::Duration};
 /// use auth_core::*;
 ///
-/// let clock = Arc::new(ManualClock::new(time::macros::datetime!(2026-03-01 0:00 UTC)));
+/// let clock = Arc::new(FakeClock::new(time::macros::datetime!(2026-03-01 0:00 UTC)));
 /// let store = Arc::new(MemoryKeyStore::new());
 /// let issuer = KeyIssuer::new(store.clone(), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap())
 ///     .clock(clock.clone());
@@ -198,11 +198,11 @@ impl ExpiryNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ManualClock, MemoryKeyStore};
+    use crate::{clock::FakeClock, MemoryKeyStore};
 
     #[tokio::test(start_paused = true)]
     async fn a_zero_interval_is_clamped_not_a_panic() {
-        let clock = Arc::new(ManualClock::new(
+        let clock = Arc::new(FakeClock::new(
             time::macros::datetime!(2026-03-01 0:00 UTC),
         ));
         let notifier =

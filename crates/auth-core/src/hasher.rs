@@ -17,12 +17,13 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 /// Hashing failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HashError {
-    /// Bad parameters, a corrupt stored hash, a lost worker.
+    /// Bad parameters, a corrupt stored hash, a lost worker: `source()` is
+    /// the argon2 or task error.
     #[error("hashing failed: {0}")]
-    Failed(String),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Too many hashes already waiting (see [`SecretHasher::with_queue`]):
     /// refused at once rather than queued without bound. Callers answer 503
     /// with `Retry-After`.
@@ -131,7 +132,7 @@ impl SecretHasher {
     /// 128 per worker waiting.
     pub fn with_concurrency(params: HashParams, concurrency: usize) -> Result<Self, HashError> {
         let p = Params::new(params.m_cost, params.t_cost, params.p_cost, None)
-            .map_err(|e| HashError::Failed(e.to_string()))?;
+            .map_err(|e| HashError::Failed(e.into()))?;
         let concurrency = concurrency.max(1);
         Ok(Self {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, p)),
@@ -186,7 +187,7 @@ impl SecretHasher {
             argon
                 .hash_password(&secret[..], &salt)
                 .map(|h| h.to_string())
-                .map_err(|e| HashError::Failed(e.to_string()))
+                .map_err(|e| HashError::Failed(e.into()))
         })
         .await
     }
@@ -197,11 +198,11 @@ impl SecretHasher {
         let phc = phc.to_owned();
         let argon = self.argon.clone();
         self.run("verify", move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Failed(e.to_string()))?;
+            let parsed = PasswordHash::new(&phc).map_err(|e| HashError::Failed(e.into()))?;
             match argon.verify_password(&secret[..], &parsed) {
                 Ok(()) => Ok(true),
                 Err(argon2::password_hash::Error::Password) => Ok(false),
-                Err(e) => Err(HashError::Failed(e.to_string())),
+                Err(e) => Err(HashError::Failed(e.into())),
             }
         })
         .await
@@ -264,7 +265,7 @@ impl SecretHasher {
             result
         })
         .await
-        .map_err(|e| HashError::Failed(format!("hash worker failed: {e}")))?
+        .map_err(|e| HashError::Failed(e.into()))?
     }
 }
 

@@ -8,7 +8,7 @@ use crate::{client_ip::canonical_net, AuthContext};
 
 impl AuthContext {
     /// Whether the key may be used from `client`, the request's resolved
-    /// client address (see [`TrustedProxies`](crate::TrustedProxies)).
+    /// client address (see [`TrustedProxies`](crate::client_ip::TrustedProxies)).
     ///
     /// Without an allowlist, any address (and an unknown one) is allowed.
     /// With one, only an address in one of its networks: an unknown address
@@ -16,7 +16,7 @@ impl AuthContext {
     /// addresses (`::ffff:203.0.113.9`) match IPv4 networks.
     ///
     /// ```
-    /// use auth_core::{AuthContext, KeyId, KeyPolicy, Principal, ScopeSet};
+    /// use auth_core::{AuthContext, KeyId, policy::KeyPolicy, Principal, ScopeSet};
     ///
     /// let ctx = AuthContext::for_key(KeyId::from_u64(1), "ci", Principal::user("alice"), ScopeSet::empty());
     /// assert!(ctx.allows_ip(None), "no allowlist: any address");

@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use crate::{
-    mint_token, token::display_hint, KeyId, KeyPolicy, KeyRecord, KeyStore, ParsedToken,
-    PlaintextToken, Principal, ScopeSet, SecretCheck, SecretHasher, StoreError, SystemClock,
-    TokenPrefix, WallClock,
+    token::mint_token, token_format::display_hint, KeyId, policy::KeyPolicy, store::KeyRecord, KeyStore, token::ParsedToken,
+    PlaintextToken, Principal, ScopeSet, token::SecretCheck, SecretHasher, store::StoreError, clock::SystemClock,
+    TokenPrefix, clock::WallClock,
 };
 
 /// Longest key name accepted.
@@ -75,7 +75,7 @@ pub struct IssuedKey {
 }
 
 /// Issuing failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IssueError {
     /// The name is empty, too long or has control characters.
@@ -92,10 +92,11 @@ pub enum IssueError {
     Conflict(String),
     /// The hasher failed.
     #[error(transparent)]
-    Hash(#[from] crate::HashError),
-    /// The store failed.
-    #[error("key store unavailable: {0}")]
-    Unavailable(String),
+    Hash(#[from] crate::hash::HashError),
+    /// The store failed ([`StoreError::Unavailable`] or
+    /// [`StoreError::Corrupt`]); `source()` is the backend's error.
+    #[error(transparent)]
+    Unavailable(StoreError),
 }
 
 impl From<StoreError> for IssueError {
@@ -103,7 +104,7 @@ impl From<StoreError> for IssueError {
         match e {
             StoreError::NotFound => Self::NotFound,
             StoreError::Conflict(m) => Self::Conflict(m),
-            StoreError::Unavailable(m) | StoreError::Corrupt(m) => Self::Unavailable(m),
+            e => Self::Unavailable(e),
         }
     }
 }
@@ -138,7 +139,7 @@ impl KeyIssuer {
     }
 
     /// Uses `clock` for created/expiry/revocation times (default
-    /// [`SystemClock`]; tests pass a [`ManualClock`](crate::ManualClock)).
+    /// [`SystemClock`]; tests pass a [`FakeClock`](crate::clock::FakeClock)).
     pub fn clock(mut self, clock: impl WallClock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -210,7 +211,7 @@ impl KeyIssuer {
     ) -> Result<(KeyRecord, PlaintextToken), IssueError> {
         let (id, token) = mint_token(&self.prefix);
         let parsed = ParsedToken::parse(token.expose_secret())
-            .map_err(|e| IssueError::Hash(crate::HashError::Failed(e.to_string())))?;
+            .map_err(|e| IssueError::Hash(crate::hash::HashError::Failed(e.into())))?;
         let hash = self.hasher.hash(parsed.secret()).await?;
         let check = SecretCheck::compute(id, parsed.prefix(), parsed.secret());
         let mut record = KeyRecord::new(

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Credits, KeyRecord};
+use crate::{policy::Credits, store::KeyRecord};
 
 /// Largest serialised `meta` object accepted, in bytes.
 pub const MAX_META_BYTES: usize = 4096;
@@ -43,7 +43,7 @@ impl KeyRateLimit {
 /// allowlist, rate limit or credits holds `None` and costs nothing more.
 ///
 /// ```
-/// use auth_core::{AuthContext, KeyId, KeyPolicy, Principal, ScopeSet};
+/// use auth_core::{AuthContext, KeyId, policy::KeyPolicy, Principal, ScopeSet};
 /// let policy = KeyPolicy::default()
 ///     .external_id("cust_42")
 ///     .ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);

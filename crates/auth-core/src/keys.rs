@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{KeyIssuer, KeyStore, SecretHasher, TokenPrefix, Verifier, VerifierBuilder, WallClock};
+use crate::{KeyIssuer, KeyStore, SecretHasher, TokenPrefix, Verifier, VerifierBuilder, clock::WallClock};
 
 /// The [`KeyIssuer`] and the [`Verifier`] of one store, made by
 /// [`Keys::builder`] from one hasher, prefix and clock.
@@ -79,8 +79,8 @@ impl KeysBuilder {
     }
 
     /// The clock for issue, expiry and revocation times, on both sides.
-    /// Default [`SystemClock`](crate::SystemClock); tests pass a
-    /// [`ManualClock`](crate::ManualClock).
+    /// Default [`SystemClock`](crate::clock::SystemClock); tests pass a
+    /// [`FakeClock`](crate::clock::FakeClock).
     pub fn clock(mut self, clock: impl WallClock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -140,11 +140,11 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::{ManualClock, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet};
+    use crate::{clock::FakeClock, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet};
 
     #[tokio::test]
     async fn issuer_and_verifier_share_the_hasher_prefix_and_clock() {
-        let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+        let clock = Arc::new(FakeClock::new(datetime!(2026-01-01 0:00 UTC)));
         let store = Arc::new(MemoryKeyStore::new());
         let keys = Keys::builder(store, TokenPrefix::new("st_").unwrap())
             .hasher(SecretHasher::for_tests())

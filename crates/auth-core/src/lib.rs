@@ -36,73 +36,53 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
+// Implementation modules: the everyday types among their items are
+// re-exported below, the rest through the public modules.
 mod access;
-mod audit;
+mod audit_log;
 mod base62;
 mod check;
-mod client_ip;
-mod clock;
 mod context;
 mod credits;
 mod digest;
 mod error;
-mod expiry_notice;
 mod hasher;
 mod ip_allowlist;
 mod issuer;
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-pub mod jwt;
 mod key_policy;
 mod keys;
 mod metrics;
 mod plaintext;
-mod response;
-mod revoke_by_token;
-mod scope;
-pub mod store;
-mod token;
+mod recheck;
+mod scope_set;
+mod token_format;
 mod verifier;
 
-pub use access::{AccessLevel, InvalidAccessLevel};
-pub use audit::{
-    audit_now, count_usage, page as audit_page, AuditEvent, AuditHealth, AuditLog, AuditOutcome,
-    AuditPage, AuditQuery, AuditSink, KeyCreated, MemoryAuditLog, RefusalCount, RefusedFor,
-    UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
-};
-pub use check::SecretCheck;
-pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};
-pub use clock::{ManualClock, SystemClock, WallClock};
+pub mod audit;
+pub mod client_ip;
+pub mod clock;
+pub mod expiry_notice;
+pub mod hash;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
+pub mod policy;
+pub mod response;
+pub mod revoke_by_token;
+pub mod scope;
+pub mod store;
+pub mod token;
+pub mod watch;
+
+pub use access::AccessLevel;
+pub use audit_log::{AuditEvent, AuditSink};
 pub use context::{AuthContext, CredentialKind, Principal};
-pub use credits::{CreditSpend, Credits, Refill, RefillEvery, MAX_CREDITS};
 pub use error::{AuthError, ErrorCode, RejectReason};
-pub use expiry_notice::{
-    ExpiryListener, ExpiryNotifier, NoticeError, NoticePass, DEFAULT_EXPIRY_NOTICE,
-    MIN_NOTICE_INTERVAL,
-};
-pub use hasher::{HashError, HashParams, SecretHasher};
-/// IP networks (`203.0.113.0/24`), as trusted proxies and allowlists take them.
-pub use ipnet::IpNet;
-pub use issuer::{validate_name, IssueError, IssuedKey, KeyIssuer, NewKey, MAX_NAME_LEN};
-pub use key_policy::{KeyPolicy, KeyRateLimit, MAX_EXTERNAL_ID_LEN, MAX_META_BYTES};
+pub use hasher::SecretHasher;
+pub use issuer::{IssueError, IssuedKey, KeyIssuer, NewKey};
 pub use keys::{Keys, KeysBuilder};
 pub use plaintext::PlaintextToken;
-pub use response::{ErrorFormat, RenderFn, DEFAULT_REALM};
-pub use revoke_by_token::{RevocationSource, TokenRevocation};
-pub use scope::{validate_scope, InvalidScope, ScopePolicy, ScopeSet, MAX_SCOPE_LEN};
-pub use store::{
-    ChangeFeed, ChangeListener, InvalidCursor, IssuingPrefix, KeyChange, KeyCursor, KeyMetadata,
-    KeyPage, KeyQuery, KeyRecord, KeyState, KeyStore, KeyUpdate, KeyUse, MemoryKeyStore,
-    StateFilter, StoreError, DEFAULT_EXPIRING_WITHIN, MAX_KEY_PAGE,
-};
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use store::{PostgresAuditLog, PostgresKeyStore, PostgresOptions};
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use store::{SqliteAuditLog, SqliteKeyStore};
-pub use token::{
-    mint_token, InvalidKeyId, InvalidPrefix, KeyId, ParsedToken, TokenError, TokenPrefix, BODY_LEN,
-    MAX_PREFIX_LEN, MAX_TOKEN_LEN,
-};
-pub use verifier::{CredentialChange, CredentialWatch, Verifier, VerifierBuilder};
+pub use scope_set::ScopeSet;
+pub use store::{key_store::KeyStore, memory::MemoryKeyStore};
+pub use token_format::{KeyId, TokenPrefix};
+pub use verifier::{Credential, Verifier, VerifierBuilder};

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 /// value must be shown to its owner.
 ///
 /// ```
-/// # use auth_core::{TokenPrefix, mint_token};
+/// # use auth_core::{TokenPrefix, token::mint_token};
 /// let (_, token) = mint_token(&TokenPrefix::new("st_").unwrap());
 /// assert!(!format!("{token:?} {token}").contains(token.expose_secret()));
 /// ```

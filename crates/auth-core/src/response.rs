@@ -14,7 +14,7 @@ pub type RenderFn = dyn Fn(&AuthError) -> Response<Bytes> + Send + Sync;
 /// How error responses look. Every format is JSON with a machine-readable code.
 ///
 /// ```
-/// use auth_core::{AuthError, ErrorFormat, RejectReason};
+/// use auth_core::{AuthError, response::ErrorFormat, RejectReason};
 /// let res = ErrorFormat::Envelope.render(&AuthError::unauthorized(RejectReason::Missing));
 /// assert_eq!(res.status(), 401);
 /// assert_eq!(

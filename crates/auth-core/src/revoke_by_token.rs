@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use crate::{
-    AuditEvent, AuditOutcome, AuditSink, IssueError, KeyId, KeyIssuer, ParsedToken, RejectReason,
-    SecretCheck,
+    AuditEvent, audit::AuditOutcome, AuditSink, IssueError, KeyId, KeyIssuer, token::ParsedToken, RejectReason,
+    token::SecretCheck,
 };
 
 /// Where a revocation by token came from, for its audit event.
@@ -176,7 +176,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        token::encode_token, AuditLog, AuditQuery, IssuedKey, MemoryAuditLog, MemoryKeyStore,
+        token::encode_token, audit::AuditLog, audit::AuditQuery, IssuedKey, audit::MemoryAuditLog, MemoryKeyStore,
         NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
     };
 

@@ -11,105 +11,13 @@ use std::{
 
 use async_trait::async_trait;
 use auth_core::*;
+use keygate_test_support::stores::TestStore;
 use futures_util::FutureExt;
 use time::{macros::datetime, OffsetDateTime};
 
-/// A memory store that counts reads and, when `silent`, makes changes
-/// without announcing them (as another instance would, whose notification
-/// this instance missed).
-#[derive(Debug, Default)]
-struct Store {
-    inner: MemoryKeyStore,
-    feed: ChangeFeed,
-    gets: AtomicUsize,
-    silent: AtomicBool,
-    down: AtomicBool,
-}
-
-impl Store {
-    fn gets(&self) -> usize {
-        self.gets.load(Ordering::SeqCst)
-    }
-    fn announce(&self, change: KeyChange) {
-        if !self.silent.load(Ordering::SeqCst) {
-            self.feed.publish(&change);
-        }
-    }
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("connection refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl KeyStore for Store {
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(r).await?;
-        self.announce(KeyChange::Updated(r.id));
-        Ok(())
-    }
-    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn list_by_owner(&self, u: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list_by_owner(u).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let done = self.inner.revoke(id, at).await?;
-        if done {
-            self.announce(KeyChange::Revoked(id));
-        }
-        Ok(done)
-    }
-    async fn rotate(
-        &self,
-        old: KeyId,
-        ends: OffsetDateTime,
-        now: OffsetDateTime,
-        new: &KeyRecord,
-    ) -> Result<(), StoreError> {
-        self.inner.rotate(old, ends, now, new).await?;
-        self.announce(KeyChange::Revoked(old));
-        self.announce(KeyChange::Updated(new.id));
-        Ok(())
-    }
-    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
-        self.inner.update_hash(id, hash).await
-    }
-    async fn update_hash_and_check(
-        &self,
-        id: KeyId,
-        hash: &str,
-        check: SecretCheck,
-    ) -> Result<(), StoreError> {
-        self.inner.update_hash_and_check(id, hash, check).await
-    }
-    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.inner.update(id, update).await
-    }
-    async fn spend_credit(
-        &self,
-        id: KeyId,
-        now: OffsetDateTime,
-    ) -> Result<CreditSpend, StoreError> {
-        self.inner.spend_credit(id, now).await
-    }
-    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
-        self.inner.record_use(uses).await
-    }
-    fn changes(&self) -> &ChangeFeed {
-        &self.feed
-    }
-}
-
 struct Fixture {
-    store: Arc<Store>,
-    clock: Arc<ManualClock>,
+    store: Arc<TestStore>,
+    clock: Arc<FakeClock>,
     hasher: SecretHasher,
     issuer: KeyIssuer,
 }
@@ -119,8 +27,8 @@ fn prefix() -> TokenPrefix {
 }
 
 fn fixture() -> Fixture {
-    let store = Arc::new(Store::default());
-    let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
+    let store = TestStore::memory();
+    let clock = Arc::new(FakeClock::new(datetime!(2026-06-01 12:00 UTC)));
     let hasher = SecretHasher::for_tests();
     let issuer = KeyIssuer::new(store.clone(), hasher.clone(), prefix()).clock(clock.clone());
     Fixture {
@@ -433,7 +341,7 @@ async fn a_resync_costs_no_argon2_for_cached_keys_and_closes_no_healthy_connecti
     // Another instance revokes a key; this one misses the notification,
     // then its feed resynchronises (a reconnect, a missed heartbeat, a
     // payload it does not understand).
-    f.store.silent.store(true, Ordering::SeqCst);
+    f.store.set_silent(true);
     f.issuer.revoke(revoked_elsewhere.record.id).await.unwrap();
     f.store.changes().publish(&KeyChange::All);
 
@@ -478,12 +386,12 @@ async fn a_store_blip_during_a_resync_does_not_close_healthy_connections() {
     let mut ended = Box::pin(v.key_ended(key.record.id));
     assert!((&mut ended).now_or_never().is_none());
     // The store is down when the resync happens, back a moment later.
-    f.store.down.store(true, Ordering::SeqCst);
+    f.store.set_reads_down(true);
     f.store.changes().publish(&KeyChange::All);
     let store = f.store.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        store.down.store(false, Ordering::SeqCst);
+        store.set_reads_down(false);
     });
     assert!(
         tokio::time::timeout(Duration::from_secs(60), ended)
@@ -521,7 +429,7 @@ async fn an_altered_key_id_field_never_hits_the_cache() {
     ];
     for (token, want) in cases {
         assert_eq!(reason(v.verify(&token).await), want, "{token}");
-        if let Some(cached) = v.verify_cached(&token) {
+        if let Some(cached) = v.verify_cached_bytes(token.as_bytes(), None) {
             assert_eq!(reason(cached), want, "{token} (synchronous path)");
         }
     }

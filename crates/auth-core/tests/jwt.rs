@@ -181,7 +181,7 @@ async fn refuses_alg_none_wrong_alg_wrong_issuer_unknown_user_and_garbage() {
 
 #[tokio::test]
 async fn expiry_only_when_asked_for() {
-    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 0:00 UTC)));
+    let clock = Arc::new(FakeClock::new(datetime!(2026-01-01 0:00 UTC)));
     let jwt = JwtAuthority::builder(
         Arc::new(MemoryUserSecrets::new()),
         MasterKey::generate(),

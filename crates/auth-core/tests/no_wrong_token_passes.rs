@@ -181,7 +181,7 @@ proptest! {
             (
                 w.cached.verify(&mutated).await,
                 fresh.verify(&mutated).await,
-                w.cached.verify_cached(&mutated),
+                w.cached.verify_cached_bytes(mutated.as_bytes(), None),
             )
         });
         prop_assert!(cached.is_err(), "cached verifier accepted {:?}", m);

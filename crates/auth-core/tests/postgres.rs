@@ -82,7 +82,7 @@ async fn killed_connections_never_let_a_stale_key_through_and_recover() {
     let schema = schema_or_skip!("killed_connections_never_let_a_stale_key_through_and_recover");
     let app = format!("{}_b", schema.name);
     let a: Arc<dyn KeyStore> = Arc::new(schema.store().await);
-    let b = CountingStore::new(Arc::new(
+    let b = TestStore::new(Arc::new(
         PostgresKeyStore::from_pool(schema.pool(schema.options(), &app))
             .await
             .unwrap(),

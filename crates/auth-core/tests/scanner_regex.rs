@@ -1,7 +1,7 @@
 //! The secret-scanner regex documented in the README matches every minted
 //! token, whole, and none of the near misses.
 
-use auth_core::{mint_token, TokenPrefix};
+use auth_core::{token::mint_token, TokenPrefix};
 use regex::Regex;
 
 /// The regex in the README's fenced block after `<!-- scanner-regex -->`.

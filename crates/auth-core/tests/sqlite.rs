@@ -115,7 +115,7 @@ async fn revocation_by_a_separate_os_process_is_seen() {
 async fn an_expiry_notice_is_not_repeated_after_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
-    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let clock = Arc::new(FakeClock::new(OffsetDateTime::now_utc()));
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let listener = {
         let count = count.clone();

@@ -10,95 +10,12 @@ use std::{
 
 use async_trait::async_trait;
 use auth_core::*;
+use keygate_test_support::stores::TestStore;
 use time::{macros::datetime, OffsetDateTime};
 
-/// A real memory store that counts reads and can be switched off.
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: MemoryKeyStore,
-    gets: AtomicUsize,
-    down: AtomicBool,
-}
-
-impl CountingStore {
-    fn gets(&self) -> usize {
-        self.gets.load(Ordering::SeqCst)
-    }
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("connection refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl KeyStore for CountingStore {
-    async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.insert(r).await
-    }
-    async fn get(&self, id: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn list_by_owner(&self, u: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_by_owner(u).await
-    }
-    async fn revoke(&self, id: KeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.revoke(id, at).await
-    }
-    async fn rotate(
-        &self,
-        old: KeyId,
-        ends: OffsetDateTime,
-        now: OffsetDateTime,
-        new: &KeyRecord,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.rotate(old, ends, now, new).await
-    }
-    async fn update_hash(&self, id: KeyId, hash: &str) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.update_hash(id, hash).await
-    }
-    async fn update_hash_and_check(
-        &self,
-        id: KeyId,
-        hash: &str,
-        check: SecretCheck,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.update_hash_and_check(id, hash, check).await
-    }
-    async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        self.check()?;
-        self.inner.update(id, update).await
-    }
-    async fn spend_credit(
-        &self,
-        id: KeyId,
-        now: OffsetDateTime,
-    ) -> Result<CreditSpend, StoreError> {
-        self.check()?;
-        self.inner.spend_credit(id, now).await
-    }
-    async fn record_use(&self, uses: &[KeyUse]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.record_use(uses).await
-    }
-    fn changes(&self) -> &ChangeFeed {
-        self.inner.changes()
-    }
-}
-
 struct Fixture {
-    store: Arc<CountingStore>,
-    clock: Arc<ManualClock>,
+    store: Arc<TestStore>,
+    clock: Arc<FakeClock>,
     issuer: KeyIssuer,
     verifier: Verifier,
 }
@@ -108,8 +25,8 @@ fn fixture() -> Fixture {
 }
 
 fn fixture_with(hasher: SecretHasher) -> Fixture {
-    let store = Arc::new(CountingStore::default());
-    let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
+    let store = TestStore::memory();
+    let clock = Arc::new(FakeClock::new(datetime!(2026-06-01 12:00 UTC)));
     let Keys {
         issuer, verifier, ..
     } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
@@ -423,7 +340,7 @@ async fn wrong_secrets_for_an_uncached_key_cost_one_store_read_and_never_throttl
 async fn store_outage_is_unavailable_never_a_pass_or_401() {
     let f = fixture();
     let key = issue(&f, "alice").await;
-    f.store.down.store(true, Ordering::SeqCst);
+    f.store.set_down(true);
     let err = f
         .verifier
         .verify(key.token.expose_secret())
@@ -432,7 +349,7 @@ async fn store_outage_is_unavailable_never_a_pass_or_401() {
     assert_eq!(err.code(), ErrorCode::Unavailable);
     assert_eq!(err.status(), 503);
     // Service resumes when the store is back.
-    f.store.down.store(false, Ordering::SeqCst);
+    f.store.set_down(false);
     f.verifier.verify(key.token.expose_secret()).await.unwrap();
 }
 
@@ -452,7 +369,7 @@ async fn out_of_sync_feed_confirms_cache_hits_against_the_store() {
         .verify(key.token.expose_secret())
         .await
         .unwrap_err();
-    f.store.down.store(true, Ordering::SeqCst);
+    f.store.set_down(true);
     assert_eq!(
         f.verifier
             .verify(key.token.expose_secret())
@@ -626,7 +543,7 @@ async fn key_ended_resolves_on_rotation_without_grace_and_on_store_errors() {
         .expect("rotation did not end it");
 
     let key = issue(&f, "bob").await;
-    f.store.down.store(true, Ordering::SeqCst);
+    f.store.set_down(true);
     tokio::time::timeout(Duration::from_secs(10), f.verifier.key_ended(key.record.id))
         .await
         .expect("a store error must end it (fail closed)");

@@ -43,7 +43,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use auth_core::{store::KeyStore, AuthContext, CreditSpend, Credits, KeyId};
+use auth_core::{store::KeyStore, AuthContext, policy::CreditSpend, policy::Credits, KeyId};
 use time::OffsetDateTime;
 
 use crate::{credit_lease::CreditLeases, store::StoreFuture, StoreError};
@@ -124,7 +124,7 @@ impl CreditLedger {
 
 /// When credits exhausted at `now` come back: the start of the next period.
 pub(crate) fn refill_in(credits: &Credits, now: OffsetDateTime) -> Option<Duration> {
-    use auth_core::RefillEvery;
+    use auth_core::policy::RefillEvery;
     let every = credits.refill?.every;
     let start = every.period_start(now);
     let next = match every {

@@ -14,7 +14,7 @@ use auth_core::{AuthContext, KeyId};
 use axum::extract::{connect_info::MockConnectInfo, ConnectInfo, OriginalUri};
 use http::{Extensions, HeaderMap, Method, Uri};
 
-use auth_core::{ClientIp, TrustedProxies};
+use auth_core::{client_ip::ClientIp, client_ip::TrustedProxies};
 use ipnet::Ipv6Net;
 
 /// An application function that names the bucket of a request; `None` means

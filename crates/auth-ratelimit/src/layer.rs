@@ -37,7 +37,7 @@
 //! # let _ = serve; }
 //! ```
 //!
-//! [`ErrorFormat`]: auth_core::ErrorFormat
+//! [`ErrorFormat`]: auth_core::response::ErrorFormat
 
 use std::{
     fmt,

@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use auth_core::ErrorFormat;
+use auth_core::response::ErrorFormat;
 
 use crate::{
     fallback::Stores,
@@ -71,8 +71,8 @@ macro_rules! limiter_setters {
     () => {
         /// The JSON error format of the 429 (and 503) answers; use the auth
         /// layer's, so clients see one format. Default
-        /// [`ErrorFormat::Flat`](auth_core::ErrorFormat::Flat).
-        pub fn error_format(mut self, format: auth_core::ErrorFormat) -> Self {
+        /// [`ErrorFormat::Flat`](auth_core::response::ErrorFormat::Flat).
+        pub fn error_format(mut self, format: auth_core::response::ErrorFormat) -> Self {
             self.options.format = format;
             self
         }

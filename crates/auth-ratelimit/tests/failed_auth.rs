@@ -8,7 +8,7 @@ mod support;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_core::{
-    AuditLog, AuditQuery, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
+    audit::AuditLog, audit::AuditQuery, response::ErrorFormat, KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey,
     Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule, TrustedProxies};

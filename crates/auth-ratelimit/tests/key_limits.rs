@@ -14,8 +14,8 @@ use std::{
 };
 
 use auth_core::{
-    store::KeyStore, AuditLog, AuditQuery, AuthContext, Credits, KeyIssuer, KeyPolicy,
-    KeyRateLimit, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
+    store::KeyStore, audit::AuditLog, audit::AuditQuery, AuthContext, policy::Credits, KeyIssuer, policy::KeyPolicy,
+    policy::KeyRateLimit, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FakeClock, Quota, QuotaResolver, RateLimiter, Rule, StoreError};
 use auth_tower::AuthLayer;

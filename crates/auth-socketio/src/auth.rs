@@ -12,7 +12,7 @@ use std::{
 use std::net::IpAddr;
 
 use auth_core::{
-    AuthContext, AuthError, ClientIp, CredentialChange, CredentialWatch, RejectReason,
+    AuthContext, AuthError, client_ip::ClientIp, watch::CredentialChange, watch::CredentialWatch, RejectReason,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter};
 use auth_tower::{AuthLayer, RenderAuthError};
@@ -391,7 +391,7 @@ impl Service<Request<()>> for Capture {
 ///
 /// ```
 /// use auth_socketio::ConnectRefusal;
-/// use auth_core::{AuthError, ErrorFormat, RejectReason};
+/// use auth_core::{AuthError, response::ErrorFormat, RejectReason};
 ///
 /// let res = ErrorFormat::Flat.render(&AuthError::unauthorized(RejectReason::Missing));
 /// let refusal = ConnectRefusal::from_response(res);
@@ -443,7 +443,7 @@ mod tests {
 
     use async_trait::async_trait;
     use auth_core::{
-        AuditLog, AuditQuery, ErrorFormat, KeyIssuer, Keys, MemoryAuditLog, MemoryKeyStore, NewKey,
+        audit::AuditLog, audit::AuditQuery, response::ErrorFormat, KeyIssuer, Keys, audit::MemoryAuditLog, MemoryKeyStore, NewKey,
         Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
     };
     use auth_ratelimit::Rule;
@@ -805,7 +805,7 @@ mod tests {
     async fn connects_are_checked_against_the_keys_ip_allowlist() {
         let f = Fixture::new();
         let policy =
-            auth_core::KeyPolicy::default().ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
+            auth_core::policy::KeyPolicy::default().ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
         let token = f
             .issuer
             .issue(

@@ -10,7 +10,7 @@
 //!
 //! Nothing here needs axum: socketioxide's layer goes on any tower service.
 //! The client address for per-IP limits is found as `auth-ratelimit` finds
-//! it (a [`ClientIp`](auth_core::ClientIp) an earlier component resolved, a
+//! it (a [`ClientIp`](auth_core::client_ip::ClientIp) an earlier component resolved, a
 //! `SocketAddr` request extension, or, with auth-ratelimit's `axum` feature,
 //! axum's `ConnectInfo`); see [`SocketIoAuth`] for a full router.
 //!

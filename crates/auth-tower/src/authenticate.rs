@@ -8,7 +8,7 @@
 
 use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
-use auth_core::{AuthContext, AuthError, ErrorCode, ParsedToken, RejectReason};
+use auth_core::{token::ParsedToken, AuthContext, AuthError, Credential, ErrorCode, RejectReason};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response};
 
@@ -194,7 +194,10 @@ async fn decide<'r>(
                 };
             };
             let token = token.as_str()?;
-            match config.verifier.verify_from(token, client).await {
+            match config
+                .verifier
+                .verify(Credential::new(token).client(client))
+                .await {
                 Ok(ctx) => ctx,
                 Err(err) => {
                     attempt.key_id = key_id(token);

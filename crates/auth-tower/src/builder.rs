@@ -2,7 +2,7 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use auth_core::{AuditSink, ErrorFormat, TrustedProxies, Verifier, DEFAULT_REALM};
+use auth_core::{AuditSink, response::ErrorFormat, client_ip::TrustedProxies, Verifier, response::DEFAULT_REALM};
 use http::{header, Extensions, HeaderMap, HeaderName};
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
 ///
 /// ```
 /// # use std::sync::Arc;
-/// use auth_core::{ErrorFormat, MemoryAuditLog, MemoryKeyStore, Verifier};
+/// use auth_core::{response::ErrorFormat, audit::MemoryAuditLog, MemoryKeyStore, Verifier};
 /// use auth_tower::AuthLayer;
 /// use http::HeaderName;
 ///
@@ -161,7 +161,7 @@ impl AuthLayerBuilder {
     /// The client address is that peer, or, when the peer is one of the
     /// [`trusted_proxies`](Self::trusted_proxies), what they forwarded. The
     /// layer resolves it once per request and leaves it in the request
-    /// extensions as [`ClientIp`](auth_core::ClientIp) for the rate limiter
+    /// extensions as [`ClientIp`](auth_core::client_ip::ClientIp) for the rate limiter
     /// and handlers; it is written into audit events, checked against keys'
     /// IP allowlists and recorded as the key's last-used address. An outer
     /// layer that already resolved it (the failed-authentication limiter)

@@ -3,7 +3,7 @@
 use std::{fmt, net::IpAddr, sync::Arc};
 
 use auth_core::{
-    AuditSink, AuthError, ClientIp, ErrorFormat, TrustedProxies, Verifier, DEFAULT_REALM,
+    AuditSink, AuthError, client_ip::ClientIp, response::ErrorFormat, client_ip::TrustedProxies, Verifier, response::DEFAULT_REALM,
 };
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Request, Response};

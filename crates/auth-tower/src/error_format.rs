@@ -15,7 +15,7 @@
 //! taking [`ErrorFormat::Flat`] when there is none.
 //!
 //! ```
-//! use auth_core::{AuthError, ErrorFormat, RejectReason};
+//! use auth_core::{AuthError, response::ErrorFormat, RejectReason};
 //! use auth_tower::RenderAuthError;
 //!
 //! let mut req = http::Request::new(());
@@ -27,7 +27,7 @@
 
 use std::sync::Arc;
 
-use auth_core::{AuthContext, AuthError, ErrorFormat, DEFAULT_REALM};
+use auth_core::{AuthContext, AuthError, response::ErrorFormat, response::DEFAULT_REALM};
 use bytes::Bytes;
 use http::{request::Parts, Extensions, Request, Response};
 

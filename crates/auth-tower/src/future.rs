@@ -6,7 +6,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use auth_core::{KeyCreated, RefusedFor};
+use auth_core::{audit::KeyCreated, audit::RefusedFor};
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;

@@ -77,7 +77,7 @@ impl AuthLayer {
 
     /// Whether `req`'s credential verifies from the verifier's cache, with
     /// no store read and no argon2, from an address its allowlist admits
-    /// (the [`ClientIp`](auth_core::ClientIp) an outer layer resolved). What
+    /// (the [`ClientIp`](auth_core::client_ip::ClientIp) an outer layer resolved). What
     /// a failed-authentication limit asks before it refuses a request from an
     /// address over its limit, so that guesses from a shared address do not
     /// lock out the keys in use behind it.
@@ -90,7 +90,7 @@ impl AuthLayer {
         ) else {
             return false;
         };
-        let client = auth_core::ClientIp::of(&req.extensions);
+        let client = auth_core::client_ip::ClientIp::of(&req.extensions);
         match self
             .config
             .verifier

@@ -7,11 +7,11 @@
 //! For each request [`AuthService`]:
 //!
 //! 1. marks the credential headers sensitive and puts the configured
-//!    [`ErrorFormat`](auth_core::ErrorFormat) in the extensions (see [`RenderAuthError`]);
+//!    [`ErrorFormat`](auth_core::response::ErrorFormat) in the extensions (see [`RenderAuthError`]);
 //!    resolves the client address once (the socket peer, or what
-//!    [`TrustedProxies`](auth_core::TrustedProxies) forwarded; see
+//!    [`TrustedProxies`](auth_core::client_ip::TrustedProxies) forwarded; see
 //!    [`AuthLayerBuilder::client_ip`]) and leaves it there as
-//!    [`ClientIp`](auth_core::ClientIp);
+//!    [`ClientIp`](auth_core::client_ip::ClientIp);
 //! 2. reads the credential from the first [`CredentialSource`] that has one
 //!    (`Authorization: Bearer`, the WebSocket subprotocol, a custom header, a
 //!    query parameter; in a configurable order);

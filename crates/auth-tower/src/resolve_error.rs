@@ -27,8 +27,8 @@ impl fmt::Debug for ResolveError {
     }
 }
 
-impl From<auth_core::StoreError> for ResolveError {
-    fn from(e: auth_core::StoreError) -> Self {
+impl From<auth_core::store::StoreError> for ResolveError {
+    fn from(e: auth_core::store::StoreError) -> Self {
         Self::new(e)
     }
 }

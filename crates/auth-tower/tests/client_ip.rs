@@ -10,8 +10,8 @@ use std::{
 };
 
 use auth_core::{
-    AuditEvent, AuditLog, AuditQuery, ClientIp, IpNet, KeyIssuer, KeyPolicy, MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, TrustedProxies, Verifier,
+    AuditEvent, audit::AuditLog, audit::AuditQuery, client_ip::ClientIp, client_ip::IpNet, KeyIssuer, policy::KeyPolicy, audit::MemoryAuditLog,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, client_ip::TrustedProxies, Verifier,
 };
 use auth_tower::{AuthLayer, AuthLayerBuilder};
 use axum::{

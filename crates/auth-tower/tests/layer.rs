@@ -13,10 +13,10 @@ use std::{
 
 use async_trait::async_trait;
 use auth_core::{
-    mint_token, AuditEvent, AuditLog, AuditOutcome, AuditQuery, AuthContext, ChangeFeed,
-    CreditSpend, ErrorFormat, KeyId, KeyIssuer, KeyRecord, KeyStore, KeyUpdate, KeyUse,
-    MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher,
-    StoreError, TokenPrefix, Verifier,
+    token::mint_token, AuditEvent, audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, AuthContext, store::ChangeFeed,
+    policy::CreditSpend, response::ErrorFormat, KeyId, KeyIssuer, store::KeyRecord, KeyStore, store::KeyUpdate, store::KeyUse,
+    audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher,
+    store::StoreError, TokenPrefix, Verifier,
 };
 use auth_tower::{
     AuthLayer, AuthMakeSpan, AuthRealm, CredentialSource, RenderAuthError, ResolveError, Subject,
@@ -26,7 +26,7 @@ use axum::{body::Body, extract::Request, response::Response, routing::get, Json,
 use bytes::Bytes;
 use http::{header, HeaderName, StatusCode};
 use http_body_util::BodyExt;
-use keygate_test_support::{fixtures, logs::CapturedLogs};
+use keygate_test_support::{fixtures, logs::CapturedLogs, stores::TestStore};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -301,61 +301,9 @@ async fn bearer_scheme_is_case_insensitive() {
     }
 }
 
-/// A store whose backend is down: every call fails.
-#[derive(Debug, Default)]
-struct DownStore {
-    changes: ChangeFeed,
-    reads: AtomicUsize,
-}
-
-#[async_trait]
-impl KeyStore for DownStore {
-    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "connection refused to db.internal:5432".into(),
-        ))
-    }
-    async fn get(&self, _: KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        Err(StoreError::Unavailable(
-            "connection refused to db.internal:5432".into(),
-        ))
-    }
-    async fn list_by_owner(&self, _: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn revoke(&self, _: KeyId, _: OffsetDateTime) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn rotate(
-        &self,
-        _: KeyId,
-        _: OffsetDateTime,
-        _: OffsetDateTime,
-        _: &KeyRecord,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn update_hash(&self, _: KeyId, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn update(&self, _: KeyId, _: &KeyUpdate) -> Result<KeyRecord, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn spend_credit(&self, _: KeyId, _: OffsetDateTime) -> Result<CreditSpend, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn record_use(&self, _: &[KeyUse]) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    fn changes(&self) -> &ChangeFeed {
-        &self.changes
-    }
-}
-
 #[tokio::test]
 async fn store_outage_is_503_and_never_reaches_the_handler() {
-    let store = Arc::new(DownStore::default());
+    let store = TestStore::down();
     let verifier = Verifier::builder(store.clone())
         .hasher(SecretHasher::for_tests())
         .build();
@@ -392,7 +340,7 @@ async fn store_outage_is_503_and_never_reaches_the_handler() {
         !String::from_utf8_lossy(&res.body).contains("db.internal"),
         "backend details stay in the logs"
     );
-    assert_eq!(store.reads.load(Ordering::SeqCst), 1, "the store was asked");
+    assert_eq!(store.gets(), 1, "the store was asked");
     assert_eq!(
         reached.load(Ordering::SeqCst),
         0,

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, path::Path, process::ExitCode, str::FromStr, sync::Arc};
 
-use auth_core::{AuditLog, KeyStore, PostgresKeyStore, PostgresOptions, SqliteKeyStore};
+use auth_core::{audit::AuditLog, KeyStore, store::PostgresKeyStore, store::PostgresOptions, store::SqliteKeyStore};
 use serde::Serialize;
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},

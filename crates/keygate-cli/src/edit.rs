@@ -10,8 +10,8 @@
 use std::{net::IpAddr, process::ExitCode};
 
 use auth_core::{
-    Credits, KeyRecord, KeyUpdate, Refill, RefillEvery, ScopeSet, MAX_CREDITS, MAX_EXTERNAL_ID_LEN,
-    MAX_META_BYTES,
+    policy::Credits, store::KeyRecord, store::KeyUpdate, policy::Refill, policy::RefillEvery, ScopeSet, policy::MAX_CREDITS, policy::MAX_EXTERNAL_ID_LEN,
+    policy::MAX_META_BYTES,
 };
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -172,7 +172,7 @@ fn credits(remaining: u64, refill: Option<&str>, now: OffsetDateTime) -> Result<
 fn update_for(a: &UpdateArgs, k: &KeyRecord, now: OffsetDateTime) -> Result<KeyUpdate, CliError> {
     let mut update = KeyUpdate::default();
     if let Some(name) = &a.name {
-        auth_core::validate_name(name).map_err(CliError::from)?;
+        auth_core::policy::validate_name(name).map_err(CliError::from)?;
         update.name = Some(name.clone());
     }
     if !a.scopes.is_empty() || a.no_scopes {

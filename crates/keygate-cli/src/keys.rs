@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use auth_core::{
-    IssuedKey, KeyId, KeyIssuer, KeyMetadata, KeyRecord, NewKey, Principal, ScopeSet, SecretHasher,
+    IssuedKey, KeyId, KeyIssuer, store::KeyMetadata, store::KeyRecord, NewKey, Principal, ScopeSet, SecretHasher,
     TokenPrefix,
 };
 use serde::Serialize;
@@ -67,7 +67,7 @@ async fn issuing_prefix(db: &Db, given: Option<&str>) -> Result<String, CliError
     }
 }
 
-fn joined(prefixes: &[auth_core::IssuingPrefix]) -> String {
+fn joined(prefixes: &[auth_core::store::IssuingPrefix]) -> String {
     prefixes
         .iter()
         .map(|p| p.prefix.as_str())

@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
 };
 
-use auth_core::{ParsedToken, TokenPrefix, BODY_LEN, MAX_PREFIX_LEN};
+use auth_core::{token::ParsedToken, TokenPrefix, token::BODY_LEN, token::MAX_PREFIX_LEN};
 use serde::Serialize;
 
 use crate::{
@@ -222,7 +222,7 @@ pub(crate) fn run(a: &ScanArgs, json: bool) -> Result<ExitCode, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use auth_core::mint_token;
+    use auth_core::token::mint_token;
 
     #[test]
     fn tells_tokens_from_look_alikes() {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use auth_core::{
-    AuditEvent, AuditOutcome, KeyStore, RejectReason, SecretHasher, SqliteKeyStore, Verifier,
+    AuditEvent, audit::AuditOutcome, KeyStore, RejectReason, SecretHasher, store::SqliteKeyStore, Verifier,
 };
 use keygate_test_support::{eventually, services::database_url};
 use serde_json::Value;
@@ -98,7 +98,7 @@ async fn manage_keys(db: &str, extra: &[&str], server: Arc<dyn KeyStore>) {
     .ok();
     let token = issued.stdout.trim_end().to_owned();
     assert_eq!(issued.stdout, format!("{token}\n"));
-    let parsed = auth_core::ParsedToken::parse(&token).expect("a well-formed token");
+    let parsed = auth_core::token::ParsedToken::parse(&token).expect("a well-formed token");
     assert_eq!(parsed.prefix(), "st_");
     let id = parsed.key_id().to_string();
     assert!(
@@ -146,7 +146,7 @@ async fn manage_keys(db: &str, extra: &[&str], server: Arc<dyn KeyStore>) {
 
     // rotate with a grace period: a new token; the old one is "rotating".
     let second = run(&["keys", "issue", "--user", "bob", "--prefix", "st_"]).ok();
-    let second_id = auth_core::ParsedToken::parse(second.stdout.trim_end())
+    let second_id = auth_core::token::ParsedToken::parse(second.stdout.trim_end())
         .unwrap()
         .key_id()
         .to_string();
@@ -204,7 +204,7 @@ async fn manage_keys(db: &str, extra: &[&str], server: Arc<dyn KeyStore>) {
 
 /// Audit, stats per day and purge, on events written through the store's
 /// own audit log.
-async fn audit_and_purge(db: &str, extra: &[&str], sink: Arc<dyn auth_core::AuditLog>) {
+async fn audit_and_purge(db: &str, extra: &[&str], sink: Arc<dyn auth_core::audit::AuditLog>) {
     let now = OffsetDateTime::now_utc();
     sink.record(event(
         now - time::Duration::days(100),
@@ -315,7 +315,7 @@ async fn manages_keys_in_postgres() {
         .all(|m| m["applied_now"] == true));
 
     let server = Arc::new(
-        auth_core::PostgresKeyStore::connect_with_schema(&url, &schema)
+        auth_core::store::PostgresKeyStore::connect_with_schema(&url, &schema)
             .await
             .expect("DATABASE_URL is set but PostgreSQL is unreachable"),
     );
@@ -350,7 +350,7 @@ fn errors_are_one_line_with_documented_codes() {
 #[test]
 fn scan_tells_tokens_from_look_alikes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, token) = auth_core::mint_token(&auth_core::TokenPrefix::new("sk_live_").unwrap());
+    let (_, token) = auth_core::token::mint_token(&auth_core::TokenPrefix::new("sk_live_").unwrap());
     let token = token.expose_secret().to_owned();
     let mut fake = token.clone();
     let last = fake.pop().unwrap();

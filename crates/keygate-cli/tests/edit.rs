@@ -33,7 +33,7 @@ async fn edits_reach_a_running_server(d: &Database) {
         ])
         .ok();
     let token = issued.stdout.trim_end().to_owned();
-    let id = auth_core::ParsedToken::parse(&token)
+    let id = auth_core::token::ParsedToken::parse(&token)
         .unwrap()
         .key_id()
         .to_string();

@@ -4,7 +4,7 @@
 
 mod support;
 
-use auth_core::{IssuingPrefix, KeyStore, Keys, SecretHasher, TokenPrefix};
+use auth_core::{store::IssuingPrefix, KeyStore, Keys, SecretHasher, TokenPrefix};
 use keygate_test_support::eventually;
 use support::Database;
 

@@ -10,7 +10,7 @@ mod directory;
 use std::sync::Arc;
 
 use auth_axum::{admin_keys_router, keys_router, KeyManager, RequireScopeLayer, SettingsPage};
-use auth_core::{AuditLog, ErrorFormat, KeyIssuer, Keys, ScopeSet, Verifier};
+use auth_core::{audit::AuditLog, response::ErrorFormat, KeyIssuer, Keys, ScopeSet, Verifier};
 use auth_ratelimit::{Quota, Rule};
 use auth_tower::AuthLayer;
 use axum::{routing::get, Extension, Router};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use auth_axum::Auth;
 use auth_core::{
     jwt::{JwtAuthority, MasterKey, UserSecretStore},
-    AuthError, ErrorCode, ErrorFormat, RejectReason, ScopeSet, Verifier,
+    AuthError, ErrorCode, response::ErrorFormat, RejectReason, ScopeSet, Verifier,
 };
 use auth_ratelimit::{Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;

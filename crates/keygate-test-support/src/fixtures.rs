@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use auth_core::{
-    AuditEvent, AuditOutcome, KeyId, KeyIssuer, KeyStore, NewKey, Principal, ScopeSet,
-    SecretHasher, TokenPrefix, Verifier, BODY_LEN,
+    AuditEvent, audit::AuditOutcome, KeyId, KeyIssuer, KeyStore, NewKey, Principal, ScopeSet,
+    SecretHasher, TokenPrefix, Verifier, token::BODY_LEN,
 };
 use time::OffsetDateTime;
 

@@ -9,15 +9,21 @@
 //!   background, instead of sleeping.
 //! - [`logs`]: capturing `tracing` output to assert on it.
 //! - [`fixtures`]: an issuer, verifier and keys with a cheap hasher.
+//! - [`conformance`]: the key-store conformance suite, for any
+//!   [`KeyStore`](auth_core::KeyStore) implementation.
+//! - [`stores`]: [`TestStore`](stores::TestStore), a key store to count
+//!   reads on, take down, silence or hold mid-write.
 //!
 //! Not published, and only ever a dev-dependency: [`fixtures`] use
 //! `SecretHasher::for_tests`, which is behind auth-core's `test-util`
 //! feature.
 #![deny(missing_docs)]
 
+pub mod conformance;
 mod eventually;
 pub mod fixtures;
 pub mod logs;
 pub mod services;
+pub mod stores;
 
 pub use eventually::eventually;

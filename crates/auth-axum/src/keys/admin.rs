@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use auth_core::{
-    AuthError, ErrorCode, KeyCursor, KeyId, KeyMetadata, KeyQuery, KeyRecord, RejectReason,
-    StateFilter,
+    AuthError, ErrorCode, store::KeyCursor, KeyId, store::KeyMetadata, store::KeyQuery, store::KeyRecord, RejectReason,
+    store::StateFilter,
 };
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},

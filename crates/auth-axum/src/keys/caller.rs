@@ -1,7 +1,7 @@
 //! [`Caller`]: the key behind a key-management request, and what it may make.
 
 use auth_core::{
-    AuthError, Credits, ErrorCode, KeyId, KeyPolicy, KeyRateLimit, KeyRecord, RefillEvery,
+    AuthError, policy::Credits, ErrorCode, KeyId, policy::KeyPolicy, policy::KeyRateLimit, store::KeyRecord, policy::RefillEvery,
     RejectReason, ScopeSet,
 };
 use ipnet::IpNet;

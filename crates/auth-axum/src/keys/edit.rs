@@ -2,7 +2,7 @@
 //! a key, and editing its metadata and address allowlist.
 //! (`external_id` is the application's: this route refuses it.)
 
-use auth_core::{AuthError, ErrorCode, KeyRecord, KeyUpdate, RejectReason, ScopeSet};
+use auth_core::{AuthError, ErrorCode, store::KeyRecord, store::KeyUpdate, RejectReason, ScopeSet};
 use serde::{de::IgnoredAny, Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -83,7 +83,7 @@ impl EditKey {
         self.check_fields()?;
         let mut update = KeyUpdate::default();
         if let Some(name) = self.name.given("name")? {
-            auth_core::validate_name(&name)?;
+            auth_core::policy::validate_name(&name)?;
             update.name = Some(name);
         }
         if let Some(asked) = self.scopes.given("scopes")? {

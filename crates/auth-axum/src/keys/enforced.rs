@@ -1,6 +1,6 @@
 //! [`EnforcedPolicy`]: the key policy fields the application enforces.
 
-use auth_core::KeyPolicy;
+use auth_core::policy::KeyPolicy;
 
 use super::error::KeyApiError;
 
@@ -67,7 +67,7 @@ pub(crate) fn check_enforced(
 mod tests {
     use std::num::NonZeroU32;
 
-    use auth_core::{Credits, KeyRateLimit};
+    use auth_core::{policy::Credits, policy::KeyRateLimit};
     use time::OffsetDateTime;
 
     use super::*;

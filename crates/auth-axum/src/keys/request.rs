@@ -1,7 +1,7 @@
 //! Request bodies and query strings of the key-management routes, parsed
 //! strictly.
 
-use auth_core::KeyPolicy;
+use auth_core::policy::KeyPolicy;
 use axum::extract::{rejection::QueryRejection, Query};
 use serde::{
     de::{DeserializeOwned, IgnoredAny},

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use auth_core::{AuditQuery, IssuedKey, KeyCreated, KeyId, KeyRecord, NewKey, Principal};
+use auth_core::{audit::AuditQuery, IssuedKey, audit::KeyCreated, KeyId, store::KeyRecord, NewKey, Principal};
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
     http::StatusCode,
@@ -114,7 +114,7 @@ async fn create_key<O: KeyOwner>(
 ) -> Result<Response, KeyApiError> {
     let caller = m.caller(owner, key, Action::Mint).await?;
     let mut req: CreateKey = parse_json(body, false)?;
-    auth_core::validate_name(&req.name)?;
+    auth_core::policy::validate_name(&req.name)?;
     let expires_at = req.expiry()?;
     m.check_lifetime(expires_at)?;
     caller.check_end(expires_at)?;

@@ -1,7 +1,7 @@
 //! `GET /{id}/usage?bucket=hour|day&since=<RFC 3339>`: the activity chart's
 //! counts, per time bucket and outcome.
 
-use auth_core::{UsageBucket, UsageCount, UsageQuery};
+use auth_core::{audit::UsageBucket, audit::UsageCount, audit::UsageQuery};
 use serde::{Deserialize, Serialize};
 use time::{format_description::well_known::Rfc3339, Duration, OffsetDateTime};
 

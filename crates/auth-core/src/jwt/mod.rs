@@ -32,8 +32,8 @@ pub use secrets::{MemoryUserSecrets, SealedSecret, UserSecretStore};
 
 use crate::{
     digest::{Digest, DigestKey},
-    AuthContext, AuthError, ChangeListener, CredentialKind, KeyChange, Principal, RejectReason,
-    ScopeSet, StoreError, SystemClock, WallClock,
+    AuthContext, AuthError, store::ChangeListener, CredentialKind, store::KeyChange, Principal, RejectReason,
+    ScopeSet, store::StoreError, clock::SystemClock, clock::WallClock,
 };
 
 /// Longest JWT looked at.
@@ -96,7 +96,7 @@ pub struct Claims {
 }
 
 /// Issuing or regenerating failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwtError {
     /// The user id is empty or too long.
@@ -110,7 +110,7 @@ pub enum JwtError {
     MasterKey(#[from] MasterKeyError),
     /// Signing failed.
     #[error("signing failed: {0}")]
-    Sign(String),
+    Sign(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Issues and verifies per-user-secret JWTs. Cheap to clone.
@@ -362,7 +362,7 @@ impl JwtAuthority {
             loop {
                 let current = {
                     let (store, user) = (&store, &user);
-                    crate::verifier::recheck(after_resync, move || async move {
+                    crate::recheck::recheck(after_resync, move || async move {
                         store
                             .get_secret(user)
                             .await
@@ -407,7 +407,7 @@ impl JwtAuthority {
             &claims,
             &EncodingKey::from_secret(secret),
         )
-        .map_err(|e| JwtError::Sign(e.to_string()))
+        .map_err(|e| JwtError::Sign(e.into()))
     }
 
     /// The synchronous hot path: `Some` for a token decided without I/O (a

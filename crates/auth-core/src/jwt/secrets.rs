@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use crate::{ChangeFeed, KeyChange, StoreError};
+use crate::{store::ChangeFeed, store::KeyChange, store::StoreError};
 
 /// A user's sealed signing secret and its generation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use tokio::{
 };
 
 use super::audit_policy::{self, Lane, Limits, RefusalRow, Tally, UsageDelta, UsageTally};
-use crate::{AuditEvent, AuditHealth, AuditOutcome, StoreError};
+use crate::{AuditEvent, audit::AuditHealth, audit::AuditOutcome, store::StoreError};
 
 /// How a durable audit log queues, batches and aggregates its writes.
 ///
@@ -258,9 +258,9 @@ impl AuditWriter {
         self.tx
             .send(Msg::Flush(ack))
             .await
-            .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("audit writer stopped"))?;
         done.await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("audit writer stopped".into())))
+            .unwrap_or_else(|_| Err(StoreError::unavailable("audit writer stopped")))
     }
 
     /// Events without a row: shed while the queue was full, or in a batch
@@ -351,14 +351,38 @@ async fn run(
             }
         }
         if !acks.is_empty() {
-            let result = failed.take().map_or(Ok(()), Err);
+            let failed = failed.take().map(Arc::new);
             for ack in acks.drain(..) {
-                let _ = ack.send(result.clone());
+                let result = match &failed {
+                    None => Ok(()),
+                    Some(e) => Err(StoreError::unavailable(WriteFailed(e.clone()))),
+                };
+                let _ = ack.send(result);
             }
         }
         if events.capacity() > cfg.max_batch * 2 {
             events = Vec::with_capacity(cfg.max_batch);
         }
+    }
+}
+
+/// The error of a failed batch write, handed to every flush that waited
+/// for the batch: it reads as the backend's error and has it as source.
+#[derive(Debug)]
+struct WriteFailed(Arc<StoreError>);
+
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match std::error::Error::source(&*self.0) {
+            Some(source) => std::fmt::Display::fmt(source, f),
+            None => std::fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for WriteFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
     }
 }
 
@@ -404,7 +428,7 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
-    use crate::{AuditOutcome, KeyId, RejectReason};
+    use crate::{audit::AuditOutcome, KeyId, RejectReason};
 
     #[derive(Clone)]
     struct Recording {
@@ -451,9 +475,9 @@ mod tests {
                 .gate
                 .acquire()
                 .await
-                .map_err(|_| StoreError::Unavailable("closed".into()))?;
+                .map_err(|_| StoreError::unavailable("closed"))?;
             if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("down".into()));
+                return Err(StoreError::unavailable("down"));
             }
             self.batches.lock().push(Batch {
                 events: batch.events.clone(),

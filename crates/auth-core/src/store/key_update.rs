@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::{Credits, KeyId, KeyRateLimit, KeyRecord, ScopeSet};
+use crate::{policy::Credits, KeyId, policy::KeyRateLimit, store::KeyRecord, ScopeSet};
 
 /// What [`KeyStore::update`](crate::KeyStore::update) changes: every `None`
 /// field is left as it is. For the optional fields, `Some(None)` clears.
@@ -16,7 +16,7 @@ use crate::{Credits, KeyId, KeyRateLimit, KeyRecord, ScopeSet};
 /// router. A caller that decided on a record it read sets
 /// [`KeyUpdate::if_unchanged`]: the store then applies the update only if
 /// the key is still as read (compare-and-set), else answers
-/// [`StoreError::Conflict`](crate::StoreError::Conflict), so a decision
+/// [`StoreError::Conflict`](crate::store::StoreError::Conflict), so a decision
 /// never lands on a key that a concurrent edit, rotation or revocation has
 /// changed.
 ///
@@ -111,7 +111,7 @@ impl KeyUpdate {
 
     /// Applies only if the key is still as `read` (see
     /// [`KeyUpdate::still_as_read`]); otherwise the store answers
-    /// [`StoreError::Conflict`](crate::StoreError::Conflict).
+    /// [`StoreError::Conflict`](crate::store::StoreError::Conflict).
     pub fn if_unchanged(mut self, read: &KeyRecord) -> Self {
         self.expected = Some(Box::new(read.clone()));
         self
@@ -218,8 +218,8 @@ pub(crate) fn later_use(a: KeyUse, b: KeyUse) -> KeyUse {
 }
 
 /// The conflict a store answers when [`KeyUpdate::still_as_read`] fails.
-pub(crate) fn changed_since_read() -> crate::StoreError {
-    crate::StoreError::Conflict(
+pub(crate) fn changed_since_read() -> crate::store::StoreError {
+    crate::store::StoreError::Conflict(
         "the key was changed (edited, rotated or revoked) since it was read".into(),
     )
 }

@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use super::{KeyStore, MemoryKeyStore, StoreError};
-use crate::{AuditLog, MemoryAuditLog};
+use crate::{audit::AuditLog, audit::MemoryAuditLog};
 
 /// A key store and the audit log that goes with it.
 pub struct OpenedStore {
@@ -43,7 +43,7 @@ impl OpenedStore {
 
 /// Opens the store named by `location`:
 ///
-/// - `postgres://…` or `postgresql://…`: [`PostgresKeyStore`](crate::PostgresKeyStore)
+/// - `postgres://…` or `postgresql://…`: [`PostgresKeyStore`](crate::store::PostgresKeyStore)
 ///   (feature `postgres`);
 /// - `memory:`: [`MemoryKeyStore`] and [`MemoryAuditLog`], lost on exit;
 /// - anything else, optionally prefixed `sqlite:`: a SQLite file path
@@ -113,7 +113,7 @@ async fn open_sqlite(_path: &str) -> Result<OpenedStore, StoreError> {
 /// The refusal for a backend whose cargo feature is off.
 #[cfg(not(all(feature = "postgres", feature = "sqlite")))]
 fn not_compiled(backend: &str, feature: &str) -> StoreError {
-    StoreError::Unavailable(format!(
+    StoreError::unavailable(format!(
         "{backend} support is not compiled in (cargo feature `{feature}`)"
     ))
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
 use super::KeyState;
-use crate::{Credits, KeyId, KeyRateLimit, Principal, RejectReason, ScopeSet, SecretCheck};
+use crate::{policy::Credits, KeyId, policy::KeyRateLimit, Principal, RejectReason, ScopeSet, token::SecretCheck};
 
 /// How long before its end a key counts as "expiring" in
 /// [`KeyRecord::metadata`]: 7 days.
@@ -49,10 +49,10 @@ pub struct KeyRecord {
     /// session-backed owner.
     pub created_by: Option<KeyId>,
     /// The application's metadata, a JSON object (empty: none; at most
-    /// [`MAX_META_BYTES`](crate::MAX_META_BYTES) serialised).
+    /// [`MAX_META_BYTES`](crate::policy::MAX_META_BYTES) serialised).
     pub meta: Map<String, Value>,
     /// The application's own id for the key (at most
-    /// [`MAX_EXTERNAL_ID_LEN`](crate::MAX_EXTERNAL_ID_LEN) bytes).
+    /// [`MAX_EXTERNAL_ID_LEN`](crate::policy::MAX_EXTERNAL_ID_LEN) bytes).
     pub external_id: Option<String>,
     /// When the owner disabled the key; `None` while it is enabled. A
     /// disabled key is refused like an unknown one until enabled again.

@@ -7,7 +7,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use crate::AuditLog;
+use crate::audit::AuditLog;
 
 /// Deletes audit events older than `max_age` now and then every `every`,
 /// until the log is dropped or the returned handle is aborted.
@@ -17,7 +17,7 @@ use crate::AuditLog;
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::{sync::Arc, time::Duration};
-/// use auth_core::{store::spawn_audit_retention, AuditLog, MemoryAuditLog};
+/// use auth_core::{store::spawn_audit_retention, audit::AuditLog, audit::MemoryAuditLog};
 /// let log: Arc<dyn AuditLog> = Arc::new(MemoryAuditLog::default());
 /// let task = spawn_audit_retention(&log, Duration::from_secs(90 * 86_400), Duration::from_secs(3600));
 /// task.abort();
@@ -51,7 +51,7 @@ pub fn spawn_audit_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditEvent, AuditOutcome, AuditQuery, AuditSink, MemoryAuditLog};
+    use crate::{AuditEvent, audit::AuditOutcome, audit::AuditQuery, AuditSink, audit::MemoryAuditLog};
 
     fn event_at(at: OffsetDateTime) -> AuditEvent {
         AuditEvent {

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::KeyUse;
 use crate::{
-    AuditOutcome, Credits, KeyId, KeyRateLimit, Refill, RefillEvery, RejectReason, ScopeSet,
-    SecretCheck, StoreError,
+    audit::AuditOutcome, policy::Credits, KeyId, policy::KeyRateLimit, policy::Refill, policy::RefillEvery, RejectReason, ScopeSet,
+    token::SecretCheck, store::StoreError,
 };
 
 /// Longest request path kept in an audit row; longer ones are cut.
@@ -30,13 +30,13 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
         }
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
-        e => StoreError::Unavailable(e.to_string()),
+        | sqlx::Error::ColumnNotFound(_) => StoreError::corrupt(e),
+        e => StoreError::unavailable(e),
     }
 }
 
 pub(crate) fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
+    StoreError::corrupt(what)
 }
 
 pub(crate) fn key_id(text: &str) -> Result<KeyId, StoreError> {
@@ -194,7 +194,7 @@ pub(crate) struct CreditColumns {
     pub refilled_at: Option<OffsetDateTime>,
 }
 
-/// Counts above [`MAX_CREDITS`](crate::MAX_CREDITS) are kept as it.
+/// Counts above [`MAX_CREDITS`](crate::policy::MAX_CREDITS) are kept as it.
 fn count(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

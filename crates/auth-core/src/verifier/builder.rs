@@ -11,7 +11,7 @@ use super::{
     Inner, Verifier,
 };
 use crate::{
-    digest::DigestKey, KeyStore, ScopePolicy, SecretHasher, SystemClock, TokenPrefix, WallClock,
+    digest::DigestKey, KeyStore, scope::ScopePolicy, SecretHasher, clock::SystemClock, TokenPrefix, clock::WallClock,
 };
 
 /// Builds a [`Verifier`].
@@ -70,7 +70,7 @@ impl VerifierBuilder {
         self
     }
 
-    /// The clock for expiry checks (tests use [`ManualClock`](crate::ManualClock)).
+    /// The clock for expiry checks (tests use [`FakeClock`](crate::clock::FakeClock)).
     pub fn clock(mut self, clock: impl WallClock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -114,8 +114,8 @@ impl VerifierBuilder {
             guard: guard.clone(),
             ended: tokio::sync::broadcast::channel(64).0,
         });
-        let weak: std::sync::Weak<dyn crate::ChangeListener> =
-            Arc::downgrade(&(invalidator.clone() as Arc<dyn crate::ChangeListener>));
+        let weak: std::sync::Weak<dyn crate::store::ChangeListener> =
+            Arc::downgrade(&(invalidator.clone() as Arc<dyn crate::store::ChangeListener>));
         self.store.changes().subscribe(weak);
         // Subscribed after the cache: a connection's re-read never finds a stale entry.
         let watches = super::watch::Watches::new(

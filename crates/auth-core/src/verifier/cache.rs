@@ -23,7 +23,7 @@ use std::sync::{
 use crate::{
     base62::U64_WIDTH,
     digest::{digests_equal, Digest},
-    AuthContext, ChangeListener, KeyChange, KeyId, RejectReason,
+    AuthContext, store::ChangeListener, store::KeyChange, KeyId, RejectReason,
 };
 
 /// One cached key. Replaced, never changed in place, apart from its atomics.
@@ -194,7 +194,7 @@ impl ChangeListener for CacheInvalidator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{mint_token, TokenPrefix};
+    use crate::{token::mint_token, TokenPrefix};
 
     /// A token's field and its key's id meet in one slot; other ids do not.
     #[test]
@@ -202,7 +202,7 @@ mod tests {
         let prefix = TokenPrefix::new("st_").unwrap();
         for _ in 0..1000 {
             let (id, token) = mint_token(&prefix);
-            let (_, field) = crate::token::raw_shape(token.expose_secret().as_bytes()).unwrap();
+            let (_, field) = crate::token_format::raw_shape(token.expose_secret().as_bytes()).unwrap();
             assert_eq!(SlotKey::of_field(field), SlotKey::of(id));
             let other = KeyId::from_u64(id.as_u64() ^ 1);
             assert!(SlotKey::of_field(field) != SlotKey::of(other));

@@ -16,13 +16,13 @@ use super::{
 use crate::{
     clock::nanos,
     digest::{digests_equal, Digest},
-    AuthContext, AuthError, HashError, KeyId, KeyPolicy, KeyRecord, ParsedToken, RejectReason,
-    SecretCheck,
+    AuthContext, AuthError, hash::HashError, KeyId, policy::KeyPolicy, store::KeyRecord, token::ParsedToken, RejectReason,
+    token::SecretCheck,
 };
 
 /// A store failure: logged here, answered with a generic 503 (the detail may
 /// describe infrastructure).
-pub(super) fn store_failed(e: crate::StoreError) -> AuthError {
+pub(super) fn store_failed(e: crate::store::StoreError) -> AuthError {
     tracing::warn!(error = %e, "key store read failed");
     AuthError::unavailable("Authentication service temporarily unavailable")
 }
@@ -248,7 +248,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        ErrorFormat, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+        response::ErrorFormat, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
         TokenPrefix,
     };
 

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 
 use crate::{
     digest::{digests_equal, Digest},
-    KeyId, SecretCheck,
+    KeyId, token::SecretCheck,
 };
 
 const WRONG_DIGESTS: usize = 4;

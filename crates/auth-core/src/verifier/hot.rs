@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     digest::{digests_equal, Digest},
-    AuthContext, AuthError, KeyId, ParsedToken, RejectReason, SecretCheck, TokenError,
+    AuthContext, AuthError, KeyId, token::ParsedToken, RejectReason, token::SecretCheck, token::TokenError,
 };
 
 pub(super) enum Cached {
@@ -32,30 +32,17 @@ pub(super) fn token_reason(e: TokenError) -> RejectReason {
 }
 
 impl Verifier {
-    /// The synchronous hot path: `Some` when the token is decided without
-    /// I/O (a cache hit, or a token that is not well formed), `None` when
-    /// [`Verifier::verify`] would have to read the store or run argon2.
-    #[inline]
-    pub fn verify_cached(&self, token: &str) -> Option<Result<AuthContext, AuthError>> {
-        self.verify_cached_from(token, None)
-    }
-
-    /// [`Verifier::verify_cached`] for a request from `client` (recorded as
-    /// in [`Verifier::verify_from`]).
-    #[inline]
-    pub fn verify_cached_from(
-        &self,
-        token: &str,
-        client: Option<IpAddr>,
-    ) -> Option<Result<AuthContext, AuthError>> {
-        self.verify_cached_bytes(token.as_bytes(), client)
-    }
-
-    /// [`Verifier::verify_cached_from`] for a credential's bytes as they
-    /// arrived (a header value, trimmed), before any check of its
-    /// characters: a token the cache knows is that token, so it needs none,
-    /// and any other is refused as malformed unless it is a well-formed
-    /// token. The decision is the one the same bytes as `&str` would get.
+    /// The synchronous hot path of the auth layer: `Some` when the
+    /// credential is decided without I/O (a cache hit, or a token that is
+    /// not well formed), `None` when [`Verifier::verify`] would have to
+    /// read the store or run argon2. `client` is recorded as with
+    /// [`Credential::client`](crate::Credential::client).
+    ///
+    /// It takes the credential's bytes as they arrived (a header value,
+    /// trimmed), before any check of its characters: a token the cache
+    /// knows is that token, so it needs none, and any other is refused as
+    /// malformed unless it is a well-formed token. The decision is the one
+    /// the same bytes as `&str` would get from [`Verifier::verify`].
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -79,6 +66,7 @@ impl Verifier {
     /// assert_eq!(not_text.reason(), RejectReason::Malformed);
     /// # });
     /// ```
+    #[doc(hidden)]
     pub fn verify_cached_bytes(
         &self,
         token: &[u8],
@@ -135,7 +123,7 @@ impl Verifier {
     /// key id field is not decoded: a field that spells no id matches no
     /// slot, and the miss is refused by the full parse).
     pub(super) fn cache_key(&self, token: &[u8]) -> Result<(SlotKey, Digest), AuthError> {
-        let shape = crate::token::raw_shape(token).filter(|(prefix, _)| self.prefix_ok(prefix));
+        let shape = crate::token_format::raw_shape(token).filter(|(prefix, _)| self.prefix_ok(prefix));
         let Some((_, id_field)) = shape else {
             let reason = self.parse_bytes(token).err();
             return Err(unauthorized(reason.unwrap_or(RejectReason::Malformed)));
@@ -204,7 +192,7 @@ impl Verifier {
     pub(super) fn prefix_ok(&self, prefix: &[u8]) -> bool {
         let prefixes = &self.inner.prefixes;
         if prefixes.is_empty() {
-            crate::token::is_valid_prefix(prefix)
+            crate::token_format::is_valid_prefix(prefix)
         } else {
             prefixes.iter().any(|p| p.as_str().as_bytes() == prefix)
         }
@@ -269,9 +257,9 @@ impl Verifier {
             let Some(id) = entry.ctx.key_id() else {
                 return;
             };
-            self.inner.usage.report(crate::KeyUse {
+            self.inner.usage.report(crate::store::KeyUse {
                 ip: client,
-                ..crate::KeyUse::new(id, self.inner.clock.now())
+                ..crate::store::KeyUse::new(id, self.inner.clock.now())
             });
         }
     }

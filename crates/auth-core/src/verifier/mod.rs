@@ -3,7 +3,7 @@
 //! Hot path: a token whose secret was verified once is checked against an
 //! in-memory cache (keyed SipHash digest of the token, constant-time compare):
 //! no argon2, no store read. Store changes (revoke, rotate) drop cache entries
-//! synchronously through the store's [`ChangeFeed`](crate::ChangeFeed), so a
+//! synchronously through the store's [`ChangeFeed`](crate::store::ChangeFeed), so a
 //! request made after `revoke` returns is refused.
 //!
 //! Cold path: parse and checksum (garbage never reaches the store), store read,
@@ -18,7 +18,7 @@
 //! fast hash and no store read; no backoff locks the owner out (only legacy
 //! records without a check keep a per-id backoff until they migrate).
 //!
-//! Resync: a [`KeyChange::All`](crate::KeyChange::All) makes every cached
+//! Resync: a [`KeyChange::All`](crate::store::KeyChange::All) makes every cached
 //! entry confirm itself against the store on its next use (record compare,
 //! no argon2); open connections re-check spread over a few seconds.
 
@@ -36,8 +36,6 @@ use std::{net::IpAddr, sync::Arc};
 use dashmap::DashMap;
 
 pub use self::builder::VerifierBuilder;
-#[cfg(feature = "jwt")]
-pub(crate) use self::lifecycle::recheck;
 pub use self::watch::{CredentialChange, CredentialWatch};
 use self::{
     cache::{CacheInvalidator, KeyCache},
@@ -46,9 +44,61 @@ use self::{
     usage::UsageRecorder,
 };
 use crate::{
-    digest::DigestKey, AuthContext, AuthError, KeyId, KeyStore, RejectReason, ScopePolicy,
-    SecretHasher, TokenPrefix, WallClock,
+    digest::DigestKey, AuthContext, AuthError, KeyId, KeyStore, RejectReason, scope::ScopePolicy,
+    SecretHasher, TokenPrefix, clock::WallClock,
 };
+
+/// A credential presented to [`Verifier::verify`]: the token, and the
+/// address of the client that presented it when known.
+///
+/// A `&str` converts into one without a client address.
+#[derive(Clone, Copy)]
+pub struct Credential<'a> {
+    token: &'a str,
+    client: Option<IpAddr>,
+}
+
+impl<'a> Credential<'a> {
+    /// The token (an API key, or a JWT with the `jwt` feature), with no
+    /// client address.
+    pub fn new(token: &'a str) -> Self {
+        Self {
+            token,
+            client: None,
+        }
+    }
+
+    /// The resolved client address of the request: recorded as the key's
+    /// last-used address (batched like `last_used_at`, at most once per key
+    /// per [`last_used_interval`](VerifierBuilder::last_used_interval)). A
+    /// use from outside the key's IP allowlist is not recorded (the auth
+    /// layer refuses it).
+    pub fn client(mut self, client: impl Into<Option<IpAddr>>) -> Self {
+        self.client = client.into();
+        self
+    }
+}
+
+impl<'a> From<&'a str> for Credential<'a> {
+    fn from(token: &'a str) -> Self {
+        Self::new(token)
+    }
+}
+
+impl<'a> From<&'a String> for Credential<'a> {
+    fn from(token: &'a String) -> Self {
+        Self::new(token)
+    }
+}
+
+// Never prints the token.
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Verifies API-key tokens. Cheap to clone; clones share caches.
 ///
@@ -132,26 +182,32 @@ impl Verifier {
         self.inner.cache.entries.len()
     }
 
-    /// Verifies a token.
+    /// Verifies a credential: a token (`&str`), or a [`Credential`] that
+    /// also names the client address the request came from.
     ///
     /// Errors are [`AuthError::unauthorized`] with the reason (malformed, bad
     /// checksum, unknown, revoked, expired, wrong secret, throttled), or
     /// [`AuthError::unavailable`] when the store fails: never a pass.
-    pub async fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
-        self.verify_from(token, None).await
-    }
-
-    /// [`Verifier::verify`] for a request from `client`, the resolved client
-    /// address: it is recorded as the key's last-used address (batched like
-    /// `last_used_at`, at most once per key per
-    /// [`last_used_interval`](VerifierBuilder::last_used_interval)). A use
-    /// from outside the key's IP allowlist is not recorded (the auth layer
-    /// refuses it).
-    pub async fn verify_from(
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use auth_core::*;
+    /// # let Keys { issuer, verifier, .. } = Keys::builder(Arc::new(MemoryKeyStore::new()), TokenPrefix::new("st_").unwrap())
+    /// #   .hasher(SecretHasher::for_tests())
+    /// #   .build();
+    /// # let key = issuer.issue(NewKey::new(Principal::user("ana"), "ci", ScopeSet::empty())).await.unwrap();
+    /// let token = key.token.expose_secret();
+    /// let client = "203.0.113.7".parse().unwrap();
+    /// let ctx = verifier.verify(Credential::new(token).client(client)).await.unwrap();
+    /// assert_eq!(ctx.actor().user_id(), "ana");
+    /// # });
+    /// ```
+    pub async fn verify<'a>(
         &self,
-        token: &str,
-        client: Option<IpAddr>,
+        credential: impl Into<Credential<'a>>,
     ) -> Result<AuthContext, AuthError> {
+        let Credential { token, client } = credential.into();
         #[cfg(feature = "jwt")]
         if let Some(parts) = crate::jwt::jwt_parts(token) {
             return match &self.inner.jwt {

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{KeyId, KeyStore, KeyUse};
+use crate::{KeyId, KeyStore, store::KeyUse};
 
 const QUEUE: usize = 4096;
 const BATCH: usize = 512;

@@ -20,10 +20,11 @@ use dashmap::DashMap;
 use time::OffsetDateTime;
 use tokio::sync::{watch, Notify};
 
-use super::{lifecycle::recheck, Verifier};
+use super::Verifier;
+use crate::recheck::recheck;
 use crate::{
-    AuthContext, ChangeListener, KeyChange, KeyId, KeyPolicy, KeyStore, RejectReason, ScopePolicy,
-    ScopeSet, WallClock,
+    AuthContext, store::ChangeListener, store::KeyChange, KeyId, policy::KeyPolicy, KeyStore, RejectReason, scope::ScopePolicy,
+    ScopeSet, clock::WallClock,
 };
 
 /// What became of a watched connection's credential.
@@ -450,7 +451,7 @@ impl Verifier {
     /// Follows the credential of a connection that authenticated once and
     /// stays open (a WebSocket, a Socket.IO socket): `ctx` is its context,
     /// `client` the address it was admitted from
-    /// ([`ClientIp`](crate::ClientIp)). Call within a Tokio runtime.
+    /// ([`ClientIp`](crate::client_ip::ClientIp)). Call within a Tokio runtime.
     ///
     /// [`CredentialWatch::changed`] resolves when the key is revoked,
     /// expires, is disabled or removed, when an edit takes the client

@@ -3,7 +3,7 @@
 use std::{io, path::Path, sync::Arc};
 
 use auth_core::{
-    store::open_store, AuditLog, AuditSink, KeyIssuer, KeyStore, Keys, MemoryAuditLog,
+    store::open_store, audit::AuditLog, AuditSink, KeyIssuer, KeyStore, Keys, audit::MemoryAuditLog,
     MemoryKeyStore, SecretHasher, TokenPrefix, Verifier,
 };
 

@@ -3,7 +3,7 @@
 
 use std::{ffi::OsString, future::Future, net::SocketAddr, process::ExitCode};
 
-use auth_core::{IpNet, SecretHasher, TrustedProxies};
+use auth_core::{client_ip::IpNet, SecretHasher, client_ip::TrustedProxies};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::{

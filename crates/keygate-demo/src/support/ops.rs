@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuditLog, KeyStore, Verifier};
+use auth_core::{audit::AuditLog, KeyStore, Verifier};
 use axum::{
     http::{header, StatusCode},
     response::{IntoResponse, Response},

@@ -46,8 +46,8 @@ use argon2::{
 };
 use auth_axum::AllowedOrigins;
 use auth_core::{
-    AuditEvent, AuditLog, AuditOutcome, ClientIp, RejectReason, SystemClock, TrustedProxies,
-    WallClock,
+    AuditEvent, audit::AuditLog, audit::AuditOutcome, client_ip::ClientIp, RejectReason, clock::SystemClock, client_ip::TrustedProxies,
+    clock::WallClock,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use axum::{
@@ -250,7 +250,7 @@ impl Accounts {
         )?;
         let name_failures = limits::failed_auth(
             options.failures_per_name,
-            auth_core::ErrorFormat::Flat,
+            auth_core::response::ErrorFormat::Flat,
             options.redis.as_deref(),
             &format!("keygate:{}:login-name", site.name),
             &TrustedProxies::none(),
@@ -570,7 +570,7 @@ impl Accounts {
         event.user_agent = headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(auth_core::MAX_USER_AGENT).collect());
+            .map(|ua| ua.chars().take(auth_core::audit::MAX_USER_AGENT).collect());
         self.audit.record(event);
     }
 }
@@ -641,7 +641,7 @@ pub fn sign_in_first() -> Response {
 
 fn json_error(status: StatusCode, code: &'static str, message: &'static str) -> Response {
     let err = auth_core::AuthError::custom(code, status, message);
-    auth_core::ErrorFormat::Flat
+    auth_core::response::ErrorFormat::Flat
         .render(&err)
         .map(axum::body::Body::from)
 }
@@ -1072,7 +1072,7 @@ pub async fn passwd_command(site: Site, db: &str, user: &str) -> Result<(), Stri
         .read_line(&mut line)
         .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
     let password = line.trim_end_matches(['\r', '\n']);
-    let audit: Arc<dyn AuditLog> = Arc::new(auth_core::MemoryAuditLog::new(1));
+    let audit: Arc<dyn AuditLog> = Arc::new(auth_core::audit::MemoryAuditLog::new(1));
     let accounts = Accounts::open(site, db, audit, SignInOptions::default()).await?;
     accounts.set_password(user, password).await?;
     eprintln!("password set for `{user}`, whose existing sessions have ended: sign in at /login");
@@ -1087,7 +1087,7 @@ mod tests {
     /// the next one is turned away at once instead of joining them.
     #[tokio::test]
     async fn the_queue_of_password_checks_is_bounded() {
-        let audit: Arc<dyn AuditLog> = Arc::new(auth_core::MemoryAuditLog::new(1));
+        let audit: Arc<dyn AuditLog> = Arc::new(auth_core::audit::MemoryAuditLog::new(1));
         let options = SignInOptions {
             password_check_queue: 2,
             ..SignInOptions::default()

@@ -24,7 +24,7 @@ impl Protection {
     /// answering in the same `format`.
     pub fn new(
         auth: AuthLayerBuilder,
-        format: auth_core::ErrorFormat,
+        format: auth_core::response::ErrorFormat,
         backend: &Backend,
         limits: &SharedLimits,
         limiter: RateLimiter,

@@ -43,7 +43,7 @@ pub async fn open(db: &str, hasher: SecretHasher) -> Result<Opened, String> {
 #[cfg(feature = "postgres")]
 async fn open_postgres(db: &str, hasher: SecretHasher) -> Result<Opened, String> {
     let store = Arc::new(
-        auth_core::PostgresKeyStore::connect(db)
+        auth_core::store::PostgresKeyStore::connect(db)
             .await
             .map_err(|e| failed(db, e))?,
     );
@@ -63,7 +63,7 @@ async fn open_sqlite(db: &str, hasher: SecretHasher) -> Result<Opened, String> {
         .or_else(|| db.strip_prefix("sqlite:"))
         .unwrap_or(db);
     let store = Arc::new(
-        auth_core::SqliteKeyStore::open(path)
+        auth_core::store::SqliteKeyStore::open(path)
             .await
             .map_err(|e| failed(db, e))?,
     );
@@ -80,7 +80,7 @@ async fn open_sqlite(_db: &str, _hasher: SecretHasher) -> Result<Opened, String>
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 fn opened<S>(
     store: Arc<S>,
-    audit: Arc<dyn auth_core::AuditLog>,
+    audit: Arc<dyn auth_core::audit::AuditLog>,
     hasher: SecretHasher,
     db: &str,
     kind: &str,
@@ -105,6 +105,6 @@ fn not_compiled(kind: &str, feature: &str) -> String {
     format!("{kind} support is not compiled in (cargo feature `{feature}`)")
 }
 
-fn failed(db: &str, e: auth_core::StoreError) -> String {
+fn failed(db: &str, e: auth_core::store::StoreError) -> String {
     format!("cannot open {}: {e}", describe(db))
 }

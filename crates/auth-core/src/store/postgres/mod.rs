@@ -1,5 +1,10 @@
 //! PostgreSQL: one database shared by several instances of a service.
 
+pub(super) mod audit;
+mod listener;
+#[cfg(feature = "jwt")]
+mod secrets;
+
 use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -10,15 +15,17 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
+use self::{
+    audit::PostgresAuditLog,
+    listener::{ListenerHandle, CHANNEL},
+};
 use super::{
     change_payload,
-    postgres_audit::PostgresAuditLog,
-    postgres_listener::{self, ListenerHandle, CHANNEL},
     sql::{self, store_error},
     AuditBatching, ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate,
     KeyUse, StateFilter, StoreError,
 };
-use crate::{CreditSpend, KeyId, Principal, SecretCheck};
+use crate::{policy::CreditSpend, KeyId, Principal, token::SecretCheck};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -31,7 +38,7 @@ const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
 ///
 /// ```
 /// use std::time::Duration;
-/// use auth_core::PostgresOptions;
+/// use auth_core::store::PostgresOptions;
 /// let opts = PostgresOptions::new().schema("tenant_a").max_connections(20).acquire_timeout(Duration::from_secs(1));
 /// assert!(PostgresOptions::new().schema("Robert'); DROP TABLE").validate().is_err());
 /// # let _ = opts;
@@ -113,8 +120,8 @@ impl PostgresOptions {
                 && s.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !ok {
-                return Err(StoreError::Unavailable(
-                    "invalid schema name: use 1-63 lower-case letters, digits or '_'".into(),
+                return Err(StoreError::unavailable(
+                    "invalid schema name: use 1-63 lower-case letters, digits or '_'",
                 ));
             }
         }
@@ -134,9 +141,9 @@ impl PostgresOptions {
 /// 503), and service resumes by itself when it is back.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), auth_core::StoreError> {
+/// # async fn demo() -> Result<(), auth_core::store::StoreError> {
 /// use std::sync::Arc;
-/// use auth_core::{PostgresKeyStore, SecretHasher, Verifier};
+/// use auth_core::{store::PostgresKeyStore, SecretHasher, Verifier};
 /// let store = Arc::new(PostgresKeyStore::connect("postgres://app@db/keys").await?);
 /// let audit = Arc::new(store.audit_log());
 /// let verifier = Verifier::builder(store).hasher(SecretHasher::default()).build();
@@ -167,7 +174,7 @@ impl PostgresKeyStore {
         options.validate()?;
         // The driver's message could quote the URL, password included.
         let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
+            .map_err(|_| StoreError::unavailable("invalid PostgreSQL URL"))?;
         if let Some(schema) = &options.schema {
             connect = connect.options([("search_path", schema)]);
         }
@@ -202,7 +209,7 @@ impl PostgresKeyStore {
     /// Must be called from within a Tokio runtime.
     pub fn from_migrated_pool(pool: PgPool) -> Self {
         let changes = Arc::new(ChangeFeed::new());
-        let listener = postgres_listener::start_detached(
+        let listener = listener::start_detached(
             pool.clone(),
             changes.clone(),
             PostgresOptions::default().heartbeat,
@@ -219,19 +226,19 @@ impl PostgresKeyStore {
         MIGRATOR
             .run(pool)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+            .map_err(StoreError::unavailable)
     }
 
     async fn start(pool: PgPool, heartbeat: Duration) -> Result<Self, StoreError> {
         if pool.options().get_max_connections() < 2 {
             // The listener would hold the only connection.
-            return Err(StoreError::Unavailable(
-                "the pool needs at least 2 connections (one is kept for LISTEN)".into(),
+            return Err(StoreError::unavailable(
+                "the pool needs at least 2 connections (one is kept for LISTEN)",
             ));
         }
         Self::migrate(&pool).await?;
         let changes = Arc::new(ChangeFeed::new());
-        let listener = postgres_listener::start(pool.clone(), changes.clone(), heartbeat).await?;
+        let listener = listener::start(pool.clone(), changes.clone(), heartbeat).await?;
         Ok(Self {
             pool,
             changes,

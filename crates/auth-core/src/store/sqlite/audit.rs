@@ -9,15 +9,15 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::{
+use crate::store::{
     audit_policy::{RefusalRow, UsageDelta},
     audit_writer::{AuditWriter, Batch, BatchSink},
     sql::{self, micros, store_error, truncate, MAX_AUDIT_METHOD, MAX_AUDIT_PATH},
     AuditBatching, StoreError,
 };
 use crate::{
-    audit_page, AuditEvent, AuditHealth, AuditLog, AuditPage, AuditQuery, AuditSink, RefusalCount,
-    UsageCount, UsageQuery, MAX_USER_AGENT,
+    audit::page as audit_page, AuditEvent, audit::AuditHealth, audit::AuditLog, audit::AuditPage, audit::AuditQuery, AuditSink, audit::RefusalCount,
+    audit::UsageCount, audit::UsageQuery, audit::MAX_USER_AGENT,
 };
 
 /// A durable, queryable [`AuditLog`] in the key store's SQLite file.
@@ -35,7 +35,7 @@ use crate::{
 /// reports itself degraded ([`AuditLog::health`]). Call [`AuditLog::flush`]
 /// on graceful shutdown.
 ///
-/// Get one from [`SqliteKeyStore::audit_log`](crate::SqliteKeyStore::audit_log).
+/// Get one from [`SqliteKeyStore::audit_log`](crate::store::SqliteKeyStore::audit_log).
 pub struct SqliteAuditLog {
     pool: SqlitePool,
     writer: AuditWriter,
@@ -300,7 +300,7 @@ impl AuditLog for SqliteAuditLog {
             }
         }
         // The counts go with the rows: whole hours and minutes before `before`.
-        let hour = micros(crate::UsageBucket::Hour.start_of(before));
+        let hour = micros(crate::audit::UsageBucket::Hour.start_of(before));
         sqlx::query("DELETE FROM audit_usage WHERE hour < ?")
             .bind(hour)
             .execute(&self.pool)
@@ -360,7 +360,7 @@ impl AuditLog for SqliteAuditLog {
                 let status: Option<i64> = row.try_get("status").map_err(get)?;
                 let mut sample = AuditEvent::new(
                     sql::from_micros(row.try_get("first_at").map_err(get)?)?,
-                    crate::AuditOutcome::Failure,
+                    crate::audit::AuditOutcome::Failure,
                     row.try_get::<String, _>("method").map_err(get)?,
                     row.try_get::<String, _>("path").map_err(get)?,
                 );
@@ -401,7 +401,7 @@ pub(crate) const USAGE_SQL: &str = "SELECT (hour / ?1) * ?1 AS start, \
 #[cfg(test)]
 mod tests {
     use super::USAGE_SQL;
-    use crate::SqliteKeyStore;
+    use crate::store::SqliteKeyStore;
     use sqlx::Row;
 
     /// The chart's query reads the roll-up's primary key, not the events.

@@ -7,14 +7,14 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::{
+use crate::store::{
     audit_writer::{AuditWriter, Batch, BatchSink},
     sql::{self, store_error, truncate, MAX_AUDIT_METHOD, MAX_AUDIT_PATH},
     AuditBatching, StoreError,
 };
 use crate::{
-    audit_page, AuditEvent, AuditHealth, AuditLog, AuditOutcome, AuditPage, AuditQuery, AuditSink,
-    RefusalCount, UsageCount, UsageQuery, MAX_USER_AGENT,
+    audit::page as audit_page, AuditEvent, audit::AuditHealth, audit::AuditLog, audit::AuditOutcome, audit::AuditPage, audit::AuditQuery, AuditSink,
+    audit::RefusalCount, audit::UsageCount, audit::UsageQuery, audit::MAX_USER_AGENT,
 };
 
 /// A durable, queryable [`AuditLog`] in the key store's PostgreSQL database.
@@ -32,7 +32,7 @@ use crate::{
 /// degraded ([`AuditLog::health`]). Call [`AuditLog::flush`] on graceful
 /// shutdown.
 ///
-/// Get one from [`PostgresKeyStore::audit_log`](crate::PostgresKeyStore::audit_log).
+/// Get one from [`PostgresKeyStore::audit_log`](crate::store::PostgresKeyStore::audit_log).
 pub struct PostgresAuditLog {
     pool: PgPool,
     writer: AuditWriter,
@@ -276,7 +276,7 @@ impl AuditLog for PostgresAuditLog {
         }
         // The counts go with the rows: whole hours and minutes before `before`.
         sqlx::query("DELETE FROM audit_usage WHERE hour < $1")
-            .bind(crate::UsageBucket::Hour.start_of(before))
+            .bind(crate::audit::UsageBucket::Hour.start_of(before))
             .execute(&self.pool)
             .await
             .map_err(store_error)?;

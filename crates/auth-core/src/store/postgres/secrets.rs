@@ -11,19 +11,21 @@ use async_trait::async_trait;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{
-    postgres_listener::CHANNEL, sql::store_error, ChangeFeed, KeyChange, KeyStore,
-    PostgresKeyStore, StoreError,
+use super::listener::CHANNEL;
+use crate::store::{
+    sql::store_error, ChangeFeed, KeyChange, KeyStore,
+    StoreError,
 };
+use super::PostgresKeyStore;
 use crate::jwt::{SealedSecret, UserSecretStore};
 
 /// The secrets live in the key store's database; [`UserSecretStore::secret_changes`]
 /// is the key store's own [`KeyStore::changes`] feed, fed by `LISTEN`.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), auth_core::StoreError> {
+/// # async fn demo() -> Result<(), auth_core::store::StoreError> {
 /// use std::sync::Arc;
-/// use auth_core::{jwt::{JwtAuthority, MasterKey}, PostgresKeyStore};
+/// use auth_core::{jwt::{JwtAuthority, MasterKey}, store::PostgresKeyStore};
 /// let store = Arc::new(PostgresKeyStore::connect("postgres://app@db/keys").await?);
 /// let master = MasterKey::from_base64(&std::env::var("KEYGATE_MASTER_KEY").unwrap()).unwrap();
 /// let jwt = JwtAuthority::new(store, master, "tools");
@@ -58,7 +60,7 @@ impl PostgresKeyStore {
         .bind(sealed)
         .bind(OffsetDateTime::now_utc())
         .bind(CHANNEL)
-        .bind(super::change_payload::user_secret(user_id))
+        .bind(crate::store::change_payload::user_secret(user_id))
         .fetch_optional(self.pool())
         .await
         .map_err(store_error)?;

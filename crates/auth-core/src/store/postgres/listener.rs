@@ -30,7 +30,7 @@ use sqlx::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{sql::store_error, ChangeFeed, StoreError};
+use crate::store::{sql::store_error, ChangeFeed, StoreError};
 
 /// The channel revocations are announced on (one per database).
 pub(crate) const CHANNEL: &str = "auth_core_key_changes";
@@ -243,5 +243,5 @@ async fn send_heartbeat(
 
 fn publish(feed: &ChangeFeed, payload: &str) {
     // What is not understood drops everything rather than miss a revocation.
-    feed.publish(&super::change_payload::decode(payload));
+    feed.publish(&crate::store::change_payload::decode(payload));
 }

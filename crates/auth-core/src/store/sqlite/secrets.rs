@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{
+use crate::store::{
     change_payload,
     sql::{micros, store_error},
-    ChangeFeed, KeyChange, KeyStore, SqliteKeyStore, StoreError,
+    ChangeFeed, KeyChange, KeyStore, StoreError,
 };
+use super::SqliteKeyStore;
 use crate::jwt::{SealedSecret, UserSecretStore};
 
 /// Change-log rows older than this are pruned, as revocations do.
@@ -26,7 +27,7 @@ const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use auth_core::{jwt::{JwtAuthority, MasterKey}, SqliteKeyStore};
+/// use auth_core::{jwt::{JwtAuthority, MasterKey}, store::SqliteKeyStore};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).await.unwrap());
 /// let jwt = JwtAuthority::new(store, MasterKey::generate(), "tools");

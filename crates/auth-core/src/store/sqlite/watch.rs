@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use sqlx::{sqlite::SqlitePool, Row};
 use tokio::sync::oneshot;
 
-use super::{sql::store_error, ChangeFeed, KeyChange, StoreError};
+use crate::store::{sql::store_error, ChangeFeed, KeyChange, StoreError};
 
 /// How often the change log is read.
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -62,7 +62,7 @@ async fn run(
                 }
                 for (seq, key) in rows {
                     last_seq = seq;
-                    feed.publish(&super::change_payload::decode(&key));
+                    feed.publish(&crate::store::change_payload::decode(&key));
                 }
                 if !feed.is_in_sync() {
                     tracing::info!("key change log readable again; caches re-synchronised");

@@ -1,5 +1,10 @@
 //! SQLite: the embedded default. One file, created on first use, zero set-up.
 
+pub(super) mod audit;
+#[cfg(feature = "jwt")]
+mod secrets;
+mod watch;
+
 use std::{path::Path, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -16,12 +21,11 @@ use time::OffsetDateTime;
 use super::{
     change_payload,
     sql::{self, corrupt, micros, opt_from_micros, store_error},
-    sqlite_audit::SqliteAuditLog,
-    sqlite_watch::{self, Watcher},
     AuditBatching, ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate,
     KeyUse, StateFilter, StoreError,
 };
-use crate::{CreditSpend, KeyId, Principal, SecretCheck};
+use self::{audit::SqliteAuditLog, watch::Watcher};
+use crate::{policy::CreditSpend, KeyId, Principal, token::SecretCheck};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -47,7 +51,7 @@ const COLUMNS: &str = "id, owner_id, org_id, name, scopes, hint, hash, \
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use auth_core::{Keys, NewKey, Principal, ScopeSet, SecretHasher, SqliteKeyStore, TokenPrefix};
+/// use auth_core::{Keys, NewKey, Principal, ScopeSet, SecretHasher, store::SqliteKeyStore, TokenPrefix};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Arc::new(SqliteKeyStore::open(dir.path().join("keys.db")).await.unwrap());
 /// let Keys { issuer, verifier, .. } = Keys::builder(store, TokenPrefix::new("st_").unwrap())
@@ -92,13 +96,15 @@ impl SqliteKeyStore {
             // Two processes creating the same file at once: the loser's
             // migration fails, and succeeds on a retry once the winner is done.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            MIGRATOR.run(&pool).await.map_err(|e| {
-                StoreError::Unavailable(format!("migration failed: {first}; then: {e}"))
-            })?;
+            tracing::debug!(error = %first, "migration failed, retrying once");
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(StoreError::unavailable)?;
         }
         let changes = Arc::new(ChangeFeed::new());
-        let last_seq = sqlite_watch::latest_seq(&pool).await?;
-        let watcher = sqlite_watch::spawn(pool.clone(), changes.clone(), last_seq);
+        let last_seq = watch::latest_seq(&pool).await?;
+        let watcher = watch::spawn(pool.clone(), changes.clone(), last_seq);
         Ok(Self {
             pool,
             changes,
@@ -128,7 +134,9 @@ impl SqliteKeyStore {
 /// (0600) when it does not exist yet; existing ones keep their modes.
 fn create_private(path: &Path) -> Result<(), StoreError> {
     let cannot = |what: &Path, e: std::io::Error| {
-        StoreError::Unavailable(format!("cannot create {}: {e}", what.display()))
+        // The io error, kind kept, naming the path it concerns.
+        let e = std::io::Error::new(e.kind(), format!("cannot create {}: {e}", what.display()));
+        StoreError::unavailable(e)
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let mut folders = std::fs::DirBuilder::new();
