@@ -176,7 +176,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        token::encode_token, audit::AuditLog, audit::AuditQuery, IssuedKey, audit::MemoryAuditLog, MemoryKeyStore,
+        token_format::encode_token, audit::AuditLog, audit::AuditQuery, IssuedKey, audit::MemoryAuditLog, MemoryKeyStore,
         NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
     };
 

@@ -1,19 +1,13 @@
 //! Attacks on the verifier and its cold start: owner
 //! lockout, wrong-secret floods, prefix swaps, resync storms, overflow.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use auth_core::*;
+use auth_core::{clock::FakeClock, hash::HashParams, store::KeyChange, token::ParsedToken, token::mint_token};
 use keygate_test_support::stores::TestStore;
 use futures_util::FutureExt;
-use time::{macros::datetime, OffsetDateTime};
+use time::macros::datetime;
 
 struct Fixture {
     store: Arc<TestStore>,
@@ -199,7 +193,7 @@ async fn legacy_records_keep_working_and_move_to_the_check_on_success() {
     // The successful verification re-hashes with the current parameters and fills the check.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let r = f.store.inner.get(key.record.id).await.unwrap().unwrap();
+        let r = f.store.inner().get(key.record.id).await.unwrap().unwrap();
         if r.check.is_some() && !f.hasher.needs_rehash(&r.hash) {
             break;
         }
@@ -303,7 +297,7 @@ async fn a_huge_grace_period_saturates_instead_of_overflowing() {
         .rotate(key.record.id, Duration::MAX)
         .await
         .expect("no panic, no error");
-    let old = f.store.inner.get(key.record.id).await.unwrap().unwrap();
+    let old = f.store.inner().get(key.record.id).await.unwrap().unwrap();
     let ends = old.revoked_at.unwrap();
     assert_eq!(ends.year(), 9999);
     assert_eq!(old.replaced_by, Some(new.record.id));

@@ -4,19 +4,20 @@
 
 mod support;
 
+use auth_core::{watch::CredentialChange, watch::CredentialWatch};
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use auth_core::{store::KeyUpdate, *};
 use support::*;
 
 struct Fixture {
-    store: Arc<CountingStore>,
+    store: Arc<TestStore>,
     issuer: KeyIssuer,
     verifier: Verifier,
 }
 
 fn fixture() -> Fixture {
-    let store = CountingStore::new(Arc::new(MemoryKeyStore::new()));
+    let store = TestStore::new(Arc::new(MemoryKeyStore::new()));
     Fixture {
         issuer: issuer(store.clone()),
         verifier: verifier(store.clone()),

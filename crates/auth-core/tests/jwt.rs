@@ -1,6 +1,7 @@
 //! JWT credentials with per-user secrets.
 #![cfg(feature = "jwt")]
 
+use auth_core::{clock::FakeClock, store::ChangeFeed, store::StoreError};
 use std::{sync::Arc, time::Duration};
 
 use auth_core::{

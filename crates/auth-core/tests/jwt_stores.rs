@@ -7,6 +7,7 @@
 
 mod support;
 
+use auth_core::{store::ChangeFeed, store::KeyChange, store::SqliteKeyStore, store::StoreError};
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
     Arc,

@@ -20,6 +20,8 @@ use std::{
 };
 
 use auth_core::*;
+use auth_core::{store::ChangeListener};
+use auth_core::{store::KeyChange, store::PostgresKeyStore, store::PostgresOptions, store::StoreError};
 use parking_lot::Mutex;
 use sqlx::{postgres::PgPoolOptions, Row};
 use support::{pg::TestSchema, *};

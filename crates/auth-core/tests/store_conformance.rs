@@ -11,12 +11,21 @@
 
 mod support;
 
-use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use auth_core::*;
-use keygate_test_support::conformance::{record, StoreUnderTest, T0};
+use auth_core::{
+    audit::{AuditLog, AuditQuery, MemoryAuditLog},
+    store::{KeyChange, KeyUpdate},
+    token::ParsedToken,
+    *,
+};
+#[cfg(feature = "postgres")]
+use auth_core::store::{PostgresAuditLog, PostgresKeyStore};
+#[cfg(feature = "sqlite")]
+use auth_core::store::{SqliteAuditLog, SqliteKeyStore};
+use keygate_test_support::conformance::StoreUnderTest;
 use support::*;
-use time::{macros::datetime, OffsetDateTime};
+use time::OffsetDateTime;
 
 /// A store and audit log under test, and the storage behind them.
 struct Backend {
@@ -401,20 +410,7 @@ suite!(sqlite, durable);
 suite!(postgres, durable);
 
 
-/// The usage bucket starting at `start` with these counts.
-fn count(start: OffsetDateTime, success: u64, refused: u64, rate_limited: u64) -> UsageCount {
-    let mut c = UsageCount::empty(start);
-    c.success = success;
-    c.refused = refused;
-    c.rate_limited = rate_limited;
-    c
-}
 
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
-    r.expect_err("should be refused").reason()
-}
 
 /// What a store that outlives its process must also do: a second instance
 /// on the same file or database sees every change, and nothing written

@@ -51,7 +51,8 @@ use crate::{
 /// A credential presented to [`Verifier::verify`]: the token, and the
 /// address of the client that presented it when known.
 ///
-/// A `&str` converts into one without a client address.
+/// A `&str` (or any `&impl AsRef<str>`) converts into one without a
+/// client address.
 #[derive(Clone, Copy)]
 pub struct Credential<'a> {
     token: &'a str,
@@ -79,15 +80,10 @@ impl<'a> Credential<'a> {
     }
 }
 
-impl<'a> From<&'a str> for Credential<'a> {
-    fn from(token: &'a str) -> Self {
-        Self::new(token)
-    }
-}
-
-impl<'a> From<&'a String> for Credential<'a> {
-    fn from(token: &'a String) -> Self {
-        Self::new(token)
+/// Any text: `&str`, `&String`, `&Arc<str>`.
+impl<'a, T: AsRef<str> + ?Sized> From<&'a T> for Credential<'a> {
+    fn from(token: &'a T) -> Self {
+        Self::new(token.as_ref())
     }
 }
 

@@ -22,12 +22,13 @@
 //! crate needs tokio's `macros` and `rt-multi-thread`) per function of
 //! [`cases`], so each case passes or fails on its own.
 
-use std::sync::Arc;
+use std::{num::NonZeroU32, sync::Arc};
 
 use auth_core::{
     audit::AuditLog,
     clock::FakeClock,
     policy::{Credits, KeyRateLimit, Refill, RefillEvery},
+    audit::UsageCount,
     store::KeyRecord,
     AuthContext, AuthError, KeyId, KeyIssuer, KeyStore, Principal, RejectReason, ScopeSet,
     SecretHasher, Verifier,
@@ -199,6 +200,15 @@ pub(crate) fn with_policy(owner: &str, created_at: OffsetDateTime) -> KeyRecord 
             Some(Credits::new(41, created_at).with_refill(Refill::new(50, RefillEvery::Month)));
         k
     }
+}
+
+/// The usage bucket starting at `start` with these counts.
+pub fn count(start: OffsetDateTime, success: u64, refused: u64, rate_limited: u64) -> UsageCount {
+    let mut c = UsageCount::empty(start);
+    c.success = success;
+    c.refused = refused;
+    c.rate_limited = rate_limited;
+    c
 }
 
 pub(crate) fn rate_limit(limit: u32, period_seconds: u32) -> KeyRateLimit {
