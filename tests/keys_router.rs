@@ -4,10 +4,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -17,10 +14,10 @@ use auth_axum::{
     RequireScopeLayer,
 };
 use auth_core::{
-    token::mint_token, audit::AuditLog, audit::AuditQuery, store::ChangeFeed, policy::CreditSpend, policy::Credits, response::ErrorFormat, KeyId,
-    KeyIssuer, policy::KeyPolicy, policy::KeyRateLimit, store::KeyRecord, KeyStore, store::KeyUpdate, store::KeyUse, audit::MemoryAuditLog,
+    token::mint_token, audit::AuditLog, audit::AuditQuery, policy::Credits, response::ErrorFormat, KeyId,
+    KeyIssuer, policy::KeyPolicy, policy::KeyRateLimit, KeyStore, audit::MemoryAuditLog,
     MemoryKeyStore, NewKey, Principal, policy::Refill, policy::RefillEvery, RejectReason, ScopeSet, SecretHasher,
-    store::StoreError, TokenPrefix, Verifier,
+    TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -34,7 +31,6 @@ use http_body_util::BodyExt;
 use keygate_test_support::{fixtures, stores::TestStore};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
@@ -1515,7 +1511,7 @@ async fn patch_edits_what_it_is_given() {
     );
     assert_eq!(
         f.store
-            .inner
+            .inner()
             .get(id.parse().unwrap())
             .await
             .unwrap()
@@ -1560,7 +1556,7 @@ async fn patch_cannot_widen_extend_or_reach_other_keys() {
     let path = format!("/api/tokens/{id}");
     let before = f
         .store
-        .inner
+        .inner()
         .get(id.parse().unwrap())
         .await
         .unwrap()
@@ -1600,7 +1596,7 @@ async fn patch_cannot_widen_extend_or_reach_other_keys() {
     assert_eq!(r.json["error"], "meta_too_large");
     // Nothing changed.
     assert_eq!(
-        f.store.inner.get(id.parse().unwrap()).await.unwrap(),
+        f.store.inner().get(id.parse().unwrap()).await.unwrap(),
         Some(before)
     );
 
@@ -1685,7 +1681,7 @@ async fn patch_cannot_widen_extend_or_reach_other_keys() {
     assert_eq!(r.status.as_u16(), 403);
     assert_eq!(
         f.store
-            .inner
+            .inner()
             .get(broad_id)
             .await
             .unwrap()
@@ -1717,7 +1713,7 @@ async fn a_disabled_key_is_refused_like_an_unknown_one_until_enabled() {
     // The very next request is refused, exactly as a key that never existed.
     let disabled = f.call(Method::GET, "/me", &victim, None).await;
     let (unknown_id, unknown) = mint_token(&TokenPrefix::new("st_").unwrap());
-    assert!(f.store.inner.get(unknown_id).await.unwrap().is_none());
+    assert!(f.store.inner().get(unknown_id).await.unwrap().is_none());
     let never = f
         .call(Method::GET, "/me", unknown.expose_secret(), None)
         .await;
@@ -2009,7 +2005,7 @@ async fn rotating_a_key_with_credits_moves_them_and_allows_no_grace() {
     // Without: the credits move as stored, and the old key ends at once.
     let stored = f
         .store
-        .inner
+        .inner()
         .get(id.parse().unwrap())
         .await
         .unwrap()
@@ -2064,7 +2060,7 @@ async fn a_key_can_only_narrow_allowlists_and_cannot_re_enable_keys() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = patch(r#"{"enabled":true}"#).await;
     refused(&r, StatusCode::FORBIDDEN, "forbidden", "re-enable");
-    let stored = f.store.inner.get(id).await.unwrap().unwrap();
+    let stored = f.store.inner().get(id).await.unwrap().unwrap();
     assert!(stored.disabled_at.is_some());
 
     // A session may widen, clear and enable.
@@ -2567,7 +2563,7 @@ async fn an_edit_racing_a_rotation_revocation_or_edit_is_409_not_lost() {
         // The other change stands, and nothing of the refused edit landed.
         let stored = f
             .store
-            .inner
+            .inner()
             .get(id.parse().unwrap())
             .await
             .unwrap()
@@ -2611,7 +2607,7 @@ async fn an_edit_landing_while_a_rotation_is_under_way_reaches_the_replacement()
     // The replacement holds the narrowing, as answered and as stored.
     assert_eq!(rotated.json["scopes"], json!(["read"]), "{}", rotated.text);
     let new_id: KeyId = rotated.json["id"].as_str().unwrap().parse().unwrap();
-    let stored = f.store.inner.get(new_id).await.unwrap().unwrap();
+    let stored = f.store.inner().get(new_id).await.unwrap().unwrap();
     assert_eq!(stored.scopes, ScopeSet::parse(["read"]).unwrap());
     assert_eq!(stored.ip_allowlist, vec!["127.0.0.1/32".parse().unwrap()]);
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auth_core::{store::KeyStore, policy::CreditSpend, policy::Credits, KeyId};
+use auth_core::{KeyStore, policy::CreditSpend, policy::Credits, KeyId};
 use time::OffsetDateTime;
 
 use crate::{store::StoreFuture, StoreError};

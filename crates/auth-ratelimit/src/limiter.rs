@@ -12,7 +12,7 @@ use std::{
 };
 
 use auth_core::{
-    store::KeyStore, AuthContext, AuthError, policy::CreditSpend, response::ErrorFormat, audit::RefusedFor, RejectReason,
+    KeyStore, AuthContext, AuthError, policy::CreditSpend, response::ErrorFormat, audit::RefusedFor, RejectReason,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};

@@ -14,7 +14,7 @@ use std::{
 };
 
 use auth_core::{
-    store::KeyStore, audit::AuditLog, audit::AuditQuery, AuthContext, policy::Credits, KeyIssuer, policy::KeyPolicy,
+    KeyStore, audit::AuditLog, audit::AuditQuery, AuthContext, policy::Credits, KeyIssuer, policy::KeyPolicy,
     policy::KeyRateLimit, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FakeClock, Quota, QuotaResolver, RateLimiter, Rule, StoreError};

@@ -72,7 +72,7 @@ impl From<IssueError> for KeyApiError {
             IssueError::InvalidName | IssueError::InvalidExpiry => Self::invalid(e.to_string()),
             IssueError::NotFound => Self::no_such_key(),
             IssueError::Conflict(m) => Self::Conflict(m),
-            IssueError::Unavailable(m) => StoreError::Unavailable(m).into(),
+            IssueError::Unavailable(store) => store.into(),
             IssueError::Hash(h) => {
                 tracing::error!(error = %h, "hashing a new key failed");
                 Self::Auth(
