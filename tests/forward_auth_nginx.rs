@@ -18,7 +18,7 @@ use auth_core::{
     AuditLog, AuditQuery, Keys, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
     TokenPrefix, TrustedProxies,
 };
-use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
+use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{http::HeaderMap, routing::any, Json, Router};
 use keygate_test_support::{eventually, fixtures, services};

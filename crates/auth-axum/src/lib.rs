@@ -53,8 +53,8 @@ mod keys;
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub mod openapi;
 mod rejection;
+pub mod require_scope;
 mod scope;
-mod scope_layer;
 #[cfg(feature = "secret-scanning")]
 mod secret_scanning;
 #[cfg(feature = "ui")]
@@ -70,7 +70,7 @@ pub use keys::{
 };
 pub use rejection::AuthRejection;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
-pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
+pub use require_scope::layer::RequireScopeLayer;
 #[cfg(feature = "secret-scanning")]
 #[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
 pub use secret_scanning::{

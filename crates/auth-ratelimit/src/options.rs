@@ -110,7 +110,7 @@ macro_rules! limiter_setters {
         }
 
         /// The clock of the in-memory buckets (default the real one); tests
-        /// pass a [`FakeClock`](crate::FakeClock). A shared store has its
+        /// pass a [`FakeClock`](crate::clock::FakeClock). A shared store has its
         /// own (Redis: the server's time unless
         /// `RedisStore::clock` says otherwise).
         pub fn clock(mut self, clock: impl $crate::MonotonicClock) -> Self {

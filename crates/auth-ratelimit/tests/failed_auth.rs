@@ -11,7 +11,8 @@ use auth_core::{
     AuditLog, AuditQuery, ErrorFormat, KeyIssuer, MemoryAuditLog, MemoryKeyStore, NewKey,
     Principal, ScopeSet, Verifier,
 };
-use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule, TrustedProxies};
+use auth_ratelimit::{clock::FakeClock, FailedAuthLimiter, Quota, RateLimiter, Rule};
+use auth_core::TrustedProxies;
 use auth_tower::AuthLayer;
 use axum::{body::Body, extract::ConnectInfo, http::StatusCode, routing::get, Router};
 use http::Request;

@@ -13,10 +13,8 @@ use std::{
 };
 
 use auth_core::{AuthContext, ErrorFormat, KeyId, Principal, ScopeSet};
-use auth_ratelimit::{
-    FakeClock, HeaderStyle, KeyBy, MessageLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule,
-    TrustedProxies,
-};
+use auth_ratelimit::{clock::FakeClock, headers::HeaderStyle, rate_limit::RateLimiterBuilder, ws::MessageLimiter, KeyBy, Quota, RateLimiter, Rule};
+use auth_core::TrustedProxies;
 use axum::{
     body::Body,
     extract::{ws::WebSocketUpgrade, ConnectInfo, Request},

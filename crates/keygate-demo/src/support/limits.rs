@@ -2,7 +2,7 @@
 //! (`--redis`) so that several instances of one example share them.
 
 use auth_core::{ErrorFormat, TrustedProxies};
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
+use auth_ratelimit::{rate_limit::RateLimiterBuilder, FailedAuthLimiter, Quota, RateLimiter, Rule};
 
 /// The options every demo's limits share: the failed-authentication quota,
 /// where the buckets are kept, and which proxies name the client.
