@@ -69,8 +69,8 @@ pub use keys::{
     KeyManager, KeyOwner,
 };
 pub use rejection::AuthRejection;
-pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 pub use require_scope::layer::RequireScopeLayer;
+pub use scope::{check_scopes, Match, ScopeRule, Scoped};
 #[cfg(feature = "secret-scanning")]
 #[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
 pub use secret_scanning::{

@@ -3,7 +3,7 @@
 //! `usage_exceeded` (audit reason `usage_exceeded`), with `Retry-After` until
 //! the next refill when the credits are refilled.
 //!
-//! Enabled with [`RateLimiterBuilder::credits`](crate::RateLimiterBuilder::credits).
+//! Enabled with [`RateLimiterBuilder::credits`](crate::rate_limit::RateLimiterBuilder::credits).
 //! The key store is the authority on credits: a credit is taken from it
 //! before the request it pays for is served, so whatever a cache, a crash or
 //! Redis loses, the credits served never exceed what the store said was

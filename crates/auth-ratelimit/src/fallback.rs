@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use crate::{key::LimitKey, LimitKeyHasher, MemoryStore, RateLimitStore, LimitStoreError};
+use crate::{key::LimitKey, LimitKeyHasher, LimitStoreError, MemoryStore, RateLimitStore};
 
 /// What the limiter does when its shared store cannot answer a check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

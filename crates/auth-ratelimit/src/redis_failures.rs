@@ -30,7 +30,7 @@ use crate::{
     key::{KeyValue, LimitKey},
     redis_lease::RECONCILE_EVERY,
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Decision, MonotonicClock, QuantaClock, Quota, RedisStore, LimitStoreError,
+    Decision, LimitStoreError, MonotonicClock, QuantaClock, Quota, RedisStore,
 };
 
 /// Entries kept on the stream, about.

@@ -41,7 +41,7 @@ use crate::{
     key::LimitKey,
     redis_store::KeyName,
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Decision, MonotonicClock, QuantaClock, Quota, RedisStore, LimitStoreError,
+    Decision, LimitStoreError, MonotonicClock, QuantaClock, Quota, RedisStore,
 };
 
 /// How often unspent leases go back, and the longest a refusal is remembered.

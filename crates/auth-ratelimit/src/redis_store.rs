@@ -54,7 +54,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Decision, MonotonicClock, QuantaClock, Quota, LimitStoreError,
+    Decision, LimitStoreError, MonotonicClock, QuantaClock, Quota,
 };
 
 /// Default for [`RedisStore::with_timeout`].
@@ -251,8 +251,7 @@ impl RedisStore {
             client_tls: None,
             root_cert: Some(ca_pem.to_vec()),
         };
-        let client =
-            Client::build_with_tls(url, certs).map_err(LimitStoreError::backend)?;
+        let client = Client::build_with_tls(url, certs).map_err(LimitStoreError::backend)?;
         Ok(Self::from_client(client))
     }
 

@@ -221,7 +221,7 @@ impl Rule {
     }
 
     /// Takes the quota of requests made with an API key from the key: its
-    /// owner's tier from the limiter's [`QuotaResolver`](crate::QuotaResolver)
+    /// owner's tier from the limiter's [`QuotaResolver`](crate::tiers::QuotaResolver)
     /// (cached per key and effective principal), else this rule's quota.
     /// The key's own rate limit can then only tighten that quota, never
     /// loosen it, in each dimension: the smaller burst and the lower

@@ -180,7 +180,9 @@ impl<T> StoreFuture<T> {
     }
 
     /// An answer `future` will give.
-    pub fn pending(future: impl Future<Output = Result<T, LimitStoreError>> + Send + 'static) -> Self {
+    pub fn pending(
+        future: impl Future<Output = Result<T, LimitStoreError>> + Send + 'static,
+    ) -> Self {
         Self::Pending(Box::pin(future))
     }
 

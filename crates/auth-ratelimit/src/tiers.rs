@@ -35,7 +35,7 @@ use std::{
 use auth_core::AuthContext;
 use dashmap::DashMap;
 
-use crate::{LimitKeyHasher, MonotonicClock, Quota, LimitStoreError};
+use crate::{LimitKeyHasher, LimitStoreError, MonotonicClock, Quota};
 
 /// What a cached answer is for: the API key (if any) and the effective
 /// principal. Both, because one key may act for several subjects (impersonation)
@@ -76,7 +76,8 @@ pub trait QuotaResolver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Quota>, LimitStoreError>> + Send;
 }
 
-type Resolving<'a> = Pin<Box<dyn Future<Output = Result<Option<Quota>, LimitStoreError>> + Send + 'a>>;
+type Resolving<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Quota>, LimitStoreError>> + Send + 'a>>;
 
 /// [`QuotaResolver`] behind a pointer.
 trait DynResolver: Send + Sync {
@@ -148,7 +149,10 @@ impl Tiers {
     }
 
     /// Asks the resolver about `ctx` and caches the answer.
-    pub(crate) async fn resolve(&self, ctx: &AuthContext) -> Result<Option<Quota>, LimitStoreError> {
+    pub(crate) async fn resolve(
+        &self,
+        ctx: &AuthContext,
+    ) -> Result<Option<Quota>, LimitStoreError> {
         let quota = self.resolver.quota(ctx).await?;
         let expires = self.clock.now().saturating_add(self.ttl);
         if self.cache.len() >= self.capacity {
@@ -244,7 +248,10 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A failure is not cached.
         let down = ctx(3, "down");
-        assert!(matches!(tiers.resolve(&down).await, Err(LimitStoreError::Down)));
+        assert!(matches!(
+            tiers.resolve(&down).await,
+            Err(LimitStoreError::Down)
+        ));
         assert!(matches!(tiers.lookup(&down), Lookup::Miss));
     }
 

@@ -12,9 +12,12 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthContext, ErrorFormat, KeyId, Principal, ScopeSet};
-use auth_ratelimit::{clock::FakeClock, headers::HeaderStyle, rate_limit::RateLimiterBuilder, ws::MessageLimiter, KeyBy, Quota, RateLimiter, Rule};
 use auth_core::TrustedProxies;
+use auth_core::{AuthContext, ErrorFormat, KeyId, Principal, ScopeSet};
+use auth_ratelimit::{
+    clock::FakeClock, headers::HeaderStyle, rate_limit::RateLimiterBuilder, ws::MessageLimiter,
+    KeyBy, Quota, RateLimiter, Rule,
+};
 use axum::{
     body::Body,
     extract::{ws::WebSocketUpgrade, ConnectInfo, Request},

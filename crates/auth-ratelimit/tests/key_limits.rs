@@ -17,7 +17,9 @@ use auth_core::{
     store::KeyStore, AuditLog, AuditQuery, AuthContext, Credits, KeyIssuer, KeyPolicy,
     KeyRateLimit, MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
-use auth_ratelimit::{clock::FakeClock, tiers::QuotaResolver, Quota, RateLimiter, Rule, LimitStoreError};
+use auth_ratelimit::{
+    clock::FakeClock, tiers::QuotaResolver, LimitStoreError, Quota, RateLimiter, Rule,
+};
 use auth_tower::AuthLayer;
 use axum::{body::Body, routing::get, Router};
 use http::{Request, StatusCode};

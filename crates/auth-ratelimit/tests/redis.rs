@@ -9,7 +9,12 @@ mod support;
 use std::{net::SocketAddr, time::Duration};
 
 use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
-use auth_ratelimit::{clock::FakeClock, headers::HeaderStyle, store::{Bucket, RateLimitStore}, OnStoreError, Quota, RateLimiter, RedisStore, Rule, LimitStoreError};
+use auth_ratelimit::{
+    clock::FakeClock,
+    headers::HeaderStyle,
+    store::{Bucket, RateLimitStore},
+    LimitStoreError, OnStoreError, Quota, RateLimiter, RedisStore, Rule,
+};
 use axum::{body::Body, extract::connect_info::MockConnectInfo, routing::get, Router};
 use http::{Request, StatusCode};
 use support::{cleanup, redis_store, unique_prefix};

@@ -83,4 +83,3 @@ impl<S> Layer<S> for RequireScopeLayer {
         RequireScopeService::new(inner, self.rule.clone())
     }
 }
-

@@ -59,4 +59,3 @@ impl<S> Layer<S> for FailedAuthLayer {
         FailedAuthService::new(inner, self.limiter.clone(), self.cached.clone())
     }
 }
-

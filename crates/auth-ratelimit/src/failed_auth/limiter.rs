@@ -14,8 +14,8 @@ use auth_core::{AuthError, ErrorFormat, TrustedProxies};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use crate::FailedAuthLayer;
 use crate::options::{limiter_setters, LimiterOptions};
+use crate::FailedAuthLayer;
 use crate::{
     fallback::{LimiterMemory, Stores},
     key::{KeyValue, RequestInfo},
@@ -124,7 +124,7 @@ impl FailedAuthLimiter {
         FailedAuthLayer::new(self.clone())
     }
 
-    /// The client address `req` is counted under: the [`ClientIp`] an
+    /// The client address `req` is counted under: the [`ClientIp`](auth_core::ClientIp) an
     /// earlier component left, else the socket peer
     /// ([`RequestInfo::peer_addr`]) or what the trusted proxies forwarded.
     /// `None` without a peer address: such a request is not limited.
@@ -225,7 +225,12 @@ impl FailedAuthLimiter {
 
     /// The store's answer to [`Self::start`], with the policy applied when
     /// it could not answer.
-    pub(super) fn reading(&self, ip: IpAddr, charge: u32, answer: Result<Decision, LimitStoreError>) -> Reading {
+    pub(super) fn reading(
+        &self,
+        ip: IpAddr,
+        charge: u32,
+        answer: Result<Decision, LimitStoreError>,
+    ) -> Reading {
         let stores = &self.inner.stores;
         match answer {
             Ok(d) => Reading::Bucket(d),
@@ -311,4 +316,3 @@ impl fmt::Debug for FailedAuthLimiter {
         d.finish()
     }
 }
-

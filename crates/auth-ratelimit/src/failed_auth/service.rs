@@ -10,11 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::{
-    layer::CachedCheck,
-    limiter::counted,
-    ResponseFuture,
-};
+use super::{layer::CachedCheck, limiter::counted, ResponseFuture};
 use crate::FailedAuthLimiter;
 
 /// The service made by [`FailedAuthLayer`](crate::FailedAuthLayer).
@@ -122,7 +118,6 @@ where
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -25,4 +25,3 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimitService::new(inner, self.limiter.clone())
     }
 }
-

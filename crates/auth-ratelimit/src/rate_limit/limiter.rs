@@ -29,8 +29,8 @@ use crate::{
     key::{KeyValue, LimitKey},
     store::{Bucket, Decisions, RULES_INLINE},
     tiers::{Lookup, TierKey, Tiers, DEFAULT_TIER_CACHE_SIZE},
-    ConfigError, HeaderStyle, KeyBy, MonotonicClock, OnStoreError, Quota, QuotaResolver, RateLimitLayer,
-    RequestInfo, Rule, TrustedProxies,
+    ConfigError, HeaderStyle, KeyBy, MonotonicClock, OnStoreError, Quota, QuotaResolver,
+    RateLimitLayer, RequestInfo, Rule, TrustedProxies,
 };
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
@@ -278,7 +278,7 @@ impl RateLimiter {
     }
 
     /// With no shared store: takes the tokens straight from the in-memory
-    /// map, as its [`RateLimitStore::check_all`](crate::RateLimitStore::check_all)
+    /// map, as its [`RateLimitStore::check_all`](crate::store::RateLimitStore::check_all)
     /// would, without a bucket list (names and key values are for Redis) or
     /// a store answer to unwrap. `None` when the resolver must be asked first.
     #[inline]

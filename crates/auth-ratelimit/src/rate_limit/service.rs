@@ -87,7 +87,6 @@ where
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use tower_layer::Layer;

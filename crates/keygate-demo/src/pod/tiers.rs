@@ -4,7 +4,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use auth_core::AuthContext;
-use auth_ratelimit::{tiers::QuotaResolver, Quota, LimitStoreError};
+use auth_ratelimit::{tiers::QuotaResolver, LimitStoreError, Quota};
 
 /// Who is on the pro tier; everyone else is on the free tier. A real pod
 /// would read its subscription from the billing system here: the answer is
