@@ -48,7 +48,7 @@ use auth_core::{
     KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
     TokenPrefix, Verifier,
 };
-use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
+use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{
     body::Body,

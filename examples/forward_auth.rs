@@ -38,7 +38,7 @@ use auth_axum::{
 use auth_core::{
     store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix, client_ip::TrustedProxies,
 };
-use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, RedisStore, Rule};
+use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
 use axum::{routing::any, Router};
 use clap::Parser;

@@ -21,7 +21,9 @@
 use std::net::SocketAddr;
 
 use auth_core::{store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix};
-use auth_ratelimit::{FailedAuthLimiter, HeaderStyle, Quota, RateLimiter, RedisStore, Rule};
+use auth_ratelimit::{
+    headers::HeaderStyle, FailedAuthLimiter, Quota, RateLimiter, RedisStore, Rule,
+};
 use auth_tower::AuthLayer;
 use axum::{
     http::Method,

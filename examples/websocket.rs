@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 use auth_axum::AuthenticatedUpgrade;
 use auth_core::{store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix, Verifier};
-use auth_ratelimit::{MessageLimiter, Quota, RateLimiter, RedisStore, Rule};
+use auth_ratelimit::{ws::MessageLimiter, Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;
 use axum::{extract::ws::Message, response::Response, routing::get, Extension, Router};
 use clap::Parser;

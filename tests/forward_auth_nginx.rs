@@ -18,7 +18,7 @@ use auth_core::{
     audit::AuditLog, audit::AuditQuery, Keys, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
     TokenPrefix, client_ip::TrustedProxies,
 };
-use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
+use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{http::HeaderMap, routing::any, Json, Router};
 use keygate_test_support::{eventually, fixtures, services};

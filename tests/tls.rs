@@ -16,7 +16,10 @@ use auth_core::{
     KeyIssuer, NewKey, store::PostgresKeyStore, store::PostgresOptions, Principal, ScopeSet, SecretHasher,
     TokenPrefix,
 };
-use auth_ratelimit::{Bucket, Quota, RateLimitStore, RedisStore};
+use auth_ratelimit::{
+    store::{Bucket, RateLimitStore},
+    Quota, RedisStore,
+};
 use keygate_test_support::services::skip;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 

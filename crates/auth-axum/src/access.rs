@@ -79,7 +79,8 @@ impl Grants {
                     .with_message("No access to this resource"),
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "grant resolver failed");
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
+                tracing::warn!(error = %e, cause = cause.as_deref().unwrap_or(""), "grant resolver failed");
                 Err(AuthError::new(
                     ErrorCode::Unavailable,
                     RejectReason::StoreUnavailable,

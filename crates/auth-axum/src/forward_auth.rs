@@ -271,10 +271,10 @@ impl ForwardAuthLayer {
 }
 
 impl<S> Layer<S> for ForwardAuthLayer {
-    type Service = ForwardAuth<S>;
+    type Service = ForwardAuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ForwardAuth {
+        ForwardAuthService {
             inner,
             config: self.config.clone(),
         }
@@ -283,34 +283,21 @@ impl<S> Layer<S> for ForwardAuthLayer {
 
 /// The service made by [`ForwardAuthLayer`].
 #[derive(Clone)]
-pub struct ForwardAuth<S> {
+pub struct ForwardAuthService<S> {
     inner: S,
     config: Arc<Config>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for ForwardAuth<S> {
+impl<S: fmt::Debug> fmt::Debug for ForwardAuthService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ForwardAuth")
+        f.debug_struct("ForwardAuthService")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> ForwardAuth<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+impl<S> ForwardAuthService<S> {
+    auth_tower::define_inner_service_accessors!();
 }
 
 /// The first of `names` present in `headers`, as text.
@@ -418,16 +405,41 @@ impl Config {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// The response future of [`ForwardAuthService`].
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>,
+}
 
-impl<S, B> Service<Request<B>> for ForwardAuth<S>
+impl ResponseFuture {
+    fn new(future: impl Future<Output = Result<Response, Infallible>> + Send + 'static) -> Self {
+        Self {
+            inner: Box::pin(future),
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for ForwardAuthService<S>
 where
     S: Service<Request<B>, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response, Infallible>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -436,10 +448,10 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let config = self.config.clone();
         if let Err(refusal) = config.restore(&mut req) {
-            return Box::pin(async move { Ok(*refusal) });
+            return ResponseFuture::new(async move { Ok(*refusal) });
         }
         let fut = self.inner.call(req);
-        Box::pin(async move {
+        ResponseFuture::new(async move {
             let res = fut.await?;
             Ok(config.answer(res).await)
         })
@@ -476,6 +488,19 @@ mod tests {
     use axum::extract::ConnectInfo;
 
     use super::*;
+
+    #[test]
+    fn accessors_reach_the_inner_service() {
+        /// Stands in for the wrapped service: the accessors only move it.
+        #[derive(Debug, PartialEq)]
+        struct Inner(u32);
+
+        let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let mut service = ForwardAuthLayer::new(proxies).layer(Inner(1));
+        assert_eq!(service.get_ref(), &Inner(1));
+        service.get_mut().0 = 2;
+        assert_eq!(service.into_inner(), Inner(2));
+    }
 
     fn request(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut req = Request::get("/auth").body(()).unwrap();

@@ -53,8 +53,8 @@ mod keys;
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub mod openapi;
 mod rejection;
+pub mod require_scope;
 mod scope;
-mod scope_layer;
 #[cfg(feature = "secret-scanning")]
 mod secret_scanning;
 #[cfg(feature = "ui")]
@@ -69,8 +69,8 @@ pub use keys::{
     KeyManager, KeyOwner,
 };
 pub use rejection::AuthRejection;
+pub use require_scope::layer::RequireScopeLayer;
 pub use scope::{check_scopes, Match, ScopeRule, Scoped};
-pub use scope_layer::{RequireScope, RequireScopeFuture, RequireScopeLayer};
 #[cfg(feature = "secret-scanning")]
 #[cfg_attr(docsrs, doc(cfg(feature = "secret-scanning")))]
 pub use secret_scanning::{

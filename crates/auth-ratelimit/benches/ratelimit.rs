@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auth_ratelimit::{HeaderStyle, MemoryStore, Quota, RateLimiter as OurLimiter, Rule};
+use auth_ratelimit::{headers::HeaderStyle, MemoryStore, Quota, RateLimiter as OurLimiter, Rule};
 use axum::{body::Body, extract::ConnectInfo, routing::get, Router};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};

@@ -15,7 +15,10 @@ use std::{
 };
 
 use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
-use auth_ratelimit::{Bucket, OnStoreError, Quota, RateLimitStore, RateLimiter, RedisStore, Rule};
+use auth_ratelimit::{
+    store::{Bucket, RateLimitStore},
+    OnStoreError, Quota, RateLimiter, RedisStore, Rule,
+};
 use axum::extract::ConnectInfo;
 
 const N: usize = 20_000;

@@ -69,7 +69,7 @@ impl MonotonicClock for QuantaClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use auth_ratelimit::{MonotonicClock, FakeClock};
+/// use auth_ratelimit::clock::{MonotonicClock, FakeClock};
 /// let clock = FakeClock::new();
 /// assert_eq!(clock.now(), 0);
 /// clock.advance(Duration::from_millis(1500));

@@ -13,7 +13,7 @@ use std::{
 use auth_core::{KeyStore, policy::CreditSpend, policy::Credits, KeyId};
 use time::OffsetDateTime;
 
-use crate::{store::StoreFuture, StoreError};
+use crate::{store::StoreFuture, LimitStoreError};
 
 /// A lease is at most this share of what the store had left when it was
 /// taken (1/16), so a few instances never hold most of a key's credits.
@@ -162,7 +162,7 @@ impl CreditLeases {
     }
 
     /// Gives every unspent lease back to the store now (e.g. at shutdown).
-    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), LimitStoreError> {
         give_back(&self.inner, Duration::ZERO).await
     }
 
@@ -206,11 +206,11 @@ async fn take(
     id: KeyId,
     amount: u64,
     now: OffsetDateTime,
-) -> Result<CreditSpend, StoreError> {
+) -> Result<CreditSpend, LimitStoreError> {
     store
         .take_credits(id, amount, now)
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))
+        .map_err(LimitStoreError::backend)
 }
 
 /// Every idle interval, until the ledger is dropped: unused leases go back.
@@ -229,7 +229,7 @@ async fn give_back_loop(inner: Weak<Inner>) {
 
 /// Gives back the leases unused for `idle` or longer, and forgets keys with
 /// nothing leased.
-async fn give_back(inner: &Inner, idle: Duration) -> Result<(), StoreError> {
+async fn give_back(inner: &Inner, idle: Duration) -> Result<(), LimitStoreError> {
     let slots: Vec<(KeyId, Slot)> = {
         let slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.iter().map(|(id, s)| (*id, s.clone())).collect()
@@ -248,7 +248,7 @@ async fn give_back(inner: &Inner, idle: Duration) -> Result<(), StoreError> {
                 // Not added back (set or refilled since): spent, never twice.
                 Ok(_) | Err(auth_core::store::StoreError::NotFound) => {}
                 Err(e) => {
-                    result = Err(StoreError::Backend(e.to_string()));
+                    result = Err(LimitStoreError::backend(e));
                     continue;
                 }
             }

@@ -3,7 +3,7 @@
 //! `usage_exceeded` (audit reason `usage_exceeded`), with `Retry-After` until
 //! the next refill when the credits are refilled.
 //!
-//! Enabled with [`RateLimiterBuilder::credits`](crate::RateLimiterBuilder::credits).
+//! Enabled with [`RateLimiterBuilder::credits`](crate::rate_limit::RateLimiterBuilder::credits).
 //! The key store is the authority on credits: a credit is taken from it
 //! before the request it pays for is served, so whatever a cache, a crash or
 //! Redis loses, the credits served never exceed what the store said was
@@ -46,7 +46,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use auth_core::{KeyStore, AuthContext, policy::CreditSpend, policy::Credits, KeyId};
 use time::OffsetDateTime;
 
-use crate::{credit_lease::CreditLeases, store::StoreFuture, StoreError};
+use crate::{credit_lease::CreditLeases, store::StoreFuture, LimitStoreError};
 
 /// Default idle time after which unspent leased credits go back to the store.
 pub const DEFAULT_LEASE_IDLE: Duration = Duration::from_secs(5);
@@ -97,7 +97,7 @@ impl CreditLedger {
                     store
                         .spend_credit(id, now)
                         .await
-                        .map_err(|e| StoreError::Backend(e.to_string()))
+                        .map_err(LimitStoreError::backend)
                 })
             }
             Kind::Leased(leases) => leases.spend(id, credits, now),
@@ -106,7 +106,7 @@ impl CreditLedger {
 
     /// Gives the unspent leased credits back to the key store now (e.g. at
     /// shutdown; nothing to do for credits spent one at a time).
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub async fn flush(&self) -> Result<(), LimitStoreError> {
         match &self.kind {
             Kind::Store(_) => Ok(()),
             Kind::Leased(leases) => leases.flush().await,

@@ -8,7 +8,7 @@ use crate::Quota;
 ///
 /// ```
 /// use std::time::Duration;
-/// use auth_ratelimit::{FakeClock, MemoryStore, Quota};
+/// use auth_ratelimit::{clock::FakeClock, MemoryStore, Quota};
 /// let store = MemoryStore::<&str>::new().clock(FakeClock::new());
 /// let q = Quota::per_minute(2);
 /// let d = store.check(&"alice", &q, 1);

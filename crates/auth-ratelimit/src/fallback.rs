@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use crate::{key::LimitKey, LimitKeyHasher, MemoryStore, RateLimitStore, StoreError};
+use crate::{key::LimitKey, LimitKeyHasher, LimitStoreError, MemoryStore, RateLimitStore};
 
 /// What the limiter does when its shared store cannot answer a check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Stores {
     /// The store failed with `err`: warns once per outage and returns the
     /// policy to apply.
     #[cold]
-    pub(crate) fn failed(&self, err: &StoreError) -> OnStoreError {
+    pub(crate) fn failed(&self, err: &LimitStoreError) -> OnStoreError {
         self.warn.warn(err, self.policy);
         self.policy
     }
@@ -100,10 +100,10 @@ impl WarnThrottle {
         }
     }
 
-    fn warn(&self, err: &StoreError, policy: OnStoreError) {
+    fn warn(&self, err: &LimitStoreError, policy: OnStoreError) {
         if self.down.swap(true, Ordering::Relaxed) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %err, "rate-limit store still unavailable");
+            tracing::debug!(error = %crate::error::chain(err), "rate-limit store still unavailable");
             return;
         }
         let action = match policy {
@@ -111,7 +111,10 @@ impl WarnThrottle {
             OnStoreError::FailClosed => "refusing requests with 503",
             OnStoreError::FailOpen => "letting requests through unlimited",
         };
-        tracing::warn!(error = %err, "rate-limit store unavailable; {action} until it answers again");
+        tracing::warn!(
+            error = %crate::error::chain(err),
+            "rate-limit store unavailable; {action} until it answers again"
+        );
     }
 
     #[inline]

@@ -1,12 +1,13 @@
-//! What a rule counts requests by: user, API key, client IP, everyone, or the
-//! application's own function.
+//! What a rule's key sees of a request ([`RequestInfo`], given to
+//! [`KeyBy::custom`](crate::KeyBy::custom) functions), and the keys buckets are
+//! stored under ([`LimitKey`]).
 
 use std::{
     collections::hash_map::RandomState,
     fmt,
     hash::{BuildHasher, Hash, Hasher},
     net::{IpAddr, SocketAddr},
-    sync::{Arc, OnceLock},
+    sync::OnceLock,
 };
 
 use auth_core::{AuthContext, KeyId};
@@ -20,82 +21,6 @@ use ipnet::Ipv6Net;
 /// An application function that names the bucket of a request; `None` means
 /// the rule does not apply to it.
 pub type KeyFn = dyn Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync;
-
-/// What a rule counts requests by.
-///
-/// When a request has no such key (no [`AuthContext`] for [`KeyBy::User`],
-/// no API key for [`KeyBy::ApiKey`], no peer address for [`KeyBy::Ip`], or
-/// the custom function returns `None`), the rule does not apply to it.
-#[derive(Clone, Default)]
-pub enum KeyBy {
-    /// The effective user of the [`AuthContext`] (the subject when a key
-    /// acts on someone's behalf), within its organisation.
-    User,
-    /// The API key's id ([`AuthContext::key_id`]).
-    ApiKey,
-    /// The client IP: the socket peer, or what trusted proxies forwarded (see
-    /// [`TrustedProxies`]). IPv6 clients are grouped by network prefix (/64
-    /// by default, see `RateLimiterBuilder::ipv6_prefix`), since one
-    /// subscriber usually holds a whole /64.
-    Ip,
-    /// The effective user when the request is authenticated, else the client IP.
-    #[default]
-    UserOrIp,
-    /// One bucket for all requests the rule matches.
-    Global,
-    /// The application's own function.
-    Custom(Arc<KeyFn>),
-}
-
-impl KeyBy {
-    /// A key computed by `f`; return `None` to exempt a request from the rule.
-    ///
-    /// `f` must give the same answer for the same request: when another rule
-    /// refuses the request, it is called again to give back this rule's
-    /// tokens.
-    pub fn custom<F>(f: F) -> Self
-    where
-        F: Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
-    {
-        Self::Custom(Arc::new(f))
-    }
-
-    #[inline]
-    pub(crate) fn extract<'a>(
-        &self,
-        req: &RequestInfo<'a>,
-        ipv6_prefix: u8,
-    ) -> Option<KeyValue<'a>> {
-        let ip = || req.client_ip().map(|ip| KeyValue::ip(ip, ipv6_prefix));
-        match self {
-            Self::User => req.auth().map(KeyValue::User),
-            Self::ApiKey => req
-                .auth()
-                .and_then(AuthContext::key_id)
-                .map(KeyValue::ApiKey),
-            Self::Ip => ip(),
-            Self::UserOrIp => match req.auth() {
-                Some(a) => Some(KeyValue::User(a)),
-                None => ip(),
-            },
-            Self::Global => Some(KeyValue::Global),
-            Self::Custom(f) => f(req).map(KeyValue::Custom),
-        }
-    }
-}
-
-impl fmt::Debug for KeyBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::User => "User",
-            Self::ApiKey => "ApiKey",
-            Self::Ip => "Ip",
-            Self::UserOrIp => "UserOrIp",
-            Self::Global => "Global",
-            Self::Custom(_) => "Custom(..)",
-        })
-    }
-}
 
 /// What a key function can see of a request.
 pub struct RequestInfo<'a> {
@@ -385,6 +310,7 @@ pub type LimitKeyHasher = foldhash::fast::RandomState;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyBy;
     use auth_core::{Principal, ScopeSet};
 
     /// A context whose effective principal is `id`.

@@ -5,29 +5,41 @@
 //!   interval ([`Quota`]), kept as one integer per key (GCRA, which is the
 //!   same bucket): `burst` requests pass at once, then one per interval,
 //!   exactly, with no float drift. Requests may cost several tokens. The
-//!   clock is injectable ([`MonotonicClock`], [`FakeClock`]) for tests without sleeps.
+//!   clock is injectable ([`clock`]: `MonotonicClock`, `FakeClock`) for tests
+//!   without sleeps.
 //! * **Layer**: [`RateLimitLayer`] goes inside the auth layer and counts by
 //!   what [`KeyBy`] says: the effective user of the `AuthContext`, the API
-//!   key, the client IP (socket peer, or [`TrustedProxies`]' forwarding
+//!   key, the client IP (socket peer, or auth-core's `TrustedProxies`' forwarding
 //!   header read from the right), everyone, or your function. Several
 //!   [`Rule`]s apply at once (per user *and* per IP), restricted to routes and
 //!   methods, with quotas chosen from the `AuthContext` if you like.
 //! * **Answers**: 429 in the auth layer's JSON format (code `rate_limited`)
 //!   with `Retry-After`; `RateLimit-Limit/Remaining/Reset` and optionally the
 //!   IETF draft `RateLimit-Policy`/`RateLimit` fields on every response
-//!   ([`HeaderStyle`], which can also hide them).
+//!   ([`HeaderStyle`](headers::HeaderStyle), which can also hide them).
 //! * **WebSocket**: [`Rule::websocket_connects`] limits handshakes per IP;
-//!   [`MessageLimiter`] limits messages per connection and answers with a
-//!   [`RateLimitedEvent`] frame instead of closing ([`ws`] module docs).
+//!   [`ws::MessageLimiter`] limits messages per connection and answers with a
+//!   [`ws::RateLimitedEvent`] frame instead of closing ([`ws`] module docs).
 //! * **Failed authentication**: [`FailedAuthLimiter`] goes *outside* the
 //!   auth layer and counts 401 answers per client address; past its quota
 //!   the address gets 429 before authentication runs ([`failed_auth`]
 //!   module docs).
-//! * **Stores**: one [`RateLimitStore`] per limiter: [`MemoryStore`]
+//! * **Stores**: one [`RateLimitStore`](store::RateLimitStore) per limiter: [`MemoryStore`]
 //!   (lock-free map, bounded memory) or, with the `redis`
 //!   feature, `RedisStore` (one atomic Lua round trip per request, shared by
 //!   all instances), with the memory store as the fallback and an
 //!   [`OnStoreError`] policy for when the shared store is down.
+//!
+//! # Layout
+//!
+//! The names used every day are at the root: [`RateLimiter`] and its
+//! [`RateLimitLayer`], [`Rule`], [`KeyBy`], [`Quota`], the stores
+//! ([`MemoryStore`], `RedisStore`) and their [`OnStoreError`] policy,
+//! [`FailedAuthLimiter`] and its [`FailedAuthLayer`], and the errors. Each
+//! middleware has its module with its service and response future
+//! ([`rate_limit`], [`failed_auth`]); the rest lives in the module of its
+//! topic ([`clock`], [`credits`], [`headers`], [`key`], [`store`], [`tiers`],
+//! [`ws`]). Every item has one path.
 //!
 //! # Features
 //!
@@ -35,11 +47,11 @@
 //! `tower-layer`/`tower-service`.
 //!
 //! * `axum`: the socket peer from axum's `ConnectInfo<SocketAddr>` (or
-//!   `MockConnectInfo`), [`RequestInfo::path`] from axum's `OriginalUri`,
+//!   `MockConnectInfo`), [`RequestInfo::path`](key::RequestInfo::path) from axum's `OriginalUri`,
 //!   and `RateLimitedEvent::message` as an axum WebSocket frame. Without it
 //!   the peer is a [`std::net::SocketAddr`] request extension (read with the
-//!   feature too, after axum's); either way a [`ClientIp`] an earlier
-//!   component resolved comes first ([`RequestInfo::peer_addr`]). An axum
+//!   feature too, after axum's); either way a `ClientIp` an earlier
+//!   component resolved comes first ([`RequestInfo::peer_addr`](key::RequestInfo::peer_addr)). An axum
 //!   app needs this feature for per-IP limits.
 //! * `redis`: `RedisStore`; `tls`: `rediss://` URLs.
 //!
@@ -47,7 +59,7 @@
 //!
 //! ```
 //! use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
-//! use auth_ratelimit::{FakeClock, Quota, RateLimiter, Rule};
+//! use auth_ratelimit::{clock::FakeClock, Quota, RateLimiter, Rule};
 //! use axum::{body::Body, routing::get, Router};
 //! use http::{header::RETRY_AFTER, Request, StatusCode};
 //! use tower::ServiceExt;
@@ -91,7 +103,30 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-mod clock;
+/// Gives a middleware service `get_ref`, `get_mut` and `into_inner` over its
+/// `inner: S` field, as tower-http's services have (auth-tower and auth-axum
+/// share one such macro; this crate depends on neither).
+macro_rules! define_inner_service_accessors {
+    () => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes `self`, returning the wrapped service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+pub(crate) use define_inner_service_accessors;
+
+pub mod clock;
 mod credit_lease;
 pub mod credits;
 mod decision;
@@ -99,15 +134,14 @@ mod error;
 pub mod failed_auth;
 mod fallback;
 mod gcra;
-mod headers;
+pub mod headers;
 mod ipv6_site;
-mod key;
-mod layer;
-mod limiter;
+pub mod key;
 mod memory;
 mod metrics;
 mod options;
 mod quota;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis_failures;
 #[cfg(feature = "redis")]
@@ -115,33 +149,25 @@ mod redis_lease;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rule;
-mod store;
+pub mod store;
 pub mod tiers;
 pub mod ws;
 
-// The client-address resolver is auth-core's, shared with the auth layer.
-pub use auth_core::{client_ip::ClientIp, client_ip::ForwardedHeader, client_ip::InvalidNet, client_ip::IpNet, client_ip::TrustedProxies};
-pub use clock::{FakeClock, MonotonicClock, QuantaClock};
-pub use credits::{CreditLedger, DEFAULT_LEASE_IDLE};
-pub use decision::Decision;
-pub use error::{ConfigError, StoreError};
-pub use failed_auth::{
-    FailedAuthFuture, FailedAuthLayer, FailedAuthLimiter, FailedAuthLimiterBuilder,
-    FailedAuthService,
-};
+pub use error::{ConfigError, LimitStoreError};
+pub use failed_auth::{layer::FailedAuthLayer, limiter::FailedAuthLimiter};
 pub use fallback::OnStoreError;
-pub use headers::{
-    HeaderStyle, RATELIMIT, RATELIMIT_LIMIT, RATELIMIT_POLICY, RATELIMIT_REMAINING, RATELIMIT_RESET,
-};
-pub use key::{KeyBy, KeyFn, LimitKey, LimitKeyHasher, RequestInfo};
-pub use layer::{RateLimitLayer, RateLimitService, ResponseFuture};
-pub use limiter::{RateLimiter, RateLimiterBuilder};
-pub use memory::{MemoryStore, DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
+pub use memory::MemoryStore;
 pub use quota::Quota;
+pub use rate_limit::{layer::RateLimitLayer, limiter::RateLimiter};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_store::{RedisStore, DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
-pub use rule::{QuotaFn, Rule};
-pub use store::{Bucket, Decisions, RateLimitStore, StoreFuture};
-pub use tiers::{QuotaResolver, DEFAULT_TIER_CACHE_SIZE};
-pub use ws::{MessageLimiter, RateLimitedEvent};
+pub use redis_store::RedisStore;
+pub use rule::{KeyBy, Rule};
+
+// Short paths inside the crate to items whose public path is a module's.
+pub(crate) use auth_core::client_ip::TrustedProxies;
+pub(crate) use clock::{MonotonicClock, QuantaClock};
+pub(crate) use headers::HeaderStyle;
+pub(crate) use key::{LimitKeyHasher, RequestInfo};
+pub(crate) use store::{Decision, RateLimitStore};
+pub(crate) use tiers::QuotaResolver;

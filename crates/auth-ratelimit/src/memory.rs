@@ -74,7 +74,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 ///
 /// ```
 /// use std::time::Duration;
-/// use auth_ratelimit::{FakeClock, MemoryStore, Quota};
+/// use auth_ratelimit::{clock::FakeClock, MemoryStore, Quota};
 ///
 /// let clock = FakeClock::new();
 /// let store = MemoryStore::<u64>::new().clock(clock.clone()).max_keys(10_000);
@@ -137,7 +137,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Clone> MemoryStore<K, S> {
     }
 
     /// Reads the time from `clock` instead of the real clock (tests pass a
-    /// [`FakeClock`](crate::FakeClock)). Set it before the first check.
+    /// [`FakeClock`](crate::clock::FakeClock)). Set it before the first check.
     pub fn clock(mut self, clock: impl MonotonicClock) -> Self {
         self.clock = StoreClock::new(clock);
         self
@@ -559,7 +559,7 @@ fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FakeClock;
+    use crate::clock::FakeClock;
 
     const S: Duration = Duration::from_secs(1);
 

@@ -80,8 +80,8 @@ macro_rules! limiter_setters {
         /// Proxies whose forwarding headers name the client (default: none,
         /// the socket peer is the client). Used when no earlier component
         /// (the auth layer, the failed-authentication limiter, which runs
-        /// first) left a [`ClientIp`](crate::ClientIp) in the request; give
-        /// all of them the same [`TrustedProxies`](crate::TrustedProxies).
+        /// first) left a [`ClientIp`](auth_core::ClientIp) in the request; give
+        /// all of them the same [`TrustedProxies`](auth_core::TrustedProxies).
         pub fn trusted_proxies(mut self, proxies: $crate::TrustedProxies) -> Self {
             self.options.proxies = proxies;
             self
@@ -110,7 +110,7 @@ macro_rules! limiter_setters {
         }
 
         /// The clock of the in-memory buckets (default the real one); tests
-        /// pass a [`FakeClock`](crate::FakeClock). A shared store has its
+        /// pass a [`FakeClock`](crate::clock::FakeClock). A shared store has its
         /// own (Redis: the server's time unless
         /// `RedisStore::clock` says otherwise).
         pub fn clock(mut self, clock: impl $crate::MonotonicClock) -> Self {

@@ -30,7 +30,7 @@ use crate::{
     key::{KeyValue, LimitKey},
     redis_lease::RECONCILE_EVERY,
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Decision, MonotonicClock, QuantaClock, Quota, RedisStore, StoreError,
+    Decision, LimitStoreError, MonotonicClock, QuantaClock, Quota, RedisStore,
 };
 
 /// Entries kept on the stream, about.
@@ -181,7 +181,7 @@ impl MirroredFailures {
                 let mut conn = redis.connection().await?;
                 cmd.query_async::<String>(&mut conn)
                     .await
-                    .map_err(|e| StoreError::Backend(e.to_string()))
+                    .map_err(LimitStoreError::backend)
             })
             .await;
         if let Err(err) = result {
@@ -205,7 +205,7 @@ async fn refresh_loop(inner: Weak<Inner>) {
 
 type Entries = Vec<(String, Vec<(String, String)>)>;
 
-async fn refresh(inner: &Inner) -> Result<(), StoreError> {
+async fn refresh(inner: &Inner) -> Result<(), LimitStoreError> {
     let redis = &inner.redis;
     let last = inner
         .last_id
@@ -223,7 +223,7 @@ async fn refresh(inner: &Inner) -> Result<(), StoreError> {
             let mut conn = redis.connection().await?;
             cmd.query_async(&mut conn)
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))
+                .map_err(LimitStoreError::backend)
         })
         .await?;
     let now = QuantaClock.now();

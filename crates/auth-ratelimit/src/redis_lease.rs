@@ -41,7 +41,7 @@ use crate::{
     key::LimitKey,
     redis_store::KeyName,
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Decision, MonotonicClock, QuantaClock, Quota, RedisStore, StoreError,
+    Decision, LimitStoreError, MonotonicClock, QuantaClock, Quota, RedisStore,
 };
 
 /// How often unspent leases go back, and the longest a refusal is remembered.
@@ -302,7 +302,7 @@ impl LeasedRedis {
     /// The way to Redis: one request per bucket at a time (the others wait,
     /// then spend what it leased), then one round trip for every bucket the
     /// leases cannot pay for.
-    async fn slow(self, owned: Vec<Owned>) -> Result<Decisions, StoreError> {
+    async fn slow(self, owned: Vec<Owned>) -> Result<Decisions, LimitStoreError> {
         let now = QuantaClock.now();
         let mut locks: Vec<(LimitKey, Arc<tokio::sync::Mutex<()>>)> = {
             let mut leases = self.leases();
@@ -453,7 +453,7 @@ struct Took {
 
 impl LeasedRedis {
     /// One round trip: each bucket's cost and lease, all or nothing.
-    async fn take(&self, needed: &[Needed]) -> Result<Vec<Took>, StoreError> {
+    async fn take(&self, needed: &[Needed]) -> Result<Vec<Took>, LimitStoreError> {
         let redis = &self.inner.redis;
         let now = redis.now_arg();
         redis
@@ -477,9 +477,9 @@ impl LeasedRedis {
                 let reply: Vec<i64> = inv
                     .invoke_async(&mut conn)
                     .await
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                    .map_err(LimitStoreError::backend)?;
                 if reply.len() != 4 * needed.len() {
-                    return Err(StoreError::Backend(format!(
+                    return Err(LimitStoreError::backend(format!(
                         "unexpected script reply of {} items",
                         reply.len()
                     )));
@@ -561,12 +561,12 @@ async fn give_back(inner: &Inner, age: u64) {
                     give_back_script()
                         .load_async(&mut conn)
                         .await
-                        .map_err(|e| StoreError::Backend(e.to_string()))?;
+                        .map_err(LimitStoreError::backend)?;
                     pipe.query_async::<()>(&mut conn)
                         .await
-                        .map_err(|e| StoreError::Backend(e.to_string()))
+                        .map_err(LimitStoreError::backend)
                 }
-                Err(e) => Err(StoreError::Backend(e.to_string())),
+                Err(e) => Err(LimitStoreError::backend(e)),
             }
         })
         .await;

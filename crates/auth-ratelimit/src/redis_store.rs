@@ -18,7 +18,7 @@
 //! The connection is a multiplexed `redis::aio::ConnectionManager` (one TCP
 //! connection shared by all tasks, reconnecting by itself), opened at the
 //! first check. Every check is bounded by a timeout; after a failure the store
-//! answers [`StoreError::Down`] at once for a retry interval instead of
+//! answers [`LimitStoreError::Down`] at once for a retry interval instead of
 //! making every request wait. What the limiter does then is its
 //! [`OnStoreError`](crate::OnStoreError) policy.
 //!
@@ -54,7 +54,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     store::{Bucket, Decisions, RateLimitStore, StoreFuture},
-    Decision, MonotonicClock, QuantaClock, Quota, StoreError,
+    Decision, LimitStoreError, MonotonicClock, QuantaClock, Quota,
 };
 
 /// Default for [`RedisStore::with_timeout`].
@@ -235,8 +235,8 @@ const NAMES_REFRESH_NANOS: u64 = 10_000_000_000;
 impl RedisStore {
     /// A store for the server at `url` (`redis://host:port/db`), with prefix
     /// `rl`. Nothing is connected until the first check.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
+    pub fn open(url: &str) -> Result<Self, LimitStoreError> {
+        let client = Client::open(url).map_err(LimitStoreError::backend)?;
         Ok(Self::from_client(client))
     }
 
@@ -246,13 +246,12 @@ impl RedisStore {
     /// refused at the first connection.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn open_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, StoreError> {
+    pub fn open_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, LimitStoreError> {
         let certs = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca_pem.to_vec()),
         };
-        let client =
-            Client::build_with_tls(url, certs).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let client = Client::build_with_tls(url, certs).map_err(LimitStoreError::backend)?;
         Ok(Self::from_client(client))
     }
 
@@ -276,7 +275,7 @@ impl RedisStore {
 
     /// [`open`](Self::open), then connect now: fails if the server cannot be
     /// reached within the timeout.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<Self, LimitStoreError> {
         let store = Self::open(url)?;
         store.connection().await?;
         Ok(store)
@@ -307,7 +306,7 @@ impl RedisStore {
         self
     }
 
-    /// After a failure, answers [`StoreError::Down`] at once for this long
+    /// After a failure, answers [`LimitStoreError::Down`] at once for this long
     /// before trying again (default 1 s).
     pub fn with_retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
@@ -316,7 +315,7 @@ impl RedisStore {
 
     /// Reads the time from `clock` and passes it to the scripts, instead of
     /// the server's `TIME`. Every instance sharing the buckets must then read
-    /// the same time: meant for tests with a [`FakeClock`](crate::FakeClock).
+    /// the same time: meant for tests with a [`FakeClock`](crate::clock::FakeClock).
     pub fn clock(mut self, clock: impl MonotonicClock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -343,7 +342,7 @@ impl RedisStore {
     pub(crate) async fn names_key(
         &self,
         conn: &mut ConnectionManager,
-    ) -> Result<[u8; 32], StoreError> {
+    ) -> Result<[u8; 32], LimitStoreError> {
         if let Some(key) = self.names.fixed {
             return Ok(key);
         }
@@ -373,7 +372,7 @@ impl RedisStore {
             .arg(&name)
             .query_async(conn)
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(LimitStoreError::backend)?;
         let key = blake3::derive_key(NAMES_CONTEXT, stored.as_bytes());
         *self.names.read.lock().unwrap_or_else(|e| e.into_inner()) = Some((stored, key, now));
         Ok(key)
@@ -397,7 +396,7 @@ impl RedisStore {
         quota: Quota,
         charge: u32,
         max_debt: Duration,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision, LimitStoreError> {
         self.guarded(async {
             let mut conn = self.connection().await?;
             let key = match key.hidden {
@@ -415,12 +414,12 @@ impl RedisStore {
                 .arg(max_debt)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                .map_err(LimitStoreError::backend)?;
             let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
             match reply[..] {
                 [1, reset, _] => Ok(Decision::allowed(q, micros(reset))),
                 [0, reset, retry] => Ok(Decision::denied(q, micros(reset), micros(retry))),
-                _ => Err(StoreError::Backend(format!(
+                _ => Err(LimitStoreError::backend(format!(
                     "unexpected script reply of {} items",
                     reply.len()
                 ))),
@@ -429,20 +428,20 @@ impl RedisStore {
         .await
     }
 
-    /// Bounds `op` by the timeout, and answers [`StoreError::Down`] at once
+    /// Bounds `op` by the timeout, and answers [`LimitStoreError::Down`] at once
     /// during the retry interval after a failure.
     pub(crate) async fn guarded<T>(
         &self,
-        op: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+        op: impl std::future::Future<Output = Result<T, LimitStoreError>>,
+    ) -> Result<T, LimitStoreError> {
         let now = QuantaClock.now();
         if now < self.shared.down_until.load(Ordering::Relaxed) {
-            return Err(StoreError::Down);
+            return Err(LimitStoreError::Down);
         }
         let result = tokio::time::timeout(self.timeout, op).await;
         let result = match result {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout),
+            Err(_) => Err(LimitStoreError::Timeout),
         };
         if result.is_err() {
             let retry = u64::try_from(self.retry_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -454,7 +453,7 @@ impl RedisStore {
     }
 
     /// Checks every bucket in one atomic round trip; see [`CHECK_ALL`].
-    async fn run(&self, checks: &[RedisCheck], now: String) -> Result<Decisions, StoreError> {
+    async fn run(&self, checks: &[RedisCheck], now: String) -> Result<Decisions, LimitStoreError> {
         let mut conn = self.connection().await?;
         // Only buckets named by a user-chosen identifier need the key.
         let names = if checks.iter().any(|c| c.key.hidden.is_some()) {
@@ -477,9 +476,9 @@ impl RedisStore {
         let reply: Vec<i64> = inv
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(LimitStoreError::backend)?;
         if reply.len() != 3 * checks.len() {
-            return Err(StoreError::Backend(format!(
+            return Err(LimitStoreError::backend(format!(
                 "unexpected script reply of {} items",
                 reply.len()
             )));
@@ -498,7 +497,7 @@ impl RedisStore {
             .collect())
     }
 
-    pub(crate) async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, LimitStoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)
@@ -517,8 +516,8 @@ impl RedisStore {
                 .await
                 {
                     Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
-                    Err(_) => Err(StoreError::Timeout),
+                    Ok(Err(e)) => Err(LimitStoreError::backend(e)),
+                    Err(_) => Err(LimitStoreError::Timeout),
                 }
             })
             .await?;

@@ -1,16 +1,95 @@
-//! One limit: a name, a quota, what it counts by, and which requests it
-//! covers.
+//! One limit ([`Rule`]): a name, a quota, what it counts by ([`KeyBy`]),
+//! and which requests it covers.
 
 use std::{fmt, sync::Arc};
 
 use auth_core::AuthContext;
 use http::{header, HeaderMap, Method};
 
-use crate::{KeyBy, Quota, RequestInfo};
+use crate::{
+    key::{KeyFn, KeyValue, RequestInfo},
+    Quota,
+};
 
 /// An application function choosing a request's quota from its identity
 /// (tier, key); `None` keeps the rule's own quota.
-pub type QuotaFn = dyn Fn(&AuthContext) -> Option<Quota> + Send + Sync;
+pub(crate) type QuotaFn = dyn Fn(&AuthContext) -> Option<Quota> + Send + Sync;
+
+/// What a rule counts requests by.
+///
+/// When a request has no such key (no [`AuthContext`] for [`KeyBy::User`],
+/// no API key for [`KeyBy::ApiKey`], no peer address for [`KeyBy::Ip`], or
+/// the custom function returns `None`), the rule does not apply to it.
+#[derive(Clone, Default)]
+pub enum KeyBy {
+    /// The effective user of the [`AuthContext`] (the subject when a key
+    /// acts on someone's behalf), within its organisation.
+    User,
+    /// The API key's id ([`AuthContext::key_id`]).
+    ApiKey,
+    /// The client IP: the socket peer, or what trusted proxies forwarded (see
+    /// [`TrustedProxies`](auth_core::TrustedProxies)). IPv6 clients are grouped by network prefix (/64
+    /// by default, see `RateLimiterBuilder::ipv6_prefix`), since one
+    /// subscriber usually holds a whole /64.
+    Ip,
+    /// The effective user when the request is authenticated, else the client IP.
+    #[default]
+    UserOrIp,
+    /// One bucket for all requests the rule matches.
+    Global,
+    /// The application's own function.
+    Custom(Arc<KeyFn>),
+}
+
+impl KeyBy {
+    /// A key computed by `f`; return `None` to exempt a request from the rule.
+    ///
+    /// `f` must give the same answer for the same request: when another rule
+    /// refuses the request, it is called again to give back this rule's
+    /// tokens.
+    pub fn custom<F>(f: F) -> Self
+    where
+        F: Fn(&RequestInfo<'_>) -> Option<String> + Send + Sync + 'static,
+    {
+        Self::Custom(Arc::new(f))
+    }
+
+    #[inline]
+    pub(crate) fn extract<'a>(
+        &self,
+        req: &RequestInfo<'a>,
+        ipv6_prefix: u8,
+    ) -> Option<KeyValue<'a>> {
+        let ip = || req.client_ip().map(|ip| KeyValue::ip(ip, ipv6_prefix));
+        match self {
+            Self::User => req.auth().map(KeyValue::User),
+            Self::ApiKey => req
+                .auth()
+                .and_then(AuthContext::key_id)
+                .map(KeyValue::ApiKey),
+            Self::Ip => ip(),
+            Self::UserOrIp => match req.auth() {
+                Some(a) => Some(KeyValue::User(a)),
+                None => ip(),
+            },
+            Self::Global => Some(KeyValue::Global),
+            Self::Custom(f) => f(req).map(KeyValue::Custom),
+        }
+    }
+}
+
+impl fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::User => "User",
+            Self::ApiKey => "ApiKey",
+            Self::Ip => "Ip",
+            Self::UserOrIp => "UserOrIp",
+            Self::Global => "Global",
+            Self::Custom(_) => "Custom(..)",
+        })
+    }
+}
 
 /// One limit of a [`RateLimiter`](crate::RateLimiter).
 ///
@@ -142,7 +221,7 @@ impl Rule {
     }
 
     /// Takes the quota of requests made with an API key from the key: its
-    /// owner's tier from the limiter's [`QuotaResolver`](crate::QuotaResolver)
+    /// owner's tier from the limiter's [`QuotaResolver`](crate::tiers::QuotaResolver)
     /// (cached per key and effective principal), else this rule's quota.
     /// The key's own rate limit can then only tighten that quota, never
     /// loosen it, in each dimension: the smaller burst and the lower

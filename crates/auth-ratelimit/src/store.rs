@@ -1,6 +1,7 @@
 //! Where buckets live: the [`RateLimitStore`] trait, which the in-memory
 //! [`MemoryStore`](crate::MemoryStore) and (feature `redis`) `RedisStore`
-//! implement, as `governor`'s `StateStore` does for its states.
+//! implement, as `governor`'s `StateStore` does for its states; what they
+//! answer ([`Decision`]); their defaults.
 //!
 //! A limiter holds one store. A check hands it every bucket that applies to
 //! a request ([`Bucket`]), and the store takes each bucket's cost only if
@@ -21,9 +22,14 @@ use std::{
 
 use smallvec::SmallVec;
 
+pub use crate::decision::Decision;
+pub use crate::memory::{DEFAULT_MAX_KEYS, DEFAULT_SWEEP_INTERVAL};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::redis_store::{DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT};
 use crate::{
     key::{KeyValue, LimitKey},
-    Decision, Quota, StoreError,
+    LimitStoreError, Quota,
 };
 
 /// How many buckets a request keeps on the stack (a handful of rules).
@@ -57,7 +63,7 @@ pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
 /// and what the request costs.
 ///
 /// ```
-/// use auth_ratelimit::{Bucket, FakeClock, MemoryStore, Quota, RateLimitStore};
+/// use auth_ratelimit::{clock::FakeClock, store::{Bucket, RateLimitStore}, MemoryStore, Quota};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -161,26 +167,28 @@ impl<'a> Bucket<'a> {
 #[must_use = "a store answer does nothing unless looked at"]
 pub enum StoreFuture<T> {
     /// The answer, until taken.
-    Ready(Option<Result<T, StoreError>>),
+    Ready(Option<Result<T, LimitStoreError>>),
     /// The answer to come.
-    Pending(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>),
+    Pending(Pin<Box<dyn Future<Output = Result<T, LimitStoreError>> + Send>>),
 }
 
 impl<T> StoreFuture<T> {
     /// An answer available now.
     #[inline]
-    pub fn ready(result: Result<T, StoreError>) -> Self {
+    pub fn ready(result: Result<T, LimitStoreError>) -> Self {
         Self::Ready(Some(result))
     }
 
     /// An answer `future` will give.
-    pub fn pending(future: impl Future<Output = Result<T, StoreError>> + Send + 'static) -> Self {
+    pub fn pending(
+        future: impl Future<Output = Result<T, LimitStoreError>> + Send + 'static,
+    ) -> Self {
         Self::Pending(Box::pin(future))
     }
 
     /// The answer if it is ready, else the future to await.
     #[inline]
-    pub fn now(self) -> Result<Result<T, StoreError>, Self> {
+    pub fn now(self) -> Result<Result<T, LimitStoreError>, Self> {
         match self {
             Self::Ready(Some(r)) => Ok(r),
             other => Err(other),
@@ -189,14 +197,14 @@ impl<T> StoreFuture<T> {
 }
 
 impl<T: Unpin> Future for StoreFuture<T> {
-    type Output = Result<T, StoreError>;
+    type Output = Result<T, LimitStoreError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Both variants are Unpin (an Option, a Box).
         match self.get_mut() {
             Self::Ready(r) => Poll::Ready(
                 r.take()
-                    .unwrap_or_else(|| Err(StoreError::Backend("answer already taken".into()))),
+                    .unwrap_or_else(|| Err(LimitStoreError::backend("answer already taken"))),
             ),
             Self::Pending(f) => f.as_mut().poll(cx),
         }

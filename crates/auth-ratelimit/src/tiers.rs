@@ -35,7 +35,7 @@ use std::{
 use auth_core::AuthContext;
 use dashmap::DashMap;
 
-use crate::{LimitKeyHasher, MonotonicClock, Quota, StoreError};
+use crate::{LimitKeyHasher, LimitStoreError, MonotonicClock, Quota};
 
 /// What a cached answer is for: the API key (if any) and the effective
 /// principal. Both, because one key may act for several subjects (impersonation)
@@ -54,13 +54,13 @@ pub const DEFAULT_TIER_CACHE_SIZE: usize = 100_000;
 ///
 /// ```
 /// use auth_core::AuthContext;
-/// use auth_ratelimit::{Quota, QuotaResolver, StoreError};
+/// use auth_ratelimit::{tiers::QuotaResolver, Quota, LimitStoreError};
 ///
 /// /// Pro users get 10x the default.
 /// struct Plans;
 ///
 /// impl QuotaResolver for Plans {
-///     async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+///     async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, LimitStoreError> {
 ///         // A database lookup by ctx.actor().user_id() in real life.
 ///         let pro = ctx.actor().user_id().ends_with("-pro");
 ///         Ok(pro.then(|| Quota::per_minute(600)))
@@ -73,10 +73,11 @@ pub trait QuotaResolver: Send + Sync + 'static {
     fn quota(
         &self,
         ctx: &AuthContext,
-    ) -> impl Future<Output = Result<Option<Quota>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Quota>, LimitStoreError>> + Send;
 }
 
-type Resolving<'a> = Pin<Box<dyn Future<Output = Result<Option<Quota>, StoreError>> + Send + 'a>>;
+type Resolving<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Quota>, LimitStoreError>> + Send + 'a>>;
 
 /// [`QuotaResolver`] behind a pointer.
 trait DynResolver: Send + Sync {
@@ -148,7 +149,10 @@ impl Tiers {
     }
 
     /// Asks the resolver about `ctx` and caches the answer.
-    pub(crate) async fn resolve(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+    pub(crate) async fn resolve(
+        &self,
+        ctx: &AuthContext,
+    ) -> Result<Option<Quota>, LimitStoreError> {
         let quota = self.resolver.quota(ctx).await?;
         let expires = self.clock.now().saturating_add(self.ttl);
         if self.cache.len() >= self.capacity {
@@ -197,15 +201,15 @@ mod tests {
     use auth_core::{KeyId, Principal, ScopeSet};
 
     use super::*;
-    use crate::FakeClock;
+    use crate::clock::FakeClock;
 
     struct Counting(Arc<AtomicU32>);
 
     impl QuotaResolver for Counting {
-        async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+        async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, LimitStoreError> {
             self.0.fetch_add(1, Ordering::SeqCst);
             if ctx.actor().user_id() == "down" {
-                return Err(StoreError::Down);
+                return Err(LimitStoreError::Down);
             }
             Ok((ctx.actor().user_id() == "pro").then(|| Quota::per_minute(100)))
         }
@@ -244,7 +248,10 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // A failure is not cached.
         let down = ctx(3, "down");
-        assert_eq!(tiers.resolve(&down).await, Err(StoreError::Down));
+        assert!(matches!(
+            tiers.resolve(&down).await,
+            Err(LimitStoreError::Down)
+        ));
         assert!(matches!(tiers.lookup(&down), Lookup::Miss));
     }
 
@@ -252,7 +259,7 @@ mod tests {
     struct BySubject;
 
     impl QuotaResolver for BySubject {
-        async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+        async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, LimitStoreError> {
             let pro = ctx.effective_principal().user_id() == "pro";
             Ok(pro.then(|| Quota::per_minute(100)))
         }

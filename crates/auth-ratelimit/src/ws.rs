@@ -16,7 +16,7 @@
 //! for axum).
 //!
 //! ```
-//! use auth_ratelimit::{MessageLimiter, Quota};
+//! use auth_ratelimit::{ws::MessageLimiter, Quota};
 //! use axum::extract::ws::{Message, WebSocket};
 //!
 //! async fn serve_socket(mut socket: WebSocket) {
@@ -59,7 +59,7 @@ impl MessageLimiter {
         }
     }
 
-    /// Reads the time from `clock` instead (a [`FakeClock`](crate::FakeClock) in tests).
+    /// Reads the time from `clock` instead (a [`FakeClock`](crate::clock::FakeClock) in tests).
     pub fn clock(mut self, clock: impl MonotonicClock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -142,7 +142,7 @@ impl fmt::Display for RateLimitedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FakeClock;
+    use crate::clock::FakeClock;
 
     #[test]
     fn about_one_message_per_second() {

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
-use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule};
+use auth_ratelimit::{clock::FakeClock, FailedAuthLimiter, Quota, RateLimiter, Rule};
 use http::Request;
 
 fn from(ip: IpAddr) -> Request<()> {

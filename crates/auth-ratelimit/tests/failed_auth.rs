@@ -7,11 +7,12 @@ mod support;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use auth_core::TrustedProxies;
 use auth_core::{
     audit::AuditLog, audit::AuditQuery, response::ErrorFormat, KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey,
     Principal, ScopeSet, Verifier,
 };
-use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule, TrustedProxies};
+use auth_ratelimit::{clock::FakeClock, FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{body::Body, extract::ConnectInfo, http::StatusCode, routing::get, Router};
 use http::Request;

@@ -12,10 +12,11 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthContext, response::ErrorFormat, KeyId, Principal, ScopeSet};
+use auth_core::client_ip::TrustedProxies;
+use auth_core::{response::ErrorFormat, AuthContext, KeyId, Principal, ScopeSet};
 use auth_ratelimit::{
-    FakeClock, HeaderStyle, KeyBy, MessageLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule,
-    TrustedProxies,
+    clock::FakeClock, headers::HeaderStyle, rate_limit::RateLimiterBuilder, ws::MessageLimiter,
+    KeyBy, Quota, RateLimiter, Rule,
 };
 use axum::{
     body::Body,

@@ -17,7 +17,9 @@ use auth_core::{
     KeyStore, audit::AuditLog, audit::AuditQuery, AuthContext, policy::Credits, KeyIssuer, policy::KeyPolicy,
     policy::KeyRateLimit, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
-use auth_ratelimit::{FakeClock, Quota, QuotaResolver, RateLimiter, Rule, StoreError};
+use auth_ratelimit::{
+    clock::FakeClock, tiers::QuotaResolver, LimitStoreError, Quota, RateLimiter, Rule,
+};
 use auth_tower::AuthLayer;
 use axum::{body::Body, routing::get, Router};
 use http::{Request, StatusCode};
@@ -102,10 +104,10 @@ fn credits(n: u64) -> KeyPolicy {
 struct Tiers(Arc<AtomicU32>);
 
 impl QuotaResolver for Tiers {
-    async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+    async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, LimitStoreError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         match ctx.actor().user_id() {
-            "down" => Err(StoreError::Down),
+            "down" => Err(LimitStoreError::Down),
             u if u.starts_with("pro") => Ok(Some(Quota::per_minute(10))),
             _ => Ok(None),
         }

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use auth_ratelimit::{FakeClock, MemoryStore, Quota};
+use auth_ratelimit::{clock::FakeClock, MemoryStore, Quota};
 
 /// Counts live heap bytes and their peak.
 struct Counting;

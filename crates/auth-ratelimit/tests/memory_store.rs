@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use auth_ratelimit::{FakeClock, MemoryStore, Quota};
+use auth_ratelimit::{clock::FakeClock, MemoryStore, Quota};
 
 #[test]
 fn many_threads_one_key_admit_exactly_the_quota() {

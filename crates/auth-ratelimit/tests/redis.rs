@@ -10,8 +10,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
 use auth_ratelimit::{
-    Bucket, FakeClock, HeaderStyle, OnStoreError, Quota, RateLimitStore, RateLimiter, RedisStore,
-    Rule, StoreError,
+    clock::FakeClock,
+    headers::HeaderStyle,
+    store::{Bucket, RateLimitStore},
+    LimitStoreError, OnStoreError, Quota, RateLimiter, RedisStore, Rule,
 };
 use axum::{body::Body, extract::connect_info::MockConnectInfo, routing::get, Router};
 use http::{Request, StatusCode};
@@ -260,12 +262,29 @@ async fn unreachable_redis_fails_fast_then_reports_down() {
     let check = || store.check_all(&[Bucket::new("t", "k", Quota::per_minute(1), 1)]);
     assert!(matches!(
         check().await,
-        Err(StoreError::Backend(_) | StoreError::Timeout)
+        Err(LimitStoreError::Backend(_) | LimitStoreError::Timeout)
     ));
     // Within the retry interval, no new attempt: an immediate Down.
-    assert_eq!(check().await, Err(StoreError::Down));
+    assert!(matches!(check().await, Err(LimitStoreError::Down)));
     assert!(RedisStore::connect(CLOSED).await.is_err());
     assert!(RedisStore::open("not a url").is_err());
+}
+
+#[tokio::test]
+async fn redis_errors_are_the_source() {
+    use std::error::Error;
+
+    let is_redis_error = |err: &LimitStoreError| {
+        assert!(matches!(err, LimitStoreError::Backend(_)), "{err:?}");
+        let source = err.source().expect("a backend error has a source");
+        source.downcast_ref::<redis::RedisError>().is_some()
+    };
+    // Refused on a closed port.
+    let refused = RedisStore::connect(CLOSED).await.unwrap_err();
+    assert!(is_redis_error(&refused), "{refused:?}");
+    // Not a Redis URL.
+    let invalid = RedisStore::open("not a url").unwrap_err();
+    assert!(is_redis_error(&invalid), "{invalid:?}");
 }
 
 #[tokio::test]

@@ -20,7 +20,11 @@ mod support;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use auth_ratelimit::{Bucket, Decision, FakeClock, MemoryStore, Quota, RateLimitStore};
+use auth_ratelimit::{
+    clock::FakeClock,
+    store::{Bucket, Decision, RateLimitStore},
+    MemoryStore, Quota,
+};
 use proptest::prelude::*;
 
 /// A store under test, its clock, and the length of a model time unit.

@@ -816,7 +816,7 @@ mod tests {
             .token
             .expose_secret()
             .to_owned();
-        let proxies = auth_ratelimit::TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let proxies = auth_core::TrustedProxies::new(["10.0.0.0/8"]).unwrap();
         let direct = SocketIoAuth::new(
             AuthLayer::builder(f.verifier.clone())
                 // What `auth_axum::connect_info_ip` does.

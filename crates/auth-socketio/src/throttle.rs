@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use auth_ratelimit::{MessageLimiter, Quota};
+use auth_ratelimit::{ws::MessageLimiter, Quota};
 use socketioxide::{adapter::Adapter, handler::FromMessageParts, socket::Socket};
 use socketioxide_core::Value;
 

@@ -235,8 +235,22 @@ fn public(err: AuthError) -> AuthError {
 }
 
 fn unavailable(what: &str, err: &crate::ResolveError) -> AuthError {
-    tracing::warn!(error = %err, "{what} resolver failed");
+    tracing::warn!(error = %err, cause = %causes(err), "{what} resolver failed");
     AuthError::new(ErrorCode::Unavailable, RejectReason::StoreUnavailable)
+}
+
+/// The causes of `err`, outermost first, for the logs.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
 /// An id from a header: one value, 1-256 visible ASCII characters; else 400.

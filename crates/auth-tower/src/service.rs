@@ -37,20 +37,7 @@ impl<S> AuthService<S> {
         Self { inner, config }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
@@ -96,5 +83,30 @@ where
                 ResponseFuture::authenticating(auth, ready)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use auth_core::{MemoryKeyStore, SecretHasher, Verifier};
+    use tower_layer::Layer;
+
+    use crate::AuthLayer;
+
+    /// Stands in for the wrapped service: the accessors only move it.
+    #[derive(Debug, PartialEq)]
+    struct Inner(u32);
+
+    #[test]
+    fn accessors_reach_the_inner_service() {
+        let verifier = Verifier::builder(Arc::new(MemoryKeyStore::new()))
+            .hasher(SecretHasher::for_tests())
+            .build();
+        let mut service = AuthLayer::new(verifier).layer(Inner(1));
+        assert_eq!(service.get_ref(), &Inner(1));
+        service.get_mut().0 = 2;
+        assert_eq!(service.into_inner(), Inner(2));
     }
 }

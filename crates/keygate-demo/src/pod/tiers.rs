@@ -4,7 +4,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use auth_core::AuthContext;
-use auth_ratelimit::{Quota, QuotaResolver, StoreError};
+use auth_ratelimit::{tiers::QuotaResolver, LimitStoreError, Quota};
 
 /// Who is on the pro tier; everyone else is on the free tier. A real pod
 /// would read its subscription from the billing system here: the answer is
@@ -26,7 +26,7 @@ impl Plans {
 }
 
 impl QuotaResolver for Plans {
-    async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, StoreError> {
+    async fn quota(&self, ctx: &AuthContext) -> Result<Option<Quota>, LimitStoreError> {
         Ok(self
             .pro_users
             .contains(ctx.actor().user_id())

@@ -7,7 +7,7 @@
 
 use auth_axum::AuthenticatedUpgrade;
 use auth_core::Verifier;
-use auth_ratelimit::{MessageLimiter, Quota};
+use auth_ratelimit::{ws::MessageLimiter, Quota};
 use axum::{extract::ws::Message, response::Response, Extension};
 
 /// About one message per second per connection.

@@ -1,8 +1,8 @@
 //! Rate limits and the failed-authentication limit: in memory, or in Redis
 //! (`--redis`) so that several instances of one example share them.
 
-use auth_core::{response::ErrorFormat, client_ip::TrustedProxies};
-use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
+use auth_core::{client_ip::TrustedProxies, response::ErrorFormat};
+use auth_ratelimit::{rate_limit::RateLimiterBuilder, FailedAuthLimiter, Quota, RateLimiter, Rule};
 
 /// The options every demo's limits share: the failed-authentication quota,
 /// where the buckets are kept, and which proxies name the client.

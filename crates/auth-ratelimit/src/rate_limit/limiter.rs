@@ -26,18 +26,19 @@ use crate::{
     error::check_rule_name,
     fallback::{LimiterMemory, Stores},
     headers::{Checked, RateHeaders},
-    key::{KeyBy, KeyValue, LimitKey},
+    key::{KeyValue, LimitKey},
     store::{Bucket, Decisions, RULES_INLINE},
     tiers::{Lookup, TierKey, Tiers, DEFAULT_TIER_CACHE_SIZE},
-    ConfigError, HeaderStyle, MonotonicClock, OnStoreError, Quota, QuotaResolver, RateLimitLayer,
-    RequestInfo, Rule, TrustedProxies,
+    ConfigError, HeaderStyle, KeyBy, MonotonicClock, OnStoreError, Quota, QuotaResolver,
+    RateLimitLayer, RequestInfo, Rule, TrustedProxies,
 };
 
 /// A set of [`Rule`]s with their store. Build it once, then make layers
 /// from it ([`RateLimiter::layer`]); clones share the buckets.
 ///
 /// ```
-/// use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule, TrustedProxies};
+/// use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, Rule};
+/// use auth_core::TrustedProxies;
 /// use http::Method;
 ///
 /// let limiter = RateLimiter::builder()
@@ -277,7 +278,7 @@ impl RateLimiter {
     }
 
     /// With no shared store: takes the tokens straight from the in-memory
-    /// map, as its [`RateLimitStore::check_all`](crate::RateLimitStore::check_all)
+    /// map, as its [`RateLimitStore::check_all`](crate::store::RateLimitStore::check_all)
     /// would, without a bucket list (names and key values are for Redis) or
     /// a store answer to unwrap. `None` when the resolver must be asked first.
     #[inline]
@@ -385,7 +386,7 @@ impl RateLimiter {
         &self,
         ctx: &AuthContext,
         headers: RateHeaders,
-        answer: Result<CreditSpend, crate::StoreError>,
+        answer: Result<CreditSpend, crate::LimitStoreError>,
     ) -> Verdict {
         match answer {
             Ok(CreditSpend::Spent { .. } | CreditSpend::Unlimited) => Verdict::Allow(headers),
@@ -421,7 +422,7 @@ impl RateLimiter {
 
     /// The store could not answer: the policy decides.
     #[cold]
-    fn store_failed(&self, err: &crate::StoreError, owned: &[Owned]) -> Verdict {
+    fn store_failed(&self, err: &crate::LimitStoreError, owned: &[Owned]) -> Verdict {
         let stores = &self.inner.stores;
         match stores.failed(err) {
             OnStoreError::FallBackToMemory => self.take_from_memory(owned),
@@ -764,7 +765,7 @@ impl fmt::Debug for RateLimiterBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FakeClock;
+    use crate::clock::FakeClock;
 
     #[test]
     fn rule_names_are_checked() {
