@@ -23,7 +23,7 @@ ITERS=${ITERS:-20000}
 CONNECT_INFO=${CONNECT_INFO:-1}
 # More arguments for the bench binary, split on spaces (e.g. metrics=prometheus).
 read -r -a EXTRA <<<"${ARGS:-}"
-BIN=$(cargo bench --bench stacks --no-run 2>&1 | grep -o '(/[^)]*stacks-[0-9a-f]*)' | tr -d '()' | tail -1)
+BIN=$(cargo bench -p keygate-benches --bench stacks --no-run 2>&1 | grep -o '(/[^)]*stacks-[0-9a-f]*)' | tr -d '()' | tail -1)
 if [ "$#" -gt 0 ]; then
     STACKS=("$@")
 else

@@ -14,9 +14,10 @@
 //!
 //! Over HTTP with wrk: `benches/wrk.sh` (serves each stack with `serve=`).
 //!
-//! `cargo bench --bench stacks` (optional args: `rounds=201 iters=10000 threads=1,2`,
-//! `only=<name substring>` to profile a subset, `connect_info=1` to give every
-//! request the `ConnectInfo` extension that `into_make_service_with_connect_info`
+//! `cargo bench -p keygate-benches --bench stacks` (optional args:
+//! `rounds=201 iters=10000 threads=1,2`, `only=<name substring>` to profile a
+//! subset, `connect_info=1` to give every request the `ConnectInfo` extension
+//! that `into_make_service_with_connect_info`
 //! adds, as a server using client addresses runs; `metrics=prometheus` to
 //! install a Prometheus recorder first, so that every metric is recorded, as
 //! in a service that exports them: without a recorder each is a no-op)

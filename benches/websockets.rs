@@ -15,7 +15,7 @@
 //! peer of the memory figure, in the same run).
 //!
 //! `benches/websockets.sh` raises the file limit and runs it:
-//! `cargo bench --bench websockets -- connections=10000 scenarios=revoke,disable`
+//! `cargo bench -p keygate-benches --bench websockets -- connections=10000 scenarios=revoke,disable`
 
 use std::{
     collections::HashMap,

@@ -16,4 +16,4 @@ if (( $(ulimit -n) < CONNECTIONS + 100 )); then
     echo "the file limit ($(ulimit -n)) is too low for $CONNECTIONS connections" >&2
     exit 1
 fi
-cargo bench --bench websockets -- "connections=$CONNECTIONS" "scenarios=$SCENARIOS"
+cargo bench -p keygate-benches --bench websockets -- "connections=$CONNECTIONS" "scenarios=$SCENARIOS"

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
 ADDR=127.0.0.1:3900
-BIN=$(cargo bench --bench stacks --no-run 2>&1 | grep -o '(/[^)]*stacks-[0-9a-f]*)' | tr -d '()' | tail -1)
+BIN=$(cargo bench -p keygate-benches --bench stacks --no-run 2>&1 | grep -o '(/[^)]*stacks-[0-9a-f]*)' | tr -d '()' | tail -1)
 STACKS=("bare router" "tower-http bearer" "bearer + tower_governor" "bearer + user id insert"
     "bearer + user id + tower_governor" "AuthLayer, cached key" "AuthLayer + RateLimitLayer per user")
 TMP=$(mktemp -d)

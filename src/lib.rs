@@ -13,13 +13,28 @@
 //! | `auth_ratelimit` | `ratelimit` | token-bucket rate limits, in memory or on Redis |
 //! | `auth_socketio` | `socketio` (with `tower`, `ratelimit`) | Socket.IO (socketioxide) connects authenticated like the HTTP routes |
 //!
-//! The other features switch on what those crates can do: `sqlite`,
-//! `postgres`, `jwt` and `tls` (auth-core; `tls` also for `rediss://`),
-//! `redis` (auth-ratelimit), `ui`, `secret-scanning` and `openapi`
-//! (auth-axum). `axum` together with `ratelimit` turns on auth-ratelimit's
-//! `axum` feature, so the limiters read axum's `ConnectInfo`. Every feature
-//! but `openapi` is on by default;
-//! a tower service without axum can take
+//! # Feature flags
+//!
+//! The default features are the common path: an axum service with rate
+//! limits, keys in SQLite. The others switch on the rest of the crates and
+//! what they can do.
+//!
+//! | Feature | Default | Enables |
+//! |---|---|---|
+//! | `axum` | yes | `auth_axum` (and `tower`); with `ratelimit`, auth-ratelimit's `axum` feature, so the limiters read axum's `ConnectInfo` |
+//! | `ratelimit` | yes | `auth_ratelimit` |
+//! | `sqlite` | yes | auth-core's SQLite key store and audit log |
+//! | `tower` | with `axum` | `auth_tower` |
+//! | `socketio` | no | `auth_socketio` (and `tower`, `ratelimit`) |
+//! | `postgres` | no | auth-core's PostgreSQL key store and audit log |
+//! | `redis` | no | auth-ratelimit's Redis store (and `ratelimit`) |
+//! | `jwt` | no | auth-core's JWTs signed with per-user secrets |
+//! | `tls` | no | TLS (rustls) to PostgreSQL and to `rediss://` Redis |
+//! | `ui` | no | auth-axum's API-keys settings page (and `axum`) |
+//! | `secret-scanning` | no | auth-axum's route for GitHub's secret-scanning partner program (and `axum`) |
+//! | `openapi` | no | auth-axum's OpenAPI 3.1 document of the key routes (and `axum`) |
+//!
+//! A tower service without axum can take
 //! `default-features = false, features = ["tower", "ratelimit", "sqlite"]`.
 //!
 //! Start with the README and `cargo run --example server`.

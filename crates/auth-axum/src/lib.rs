@@ -10,6 +10,17 @@
 //! Every refusal from here renders in the error format configured on the
 //! `AuthLayer`, which the layer leaves in the request extensions.
 //!
+//! # Feature flags
+//!
+//! None is on by default: the extractors, guards, WebSocket upgrades, the
+//! forward-auth router and the key-management routers need none of them.
+//!
+//! | Feature | Enables |
+//! |---|---|
+//! | `ui` | `SettingsPage`: the API-keys settings page (HTML, CSS and JS embedded; no build step) |
+//! | `secret-scanning` | the `secret_scanning` module: GitHub's secret-scanning partner route (ECDSA P-256 signatures) |
+//! | `openapi` | the `openapi` module: an OpenAPI 3.1 document of the key routes (`openapi::document`) |
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;

@@ -9,6 +9,19 @@
 //!
 //! HTTP integration lives in `auth-tower` and `auth-axum`.
 //!
+//! # Feature flags
+//!
+//! None is on by default: the memory store, the verifier, scopes, access
+//! levels and audit events need none of them.
+//!
+//! | Feature | Enables |
+//! |---|---|
+//! | `sqlite` | `SqliteKeyStore` and `SqliteAuditLog`: an embedded file, zero set-up; SQLite paths in `store::open_store` |
+//! | `postgres` | `PostgresKeyStore`, `PostgresAuditLog` and `PostgresOptions`: one database shared by several instances, changes announced with `LISTEN/NOTIFY`; `postgres://` URLs in `store::open_store` |
+//! | `tls` | TLS (rustls, ring, webpki roots) to PostgreSQL: `sslmode`/`sslrootcert` in the URL and `PostgresOptions::ca_file` |
+//! | `jwt` | the `jwt` module: JWT credentials signed with per-user secrets, kept in the SQLite or PostgreSQL store when those features are on |
+//! | `test-util` | `SecretHasher::for_tests`: argon2 parameters too weak for anything but tests and doc examples; enable it only from `[dev-dependencies]` |
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;

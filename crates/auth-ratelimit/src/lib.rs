@@ -41,19 +41,20 @@
 //! topic ([`clock`], [`credits`], [`headers`], [`key`], [`store`], [`tiers`],
 //! [`ws`]). Every item has one path.
 //!
-//! # Features
+//! # Feature flags
 //!
 //! None is on by default; the limiter itself needs only `http` and
 //! `tower-layer`/`tower-service`.
 //!
-//! * `axum`: the socket peer from axum's `ConnectInfo<SocketAddr>` (or
-//!   `MockConnectInfo`), [`RequestInfo::path`](key::RequestInfo::path) from axum's `OriginalUri`,
-//!   and `RateLimitedEvent::message` as an axum WebSocket frame. Without it
-//!   the peer is a [`std::net::SocketAddr`] request extension (read with the
-//!   feature too, after axum's); either way a `ClientIp` an earlier
-//!   component resolved comes first ([`RequestInfo::peer_addr`](key::RequestInfo::peer_addr)). An axum
-//!   app needs this feature for per-IP limits.
-//! * `redis`: `RedisStore`; `tls`: `rediss://` URLs.
+//! | Feature | Enables |
+//! |---|---|
+//! | `axum` | the socket peer from axum's `ConnectInfo<SocketAddr>` (or `MockConnectInfo`), [`RequestInfo::path`](key::RequestInfo::path) from axum's `OriginalUri`, and `RateLimitedEvent::message` as an axum WebSocket frame. An axum app needs it for per-IP limits |
+//! | `redis` | `RedisStore`: one atomic Lua round trip per check, shared by many instances |
+//! | `tls` | TLS (rustls, ring, webpki roots) for `rediss://` URLs; `RedisStore::open_with_ca` for a private CA |
+//!
+//! Without `axum` the peer is a [`std::net::SocketAddr`] request extension
+//! (read with the feature too, after axum's); either way a `ClientIp` an
+//! earlier component resolved comes first ([`RequestInfo::peer_addr`](key::RequestInfo::peer_addr)).
 //!
 //! # Example
 //!

@@ -14,6 +14,17 @@
 //! `SocketAddr` request extension, or, with auth-ratelimit's `axum` feature,
 //! axum's `ConnectInfo`); see [`SocketIoAuth`] for a full router.
 //!
+//! # Feature flags
+//!
+//! This crate has none of its own: all of the above is always on. The
+//! crates it builds on have the ones that change what it does:
+//!
+//! | Feature | What it changes here |
+//! |---|---|
+//! | `auth-ratelimit/axum` | per-IP connect limits find the client in axum's `ConnectInfo` |
+//! | `auth-ratelimit/redis` | connect and event limits shared by every instance through Redis |
+//! | `auth-core/sqlite`, `auth-core/postgres`, `auth-core/jwt` | the stores and credentials the `AuthLayer` verifies |
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;

@@ -39,6 +39,17 @@
 //!
 //! No response, log line, span or `Debug` output contains the token, and no
 //! message tells an unknown key from a wrong secret.
+//!
+//! # Feature flags
+//!
+//! This crate has none of its own: all of the above is always on. What the
+//! layer verifies against is chosen with `auth-core`'s features:
+//!
+//! | Feature of `auth-core` | What it changes here |
+//! |---|---|
+//! | `sqlite`, `postgres` | the durable stores a `Verifier` can read keys from |
+//! | `tls` | TLS to PostgreSQL |
+//! | `jwt` | JWTs signed with per-user secrets, accepted next to API keys |
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]

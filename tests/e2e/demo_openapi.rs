@@ -3,7 +3,7 @@
 
 use keygate_demo::{server, support};
 
-mod client;
+use crate::client;
 
 use auth_core::SecretHasher;
 use client::Api;

@@ -4,7 +4,7 @@
 
 use keygate_demo::{pod, server, support};
 
-mod client;
+use crate::client;
 
 use client::{issue, memory, Api};
 use support::serve::spawn;

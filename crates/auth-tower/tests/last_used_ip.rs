@@ -13,8 +13,21 @@ use auth_core::{
     store::SqliteKeyStore, TokenPrefix, client_ip::TrustedProxies, Verifier,
 };
 use auth_tower::AuthLayer;
-use axum::{body::Body, extract::ConnectInfo, http::Request, routing::get, Router};
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{Extensions, HeaderMap, Request},
+    routing::get,
+    Router,
+};
 use tower::ServiceExt;
+
+/// The socket peer (as `auth_axum::connect_info_ip`).
+fn peer(_: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -65,7 +78,7 @@ async fn the_last_used_address_is_the_resolved_client_and_is_listed() {
     let (token, id) = (issued.token.expose_secret().to_owned(), issued.record.id);
     let app = Router::new().route("/", get(|| async { "ok" })).layer(
         AuthLayer::builder(verifier.clone())
-            .client_ip(auth_axum::connect_info_ip)
+            .client_ip(peer)
             .trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap())
             .build(),
     );

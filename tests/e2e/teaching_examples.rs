@@ -5,7 +5,7 @@
 //! `cargo test --workspace --all-features` (the README's command) builds the
 //! examples next to the test binaries; each one is started on a temporary
 //! SQLite file and port 0, and the test reads what it prints. (Run alone with
-//! `--test teaching_examples`, cargo does not build them: build them first
+//! `--test e2e`, cargo does not build them: build them first
 //! with `cargo build --examples --all-features`.)
 
 use std::{collections::HashMap, path::PathBuf, process::Stdio};

@@ -1,4 +1,4 @@
-//! A small HTTP client for the integration tests (waiting and skipping are
+//! A small HTTP client for the end-to-end tests (waiting and skipping are
 //! in `keygate-test-support`).
 #![allow(dead_code)]
 

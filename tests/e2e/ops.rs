@@ -18,7 +18,7 @@ use keygate_demo::portal;
 
 use keygate_demo::tools;
 
-mod client;
+use crate::client;
 
 use std::{
     net::SocketAddr,

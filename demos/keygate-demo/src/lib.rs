@@ -1,6 +1,6 @@
 //! The four demo applications of keygate, one per product it was built for,
 //! and the code they share. `examples/<name>/main.rs` runs each one; the
-//! integration tests (`tests/examples.rs`, ...) drive the same routers.
+//! end-to-end tests (`tests/e2e/`) drive the same routers.
 //!
 //! - [`server`]: a node-graph task API (`st_` tokens, per-node access levels,
 //!   WebSocket and Socket.IO, sign-in and the settings page).

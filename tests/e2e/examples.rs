@@ -11,7 +11,7 @@ use keygate_demo::pod;
 
 use keygate_demo::portal;
 
-mod client;
+use crate::client;
 
 use auth_core::SecretHasher;
 use client::{issue, memory, Api};

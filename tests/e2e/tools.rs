@@ -8,7 +8,7 @@ use keygate_demo::support;
 
 use keygate_demo::tools;
 
-mod client;
+use crate::client;
 
 use std::path::Path;
 
