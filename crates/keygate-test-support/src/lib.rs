@@ -9,6 +9,8 @@
 //!   background, instead of sleeping.
 //! - [`logs`]: capturing `tracing` output to assert on it.
 //! - [`fixtures`]: an issuer, verifier and keys with a cheap hasher.
+//! - [`redis_cluster`]: a local three-node Redis Cluster, started and
+//!   stopped by the test.
 //!
 //! Not published, and only ever a dev-dependency: [`fixtures`] use
 //! `SecretHasher::for_tests`, which is behind auth-core's `test-util`
@@ -18,6 +20,7 @@
 mod eventually;
 pub mod fixtures;
 pub mod logs;
+pub mod redis_cluster;
 pub mod services;
 
 pub use eventually::eventually;

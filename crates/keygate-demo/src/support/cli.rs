@@ -69,7 +69,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Redis URL: keep rate limits there, shared by every instance using it
-    /// (default: in memory, per instance)
+    /// (default: in memory, per instance). A Redis Cluster:
+    /// redis+cluster://HOST:PORT,HOST:PORT,... (some of its nodes)
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// REST requests per hour per user
