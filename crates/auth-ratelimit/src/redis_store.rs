@@ -18,9 +18,9 @@
 //! The connection is a multiplexed `redis::aio::ConnectionManager` (one TCP
 //! connection shared by all tasks, reconnecting by itself), or on a cluster
 //! a `redis::cluster_async::ClusterConnection` (one such connection per
-//! node), opened at the first check. Every check is bounded by a timeout; after a failure the store
-//! answers [`StoreError::Down`] at once for a retry interval instead of
-//! making every request wait. What the limiter does then is its
+//! node), opened at the first check. Every check is bounded by a timeout;
+//! after a failure the store answers [`StoreError::Down`] at once for a
+//! retry interval instead of making every request wait. What the limiter does then is its
 //! [`OnStoreError`](crate::OnStoreError) policy.
 //!
 //! **Redis Cluster.** [`RedisStore::open`] with a `redis+cluster://` URL
