@@ -46,7 +46,7 @@ use std::{
 };
 
 use auth_core::{
-    KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    audit::MemoryAuditLog, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
     TokenPrefix, Verifier,
 };
 use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, Rule};

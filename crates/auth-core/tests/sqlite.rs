@@ -9,9 +9,12 @@ mod support;
 
 use std::sync::Arc;
 
+use auth_core::clock::WallClock;
 use auth_core::*;
-use auth_core::{clock::WallClock};
-use auth_core::{clock::FakeClock, expiry_notice::ExpiryNotifier, expiry_notice::NoticeError, store::KeyMetadata, store::SqliteKeyStore, store::StoreError};
+use auth_core::{
+    clock::FakeClock, expiry_notice::ExpiryNotifier, expiry_notice::NoticeError,
+    store::KeyMetadata, store::SqliteKeyStore, store::StoreError,
+};
 use support::*;
 use time::OffsetDateTime;
 

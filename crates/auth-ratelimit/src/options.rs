@@ -80,8 +80,8 @@ macro_rules! limiter_setters {
         /// Proxies whose forwarding headers name the client (default: none,
         /// the socket peer is the client). Used when no earlier component
         /// (the auth layer, the failed-authentication limiter, which runs
-        /// first) left a [`ClientIp`](auth_core::ClientIp) in the request; give
-        /// all of them the same [`TrustedProxies`](auth_core::TrustedProxies).
+        /// first) left a [`ClientIp`](auth_core::client_ip::ClientIp) in the request; give
+        /// all of them the same [`TrustedProxies`](auth_core::client_ip::TrustedProxies).
         pub fn trusted_proxies(mut self, proxies: $crate::TrustedProxies) -> Self {
             self.options.proxies = proxies;
             self

@@ -5,7 +5,9 @@
 //!
 //! * An instance that charges a failure and finds the address over the
 //!   limit puts it in its mirror at once, and publishes it on a Redis stream
-//!   (`prefix:auth-failures:blocked`, capped at about 10,000 entries).
+//!   (`prefix:auth-failures:blocked`, capped at about 10,000 entries). On a
+//!   Redis Cluster the stream is one key, so it lives on one node, which
+//!   every instance writes and reads; no pub/sub is involved.
 //! * Every 100 ms each instance reads what the others published since its
 //!   last read, and forgets entries whose time is over.
 //! * **Bound**: the Redis buckets count every failure exactly. An address

@@ -109,29 +109,9 @@ end
 return out
 ";
 
-/// Gives back unspent tokens of one bucket. ARGV: now, the refill interval
-/// in microseconds, the tokens. The arrival time moves back, never before now.
-const GIVE_BACK: &str = r"
-local interval = tonumber(ARGV[2])
-local tokens = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
-local new = tat - tokens * interval
-if new > now then
-  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000))
-elseif tat > 0 then
-  redis.call('DEL', KEYS[1])
-end
-return 1
-";
-
 fn take_script() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
     S.get_or_init(|| Script::new(&format!("{}{TAKE}", crate::redis_store::NOW)))
-}
-
-fn give_back_script() -> &'static Script {
-    static S: OnceLock<Script> = OnceLock::new();
-    S.get_or_init(|| Script::new(&format!("{}{GIVE_BACK}", crate::redis_store::NOW)))
 }
 
 /// One bucket's local share.
@@ -452,7 +432,8 @@ struct Took {
 }
 
 impl LeasedRedis {
-    /// One round trip: each bucket's cost and lease, all or nothing.
+    /// One round trip (one per slot on a cluster): each bucket's cost and
+    /// lease, all or nothing.
     async fn take(&self, needed: &[Needed]) -> Result<Vec<Took>, LimitStoreError> {
         let redis = &self.inner.redis;
         let now = redis.now_arg();
@@ -464,25 +445,41 @@ impl LeasedRedis {
                 } else {
                     [0; 32]
                 };
-                let mut inv = take_script().prepare_invoke();
-                inv.arg(now);
+                let keys: Vec<String> = needed.iter().map(|n| n.key.finish(&names)).collect();
+                let mut args = Vec::with_capacity(4 * needed.len());
                 for n in needed {
                     let q = n.quota.rounded_to_micros();
-                    inv.key(n.key.finish(&names))
-                        .arg(q.interval_nanos() / 1000)
-                        .arg(q.tau_nanos() / 1000)
-                        .arg(n.cost)
-                        .arg(n.most);
+                    args.extend([
+                        q.interval_nanos() / 1000,
+                        q.tau_nanos() / 1000,
+                        n.cost,
+                        n.most,
+                    ]);
                 }
-                let reply: Vec<i64> = inv
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(LimitStoreError::backend)?;
-                if reply.len() != 4 * needed.len() {
-                    return Err(LimitStoreError::backend(format!(
-                        "unexpected script reply of {} items",
-                        reply.len()
-                    )));
+                let (mut reply, groups) = redis
+                    .invoke_per_slot(&conn, take_script(), &now, &keys, &args, 4)
+                    .await?;
+                if groups.len() > 1 {
+                    // Slots that took their share give it back if another
+                    // refused: all or nothing, as on one server.
+                    let refused: Vec<bool> = groups
+                        .iter()
+                        .map(|g| g.iter().any(|&i| reply[4 * i] != 1))
+                        .collect();
+                    if refused.contains(&true) {
+                        let mut returns = Vec::new();
+                        for (group, _) in groups.iter().zip(&refused).filter(|(_, r)| !**r) {
+                            for &i in group {
+                                let interval = args[4 * i];
+                                let taken = u64::try_from(reply[4 * i + 1]).unwrap_or(0);
+                                returns.push((keys[i].clone(), interval, taken));
+                                let held = i64::try_from(interval * taken).unwrap_or(i64::MAX);
+                                reply[4 * i + 1] = 0;
+                                reply[4 * i + 2] = reply[4 * i + 2].saturating_sub(held).max(0);
+                            }
+                        }
+                        redis.give_back(&conn, &returns).await?;
+                    }
                 }
                 let num = |v: i64| u64::try_from(v).unwrap_or(0);
                 Ok(reply
@@ -540,34 +537,14 @@ async fn give_back(inner: &Inner, age: u64) {
             } else {
                 [0; 32]
             };
-            // One key per script (Redis Cluster), all in one pipeline.
-            let now = redis.now_arg();
-            let mut pipe = redis::pipe();
-            for (key, quota, tokens) in &returns {
-                let q = quota.rounded_to_micros();
-                pipe.cmd("EVALSHA")
-                    .arg(give_back_script().get_hash())
-                    .arg(1)
-                    .arg(key.finish(&names))
-                    .arg(&now)
-                    .arg(q.interval_nanos() / 1000)
-                    .arg(*tokens)
-                    .ignore();
-            }
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                    // Loaded once per server; then sent again.
-                    give_back_script()
-                        .load_async(&mut conn)
-                        .await
-                        .map_err(LimitStoreError::backend)?;
-                    pipe.query_async::<()>(&mut conn)
-                        .await
-                        .map_err(LimitStoreError::backend)
-                }
-                Err(e) => Err(LimitStoreError::backend(e)),
-            }
+            let returns: Vec<(String, u64, u64)> = returns
+                .iter()
+                .map(|(key, quota, tokens)| {
+                    let interval = quota.rounded_to_micros().interval_nanos() / 1000;
+                    (key.finish(&names), interval, *tokens)
+                })
+                .collect();
+            redis.give_back(&conn, &returns).await
         })
         .await;
     if let Err(err) = result {

@@ -16,15 +16,25 @@
 //! buckets in debt.
 //!
 //! The connection is a multiplexed `redis::aio::ConnectionManager` (one TCP
-//! connection shared by all tasks, reconnecting by itself), opened at the
-//! first check. Every check is bounded by a timeout; after a failure the store
-//! answers [`LimitStoreError::Down`] at once for a retry interval instead of
-//! making every request wait. What the limiter does then is its
+//! connection shared by all tasks, reconnecting by itself), or on a cluster
+//! a `redis::cluster_async::ClusterConnection` (one such connection per
+//! node), opened at the first check. Every check is bounded by a timeout;
+//! after a failure the store answers [`LimitStoreError::Down`] at once for a
+//! retry interval instead of making every request wait. What the limiter does then is its
 //! [`OnStoreError`](crate::OnStoreError) policy.
 //!
-//! The script touches several keys at once, so on Redis Cluster all rules of
-//! a request must hash to one slot: put a hash tag in the prefix
-//! (`{rl}`) if you use a cluster.
+//! **Redis Cluster.** [`RedisStore::open`] with a `redis+cluster://` URL
+//! listing some of the nodes (`redis+cluster://h1:6379,h2:6379`), or
+//! [`RedisStore::open_cluster`] with node URLs, talks to a cluster
+//! (following its slot map and redirects). There each bucket key carries
+//! its own hash tag, `prefix:{rule:value}`, so the buckets spread over the
+//! nodes and one bucket is always one slot. A script only ever touches keys
+//! of one slot: the buckets of a request are checked by one script per slot
+//! (all at once), each atomic on its slot; if one slot refuses, the tokens
+//! the others took are given back. So the instances still never admit more
+//! than a quota; while the give-back is under way a concurrent request may
+//! be refused by a bucket that will have room again. A prefix with its own
+//! hash tag (`{rl}`) puts every key on one slot, one script per request.
 //!
 //! **Key names reveal no user name.** A bucket counted by user (or by an
 //! application's own key function) is named by a keyed BLAKE3 digest of the
@@ -48,7 +58,9 @@ use std::{
 
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
-    Client, Script,
+    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster_async::ClusterConnection,
+    Client, ConnectionInfo, IntoConnectionInfo, Script,
 };
 use tokio::sync::OnceCell;
 
@@ -146,6 +158,27 @@ end
 return {1, tat - now, 0}
 ";
 
+/// Gives back unspent tokens of one bucket. ARGV: now (see [`NOW`]), the
+/// refill interval in microseconds, the tokens. The arrival time moves back,
+/// never before now.
+const GIVE_BACK: &str = r"
+local interval = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+local new = tat - tokens * interval
+if new > now then
+  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000))
+elseif tat > 0 then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
+fn give_back_script() -> &'static Script {
+    static S: OnceLock<Script> = OnceLock::new();
+    S.get_or_init(|| Script::new(&format!("{NOW}{GIVE_BACK}")))
+}
+
 fn charge_script() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
     S.get_or_init(|| Script::new(&format!("{NOW}{CHARGE}")))
@@ -172,7 +205,7 @@ fn check_all_script() -> &'static Script {
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    client: Client,
+    client: Server,
     prefix: Arc<str>,
     timeout: Duration,
     retry_interval: Duration,
@@ -182,8 +215,134 @@ pub struct RedisStore {
     names: Arc<Names>,
 }
 
+/// One server, or a cluster.
+#[derive(Clone)]
+enum Server {
+    Single(Client),
+    /// The nodes given; the client is built at connection time, with the
+    /// store's timeout.
+    Cluster {
+        nodes: Arc<[ConnectionInfo]>,
+        /// CA certificates (PEM) for `rediss://` nodes.
+        ca_pem: Option<Arc<[u8]>>,
+    },
+}
+
+impl Server {
+    fn cluster_client(
+        nodes: &[ConnectionInfo],
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<ClusterClient, LimitStoreError> {
+        let builder = ClusterClientBuilder::new(nodes.to_vec())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(CLUSTER_RETRIES);
+        #[cfg(feature = "tls")]
+        let builder = match ca_pem {
+            Some(pem) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            }),
+            None => builder,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = ca_pem;
+        builder.build().map_err(|e| LimitStoreError::backend(e))
+    }
+}
+
+/// The connection to a [`Server`]; either is multiplexed, cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Redirects (`MOVED`, `ASK`) a cluster command may follow within a check's
+/// timeout: enough for a slot that moved or a replica promoted.
+const CLUSTER_RETRIES: u32 = 2;
+
+/// The URL schemes of a cluster: `redis+cluster://` and `rediss+cluster://`.
+fn cluster_scheme(url: &str) -> Option<(&'static str, &str)> {
+    if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        Some(("redis", rest))
+    } else {
+        url.strip_prefix("rediss+cluster://")
+            .map(|rest| ("rediss", rest))
+    }
+}
+
+/// The node URLs of `scheme+cluster://[user:pass@]h1:p1,h2:p2[/db][?query]`:
+/// `scheme://[user:pass@]h1:p1[/db][?query]` and so on.
+fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>, LimitStoreError> {
+    let (authority, tail) = rest
+        .find(['/', '?'])
+        .map_or((rest, ""), |i| rest.split_at(i));
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((user, hosts)) => (Some(user), hosts),
+        None => (None, authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|host| match user {
+            Some(user) => format!("{scheme}://{user}@{host}{tail}"),
+            None => format!("{scheme}://{host}{tail}"),
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err(LimitStoreError::backend("a cluster URL names no node"));
+    }
+    Ok(nodes)
+}
+
+/// The part of `key` Redis Cluster hashes: the first non-empty `{...}`,
+/// else the whole key. Keys with the same tag are on the same slot.
+pub(crate) fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
 struct Shared {
-    conn: OnceCell<ConnectionManager>,
+    conn: OnceCell<Connection>,
     /// `QuantaClock` time before which no attempt is made after a failure.
     down_until: AtomicU64,
 }
@@ -200,20 +359,22 @@ struct RedisCheck {
 pub(crate) struct KeyName {
     pub(crate) head: String,
     pub(crate) hidden: Option<String>,
+    /// `}` closing the bucket's hash tag on a cluster, else empty.
+    pub(crate) tail: &'static str,
 }
 
 impl KeyName {
     pub(crate) fn finish(&self, names: &[u8; 32]) -> String {
-        let Some(hidden) = &self.hidden else {
-            return self.head.clone();
-        };
-        let digest = blake3::keyed_hash(names, hidden.as_bytes());
-        let mut key = String::with_capacity(self.head.len() + 32);
+        let mut key = String::with_capacity(self.head.len() + 33);
         key.push_str(&self.head);
-        for b in &digest.as_bytes()[..16] {
-            use std::fmt::Write;
-            let _ = write!(key, "{b:02x}");
+        if let Some(hidden) = &self.hidden {
+            let digest = blake3::keyed_hash(names, hidden.as_bytes());
+            for b in &digest.as_bytes()[..16] {
+                use std::fmt::Write;
+                let _ = write!(key, "{b:02x}");
+            }
         }
+        key.push_str(self.tail);
         key
     }
 }
@@ -235,9 +396,59 @@ const NAMES_REFRESH_NANOS: u64 = 10_000_000_000;
 impl RedisStore {
     /// A store for the server at `url` (`redis://host:port/db`), with prefix
     /// `rl`. Nothing is connected until the first check.
+    ///
+    /// A `redis+cluster://` (or `rediss+cluster://`) URL is a Redis
+    /// Cluster: it lists some of its nodes, comma-separated, each with the
+    /// same credentials, as in
+    /// `redis+cluster://user:password@10.0.0.1:6379,10.0.0.2:6379`; the
+    /// other nodes are found from them (see [`open_cluster`](Self::open_cluster)).
     pub fn open(url: &str) -> Result<Self, LimitStoreError> {
-        let client = Client::open(url).map_err(LimitStoreError::backend)?;
-        Ok(Self::from_client(client))
+        if let Some((scheme, rest)) = cluster_scheme(url) {
+            return Self::cluster(cluster_nodes(scheme, rest)?, None);
+        }
+        let client = Client::open(url).map_err(|e| LimitStoreError::backend(e))?;
+        Ok(Self::from_client(Server::Single(client)))
+    }
+
+    /// A store for the Redis Cluster of which `nodes` (`redis://host:port`
+    /// URLs, or `rediss://`) are members; one reachable node is enough to
+    /// find the others. Bucket keys are hash-tagged per bucket and every
+    /// script touches one slot (see the [module docs](crate::RedisStore)).
+    /// Nothing is connected until the first check.
+    pub fn open_cluster<I>(nodes: I) -> Result<Self, LimitStoreError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Self::cluster(nodes, None)
+    }
+
+    fn cluster<I>(nodes: I, ca_pem: Option<&[u8]>) -> Result<Self, LimitStoreError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Arc<[ConnectionInfo]> = nodes
+            .into_iter()
+            .map(|n| n.as_ref().into_connection_info())
+            .collect::<Result<_, _>>()
+            .map_err(|e| LimitStoreError::backend(e))?;
+        if nodes.is_empty() {
+            return Err(LimitStoreError::backend(
+                "a cluster needs at least one node",
+            ));
+        }
+        // Built once now to refuse a bad configuration early.
+        Server::cluster_client(&nodes, ca_pem, DEFAULT_REDIS_TIMEOUT)?;
+        Ok(Self::from_client(Server::Cluster {
+            nodes,
+            ca_pem: ca_pem.map(Arc::from),
+        }))
+    }
+
+    /// Whether this is a store on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.client, Server::Cluster { .. })
     }
 
     /// Like [`open`](Self::open) for a `rediss://` URL whose server
@@ -247,15 +458,18 @@ impl RedisStore {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn open_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, LimitStoreError> {
+        if let Some((scheme, rest)) = cluster_scheme(url) {
+            return Self::cluster(cluster_nodes(scheme, rest)?, Some(ca_pem));
+        }
         let certs = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(ca_pem.to_vec()),
         };
-        let client = Client::build_with_tls(url, certs).map_err(LimitStoreError::backend)?;
-        Ok(Self::from_client(client))
+        let client = Client::build_with_tls(url, certs).map_err(|e| LimitStoreError::backend(e))?;
+        Ok(Self::from_client(Server::Single(client)))
     }
 
-    fn from_client(client: Client) -> Self {
+    fn from_client(client: Server) -> Self {
         Self {
             client,
             prefix: "rl".into(),
@@ -328,12 +542,130 @@ impl RedisStore {
 
     /// The Redis key of `bucket`, `prefix:name:value`, with a user-chosen
     /// value still to be replaced by its digest ([`KeyName::finish`]).
+    /// On a cluster, `prefix:{name:value}`: the bucket is its own hash tag.
     pub(crate) fn key_of(&self, bucket: &Bucket<'_>) -> KeyName {
         let mut head = String::with_capacity(self.prefix.len() + 48);
         head.push_str(&self.prefix);
         head.push(':');
+        let tail = if self.is_cluster() {
+            head.push('{');
+            "}"
+        } else {
+            ""
+        };
         let hidden = bucket.write_key_hiding_names(&mut head);
-        KeyName { head, hidden }
+        KeyName { head, hidden, tail }
+    }
+
+    /// The indices of `keys` in groups a script may touch together: all of
+    /// them on one server; those of one slot on a cluster (by hash tag).
+    pub(crate) fn slot_groups(&self, keys: &[String]) -> Vec<Vec<usize>> {
+        if !self.is_cluster() {
+            return vec![(0..keys.len()).collect()];
+        }
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let tag = hash_tag(key);
+            match groups.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((tag, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
+    }
+
+    /// Gives back `tokens` to each bucket `key` whose refill interval is
+    /// `interval_micros`: one script per bucket, one pipeline per slot.
+    pub(crate) async fn give_back(
+        &self,
+        conn: &Connection,
+        returns: &[(String, u64, u64)],
+    ) -> Result<(), LimitStoreError> {
+        let now = self.now_arg();
+        let returns: Vec<&(String, u64, u64)> = returns.iter().filter(|r| r.2 > 0).collect();
+        let keys: Vec<String> = returns.iter().map(|(k, ..)| k.clone()).collect();
+        let pipes = self.slot_groups(&keys).into_iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for i in group {
+                let (key, interval, tokens) = returns[i];
+                pipe.cmd("EVALSHA")
+                    .arg(give_back_script().get_hash())
+                    .arg(1)
+                    .arg(key)
+                    .arg(&now)
+                    .arg(*interval)
+                    .arg(*tokens)
+                    .ignore();
+            }
+            let mut conn = conn.clone();
+            async move {
+                match pipe.query_async::<()>(&mut conn).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                        // Loaded once per server (every primary of a
+                        // cluster); then sent again.
+                        give_back_script()
+                            .load_async(&mut conn)
+                            .await
+                            .map_err(|e| LimitStoreError::backend(e))?;
+                        pipe.query_async::<()>(&mut conn)
+                            .await
+                            .map_err(|e| LimitStoreError::backend(e))
+                    }
+                    Err(e) => Err(LimitStoreError::backend(e)),
+                }
+            }
+        });
+        futures_util::future::try_join_all(pipes).await.map(|_| ())
+    }
+
+    /// Runs `script` over `keys`, with `args` (per key, `width` arguments
+    /// after now) and a reply of `width` numbers per key: once for all of
+    /// them on one server, once per slot at the same time on a cluster.
+    /// Returns the replies in the order of `keys`, and the groups of keys
+    /// that went together (each group atomic).
+    pub(crate) async fn invoke_per_slot(
+        &self,
+        conn: &Connection,
+        script: &Script,
+        now: &str,
+        keys: &[String],
+        args: &[u64],
+        width: usize,
+    ) -> Result<(Vec<i64>, Vec<Vec<usize>>), LimitStoreError> {
+        let groups = self.slot_groups(keys);
+        let calls = groups.iter().map(|group| {
+            let mut inv = script.prepare_invoke();
+            inv.arg(now);
+            for &i in group {
+                inv.key(&keys[i]);
+                for a in &args[i * width..(i + 1) * width] {
+                    inv.arg(*a);
+                }
+            }
+            let mut conn = conn.clone();
+            async move {
+                let reply: Vec<i64> = inv
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| LimitStoreError::backend(e))?;
+                if reply.len() != width * group.len() {
+                    return Err(LimitStoreError::backend(format!(
+                        "unexpected script reply of {} items",
+                        reply.len()
+                    )));
+                }
+                Ok(reply)
+            }
+        });
+        let replies = futures_util::future::try_join_all(calls).await?;
+        let mut out = vec![0; width * keys.len()];
+        for (group, reply) in groups.iter().zip(replies) {
+            for (&i, r) in group.iter().zip(reply.chunks_exact(width)) {
+                out[i * width..(i + 1) * width].copy_from_slice(r);
+            }
+        }
+        Ok((out, groups))
     }
 
     /// The digest key of names: the configured one, else the secret stored
@@ -341,7 +673,7 @@ impl RedisStore {
     /// every 10 s).
     pub(crate) async fn names_key(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Connection,
     ) -> Result<[u8; 32], LimitStoreError> {
         if let Some(key) = self.names.fixed {
             return Ok(key);
@@ -372,7 +704,7 @@ impl RedisStore {
             .arg(&name)
             .query_async(conn)
             .await
-            .map_err(LimitStoreError::backend)?;
+            .map_err(|e| LimitStoreError::backend(e))?;
         let key = blake3::derive_key(NAMES_CONTEXT, stored.as_bytes());
         *self.names.read.lock().unwrap_or_else(|e| e.into_inner()) = Some((stored, key, now));
         Ok(key)
@@ -399,10 +731,11 @@ impl RedisStore {
     ) -> Result<Decision, LimitStoreError> {
         self.guarded(async {
             let mut conn = self.connection().await?;
-            let key = match key.hidden {
-                Some(_) => key.finish(&self.names_key(&mut conn).await?),
-                None => key.head,
+            let names = match key.hidden {
+                Some(_) => self.names_key(&mut conn).await?,
+                None => [0; 32],
             };
+            let key = key.finish(&names);
             let q = quota.rounded_to_micros();
             let max_debt = u64::try_from(max_debt.as_micros()).unwrap_or(u64::MAX / 2);
             let reply: Vec<i64> = charge_script()
@@ -414,7 +747,7 @@ impl RedisStore {
                 .arg(max_debt)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(LimitStoreError::backend)?;
+                .map_err(|e| LimitStoreError::backend(e))?;
             let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
             match reply[..] {
                 [1, reset, _] => Ok(Decision::allowed(q, micros(reset))),
@@ -452,7 +785,8 @@ impl RedisStore {
         result
     }
 
-    /// Checks every bucket in one atomic round trip; see [`CHECK_ALL`].
+    /// Checks every bucket in one atomic round trip (one per slot on a
+    /// cluster, see the [module docs](crate::RedisStore)); see [`CHECK_ALL`].
     async fn run(&self, checks: &[RedisCheck], now: String) -> Result<Decisions, LimitStoreError> {
         let mut conn = self.connection().await?;
         // Only buckets named by a user-chosen identifier need the key.
@@ -461,27 +795,37 @@ impl RedisStore {
         } else {
             [0; 32]
         };
-        let mut inv = check_all_script().prepare_invoke();
-        inv.arg(now);
-        let mut quotas = Vec::with_capacity(checks.len());
-        for c in checks {
-            let q = c.quota.rounded_to_micros();
-            let interval = q.interval_nanos() / 1000;
-            inv.key(c.key.finish(&names))
-                .arg(interval)
-                .arg(q.tau_nanos() / 1000)
-                .arg(c.cost.min(q.burst()));
-            quotas.push(q);
+        let keys: Vec<String> = checks.iter().map(|c| c.key.finish(&names)).collect();
+        let quotas: Vec<Quota> = checks.iter().map(|c| c.quota.rounded_to_micros()).collect();
+        let mut args = Vec::with_capacity(3 * checks.len());
+        for (c, q) in checks.iter().zip(&quotas) {
+            args.extend([
+                q.interval_nanos() / 1000,
+                q.tau_nanos() / 1000,
+                u64::from(c.cost.min(q.burst())),
+            ]);
         }
-        let reply: Vec<i64> = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(LimitStoreError::backend)?;
-        if reply.len() != 3 * checks.len() {
-            return Err(LimitStoreError::backend(format!(
-                "unexpected script reply of {} items",
-                reply.len()
-            )));
+        let (mut reply, groups) = self
+            .invoke_per_slot(&conn, check_all_script(), &now, &keys, &args, 3)
+            .await?;
+        if groups.len() > 1 {
+            // Slots that took their costs give them back if another refused.
+            let refused: Vec<bool> = groups
+                .iter()
+                .map(|g| g.iter().any(|&i| reply[3 * i] != 1))
+                .collect();
+            if refused.contains(&true) {
+                let mut returns = Vec::new();
+                for (group, _) in groups.iter().zip(&refused).filter(|(_, r)| !**r) {
+                    for &i in group {
+                        let (interval, cost) = (args[3 * i], args[3 * i + 2]);
+                        returns.push((keys[i].clone(), interval, cost));
+                        let taken = i64::try_from(interval * cost).unwrap_or(i64::MAX);
+                        reply[3 * i + 1] = reply[3 * i + 1].saturating_sub(taken).max(0);
+                    }
+                }
+                self.give_back(&conn, &returns).await?;
+            }
         }
         let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
         Ok(reply
@@ -497,24 +841,37 @@ impl RedisStore {
             .collect())
     }
 
-    pub(crate) async fn connection(&self) -> Result<ConnectionManager, LimitStoreError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            // No retry loop inside a check (its backoff starts at 1 s): a
-            // failed attempt fails the check, and the retry interval above
-            // paces the next attempt.
-            .set_number_of_retries(0);
+    pub(crate) async fn connection(&self) -> Result<Connection, LimitStoreError> {
         let conn = self
             .shared
             .conn
             .get_or_try_init(|| async {
-                match tokio::time::timeout(
-                    self.timeout,
-                    ConnectionManager::new_with_config(self.client.clone(), config),
-                )
-                .await
-                {
+                let opened = match &self.client {
+                    Server::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(self.timeout)
+                            .set_response_timeout(self.timeout)
+                            // No retry loop inside a check (its backoff
+                            // starts at 1 s): a failed attempt fails the
+                            // check, and the retry interval above paces the
+                            // next attempt.
+                            .set_number_of_retries(0);
+                        tokio::time::timeout(
+                            self.timeout,
+                            ConnectionManager::new_with_config(client.clone(), config),
+                        )
+                        .await
+                        .map(|r| r.map(Connection::Single))
+                    }
+                    Server::Cluster { nodes, ca_pem } => {
+                        let client =
+                            Server::cluster_client(nodes, ca_pem.as_deref(), self.timeout)?;
+                        tokio::time::timeout(self.timeout, client.get_async_connection())
+                            .await
+                            .map(|r| r.map(Connection::Cluster))
+                    }
+                };
+                match opened {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(LimitStoreError::backend(e)),
                     Err(_) => Err(LimitStoreError::Timeout),
@@ -550,12 +907,63 @@ impl RateLimitStore for RedisStore {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("server", &self.client.get_connection_info().addr)
-            .field("prefix", &self.prefix)
+        let mut d = f.debug_struct("RedisStore");
+        match &self.client {
+            Server::Single(client) => d.field("server", &client.get_connection_info().addr),
+            Server::Cluster { nodes, .. } => d.field(
+                "cluster",
+                &nodes.iter().map(|n| n.addr.to_string()).collect::<Vec<_>>(),
+            ),
+        };
+        d.field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("retry_interval", &self.retry_interval)
             .field("clock", &self.clock)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_lists_its_nodes_with_one_set_of_credentials() {
+        let (scheme, rest) =
+            cluster_scheme("redis+cluster://u:p@a:7000,b:7001/0?protocol=resp3").unwrap();
+        assert_eq!(
+            cluster_nodes(scheme, rest).unwrap(),
+            [
+                "redis://u:p@a:7000/0?protocol=resp3",
+                "redis://u:p@b:7001/0?protocol=resp3"
+            ]
+        );
+        let (scheme, rest) = cluster_scheme("rediss+cluster://[::1]:7000").unwrap();
+        assert_eq!(
+            cluster_nodes(scheme, rest).unwrap(),
+            ["rediss://[::1]:7000"]
+        );
+        assert!(cluster_scheme("redis://a:6379").is_none());
+        assert!(cluster_nodes("redis", "").is_err());
+        let store = RedisStore::open("redis+cluster://a:7000,b:7001").unwrap();
+        assert!(store.is_cluster());
+        assert!(!RedisStore::open("redis://a:6379").unwrap().is_cluster());
+    }
+
+    #[test]
+    fn the_hash_tag_is_the_first_non_empty_braces() {
+        assert_eq!(hash_tag("rl:{user:u:ab}"), "user:u:ab");
+        assert_eq!(hash_tag("{rl}:{user:u:ab}"), "rl");
+        assert_eq!(hash_tag("rl:{}:x{y}"), "rl:{}:x{y}");
+        assert_eq!(hash_tag("rl:names-key"), "rl:names-key");
+    }
+
+    #[test]
+    fn slot_groups_split_by_tag_only_on_a_cluster() {
+        let keys: Vec<String> = ["p:{a:1}", "p:{b:2}", "p:{a:1}"].map(String::from).to_vec();
+        let cluster = RedisStore::open_cluster(["redis://a:7000"]).unwrap();
+        assert_eq!(cluster.slot_groups(&keys), [vec![0, 2], vec![1]]);
+        let single = RedisStore::open("redis://a:6379").unwrap();
+        assert_eq!(single.slot_groups(&keys), [vec![0, 1, 2]]);
     }
 }

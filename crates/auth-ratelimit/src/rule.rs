@@ -28,7 +28,7 @@ pub enum KeyBy {
     /// The API key's id ([`AuthContext::key_id`]).
     ApiKey,
     /// The client IP: the socket peer, or what trusted proxies forwarded (see
-    /// [`TrustedProxies`](auth_core::TrustedProxies)). IPv6 clients are grouped by network prefix (/64
+    /// [`TrustedProxies`](auth_core::client_ip::TrustedProxies)). IPv6 clients are grouped by network prefix (/64
     /// by default, see `RateLimiterBuilder::ipv6_prefix`), since one
     /// subscriber usually holds a whole /64.
     Ip,

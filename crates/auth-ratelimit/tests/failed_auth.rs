@@ -7,10 +7,10 @@ mod support;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use auth_core::TrustedProxies;
+use auth_core::client_ip::TrustedProxies;
 use auth_core::{
-    audit::AuditLog, audit::AuditQuery, response::ErrorFormat, KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey,
-    Principal, ScopeSet, Verifier,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, response::ErrorFormat, KeyIssuer,
+    MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{clock::FakeClock, FailedAuthLimiter, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;

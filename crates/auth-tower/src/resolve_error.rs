@@ -52,11 +52,11 @@ mod tests {
 
     #[test]
     fn source_is_the_cause() {
-        let e = ResolveError::from(auth_core::StoreError::NotFound);
+        let e = ResolveError::from(auth_core::store::StoreError::NotFound);
         let source = e.source().expect("a source");
         assert!(matches!(
-            source.downcast_ref::<auth_core::StoreError>(),
-            Some(auth_core::StoreError::NotFound)
+            source.downcast_ref::<auth_core::store::StoreError>(),
+            Some(auth_core::store::StoreError::NotFound)
         ));
 
         let e = ResolveError::new(format!("shard {} unreachable", 3));

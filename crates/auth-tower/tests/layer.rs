@@ -13,10 +13,11 @@ use std::{
 
 use async_trait::async_trait;
 use auth_core::{
-    token::mint_token, AuditEvent, audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, AuthContext, store::ChangeFeed,
-    policy::CreditSpend, response::ErrorFormat, KeyId, KeyIssuer, store::KeyRecord, KeyStore, store::KeyUpdate, store::KeyUse,
-    audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher,
-    store::StoreError, TokenPrefix, Verifier,
+    audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, audit::MemoryAuditLog,
+    policy::CreditSpend, response::ErrorFormat, store::ChangeFeed, store::KeyRecord,
+    store::KeyUpdate, store::KeyUse, store::StoreError, token::mint_token, AuditEvent, AuthContext,
+    KeyId, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet,
+    SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::{
     AuthLayer, AuthMakeSpan, AuthRealm, CredentialSource, RenderAuthError, ResolveError, Subject,

@@ -13,6 +13,8 @@
 //!   [`KeyStore`](auth_core::KeyStore) implementation.
 //! - [`stores`]: [`TestStore`](stores::TestStore), a key store to count
 //!   reads on, take down, silence or hold mid-write.
+//! - [`redis_cluster`]: a local three-node Redis Cluster, started and
+//!   stopped by the test.
 //!
 //! Not published, and only ever a dev-dependency: [`fixtures`] use
 //! `SecretHasher::for_tests`, which is behind auth-core's `test-util`
@@ -23,6 +25,7 @@ pub mod conformance;
 mod eventually;
 pub mod fixtures;
 pub mod logs;
+pub mod redis_cluster;
 pub mod services;
 pub mod stores;
 

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthError, ErrorFormat, TrustedProxies};
+use auth_core::{client_ip::TrustedProxies, response::ErrorFormat, AuthError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
@@ -124,7 +124,7 @@ impl FailedAuthLimiter {
         FailedAuthLayer::new(self.clone())
     }
 
-    /// The client address `req` is counted under: the [`ClientIp`](auth_core::ClientIp) an
+    /// The client address `req` is counted under: the [`ClientIp`](auth_core::client_ip::ClientIp) an
     /// earlier component left, else the socket peer
     /// ([`RequestInfo::peer_addr`]) or what the trusted proxies forwarded.
     /// `None` without a peer address: such a request is not limited.

@@ -83,9 +83,9 @@
 //! [`FailedAuthLayer`]: crate::FailedAuthLayer
 //! [`FailedAuthLayer::pass_cached`]: crate::FailedAuthLayer::pass_cached
 //! [`OnStoreError`]: crate::OnStoreError
-//! [`ClientIp`]: auth_core::ClientIp
-//! [`TrustedProxies`]: auth_core::TrustedProxies
-//! [`ErrorFormat`]: auth_core::ErrorFormat
+//! [`ClientIp`]: auth_core::client_ip::ClientIp
+//! [`TrustedProxies`]: auth_core::client_ip::TrustedProxies
+//! [`ErrorFormat`]: auth_core::response::ErrorFormat
 
 mod future;
 pub(crate) mod layer;

@@ -5,7 +5,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use auth_core::ClientIp;
+use auth_core::client_ip::ClientIp;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tower_service::Service;

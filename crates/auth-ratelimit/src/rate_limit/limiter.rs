@@ -12,7 +12,8 @@ use std::{
 };
 
 use auth_core::{
-    KeyStore, AuthContext, AuthError, policy::CreditSpend, response::ErrorFormat, audit::RefusedFor, RejectReason,
+    audit::RefusedFor, policy::CreditSpend, response::ErrorFormat, AuthContext, AuthError,
+    KeyStore, RejectReason,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -38,7 +39,7 @@ use crate::{
 ///
 /// ```
 /// use auth_ratelimit::{headers::HeaderStyle, Quota, RateLimiter, Rule};
-/// use auth_core::TrustedProxies;
+/// use auth_core::client_ip::TrustedProxies;
 /// use http::Method;
 ///
 /// let limiter = RateLimiter::builder()

@@ -38,7 +38,7 @@
 //! # let _ = serve; }
 //! ```
 //!
-//! [`ErrorFormat`]: auth_core::ErrorFormat
+//! [`ErrorFormat`]: auth_core::response::ErrorFormat
 //! [`RateLimiter`]: crate::RateLimiter
 //! [`RateLimitLayer`]: crate::RateLimitLayer
 

@@ -3,7 +3,7 @@
 
 use std::{ffi::OsString, future::Future, net::SocketAddr, process::ExitCode};
 
-use auth_core::{client_ip::IpNet, SecretHasher, client_ip::TrustedProxies};
+use auth_core::{client_ip::IpNet, client_ip::TrustedProxies, SecretHasher};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::{
@@ -69,7 +69,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Redis URL: keep rate limits there, shared by every instance using it
-    /// (default: in memory, per instance)
+    /// (default: in memory, per instance). A Redis Cluster:
+    /// redis+cluster://HOST:PORT,HOST:PORT,... (some of its nodes)
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
     /// REST requests per hour per user

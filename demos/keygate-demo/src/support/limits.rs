@@ -165,3 +165,45 @@ fn redis_store(url: &str, prefix: &str) -> Result<auth_ratelimit::RedisStore, St
 fn no_redis(_url: &str, _prefix: &str) -> String {
     "--redis needs the `redis` cargo feature".into()
 }
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
+    use keygate_test_support::redis_cluster::RedisCluster;
+
+    use super::*;
+
+    /// `--redis` with a cluster URL: two instances share one bucket there.
+    #[tokio::test]
+    async fn redis_takes_a_cluster_url() {
+        let test = "redis_takes_a_cluster_url";
+        let Some(cluster) = RedisCluster::start(test) else {
+            return;
+        };
+        let prefix = format!("{test}:{}", std::process::id());
+        let instance = || {
+            let rules = vec![Rule::per_user("user", Quota::per_minute(3))];
+            limiter(
+                rules,
+                Some(&cluster.url()),
+                &prefix,
+                &TrustedProxies::none(),
+            )
+            .unwrap()
+        };
+        let (one, two) = (instance(), instance());
+        let ctx = AuthContext::for_key(
+            KeyId::from_u64(1),
+            "ci",
+            Principal::user("alice"),
+            ScopeSet::empty(),
+        );
+        let mut req = http::Request::get("/").body(()).unwrap();
+        req.extensions_mut().insert(ctx);
+        let mut admitted = 0;
+        for limiter in [&one, &two, &one, &two, &one, &two] {
+            admitted += usize::from(limiter.check(&req).await.is_ok());
+        }
+        assert_eq!(admitted, 3);
+    }
+}
