@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use auth_axum::SecretScanning;
 use auth_core::{
-    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, policy::CreditSpend,
-    store::ChangeFeed, store::KeyRecord, store::KeyUpdate, store::KeyUse, store::StoreError,
-    IssuedKey, KeyId, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal, RejectReason,
-    ScopeSet, SecretHasher, TokenPrefix,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, IssuedKey, KeyIssuer, KeyStore,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix,
 };
 use axum::{body::Body, http::Request, Router};
 use base64::Engine;
@@ -19,7 +17,6 @@ use p256::{
     pkcs8::{EncodePublicKey, LineEnding},
 };
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tower::ServiceExt;
 
 const KEY_A: &str = "a1b2c3";

@@ -14,10 +14,8 @@ use std::{
 use async_trait::async_trait;
 use auth_core::{
     audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, audit::MemoryAuditLog,
-    policy::CreditSpend, response::ErrorFormat, store::ChangeFeed, store::KeyRecord,
-    store::KeyUpdate, store::KeyUse, store::StoreError, token::mint_token, AuditEvent, AuthContext,
-    KeyId, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet,
-    SecretHasher, TokenPrefix, Verifier,
+    response::ErrorFormat, token::mint_token, AuditEvent, AuthContext, KeyId, KeyIssuer, KeyStore,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::{
     AuthLayer, AuthMakeSpan, AuthRealm, CredentialSource, RenderAuthError, ResolveError, Subject,
@@ -29,7 +27,6 @@ use http::{header, HeaderName, StatusCode};
 use http_body_util::BodyExt;
 use keygate_test_support::{fixtures, logs::CapturedLogs, stores::TestStore};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
