@@ -45,7 +45,7 @@ use std::{
 };
 
 use auth_core::{
-    KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    audit::MemoryAuditLog, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
     TokenPrefix, Verifier,
 };
 use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};

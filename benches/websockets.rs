@@ -30,8 +30,8 @@ use auth_axum::AuthenticatedUpgrade;
 use auth_core::{
     jwt::{JwtAuthority, MasterKey},
     store::KeyUpdate,
-    KeyIssuer, KeyStore, NewKey, Principal, ScopeSet, SecretHasher, store::SqliteKeyStore, TokenPrefix,
-    Verifier,
+    store::SqliteKeyStore,
+    KeyIssuer, KeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{

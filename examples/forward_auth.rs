@@ -36,7 +36,7 @@ use auth_axum::{
     RequireScopeLayer,
 };
 use auth_core::{
-    store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix, client_ip::TrustedProxies,
+    client_ip::TrustedProxies, store::open_store, Keys, NewKey, Principal, ScopeSet, TokenPrefix,
 };
 use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, RedisStore, Rule};
 use auth_tower::AuthLayer;

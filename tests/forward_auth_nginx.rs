@@ -15,8 +15,8 @@ use auth_axum::{
     RequireScopeLayer,
 };
 use auth_core::{
-    audit::AuditLog, audit::AuditQuery, Keys, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
-    TokenPrefix, client_ip::TrustedProxies,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, client_ip::TrustedProxies, Keys,
+    MemoryKeyStore, NewKey, Principal, ScopeSet, TokenPrefix,
 };
 use auth_ratelimit::{HeaderStyle, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;

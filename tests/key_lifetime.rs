@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
 use auth_core::{
-    audit::AuditLog, KeyIssuer, Keys, clock::FakeClock, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal,
-    ScopeSet, SecretHasher, TokenPrefix,
+    audit::AuditLog, audit::MemoryAuditLog, clock::FakeClock, KeyIssuer, Keys, MemoryKeyStore,
+    NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
 };
 use auth_tower::AuthLayer;
 use axum::{body::Body, http::Request, Router};

@@ -2,11 +2,7 @@
 //! no socket): create, list, show, revoke, rotate with grace, activity,
 //! validation, ownership, error formats and store outages.
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use auth_axum::{
@@ -14,10 +10,10 @@ use auth_axum::{
     RequireScopeLayer,
 };
 use auth_core::{
-    token::mint_token, audit::AuditLog, audit::AuditQuery, policy::Credits, response::ErrorFormat, KeyId,
-    KeyIssuer, policy::KeyPolicy, policy::KeyRateLimit, KeyStore, audit::MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, policy::Refill, policy::RefillEvery, RejectReason, ScopeSet, SecretHasher,
-    TokenPrefix, Verifier,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, policy::Credits, policy::KeyPolicy,
+    policy::KeyRateLimit, policy::Refill, policy::RefillEvery, response::ErrorFormat,
+    token::mint_token, KeyId, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal, RejectReason,
+    ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -34,7 +30,6 @@ use time::OffsetDateTime;
 use tower::ServiceExt;
 
 const SCOPES: [&str; 3] = ["read", "write", "tokens:manage"];
-
 
 /// A session-style owner: the user named by a header an upstream proxy
 /// sets, who may grant `read` and `write`. No `AuthLayer` needed.

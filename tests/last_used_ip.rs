@@ -9,8 +9,8 @@ use std::{
 };
 
 use auth_core::{
-    KeyId, KeyIssuer, policy::KeyPolicy, KeyStore, NewKey, Principal, ScopeSet, SecretHasher,
-    store::SqliteKeyStore, TokenPrefix, client_ip::TrustedProxies, Verifier,
+    client_ip::TrustedProxies, policy::KeyPolicy, store::SqliteKeyStore, KeyId, KeyIssuer,
+    KeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{body::Body, extract::ConnectInfo, http::Request, routing::get, Router};

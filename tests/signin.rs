@@ -10,7 +10,8 @@ use keygate_demo::server;
 use std::{sync::Arc, time::Duration};
 
 use auth_core::{
-    audit::AuditOutcome, audit::AuditPage, audit::AuditQuery, clock::FakeClock, RejectReason, SecretHasher, clock::WallClock,
+    audit::AuditOutcome, audit::AuditPage, audit::AuditQuery, clock::FakeClock, clock::WallClock,
+    RejectReason, SecretHasher,
 };
 use reqwest::{header, redirect::Policy, StatusCode};
 use serde_json::Value;

@@ -13,8 +13,8 @@ use std::{
 };
 
 use auth_core::{
-    KeyIssuer, NewKey, store::PostgresKeyStore, store::PostgresOptions, Principal, ScopeSet, SecretHasher,
-    TokenPrefix,
+    store::PostgresKeyStore, store::PostgresOptions, KeyIssuer, NewKey, Principal, ScopeSet,
+    SecretHasher, TokenPrefix,
 };
 use auth_ratelimit::{Bucket, Quota, RateLimitStore, RedisStore};
 use keygate_test_support::services::skip;

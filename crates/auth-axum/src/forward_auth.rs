@@ -58,7 +58,8 @@ use std::{
 };
 
 use auth_core::{
-    AuthContext, AuthError, client_ip::ClientIp, ErrorCode, response::ErrorFormat, RejectReason, client_ip::TrustedProxies,
+    client_ip::ClientIp, client_ip::TrustedProxies, response::ErrorFormat, AuthContext, AuthError,
+    ErrorCode, RejectReason,
 };
 use axum::{
     body::Body,

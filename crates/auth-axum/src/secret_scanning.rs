@@ -43,7 +43,8 @@
 use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
 
 use auth_core::{
-    AuditSink, AuthError, client_ip::ClientIp, IssueError, KeyIssuer, revoke_by_token::RevocationSource, revoke_by_token::TokenRevocation,
+    client_ip::ClientIp, revoke_by_token::RevocationSource, revoke_by_token::TokenRevocation,
+    AuditSink, AuthError, IssueError, KeyIssuer,
 };
 use auth_tower::RenderAuthError;
 use axum::{

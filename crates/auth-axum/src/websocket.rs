@@ -10,7 +10,9 @@
 
 use std::{fmt, future::Future, net::IpAddr};
 
-use auth_core::{AuthContext, client_ip::ClientIp, watch::CredentialChange, watch::CredentialWatch, Verifier};
+use auth_core::{
+    client_ip::ClientIp, watch::CredentialChange, watch::CredentialWatch, AuthContext, Verifier,
+};
 use axum::{
     extract::{
         ws::{

@@ -14,8 +14,9 @@ use auth_axum::{
     RequireScopeLayer, ScopeRule, Scoped,
 };
 use auth_core::{
-    AccessLevel, audit::AuditLog, audit::AuditQuery, AuthContext, response::ErrorFormat, KeyIssuer, audit::MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, response::ErrorFormat, AccessLevel,
+    AuthContext, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
+    Verifier,
 };
 use auth_tower::{AuthLayer, ResolveError, Subject, SubjectDecision, SubjectResolver};
 use axum::{

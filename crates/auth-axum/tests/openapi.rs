@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use auth_axum::{admin_keys_router, keys_router, Auth, KeyAdmin, KeyManager};
 use auth_core::{
-    AuthContext, KeyId, KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet,
-    SecretHasher, TokenPrefix, Verifier,
+    audit::MemoryAuditLog, AuthContext, KeyId, KeyIssuer, MemoryKeyStore, NewKey, Principal,
+    ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{

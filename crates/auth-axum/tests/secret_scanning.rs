@@ -4,21 +4,19 @@
 use std::sync::Arc;
 
 use auth_axum::SecretScanning;
-use keygate_test_support::stores::TestStore;
 use auth_core::{
-    audit::AuditLog, audit::AuditQuery, store::ChangeFeed, policy::CreditSpend, IssuedKey, KeyId, KeyIssuer, store::KeyRecord,
-    KeyStore, store::KeyUpdate, store::KeyUse, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason,
-    ScopeSet, SecretHasher, store::StoreError, TokenPrefix,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, IssuedKey, KeyIssuer, KeyStore,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix,
 };
 use axum::{body::Body, http::Request, Router};
 use base64::Engine;
 use http_body_util::BodyExt;
+use keygate_test_support::stores::TestStore;
 use p256::{
     ecdsa::{signature::Signer, Signature, SigningKey},
     pkcs8::{EncodePublicKey, LineEnding},
 };
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tower::ServiceExt;
 
 const KEY_A: &str = "a1b2c3";
@@ -425,7 +423,8 @@ async fn the_audit_names_the_resolved_client_not_the_proxy() {
             40_000,
         ))));
     let client: std::net::IpAddr = "203.0.113.9".parse().unwrap();
-    req.extensions_mut().insert(auth_core::client_ip::ClientIp(client));
+    req.extensions_mut()
+        .insert(auth_core::client_ip::ClientIp(client));
     let (status, _) = send(&s.app, req).await;
     assert_eq!(status, 200);
     let events = s

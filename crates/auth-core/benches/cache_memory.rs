@@ -87,7 +87,9 @@ fn main() {
         }
         // Every key is now answered from the cache.
         for t in tokens.iter().step_by((n / 1000).max(1)) {
-            assert!(verifier.verify_cached_bytes(t.as_bytes(), None).is_some_and(|r| r.is_ok()));
+            assert!(verifier
+                .verify_cached_bytes(t.as_bytes(), None)
+                .is_some_and(|r| r.is_ok()));
         }
         let grown = LIVE.load(Ordering::Relaxed) - before;
         println!(

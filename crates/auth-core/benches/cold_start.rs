@@ -23,8 +23,8 @@ use std::{
 };
 
 use auth_core::{
-    hash::HashParams, KeyIssuer, store::KeyRecord, KeyStore, MemoryKeyStore, NewKey, Principal, ScopeSet,
-    SecretHasher, store::SqliteKeyStore, TokenPrefix, Verifier,
+    hash::HashParams, store::KeyRecord, store::SqliteKeyStore, KeyIssuer, KeyStore, MemoryKeyStore,
+    NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 
 const CLIENTS: usize = 32;

@@ -19,8 +19,8 @@ use std::{
 };
 
 use auth_core::{
-    token::mint_token, KeyIssuer, NewKey, token::ParsedToken, Principal, ScopeSet, SecretHasher, store::SqliteKeyStore,
-    TokenPrefix, Verifier,
+    store::SqliteKeyStore, token::mint_token, token::ParsedToken, KeyIssuer, NewKey, Principal,
+    ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 
 const PER_KIND: usize = 20_000;

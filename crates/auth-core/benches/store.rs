@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use auth_core::store::ChangeListener;
 use auth_core::*;
-use auth_core::{store::ChangeListener};
 use auth_core::{store::KeyChange, store::PostgresKeyStore, store::SqliteKeyStore};
 use criterion::{criterion_group, Criterion};
 use rand::RngCore;

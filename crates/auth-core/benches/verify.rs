@@ -6,7 +6,9 @@
 use std::{hint::black_box, sync::Arc};
 
 use auth_core::*;
-use auth_core::{hash::HashParams, store::KeyRecord, token::ParsedToken, token::SecretCheck, token::mint_token};
+use auth_core::{
+    hash::HashParams, store::KeyRecord, token::mint_token, token::ParsedToken, token::SecretCheck,
+};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use dashmap::DashMap;
 use futures_util::FutureExt;

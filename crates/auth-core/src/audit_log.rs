@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{KeyId, RejectReason, store::StoreError};
+use crate::{store::StoreError, KeyId, RejectReason};
 
 /// Whether the attempt was let through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{ser::SerializeStruct, Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{AuthError, policy::Credits, KeyId, policy::KeyPolicy, policy::KeyRateLimit, ScopeSet};
+use crate::{policy::Credits, policy::KeyPolicy, policy::KeyRateLimit, AuthError, KeyId, ScopeSet};
 
 /// A user, optionally within an organisation (tenant).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::{store::KeyMetadata, KeyStore, store::StoreError, clock::SystemClock, clock::WallClock};
+use crate::{
+    clock::SystemClock, clock::WallClock, store::KeyMetadata, store::StoreError, KeyStore,
+};
 use async_trait::async_trait;
 
 /// Default notice period: 7 days before the key expires.
@@ -202,9 +204,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_zero_interval_is_clamped_not_a_panic() {
-        let clock = Arc::new(FakeClock::new(
-            time::macros::datetime!(2026-03-01 0:00 UTC),
-        ));
+        let clock = Arc::new(FakeClock::new(time::macros::datetime!(2026-03-01 0:00 UTC)));
         let notifier =
             ExpiryNotifier::new(Arc::new(MemoryKeyStore::new()), |_k: KeyMetadata| async {
                 Ok::<(), NoticeError>(())

@@ -312,7 +312,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(matches!(h.hash(&[2; 32]).await, Err(HashError::Busy)));
-        assert!(matches!(h.verify(&[2; 32], "x").await, Err(HashError::Busy)));
+        assert!(matches!(
+            h.verify(&[2; 32], "x").await,
+            Err(HashError::Busy)
+        ));
         drop(workers);
         assert!(queued.await.unwrap().is_ok());
         assert_eq!(h.counters.waiting.load(Ordering::Acquire), 0);

@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 use crate::{
-    token::mint_token, token_format::display_hint, KeyId, policy::KeyPolicy, store::KeyRecord, KeyStore, token::ParsedToken,
-    PlaintextToken, Principal, ScopeSet, token::SecretCheck, SecretHasher, store::StoreError, clock::SystemClock,
-    TokenPrefix, clock::WallClock,
+    clock::SystemClock, clock::WallClock, policy::KeyPolicy, store::KeyRecord, store::StoreError,
+    token::mint_token, token::ParsedToken, token::SecretCheck, token_format::display_hint, KeyId,
+    KeyStore, PlaintextToken, Principal, ScopeSet, SecretHasher, TokenPrefix,
 };
 
 /// Longest key name accepted.

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::{KeyIssuer, KeyStore, SecretHasher, TokenPrefix, Verifier, VerifierBuilder, clock::WallClock};
+use crate::{
+    clock::WallClock, KeyIssuer, KeyStore, SecretHasher, TokenPrefix, Verifier, VerifierBuilder,
+};
 
 /// The [`KeyIssuer`] and the [`Verifier`] of one store, made by
 /// [`Keys::builder`] from one hasher, prefix and clock.

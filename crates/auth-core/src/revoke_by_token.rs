@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use crate::{
-    AuditEvent, audit::AuditOutcome, AuditSink, IssueError, KeyId, KeyIssuer, token::ParsedToken, RejectReason,
-    token::SecretCheck,
+    audit::AuditOutcome, token::ParsedToken, token::SecretCheck, AuditEvent, AuditSink, IssueError,
+    KeyId, KeyIssuer, RejectReason,
 };
 
 /// Where a revocation by token came from, for its audit event.
@@ -176,8 +176,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        token_format::encode_token, audit::AuditLog, audit::AuditQuery, IssuedKey, audit::MemoryAuditLog, MemoryKeyStore,
-        NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
+        audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, token_format::encode_token,
+        IssuedKey, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
     };
 
     async fn setup() -> (KeyIssuer, MemoryAuditLog, IssuedKey) {

@@ -4,9 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use auth_core::*;
-use auth_core::{clock::FakeClock, hash::HashParams, store::KeyChange, token::ParsedToken, token::mint_token};
-use keygate_test_support::stores::TestStore;
+use auth_core::{
+    clock::FakeClock, hash::HashParams, store::KeyChange, token::mint_token, token::ParsedToken,
+};
 use futures_util::FutureExt;
+use keygate_test_support::stores::TestStore;
 use time::macros::datetime;
 
 struct Fixture {

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use auth_core::token::BODY_LEN;
 use auth_core::*;
-use auth_core::{token::BODY_LEN};
 use proptest::prelude::*;
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

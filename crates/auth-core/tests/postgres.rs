@@ -19,9 +19,11 @@ use std::{
     time::Duration,
 };
 
+use auth_core::store::ChangeListener;
 use auth_core::*;
-use auth_core::{store::ChangeListener};
-use auth_core::{store::KeyChange, store::PostgresKeyStore, store::PostgresOptions, store::StoreError};
+use auth_core::{
+    store::KeyChange, store::PostgresKeyStore, store::PostgresOptions, store::StoreError,
+};
 use parking_lot::Mutex;
 use sqlx::{postgres::PgPoolOptions, Row};
 use support::{pg::TestSchema, *};

@@ -13,16 +13,16 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
+#[cfg(feature = "postgres")]
+use auth_core::store::{PostgresAuditLog, PostgresKeyStore};
+#[cfg(feature = "sqlite")]
+use auth_core::store::{SqliteAuditLog, SqliteKeyStore};
 use auth_core::{
     audit::{AuditLog, AuditQuery, MemoryAuditLog},
     store::{KeyChange, KeyUpdate},
     token::ParsedToken,
     *,
 };
-#[cfg(feature = "postgres")]
-use auth_core::store::{PostgresAuditLog, PostgresKeyStore};
-#[cfg(feature = "sqlite")]
-use auth_core::store::{SqliteAuditLog, SqliteKeyStore};
 use keygate_test_support::conformance::StoreUnderTest;
 use support::*;
 use time::OffsetDateTime;
@@ -354,7 +354,6 @@ mod storage {
     }
 }
 
-
 /// The shared cases take the store and log; dropping a PostgreSQL test's
 /// schema is their teardown.
 impl From<Backend> for StoreUnderTest {
@@ -408,9 +407,6 @@ suite!(memory);
 suite!(sqlite, durable);
 #[cfg(feature = "postgres")]
 suite!(postgres, durable);
-
-
-
 
 /// What a store that outlives its process must also do: a second instance
 /// on the same file or database sees every change, and nothing written

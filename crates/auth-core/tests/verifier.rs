@@ -2,9 +2,12 @@
 
 use std::{sync::Arc, time::Duration};
 
+use auth_core::clock::WallClock;
 use auth_core::*;
-use auth_core::{clock::WallClock};
-use auth_core::{clock::FakeClock, hash::HashParams, response::ErrorFormat, scope::ScopePolicy, token::BODY_LEN, token::ParsedToken, token::mint_token};
+use auth_core::{
+    clock::FakeClock, hash::HashParams, response::ErrorFormat, scope::ScopePolicy,
+    token::mint_token, token::ParsedToken, token::BODY_LEN,
+};
 use keygate_test_support::stores::TestStore;
 use time::macros::datetime;
 
@@ -122,10 +125,16 @@ async fn issuing_with_a_past_expiry_or_bad_name_is_refused() {
     let f = fixture();
     let past = f.clock.now() - Duration::from_secs(1);
     let new = NewKey::new(Principal::user("a"), "x", scopes(&[])).expires_at(past);
-    assert!(matches!(f.issuer.issue(new).await.unwrap_err(), IssueError::InvalidExpiry));
+    assert!(matches!(
+        f.issuer.issue(new).await.unwrap_err(),
+        IssueError::InvalidExpiry
+    ));
     for name in ["", "   ", "a\nb", &"x".repeat(101)] {
         let new = NewKey::new(Principal::user("a"), name, scopes(&[]));
-        assert!(matches!(f.issuer.issue(new).await.unwrap_err(), IssueError::InvalidName));
+        assert!(matches!(
+            f.issuer.issue(new).await.unwrap_err(),
+            IssueError::InvalidName
+        ));
     }
 }
 

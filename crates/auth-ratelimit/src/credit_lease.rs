@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use auth_core::{KeyStore, policy::CreditSpend, policy::Credits, KeyId};
+use auth_core::{policy::CreditSpend, policy::Credits, KeyId, KeyStore};
 use time::OffsetDateTime;
 
 use crate::{store::StoreFuture, StoreError};

@@ -43,7 +43,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use auth_core::{KeyStore, AuthContext, policy::CreditSpend, policy::Credits, KeyId};
+use auth_core::{policy::CreditSpend, policy::Credits, AuthContext, KeyId, KeyStore};
 use time::OffsetDateTime;
 
 use crate::{credit_lease::CreditLeases, store::StoreFuture, StoreError};

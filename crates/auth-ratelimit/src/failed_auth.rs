@@ -89,7 +89,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthError, response::ErrorFormat};
+use auth_core::{response::ErrorFormat, AuthError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;

@@ -120,7 +120,10 @@ pub mod tiers;
 pub mod ws;
 
 // The client-address resolver is auth-core's, shared with the auth layer.
-pub use auth_core::{client_ip::ClientIp, client_ip::ForwardedHeader, client_ip::InvalidNet, client_ip::IpNet, client_ip::TrustedProxies};
+pub use auth_core::{
+    client_ip::ClientIp, client_ip::ForwardedHeader, client_ip::InvalidNet, client_ip::IpNet,
+    client_ip::TrustedProxies,
+};
 pub use clock::{FakeClock, MonotonicClock, QuantaClock};
 pub use credits::{CreditLedger, DEFAULT_LEASE_IDLE};
 pub use decision::Decision;

@@ -12,7 +12,8 @@ use std::{
 };
 
 use auth_core::{
-    KeyStore, AuthContext, AuthError, policy::CreditSpend, response::ErrorFormat, audit::RefusedFor, RejectReason,
+    audit::RefusedFor, policy::CreditSpend, response::ErrorFormat, AuthContext, AuthError,
+    KeyStore, RejectReason,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};

@@ -8,8 +8,8 @@ mod support;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use auth_core::{
-    audit::AuditLog, audit::AuditQuery, response::ErrorFormat, KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey,
-    Principal, ScopeSet, Verifier,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, response::ErrorFormat, KeyIssuer,
+    MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
 };
 use auth_ratelimit::{FailedAuthLimiter, FakeClock, Quota, RateLimiter, Rule, TrustedProxies};
 use auth_tower::AuthLayer;

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use auth_core::{AuthContext, response::ErrorFormat, KeyId, Principal, ScopeSet};
+use auth_core::{response::ErrorFormat, AuthContext, KeyId, Principal, ScopeSet};
 use auth_ratelimit::{
     FakeClock, HeaderStyle, KeyBy, MessageLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule,
     TrustedProxies,

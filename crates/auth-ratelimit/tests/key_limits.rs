@@ -14,8 +14,9 @@ use std::{
 };
 
 use auth_core::{
-    KeyStore, audit::AuditLog, audit::AuditQuery, AuthContext, policy::Credits, KeyIssuer, policy::KeyPolicy,
-    policy::KeyRateLimit, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, Verifier,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, policy::Credits, policy::KeyPolicy,
+    policy::KeyRateLimit, AuthContext, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal,
+    ScopeSet, Verifier,
 };
 use auth_ratelimit::{FakeClock, Quota, QuotaResolver, RateLimiter, Rule, StoreError};
 use auth_tower::AuthLayer;

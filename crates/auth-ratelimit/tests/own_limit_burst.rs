@@ -4,7 +4,9 @@
 
 use std::num::NonZeroU32;
 
-use auth_core::{policy::KeyPolicy, policy::KeyRateLimit, MemoryKeyStore, NewKey, Principal, ScopeSet};
+use auth_core::{
+    policy::KeyPolicy, policy::KeyRateLimit, MemoryKeyStore, NewKey, Principal, ScopeSet,
+};
 use auth_ratelimit::{FakeClock, Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;
 use axum::{body::Body, routing::get, Router};

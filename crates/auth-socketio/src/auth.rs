@@ -12,7 +12,8 @@ use std::{
 use std::net::IpAddr;
 
 use auth_core::{
-    AuthContext, AuthError, client_ip::ClientIp, watch::CredentialChange, watch::CredentialWatch, RejectReason,
+    client_ip::ClientIp, watch::CredentialChange, watch::CredentialWatch, AuthContext, AuthError,
+    RejectReason,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter};
 use auth_tower::{AuthLayer, RenderAuthError};
@@ -443,8 +444,9 @@ mod tests {
 
     use async_trait::async_trait;
     use auth_core::{
-        audit::AuditLog, audit::AuditQuery, response::ErrorFormat, KeyIssuer, Keys, audit::MemoryAuditLog, MemoryKeyStore, NewKey,
-        Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
+        audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, response::ErrorFormat,
+        KeyIssuer, Keys, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher, TokenPrefix,
+        Verifier,
     };
     use auth_ratelimit::Rule;
     use auth_tower::{ResolveError, Subject, SubjectDecision, SubjectResolver};
@@ -804,8 +806,8 @@ mod tests {
     #[tokio::test]
     async fn connects_are_checked_against_the_keys_ip_allowlist() {
         let f = Fixture::new();
-        let policy =
-            auth_core::policy::KeyPolicy::default().ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
+        let policy = auth_core::policy::KeyPolicy::default()
+            .ip_allowlist(vec!["203.0.113.0/24".parse().unwrap()]);
         let token = f
             .issuer
             .issue(

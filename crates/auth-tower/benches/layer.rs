@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use auth_core::{
-    KeyIssuer, audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
+    audit::MemoryAuditLog, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
     TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;

@@ -3,8 +3,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
-    audit::audit_now, AuditEvent, audit::AuditOutcome, AuditSink, AuthContext, audit::KeyCreated, KeyId, audit::RefusedFor,
-    RejectReason, audit::MAX_USER_AGENT,
+    audit::audit_now, audit::AuditOutcome, audit::KeyCreated, audit::RefusedFor,
+    audit::MAX_USER_AGENT, AuditEvent, AuditSink, AuthContext, KeyId, RejectReason,
 };
 use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
 

@@ -197,7 +197,8 @@ async fn decide<'r>(
             match config
                 .verifier
                 .verify(Credential::new(token).client(client))
-                .await {
+                .await
+            {
                 Ok(ctx) => ctx,
                 Err(err) => {
                     attempt.key_id = key_id(token);

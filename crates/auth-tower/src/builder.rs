@@ -2,7 +2,9 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use auth_core::{AuditSink, response::ErrorFormat, client_ip::TrustedProxies, Verifier, response::DEFAULT_REALM};
+use auth_core::{
+    client_ip::TrustedProxies, response::ErrorFormat, response::DEFAULT_REALM, AuditSink, Verifier,
+};
 use http::{header, Extensions, HeaderMap, HeaderName};
 
 use crate::{

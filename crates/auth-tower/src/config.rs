@@ -3,7 +3,8 @@
 use std::{fmt, net::IpAddr, sync::Arc};
 
 use auth_core::{
-    AuditSink, AuthError, client_ip::ClientIp, response::ErrorFormat, client_ip::TrustedProxies, Verifier, response::DEFAULT_REALM,
+    client_ip::ClientIp, client_ip::TrustedProxies, response::ErrorFormat, response::DEFAULT_REALM,
+    AuditSink, AuthError, Verifier,
 };
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Request, Response};

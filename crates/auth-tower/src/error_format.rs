@@ -27,7 +27,7 @@
 
 use std::sync::Arc;
 
-use auth_core::{AuthContext, AuthError, response::ErrorFormat, response::DEFAULT_REALM};
+use auth_core::{response::ErrorFormat, response::DEFAULT_REALM, AuthContext, AuthError};
 use bytes::Bytes;
 use http::{request::Parts, Extensions, Request, Response};
 

@@ -10,8 +10,9 @@ use std::{
 };
 
 use auth_core::{
-    AuditEvent, audit::AuditLog, audit::AuditQuery, client_ip::ClientIp, client_ip::IpNet, KeyIssuer, policy::KeyPolicy, audit::MemoryAuditLog,
-    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, client_ip::TrustedProxies, Verifier,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, client_ip::ClientIp,
+    client_ip::IpNet, client_ip::TrustedProxies, policy::KeyPolicy, AuditEvent, KeyIssuer,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, Verifier,
 };
 use auth_tower::{AuthLayer, AuthLayerBuilder};
 use axum::{

@@ -13,10 +13,9 @@ use std::{
 
 use async_trait::async_trait;
 use auth_core::{
-    token::mint_token, AuditEvent, audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, AuthContext, store::ChangeFeed,
-    policy::CreditSpend, response::ErrorFormat, KeyId, KeyIssuer, store::KeyRecord, KeyStore, store::KeyUpdate, store::KeyUse,
-    audit::MemoryAuditLog, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher,
-    store::StoreError, TokenPrefix, Verifier,
+    audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, audit::MemoryAuditLog,
+    response::ErrorFormat, token::mint_token, AuditEvent, AuthContext, KeyId, KeyIssuer, KeyStore,
+    MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::{
     AuthLayer, AuthMakeSpan, AuthRealm, CredentialSource, RenderAuthError, ResolveError, Subject,
@@ -28,7 +27,6 @@ use http::{header, HeaderName, StatusCode};
 use http_body_util::BodyExt;
 use keygate_test_support::{fixtures, logs::CapturedLogs, stores::TestStore};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 

@@ -4,7 +4,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use auth_core::{AuditEvent, audit::AuditOutcome, audit::AuditQuery, KeyId};
+use auth_core::{audit::AuditOutcome, audit::AuditQuery, AuditEvent, KeyId};
 use time::OffsetDateTime;
 
 use crate::{

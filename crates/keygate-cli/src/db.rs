@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeSet, path::Path, process::ExitCode, str::FromStr, sync::Arc};
 
-use auth_core::{audit::AuditLog, KeyStore, store::PostgresKeyStore, store::PostgresOptions, store::SqliteKeyStore};
+use auth_core::{
+    audit::AuditLog, store::PostgresKeyStore, store::PostgresOptions, store::SqliteKeyStore,
+    KeyStore,
+};
 use serde::Serialize;
 use sqlx::{
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},

@@ -10,8 +10,9 @@
 use std::{net::IpAddr, process::ExitCode};
 
 use auth_core::{
-    policy::Credits, store::KeyRecord, store::KeyUpdate, policy::Refill, policy::RefillEvery, ScopeSet, policy::MAX_CREDITS, policy::MAX_EXTERNAL_ID_LEN,
-    policy::MAX_META_BYTES,
+    policy::Credits, policy::Refill, policy::RefillEvery, policy::MAX_CREDITS,
+    policy::MAX_EXTERNAL_ID_LEN, policy::MAX_META_BYTES, store::KeyRecord, store::KeyUpdate,
+    ScopeSet,
 };
 use ipnet::IpNet;
 use serde_json::{Map, Value};

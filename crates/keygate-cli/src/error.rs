@@ -1,6 +1,6 @@
 //! Errors and the exit codes scripts can rely on.
 
-use auth_core::{IssueError, store::StoreError};
+use auth_core::{store::StoreError, IssueError};
 
 /// Exit codes. Documented in `--help` and the README; never renumber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use auth_core::{
-    IssuedKey, KeyId, KeyIssuer, store::KeyMetadata, store::KeyRecord, NewKey, Principal, ScopeSet, SecretHasher,
-    TokenPrefix,
+    store::KeyMetadata, store::KeyRecord, IssuedKey, KeyId, KeyIssuer, NewKey, Principal, ScopeSet,
+    SecretHasher, TokenPrefix,
 };
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -5,7 +5,7 @@
 //! shows who issued, edited, disabled, enabled, revoked or rotated a key
 //! from here, next to the key's requests.
 
-use auth_core::{AuditEvent, audit::AuditOutcome, KeyId};
+use auth_core::{audit::AuditOutcome, AuditEvent, KeyId};
 use time::OffsetDateTime;
 
 use crate::{db::Db, error::CliError};

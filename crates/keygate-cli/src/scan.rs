@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
 };
 
-use auth_core::{token::ParsedToken, TokenPrefix, token::BODY_LEN, token::MAX_PREFIX_LEN};
+use auth_core::{token::ParsedToken, token::BODY_LEN, token::MAX_PREFIX_LEN, TokenPrefix};
 use serde::Serialize;
 
 use crate::{

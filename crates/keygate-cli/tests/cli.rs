@@ -9,7 +9,8 @@ use std::{
 };
 
 use auth_core::{
-    AuditEvent, audit::AuditOutcome, KeyStore, RejectReason, SecretHasher, store::SqliteKeyStore, Verifier,
+    audit::AuditOutcome, store::SqliteKeyStore, AuditEvent, KeyStore, RejectReason, SecretHasher,
+    Verifier,
 };
 use keygate_test_support::{eventually, services::database_url};
 use serde_json::Value;
@@ -350,7 +351,8 @@ fn errors_are_one_line_with_documented_codes() {
 #[test]
 fn scan_tells_tokens_from_look_alikes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, token) = auth_core::token::mint_token(&auth_core::TokenPrefix::new("sk_live_").unwrap());
+    let (_, token) =
+        auth_core::token::mint_token(&auth_core::TokenPrefix::new("sk_live_").unwrap());
     let token = token.expose_secret().to_owned();
     let mut fake = token.clone();
     let last = fake.pop().unwrap();

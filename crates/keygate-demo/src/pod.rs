@@ -14,7 +14,9 @@ mod workspace;
 use std::{sync::Arc, time::Duration};
 
 use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer, SettingsPage};
-use auth_core::{audit::AuditLog, response::ErrorFormat, KeyIssuer, Keys, Principal, ScopeSet, Verifier};
+use auth_core::{
+    audit::AuditLog, response::ErrorFormat, KeyIssuer, Keys, Principal, ScopeSet, Verifier,
+};
 use auth_ratelimit::{Quota, Rule};
 use auth_tower::AuthLayer;
 use axum::{

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use auth_axum::{keys_router, Auth, DefaultScopes, Grants, KeyManager, RequireScopeLayer};
 use auth_core::{
-    audit::AuditLog, response::ErrorFormat, IssuedKey, KeyIssuer, Keys, NewKey, Principal, ScopeSet, Verifier,
+    audit::AuditLog, response::ErrorFormat, IssuedKey, KeyIssuer, Keys, NewKey, Principal,
+    ScopeSet, Verifier,
 };
 use auth_ratelimit::{Quota, Rule};
 use auth_tower::AuthLayer;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use auth_axum::Auth;
 use auth_core::{
     jwt::{JwtAuthority, MasterKey, UserSecretStore},
-    AuthError, ErrorCode, response::ErrorFormat, RejectReason, ScopeSet, Verifier,
+    response::ErrorFormat,
+    AuthError, ErrorCode, RejectReason, ScopeSet, Verifier,
 };
 use auth_ratelimit::{Quota, RateLimiter, Rule};
 use auth_tower::AuthLayer;

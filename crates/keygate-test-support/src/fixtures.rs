@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use auth_core::{
-    AuditEvent, audit::AuditOutcome, KeyId, KeyIssuer, KeyStore, NewKey, Principal, ScopeSet,
-    SecretHasher, TokenPrefix, Verifier, token::BODY_LEN,
+    audit::AuditOutcome, token::BODY_LEN, AuditEvent, KeyId, KeyIssuer, KeyStore, NewKey,
+    Principal, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use time::OffsetDateTime;
 

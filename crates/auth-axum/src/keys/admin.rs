@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use auth_core::{
-    AuthError, ErrorCode, store::KeyCursor, KeyId, store::KeyMetadata, store::KeyQuery, store::KeyRecord, RejectReason,
-    store::StateFilter,
+    store::KeyCursor, store::KeyMetadata, store::KeyQuery, store::KeyRecord, store::StateFilter,
+    AuthError, ErrorCode, KeyId, RejectReason,
 };
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},

@@ -1,8 +1,8 @@
 //! [`Caller`]: the key behind a key-management request, and what it may make.
 
 use auth_core::{
-    AuthError, policy::Credits, ErrorCode, KeyId, policy::KeyPolicy, policy::KeyRateLimit, store::KeyRecord, policy::RefillEvery,
-    RejectReason, ScopeSet,
+    policy::Credits, policy::KeyPolicy, policy::KeyRateLimit, policy::RefillEvery,
+    store::KeyRecord, AuthError, ErrorCode, KeyId, RejectReason, ScopeSet,
 };
 use ipnet::IpNet;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};

@@ -2,7 +2,7 @@
 //! a key, and editing its metadata and address allowlist.
 //! (`external_id` is the application's: this route refuses it.)
 
-use auth_core::{AuthError, ErrorCode, store::KeyRecord, store::KeyUpdate, RejectReason, ScopeSet};
+use auth_core::{store::KeyRecord, store::KeyUpdate, AuthError, ErrorCode, RejectReason, ScopeSet};
 use serde::{de::IgnoredAny, Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};

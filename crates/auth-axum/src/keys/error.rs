@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 
-use auth_core::{AuthError, ErrorCode, IssueError, RejectReason, store::StoreError};
+use auth_core::{store::StoreError, AuthError, ErrorCode, IssueError, RejectReason};
 use auth_tower::{AuthRealm, RenderAuthError};
 use axum::{body::Body, extract::FromRequestParts, response::Response};
 use http::{request::Parts, Extensions};

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use auth_core::{scope::validate_scope, audit::AuditLog, AuthError, KeyIssuer, ScopeSet};
+use auth_core::{audit::AuditLog, scope::validate_scope, AuthError, KeyIssuer, ScopeSet};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::{
@@ -187,7 +187,10 @@ impl KeyManager {
 impl KeyManager {
     /// 422 `policy_not_enforced` for a field of `policy` the application
     /// has not declared it enforces ([`KeyManager::enforces`]).
-    pub(crate) fn check_enforced(&self, policy: &auth_core::policy::KeyPolicy) -> Result<(), KeyApiError> {
+    pub(crate) fn check_enforced(
+        &self,
+        policy: &auth_core::policy::KeyPolicy,
+    ) -> Result<(), KeyApiError> {
         check_enforced(&self.enforced, policy)
     }
 

@@ -4,7 +4,10 @@
 
 use std::num::NonZeroU32;
 
-use auth_core::{policy::Credits, policy::KeyRateLimit, policy::Refill, policy::RefillEvery, policy::MAX_CREDITS, policy::MAX_META_BYTES};
+use auth_core::{
+    policy::Credits, policy::KeyRateLimit, policy::Refill, policy::RefillEvery,
+    policy::MAX_CREDITS, policy::MAX_META_BYTES,
+};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{Map, Value};

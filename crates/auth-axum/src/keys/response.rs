@@ -1,7 +1,7 @@
 //! Responses of the key-management routes: their bodies, and how they are
 //! sent. No body holds a hash; only a freshly issued key's holds its token.
 
-use auth_core::{IssuedKey, KeyId, store::KeyMetadata};
+use auth_core::{store::KeyMetadata, IssuedKey, KeyId};
 use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},

@@ -2,7 +2,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use auth_core::{audit::AuditQuery, IssuedKey, audit::KeyCreated, KeyId, store::KeyRecord, NewKey, Principal};
+use auth_core::{
+    audit::AuditQuery, audit::KeyCreated, store::KeyRecord, IssuedKey, KeyId, NewKey, Principal,
+};
 use axum::{
     extract::{rejection::PathRejection, rejection::QueryRejection, FromRequestParts, Path, Query},
     http::StatusCode,

@@ -31,9 +31,13 @@ pub use master_key::{MasterKey, MasterKeyError};
 pub use secrets::{MemoryUserSecrets, SealedSecret, UserSecretStore};
 
 use crate::{
+    clock::SystemClock,
+    clock::WallClock,
     digest::{Digest, DigestKey},
-    AuthContext, AuthError, store::ChangeListener, CredentialKind, store::KeyChange, Principal, RejectReason,
-    ScopeSet, store::StoreError, clock::SystemClock, clock::WallClock,
+    store::ChangeListener,
+    store::KeyChange,
+    store::StoreError,
+    AuthContext, AuthError, CredentialKind, Principal, RejectReason, ScopeSet,
 };
 
 /// Longest JWT looked at.

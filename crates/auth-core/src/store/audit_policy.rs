@@ -21,7 +21,7 @@ use std::{
     net::IpAddr,
 };
 
-use crate::{AuditEvent, audit::AuditOutcome, KeyId, RejectReason};
+use crate::{audit::AuditOutcome, AuditEvent, KeyId, RejectReason};
 
 /// Where an event goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

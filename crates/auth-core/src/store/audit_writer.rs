@@ -29,7 +29,7 @@ use tokio::{
 };
 
 use super::audit_policy::{self, Lane, Limits, RefusalRow, Tally, UsageDelta, UsageTally};
-use crate::{AuditEvent, audit::AuditHealth, audit::AuditOutcome, store::StoreError};
+use crate::{audit::AuditHealth, audit::AuditOutcome, store::StoreError, AuditEvent};
 
 /// How a durable audit log queues, batches and aggregates its writes.
 ///

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{KeyId, store::KeyRecord};
+use crate::{store::KeyRecord, KeyId};
 
 /// Most keys one page holds.
 pub const MAX_KEY_PAGE: usize = 500;

@@ -4,10 +4,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    ChangeFeed, IssuingPrefix, KeyPage, KeyQuery, KeyRecord, KeyUpdate, KeyUse,
-    StoreError,
+    ChangeFeed, IssuingPrefix, KeyPage, KeyQuery, KeyRecord, KeyUpdate, KeyUse, StoreError,
 };
-use crate::{policy::CreditSpend, KeyId, token::SecretCheck, TokenPrefix};
+use crate::{policy::CreditSpend, token::SecretCheck, KeyId, TokenPrefix};
 
 /// Where key records live.
 ///

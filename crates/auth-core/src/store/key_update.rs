@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::{policy::Credits, KeyId, policy::KeyRateLimit, store::KeyRecord, ScopeSet};
+use crate::{policy::Credits, policy::KeyRateLimit, store::KeyRecord, KeyId, ScopeSet};
 
 /// What [`KeyStore::update`](crate::KeyStore::update) changes: every `None`
 /// field is left as it is. For the optional fields, `Some(None)` clears.

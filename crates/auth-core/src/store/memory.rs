@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{
     ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate, KeyUse, StoreError,
 };
-use crate::{policy::CreditSpend, KeyId, token::SecretCheck};
+use crate::{policy::CreditSpend, token::SecretCheck, KeyId};
 
 /// Keys in memory. Lost on restart.
 ///

@@ -40,25 +40,25 @@ pub use changes::{ChangeFeed, ChangeListener, KeyChange};
 pub use issuing_prefix::IssuingPrefix;
 pub use key_query::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, StateFilter, MAX_KEY_PAGE};
 pub use key_state::KeyState;
+use key_store::KeyStore;
 pub(crate) use key_update::later_use;
 pub use key_update::{KeyUpdate, KeyUse};
-use key_store::KeyStore;
 use memory::MemoryKeyStore;
 pub use open::{open_store, OpenedStore};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{PostgresKeyStore, PostgresOptions};
+pub use postgres::audit::PostgresAuditLog;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::audit::PostgresAuditLog;
+pub use postgres::{PostgresKeyStore, PostgresOptions};
 pub use record::{KeyMetadata, KeyRecord, DEFAULT_EXPIRING_WITHIN};
 pub use retention::spawn_audit_retention;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::SqliteKeyStore;
+pub use sqlite::audit::SqliteAuditLog;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::audit::SqliteAuditLog;
+pub use sqlite::SqliteKeyStore;
 
 /// A store operation failed.
 ///
@@ -95,4 +95,3 @@ impl StoreError {
         Self::Corrupt(source.into())
     }
 }
-

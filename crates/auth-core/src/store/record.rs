@@ -8,7 +8,10 @@ use serde_json::{Map, Value};
 use time::{Duration, OffsetDateTime};
 
 use super::KeyState;
-use crate::{policy::Credits, KeyId, policy::KeyRateLimit, Principal, RejectReason, ScopeSet, token::SecretCheck};
+use crate::{
+    policy::Credits, policy::KeyRateLimit, token::SecretCheck, KeyId, Principal, RejectReason,
+    ScopeSet,
+};
 
 /// How long before its end a key counts as "expiring" in
 /// [`KeyRecord::metadata`]: 7 days.

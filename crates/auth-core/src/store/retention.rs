@@ -51,7 +51,9 @@ pub fn spawn_audit_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditEvent, audit::AuditOutcome, audit::AuditQuery, AuditSink, audit::MemoryAuditLog};
+    use crate::{
+        audit::AuditOutcome, audit::AuditQuery, audit::MemoryAuditLog, AuditEvent, AuditSink,
+    };
 
     fn event_at(at: OffsetDateTime) -> AuditEvent {
         AuditEvent {

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::KeyUse;
 use crate::{
-    audit::AuditOutcome, policy::Credits, KeyId, policy::KeyRateLimit, policy::Refill, policy::RefillEvery, RejectReason, ScopeSet,
-    token::SecretCheck, store::StoreError,
+    audit::AuditOutcome, policy::Credits, policy::KeyRateLimit, policy::Refill,
+    policy::RefillEvery, store::StoreError, token::SecretCheck, KeyId, RejectReason, ScopeSet,
 };
 
 /// Longest request path kept in an audit row; longer ones are cut.
@@ -351,12 +351,16 @@ mod tests {
             every: RefillEvery::Week,
         });
         let cols = credit_columns(Some(c));
-        assert_eq!(credits(
+        assert_eq!(
+            credits(
                 cols.remaining,
                 cols.refill_amount,
                 cols.refill_every.map(str::to_owned),
                 cols.refilled_at
-            ).unwrap(), Some(c));
+            )
+            .unwrap(),
+            Some(c)
+        );
         assert_eq!(credits(None, None, None, None).unwrap(), None);
         assert!(credits(Some(1), None, None, None).is_err());
         assert!(credits(Some(-1), None, None, Some(t)).is_err());

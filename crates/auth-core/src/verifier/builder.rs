@@ -11,7 +11,8 @@ use super::{
     Inner, Verifier,
 };
 use crate::{
-    digest::DigestKey, KeyStore, scope::ScopePolicy, SecretHasher, clock::SystemClock, TokenPrefix, clock::WallClock,
+    clock::SystemClock, clock::WallClock, digest::DigestKey, scope::ScopePolicy, KeyStore,
+    SecretHasher, TokenPrefix,
 };
 
 /// Builds a [`Verifier`].

@@ -23,7 +23,9 @@ use std::sync::{
 use crate::{
     base62::U64_WIDTH,
     digest::{digests_equal, Digest},
-    AuthContext, store::ChangeListener, store::KeyChange, KeyId, RejectReason,
+    store::ChangeListener,
+    store::KeyChange,
+    AuthContext, KeyId, RejectReason,
 };
 
 /// One cached key. Replaced, never changed in place, apart from its atomics.
@@ -202,7 +204,8 @@ mod tests {
         let prefix = TokenPrefix::new("st_").unwrap();
         for _ in 0..1000 {
             let (id, token) = mint_token(&prefix);
-            let (_, field) = crate::token_format::raw_shape(token.expose_secret().as_bytes()).unwrap();
+            let (_, field) =
+                crate::token_format::raw_shape(token.expose_secret().as_bytes()).unwrap();
             assert_eq!(SlotKey::of_field(field), SlotKey::of(id));
             let other = KeyId::from_u64(id.as_u64() ^ 1);
             assert!(SlotKey::of_field(field) != SlotKey::of(other));

@@ -16,8 +16,12 @@ use super::{
 use crate::{
     clock::nanos,
     digest::{digests_equal, Digest},
-    AuthContext, AuthError, hash::HashError, KeyId, policy::KeyPolicy, store::KeyRecord, token::ParsedToken, RejectReason,
+    hash::HashError,
+    policy::KeyPolicy,
+    store::KeyRecord,
+    token::ParsedToken,
     token::SecretCheck,
+    AuthContext, AuthError, KeyId, RejectReason,
 };
 
 /// A store failure: logged here, answered with a generic 503 (the detail may
@@ -248,8 +252,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        response::ErrorFormat, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet, SecretHasher,
-        TokenPrefix,
+        response::ErrorFormat, KeyIssuer, MemoryKeyStore, NewKey, Principal, ScopeSet,
+        SecretHasher, TokenPrefix,
     };
 
     #[tokio::test]

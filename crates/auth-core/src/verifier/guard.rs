@@ -13,7 +13,8 @@ use dashmap::DashMap;
 
 use crate::{
     digest::{digests_equal, Digest},
-    KeyId, token::SecretCheck,
+    token::SecretCheck,
+    KeyId,
 };
 
 const WRONG_DIGESTS: usize = 4;

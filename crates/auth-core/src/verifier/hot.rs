@@ -13,7 +13,10 @@ use super::{
 };
 use crate::{
     digest::{digests_equal, Digest},
-    AuthContext, AuthError, KeyId, token::ParsedToken, RejectReason, token::SecretCheck, token::TokenError,
+    token::ParsedToken,
+    token::SecretCheck,
+    token::TokenError,
+    AuthContext, AuthError, KeyId, RejectReason,
 };
 
 pub(super) enum Cached {
@@ -123,7 +126,8 @@ impl Verifier {
     /// key id field is not decoded: a field that spells no id matches no
     /// slot, and the miss is refused by the full parse).
     pub(super) fn cache_key(&self, token: &[u8]) -> Result<(SlotKey, Digest), AuthError> {
-        let shape = crate::token_format::raw_shape(token).filter(|(prefix, _)| self.prefix_ok(prefix));
+        let shape =
+            crate::token_format::raw_shape(token).filter(|(prefix, _)| self.prefix_ok(prefix));
         let Some((_, id_field)) = shape else {
             let reason = self.parse_bytes(token).err();
             return Err(unauthorized(reason.unwrap_or(RejectReason::Malformed)));

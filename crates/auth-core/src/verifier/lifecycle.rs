@@ -1,9 +1,8 @@
 //! After verification: re-hashing records to the current scheme, and the
 //! futures that tell long-lived connections their credential has ended.
 
-
 use super::Verifier;
-use crate::{digest::Digest, recheck::recheck, AuthContext, KeyId, token::SecretCheck};
+use crate::{digest::Digest, recheck::recheck, token::SecretCheck, AuthContext, KeyId};
 
 impl Verifier {
     /// Re-hashes with the current parameters and fills the secret check:

@@ -44,8 +44,8 @@ use self::{
     usage::UsageRecorder,
 };
 use crate::{
-    digest::DigestKey, AuthContext, AuthError, KeyId, KeyStore, RejectReason, scope::ScopePolicy,
-    SecretHasher, TokenPrefix, clock::WallClock,
+    clock::WallClock, digest::DigestKey, scope::ScopePolicy, AuthContext, AuthError, KeyId,
+    KeyStore, RejectReason, SecretHasher, TokenPrefix,
 };
 
 /// A credential presented to [`Verifier::verify`]: the token, and the

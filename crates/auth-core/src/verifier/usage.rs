@@ -9,7 +9,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{KeyId, KeyStore, store::KeyUse};
+use crate::{store::KeyUse, KeyId, KeyStore};
 
 const QUEUE: usize = 4096;
 const BATCH: usize = 512;

@@ -23,8 +23,8 @@ use tokio::sync::{watch, Notify};
 use super::Verifier;
 use crate::recheck::recheck;
 use crate::{
-    AuthContext, store::ChangeListener, store::KeyChange, KeyId, policy::KeyPolicy, KeyStore, RejectReason, scope::ScopePolicy,
-    ScopeSet, clock::WallClock,
+    clock::WallClock, policy::KeyPolicy, scope::ScopePolicy, store::ChangeListener,
+    store::KeyChange, AuthContext, KeyId, KeyStore, RejectReason, ScopeSet,
 };
 
 /// What became of a watched connection's credential.

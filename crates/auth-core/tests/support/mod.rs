@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)] // Each test binary uses part of it.
-pub(crate) use keygate_test_support::{eventually, fixtures::*, stores::{Recorder, TestStore}};
+pub(crate) use keygate_test_support::{
+    eventually,
+    fixtures::*,
+    stores::{Recorder, TestStore},
+};
 
 #[cfg(feature = "postgres")]
 pub(crate) mod pg {
@@ -15,7 +19,6 @@ pub(crate) mod pg {
         postgres::{PgConnectOptions, PgPool, PgPoolOptions},
         Connection, PgConnection,
     };
-
 
     pub(crate) use keygate_test_support::services::database_url;
 

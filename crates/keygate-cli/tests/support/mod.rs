@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use auth_core::{KeyStore, store::PostgresKeyStore, store::SqliteKeyStore};
+use auth_core::{store::PostgresKeyStore, store::SqliteKeyStore, KeyStore};
 use keygate_test_support::services::database_url;
 use serde_json::Value;
 

@@ -3,8 +3,8 @@
 use std::{io, path::Path, sync::Arc};
 
 use auth_core::{
-    store::open_store, audit::AuditLog, AuditSink, KeyIssuer, KeyStore, Keys, audit::MemoryAuditLog,
-    MemoryKeyStore, SecretHasher, TokenPrefix, Verifier,
+    audit::AuditLog, audit::MemoryAuditLog, store::open_store, AuditSink, KeyIssuer, KeyStore,
+    Keys, MemoryKeyStore, SecretHasher, TokenPrefix, Verifier,
 };
 
 /// Where an example keeps its keys and audit events.

@@ -3,7 +3,7 @@
 
 use std::{ffi::OsString, future::Future, net::SocketAddr, process::ExitCode};
 
-use auth_core::{client_ip::IpNet, SecretHasher, client_ip::TrustedProxies};
+use auth_core::{client_ip::IpNet, client_ip::TrustedProxies, SecretHasher};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::{

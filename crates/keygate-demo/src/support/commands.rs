@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use auth_core::{IssuedKey, KeyId, store::KeyRecord, NewKey, Principal, ScopeSet};
+use auth_core::{store::KeyRecord, IssuedKey, KeyId, NewKey, Principal, ScopeSet};
 use time::format_description::well_known::Rfc3339;
 
 use super::Backend;

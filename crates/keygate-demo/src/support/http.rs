@@ -1,7 +1,7 @@
 //! Small HTTP helpers the examples' handlers share.
 
 use auth_axum::Auth;
-use auth_core::{AuthContext, AuthError, response::ErrorFormat};
+use auth_core::{response::ErrorFormat, AuthContext, AuthError};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},

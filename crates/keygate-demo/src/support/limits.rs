@@ -1,7 +1,7 @@
 //! Rate limits and the failed-authentication limit: in memory, or in Redis
 //! (`--redis`) so that several instances of one example share them.
 
-use auth_core::{response::ErrorFormat, client_ip::TrustedProxies};
+use auth_core::{client_ip::TrustedProxies, response::ErrorFormat};
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, RateLimiterBuilder, Rule};
 
 /// The options every demo's limits share: the failed-authentication quota,

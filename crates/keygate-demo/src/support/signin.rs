@@ -46,8 +46,8 @@ use argon2::{
 };
 use auth_axum::AllowedOrigins;
 use auth_core::{
-    AuditEvent, audit::AuditLog, audit::AuditOutcome, client_ip::ClientIp, RejectReason, clock::SystemClock, client_ip::TrustedProxies,
-    clock::WallClock,
+    audit::AuditLog, audit::AuditOutcome, client_ip::ClientIp, client_ip::TrustedProxies,
+    clock::SystemClock, clock::WallClock, AuditEvent, RejectReason,
 };
 use auth_ratelimit::{FailedAuthLimiter, Quota, RateLimiter, Rule};
 use axum::{

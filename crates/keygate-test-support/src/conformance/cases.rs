@@ -6,12 +6,16 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use auth_core::*;
-use auth_core::{audit::AuditOutcome, audit::AuditQuery, audit::UsageBucket, audit::UsageQuery, expiry_notice::ExpiryNotifier, expiry_notice::NoticeError, policy::CreditSpend, policy::KeyPolicy, response::ErrorFormat, store::DEFAULT_EXPIRING_WITHIN, store::KeyChange, store::KeyCursor, store::KeyMetadata, store::KeyQuery, store::KeyState, store::KeyUpdate, store::KeyUse, store::StateFilter, store::StoreError, token::SecretCheck};
+use auth_core::{
+    audit::AuditOutcome, audit::AuditQuery, audit::UsageBucket, audit::UsageQuery,
+    expiry_notice::ExpiryNotifier, expiry_notice::NoticeError, policy::CreditSpend,
+    policy::KeyPolicy, response::ErrorFormat, store::KeyChange, store::KeyCursor,
+    store::KeyMetadata, store::KeyQuery, store::KeyState, store::KeyUpdate, store::KeyUse,
+    store::StateFilter, store::StoreError, store::DEFAULT_EXPIRING_WITHIN, token::SecretCheck,
+};
 
 use super::*;
 use crate::{fixtures::*, stores::Recorder};
-
-
 
 /// The administrators' listing: every filter, alone, and pages that
 /// together hold every key once, newest first.
@@ -606,7 +610,10 @@ pub async fn update_hash(b: &StoreUnderTest) {
         b.keys.get(r.id).await.unwrap().unwrap().hash,
         "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3"
     );
-    assert!(matches!(b.keys.update_hash(KeyId::random(), "x").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        b.keys.update_hash(KeyId::random(), "x").await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 /// Case: update hash and check.
@@ -622,9 +629,12 @@ pub async fn update_hash_and_check(b: &StoreUnderTest) {
     let stored = b.keys.get(r.id).await.unwrap().unwrap();
     assert_eq!(stored.hash, "$argon2id$v=19$m=256,t=1,p=1$bmV3$bmV3");
     assert_eq!(stored.check, Some(check));
-    assert!(matches!(b.keys
+    assert!(matches!(
+        b.keys
             .update_hash_and_check(KeyId::random(), "x", check)
-            .await, Err(StoreError::NotFound)));
+            .await,
+        Err(StoreError::NotFound)
+    ));
     // The secret did not change: nothing to tell caches.
     assert_eq!(changes.seen(), vec![KeyChange::Updated(r.id)]);
 }
@@ -888,7 +898,10 @@ pub async fn update_changes_only_what_is_given(b: &StoreUnderTest) {
         .seen()
         .iter()
         .all(|c| *c == KeyChange::Updated(original.id)));
-    assert!(matches!(b.keys.update(KeyId::random(), &updates[0]).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        b.keys.update(KeyId::random(), &updates[0]).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 /// Case: disabled keys are refused until enabled.
@@ -1028,8 +1041,14 @@ pub async fn last_used_ip_comes_with_the_latest_use(b: &StoreUnderTest) {
 pub async fn credits_spend_down_and_refill(b: &StoreUnderTest) {
     let unlimited = record("alice", T0);
     b.keys.insert(&unlimited).await.unwrap();
-    assert_eq!(b.keys.spend_credit(unlimited.id, T0).await.unwrap(), CreditSpend::Unlimited);
-    assert!(matches!(b.keys.spend_credit(KeyId::random(), T0).await, Err(StoreError::NotFound)));
+    assert_eq!(
+        b.keys.spend_credit(unlimited.id, T0).await.unwrap(),
+        CreditSpend::Unlimited
+    );
+    assert!(matches!(
+        b.keys.spend_credit(KeyId::random(), T0).await,
+        Err(StoreError::NotFound)
+    ));
 
     let mut once = record("alice", T0);
     once.credits = Some(Credits::new(2, T0));
@@ -1155,7 +1174,10 @@ pub async fn lower_credits_never_raises_and_publishes_nothing(b: &StoreUnderTest
     // A key without credits stays unlimited.
     b.keys.lower_credits(unlimited.id, 0).await.unwrap();
     assert_eq!(remaining(unlimited.id).await, None);
-    assert!(matches!(b.keys.lower_credits(KeyId::random(), 1).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        b.keys.lower_credits(KeyId::random(), 1).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(changes.seen().is_empty(), "{:?}", changes.seen());
 }
 
@@ -1204,7 +1226,10 @@ pub async fn take_credits_all_or_nothing_and_give_back_within_the_period(b: &Sto
         b.keys.take_credits(unlimited.id, 3, at).await.unwrap(),
         CreditSpend::Unlimited
     );
-    assert!(matches!(b.keys.take_credits(KeyId::random(), 3, at).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        b.keys.take_credits(KeyId::random(), 3, at).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(changes.seen().is_empty(), "{:?}", changes.seen());
 }
 
@@ -1323,7 +1348,10 @@ pub async fn edits_compare_and_set(b: &StoreUnderTest) {
         b.keys.update(read.id, &late).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(matches!(b.keys.update(KeyId::random(), &late).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        b.keys.update(KeyId::random(), &late).await,
+        Err(StoreError::NotFound)
+    ));
 
     // Of concurrent edits decided on the same read, exactly one lands.
     let key = record("bob", T0);

@@ -26,9 +26,9 @@ use std::{num::NonZeroU32, sync::Arc};
 
 use auth_core::{
     audit::AuditLog,
+    audit::UsageCount,
     clock::FakeClock,
     policy::{Credits, KeyRateLimit, Refill, RefillEvery},
-    audit::UsageCount,
     store::KeyRecord,
     AuthContext, AuthError, KeyId, KeyIssuer, KeyStore, Principal, RejectReason, ScopeSet,
     SecretHasher, Verifier,
@@ -221,4 +221,3 @@ pub(crate) fn rate_limit(limit: u32, period_seconds: u32) -> KeyRateLimit {
 pub(crate) fn reason(r: Result<AuthContext, AuthError>) -> RejectReason {
     r.expect_err("should be refused").reason()
 }
-

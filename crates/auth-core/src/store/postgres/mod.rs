@@ -25,7 +25,7 @@ use super::{
     AuditBatching, ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate,
     KeyUse, StateFilter, StoreError,
 };
-use crate::{policy::CreditSpend, KeyId, Principal, token::SecretCheck};
+use crate::{policy::CreditSpend, token::SecretCheck, KeyId, Principal};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -223,10 +223,7 @@ impl PostgresKeyStore {
 
     /// Brings the schema up to date (the constructors above do it for you).
     pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(pool)
-            .await
-            .map_err(StoreError::unavailable)
+        MIGRATOR.run(pool).await.map_err(StoreError::unavailable)
     }
 
     async fn start(pool: PgPool, heartbeat: Duration) -> Result<Self, StoreError> {

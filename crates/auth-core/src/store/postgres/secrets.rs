@@ -12,12 +12,9 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 use super::listener::CHANNEL;
-use crate::store::{
-    sql::store_error, ChangeFeed, KeyChange, KeyStore,
-    StoreError,
-};
 use super::PostgresKeyStore;
 use crate::jwt::{SealedSecret, UserSecretStore};
+use crate::store::{sql::store_error, ChangeFeed, KeyChange, KeyStore, StoreError};
 
 /// The secrets live in the key store's database; [`UserSecretStore::secret_changes`]
 /// is the key store's own [`KeyStore::changes`] feed, fed by `LISTEN`.

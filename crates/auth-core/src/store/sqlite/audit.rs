@@ -16,8 +16,9 @@ use crate::store::{
     AuditBatching, StoreError,
 };
 use crate::{
-    audit::page as audit_page, AuditEvent, audit::AuditHealth, audit::AuditLog, audit::AuditPage, audit::AuditQuery, AuditSink, audit::RefusalCount,
-    audit::UsageCount, audit::UsageQuery, audit::MAX_USER_AGENT,
+    audit::page as audit_page, audit::AuditHealth, audit::AuditLog, audit::AuditPage,
+    audit::AuditQuery, audit::RefusalCount, audit::UsageCount, audit::UsageQuery,
+    audit::MAX_USER_AGENT, AuditEvent, AuditSink,
 };
 
 /// A durable, queryable [`AuditLog`] in the key store's SQLite file.

@@ -18,14 +18,14 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
+use self::{audit::SqliteAuditLog, watch::Watcher};
 use super::{
     change_payload,
     sql::{self, corrupt, micros, opt_from_micros, store_error},
     AuditBatching, ChangeFeed, KeyChange, KeyPage, KeyQuery, KeyRecord, KeyStore, KeyUpdate,
     KeyUse, StateFilter, StoreError,
 };
-use self::{audit::SqliteAuditLog, watch::Watcher};
-use crate::{policy::CreditSpend, KeyId, Principal, token::SecretCheck};
+use crate::{policy::CreditSpend, token::SecretCheck, KeyId, Principal};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -97,10 +97,7 @@ impl SqliteKeyStore {
             // migration fails, and succeeds on a retry once the winner is done.
             tokio::time::sleep(Duration::from_millis(200)).await;
             tracing::debug!(error = %first, "migration failed, retrying once");
-            MIGRATOR
-                .run(&pool)
-                .await
-                .map_err(StoreError::unavailable)?;
+            MIGRATOR.run(&pool).await.map_err(StoreError::unavailable)?;
         }
         let changes = Arc::new(ChangeFeed::new());
         let last_seq = watch::latest_seq(&pool).await?;

@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use sqlx::Row;
 use time::OffsetDateTime;
 
+use super::SqliteKeyStore;
+use crate::jwt::{SealedSecret, UserSecretStore};
 use crate::store::{
     change_payload,
     sql::{micros, store_error},
     ChangeFeed, KeyChange, KeyStore, StoreError,
 };
-use super::SqliteKeyStore;
-use crate::jwt::{SealedSecret, UserSecretStore};
 
 /// Change-log rows older than this are pruned, as revocations do.
 const CHANGE_LOG_RETENTION: time::Duration = time::Duration::days(1);
