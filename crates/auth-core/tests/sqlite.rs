@@ -32,8 +32,12 @@ async fn store_errors_keep_the_backend_error_as_source() {
     use std::error::Error;
 
     let dir = tempfile::tempdir().unwrap();
-    // A directory where the file should be: the io error.
-    let err = SqliteKeyStore::open(dir.path()).await.unwrap_err();
+    // A file where a folder should be: the io error.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"not a folder").unwrap();
+    let err = SqliteKeyStore::open(plain.join("keys.db"))
+        .await
+        .unwrap_err();
     let io = err
         .source()
         .and_then(|s| s.downcast_ref::<std::io::Error>());
