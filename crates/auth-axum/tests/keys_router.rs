@@ -12,8 +12,8 @@ use auth_axum::{
 use auth_core::{
     audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, policy::Credits, policy::KeyPolicy,
     policy::KeyRateLimit, policy::Refill, policy::RefillEvery, response::ErrorFormat,
-    token::mint_token, KeyId, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal, RejectReason,
-    ScopeSet, SecretHasher, TokenPrefix, Verifier,
+    token::mint_token, KeyId, KeyIssuer, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet,
+    SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{

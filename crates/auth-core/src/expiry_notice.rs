@@ -63,7 +63,7 @@ pub struct NoticePass {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::{sync::Arc, time::Duration};
-/// use auth_core::*;
+/// use auth_core::{expiry_notice::{ExpiryNotifier, NoticeError}, store::KeyMetadata, clock::FakeClock, *};
 ///
 /// let clock = Arc::new(FakeClock::new(time::macros::datetime!(2026-03-01 0:00 UTC)));
 /// let store = Arc::new(MemoryKeyStore::new());

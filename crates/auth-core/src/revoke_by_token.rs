@@ -85,7 +85,7 @@ impl KeyIssuer {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use std::sync::Arc;
-    /// use auth_core::*;
+    /// use auth_core::{audit::MemoryAuditLog, revoke_by_token::{RevocationSource, TokenRevocation}, *};
     ///
     /// let store = Arc::new(MemoryKeyStore::new());
     /// let audit = MemoryAuditLog::default();

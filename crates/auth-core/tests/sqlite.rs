@@ -9,11 +9,11 @@ mod support;
 
 use std::sync::Arc;
 
-use auth_core::clock::WallClock;
-use auth_core::*;
 use auth_core::{
-    clock::FakeClock, expiry_notice::ExpiryNotifier, expiry_notice::NoticeError,
-    store::KeyMetadata, store::SqliteKeyStore, store::StoreError,
+    clock::{FakeClock, WallClock},
+    expiry_notice::{ExpiryNotifier, NoticeError},
+    store::{KeyMetadata, SqliteKeyStore, StoreError},
+    *,
 };
 use support::*;
 use time::OffsetDateTime;
@@ -24,6 +24,47 @@ async fn unusable_path_is_an_error_not_a_panic() {
     // A directory where the file should be.
     let err = SqliteKeyStore::open(dir.path()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+/// The backend's error is the store error's source, not only its text.
+#[tokio::test]
+async fn store_errors_keep_the_backend_error_as_source() {
+    use std::error::Error;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A file where a folder should be: the io error.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"not a folder").unwrap();
+    let err = SqliteKeyStore::open(plain.join("keys.db"))
+        .await
+        .unwrap_err();
+    let io = err
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert!(io.is_some(), "{err:?}");
+
+    // A file that is not a database: sqlx's error.
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    let err = SqliteKeyStore::open(&garbage).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let sqlx = err.source().and_then(|s| s.downcast_ref::<sqlx::Error>());
+    assert!(sqlx.is_some(), "{err:?}");
+
+    // A closed pool: sqlx's error again, through the issuer's error too.
+    let store = Arc::new(
+        SqliteKeyStore::open(dir.path().join("keys.db"))
+            .await
+            .unwrap(),
+    );
+    store.pool().close().await;
+    let err = store.get(KeyId::random()).await.unwrap_err();
+    let sqlx = err.source().and_then(|s| s.downcast_ref::<sqlx::Error>());
+    assert!(matches!(sqlx, Some(sqlx::Error::PoolClosed)), "{err:?}");
+    let err = issuer(store).issue(new_key("alice")).await.unwrap_err();
+    assert!(matches!(err, IssueError::Unavailable(_)), "{err:?}");
+    let sqlx = err.source().and_then(|s| s.downcast_ref::<sqlx::Error>());
+    assert!(sqlx.is_some(), "{err:?}");
 }
 
 /// A new database holds key hashes and the audit log: readable by its owner

@@ -51,7 +51,7 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Applies a partial edit and returns the record as stored
     /// ([`StoreError::NotFound`] if there is no such key). Publishes
-    /// [`KeyChange::Updated`] before returning, so every verifier drops the
+    /// [`KeyChange::Updated`](crate::store::KeyChange::Updated) before returning, so every verifier drops the
     /// key from its cache and reads the new record on its next use (a
     /// disabled key is refused on the very next request).
     async fn update(&self, id: KeyId, update: &KeyUpdate) -> Result<KeyRecord, StoreError>;
@@ -112,7 +112,7 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// the stored count (`remaining = MIN(remaining, ?)`), never raising it
     /// and touching no other column: the batched write-back of credits
     /// counted elsewhere (Redis). Publishes nothing, so verifiers keep their
-    /// cached keys (a [`KeyChange::Updated`] per key per interval would cost
+    /// cached keys (a [`KeyChange::Updated`](crate::store::KeyChange::Updated) per key per interval would cost
     /// every instance a store read and an argon2 run). Does nothing for a key
     /// without credits; [`StoreError::NotFound`] if there is no such key.
     ///

@@ -194,7 +194,7 @@ impl Verifier {
     /// #   .build();
     /// # let key = issuer.issue(NewKey::new(Principal::user("ana"), "ci", ScopeSet::empty())).await.unwrap();
     /// let token = key.token.expose_secret();
-    /// let client = "203.0.113.7".parse().unwrap();
+    /// let client: std::net::IpAddr = "203.0.113.7".parse().unwrap();
     /// let ctx = verifier.verify(Credential::new(token).client(client)).await.unwrap();
     /// assert_eq!(ctx.actor().user_id(), "ana");
     /// # });

@@ -48,7 +48,7 @@ pub enum CredentialChange {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// # use std::sync::Arc;
-/// use auth_core::{*, store::KeyUpdate};
+/// use auth_core::{*, store::KeyUpdate, watch::CredentialChange};
 /// # let store = Arc::new(MemoryKeyStore::new());
 /// # let Keys { issuer, verifier, .. } = Keys::builder(store.clone(), TokenPrefix::new("st_").unwrap())
 /// #     .hasher(SecretHasher::for_tests())
