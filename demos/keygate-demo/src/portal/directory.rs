@@ -50,7 +50,7 @@ pub(super) const ORGS: &[(&str, &str)] = &[
 ];
 
 /// The users: id, organisation, role at start (roles can change: see
-/// [`Directory::set_role`]).
+/// `Directory::set_role`, in the unit tests).
 pub const USERS: &[(&str, &str, Role)] = &[
     ("admin1", "org_north", Role::Administrator),
     ("edu1", "org_north", Role::Educator),
