@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use auth_axum::SecretScanning;
 use auth_core::{
-    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, IssuedKey, KeyIssuer, KeyStore,
+    audit::AuditLog, audit::AuditQuery, audit::MemoryAuditLog, IssuedKey, KeyIssuer,
     MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix,
 };
 use axum::{body::Body, http::Request, Router};

@@ -14,7 +14,7 @@ use std::{
 use async_trait::async_trait;
 use auth_core::{
     audit::AuditLog, audit::AuditOutcome, audit::AuditQuery, audit::MemoryAuditLog,
-    response::ErrorFormat, token::mint_token, AuditEvent, AuthContext, KeyId, KeyIssuer, KeyStore,
+    response::ErrorFormat, token::mint_token, AuditEvent, AuthContext, KeyId, KeyIssuer,
     MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher, TokenPrefix, Verifier,
 };
 use auth_tower::{
