@@ -67,8 +67,8 @@ mod verifier;
 pub use access::{AccessLevel, InvalidAccessLevel};
 pub use audit::{
     audit_now, count_usage, page as audit_page, AuditEvent, AuditHealth, AuditLog, AuditOutcome,
-    AuditPage, AuditQuery, AuditSink, KeyCreated, MemoryAuditLog, RefusalCount, RefusedFor,
-    UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
+    AuditPage, AuditQuery, AuditSink, KeyCreated, KeyManaged, MemoryAuditLog, RefusalCount,
+    RefusedFor, UsageBucket, UsageCount, UsageQuery, MAX_USER_AGENT,
 };
 pub use check::SecretCheck;
 pub use client_ip::{ClientIp, ForwardedHeader, InvalidNet, TrustedProxies};
