@@ -1195,7 +1195,7 @@ mod cases {
         full.subject = Some("stu1".into());
         full.outcome = AuditOutcome::Failure;
         full.reason = Some(RejectReason::InsufficientScope);
-        full.method = "POST".into();
+        full.method = http::Method::POST;
         full.status = Some(403);
         full.client_ip = Some("2001:db8::1".parse().unwrap());
         full.user_agent = None;
