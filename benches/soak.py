@@ -353,6 +353,9 @@ def main():
         report["by_cause"] = by_cause
         for inst in ("A", "B"):
             report[f"served_by_{inst}"] = sum(1 for r in served if r[2] == inst)
+            # The counts below mean nothing if an instance served nothing.
+            if report[f"served_by_{inst}"] == 0:
+                failures.append(f"{inst} served no request")
 
         # Revocation.
         late = [r for r in served if r[3] == "revoked" and r[0] > events["revoked"] + REVOCATION_BOUND]
@@ -361,6 +364,8 @@ def main():
             1 for r in served if r[3] == "revoked" and r[0] <= events["revoked"])
         if late:
             failures.append(f"{len(late)} requests served with the revoked key after the bound")
+        if report["revoked_key_served_before"] == 0:
+            failures.append("the revoked key was never served before its revocation")
 
         # Audit rows of served requests.
         out = subprocess.run(
@@ -404,6 +409,9 @@ def main():
         }
         if credit_served > CREDITS:
             failures.append(f"credits overspent: {credit_served} served of {CREDITS}")
+        remaining = out.stdout.strip()
+        if not remaining.lstrip("-").isdigit() or int(remaining) < 0:
+            failures.append(f"credits remaining in the store: {remaining!r}")
 
         report["ready_s"] = {k: (round(v, 2) if v is not None else None) for k, v in ready.items()}
         for k, v in ready.items():

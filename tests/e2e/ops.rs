@@ -28,7 +28,10 @@ use std::{
     },
 };
 
-use auth_core::{jwt::MasterKey, store::PostgresKeyStore, store::PostgresOptions, SecretHasher};
+use auth_core::{
+    audit::AuditLog, audit::AuditQuery, jwt::MasterKey, store::AuditBatching,
+    store::PostgresKeyStore, store::PostgresOptions, SecretHasher,
+};
 use client::Api;
 use keygate_test_support::{eventually, logs::CapturedLogs, services::database_url};
 use support::{serve::spawn, Backend};
@@ -294,6 +297,186 @@ async fn ready_follows_postgres_behind_a_relay_that_is_cut_and_restored() {
         .execute(direct.pool())
         .await
         .unwrap();
+}
+
+/// The audit store stalls (another session holds a lock on the events
+/// table, so the writer's insert waits): key uses fill the small queue and
+/// the rest are shed, counted in `keygate_audit_events_dropped_total`;
+/// `/health/ready` answers 200 "degraded"; every valid request is answered
+/// while the writer is still stuck. Key management (create, edit, revoke,
+/// a refused edit) and impersonation are never shed: once the lock is
+/// released, each has its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_audit_store_sheds_key_uses_but_keeps_key_management() {
+    let Some(url) = database_url("a_stalled_audit_store_sheds_key_uses_but_keeps_key_management")
+    else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = format!("keygate_stall_{}_{nanos}", std::process::id());
+    let store = Arc::new(
+        PostgresKeyStore::connect_with(&url, &PostgresOptions::new().schema(schema.clone()))
+            .await
+            .expect("DATABASE_URL is set but PostgreSQL is unreachable"),
+    );
+    const QUEUE: u64 = 4;
+    let audit = Arc::new(
+        store.audit_log_with(
+            &AuditBatching::new()
+                .queue_capacity(QUEUE as usize)
+                .max_batch(1)
+                .linger(std::time::Duration::ZERO),
+        ),
+    );
+    let backend = Backend {
+        keys: store.clone(),
+        audit: audit.clone(),
+        hasher: SecretHasher::for_tests(),
+        location: "postgres".into(),
+    };
+    let options = portal::Options {
+        requests_per_hour: 1_000_000,
+        ..portal::Options::default()
+    };
+    let app = portal::Portal::new(&backend, &options).unwrap();
+    let api = Api::at(spawn(app.router()).await);
+    let pat = support::commands::issue(&backend, &portal::RULES, "admin1", &[], "stall")
+        .await
+        .unwrap();
+    let token = pat.token.expose_secret().to_owned();
+    let target = support::commands::issue(&backend, &portal::RULES, "admin1", &[], "target")
+        .await
+        .unwrap()
+        .record
+        .id;
+    let dropped_before = dropped_metric().await;
+
+    // The stall: an EXCLUSIVE lock lets readers in, and makes every
+    // insert into the events table wait until it is released.
+    let locker = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE \"{schema}\".audit_events IN EXCLUSIVE MODE"
+    ))
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+
+    // The writer takes the first key use and waits on the lock.
+    api.get("/api/me").token(&token).send().await.expect(200);
+    eventually("the writer holds the first batch", || async {
+        audit.health().queued == 0
+    })
+    .await;
+    // Then the queue fills, and the rest is shed; every request is answered.
+    const USES: u64 = 20;
+    for _ in 0..USES {
+        api.get("/api/me").token(&token).send().await.expect(200);
+    }
+    let health = audit.health();
+    assert_eq!(health.queued, QUEUE, "{health:?}");
+    assert_eq!(health.shed_total, USES - QUEUE, "{health:?}");
+    assert!(
+        dropped_metric().await >= dropped_before + (USES - QUEUE) as f64,
+        "keygate_audit_events_dropped_total counts what was shed"
+    );
+    let ready = api.get("/health/ready").send().await;
+    ready.expect(200);
+    assert_eq!(ready.json["status"], "degraded", "{}", ready.text);
+    assert_eq!(ready.json["checks"]["audit"], "shedding", "{}", ready.text);
+    assert_eq!(
+        ready.json["audit"]["shed_total"],
+        USES - QUEUE,
+        "{}",
+        ready.text
+    );
+
+    // Key management and impersonation while the queue is full.
+    let created = api
+        .post("/api/tokens")
+        .token(&token)
+        .json(r#"{"name":"made-during-stall","scopes":["users:read"]}"#)
+        .send()
+        .await;
+    created.expect(201);
+    api.patch(&format!("/api/tokens/{target}"))
+        .token(&token)
+        .json(r#"{"name":"renamed-during-stall"}"#)
+        .send()
+        .await
+        .expect(200);
+    api.patch(&format!("/api/tokens/{target}"))
+        .token(&token)
+        .json("{}")
+        .send()
+        .await
+        .expect(422);
+    api.delete(&format!("/api/tokens/{target}"))
+        .token(&token)
+        .send()
+        .await
+        .expect(204);
+    api.get("/api/me")
+        .token(&token)
+        .header("x-subject-user", "stu1")
+        .send()
+        .await
+        .expect(200);
+    // Shed while they were kept: one more key use.
+    api.get("/api/me").token(&token).send().await.expect(200);
+    let health = audit.health();
+    assert_eq!(health.queued, QUEUE + 5, "{health:?}");
+    assert_eq!(health.shed_total, USES - QUEUE + 1, "{health:?}");
+
+    lock.rollback().await.unwrap();
+    audit.flush().await.unwrap();
+    let events = audit
+        .query(&AuditQuery::default().limit(1000))
+        .await
+        .unwrap()
+        .events;
+    let rows = |method: &str, path: &str, status: u16| {
+        events
+            .iter()
+            .filter(|e| e.method == method && e.path == path && e.status == Some(status))
+            .count()
+    };
+    let one_key = format!("/api/tokens/{target}");
+    assert_eq!(rows("POST", "/api/tokens", 201), 1);
+    assert_eq!(rows("PATCH", &one_key, 200), 1);
+    assert_eq!(rows("PATCH", &one_key, 422), 1);
+    assert_eq!(rows("DELETE", &one_key, 204), 1);
+    let impersonated = events
+        .iter()
+        .filter(|e| e.subject.as_deref() == Some("stu1"))
+        .count();
+    assert_eq!(impersonated, 1);
+    // Key uses: the one the writer held and the queued ones; the shed ones
+    // have no row (they are counted in the key's usage instead).
+    let uses = events
+        .iter()
+        .filter(|e| e.path == "/api/me" && e.subject.is_none())
+        .count() as u64;
+    assert_eq!(uses, 1 + QUEUE);
+    assert_eq!(audit.dropped_events(), USES - QUEUE + 1);
+
+    drop(api);
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&locker)
+        .await
+        .unwrap();
+}
+
+/// `keygate_audit_events_dropped_total`, every reason summed.
+async fn dropped_metric() -> f64 {
+    let text = metrics_api().await.get("/metrics").send().await.text;
+    text.lines()
+        .filter(|l| l.starts_with("keygate_audit_events_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Logs one event inside the request span `AuthMakeSpan` makes for

@@ -301,7 +301,7 @@ async fn handle(cfg: &SecretScanning, req: Request) -> Result<Response, AuthErro
     }
     tracing::Span::current().record("tokens", reports.len() as u64);
     let mut source = RevocationSource::new(
-        parts.method.as_str(),
+        parts.method.clone(),
         // The full path, also when the router is nested.
         parts
             .extensions

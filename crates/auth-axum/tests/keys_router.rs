@@ -2747,3 +2747,75 @@ impl auth_axum::KeyAdmin for ForgetfulAdmin {
         None
     }
 }
+
+/// Creations, rotations, edits and revocations, refused attempts included,
+/// are key management for the audit log, so that a durable log never sheds
+/// them; reading keys and using one are not. The mark is not part of an
+/// event's JSON.
+#[tokio::test]
+async fn key_changes_are_audited_as_key_management() {
+    let f = Fixture::start(ErrorFormat::Flat).await;
+    let (_, admin) = f.key("alice", &SCOPES).await;
+    let (target, _) = f.key("alice", &["read"]).await;
+    let (rotated, _) = f.key("alice", &["read"]).await;
+    let one = format!("/api/tokens/{target}");
+    let calls = [
+        (
+            Method::POST,
+            "/api/tokens".to_owned(),
+            Some(r#"{"name":"made","scopes":["read"]}"#),
+            StatusCode::CREATED,
+        ),
+        (
+            Method::PATCH,
+            one.clone(),
+            Some(r#"{"name":"renamed"}"#),
+            StatusCode::OK,
+        ),
+        (
+            Method::PATCH,
+            one.clone(),
+            Some("{}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            format!("/api/tokens/{rotated}/rotate"),
+            None,
+            StatusCode::CREATED,
+        ),
+        (Method::GET, one.clone(), None, StatusCode::OK),
+        (Method::GET, format!("{one}/activity"), None, StatusCode::OK),
+        (Method::DELETE, one.clone(), None, StatusCode::NO_CONTENT),
+        (
+            Method::DELETE,
+            "/api/tokens/AAAAAAAAAAA".to_owned(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "/me".to_owned(), None, StatusCode::OK),
+    ];
+    for (method, path, body, status) in &calls {
+        let r = f.call(method.clone(), path, &admin, *body).await;
+        assert_eq!(r.status, *status, "{method} {path}: {}", r.text);
+    }
+    let events = f
+        .audit
+        .query(&AuditQuery::default().limit(100))
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(events.len(), calls.len());
+    for e in &events {
+        let changes_keys = e.path.starts_with("/api/tokens")
+            && [Method::POST, Method::PATCH, Method::DELETE].contains(&e.method);
+        assert_eq!(
+            e.key_management, changes_keys,
+            "{} {} {:?}",
+            e.method, e.path, e.status
+        );
+        let json = serde_json::to_value(e).unwrap();
+        assert!(json.get("key_management").is_none(), "{json}");
+        assert_eq!(json["method"], e.method.as_str());
+    }
+}

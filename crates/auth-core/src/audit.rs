@@ -6,6 +6,6 @@
 
 pub use crate::audit_log::{
     audit_now, count_usage, page, AuditHealth, AuditLog, AuditOutcome, AuditPage, AuditQuery,
-    KeyCreated, MemoryAuditLog, RefusalCount, RefusedFor, UsageBucket, UsageCount, UsageQuery,
-    MAX_USER_AGENT,
+    KeyCreated, KeyManaged, MemoryAuditLog, RefusalCount, RefusedFor, UsageBucket, UsageCount,
+    UsageQuery, MAX_USER_AGENT,
 };

@@ -1,8 +1,9 @@
 //! Audit events: one per authentication attempt, and where they go.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, sync::Arc};
 
 use async_trait::async_trait;
+use http::Method;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -43,6 +44,12 @@ impl<'de> Deserialize<'de> for RejectReason {
 }
 
 /// One authentication attempt. Never holds a credential.
+///
+/// Built on every audited request, so its parts are cheap to make: the
+/// method is an [`http::Method`] (no allocation for the standard ones), the
+/// actor and subject share the key record's user id ([`Arc<str>`]), and the
+/// path is the one allocation. Serialized, every field is a plain JSON
+/// value (the method and names as strings, `at` in RFC 3339).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AuditEvent {
@@ -55,15 +62,16 @@ pub struct AuditEvent {
     /// The key used, if the token was well formed.
     pub key_id: Option<KeyId>,
     /// The key's owner, if known.
-    pub actor: Option<String>,
+    pub actor: Option<Arc<str>>,
     /// The subject user, when acting on someone's behalf.
-    pub subject: Option<String>,
+    pub subject: Option<Arc<str>>,
     /// Let through or refused.
     pub outcome: AuditOutcome,
     /// Why it was refused.
     pub reason: Option<RejectReason>,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method (or another label, such as the command line's `CLI`).
+    #[serde(with = "method_serde")]
+    pub method: Method,
     /// Request path, without the query string (which may hold a credential).
     pub path: String,
     /// Response status, when known.
@@ -77,6 +85,13 @@ pub struct AuditEvent {
     /// is the creator. See [`KeyCreated`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_key: Option<KeyId>,
+    /// The request managed keys (created, rotated, edited or revoked one,
+    /// or tried to): the durable logs never shed such an event when their
+    /// store falls behind. Set by the auth layer from [`KeyManaged`] (or
+    /// [`KeyCreated`]); it decides where the event is queued and is not
+    /// stored nor serialized.
+    #[serde(skip)]
+    pub key_management: bool,
 }
 
 impl AuditEvent {
@@ -84,16 +99,18 @@ impl AuditEvent {
     /// set the other fields on the result.
     ///
     /// ```
-    /// use auth_core::{AuditEvent, audit::AuditOutcome, RejectReason};
-    /// let mut event = AuditEvent::new(time::OffsetDateTime::now_utc(), AuditOutcome::Failure, "POST", "/login");
+    /// use auth_core::{audit::AuditOutcome, AuditEvent, RejectReason};
+    /// use http::Method;
+    /// let mut event = AuditEvent::new(time::OffsetDateTime::now_utc(), AuditOutcome::Failure, Method::POST, "/login");
     /// event.reason = Some(RejectReason::WrongSecret);
     /// event.status = Some(401);
     /// assert!(event.key_id.is_none());
+    /// assert_eq!(serde_json::to_value(&event).unwrap()["method"], "POST");
     /// ```
     pub fn new(
         at: OffsetDateTime,
         outcome: AuditOutcome,
-        method: impl Into<String>,
+        method: Method,
         path: impl Into<String>,
     ) -> Self {
         Self {
@@ -104,13 +121,29 @@ impl AuditEvent {
             subject: None,
             outcome,
             reason: None,
-            method: method.into(),
+            method,
             path: path.into(),
             status: None,
             client_ip: None,
             user_agent: None,
             created_key: None,
+            key_management: false,
         }
+    }
+}
+
+/// An event's method as a JSON string, as it is stored.
+mod method_serde {
+    use http::Method;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+        let s = String::deserialize(d)?;
+        Method::from_bytes(s.as_bytes()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -179,6 +212,13 @@ fn realtime() -> Option<(u64, u32)> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyCreated(pub KeyId);
 
+/// Left in a response's extensions by a handler that manages keys (edits
+/// or revokes one): the auth layer marks the request's event as
+/// [`AuditEvent::key_management`], so that a durable log never sheds it.
+/// [`KeyCreated`] marks creations and rotations the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyManaged;
+
 /// Left in a response's extensions by a layer inside the auth layer that
 /// refused an authenticated request (a rate limit, exhausted credits): the
 /// auth layer records the request's event as a failure with this reason.
@@ -200,6 +240,13 @@ pub const MAX_USER_AGENT: usize = 256;
 pub trait AuditSink: std::fmt::Debug + Send + Sync + 'static {
     /// Takes one event.
     fn record(&self, event: AuditEvent);
+
+    /// Takes one event already on the heap, as the auth layer holds it
+    /// while the response is on its way: a sink that keeps or queues
+    /// events boxed takes the box as it is, without copying the event out.
+    fn record_boxed(&self, event: Box<AuditEvent>) {
+        self.record(*event);
+    }
 }
 
 /// A page of a query, newest first.
@@ -483,8 +530,9 @@ pub struct MemoryAuditLog {
 
 /// The newest events, oldest first from `head` once full: a full ring
 /// overwrites its oldest slot in place (no event is moved out to be dropped).
+/// Boxed as the auth layer hands them over.
 struct Ring {
-    events: Vec<AuditEvent>,
+    events: Vec<Box<AuditEvent>>,
     head: usize,
     next_id: i64,
 }
@@ -493,7 +541,7 @@ impl Ring {
     /// Oldest first.
     fn iter(&self) -> impl DoubleEndedIterator<Item = &AuditEvent> {
         let (newer, older) = self.events.split_at(self.head);
-        older.iter().chain(newer)
+        older.iter().chain(newer).map(|e| &**e)
     }
 }
 
@@ -536,7 +584,11 @@ impl MemoryAuditLog {
 }
 
 impl AuditSink for MemoryAuditLog {
-    fn record(&self, mut event: AuditEvent) {
+    fn record(&self, event: AuditEvent) {
+        self.record_boxed(Box::new(event));
+    }
+
+    fn record_boxed(&self, mut event: Box<AuditEvent>) {
         let mut ring = self.inner.lock();
         event.id = Some(ring.next_id);
         ring.next_id += 1;
@@ -568,18 +620,11 @@ impl AuditLog for MemoryAuditLog {
     async fn purge_before(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let mut ring = self.inner.lock();
         let n = ring.events.len();
-        let mut kept: Vec<AuditEvent> = Vec::with_capacity(n);
-        let events = std::mem::take(&mut ring.events);
-        let head = ring.head;
-        let (newer, older) = events.split_at(head);
-        kept.extend(
-            older
-                .iter()
-                .chain(newer)
-                .filter(|e| e.at >= before)
-                .cloned(),
-        );
-        ring.events = kept;
+        let mut events = std::mem::take(&mut ring.events);
+        // Oldest first again, then the old ones out.
+        events.rotate_left(ring.head);
+        events.retain(|e| e.at >= before);
+        ring.events = events;
         ring.head = 0;
         Ok((n - ring.events.len()) as u64)
     }
@@ -622,12 +667,13 @@ mod tests {
             subject: None,
             outcome: AuditOutcome::Success,
             reason: None,
-            method: "GET".into(),
+            method: Method::GET,
             path: "/".into(),
             status: Some(200),
             client_ip: None,
             user_agent: None,
             created_key: None,
+            key_management: false,
         }
     }
 

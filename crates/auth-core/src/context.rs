@@ -42,6 +42,12 @@ impl Principal {
         &self.user_id
     }
 
+    /// The user id, shared: a copy costs a reference count, not an
+    /// allocation (audit events take it on every request).
+    pub fn shared_user_id(&self) -> &Arc<str> {
+        &self.user_id
+    }
+
     /// The organisation id, if any.
     pub fn org_id(&self) -> Option<&str> {
         self.org_id.as_deref()

@@ -18,7 +18,7 @@ use crate::{
 pub struct RevocationSource {
     /// The HTTP method of the reporting request, or a name for the caller
     /// (the default is `REVOKE`).
-    pub method: String,
+    pub method: http::Method,
     /// The route that received the report, or a name for the caller
     /// (the default is `revoke-by-token`).
     pub path: String,
@@ -31,9 +31,9 @@ pub struct RevocationSource {
 impl RevocationSource {
     /// A report received as `method` on `path`, from an unknown client (set
     /// `client_ip` and `user_agent` when known).
-    pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
+    pub fn new(method: http::Method, path: impl Into<String>) -> Self {
         Self {
-            method: method.into(),
+            method,
             path: path.into(),
             client_ip: None,
             user_agent: None,
@@ -44,7 +44,7 @@ impl RevocationSource {
 impl Default for RevocationSource {
     fn default() -> Self {
         Self {
-            method: "REVOKE".into(),
+            method: http::Method::from_bytes(b"REVOKE").expect("REVOKE is a method token"),
             path: "revoke-by-token".into(),
             client_ip: None,
             user_agent: None,
@@ -151,7 +151,7 @@ impl KeyIssuer {
             id: None,
             at: now,
             key_id: Some(id),
-            actor: Some(record.owner.user_id().to_owned()),
+            actor: Some(record.owner.shared_user_id().clone()),
             subject: None,
             outcome: AuditOutcome::Failure,
             reason: Some(RejectReason::Leaked),
@@ -161,6 +161,7 @@ impl KeyIssuer {
             client_ip: source.client_ip,
             user_agent: source.user_agent.clone(),
             created_key: None,
+            key_management: true,
         });
         tracing::warn!(key_id = %id, "key revoked: its token was reported leaked");
         Ok(TokenRevocation::Revoked {

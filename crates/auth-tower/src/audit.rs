@@ -3,7 +3,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
-    audit::audit_now, audit::AuditOutcome, audit::KeyCreated, audit::RefusedFor,
+    audit::audit_now, audit::AuditOutcome, audit::KeyCreated, audit::KeyManaged, audit::RefusedFor,
     audit::MAX_USER_AGENT, AuditEvent, AuditSink, AuthContext, KeyId, RejectReason,
 };
 use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
@@ -30,17 +30,18 @@ impl Attempt<'_> {
                 .as_ref()
                 .and_then(AuthContext::key_id)
                 .or(self.key_id),
-            actor: self.verified.as_ref().map(|c| c.actor().user_id()),
-            subject: self.subject,
+            actor: self.verified.as_ref().map(|c| c.actor().shared_user_id()),
+            subject: self.subject.map(Arc::from),
         }
     }
 }
 
-/// The identities named in an audit event.
+/// The identities named in an audit event: the key record's own user ids,
+/// shared (a reference count each, no copy).
 pub(crate) struct Who<'a> {
     pub(crate) key_id: Option<KeyId>,
-    pub(crate) actor: Option<&'a str>,
-    pub(crate) subject: Option<&'a str>,
+    pub(crate) actor: Option<&'a Arc<str>>,
+    pub(crate) subject: Option<Arc<str>>,
 }
 
 impl<'a> Who<'a> {
@@ -48,8 +49,8 @@ impl<'a> Who<'a> {
     pub(crate) fn of(ctx: &'a AuthContext) -> Self {
         Self {
             key_id: ctx.key_id(),
-            actor: Some(ctx.actor().user_id()),
-            subject: ctx.subject().map(|s| s.user_id()),
+            actor: Some(ctx.actor().shared_user_id()),
+            subject: ctx.subject().map(|s| s.shared_user_id().clone()),
         }
     }
 }
@@ -87,51 +88,53 @@ impl<'a> Head<'a> {
 /// [`PendingAudit::finish`], or on drop (status unknown) if the response
 /// never came, so that no attempt goes unrecorded once decided.
 ///
-/// Boxed, so that futures carrying an `Option<PendingAudit>` stay small when
-/// no audit sink is configured.
-pub(crate) struct PendingAudit(Box<Pending>);
-
-struct Pending {
+/// The event is boxed once, here, and the box is what the sink takes
+/// ([`AuditSink::record_boxed`]); futures carrying an `Option<PendingAudit>`
+/// stay small when no audit sink is configured.
+pub(crate) struct PendingAudit {
     sink: Arc<dyn AuditSink>,
-    event: Option<AuditEvent>,
+    event: Option<Box<AuditEvent>>,
 }
 
 impl PendingAudit {
-    pub(crate) fn finish(self, status: Option<StatusCode>) {
-        self.finish_refused(status, None, None);
+    pub(crate) fn finish(mut self, status: Option<StatusCode>) {
+        if let Some(mut event) = self.event.take() {
+            event.status = status.map(|s| s.as_u16());
+            self.sink.record_boxed(event);
+        }
     }
 
-    /// As [`finish`](Self::finish), noting the key the request created and,
-    /// when a layer inside refused the request, why (see [`RefusedFor`]).
-    pub(crate) fn finish_refused(
-        mut self,
-        status: Option<StatusCode>,
-        created: Option<KeyCreated>,
-        refused: Option<RefusedFor>,
-    ) {
-        if let Some(mut event) = self.0.event.take() {
-            if let Some(RefusedFor(reason)) = refused {
+    /// As [`finish`](Self::finish), with what the response's extensions
+    /// say: the key the request created ([`KeyCreated`]), that it managed
+    /// keys ([`KeyManaged`]) and, when a layer inside refused the request,
+    /// why ([`RefusedFor`]).
+    pub(crate) fn finish_with(mut self, status: Option<StatusCode>, marks: &http::Extensions) {
+        if let Some(mut event) = self.event.take() {
+            if let Some(RefusedFor(reason)) = marks.get::<RefusedFor>() {
                 event.outcome = AuditOutcome::Failure;
-                event.reason = Some(reason);
+                event.reason = Some(*reason);
             }
             event.status = status.map(|s| s.as_u16());
-            event.created_key = created.map(|k| k.0);
-            self.0.sink.record(event);
+            event.created_key = marks.get::<KeyCreated>().map(|k| k.0);
+            event.key_management =
+                event.created_key.is_some() || marks.get::<KeyManaged>().is_some();
+            self.sink.record_boxed(event);
         }
     }
 }
 
 impl Drop for PendingAudit {
     fn drop(&mut self) {
-        if let Some(event) = self.0.event.take() {
-            self.0.sink.record(event);
+        if let Some(event) = self.event.take() {
+            self.sink.record_boxed(event);
         }
     }
 }
 
 /// The event for an attempt, if an audit sink is configured. Only then is
-/// the attempt described and are the owned strings built. The path never
-/// includes the query string, which may hold a credential.
+/// the attempt described; the path is its one allocation (and the
+/// `User-Agent`, when sent). The path never includes the query string,
+/// which may hold a credential.
 pub(crate) fn pending<'a>(
     config: &Config,
     reason: Option<RejectReason>,
@@ -149,15 +152,20 @@ pub(crate) fn pending<'a>(
     } else {
         AuditOutcome::Failure
     };
-    let mut event = AuditEvent::new(audit_now(), outcome, req.method.as_str(), req.uri.path());
+    let mut event = Box::new(AuditEvent::new(
+        audit_now(),
+        outcome,
+        req.method.clone(),
+        req.uri.path(),
+    ));
     event.key_id = who.key_id;
-    event.actor = who.actor.map(str::to_owned);
-    event.subject = who.subject.map(str::to_owned);
+    event.actor = who.actor.cloned();
+    event.subject = who.subject;
     event.reason = reason;
     event.client_ip = req.client_ip;
     event.user_agent = user_agent;
-    Some(PendingAudit(Box::new(Pending {
+    Some(PendingAudit {
         sink: sink.clone(),
         event: Some(event),
-    })))
+    })
 }

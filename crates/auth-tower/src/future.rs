@@ -6,7 +6,6 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use auth_core::{audit::KeyCreated, audit::RefusedFor};
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -103,12 +102,10 @@ where
                 StateProj::Calling { future } => {
                     let result = ready!(future.poll(cx));
                     if let Some(audit) = this.audit.take() {
-                        let res = result.as_ref().ok();
-                        audit.finish_refused(
-                            res.map(Response::status),
-                            res.and_then(|r| r.extensions().get::<KeyCreated>().copied()),
-                            res.and_then(|r| r.extensions().get::<RefusedFor>().copied()),
-                        );
+                        match result.as_ref() {
+                            Ok(res) => audit.finish_with(Some(res.status()), res.extensions()),
+                            Err(_) => audit.finish(None),
+                        }
                     }
                     return Poll::Ready(result);
                 }

@@ -112,10 +112,10 @@ fn render(events: &[AuditEvent], json: bool, header: bool) -> Result<(), CliErro
             e.reason
                 .map_or_else(|| "-".into(), |r| r.as_str().to_owned()),
             e.status.map_or_else(|| "-".into(), |s| s.to_string()),
-            e.method.clone(),
+            e.method.as_str().to_owned(),
             e.path.chars().take(60).collect(),
             e.key_id.map_or_else(|| "-".into(), |k| k.to_string()),
-            e.actor.clone().unwrap_or_else(|| "-".into()),
+            e.actor.as_deref().unwrap_or("-").to_owned(),
             e.client_ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
         ]);
     }

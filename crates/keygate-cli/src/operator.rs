@@ -6,6 +6,7 @@
 //! from here, next to the key's requests.
 
 use auth_core::{audit::AuditOutcome, AuditEvent, KeyId};
+use http::Method;
 use time::OffsetDateTime;
 
 use crate::{db::Db, error::CliError};
@@ -51,7 +52,7 @@ impl Operator {
         let mut event = AuditEvent::new(
             OffsetDateTime::now_utc(),
             AuditOutcome::Success,
-            METHOD,
+            Method::from_bytes(METHOD.as_bytes()).expect("CLI is a method token"),
             match key {
                 Some(id) => format!("{action} {id}"),
                 None => action.to_owned(),
@@ -59,7 +60,9 @@ impl Operator {
         );
         event.key_id = key;
         event.created_key = created;
-        event.actor = Some(self.0.clone());
+        // Every change the command line makes is key management.
+        event.key_management = true;
+        event.actor = Some(self.0.as_str().into());
         event.user_agent = Some(concat!("keygate/", env!("CARGO_PKG_VERSION")).to_owned());
         db.audit.record(event);
         db.audit.flush().await.map_err(|e| {

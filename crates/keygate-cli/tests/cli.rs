@@ -62,7 +62,7 @@ fn keygate_env(db: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn event(at: OffsetDateTime, actor: &str, outcome: AuditOutcome) -> AuditEvent {
-    let mut event = AuditEvent::new(at, outcome, "GET", "/api/me");
+    let mut event = AuditEvent::new(at, outcome, http::Method::GET, "/api/me");
     event.actor = Some(actor.into());
     event.reason = (outcome == AuditOutcome::Failure).then_some(RejectReason::Revoked);
     event.status = Some(200);

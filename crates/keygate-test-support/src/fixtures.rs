@@ -48,9 +48,14 @@ pub fn secret_text(token: &str) -> &str {
 
 /// A successful `GET /api/entities` by `actor` with `key`, at `at`.
 pub fn audit_event(key: Option<KeyId>, actor: Option<&str>, at: OffsetDateTime) -> AuditEvent {
-    let mut event = AuditEvent::new(at, AuditOutcome::Success, "GET", "/api/entities");
+    let mut event = AuditEvent::new(
+        at,
+        AuditOutcome::Success,
+        http::Method::GET,
+        "/api/entities",
+    );
     event.key_id = key;
-    event.actor = actor.map(str::to_owned);
+    event.actor = actor.map(Into::into);
     event.status = Some(200);
     event.client_ip = Some("203.0.113.7".parse().unwrap());
     event.user_agent = Some("curl/8.5".into());

@@ -23,7 +23,7 @@ use super::{
     manager::KeyManager,
     owner::RequestKey,
     request::query_or,
-    response::{json, respond},
+    response::{json, key_managed, respond},
 };
 
 /// Default page of the admin listing.
@@ -304,5 +304,5 @@ async fn revoke<A: KeyAdmin>(
         tracing::info!(key_id = %record.id, owner = record.owner.user_id(), "key revoked by an administrator");
         Ok(StatusCode::NO_CONTENT.into_response())
     };
-    respond(&style, result.await)
+    key_managed(respond(&style, result.await))
 }

@@ -1,7 +1,7 @@
 //! Responses of the key-management routes: their bodies, and how they are
 //! sent. No body holds a hash; only a freshly issued key's holds its token.
 
-use auth_core::{store::KeyMetadata, IssuedKey, KeyId};
+use auth_core::{audit::KeyManaged, store::KeyMetadata, IssuedKey, KeyId};
 use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
@@ -18,6 +18,14 @@ pub(crate) fn respond(style: &ErrorStyle, result: Result<Response, KeyApiError>)
     let mut res = result.unwrap_or_else(|e| style.render(e));
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `res`, marked as key management for the request's audit event (see
+/// [`KeyManaged`]) whatever its outcome: a refused attempt at a key is kept
+/// as surely as a change.
+pub(crate) fn key_managed(mut res: Response) -> Response {
+    res.extensions_mut().insert(KeyManaged);
     res
 }
 

@@ -23,7 +23,7 @@ use super::{
     manager::{KeyManager, DEFAULT_PAGE, MAX_PAGE},
     owner::{KeyOwner, RequestKey},
     request::{parse_json, query_or, ActivityQuery, CreateKey, RotateKey},
-    response::{json, respond, CreatedKey, KeyList},
+    response::{json, key_managed, respond, CreatedKey, KeyList},
     usage::{dense, UsageParams},
 };
 
@@ -105,7 +105,7 @@ async fn create<O: KeyOwner>(
     key: RequestKey,
     body: Bytes,
 ) -> Response {
-    respond(&style, create_key(&m, &owner, &key, &body).await)
+    key_managed(respond(&style, create_key(&m, &owner, &key, &body).await))
 }
 
 async fn create_key<O: KeyOwner>(
@@ -215,7 +215,10 @@ async fn edit<O: KeyOwner>(
     path: KeyPath,
     body: Bytes,
 ) -> Response {
-    respond(&style, edit_key(&m, &owner, &key, path, &body).await)
+    key_managed(respond(
+        &style,
+        edit_key(&m, &owner, &key, path, &body).await,
+    ))
 }
 
 async fn edit_key<O: KeyOwner>(
@@ -269,7 +272,7 @@ async fn revoke<O: KeyOwner>(
         }
         Ok(StatusCode::NO_CONTENT.into_response())
     };
-    respond(&style, result.await)
+    key_managed(respond(&style, result.await))
 }
 
 async fn rotate<O: KeyOwner>(
@@ -337,7 +340,7 @@ async fn rotate<O: KeyOwner>(
         body.previous_key_ends_at = previous_ends;
         Ok(created(&issued, body))
     };
-    respond(&style, result.await)
+    key_managed(respond(&style, result.await))
 }
 
 /// What the activity route's query string takes.

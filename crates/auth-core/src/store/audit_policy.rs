@@ -38,6 +38,7 @@ pub(crate) enum Lane {
 /// The lane of `e`.
 pub(crate) fn lane(e: &AuditEvent) -> Lane {
     if e.created_key.is_some()
+        || e.key_management
         || e.subject.is_some()
         || matches!(
             e.reason,
@@ -198,7 +199,7 @@ pub(crate) struct Limits {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Owner {
     Key(KeyId),
-    Account(String),
+    Account(std::sync::Arc<str>),
 }
 
 /// What is counted rather than written row by row, until the writer takes it.
@@ -308,7 +309,7 @@ mod tests {
         let mut e = AuditEvent::new(
             datetime!(2030-01-01 10:00 UTC) + time::Duration::seconds(second),
             AuditOutcome::Failure,
-            "GET",
+            http::Method::GET,
             "/api/me",
         );
         e.reason = Some(reason);
@@ -347,11 +348,20 @@ mod tests {
             e.reason = Some(reason);
             assert_eq!(lane(&e), expected, "{reason}");
         }
-        let mut ok = AuditEvent::new(e.at, AuditOutcome::Success, "POST", "/keys");
+        let mut ok = AuditEvent::new(e.at, AuditOutcome::Success, http::Method::POST, "/keys");
         assert_eq!(lane(&ok), Lane::Row);
         ok.created_key = Some(KeyId::random());
         assert_eq!(lane(&ok), Lane::Priority);
         ok.created_key = None;
+        // An edit or a revocation (no key created), and one refused.
+        ok.key_management = true;
+        assert_eq!(lane(&ok), Lane::Priority);
+        ok.outcome = AuditOutcome::Failure;
+        ok.reason = Some(RejectReason::InsufficientScope);
+        assert_eq!(lane(&ok), Lane::Priority);
+        ok.key_management = false;
+        ok.outcome = AuditOutcome::Success;
+        ok.reason = None;
         ok.subject = Some("bob".into());
         assert_eq!(lane(&ok), Lane::Priority);
     }

@@ -197,21 +197,26 @@ impl AuditWriter {
 
     /// Sorts the event into its lane without waiting.
     pub(crate) fn record(&self, event: AuditEvent) {
+        self.record_boxed(Box::new(event));
+    }
+
+    /// As [`record`](Self::record); a key use is queued in its box.
+    pub(crate) fn record_boxed(&self, event: Box<AuditEvent>) {
         match audit_policy::lane(&event) {
             Lane::Priority => {
-                self.shared.priority.lock().push(event);
+                self.shared.priority.lock().push(*event);
                 self.shared.wake.notify_one();
             }
-            Lane::Counted => self.shared.tally.lock().count(event),
+            Lane::Counted => self.shared.tally.lock().count(*event),
             Lane::Row => {
                 if event.outcome == AuditOutcome::Failure {
                     let mut tally = self.shared.tally.lock();
                     if !tally.grant_refusal_row(&event) {
-                        tally.count(event);
+                        tally.count(*event);
                         return;
                     }
                 }
-                if let Err(e) = self.tx.try_send(Msg::Event(Box::new(event))) {
+                if let Err(e) = self.tx.try_send(Msg::Event(event)) {
                     let (mpsc::error::TrySendError::Full(msg)
                     | mpsc::error::TrySendError::Closed(msg)) = e;
                     if let Msg::Event(event) = msg {
@@ -490,7 +495,12 @@ mod tests {
 
     /// A request by `key`'s owner.
     fn used(key: KeyId) -> AuditEvent {
-        let mut e = AuditEvent::new(OffsetDateTime::now_utc(), AuditOutcome::Success, "GET", "/");
+        let mut e = AuditEvent::new(
+            OffsetDateTime::now_utc(),
+            AuditOutcome::Success,
+            http::Method::GET,
+            "/",
+        );
         e.key_id = Some(key);
         e.actor = Some("alice".into());
         e.status = Some(200);
@@ -499,7 +509,12 @@ mod tests {
 
     /// A garbage token from `ip`.
     fn garbage(ip: std::net::IpAddr) -> AuditEvent {
-        let mut e = AuditEvent::new(OffsetDateTime::now_utc(), AuditOutcome::Failure, "GET", "/");
+        let mut e = AuditEvent::new(
+            OffsetDateTime::now_utc(),
+            AuditOutcome::Failure,
+            http::Method::GET,
+            "/",
+        );
         e.reason = Some(RejectReason::Malformed);
         e.status = Some(401);
         e.client_ip = Some(ip);
@@ -559,7 +574,7 @@ mod tests {
             w.record(used(key));
         }
         let mut created = used(key);
-        created.method = "POST".into();
+        created.method = http::Method::POST;
         created.created_key = Some(KeyId::random());
         for _ in 0..50 {
             w.record(created.clone());

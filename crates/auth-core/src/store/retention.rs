@@ -64,12 +64,13 @@ mod tests {
             subject: None,
             outcome: AuditOutcome::Success,
             reason: None,
-            method: "GET".into(),
+            method: http::Method::GET,
             path: "/".into(),
             status: None,
             client_ip: None,
             user_agent: None,
             created_key: None,
+            key_management: false,
         }
     }
 

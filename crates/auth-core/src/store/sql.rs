@@ -39,6 +39,11 @@ pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::corrupt(what)
 }
 
+/// A stored event's method: a request's, or a label such as `CLI`.
+pub(crate) fn method(label: &str) -> Result<http::Method, StoreError> {
+    http::Method::from_bytes(label.as_bytes()).map_err(|_| corrupt("invalid method"))
+}
+
 pub(crate) fn key_id(text: &str) -> Result<KeyId, StoreError> {
     text.parse().map_err(|_| corrupt("invalid key id"))
 }

@@ -732,7 +732,7 @@ pub async fn audit_query_and_purge(b: &StoreUnderTest) {
     full.subject = Some("stu1".into());
     full.outcome = AuditOutcome::Failure;
     full.reason = Some(RejectReason::InsufficientScope);
-    full.method = "POST".into();
+    full.method = http::Method::POST;
     full.status = Some(403);
     full.client_ip = Some("2001:db8::1".parse().unwrap());
     full.user_agent = None;

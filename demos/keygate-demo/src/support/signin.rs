@@ -560,10 +560,10 @@ impl Accounts {
         } else {
             AuditOutcome::Failure
         };
-        let mut event = AuditEvent::new(OffsetDateTime::now_utc(), kind, "POST", "/login");
+        let mut event = AuditEvent::new(OffsetDateTime::now_utc(), kind, Method::POST, "/login");
         // Only names of real users: a password typed into the name field
         // must not end up in the log.
-        event.actor = known.then(|| user.to_owned());
+        event.actor = known.then(|| user.into());
         event.reason = outcome.err();
         event.status = Some(status.as_u16());
         event.client_ip = client;

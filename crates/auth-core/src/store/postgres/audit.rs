@@ -96,7 +96,7 @@ impl BatchSink for Sink {
             c.outcome.push(e.outcome.as_str());
             c.reason.push(e.reason.map(|r| r.as_str()));
             c.method
-                .push(truncate(&e.method, MAX_AUDIT_METHOD).to_owned());
+                .push(truncate(e.method.as_str(), MAX_AUDIT_METHOD).to_owned());
             c.path.push(truncate(&e.path, MAX_AUDIT_PATH).to_owned());
             c.status.push(e.status.map(i32::from));
             c.client_ip.push(e.client_ip.map(|ip| ip.to_string()));
@@ -174,7 +174,7 @@ impl BatchSink for Sink {
             .bind(r.iter().map(|r| r.sample.at).collect::<Vec<_>>())
             .bind(sample(&|e| e.key_id.map(|k| k.to_string())))
             .bind(sample(&|e| e.actor.as_deref().map(str::to_owned)))
-            .bind(sample(&|e| Some(truncate(&e.method, MAX_AUDIT_METHOD).to_owned())))
+            .bind(sample(&|e| Some(truncate(e.method.as_str(), MAX_AUDIT_METHOD).to_owned())))
             .bind(sample(&|e| Some(truncate(&e.path, MAX_AUDIT_PATH).to_owned())))
             .bind(r.iter().map(|r| r.sample.status.map(i32::from)).collect::<Vec<_>>())
             .bind(sample(&|e| e.client_ip.map(|ip| ip.to_string())))
@@ -209,22 +209,31 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
         id: Some(row.try_get("id").map_err(get)?),
         at: row.try_get("at").map_err(get)?,
         key_id: sql::opt_key_id(row.try_get("key_id").map_err(get)?)?,
-        actor: row.try_get("actor").map_err(get)?,
-        subject: row.try_get("subject").map_err(get)?,
+        actor: shared(row.try_get("actor").map_err(get)?),
+        subject: shared(row.try_get("subject").map_err(get)?),
         outcome: sql::outcome(&outcome)?,
         reason: sql::reason(row.try_get("reason").map_err(get)?)?,
-        method: row.try_get("method").map_err(get)?,
+        method: sql::method(row.try_get("method").map_err(get)?)?,
         path: row.try_get("path").map_err(get)?,
         status: sql::status(status.map(i64::from))?,
         client_ip: sql::client_ip(row.try_get("client_ip").map_err(get)?)?,
         user_agent: row.try_get("user_agent").map_err(get)?,
         created_key: sql::opt_key_id(row.try_get("created_key").map_err(get)?)?,
+        key_management: false,
     })
+}
+
+fn shared(name: Option<String>) -> Option<std::sync::Arc<str>> {
+    name.map(Into::into)
 }
 
 impl AuditSink for PostgresAuditLog {
     fn record(&self, event: AuditEvent) {
         self.writer.record(event);
+    }
+
+    fn record_boxed(&self, event: Box<AuditEvent>) {
+        self.writer.record_boxed(event);
     }
 }
 
@@ -345,11 +354,11 @@ impl AuditLog for PostgresAuditLog {
                 let mut sample = AuditEvent::new(
                     row.try_get("first_at").map_err(get)?,
                     AuditOutcome::Failure,
-                    row.try_get::<String, _>("method").map_err(get)?,
+                    sql::method(row.try_get("method").map_err(get)?)?,
                     row.try_get::<String, _>("path").map_err(get)?,
                 );
                 sample.key_id = sql::opt_key_id(row.try_get("key_id").map_err(get)?)?;
-                sample.actor = row.try_get("actor").map_err(get)?;
+                sample.actor = shared(row.try_get("actor").map_err(get)?);
                 sample.reason = Some(reason);
                 sample.status = sql::status(status.map(i64::from))?;
                 sample.client_ip = sql::client_ip(row.try_get("client_ip").map_err(get)?)?;

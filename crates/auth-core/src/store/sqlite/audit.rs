@@ -155,11 +155,11 @@ async fn insert_events(
     q.push_values(events, |mut row, e| {
         row.push_bind(micros(e.at))
             .push_bind(e.key_id.map(|k| k.to_string()))
-            .push_bind(e.actor.clone())
-            .push_bind(e.subject.clone())
+            .push_bind(e.actor.as_deref().map(str::to_owned))
+            .push_bind(e.subject.as_deref().map(str::to_owned))
             .push_bind(e.outcome.as_str())
             .push_bind(e.reason.map(|r| r.as_str()))
-            .push_bind(truncate(&e.method, MAX_AUDIT_METHOD).to_owned())
+            .push_bind(truncate(e.method.as_str(), MAX_AUDIT_METHOD).to_owned())
             .push_bind(truncate(&e.path, MAX_AUDIT_PATH).to_owned())
             .push_bind(e.status.map(i64::from))
             .push_bind(e.client_ip.map(|ip| ip.to_string()))
@@ -209,7 +209,7 @@ async fn add_refusals(conn: &mut SqliteConnection, r: &RefusalRow) -> Result<(),
     .bind(micros(e.at))
     .bind(e.key_id.map(|k| k.to_string()))
     .bind(e.actor.as_deref())
-    .bind(truncate(&e.method, MAX_AUDIT_METHOD))
+    .bind(truncate(e.method.as_str(), MAX_AUDIT_METHOD))
     .bind(truncate(&e.path, MAX_AUDIT_PATH))
     .bind(e.status.map(i64::from))
     .bind(e.client_ip.map(|ip| ip.to_string()))
@@ -234,22 +234,31 @@ fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         id: Some(row.try_get("id").map_err(get)?),
         at: sql::from_micros(at)?,
         key_id: sql::opt_key_id(row.try_get("key_id").map_err(get)?)?,
-        actor: row.try_get("actor").map_err(get)?,
-        subject: row.try_get("subject").map_err(get)?,
+        actor: shared(row.try_get("actor").map_err(get)?),
+        subject: shared(row.try_get("subject").map_err(get)?),
         outcome: sql::outcome(&outcome)?,
         reason: sql::reason(row.try_get("reason").map_err(get)?)?,
-        method: row.try_get("method").map_err(get)?,
+        method: sql::method(row.try_get("method").map_err(get)?)?,
         path: row.try_get("path").map_err(get)?,
         status: sql::status(status)?,
         client_ip: sql::client_ip(row.try_get("client_ip").map_err(get)?)?,
         user_agent: row.try_get("user_agent").map_err(get)?,
         created_key: sql::opt_key_id(row.try_get("created_key").map_err(get)?)?,
+        key_management: false,
     })
+}
+
+fn shared(name: Option<String>) -> Option<std::sync::Arc<str>> {
+    name.map(Into::into)
 }
 
 impl AuditSink for SqliteAuditLog {
     fn record(&self, event: AuditEvent) {
         self.writer.record(event);
+    }
+
+    fn record_boxed(&self, event: Box<AuditEvent>) {
+        self.writer.record_boxed(event);
     }
 }
 
@@ -362,11 +371,11 @@ impl AuditLog for SqliteAuditLog {
                 let mut sample = AuditEvent::new(
                     sql::from_micros(row.try_get("first_at").map_err(get)?)?,
                     crate::audit::AuditOutcome::Failure,
-                    row.try_get::<String, _>("method").map_err(get)?,
+                    sql::method(row.try_get("method").map_err(get)?)?,
                     row.try_get::<String, _>("path").map_err(get)?,
                 );
                 sample.key_id = sql::opt_key_id(row.try_get("key_id").map_err(get)?)?;
-                sample.actor = row.try_get("actor").map_err(get)?;
+                sample.actor = shared(row.try_get("actor").map_err(get)?);
                 sample.reason = Some(reason);
                 sample.status = sql::status(status)?;
                 sample.client_ip = sql::client_ip(row.try_get("client_ip").map_err(get)?)?;
