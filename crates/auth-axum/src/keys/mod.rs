@@ -129,3 +129,13 @@ pub use manager::KeyManager;
 pub use origins::AllowedOrigins;
 pub use owner::KeyOwner;
 pub use routes::keys_router;
+/// The bodies and query strings, for the OpenAPI document's schemas.
+#[cfg(feature = "openapi")]
+pub(crate) use self::{
+    admin::{AdminKeyList, ListParams},
+    edit::EditKey,
+    request::{ActivityQuery, CreateKey, RotateKey},
+    response::{CreatedKey, KeyList},
+    routes::KeyOptions,
+    usage::{Usage, UsageParams},
+};
