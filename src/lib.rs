@@ -15,10 +15,10 @@
 //!
 //! The other features switch on what those crates can do: `sqlite`,
 //! `postgres`, `jwt` and `tls` (auth-core; `tls` also for `rediss://`),
-//! `redis` (auth-ratelimit), `ui`, `secret-scanning` and `openapi`
-//! (auth-axum). `axum` together with `ratelimit` turns on auth-ratelimit's
+//! `redis` (auth-ratelimit), `ui`, `secret-scanning`, `openapi` and
+//! `openapi-ui` (auth-axum). `axum` together with `ratelimit` turns on auth-ratelimit's
 //! `axum` feature, so the limiters read axum's `ConnectInfo`. Every feature
-//! but `openapi` is on by default;
+//! but `openapi` and `openapi-ui` is on by default;
 //! a tower service without axum can take
 //! `default-features = false, features = ["tower", "ratelimit", "sqlite"]`.
 //!

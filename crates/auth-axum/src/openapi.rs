@@ -148,7 +148,9 @@ pub fn document(keys_prefix: &str, admin_prefix: Option<&str>) -> OpenApi {
 }
 
 /// `T`'s schema and those it refers to, by name.
-fn collect<T: ToSchema>(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+fn collect<T: ToSchema>(
+    schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>,
+) {
     schemas.push((T::name().into_owned(), T::schema()));
     T::schemas(schemas);
 }
@@ -333,17 +335,14 @@ fn create_key() -> OperationBuilder {
         ),
         &["policy_exceeds_caller"],
     )
-    .request_body(Some(json_body::<CreateKey>(json!({"name": "ci", "scopes": ["nodes:read"], "expires_at": "2030-04-01T00:00:00Z"}),
+    .request_body(Some(json_body::<CreateKey>(
+        json!({"name": "ci", "scopes": ["nodes:read"], "expires_at": "2030-04-01T00:00:00Z"}),
         true,
     )));
     with(
         op,
         vec![
-            ok::<CreatedKey<'_>>(
-                "201",
-                "The new key and its token",
-                created_example(),
-            ),
+            ok::<CreatedKey<'_>>("201", "The new key and its token", created_example()),
             refusal("400", &["bad_request"]),
             refusal("415", &["unsupported_media_type"]),
             refusal("422", BODY_422),
@@ -399,7 +398,8 @@ fn edit_key() -> OperationBuilder {
         &["policy_exceeds_caller"],
     )
     .parameter(id_param())
-    .request_body(Some(json_body::<EditKey>(json!({"scopes": ["nodes:read"], "enabled": false}),
+    .request_body(Some(json_body::<EditKey>(
+        json!({"scopes": ["nodes:read"], "enabled": false}),
         true,
     )));
     let mut codes = BODY_422.to_vec();
@@ -441,7 +441,8 @@ fn rotate_key() -> OperationBuilder {
         &["policy_exceeds_caller"],
     )
     .parameter(id_param())
-    .request_body(Some(json_body::<RotateKey>(json!({"grace_seconds": 3600}),
+    .request_body(Some(json_body::<RotateKey>(
+        json!({"grace_seconds": 3600}),
         false,
     )));
     let mut created = created_example();
@@ -450,11 +451,7 @@ fn rotate_key() -> OperationBuilder {
     with(
         op,
         vec![
-            ok::<CreatedKey<'_>>(
-                "201",
-                "The replacement key and its token",
-                created,
-            ),
+            ok::<CreatedKey<'_>>("201", "The replacement key and its token", created),
             refusal("400", &["bad_request"]),
             refusal("404", &["not_found"]),
             refusal("409", &["conflict"]),

@@ -643,7 +643,13 @@ async fn the_schemas_are_the_serialized_types() {
     };
     let reasons: BTreeSet<String> = RejectReason::ALL
         .iter()
-        .map(|r| serde_json::to_value(r).unwrap().as_str().unwrap().to_owned())
+        .map(|r| {
+            serde_json::to_value(r)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(names("RejectReason"), reasons);
     let states: BTreeSet<String> = [
@@ -651,20 +657,23 @@ async fn the_schemas_are_the_serialized_types() {
     ]
     .into_iter()
     .map(|s| {
-            serde_json::to_value(KeyState::from_name(s).unwrap())
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+        serde_json::to_value(KeyState::from_name(s).unwrap())
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
+    .collect();
     assert_eq!(names("KeyState"), states);
 
     // Request bodies: strict, and `external_id` (refused by name) is not offered.
     for body in ["CreateKey", "EditKey", "RotateKey"] {
         let schema = &doc["components"]["schemas"][body];
         assert_eq!(schema["additionalProperties"], json!(false), "{body}");
-        assert!(!schema_properties(&doc, body).contains("external_id"), "{body}");
+        assert!(
+            !schema_properties(&doc, body).contains("external_id"),
+            "{body}"
+        );
     }
     assert_eq!(
         doc["components"]["schemas"]["CreateKey"]["required"],

@@ -142,8 +142,16 @@ async fn the_page_and_its_main_script_are_served_from_here_under_the_policy() {
     // online validator off, and at no other site.
     let init = get_path("/docs/swagger-initializer.js").await;
     assert_eq!(init.status, StatusCode::OK);
-    assert!(init.body.contains("\"url\": \"/openapi.json\""), "{}", init.body);
-    assert!(init.body.contains("\"validatorUrl\": \"none\""), "{}", init.body);
+    assert!(
+        init.body.contains("\"url\": \"/openapi.json\""),
+        "{}",
+        init.body
+    );
+    assert!(
+        init.body.contains("\"validatorUrl\": \"none\""),
+        "{}",
+        init.body
+    );
     assert!(!init.body.contains("http"), "{}", init.body);
 
     assert_eq!(

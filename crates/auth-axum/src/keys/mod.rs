@@ -122,13 +122,6 @@ mod response;
 mod routes;
 mod usage;
 
-pub use admin::{admin_keys_router, KeyAdmin};
-pub use default_scopes::DefaultScopes;
-pub use enforced::EnforcedPolicy;
-pub use manager::KeyManager;
-pub use origins::AllowedOrigins;
-pub use owner::KeyOwner;
-pub use routes::keys_router;
 /// The bodies and query strings, for the OpenAPI document's schemas.
 #[cfg(feature = "openapi")]
 pub(crate) use self::{
@@ -139,3 +132,10 @@ pub(crate) use self::{
     routes::KeyOptions,
     usage::{Usage, UsageParams},
 };
+pub use admin::{admin_keys_router, KeyAdmin};
+pub use default_scopes::DefaultScopes;
+pub use enforced::EnforcedPolicy;
+pub use manager::KeyManager;
+pub use origins::AllowedOrigins;
+pub use owner::KeyOwner;
+pub use routes::keys_router;

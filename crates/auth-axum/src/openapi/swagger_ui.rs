@@ -63,9 +63,7 @@ where
         // The page's files are relative to it: `/docs` must be `/docs/`.
         router = router.route(
             path,
-            get(|uri: OriginalUri| async move {
-                Redirect::permanent(&format!("{}/", uri.path()))
-            }),
+            get(|uri: OriginalUri| async move { Redirect::permanent(&format!("{}/", uri.path())) }),
         );
     }
     router
