@@ -13,10 +13,12 @@ use axum::{
 use utoipa_swagger_ui::Config;
 
 /// The Content-Security-Policy of the UI's page and files: everything from
-/// this origin only (no inline script or style, no CDN, no framing), plus
-/// `data:` images, which Swagger UI's stylesheet holds (its icons).
+/// this origin only (no inline script, no CDN, no framing), plus `data:`
+/// images, which Swagger UI's stylesheet holds (its icons), and the one
+/// inline style Swagger UI's bundle applies, allowed by its hash.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+    style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; \
+    img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
 /// Swagger UI at `path` (e.g. `/docs`), showing the document at
