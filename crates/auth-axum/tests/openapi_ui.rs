@@ -42,7 +42,7 @@ async fn get_path(path: &str) -> Answer {
     }
 }
 
-fn header<'a>(a: &'a Answer, name: header::HeaderName) -> &'a str {
+fn header(a: &Answer, name: header::HeaderName) -> &str {
     a.headers
         .get(&name)
         .unwrap_or_else(|| panic!("no {name}"))
