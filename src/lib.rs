@@ -33,6 +33,7 @@
 //! | `ui` | no | auth-axum's API-keys settings page (and `axum`) |
 //! | `secret-scanning` | no | auth-axum's route for GitHub's secret-scanning partner program (and `axum`) |
 //! | `openapi` | no | auth-axum's OpenAPI 3.1 document of the key routes (and `axum`) |
+//! | `openapi-ui` | no | auth-axum's Swagger UI for that document, embedded, under a same-origin CSP (and `openapi`) |
 //!
 //! A tower service without axum can take
 //! `default-features = false, features = ["tower", "ratelimit", "sqlite"]`.

@@ -1016,3 +1016,48 @@ async fn the_pod_page_shows_key_controls_only_once_signed_in() {
     .await;
     c.close().await.unwrap();
 }
+
+/// Swagger UI (feature `openapi-ui`) in a real browser: it renders every
+/// documented operation under its Content-Security-Policy, the console
+/// reports nothing refused, and every file it loaded came from this origin.
+#[cfg(feature = "openapi-ui")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_renders_the_document_under_its_csp() {
+    use axum::{routing::get, Json, Router};
+    use keygate::auth_axum::openapi;
+
+    let Some(driver) = driver("swagger_ui_renders_the_document_under_its_csp").await else {
+        return;
+    };
+    let router = Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { Json(openapi::document("/api/tokens", Some("/admin/keys"))) }),
+        )
+        .merge(openapi::swagger_ui("/docs", "/openapi.json"));
+    let base = format!("http://{}", spawn(router).await);
+    let c = browser(&driver).await;
+    c.goto(&format!("{base}/docs")).await.unwrap();
+    // The key router's 9 operations and the admin router's 3.
+    until(&c, "document.querySelectorAll('.opblock').length === 12").await;
+    let foreign = js(
+        &c,
+        &format!(
+            "return performance.getEntriesByType('resource').map(e => e.name)\
+             .filter(n => !n.startsWith('{base}/'))"
+        ),
+    )
+    .await;
+    assert_eq!(foreign, json!([]));
+    screenshot(&c, "swagger-ui").await;
+    let refused: Vec<Value> = console(&c, &driver)
+        .await
+        .into_iter()
+        .filter(|l| {
+            let m = l["message"].as_str().unwrap_or_default();
+            m.contains("Content Security Policy") || m.contains("Refused")
+        })
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    c.close().await.unwrap();
+}

@@ -2,12 +2,20 @@
 //! its usage route and the admin router ([`admin_keys_router`](crate::admin_keys_router)),
 //! for an application to serve (e.g. at `/openapi.json`).
 //!
-//! The schemas describe the JSON the routers send and accept; the crate's
-//! tests validate real responses against them, so the two cannot drift
-//! apart unnoticed. Errors are described in the default (flat) error
-//! format, `{"error": "<code>", "message": "..."}`.
+//! The component schemas are derived (`utoipa::ToSchema`) from the very
+//! types the routers serialize and parse, auth-core's among them (its
+//! `utoipa` feature), so a field added to a type is in the document; the
+//! crate's tests validate real responses against them. Errors are described
+//! in the default (flat) error format, `{"error": "<code>", "message": "..."}`.
 
-use serde::Serialize;
+#[cfg(feature = "openapi-ui")]
+mod swagger_ui;
+
+#[cfg(feature = "openapi-ui")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openapi-ui")))]
+pub use swagger_ui::{swagger_ui, CONTENT_SECURITY_POLICY};
+
+use auth_core::{audit::AuditPage, store::KeyMetadata};
 use serde_json::{json, Value};
 use utoipa::{
     openapi::{
@@ -17,7 +25,12 @@ use utoipa::{
         ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder,
         PathsBuilder, Ref, Required, ResponseBuilder, Type,
     },
-    ToSchema,
+    IntoParams, ToSchema,
+};
+
+use crate::keys::{
+    ActivityQuery, AdminKeyList, CreateKey, CreatedKey, EditKey, KeyList, KeyOptions, ListParams,
+    RotateKey, Usage, UsageParams,
 };
 
 /// The document, with the key router mounted at `keys_prefix` (e.g.
@@ -86,24 +99,19 @@ pub fn document(keys_prefix: &str, admin_prefix: Option<&str>) -> OpenApi {
                     .build(),
             );
     }
+    let mut schemas = Vec::new();
+    collect::<Error>(&mut schemas);
+    collect::<KeyList>(&mut schemas);
+    collect::<CreatedKey<'_>>(&mut schemas);
+    collect::<AdminKeyList>(&mut schemas);
+    collect::<KeyOptions<'_>>(&mut schemas);
+    collect::<CreateKey>(&mut schemas);
+    collect::<EditKey>(&mut schemas);
+    collect::<RotateKey>(&mut schemas);
+    collect::<AuditPage>(&mut schemas);
+    collect::<Usage>(&mut schemas);
     let components = ComponentsBuilder::new()
-        .schema_from::<Error>()
-        .schema_from::<Key>()
-        .schema_from::<CreatedKey>()
-        .schema_from::<KeyList>()
-        .schema_from::<AdminKeyList>()
-        .schema_from::<KeyOptions>()
-        .schema_from::<ScopeOption>()
-        .schema_from::<CreateKey>()
-        .schema_from::<EditKey>()
-        .schema_from::<RotateKey>()
-        .schema_from::<RateLimit>()
-        .schema_from::<Credits>()
-        .schema_from::<Refill>()
-        .schema_from::<ActivityPage>()
-        .schema_from::<AuditEvent>()
-        .schema_from::<Usage>()
-        .schema_from::<UsageCount>()
+        .schemas_from_iter(schemas)
         .security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -137,6 +145,14 @@ pub fn document(keys_prefix: &str, admin_prefix: Option<&str>) -> OpenApi {
             Vec::<String>::new(),
         )]))
         .build()
+}
+
+/// `T`'s schema and those it refers to, by name.
+fn collect<T: ToSchema>(
+    schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>,
+) {
+    schemas.push((T::name().into_owned(), T::schema()));
+    T::schemas(schemas);
 }
 
 /// The prefix itself names the router's `/` (`/` when mounted at the root).
@@ -180,20 +196,20 @@ fn created_example() -> Value {
     v
 }
 
-/// A JSON body of component `schema`.
-fn json_content(schema: &str, example: Value) -> utoipa::openapi::Content {
+/// A JSON body of component `T`.
+fn json_content<T: ToSchema>(example: Value) -> utoipa::openapi::Content {
     ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name(schema)))
+        .schema(Some(Ref::from_schema_name(T::name())))
         .example(Some(example))
         .build()
 }
 
-fn ok(status: &str, description: &str, schema: &str, example: Value) -> (String, ResponseBuilder) {
+fn ok<T: ToSchema>(status: &str, description: &str, example: Value) -> (String, ResponseBuilder) {
     (
         status.to_owned(),
         ResponseBuilder::new()
             .description(description)
-            .content("application/json", json_content(schema, example)),
+            .content("application/json", json_content::<T>(example)),
     )
 }
 
@@ -210,8 +226,7 @@ fn refusal(status: &str, codes: &[&str]) -> (String, ResponseBuilder) {
             .description(format!("Refused; `error` is one of {list}"))
             .content(
                 "application/json",
-                json_content(
-                    "Error",
+                json_content::<Error>(
                     json!({"error": codes[0], "message": "A sentence for people"}),
                 ),
             ),
@@ -249,23 +264,19 @@ fn id_param() -> utoipa::openapi::path::Parameter {
         .build()
 }
 
-fn query_param(name: &str, ty: Type, description: &str) -> utoipa::openapi::path::Parameter {
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Query)
-        .required(Required::False)
-        .description(Some(description))
-        .schema(Some(ObjectBuilder::new().schema_type(ty)))
-        .build()
+/// The query parameters `T` parses.
+fn query_params<T: IntoParams>(op: OperationBuilder) -> OperationBuilder {
+    T::into_params(|| Some(ParameterIn::Query))
+        .into_iter()
+        .fold(op, OperationBuilder::parameter)
 }
 
-fn json_body(
-    schema: &str,
+fn json_body<T: ToSchema>(
     example: Value,
     required: bool,
 ) -> utoipa::openapi::request_body::RequestBody {
     RequestBodyBuilder::new()
-        .content("application/json", json_content(schema, example))
+        .content("application/json", json_content::<T>(example))
         .required(Some(if required {
             Required::True
         } else {
@@ -307,10 +318,9 @@ fn list_keys() -> OperationBuilder {
     );
     with(
         op,
-        vec![ok(
+        vec![ok::<KeyList>(
             "200",
             "The keys this caller may act on",
-            "KeyList",
             json!({"keys": [key_example()]}),
         )],
     )
@@ -325,20 +335,14 @@ fn create_key() -> OperationBuilder {
         ),
         &["policy_exceeds_caller"],
     )
-    .request_body(Some(json_body(
-        "CreateKey",
+    .request_body(Some(json_body::<CreateKey>(
         json!({"name": "ci", "scopes": ["nodes:read"], "expires_at": "2030-04-01T00:00:00Z"}),
         true,
     )));
     with(
         op,
         vec![
-            ok(
-                "201",
-                "The new key and its token",
-                "CreatedKey",
-                created_example(),
-            ),
+            ok::<CreatedKey<'_>>("201", "The new key and its token", created_example()),
             refusal("400", &["bad_request"]),
             refusal("415", &["unsupported_media_type"]),
             refusal("422", BODY_422),
@@ -357,10 +361,9 @@ fn options() -> OperationBuilder {
     );
     with(
         op,
-        vec![ok(
+        vec![ok::<KeyOptions<'_>>(
             "200",
             "The scopes this owner may see and grant",
-            "KeyOptions",
             json!({
                 "owner": "alice",
                 "scopes": [{"name": "nodes:read", "description": "Read nodes", "grantable": true}],
@@ -379,7 +382,7 @@ fn show_key(tag: &str, id: &str) -> OperationBuilder {
     with(
         op,
         vec![
-            ok("200", "The key", "Key", key_example()),
+            ok::<KeyMetadata>("200", "The key", key_example()),
             refusal("404", &["not_found"]),
         ],
     )
@@ -395,8 +398,7 @@ fn edit_key() -> OperationBuilder {
         &["policy_exceeds_caller"],
     )
     .parameter(id_param())
-    .request_body(Some(json_body(
-        "EditKey",
+    .request_body(Some(json_body::<EditKey>(
         json!({"scopes": ["nodes:read"], "enabled": false}),
         true,
     )));
@@ -409,7 +411,7 @@ fn edit_key() -> OperationBuilder {
     with(
         op,
         vec![
-            ok("200", "The key after the edit", "Key", key_example()),
+            ok::<KeyMetadata>("200", "The key after the edit", key_example()),
             refusal("400", &["bad_request"]),
             refusal("404", &["not_found"]),
             refusal("409", &["conflict"]),
@@ -439,8 +441,7 @@ fn rotate_key() -> OperationBuilder {
         &["policy_exceeds_caller"],
     )
     .parameter(id_param())
-    .request_body(Some(json_body(
-        "RotateKey",
+    .request_body(Some(json_body::<RotateKey>(
         json!({"grace_seconds": 3600}),
         false,
     )));
@@ -450,12 +451,7 @@ fn rotate_key() -> OperationBuilder {
     with(
         op,
         vec![
-            ok(
-                "201",
-                "The replacement key and its token",
-                "CreatedKey",
-                created,
-            ),
+            ok::<CreatedKey<'_>>("201", "The replacement key and its token", created),
             refusal("400", &["bad_request"]),
             refusal("404", &["not_found"]),
             refusal("409", &["conflict"]),
@@ -477,24 +473,19 @@ fn activity() -> OperationBuilder {
         op("usage", "keyActivity", "A key's audit events, newest first"),
         &["policy_exceeds_caller"],
     )
-    .parameter(id_param())
-    .parameter(query_param("limit", Type::Integer, "1-200 (default 50)"))
-    .parameter(query_param(
-        "before",
-        Type::Integer,
-        "A `next_cursor` from the previous page",
-    ));
+    .parameter(id_param());
+    let op = query_params::<ActivityQuery>(op);
     with(
         op,
         vec![
-            ok(
+            ok::<AuditPage>(
                 "200",
                 "A page of events",
-                "ActivityPage",
                 json!({"events": [{
                     "id": 42, "at": "2030-01-01T00:00:00Z", "key_id": KEY_ID, "actor": "alice",
                     "subject": null, "outcome": "success", "reason": null, "method": "GET",
-                    "path": "/api/nodes", "status": 200, "client_ip": "203.0.113.7"
+                    "path": "/api/nodes", "status": 200, "client_ip": "203.0.113.7",
+                    "user_agent": "curl/8.5.0"
                 }], "next_cursor": null}),
             ),
             refusal("400", &["bad_request"]),
@@ -508,24 +499,14 @@ fn usage() -> OperationBuilder {
         op("usage", "keyUsage", "Requests per bucket and outcome"),
         &["policy_exceeds_caller"],
     )
-    .parameter(id_param())
-    .parameter(query_param(
-        "bucket",
-        Type::String,
-        "`hour` (default) or `day`",
-    ))
-    .parameter(query_param(
-        "since",
-        Type::String,
-        "RFC 3339; default 7 days of hours, 30 of days",
-    ));
+    .parameter(id_param());
+    let op = query_params::<UsageParams>(op);
     with(
         op,
         vec![
-            ok(
+            ok::<Usage>(
                 "200",
                 "Every bucket from `since` to now, oldest first",
-                "Usage",
                 json!({"bucket": "hour", "buckets": [
                     {"start": "2030-01-01T00:00:00Z", "success": 12, "refused": 1, "rate_limited": 0}
                 ]}),
@@ -545,37 +526,14 @@ fn admin_list() -> OperationBuilder {
             "Every key (or one organisation's), filtered and paged",
         ),
         &[],
-    )
-    .parameter(query_param("owner", Type::String, "Only this user's keys"))
-    .parameter(query_param(
-        "org",
-        Type::String,
-        "Only this organisation's keys",
-    ))
-    .parameter(query_param(
-        "state",
-        Type::String,
-        "`active`, `disabled`, `revoked` or `expired`",
-    ))
-    .parameter(query_param(
-        "last_used_before",
-        Type::String,
-        "RFC 3339; keys never used included",
-    ))
-    .parameter(query_param("created_by", Type::String, "A key id"))
-    .parameter(query_param("limit", Type::Integer, "1-500 (default 100)"))
-    .parameter(query_param(
-        "after",
-        Type::String,
-        "A `next_cursor` from the previous page",
-    ));
+    );
+    let op = query_params::<ListParams>(op);
     with(
         op,
         vec![
-            ok(
+            ok::<AdminKeyList>(
                 "200",
                 "A page of keys, newest first",
-                "AdminKeyList",
                 json!({"keys": [key_example()], "next_cursor": null}),
             ),
             refusal("400", &["bad_request"]),
@@ -584,9 +542,8 @@ fn admin_list() -> OperationBuilder {
     )
 }
 
-// The schemas. Field docs are the descriptions in the document.
-
-/// A refusal in the default (flat) error format.
+/// A refusal in the default (flat) error format (auth-core renders it;
+/// the real refusals the tests send validate against this).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct Error {
@@ -594,234 +551,4 @@ struct Error {
     error: String,
     /// A sentence for people; not to be parsed.
     message: String,
-}
-
-/// A key's metadata; never its secret or hash.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-struct Key {
-    id: String,
-    /// `active`, `expiring`, `expired`, `revoked`, `disabled` or `replaced`.
-    state: String,
-    name: String,
-    /// The owner's user id.
-    owner: String,
-    /// The owner's organisation, if any.
-    #[schema(required = false)]
-    org: Option<String>,
-    scopes: Vec<String>,
-    /// Prefix and last four characters of the token.
-    hint: String,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    last_used_at: Option<String>,
-    #[schema(format = DateTime)]
-    expires_at: Option<String>,
-    #[schema(format = DateTime)]
-    revoked_at: Option<String>,
-    /// The replacement after a rotation.
-    #[schema(required = false)]
-    replaced_by: Option<String>,
-    /// The key that made this one; `null` from the command line or a session.
-    created_by: Option<String>,
-    /// The key holder's metadata: user input, not vouched for.
-    #[schema(value_type = Object)]
-    meta: Value,
-    /// The application's own id for the key.
-    external_id: Option<String>,
-    #[schema(format = DateTime)]
-    disabled_at: Option<String>,
-    /// CIDR blocks the key may be used from (`[]`: any).
-    ip_allowlist: Vec<String>,
-    last_used_ip: Option<String>,
-    rate_limit: Option<RateLimit>,
-    credits: Option<Credits>,
-}
-
-/// A new key: its metadata and its token, shown this once.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-struct CreatedKey {
-    #[schema(inline)]
-    #[serde(flatten)]
-    key: Key,
-    /// The secret; never shown again.
-    token: String,
-    /// For a rotation: the key it replaces.
-    #[schema(required = false)]
-    rotated_from: Option<String>,
-    /// For a rotation: when the replaced key stops working.
-    #[schema(required = false, format = DateTime)]
-    previous_key_ends_at: Option<String>,
-}
-
-/// `GET /` of the key router.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct KeyList {
-    keys: Vec<Key>,
-}
-
-/// `GET /` of the admin router.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct AdminKeyList {
-    keys: Vec<Key>,
-    /// Pass as `after` for the next page; `null` on the last.
-    next_cursor: Option<String>,
-}
-
-/// What a "New key" form offers this owner.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct KeyOptions {
-    owner: String,
-    scopes: Vec<ScopeOption>,
-    max_grace_seconds: u64,
-}
-
-/// A scope the form may offer.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct ScopeOption {
-    name: String,
-    description: Option<String>,
-    /// Whether this owner may grant it.
-    grantable: bool,
-}
-
-/// `POST /`: only `name` is required; `null` is refused for every field but `expires_at`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct CreateKey {
-    name: String,
-    /// Absent: the service's default scopes; `[]`: none.
-    #[schema(required = false)]
-    scopes: Vec<String>,
-    /// RFC 3339, or `null` for a key that does not expire.
-    #[schema(required = false, format = DateTime)]
-    expires_at: Option<String>,
-    /// A JSON object of at most 4 KiB.
-    #[schema(required = false, value_type = Object)]
-    meta: Value,
-    /// CIDR blocks or addresses, at most 64.
-    #[schema(required = false)]
-    ip_allowlist: Vec<String>,
-    #[schema(required = false)]
-    rate_limit: RateLimit,
-    /// Uses the key starts with.
-    #[schema(required = false)]
-    remaining: u64,
-    #[schema(required = false)]
-    refill: Refill,
-}
-
-/// `PATCH /{id}`: at least one field.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct EditKey {
-    #[schema(required = false)]
-    name: String,
-    /// Only narrows.
-    #[schema(required = false)]
-    scopes: Vec<String>,
-    /// Only moves earlier, and stays in the future.
-    #[schema(required = false, format = DateTime)]
-    expires_at: String,
-    /// `null` clears.
-    #[schema(required = false, value_type = Option<Object>)]
-    meta: Option<Value>,
-    /// `false` disables; `true` enables again (not by a key-backed caller).
-    #[schema(required = false)]
-    enabled: bool,
-    /// `[]` clears.
-    #[schema(required = false)]
-    ip_allowlist: Vec<String>,
-}
-
-/// `POST /{id}/rotate` (body optional).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct RotateKey {
-    /// How long the old key keeps working (default 0).
-    #[schema(required = false)]
-    grace_seconds: u64,
-}
-
-/// A key's own quota: at most `limit` requests at once and no faster on average.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-struct RateLimit {
-    #[schema(minimum = 1)]
-    limit: u32,
-    #[schema(minimum = 1)]
-    period_seconds: u32,
-}
-
-/// A usage-limited key's credits.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-struct Credits {
-    remaining: u64,
-    refill: Option<Refill>,
-    #[schema(format = DateTime)]
-    refilled_at: String,
-}
-
-/// Credits restored every period.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-struct Refill {
-    amount: u64,
-    /// `hour`, `day`, `week` or `month`.
-    every: String,
-}
-
-/// A page of a key's audit events.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct ActivityPage {
-    events: Vec<AuditEvent>,
-    /// Pass as `before` for the next page; `null` on the last.
-    next_cursor: Option<i64>,
-}
-
-/// One recorded use of a key.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct AuditEvent {
-    #[schema(required = false)]
-    id: Option<i64>,
-    #[schema(format = DateTime)]
-    at: String,
-    key_id: Option<String>,
-    actor: Option<String>,
-    subject: Option<String>,
-    outcome: String,
-    reason: Option<String>,
-    method: String,
-    path: String,
-    status: Option<u16>,
-    client_ip: Option<String>,
-}
-
-/// Requests per bucket and outcome.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct Usage {
-    /// `hour` or `day`.
-    bucket: String,
-    buckets: Vec<UsageCount>,
-}
-
-/// One bucket's counts.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct UsageCount {
-    #[schema(format = DateTime)]
-    start: String,
-    success: u64,
-    refused: u64,
-    rate_limited: u64,
 }

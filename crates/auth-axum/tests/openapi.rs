@@ -7,8 +7,9 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use auth_axum::{admin_keys_router, keys_router, Auth, KeyAdmin, KeyManager};
 use auth_core::{
-    audit::MemoryAuditLog, AuthContext, KeyId, KeyIssuer, MemoryKeyStore, NewKey, Principal,
-    ScopeSet, SecretHasher, TokenPrefix, Verifier,
+    audit::AuditOutcome, audit::MemoryAuditLog, store::KeyState, AuditEvent, AuthContext, KeyId,
+    KeyIssuer, MemoryKeyStore, NewKey, Principal, RejectReason, ScopeSet, SecretHasher,
+    TokenPrefix, Verifier,
 };
 use auth_tower::AuthLayer;
 use axum::{
@@ -577,17 +578,106 @@ fn the_schemas_refuse_what_the_routers_never_send() {
     let ok = doc["paths"][format!("{KEYS}/{{id}}")]["get"]["responses"]["200"]["content"]
         ["application/json"]["example"]
         .clone();
-    assert!(validator("Key").is_valid(&ok));
+    assert!(validator("KeyMetadata").is_valid(&ok));
     let mut no_id = ok.clone();
     no_id.as_object_mut().unwrap().remove("id");
-    assert!(!validator("Key").is_valid(&no_id));
+    assert!(!validator("KeyMetadata").is_valid(&no_id));
     let mut bad_limit = ok;
     bad_limit["rate_limit"] = json!({"limit": 0, "period_seconds": 60});
-    assert!(!validator("Key").is_valid(&bad_limit));
+    assert!(!validator("KeyMetadata").is_valid(&bad_limit));
     assert!(!validator("Error").is_valid(&json!({"error": 401, "message": "no"})));
     assert!(!validator("Error").is_valid(&json!({"message": "no code"})));
     assert!(!validator("CreatedKey").is_valid(
         &doc["paths"][KEYS]["get"]["responses"]["200"]["content"]["application/json"]["example"]
             ["keys"][0]
     ));
+}
+
+/// Property names of component `name` (through `allOf`).
+fn schema_properties(doc: &Value, name: &str) -> BTreeSet<String> {
+    properties(doc, &doc["components"]["schemas"][name])
+}
+
+fn keys_of(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The schemas are derived from the types: every field a type sends (with
+/// its optional ones present) is a property, and nothing else is.
+#[tokio::test]
+async fn the_schemas_are_the_serialized_types() {
+    let f = fixture().await;
+    let doc = document();
+    let issued = f
+        .issuer
+        .issue(NewKey::new(
+            Principal::in_org("alice", "acme"),
+            "full",
+            ScopeSet::parse(["nodes:read"]).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let mut record = issued.record.clone();
+    record.replaced_by = Some(f.key_id);
+    let metadata = serde_json::to_value(record.metadata()).unwrap();
+    assert_eq!(schema_properties(&doc, "KeyMetadata"), keys_of(&metadata));
+
+    let mut event = AuditEvent::new(
+        time::OffsetDateTime::now_utc(),
+        AuditOutcome::Failure,
+        http::Method::GET,
+        "/api/nodes",
+    );
+    event.id = Some(1);
+    event.created_key = Some(f.key_id);
+    let event = serde_json::to_value(&event).unwrap();
+    assert_eq!(schema_properties(&doc, "AuditEvent"), keys_of(&event));
+
+    // Enumerations list every name the type sends.
+    let names = |name: &str| -> BTreeSet<String> {
+        doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is not an enumeration"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reasons: BTreeSet<String> = RejectReason::ALL
+        .iter()
+        .map(|r| {
+            serde_json::to_value(r)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names("RejectReason"), reasons);
+    let states: BTreeSet<String> = [
+        "active", "expiring", "expired", "revoked", "disabled", "replaced",
+    ]
+    .into_iter()
+    .map(|s| {
+        serde_json::to_value(KeyState::from_name(s).unwrap())
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
+    .collect();
+    assert_eq!(names("KeyState"), states);
+
+    // Request bodies: strict, and `external_id` (refused by name) is not offered.
+    for body in ["CreateKey", "EditKey", "RotateKey"] {
+        let schema = &doc["components"]["schemas"][body];
+        assert_eq!(schema["additionalProperties"], json!(false), "{body}");
+        assert!(
+            !schema_properties(&doc, body).contains("external_id"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["CreateKey"]["required"],
+        json!(["name"])
+    );
 }

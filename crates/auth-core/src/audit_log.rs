@@ -12,6 +12,7 @@ use crate::{store::StoreError, KeyId, RejectReason};
 
 /// Whether the attempt was let through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
     /// Authenticated.
@@ -51,6 +52,7 @@ impl<'de> Deserialize<'de> for RejectReason {
 /// path is the one allocation. Serialized, every field is a plain JSON
 /// value (the method and names as strings, `at` in RFC 3339).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct AuditEvent {
     /// Sequence number given by the log that stored it (the pagination cursor).
@@ -58,32 +60,44 @@ pub struct AuditEvent {
     pub id: Option<i64>,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, format = DateTime))]
     pub at: OffsetDateTime,
     /// The key used, if the token was well formed.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<KeyId>))]
     pub key_id: Option<KeyId>,
     /// The key's owner, if known.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub actor: Option<Arc<str>>,
     /// The subject user, when acting on someone's behalf.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub subject: Option<Arc<str>>,
     /// Let through or refused.
+    #[cfg_attr(feature = "utoipa", schema(value_type = AuditOutcome))]
     pub outcome: AuditOutcome,
     /// Why it was refused.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<RejectReason>))]
     pub reason: Option<RejectReason>,
     /// HTTP method (or another label, such as the command line's `CLI`).
     #[serde(with = "method_serde")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub method: Method,
     /// Request path, without the query string (which may hold a credential).
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub path: String,
     /// Response status, when known.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<u16>))]
     pub status: Option<u16>,
     /// Client address.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub client_ip: Option<IpAddr>,
     /// `User-Agent`, truncated.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub user_agent: Option<String>,
     /// The key this request created (the key API's create or rotate), so
     /// that the log says which key made which: the request's own `key_id`
     /// is the creator. See [`KeyCreated`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<KeyId>))]
     pub created_key: Option<KeyId>,
     /// The request managed keys (created, rotated, edited or revoked one,
     /// or tried to): the durable logs never shed such an event when their
@@ -251,6 +265,7 @@ pub trait AuditSink: std::fmt::Debug + Send + Sync + 'static {
 
 /// A page of a query, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct AuditPage {
     /// The events.
@@ -315,6 +330,7 @@ impl AuditQuery {
 
 /// The width of a [`UsageQuery`]'s time buckets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UsageBucket {
     /// One hour.
@@ -367,6 +383,7 @@ impl UsageQuery {
 
 /// Requests in one time bucket, by outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct UsageCount {
     /// Start of the bucket.

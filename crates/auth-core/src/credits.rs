@@ -10,6 +10,7 @@ pub const MAX_CREDITS: u64 = i64::MAX as u64;
 
 /// How often a key's credits are refilled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RefillEvery {
     /// At the start of every hour (UTC).
@@ -69,6 +70,7 @@ impl RefillEvery {
 
 /// Credits given back at the start of every period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Refill {
     /// What `remaining` becomes (not what is added) at each refill.
@@ -89,6 +91,7 @@ impl Refill {
 /// JSON: `{"remaining": 100, "refill": {"amount": 100, "every": "day"}, "refilled_at": "…"}`
 /// (`refill` is `null` for credits that are never refilled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct Credits {
     /// Uses left.

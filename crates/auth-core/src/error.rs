@@ -98,6 +98,11 @@ macro_rules! reject_reasons {
         /// Why a request was refused. For logs and audit only: never sent to clients,
         /// since telling "unknown key" from "wrong secret" would help an attacker.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[cfg_attr(
+            feature = "utoipa",
+            derive(utoipa::ToSchema),
+            schema(rename_all = "snake_case")
+        )]
         #[non_exhaustive]
         pub enum RejectReason {
             $($(#[doc = $doc])+ $variant,)+

@@ -18,11 +18,14 @@ pub const MAX_EXTERNAL_ID_LEN: usize = 256;
 ///
 /// JSON: `{"limit": 100, "period_seconds": 60}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct KeyRateLimit {
     /// Requests allowed per period.
+    #[cfg_attr(feature = "utoipa", schema(value_type = u32, minimum = 1))]
     pub limit: NonZeroU32,
     /// The period, in seconds.
+    #[cfg_attr(feature = "utoipa", schema(value_type = u32, minimum = 1))]
     pub period_seconds: NonZeroU32,
 }
 

@@ -98,6 +98,11 @@ pub(crate) fn is_valid_prefix(p: &[u8]) -> bool {
 ///
 /// It is not secret: it names the key in URLs, lists and audit logs.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "utoipa",
+    derive(utoipa::ToSchema),
+    schema(value_type = String)
+)]
 pub struct KeyId(u64);
 
 impl KeyId {

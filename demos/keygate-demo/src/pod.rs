@@ -53,7 +53,8 @@ mcp.read mcp.write, and keys.manage for the key-management API at /api/keys.
 
 Routes: GET /api/me; GET /api/external/skills; POST /api/external/skills/{id}/invoke;
 POST /api/external/chat/stream (SSE); GET /trpc/entities.list and POST /trpc/entities.create
-(x-workspace-id header required); GET|POST /api/hub/entities; GET /mcp/resources; /api/keys.
+(x-workspace-id header required); GET|POST /api/hub/entities; GET /mcp/resources; /api/keys;
+GET /openapi.json (the key API's OpenAPI document).
 
 Example:
   TOKEN=$(cargo run -q --example pod -- issue --user alice --scope skills.invoke --scope read:entities)
@@ -258,6 +259,11 @@ impl Pod {
         crate::support::ops::mount(
             self.protect(self.routes()).nest(SETTINGS, page),
             &self.verifier,
+        )
+        // The key API's description: public, like the health routes.
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(auth_axum::openapi::document("/api/keys", None)) }),
         )
     }
 }

@@ -48,7 +48,7 @@ Scopes: users:read users:write portal:write tokens:manage sudo (sudo: act as a S
 Routes: GET /api/me; GET /api/users; GET|PATCH /api/users/{id} {\"avatar_url\"};
 GET|PATCH /api/portal {\"name\"} (administrators); /api/tokens (PAT management, administrators);
 GET /api/admin/keys?owner=&state=&last_used_before=&created_by= and DELETE /api/admin/keys/{id}
-(every PAT of the administrator's organisation).
+(every PAT of the administrator's organisation); GET /openapi.json (the key API's OpenAPI document).
 Send X-Subject-User: <user id> to act as another user of the organisation.
 
 Example:
@@ -198,7 +198,18 @@ impl Portal {
     /// `AuthLayer`: the page asks for an administrator's PAT and sends it).
     pub fn router(&self) -> Router {
         let page = SettingsPage::new("Settings · API").bearer_sign_in().pages();
-        crate::support::ops::mount(self.protect(self.routes()), &self.verifier).nest(SETTINGS, page)
+        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
+            .nest(SETTINGS, page)
+            // The key API's description: public, like the health routes.
+            .route(
+                "/openapi.json",
+                get(|| async {
+                    axum::Json(auth_axum::openapi::document(
+                        "/api/tokens",
+                        Some("/api/admin/keys"),
+                    ))
+                }),
+            )
     }
 }
 

@@ -123,20 +123,31 @@ type Manager = Extension<Arc<KeyManager>>;
 
 /// `GET /` query parameters, strictly.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+pub(crate) struct ListParams {
+    /// Only this user's keys.
     owner: Option<String>,
+    /// Only this organisation's keys.
     org: Option<String>,
+    #[cfg_attr(feature = "openapi", param(inline))]
     state: Option<StateFilter>,
+    /// RFC 3339; keys never used included.
     last_used_before: Option<String>,
+    /// Only the keys this key made.
     created_by: Option<String>,
+    /// 1-500 (default 100).
     limit: Option<usize>,
+    /// A `next_cursor` from the previous page.
     after: Option<String>,
 }
 
+/// `GET /`: a page of keys, newest first.
 #[derive(Serialize)]
-struct AdminKeyList {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct AdminKeyList {
     keys: Vec<KeyMetadata>,
+    /// Pass as `after` for the next page; `null` on the last.
     next_cursor: Option<String>,
 }
 

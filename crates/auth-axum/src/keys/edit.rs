@@ -20,25 +20,36 @@ use super::{
 /// is refused (422 `null_not_allowed`) except where it says what it does
 /// below; `external_id` is refused whatever its value.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EditKey {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     name: Field<String>,
+    /// Only narrows.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     scopes: Field<Vec<String>>,
-    /// RFC 3339; `null` asks for no expiry (refused when the key has one).
+    /// RFC 3339; only moves earlier, and stays in the future. `null` asks
+    /// for no expiry (refused when the key has one).
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     expires_at: Option<Option<String>>,
     /// `{}` or `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     meta: Option<Option<Map<String, Value>>>,
-    /// Only so that it is refused by name: the application's to set.
+    // Only so that it is refused by name: the application's to set.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     external_id: Field<IgnoredAny>,
+    /// `false` disables; `true` enables again (not by a key-backed caller).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = bool))]
     enabled: Field<bool>,
     /// `[]` allows any address again.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     ip_allowlist: Field<Vec<String>>,
 }
 

@@ -20,6 +20,16 @@ mod response;
 mod routes;
 mod usage;
 
+/// The bodies and query strings, for the OpenAPI document's schemas.
+#[cfg(feature = "openapi")]
+pub(crate) use self::{
+    admin::{AdminKeyList, ListParams},
+    edit::EditKey,
+    request::{ActivityQuery, CreateKey, RotateKey},
+    response::{CreatedKey, KeyList},
+    routes::KeyOptions,
+    usage::{Usage, UsageParams},
+};
 pub use admin::{admin_keys_router, KeyAdmin};
 pub use default_scopes::DefaultScopes;
 pub use enforced::EnforcedPolicy;

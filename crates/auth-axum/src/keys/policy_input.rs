@@ -74,9 +74,14 @@ pub(crate) fn ip_allowlist(list: Vec<String>) -> Result<Vec<IpNet>, KeyApiError>
 
 /// `rate_limit`: `{"limit": N, "period_seconds": S}`, both positive.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RateLimitInput {
+    /// Requests allowed per period.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     limit: u32,
+    /// The period, in seconds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     period_seconds: u32,
 }
 
@@ -97,8 +102,10 @@ impl RateLimitInput {
 
 /// `refill`: `{"amount": N, "every": "hour" | "day" | "week" | "month"}`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RefillInput {
+    /// What `remaining` becomes at each refill.
     amount: u64,
     every: RefillEvery,
 }

@@ -15,34 +15,46 @@ use super::{
     policy_input::{self, RateLimitInput, RefillInput},
 };
 
-/// `POST /`: `{"name": "...", "scopes": [...], "expires_at": null}` and
-/// optionally `meta`, `ip_allowlist`, `rate_limit`, `remaining` and
-/// `refill`. `null` is refused for every field but `expires_at` (where it
-/// means "never"); `external_id` is refused whatever its value.
-/// (`Default` only for `parse_json`'s bound: an empty body is refused.)
+/// `POST /`: only `name` is required. `null` is refused for every field
+/// but `expires_at` (where it means "never"); `external_id` is refused
+/// whatever its value.
+// (`Default` only for `parse_json`'s bound: an empty body is refused.)
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     pub(crate) name: String,
-    /// Absent: the manager's [`DefaultScopes`](super::DefaultScopes).
+    /// Absent: the service's default scopes; `[]`: none.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub(crate) scopes: Field<Vec<String>>,
-    /// RFC 3339, checked by [`CreateKey::expiry`] to name the field in errors.
+    /// RFC 3339, or `null` for a key that does not expire.
+    // Parsed by `CreateKey::expiry`, to name the field in errors.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub(crate) expires_at: Option<String>,
+    /// A JSON object of at most 4 KiB.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub(crate) meta: Field<Map<String, Value>>,
-    /// Only so that it is refused by name: see [`refuse_application_fields`].
+    // Only so that it is refused by name: see `refuse_application_fields`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub(crate) external_id: Field<IgnoredAny>,
+    /// CIDR blocks or addresses, at most 64.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub(crate) ip_allowlist: Field<Vec<String>>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = RateLimitInput))]
     pub(crate) rate_limit: Field<RateLimitInput>,
     /// Uses the key starts with (absent: unlimited).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub(crate) remaining: Field<u64>,
+    /// Needs `remaining`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = RefillInput))]
     pub(crate) refill: Field<RefillInput>,
 }
 
@@ -156,17 +168,22 @@ fn checked<T, U>(
 
 /// `POST /{id}/rotate`: `{"grace_seconds": N}`, or no body at all.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateKey {
+    /// How long the old key keeps working (default 0).
     #[serde(default)]
     pub(crate) grace_seconds: u64,
 }
 
 /// `GET /{id}/activity?limit=&before=`.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActivityQuery {
+    /// 1-200 (default 50).
     pub(crate) limit: Option<usize>,
+    /// A `next_cursor` from the previous page.
     pub(crate) before: Option<i64>,
 }
 

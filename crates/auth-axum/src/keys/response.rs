@@ -34,15 +34,18 @@ pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// A new key: its metadata and the token, shown this once.
+/// A new key: its metadata and its token, shown this once.
 #[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub(crate) struct CreatedKey<'a> {
     #[serde(flatten)]
     pub(crate) key: KeyMetadata,
+    /// The secret; never shown again.
     pub(crate) token: &'a str,
-    /// For a rotation: the key it replaces, and when that one stops working.
+    /// For a rotation: the key it replaces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rotated_from: Option<KeyId>,
+    /// For a rotation: when the replaced key stops working.
     #[serde(
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
@@ -63,6 +66,7 @@ impl<'a> CreatedKey<'a> {
 
 /// `GET /`: the owner's keys, newest first.
 #[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub(crate) struct KeyList {
     pub(crate) keys: Vec<KeyMetadata>,
 }

@@ -408,15 +408,18 @@ async fn usage<O: KeyOwner>(
 
 /// `GET /options`: what a "New key" form offers this owner.
 #[derive(Serialize)]
-struct KeyOptions<'a> {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct KeyOptions<'a> {
     /// The owner's user id.
     owner: &'a str,
     scopes: Vec<ScopeOption<'a>>,
     max_grace_seconds: u64,
 }
 
+/// A scope the form may offer.
 #[derive(Serialize)]
-struct ScopeOption<'a> {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct ScopeOption<'a> {
     name: &'a str,
     description: Option<&'a str>,
     /// Whether this owner may grant it.

@@ -12,15 +12,19 @@ pub(crate) const MAX_BUCKETS: i64 = 1000;
 
 /// The query string.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsageParams {
+    /// `hour` (default) or `day`.
     pub(crate) bucket: Option<String>,
+    /// RFC 3339; by default 7 days of hours, 30 of days.
     pub(crate) since: Option<String>,
 }
 
 /// The answer: every bucket from `since`'s to now's, oldest first, empty
 /// ones included (zeros), so a chart can draw them as they come.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub(crate) struct Usage {
     pub(crate) bucket: UsageBucket,
     pub(crate) buckets: Vec<UsageCount>,

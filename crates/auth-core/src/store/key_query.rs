@@ -16,6 +16,7 @@ pub const MAX_KEY_PAGE: usize = 500;
 /// `expired`, `disabled`, else `active` (a key replaced by rotation counts as
 /// active until its grace period ends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StateFilter {
     /// Works now.

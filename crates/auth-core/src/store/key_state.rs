@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a key stands at a given moment, as listings show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
     /// Works.

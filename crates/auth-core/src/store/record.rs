@@ -224,6 +224,7 @@ impl fmt::Debug for KeyRecord {
 
 /// A key's public metadata, as listed to its owner. Holds no secret or hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct KeyMetadata {
     /// Public id.
@@ -239,6 +240,7 @@ pub struct KeyMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
     /// Granted scopes.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Vec<String>))]
     pub scopes: ScopeSet,
     /// Prefix and last four characters.
     pub hint: String,
@@ -261,6 +263,7 @@ pub struct KeyMetadata {
     /// line or by a session-backed owner.
     pub created_by: Option<KeyId>,
     /// The application's metadata (`{}`: none).
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub meta: Map<String, Value>,
     /// The application's own id for the key.
     pub external_id: Option<String>,
@@ -268,8 +271,10 @@ pub struct KeyMetadata {
     #[serde(with = "time::serde::rfc3339::option")]
     pub disabled_at: Option<OffsetDateTime>,
     /// Client networks the key may be used from (`[]`: any).
+    #[cfg_attr(feature = "utoipa", schema(value_type = Vec<String>))]
     pub ip_allowlist: Vec<IpNet>,
     /// The client address of the last recorded use.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub last_used_ip: Option<IpAddr>,
     /// The key's own quota.
     pub rate_limit: Option<KeyRateLimit>,
