@@ -258,6 +258,7 @@ pub trait AuditSink: std::fmt::Debug + Send + Sync + 'static {
     /// Takes one event already on the heap, as the auth layer holds it
     /// while the response is on its way: a sink that keeps or queues
     /// events boxed takes the box as it is, without copying the event out.
+    #[allow(clippy::boxed_local, reason = "the box is the sink's to keep")]
     fn record_boxed(&self, event: Box<AuditEvent>) {
         self.record(*event);
     }
@@ -549,6 +550,7 @@ pub struct MemoryAuditLog {
 /// overwrites its oldest slot in place (no event is moved out to be dropped).
 /// Boxed as the auth layer hands them over.
 struct Ring {
+    #[allow(clippy::vec_box, reason = "the layer's boxes are kept, not copied out")]
     events: Vec<Box<AuditEvent>>,
     head: usize,
     next_id: i64,

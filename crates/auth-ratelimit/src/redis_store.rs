@@ -248,7 +248,7 @@ impl Server {
         };
         #[cfg(not(feature = "tls"))]
         let _ = ca_pem;
-        builder.build().map_err(|e| LimitStoreError::backend(e))
+        builder.build().map_err(LimitStoreError::backend)
     }
 }
 
@@ -406,7 +406,7 @@ impl RedisStore {
         if let Some((scheme, rest)) = cluster_scheme(url) {
             return Self::cluster(cluster_nodes(scheme, rest)?, None);
         }
-        let client = Client::open(url).map_err(|e| LimitStoreError::backend(e))?;
+        let client = Client::open(url).map_err(LimitStoreError::backend)?;
         Ok(Self::from_client(Server::Single(client)))
     }
 
@@ -432,7 +432,7 @@ impl RedisStore {
             .into_iter()
             .map(|n| n.as_ref().into_connection_info())
             .collect::<Result<_, _>>()
-            .map_err(|e| LimitStoreError::backend(e))?;
+            .map_err(LimitStoreError::backend)?;
         if nodes.is_empty() {
             return Err(LimitStoreError::backend(
                 "a cluster needs at least one node",
@@ -465,7 +465,7 @@ impl RedisStore {
             client_tls: None,
             root_cert: Some(ca_pem.to_vec()),
         };
-        let client = Client::build_with_tls(url, certs).map_err(|e| LimitStoreError::backend(e))?;
+        let client = Client::build_with_tls(url, certs).map_err(LimitStoreError::backend)?;
         Ok(Self::from_client(Server::Single(client)))
     }
 
@@ -607,10 +607,10 @@ impl RedisStore {
                         give_back_script()
                             .load_async(&mut conn)
                             .await
-                            .map_err(|e| LimitStoreError::backend(e))?;
+                            .map_err(LimitStoreError::backend)?;
                         pipe.query_async::<()>(&mut conn)
                             .await
-                            .map_err(|e| LimitStoreError::backend(e))
+                            .map_err(LimitStoreError::backend)
                     }
                     Err(e) => Err(LimitStoreError::backend(e)),
                 }
@@ -648,7 +648,7 @@ impl RedisStore {
                 let reply: Vec<i64> = inv
                     .invoke_async(&mut conn)
                     .await
-                    .map_err(|e| LimitStoreError::backend(e))?;
+                    .map_err(LimitStoreError::backend)?;
                 if reply.len() != width * group.len() {
                     return Err(LimitStoreError::backend(format!(
                         "unexpected script reply of {} items",
@@ -704,7 +704,7 @@ impl RedisStore {
             .arg(&name)
             .query_async(conn)
             .await
-            .map_err(|e| LimitStoreError::backend(e))?;
+            .map_err(LimitStoreError::backend)?;
         let key = blake3::derive_key(NAMES_CONTEXT, stored.as_bytes());
         *self.names.read.lock().unwrap_or_else(|e| e.into_inner()) = Some((stored, key, now));
         Ok(key)
@@ -747,7 +747,7 @@ impl RedisStore {
                 .arg(max_debt)
                 .invoke_async(&mut conn)
                 .await
-                .map_err(|e| LimitStoreError::backend(e))?;
+                .map_err(LimitStoreError::backend)?;
             let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
             match reply[..] {
                 [1, reset, _] => Ok(Decision::allowed(q, micros(reset))),
