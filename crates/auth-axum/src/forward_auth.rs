@@ -298,7 +298,7 @@ impl<S: fmt::Debug> fmt::Debug for ForwardAuthService<S> {
 }
 
 impl<S> ForwardAuthService<S> {
-    auth_tower::define_inner_service_accessors!();
+    auth_core::define_inner_service_accessors!();
 }
 
 /// The first of `names` present in `headers`, as text.

@@ -49,6 +49,31 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
+/// Gives a middleware service `get_ref`, `get_mut` and `into_inner` over its
+/// `inner: S` field, as tower-http's services have: one macro for every
+/// middleware of auth-tower, auth-axum and auth-ratelimit, invoked inside
+/// `impl<S> XxxService<S> { .. }`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! define_inner_service_accessors {
+    () => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes `self`, returning the wrapped service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
 // Implementation modules: the everyday types among their items are
 // re-exported below, the rest through the public modules.
 mod access;

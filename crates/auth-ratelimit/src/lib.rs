@@ -104,29 +104,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-/// Gives a middleware service `get_ref`, `get_mut` and `into_inner` over its
-/// `inner: S` field, as tower-http's services have (auth-tower and auth-axum
-/// share one such macro; this crate depends on neither).
-macro_rules! define_inner_service_accessors {
-    () => {
-        /// The wrapped service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The wrapped service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// Consumes `self`, returning the wrapped service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
-    };
-}
-pub(crate) use define_inner_service_accessors;
-
 pub mod clock;
 mod credit_lease;
 pub mod credits;

@@ -37,7 +37,7 @@ impl<S> AuthService<S> {
         Self { inner, config }
     }
 
-    crate::define_inner_service_accessors!();
+    auth_core::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>

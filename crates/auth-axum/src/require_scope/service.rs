@@ -41,7 +41,7 @@ impl<S> RequireScopeService<S> {
         Self { inner, rule }
     }
 
-    auth_tower::define_inner_service_accessors!();
+    auth_core::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopeService<S>

@@ -50,7 +50,7 @@ impl<S> FailedAuthService<S> {
         }
     }
 
-    crate::define_inner_service_accessors!();
+    auth_core::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FailedAuthService<S>

@@ -167,7 +167,7 @@ impl RateLimiter {
     }
 
     /// The in-memory store (the only store, or the fallback when Redis is
-    /// down), e.g. to watch [`MemoryStore::len`].
+    /// down), e.g. to watch [`MemoryStore::len`](crate::MemoryStore::len).
     pub fn memory(&self) -> &LimiterMemory {
         &self.inner.stores.memory
     }

@@ -26,7 +26,7 @@ impl<S> RateLimitService<S> {
         Self { inner, limiter }
     }
 
-    crate::define_inner_service_accessors!();
+    auth_core::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
