@@ -16,7 +16,7 @@
 //! * **Answers**: 429 in the auth layer's JSON format (code `rate_limited`)
 //!   with `Retry-After`; `RateLimit-Limit/Remaining/Reset` and optionally the
 //!   IETF draft `RateLimit-Policy`/`RateLimit` fields on every response
-//!   ([`HeaderStyle`](headers::HeaderStyle), which can also hide them).
+//!   ([`HeaderStyle`], which can also hide them).
 //! * **WebSocket**: [`Rule::websocket_connects`] limits handshakes per IP;
 //!   [`ws::MessageLimiter`] limits messages per connection and answers with a
 //!   [`ws::RateLimitedEvent`] frame instead of closing ([`ws`] module docs).
@@ -24,7 +24,7 @@
 //!   auth layer and counts 401 answers per client address; past its quota
 //!   the address gets 429 before authentication runs ([`failed_auth`]
 //!   module docs).
-//! * **Stores**: one [`RateLimitStore`](store::RateLimitStore) per limiter: [`MemoryStore`]
+//! * **Stores**: one [`RateLimitStore`] per limiter: [`MemoryStore`]
 //!   (lock-free map, bounded memory) or, with the `redis`
 //!   feature, `RedisStore` (one atomic Lua round trip per request, shared by
 //!   all instances), with the memory store as the fallback and an

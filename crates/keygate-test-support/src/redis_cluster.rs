@@ -3,7 +3,7 @@
 //! directory, and stopped (processes killed, directory removed) on drop.
 //!
 //! Without the programs the test is skipped, or fails under `CI=true` (see
-//! [`services`](crate::services)).
+//! [`services`]).
 //!
 //! ```no_run
 //! use keygate_test_support::redis_cluster::RedisCluster;
