@@ -256,9 +256,10 @@ impl Pod {
         let page = SettingsPage::new("Settings · API Keys")
             .bearer_sign_in()
             .pages();
-        crate::support::ops::mount(
+        crate::support::ops::mount_with_audit(
             self.protect(self.routes()).nest(SETTINGS, page),
             &self.verifier,
+            self.audit.clone(),
         )
         // The key API's description: public, like the health routes.
         .route(

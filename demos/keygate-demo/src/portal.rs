@@ -198,18 +198,22 @@ impl Portal {
     /// `AuthLayer`: the page asks for an administrator's PAT and sends it).
     pub fn router(&self) -> Router {
         let page = SettingsPage::new("Settings · API").bearer_sign_in().pages();
-        crate::support::ops::mount(self.protect(self.routes()), &self.verifier)
-            .nest(SETTINGS, page)
-            // The key API's description: public, like the health routes.
-            .route(
-                "/openapi.json",
-                get(|| async {
-                    axum::Json(auth_axum::openapi::document(
-                        "/api/tokens",
-                        Some("/api/admin/keys"),
-                    ))
-                }),
-            )
+        crate::support::ops::mount_with_audit(
+            self.protect(self.routes()),
+            &self.verifier,
+            self.audit.clone(),
+        )
+        .nest(SETTINGS, page)
+        // The key API's description: public, like the health routes.
+        .route(
+            "/openapi.json",
+            get(|| async {
+                axum::Json(auth_axum::openapi::document(
+                    "/api/tokens",
+                    Some("/api/admin/keys"),
+                ))
+            }),
+        )
     }
 }
 
