@@ -26,6 +26,7 @@
 //! use std::sync::Arc;
 //! use auth_axum::{Auth, RequireScopeLayer};
 //! use auth_core::*;
+//! use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 //! use auth_tower::AuthLayer;
 //! use axum::{body::Body, http::Request, routing::get, Router};
 //! use tower::ServiceExt;

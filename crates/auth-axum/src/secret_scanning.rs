@@ -81,6 +81,7 @@ const DEFAULT_MAX_TOKENS: usize = 1000;
 /// use std::sync::Arc;
 /// use auth_axum::SecretScanning;
 /// use auth_core::*;
+/// use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 /// use axum::Router;
 ///
 /// // A key GitHub lists at https://api.github.com/meta/public_keys/secret_scanning

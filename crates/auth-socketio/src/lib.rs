@@ -29,6 +29,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use auth_core::*;
+//! use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 //! use auth_socketio::SocketIoAuth;
 //! use auth_tower::AuthLayer;
 //!

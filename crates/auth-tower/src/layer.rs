@@ -18,6 +18,7 @@ use crate::{config::Config, AuthLayerBuilder, AuthService};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::{convert::Infallible, sync::Arc};
 /// use auth_core::*;
+/// use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 /// use auth_tower::AuthLayer;
 /// use http::{Request, Response};
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};

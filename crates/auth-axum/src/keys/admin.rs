@@ -82,6 +82,7 @@ pub trait KeyAdmin: Send + Sync + 'static {
 /// use std::sync::Arc;
 /// use auth_axum::{admin_keys_router, KeyAdmin, KeyManager};
 /// use auth_core::*;
+/// use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 /// use axum::{body::Body, extract::FromRequestParts, http::{request::Parts, Request, StatusCode}, Router};
 /// use tower::ServiceExt;
 ///

@@ -7,6 +7,7 @@
 /// use auth_axum::{DefaultScopes, KeyManager};
 /// # use std::sync::Arc;
 /// # use auth_core::*;
+/// # use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 /// # let store = Arc::new(MemoryKeyStore::new());
 /// # let issuer = KeyIssuer::new(store, SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
 /// # let audit = Arc::new(MemoryAuditLog::default());

@@ -88,6 +88,7 @@ impl KeyManager {
     /// # use std::sync::Arc;
     /// # use auth_axum::{EnforcedPolicy, KeyManager};
     /// # use auth_core::*;
+    /// # use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
     /// # let issuer = KeyIssuer::new(Arc::new(MemoryKeyStore::new()), SecretHasher::for_tests(), TokenPrefix::new("st_").unwrap());
     /// // The service runs a limiter with `Rule::key_quota()` and a credits store.
     /// let keys = KeyManager::new(issuer, Arc::new(MemoryAuditLog::default()))

@@ -38,6 +38,7 @@ type KeyPath = Result<Path<String>, PathRejection>;
 /// use std::sync::Arc;
 /// use auth_axum::{keys_router, Auth, KeyManager, RequireScopeLayer};
 /// use auth_core::*;
+/// use auth_core::{audit::MemoryAuditLog, response::ErrorFormat};
 /// use auth_tower::AuthLayer;
 /// use axum::{body::Body, http::Request, Router};
 /// use tower::ServiceExt;
