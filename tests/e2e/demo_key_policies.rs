@@ -16,13 +16,8 @@ async fn server_refuses_what_it_does_not_enforce_and_what_the_application_sets()
     let api = Api::at(spawn(app.router()).await);
     let admin = issue(&backend, &server::RULES, "alice", &["tokens:manage"]).await;
     for (body, code, field) in [
-        // No credits store behind this server: credits would not be spent.
-        (
-            r#"{"name":"ci","remaining":3}"#,
-            "policy_not_enforced",
-            "remaining",
-        ),
-        // No per-key quota rule either.
+        // No per-key quota rule behind this server: the key's own limit
+        // would not be applied.
         (
             r#"{"name":"ci","rate_limit":{"limit":5,"period_seconds":60}}"#,
             "policy_not_enforced",
@@ -65,6 +60,20 @@ async fn server_refuses_what_it_does_not_enforce_and_what_the_application_sets()
         .await;
     shown.expect(200);
     assert_eq!(shown.json["external_id"], serde_json::Value::Null);
+    // Its limiter spends credits: it takes them, and spends them.
+    let r = api
+        .post("/api/tokens")
+        .token(&admin)
+        .json(r#"{"name":"metered","remaining":2}"#)
+        .send()
+        .await;
+    r.expect(201);
+    let metered = r.json["token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        api.get("/api/me").token(&metered).send().await.expect(200);
+    }
+    let r = api.get("/api/me").token(&metered).send().await;
+    r.expect_error(429, "usage_exceeded");
 }
 
 #[tokio::test]

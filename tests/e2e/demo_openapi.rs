@@ -87,7 +87,7 @@ async fn server_serves_its_openapi_document_and_answers_as_it_says() {
     let r = api
         .post("/api/tokens")
         .token(&admin)
-        .json(r#"{"name":"ci","remaining":3}"#)
+        .json(r#"{"name":"ci","rate_limit":{"limit":5,"period_seconds":60}}"#)
         .send()
         .await;
     assert_eq!(r.status, 422);

@@ -64,6 +64,8 @@ mod keys;
 #[cfg(feature = "openapi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openapi")))]
 pub mod openapi;
+#[cfg(any(feature = "ui", feature = "openapi-ui"))]
+mod page_headers;
 mod rejection;
 pub mod require_scope;
 mod scope;

@@ -13,8 +13,8 @@ mod support;
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use auth_core::{
-    policy::Credits, policy::KeyPolicy, AuthContext, KeyId, KeyIssuer, KeyStore, MemoryKeyStore,
-    NewKey, Principal, ScopeSet, Verifier,
+    policy::Credits, policy::KeyPolicy, KeyIssuer, KeyStore, MemoryKeyStore, NewKey, Principal,
+    ScopeSet, Verifier,
 };
 use auth_ratelimit::{
     clock::FakeClock, store::Bucket, store::RateLimitStore, FailedAuthLimiter, OnStoreError, Quota,
@@ -25,7 +25,7 @@ use axum::{body::Body, routing::get, Router};
 use http::{Request, StatusCode};
 use keygate_test_support::{eventually, fixtures, redis_cluster::RedisCluster};
 use redis::{cluster::ClusterClient, cluster_async::ClusterConnection, AsyncCommands};
-use support::unique_prefix;
+use support::{admitted_over_rounds, as_user, unique_prefix};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -84,18 +84,6 @@ async fn slot(conn: &mut ClusterConnection, key: &str) -> u16 {
         .unwrap()
 }
 
-fn as_user(user: &str) -> Request<()> {
-    let ctx = AuthContext::for_key(
-        KeyId::from_u64(9),
-        "ci",
-        Principal::user(user),
-        ScopeSet::empty(),
-    );
-    let mut req = Request::get("/").body(()).unwrap();
-    req.extensions_mut().insert(ctx);
-    req
-}
-
 fn limiter(store: &RedisStore, rules: &[Rule]) -> RateLimiter {
     let mut builder = RateLimiter::builder();
     for rule in rules {
@@ -106,34 +94,6 @@ fn limiter(store: &RedisStore, rules: &[Rule]) -> RateLimiter {
         .on_store_error(OnStoreError::FailClosed)
         .build()
         .unwrap()
-}
-
-/// Every limiter checks `per_limiter` requests of alice at once.
-async fn hammer(limiters: &[RateLimiter], per_limiter: usize) -> usize {
-    let mut tasks = Vec::new();
-    for limiter in limiters {
-        for _ in 0..per_limiter {
-            let limiter = limiter.clone();
-            tasks.push(tokio::spawn(async move {
-                limiter.check(&as_user("alice")).await.is_ok()
-            }));
-        }
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        admitted += usize::from(t.await.unwrap());
-    }
-    admitted
-}
-
-/// Two rounds, the leases given back between them.
-async fn admitted_over_rounds(limiters: &[RateLimiter], per_round: usize) -> usize {
-    let first = hammer(limiters, per_round).await;
-    for l in limiters {
-        l.give_back_leases().await;
-        assert_eq!(l.leased_tokens(), 0);
-    }
-    first + hammer(limiters, per_round).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

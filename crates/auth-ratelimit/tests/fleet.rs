@@ -10,22 +10,8 @@ mod support;
 
 use std::sync::Arc;
 
-use auth_core::{AuthContext, KeyId, Principal, ScopeSet};
 use auth_ratelimit::{Quota, RateLimiter, Rule};
-use http::Request;
-use support::OwnRedis;
-
-fn as_user(user: &str) -> Request<()> {
-    let ctx = AuthContext::for_key(
-        KeyId::from_u64(9),
-        "ci",
-        Principal::user(user),
-        ScopeSet::empty(),
-    );
-    let mut req = Request::get("/").body(()).unwrap();
-    req.extensions_mut().insert(ctx);
-    req
-}
+use support::{admitted_over_rounds, as_user, hammer, OwnRedis};
 
 async fn fleet(own: &OwnRedis, test: &str, quota: Quota, n: usize) -> Vec<RateLimiter> {
     let store = own.store(test).await;
@@ -39,36 +25,6 @@ async fn fleet(own: &OwnRedis, test: &str, quota: Quota, n: usize) -> Vec<RateLi
                 .unwrap()
         })
         .collect()
-}
-
-/// Every limiter checks `per_limiter` requests of one user at once (each
-/// with its own tasks); how many were admitted.
-async fn hammer(limiters: &[RateLimiter], per_limiter: usize) -> usize {
-    let mut tasks = Vec::new();
-    for limiter in limiters {
-        for _ in 0..per_limiter {
-            let limiter = limiter.clone();
-            tasks.push(tokio::spawn(async move {
-                limiter.check(&as_user("alice")).await.is_ok()
-            }));
-        }
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        admitted += usize::from(t.await.unwrap());
-    }
-    admitted
-}
-
-/// Admitted by `limiters` over two rounds (the leases given back between
-/// them, as the reconciliation does), within 2% of the quota.
-async fn admitted_over_rounds(limiters: &[RateLimiter], per_round: usize) -> usize {
-    let first = hammer(limiters, per_round).await;
-    for l in limiters {
-        l.give_back_leases().await;
-        assert_eq!(l.leased_tokens(), 0);
-    }
-    first + hammer(limiters, per_round).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

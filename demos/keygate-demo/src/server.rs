@@ -163,11 +163,12 @@ impl Server {
     /// The API's routes, not yet behind authentication and rate limits.
     pub fn routes(&self) -> Router {
         // A token made without naming scopes has the rights of its user. The
-        // limiter here has no per-key quota rule nor credits store, so the
-        // router refuses keys asking for either (nothing declared).
+        // limiter in front of every route spends credits but has no per-key
+        // quota rule, so the router takes `remaining` and refuses `rate_limit`.
         let keys = KeyManager::new(self.issuer.clone(), self.audit.clone())
             .known_scopes(all_scopes())
-            .default_scopes(DefaultScopes::OwnerGrantable);
+            .default_scopes(DefaultScopes::OwnerGrantable)
+            .enforces(auth_axum::EnforcedPolicy::Credits);
         let node_routes = Router::new()
             .route("/api/nodes", get(nodes::list).post(nodes::create))
             .route(

@@ -16,7 +16,7 @@ use std::{borrow::Cow, fmt::Write as _};
 
 use axum::{
     extract::{FromRequestParts, OriginalUri},
-    http::{header, HeaderName, HeaderValue, StatusCode},
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -183,7 +183,7 @@ fn index(page: &SettingsPage, uri: &OriginalUri) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    security_headers(h);
+    crate::page_headers::insert(h, CONTENT_SECURITY_POLICY);
     res
 }
 
@@ -195,30 +195,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    security_headers(h);
+    crate::page_headers::insert(h, CONTENT_SECURITY_POLICY);
     res
-}
-
-fn security_headers(h: &mut http::HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        // Not `no-referrer`: with it, browsers send `Origin: null` on the
-        // page's own form posts (sign-out), which no origin check can trust.
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        HeaderName::from_static("cross-origin-opener-policy"),
-        HeaderValue::from_static("same-origin"),
-    );
 }
 
 /// `s` safe inside HTML text and double-quoted attributes.

@@ -34,6 +34,52 @@ pub(crate) fn unique_prefix(test: &str) -> String {
     )
 }
 
+/// A request authenticated as `user`'s key (id 9, no scopes).
+pub(crate) fn as_user(user: &str) -> http::Request<()> {
+    let ctx = auth_core::AuthContext::for_key(
+        auth_core::KeyId::from_u64(9),
+        "ci",
+        auth_core::Principal::user(user),
+        auth_core::ScopeSet::empty(),
+    );
+    let mut req = http::Request::get("/").body(()).unwrap();
+    req.extensions_mut().insert(ctx);
+    req
+}
+
+/// Every limiter checks `per_limiter` requests of alice at once (each with
+/// its own task); how many were admitted.
+pub(crate) async fn hammer(limiters: &[auth_ratelimit::RateLimiter], per_limiter: usize) -> usize {
+    let mut tasks = Vec::new();
+    for limiter in limiters {
+        for _ in 0..per_limiter {
+            let limiter = limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                limiter.check(&as_user("alice")).await.is_ok()
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    admitted
+}
+
+/// Admitted by `limiters` over two rounds, the leases given back between
+/// them (as the reconciliation does).
+pub(crate) async fn admitted_over_rounds(
+    limiters: &[auth_ratelimit::RateLimiter],
+    per_round: usize,
+) -> usize {
+    let first = hammer(limiters, per_round).await;
+    for l in limiters {
+        l.give_back_leases().await;
+        assert_eq!(l.leased_tokens(), 0);
+    }
+    first + hammer(limiters, per_round).await
+}
+
 /// A connected store under a unique prefix, or `None` (after
 /// `services::skip`) when there is no server to test.
 #[cfg(feature = "redis")]
