@@ -251,7 +251,9 @@ fn stacks(verifier: &Verifier, token: &str) -> Vec<(&'static str, Router)> {
             "AuthLayer, cached key, audit sink",
             router().layer(
                 AuthLayer::builder(verifier.clone())
-                    .audit(Arc::new(MemoryAuditLog::default()))
+                    // Full after the first thousand requests: from then
+                    // on every event replaces the oldest, as in a long run.
+                    .audit(Arc::new(MemoryAuditLog::new(1_000)))
                     .build(),
             ),
         ),

@@ -9,3 +9,7 @@ pub use crate::audit_log::{
     KeyCreated, KeyManaged, MemoryAuditLog, RefusalCount, RefusedFor, UsageBucket, UsageCount,
     UsageQuery, MAX_USER_AGENT,
 };
+/// The string type of [`AuditEvent::path`](crate::AuditEvent::path) and
+/// `user_agent`: a `String` that holds up to 24 bytes inline, so most
+/// events need no allocation of their own.
+pub use compact_str::CompactString;

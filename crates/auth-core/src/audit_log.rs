@@ -3,6 +3,7 @@
 use std::{fmt, net::IpAddr, sync::Arc};
 
 use async_trait::async_trait;
+use compact_str::CompactString;
 use http::Method;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -49,7 +50,8 @@ impl<'de> Deserialize<'de> for RejectReason {
 /// Built on every audited request, so its parts are cheap to make: the
 /// method is an [`http::Method`] (no allocation for the standard ones), the
 /// actor and subject share the key record's user id ([`Arc<str>`]), and the
-/// path is the one allocation. Serialized, every field is a plain JSON
+/// path and `User-Agent` are [`CompactString`]s, held inline up to 24 bytes
+/// (longer ones are allocated). Serialized, every field is a plain JSON
 /// value (the method and names as strings, `at` in RFC 3339).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
@@ -83,7 +85,7 @@ pub struct AuditEvent {
     pub method: Method,
     /// Request path, without the query string (which may hold a credential).
     #[cfg_attr(feature = "utoipa", schema(value_type = String))]
-    pub path: String,
+    pub path: CompactString,
     /// Response status, when known.
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<u16>))]
     pub status: Option<u16>,
@@ -92,7 +94,7 @@ pub struct AuditEvent {
     pub client_ip: Option<IpAddr>,
     /// `User-Agent`, truncated.
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<CompactString>,
     /// The key this request created (the key API's create or rotate), so
     /// that the log says which key made which: the request's own `key_id`
     /// is the creator. See [`KeyCreated`].
@@ -125,7 +127,7 @@ impl AuditEvent {
         at: OffsetDateTime,
         outcome: AuditOutcome,
         method: Method,
-        path: impl Into<String>,
+        path: impl Into<CompactString>,
     ) -> Self {
         Self {
             id: None,

@@ -156,10 +156,10 @@ impl KeyIssuer {
             outcome: AuditOutcome::Failure,
             reason: Some(RejectReason::Leaked),
             method: source.method.clone(),
-            path: source.path.clone(),
+            path: source.path.as_str().into(),
             status: None,
             client_ip: source.client_ip,
-            user_agent: source.user_agent.clone(),
+            user_agent: source.user_agent.as_deref().map(Into::into),
             created_key: None,
             key_management: true,
         });

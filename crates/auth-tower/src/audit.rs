@@ -3,8 +3,9 @@
 use std::{net::IpAddr, sync::Arc};
 
 use auth_core::{
-    audit::audit_now, audit::AuditOutcome, audit::KeyCreated, audit::KeyManaged, audit::RefusedFor,
-    audit::MAX_USER_AGENT, AuditEvent, AuditSink, AuthContext, KeyId, RejectReason,
+    audit::audit_now, audit::AuditOutcome, audit::CompactString, audit::KeyCreated,
+    audit::KeyManaged, audit::RefusedFor, audit::MAX_USER_AGENT, AuditEvent, AuditSink,
+    AuthContext, KeyId, RejectReason,
 };
 use http::{header, request::Parts, HeaderMap, Method, Request, StatusCode, Uri};
 
@@ -132,8 +133,8 @@ impl Drop for PendingAudit {
 }
 
 /// The event for an attempt, if an audit sink is configured. Only then is
-/// the attempt described; the path is its one allocation (and the
-/// `User-Agent`, when sent). The path never includes the query string,
+/// the attempt described; a path or `User-Agent` over 24 bytes is
+/// allocated, shorter ones are held in the event. The path never includes the query string,
 /// which may hold a credential.
 pub(crate) fn pending<'a>(
     config: &Config,
@@ -145,7 +146,7 @@ pub(crate) fn pending<'a>(
     let (req, who) = attempt();
     let user_agent = req.headers.get(header::USER_AGENT).map(|v| {
         let bytes = v.as_bytes();
-        String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT)]).into_owned()
+        CompactString::from_utf8_lossy(&bytes[..bytes.len().min(MAX_USER_AGENT)])
     });
     let outcome = if reason.is_none() {
         AuditOutcome::Success

@@ -63,7 +63,7 @@ impl Operator {
         // Every change the command line makes is key management.
         event.key_management = true;
         event.actor = Some(self.0.as_str().into());
-        event.user_agent = Some(concat!("keygate/", env!("CARGO_PKG_VERSION")).to_owned());
+        event.user_agent = Some(concat!("keygate/", env!("CARGO_PKG_VERSION")).into());
         db.audit.record(event);
         db.audit.flush().await.map_err(|e| {
             CliError::unavailable(format!(

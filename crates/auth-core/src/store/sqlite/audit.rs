@@ -239,10 +239,13 @@ fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
         outcome: sql::outcome(&outcome)?,
         reason: sql::reason(row.try_get("reason").map_err(get)?)?,
         method: sql::method(row.try_get("method").map_err(get)?)?,
-        path: row.try_get("path").map_err(get)?,
+        path: row.try_get::<&str, _>("path").map_err(get)?.into(),
         status: sql::status(status)?,
         client_ip: sql::client_ip(row.try_get("client_ip").map_err(get)?)?,
-        user_agent: row.try_get("user_agent").map_err(get)?,
+        user_agent: row
+            .try_get::<Option<&str>, _>("user_agent")
+            .map_err(get)?
+            .map(Into::into),
         created_key: sql::opt_key_id(row.try_get("created_key").map_err(get)?)?,
         key_management: false,
     })
@@ -379,7 +382,10 @@ impl AuditLog for SqliteAuditLog {
                 sample.reason = Some(reason);
                 sample.status = sql::status(status)?;
                 sample.client_ip = sql::client_ip(row.try_get("client_ip").map_err(get)?)?;
-                sample.user_agent = row.try_get("user_agent").map_err(get)?;
+                sample.user_agent = row
+                    .try_get::<Option<&str>, _>("user_agent")
+                    .map_err(get)?
+                    .map(Into::into);
                 Ok(RefusalCount {
                     minute: sql::from_micros(row.try_get("minute").map_err(get)?)?,
                     reason,
