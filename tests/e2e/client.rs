@@ -17,6 +17,24 @@ pub(crate) fn memory() -> Backend {
     Backend::memory(SecretHasher::for_tests())
 }
 
+/// Drops a test's PostgreSQL schema. The instances under test may still be
+/// writing to it (their audit writers), and `DROP SCHEMA … CASCADE` takes
+/// its tables' locks one by one, so it can deadlock with them: PostgreSQL
+/// then aborts one side (40P01), and the drop is tried again.
+pub(crate) async fn drop_schema(pool: &sqlx::PgPool, schema: &str) {
+    let sql = format!("DROP SCHEMA \"{schema}\" CASCADE");
+    for attempt in 1.. {
+        match sqlx::query(&sql).execute(pool).await {
+            Ok(_) => return,
+            Err(e)
+                if attempt < 10
+                    && e.as_database_error().and_then(|d| d.code()).as_deref() == Some("40P01") => {
+            }
+            Err(e) => panic!("DROP SCHEMA {schema}: {e}"),
+        }
+    }
+}
+
 /// A new key's token, issued the way the demos' `issue` command does.
 pub(crate) async fn issue(
     backend: &Backend,

@@ -1456,10 +1456,7 @@ async fn two_pods_on_one_postgres_share_keys_and_revocations() {
     })
     .await;
 
-    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    client::drop_schema(store.pool(), &schema).await;
 }
 
 #[cfg(feature = "redis")]

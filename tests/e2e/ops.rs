@@ -293,10 +293,7 @@ async fn ready_follows_postgres_behind_a_relay_that_is_cut_and_restored() {
 
     drop(relay);
     let direct = PostgresKeyStore::connect(&url).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(direct.pool())
-        .await
-        .unwrap();
+    client::drop_schema(direct.pool(), &schema).await;
 }
 
 /// The audit store stalls (another session holds a lock on the events
@@ -464,10 +461,7 @@ async fn a_stalled_audit_store_sheds_key_uses_but_keeps_key_management() {
     assert_eq!(audit.dropped_events(), USES - QUEUE + 1);
 
     drop(api);
-    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .execute(&locker)
-        .await
-        .unwrap();
+    client::drop_schema(&locker, &schema).await;
 }
 
 /// `keygate_audit_events_dropped_total`, every reason summed.

@@ -60,6 +60,20 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
+/// The settings page's security headers, for an application's own pages
+/// served beside it (a sign-in form, say): [`CONTENT_SECURITY_POLICY`], no
+/// sniffing, no framing, a same-origin referrer and opener.
+///
+/// ```
+/// use axum::response::{Html, IntoResponse};
+/// let mut res = Html("<form method=post>…</form>").into_response();
+/// auth_axum::ui::insert_security_headers(res.headers_mut());
+/// assert_eq!(res.headers()["x-frame-options"], "DENY");
+/// ```
+pub fn insert_security_headers(headers: &mut http::HeaderMap) {
+    crate::page_headers::insert(headers, CONTENT_SECURITY_POLICY);
+}
+
 /// How the settings page looks in an application: its title and an
 /// optional sign-out button.
 #[derive(Clone, Debug)]
@@ -183,7 +197,7 @@ fn index(page: &SettingsPage, uri: &OriginalUri) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    crate::page_headers::insert(h, CONTENT_SECURITY_POLICY);
+    insert_security_headers(h);
     res
 }
 
@@ -195,7 +209,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    crate::page_headers::insert(h, CONTENT_SECURITY_POLICY);
+    insert_security_headers(h);
     res
 }
 

@@ -340,7 +340,18 @@ async fn run(
             events: mem::take(&mut *shared.priority.lock()),
             ..Batch::default()
         };
+        // The rows queued before a priority event go in its batch, and a
+        // batch is written in the order its events happened: ids follow
+        // time, whichever lane an event took.
+        while events.len() < cfg.max_batch {
+            match rx.try_recv() {
+                Ok(Msg::Event(e)) => events.push(*e),
+                Ok(Msg::Flush(ack)) => acks.push(ack),
+                Err(_) => break,
+            }
+        }
         batch.events.append(&mut events);
+        batch.events.sort_by_key(|e| e.at);
         let mut usage = UsageTally::default();
         for e in &batch.events {
             usage.add(e);
@@ -536,6 +547,35 @@ mod tests {
         assert_eq!(sink.usage(), (25, 0, 0));
         assert_eq!(w.dropped(), 0);
         assert!(!w.health().is_degraded());
+    }
+
+    /// Key management jumps the queue of key uses but not the clock: the
+    /// uses recorded before it are written in its batch, ahead of it.
+    #[tokio::test]
+    async fn rows_are_written_in_the_order_events_happened_across_lanes() {
+        let sink = Recording::new(0);
+        let w = AuditWriter::spawn(sink.clone(), &AuditBatching::new().linger(Duration::ZERO));
+        let key = KeyId::random();
+        let start = OffsetDateTime::now_utc();
+        let at = |i: i64| start + time::Duration::milliseconds(i);
+        // The writer takes a first batch and blocks on the stalled store.
+        w.record(used(key));
+        keygate_test_support::eventually("the first batch taken", || async {
+            w.health().queued == 0
+        })
+        .await;
+        for i in 1..=20 {
+            let mut e = used(key);
+            e.at = at(i);
+            if i % 5 == 0 {
+                e.key_management = true;
+            }
+            w.record(e);
+        }
+        sink.gate.add_permits(1_000);
+        w.flush().await.unwrap();
+        let times: Vec<_> = sink.rows().iter().skip(1).map(|e| e.at).collect();
+        assert_eq!(times, (1..=20).map(at).collect::<Vec<_>>());
     }
 
     /// The store stalls: garbage and limiter refusals never queue, the

@@ -121,20 +121,6 @@ fn file(content_type: &'static str, body: &'static str, cache: &'static str) -> 
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(auth_axum::ui::CONTENT_SECURITY_POLICY),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        // Not `no-referrer`: with it, browsers send `Origin: null` on the
-        // page's own form posts (sign-out), which no origin check can trust.
-        HeaderValue::from_static("same-origin"),
-    );
+    auth_axum::ui::insert_security_headers(h);
     res
 }
